@@ -1,0 +1,162 @@
+// Package domain is kycstate's vocabulary: identifiers, event types, applicant statuses,
+// the lifecycle state machine and the pure fold Apply(state, event) -> (state, record).
+//
+// It imports no infrastructure. Everything here is deterministic: no clock, no I/O, no
+// dependence on map iteration order, so folding the same log always yields the same bytes.
+package domain
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// AppKey identifies an Allpass application (a UUID, lower case).
+type AppKey string
+
+// ApplicantID is Allpass's applicant id (a UUID, lower case).
+type ApplicantID string
+
+// ExternalUserID is the product's own id for the user, as Allpass echoes it. Free text.
+type ExternalUserID string
+
+// EventType is an Allpass webhook event name, e.g. "applicantApproved".
+type EventType string
+
+// Status is an applicant's verification status. The zero value means "no status yet".
+type Status string
+
+// The eight statuses of DESIGN.md section 5.
+const (
+	StatusNone       Status = ""
+	StatusInit       Status = "INIT"
+	StatusIncomplete Status = "INCOMPLETE"
+	StatusInProgress Status = "IN_PROGRESS"
+	StatusInReview   Status = "IN_REVIEW"
+	StatusOnHold     Status = "ON_HOLD"
+	StatusCompleted  Status = "COMPLETED"
+	StatusApproved   Status = "APPROVED"
+	StatusRejected   Status = "REJECTED"
+)
+
+// Statuses lists every status in lifecycle order.
+func Statuses() []Status {
+	return []Status{StatusInit, StatusIncomplete, StatusInProgress, StatusInReview,
+		StatusOnHold, StatusCompleted, StatusApproved, StatusRejected}
+}
+
+// Valid reports whether s is one of the eight statuses (not StatusNone).
+func (s Status) Valid() bool {
+	switch s {
+	case StatusInit, StatusIncomplete, StatusInProgress, StatusInReview,
+		StatusOnHold, StatusCompleted, StatusApproved, StatusRejected:
+		return true
+	}
+	return false
+}
+
+// Status events.
+const (
+	EventCreated    EventType = "applicantCreated"
+	EventIncomplete EventType = "applicantIncomplete"
+	EventInProgress EventType = "applicantInProgress"
+	EventInReview   EventType = "applicantInReview"
+	EventOnHold     EventType = "applicantOnHold"
+	EventCompleted  EventType = "applicantCompleted"
+	EventApproved   EventType = "applicantApproved"
+	EventRejected   EventType = "applicantRejected"
+)
+
+// Annotation events.
+const (
+	EventStepPassed                EventType = "applicantStepPassed"
+	EventDuplicateDocument         EventType = "applicantDuplicateDocument"
+	EventExpiredDocument           EventType = "expiredDocument"
+	EventAdditionalDocumentStepErr EventType = "additionalDocumentStepError"
+	EventDuplicateEmail            EventType = "applicantDuplicateEmail"
+	EventDuplicatePhone            EventType = "applicantDuplicatePhone"
+)
+
+// Kind classifies an event type.
+type Kind int
+
+const (
+	KindUnknown    Kind = iota // any name Allpass may add later: stored, shown, no effect
+	KindStatus                 // moves the applicant's status
+	KindAnnotation             // records steps, flags or warnings
+)
+
+// Kind returns the catalogue class of t.
+func (t EventType) Kind() Kind {
+	if _, ok := statusOf[t]; ok {
+		return KindStatus
+	}
+	switch t {
+	case EventStepPassed, EventDuplicateDocument, EventExpiredDocument,
+		EventAdditionalDocumentStepErr, EventDuplicateEmail, EventDuplicatePhone:
+		return KindAnnotation
+	}
+	return KindUnknown
+}
+
+// Target returns the status a status event moves to, and false for other events.
+func (t EventType) Target() (Status, bool) {
+	s, ok := statusOf[t]
+	return s, ok
+}
+
+// statusOf maps each status event to its destination. Read-only after package init
+// (a composite literal, no init function).
+var statusOf = map[EventType]Status{
+	EventCreated:    StatusInit,
+	EventIncomplete: StatusIncomplete,
+	EventInProgress: StatusInProgress,
+	EventInReview:   StatusInReview,
+	EventOnHold:     StatusOnHold,
+	EventCompleted:  StatusCompleted,
+	EventApproved:   StatusApproved,
+	EventRejected:   StatusRejected,
+}
+
+// StoredVersion is the version of the stored message format written by this build.
+const StoredVersion = 1
+
+// Event is one webhook as the event log stores it (DESIGN.md section 3). The JSON form
+// is the stored message; Seq and Stored are filled when the event is read back.
+type Event struct {
+	V              int            `json:"v"`
+	Provider       string         `json:"provider"`
+	AppKey         AppKey         `json:"appKey"`
+	ApplicantID    ApplicantID    `json:"applicantId"`
+	ExternalUserID ExternalUserID `json:"externalUserId,omitempty"`
+	Type           EventType      `json:"type"`
+	// StepName and Warnings are copied out of the payload at ingest so that the fold does
+	// not parse the payload again; the payload stays the authority.
+	StepName      string          `json:"stepName,omitempty"`
+	Warnings      []string        `json:"warnings,omitempty"`
+	EventAt       time.Time       `json:"eventAt"`
+	EventAtSource string          `json:"eventAtSource"`
+	ReceivedAt    time.Time       `json:"receivedAt"`
+	Payload       json.RawMessage `json:"payload"`
+	Raw           *Raw            `json:"raw,omitempty"`
+
+	// Seq is the stream sequence the event was stored at (0 before it is stored).
+	Seq uint64 `json:"-"`
+	// Stored is the exact bytes of the stored message; the digest chain hashes these.
+	Stored []byte `json:"-"`
+}
+
+// Raw is the original HTTP request, kept so an auditor can re-verify authenticity offline.
+type Raw struct {
+	Body      string `json:"body"`
+	Signature string `json:"signature,omitempty"`
+}
+
+// Where an event's time came from.
+const (
+	SourcePayloadUpdatedAt = "payload.updatedAt"
+	SourcePayloadCreatedAt = "payload.createdAt"
+	SourcePayloadTime      = "payload.time"
+	SourcePayloadTimestamp = "payload.timestamp"
+	SourceEnvelopeTime     = "envelope.time"
+	SourceReceived         = "received"
+)

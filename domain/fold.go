@@ -1,0 +1,302 @@
+package domain
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/looplab/fsm"
+)
+
+// Outcome is what the fold decided about one event. Every event gets exactly one.
+type Outcome string
+
+// The six outcomes, in the order the fold checks them (DESIGN.md section 5).
+const (
+	OutcomeDuplicate Outcome = "duplicate" // same type, stepName and eventAt as an event already applied
+	OutcomeStale     Outcome = "stale"     // a status event older than the latest applied status event
+	OutcomeApplied   Outcome = "applied"   // a regular transition, or to the status it already has
+	OutcomeIrregular Outcome = "irregular" // a transition the table does not list: applied and flagged
+	OutcomeAnnotated Outcome = "annotated" // steps passed, flags, warnings recorded
+	OutcomeUnknown   Outcome = "unknown"   // an event name not in the catalogue: recorded, no effect
+)
+
+// Digest is the per-applicant hash chain: SHA-256(previous digest || stored event bytes).
+type Digest [32]byte
+
+// MarshalText encodes the digest as lower-case hex; the zero digest (no events) is "".
+func (d Digest) MarshalText() ([]byte, error) {
+	if d == (Digest{}) {
+		return []byte{}, nil
+	}
+	return []byte(hex.EncodeToString(d[:])), nil
+}
+
+// UnmarshalText decodes lower-case hex, or "" for the zero digest.
+func (d *Digest) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*d = Digest{}
+		return nil
+	}
+	if len(b) != 64 {
+		return fmt.Errorf("digest: want 64 hex characters, got %d", len(b))
+	}
+	_, err := hex.Decode(d[:], b)
+	return err
+}
+
+func (d Digest) String() string { b, _ := d.MarshalText(); return string(b) }
+
+// Next chains one event's stored bytes onto d.
+func (d Digest) Next(stored []byte) Digest {
+	h := sha256.New()
+	if d != (Digest{}) {
+		h.Write(d[:])
+	}
+	h.Write(stored)
+	var out Digest
+	h.Sum(out[:0])
+	return out
+}
+
+// State is an applicant's current state, as folded from its events in stream order.
+type State struct {
+	ApplicantID    ApplicantID    `json:"applicantId"`
+	AppKey         AppKey         `json:"appKey"`
+	ExternalUserID ExternalUserID `json:"externalUserId"`
+	Status         Status         `json:"status"`
+	StatusAt       time.Time      `json:"statusAt"`    // eventAt of the latest applied status event
+	LastEventAt    time.Time      `json:"lastEventAt"` // latest eventAt of any event
+	LastSeq        uint64         `json:"lastSeq"`
+	Events         int            `json:"events"` // every event folded, whatever its outcome
+	StepsPassed    []string       `json:"stepsPassed"`
+	Flags          []string       `json:"flags"`
+	Warnings       []string       `json:"warnings"`
+	Anomalies      int            `json:"anomalies"`
+	Digest         Digest         `json:"digest"`
+	// Seen holds the fingerprints (type, stepName, eventAt) of the events applied so far,
+	// sorted, for the duplicate rule. Eight bytes each: a false duplicate needs a 64-bit
+	// collision within one applicant's few dozen events.
+	Seen []uint64 `json:"seen,omitempty"`
+}
+
+// Record is one event's line in an applicant's history: what arrived and what the fold
+// decided. It holds everything the fold reads, so history can be folded again (Refold)
+// without the log, and the digest after the event so the refolded state carries it.
+type Record struct {
+	Seq            uint64         `json:"seq"`
+	ApplicantID    ApplicantID    `json:"applicantId"`
+	AppKey         AppKey         `json:"appKey"`
+	ExternalUserID ExternalUserID `json:"externalUserId,omitempty"`
+	Type           EventType      `json:"type"`
+	EventAt        time.Time      `json:"eventAt"`
+	EventAtSource  string         `json:"eventAtSource"`
+	ReceivedAt     time.Time      `json:"receivedAt"`
+	Outcome        Outcome        `json:"outcome"`
+	From           Status         `json:"from"`
+	To             Status         `json:"to"`
+	StepName       string         `json:"stepName,omitempty"`
+	Warnings       []string       `json:"warnings"`
+	Digest         Digest         `json:"digest"`
+}
+
+// StatusChanged reports whether the record moved the applicant to a different status.
+func (r Record) StatusChanged() bool { return r.From != r.To }
+
+// fsmNew is the lifecycle machine's name for "no status yet"; it never leaves this package.
+const fsmNew = "NEW"
+
+// Lifecycle returns the table of DESIGN.md section 5 as looplab/fsm events. It is the only
+// statement of which transitions are regular; Apply and the diagram both read it.
+func Lifecycle() fsm.Events {
+	src := func(ss ...Status) []string {
+		out := make([]string, len(ss))
+		for i, s := range ss {
+			out[i] = string(s)
+		}
+		return out
+	}
+	return fsm.Events{
+		{Name: string(EventCreated), Src: []string{fsmNew}, Dst: string(StatusInit)},
+		{Name: string(EventIncomplete), Src: src(StatusInit, StatusInProgress, StatusOnHold, StatusApproved, StatusRejected), Dst: string(StatusIncomplete)},
+		{Name: string(EventInProgress), Src: src(StatusInit, StatusIncomplete, StatusOnHold, StatusApproved, StatusRejected), Dst: string(StatusInProgress)},
+		{Name: string(EventOnHold), Src: src(StatusIncomplete, StatusInProgress, StatusInReview, StatusCompleted), Dst: string(StatusOnHold)},
+		{Name: string(EventInReview), Src: src(StatusInProgress, StatusOnHold, StatusCompleted), Dst: string(StatusInReview)},
+		{Name: string(EventCompleted), Src: src(StatusInProgress, StatusOnHold, StatusInReview), Dst: string(StatusCompleted)},
+		{Name: string(EventApproved), Src: src(StatusInProgress, StatusInReview, StatusOnHold, StatusCompleted, StatusRejected), Dst: string(StatusApproved)},
+		{Name: string(EventRejected), Src: src(StatusInProgress, StatusInReview, StatusOnHold, StatusCompleted, StatusApproved), Dst: string(StatusRejected)},
+	}
+}
+
+// NewMachine builds the lifecycle FSM, positioned at "no status yet".
+func NewMachine() *fsm.FSM { return fsm.NewFSM(fsmNew, Lifecycle(), nil) }
+
+// Folder applies events to states. It reuses one FSM (building one costs about ten
+// times a transition), so a Folder belongs to one goroutine at a time.
+type Folder struct {
+	m *fsm.FSM
+}
+
+// NewFolder returns a Folder with its own lifecycle machine.
+func NewFolder() *Folder { return &Folder{m: NewMachine()} }
+
+// Apply folds one event into s with a throwaway Folder. Use a Folder in loops.
+func Apply(s State, e Event) (State, Record) { return NewFolder().Apply(s, e) }
+
+// Regular reports whether the lifecycle table lists the transition from -> event.
+func (f *Folder) Regular(from Status, t EventType) bool {
+	cur := string(from)
+	if from == StatusNone {
+		cur = fsmNew
+	}
+	f.m.SetState(cur)
+	err := f.m.Event(context.Background(), string(t))
+	if err == nil {
+		return true
+	}
+	var noTransition fsm.NoTransitionError
+	return errors.As(err, &noTransition)
+}
+
+// Apply folds e into s and returns the new state and the history record of the decision.
+// s is not modified; the returned state shares no slices with it. Apply assumes events
+// arrive in stream order (e.Seq increasing) and uses nothing but s and e.
+func (f *Folder) Apply(s State, e Event) (State, Record) {
+	next := s.clone()
+	if next.ApplicantID == "" {
+		next.ApplicantID = e.ApplicantID
+		next.AppKey = e.AppKey
+	}
+	next.Events++
+	next.LastSeq = e.Seq
+	next.Digest = s.Digest.Next(e.Stored)
+	if e.EventAt.After(next.LastEventAt) {
+		next.LastEventAt = e.EventAt
+	}
+
+	rec := Record{
+		Seq: e.Seq, ApplicantID: e.ApplicantID, AppKey: e.AppKey, ExternalUserID: e.ExternalUserID,
+		Type: e.Type, EventAt: e.EventAt, EventAtSource: e.EventAtSource, ReceivedAt: e.ReceivedAt,
+		From: s.Status, To: s.Status, StepName: e.StepName, Warnings: nonNil(e.Warnings),
+		Digest: next.Digest,
+	}
+
+	fp := fingerprint(e)
+	kind := e.Type.Kind()
+	switch {
+	case next.seen(fp):
+		rec.Outcome = OutcomeDuplicate
+		return next, rec
+	case kind == KindStatus && s.Status != StatusNone && e.EventAt.Before(s.StatusAt):
+		rec.Outcome = OutcomeStale
+		return next, rec
+	}
+
+	next.markSeen(fp)
+	if e.ExternalUserID != "" {
+		next.ExternalUserID = e.ExternalUserID
+	}
+	switch kind {
+	case KindStatus:
+		to, _ := e.Type.Target()
+		rec.Outcome = OutcomeApplied
+		if to != s.Status && !f.Regular(s.Status, e.Type) {
+			rec.Outcome = OutcomeIrregular
+			next.Anomalies++
+		}
+		next.Status, next.StatusAt, rec.To = to, e.EventAt, to
+		next.Warnings = appendNew(next.Warnings, e.Warnings...)
+	case KindAnnotation:
+		rec.Outcome = OutcomeAnnotated
+		if e.Type == EventStepPassed {
+			if e.StepName != "" {
+				next.StepsPassed = appendNew(next.StepsPassed, e.StepName)
+			}
+		} else {
+			next.Flags = appendNew(next.Flags, string(e.Type))
+		}
+		next.Warnings = appendNew(next.Warnings, e.Warnings...)
+	default:
+		rec.Outcome = OutcomeUnknown
+	}
+	return next, rec
+}
+
+// Refold rebuilds the state that a run of history records describes, in order. It is how
+// the API answers "what did the service know at seq N": the records hold every input the
+// fold reads, and each carries the digest after its event.
+func (f *Folder) Refold(records []Record) State {
+	var s State
+	for _, r := range records {
+		s, _ = f.Apply(s, r.Event())
+		s.Digest = r.Digest
+	}
+	return s
+}
+
+// Event returns the fold's inputs recorded in r (without the stored bytes).
+func (r Record) Event() Event {
+	return Event{
+		Seq: r.Seq, AppKey: r.AppKey, ApplicantID: r.ApplicantID, ExternalUserID: r.ExternalUserID,
+		Type: r.Type, StepName: r.StepName, Warnings: r.Warnings, EventAt: r.EventAt,
+		EventAtSource: r.EventAtSource, ReceivedAt: r.ReceivedAt,
+	}
+}
+
+func (s State) clone() State {
+	s.StepsPassed = slices.Clone(nonNil(s.StepsPassed))
+	s.Flags = slices.Clone(nonNil(s.Flags))
+	s.Warnings = slices.Clone(nonNil(s.Warnings))
+	s.Seen = slices.Clone(s.Seen)
+	return s
+}
+
+func (s *State) seen(fp uint64) bool {
+	_, found := slices.BinarySearch(s.Seen, fp)
+	return found
+}
+
+func (s *State) markSeen(fp uint64) {
+	i, found := slices.BinarySearch(s.Seen, fp)
+	if !found {
+		s.Seen = slices.Insert(s.Seen, i, fp)
+	}
+}
+
+// fingerprint identifies an event for the duplicate rule: type, stepName and eventAt.
+func fingerprint(e Event) uint64 {
+	h := sha256.New()
+	h.Write([]byte(e.Type))
+	h.Write([]byte{0})
+	h.Write([]byte(e.StepName))
+	h.Write([]byte{0})
+	var t [12]byte
+	binary.BigEndian.PutUint64(t[:8], uint64(e.EventAt.Unix()))
+	binary.BigEndian.PutUint32(t[8:], uint32(e.EventAt.Nanosecond()))
+	h.Write(t[:])
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return binary.BigEndian.Uint64(sum[:8])
+}
+
+// appendNew appends the values not already in list, keeping first-seen order.
+func appendNew(list []string, vals ...string) []string {
+	for _, v := range vals {
+		if !slices.Contains(list, v) {
+			list = append(list, v)
+		}
+	}
+	return list
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
