@@ -1,0 +1,546 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// EventLog is what ingest needs from the event log; *store.EventLog implements it.
+type EventLog interface {
+	// Append stores ev under the Nats-Msg-Id msgID and returns its sequence once the
+	// stream has acknowledged it. dup reports that the stream already held msgID (seq is
+	// then the original's). Errors: KindUnavailable when the write cannot be confirmed;
+	// the caller must then not claim it.
+	Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error)
+	// Reject keeps a refused request in the size-bounded rejects stream.
+	Reject(ctx context.Context, r store.Reject) error
+	// Rejects calls fn for each kept reject in order from sequence from, up to the last
+	// one at the time of the call; fn's error stops it.
+	Rejects(ctx context.Context, from uint64, fn func(store.Reject) error) error
+}
+
+// Defaults of HandlerConfig.
+const (
+	DefaultMaxBody       = 1 << 20 // DESIGN.md section 3
+	DefaultMaxInFlight   = 256
+	DefaultAppendTimeout = 5 * time.Second
+)
+
+// retryAfter is the Retry-After of every 503, in seconds. Allpass ignores it (its own
+// schedule retries after 30 s); other senders and load balancers read it.
+const retryAfter = "5"
+
+// Headers kept with a reject: what re-verifying the request needs (the signature), and
+// what tells an operator who sent it. Names are lower case in store.Reject.Headers.
+var keptHeaders = [...]string{"x-allpass-signature", "content-type", "user-agent"}
+
+// signatureHeader carries the HMAC (CBC) or the auth tag (GCM).
+const signatureHeader = "x-allpass-signature"
+
+// HandlerConfig holds the webhook handler's dependencies and limits.
+type HandlerConfig struct {
+	Apps    []*App
+	Log     EventLog
+	Logger  *zap.Logger           // nil: no logging
+	Metrics prometheus.Registerer // nil: collectors are not registered
+	// MaxBody bounds a request body (default 1 MiB); larger bodies are answered 413.
+	MaxBody int64
+	// MaxInFlight bounds the requests handled at once (default 256). Past it a request is
+	// answered 503 at once rather than queued: a queue would hold Allpass's connections
+	// past its timeout while the log is slow, and its retry comes anyway.
+	MaxInFlight int
+	// AppendTimeout bounds the wait for the log's acknowledgement (default 5 s); past it
+	// the answer is 503 and nothing is claimed.
+	AppendTimeout time.Duration
+	// KeepRaw stores the original body and signature in each event (DESIGN.md section 3:
+	// on unless switched off; the configuration layer sets it).
+	KeepRaw bool
+	// Now is the clock of receivedAt (default time.Now).
+	Now func() time.Time
+
+	// beforeAppend, if set, runs once a request holds its in-flight slot and has opened
+	// its webhook, just before the append: tests hold requests there to fill the slots.
+	beforeAppend func()
+}
+
+// handler serves the webhook routes. It keeps no per-request state between requests
+// beyond the in-flight semaphore and the metrics.
+type handler struct {
+	apps          appIndex
+	log           EventLog
+	logger        *zap.Logger
+	m             *metrics
+	maxBody       int64
+	sem           chan struct{}
+	appendTimeout time.Duration
+	opt           Options
+	now           func() time.Time
+	beforeAppend  func()
+}
+
+// NewHandler returns the ingest HTTP handler:
+//
+//	POST /webhooks/allpass/{app}  {app} = a configured app's name or appKey
+//	POST /webhooks/allpass        tries every configured app; the MAC or tag picks one
+//	GET  /healthz                 alive
+//
+// A webhook is answered 200 {"seq":N,"duplicate":false} only after the log acknowledged
+// it, and 200 with "duplicate":true when the log already had it. Every refusal is a JSON
+// error (see writeError); refusals other than 404, 405, 413 and the in-flight limit are
+// kept in the rejects stream for `kycstate rejects reprocess`.
+func NewHandler(cfg HandlerConfig) (http.Handler, error) {
+	const op = "ingest.NewHandler"
+	if len(cfg.Apps) == 0 {
+		return nil, domain.E(op, domain.KindInvalid, "no apps configured")
+	}
+	if cfg.Log == nil {
+		return nil, domain.E(op, domain.KindInvalid, "no event log")
+	}
+	apps, err := newAppIndex(cfg.Apps)
+	if err != nil {
+		return nil, domain.E(op, domain.KindInvalid, err)
+	}
+	h := &handler{
+		apps:          apps,
+		log:           cfg.Log,
+		logger:        cfg.Logger,
+		maxBody:       cfg.MaxBody,
+		appendTimeout: cfg.AppendTimeout,
+		opt:           Options{KeepRaw: cfg.KeepRaw},
+		now:           cfg.Now,
+		beforeAppend:  cfg.beforeAppend,
+	}
+	if h.logger == nil {
+		h.logger = zap.NewNop()
+	}
+	h.logger = h.logger.Named("ingest")
+	if h.maxBody <= 0 {
+		h.maxBody = DefaultMaxBody
+	}
+	inflight := cfg.MaxInFlight
+	if inflight <= 0 {
+		inflight = DefaultMaxInFlight
+	}
+	h.sem = make(chan struct{}, inflight)
+	if h.appendTimeout <= 0 {
+		h.appendTimeout = DefaultAppendTimeout
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.m, err = newMetrics(cfg.Metrics); err != nil {
+		return nil, domain.E(op, domain.KindInvalid, err)
+	}
+	return h.routes(), nil
+}
+
+// routes is the whole HTTP surface of ingest.
+func (h *handler) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /webhooks/allpass/{app}", func(w http.ResponseWriter, r *http.Request) {
+		h.serveWebhook(w, r, r.PathValue("app"), true)
+	})
+	mux.HandleFunc("POST /webhooks/allpass", func(w http.ResponseWriter, r *http.Request) {
+		h.serveWebhook(w, r, "", false)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	// The mux's own 404 and 405 answers are plain text; these keep every answer JSON.
+	methodNotAllowed := func(allow string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			h.refuse(w, r, &exchange{label: appAny, start: time.Now()}, errMethod)
+		}
+	}
+	mux.Handle("/webhooks/allpass/{app}", methodNotAllowed(http.MethodPost))
+	mux.Handle("/webhooks/allpass", methodNotAllowed(http.MethodPost))
+	mux.Handle("/healthz", methodNotAllowed(http.MethodGet+", "+http.MethodHead))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.refuse(w, r, &exchange{label: appUnknown, start: time.Now()}, errNoRoute)
+	})
+	return mux
+}
+
+// Codes of refusals the handler itself makes, beside the wire format's (wire_errors.go).
+const (
+	// CodeMethodNotAllowed: a webhook path asked with a method other than POST. 405.
+	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeNoRoute: no such path. 404.
+	CodeNoRoute = "not_found"
+	// CodeBusy: the in-flight limit is reached; retry. 503.
+	CodeBusy = "busy"
+	// CodeBodyUnreadable: the body broke off or could not be read. 400.
+	CodeBodyUnreadable = "body_unreadable"
+)
+
+// Errors the handler itself produces; codedError gives them their code.
+var (
+	errMethod   = &codedError{code: CodeMethodNotAllowed, err: domain.E("ingest.route", domain.KindInvalid, "method not allowed")}
+	errNoRoute  = &codedError{code: CodeNoRoute, err: domain.E("ingest.route", domain.KindNotFound, "no such path")}
+	errNoApp    = &codedError{code: CodeUnknownApp, err: domain.E("ingest.webhook", domain.KindNotFound, "no app is configured under that name or appKey")}
+	errBusy     = &codedError{code: CodeBusy, err: domain.E("ingest.webhook", domain.KindUnavailable, "too many requests in flight; retry later")}
+	errReadBody = &codedError{code: CodeBodyUnreadable, err: domain.E("ingest.webhook", domain.KindInvalid, "the request body could not be read")}
+)
+
+func errTooLarge(limit int64) error {
+	return &codedError{code: CodeBodyTooLarge, err: domain.E("ingest.webhook", domain.KindTooLarge,
+		"body over the limit of "+strconv.FormatInt(limit, 10)+" bytes")}
+}
+
+// errAppend wraps a failed append; an error the log did not classify is one it could not
+// confirm, so it becomes KindUnavailable (503: retry), never a claim of success.
+func errAppend(err error) error {
+	if domain.KindOf(err) == domain.KindOther {
+		err = domain.E("ingest.append", domain.KindUnavailable, err)
+	}
+	return &codedError{code: CodeUnavailable, err: err,
+		msg: "the event log could not confirm the write; nothing was stored; retry later"}
+}
+
+// codedError gives a handler error its answer code; the kind stays with the wrapped error.
+type codedError struct {
+	code string
+	err  error
+	msg  string // the answer's message, when the error's text is for the logs only
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
+// exchange is what one request has gathered by the time it is answered.
+type exchange struct {
+	start      time.Time // monotonic, for the duration histogram
+	receivedAt time.Time
+	pathApp    string // the {app} segment; only set once it named a configured app
+	label      string // app label of the metrics and logs: a configured name, "unknown" or "any"
+	body       []byte
+	keep       bool // kept in rejects if refused
+}
+
+func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp string, byPath bool) {
+	x := &exchange{start: time.Now(), receivedAt: h.now().UTC(), label: appAny}
+
+	select {
+	case h.sem <- struct{}{}:
+		defer func() { <-h.sem }()
+	default:
+		// The body is not read: refusing must cost less than serving.
+		h.refuse(w, r, x, errBusy)
+		return
+	}
+	h.m.inflight.Inc()
+	defer h.m.inflight.Dec()
+
+	apps := h.apps.all
+	if byPath {
+		var ok bool
+		if apps, ok = h.apps.lookup(pathApp); !ok {
+			x.label = appUnknown
+			h.refuse(w, r, x, errNoApp)
+			return
+		}
+		x.pathApp = pathApp
+	}
+	if len(apps) == 1 {
+		x.label = apps[0].Name
+	}
+
+	body, err := h.readBody(w, r)
+	// From here on a refusal is kept in rejects (a truncated body too: it shows an
+	// operator where deliveries break off).
+	x.body, x.keep = body, true
+	if err != nil {
+		h.refuse(w, r, x, err)
+		return
+	}
+
+	app, ev, msgID, err := openAny(apps, body, r.Header.Get(signatureHeader), x.receivedAt, h.opt)
+	if err != nil {
+		h.refuse(w, r, x, err)
+		return
+	}
+	x.label = app.Name
+
+	if h.beforeAppend != nil {
+		h.beforeAppend()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.appendTimeout)
+	seq, dup, err := h.log.Append(ctx, &ev, msgID)
+	cancel()
+	if err != nil {
+		h.refuse(w, r, x, errAppend(err))
+		return
+	}
+
+	if dup {
+		h.m.duplicates.Inc()
+	} else {
+		h.m.appends.Inc()
+	}
+	writeJSON(w, http.StatusOK, appendResult{Seq: seq, Duplicate: dup})
+	h.m.requests.WithLabelValues(x.label, outcomeOf(http.StatusOK, dup)).Inc()
+	h.m.duration.Observe(time.Since(x.start).Seconds())
+	h.logger.Debug("webhook appended", zap.String("app", x.label), zap.Uint64("seq", seq),
+		zap.Bool("duplicate", dup), zap.String("remote", r.RemoteAddr))
+}
+
+// appendResult is the body of a 200.
+type appendResult struct {
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+// appIndex finds configured apps by name or appKey.
+type appIndex struct {
+	all    []*App
+	byName map[string]*App
+	byKey  map[domain.AppKey][]*App
+}
+
+// newAppIndex validates apps and indexes them. Names must be unique and must not equal
+// an appKey, or a path segment could name two apps.
+func newAppIndex(apps []*App) (appIndex, error) {
+	x := appIndex{
+		all:    apps,
+		byName: make(map[string]*App, len(apps)),
+		byKey:  make(map[domain.AppKey][]*App, len(apps)),
+	}
+	for i, a := range apps {
+		switch {
+		case a == nil:
+			return x, errors.New("app " + strconv.Itoa(i) + " is nil")
+		case a.Name == "":
+			return x, errors.New("app " + strconv.Itoa(i) + " has no name")
+		}
+		if err := a.Validate(); err != nil {
+			return x, err
+		}
+		if _, dup := x.byName[a.Name]; dup {
+			return x, errors.New("app name " + strconv.Quote(a.Name) + " is configured twice")
+		}
+		x.byName[a.Name] = a
+		// Several apps may share an appKey (one per method, say): the path by appKey then
+		// tries each of them, as the generic path does.
+		key := domain.AppKey(strings.ToLower(string(a.AppKey)))
+		x.byKey[key] = append(x.byKey[key], a)
+	}
+	for name := range x.byName {
+		if _, clash := x.byKey[domain.AppKey(strings.ToLower(name))]; clash {
+			return x, errors.New("app name " + strconv.Quote(name) + " equals an appKey")
+		}
+	}
+	return x, nil
+}
+
+// lookup resolves an {app} path segment: a configured name, or an appKey (any case).
+func (x appIndex) lookup(s string) ([]*App, bool) {
+	if a, ok := x.byName[s]; ok {
+		return []*App{a}, true
+	}
+	apps, ok := x.byKey[domain.AppKey(strings.ToLower(s))]
+	return apps, ok
+}
+
+// readBody reads the whole body, at most maxBody bytes, before anything acts on it: the
+// MAC covers all of it, and a half-read request must not reach the log.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > h.maxBody {
+		return nil, errTooLarge(h.maxBody)
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, errTooLarge(h.maxBody)
+	case err != nil:
+		return buf.Bytes(), errReadBody
+	}
+	return buf.Bytes(), nil
+}
+
+// openAny opens body with each app in turn and returns the first that accepts it. When
+// none does, the error is the one from the app that got furthest (see progress): with
+// two apps configured, a payload that verified under one app's key but failed validation
+// says so, instead of the other app's signature mismatch.
+func openAny(apps []*App, body []byte, sig string, receivedAt time.Time, opt Options) (*App, domain.Event, string, error) {
+	var best error
+	for _, a := range apps {
+		ev, msgID, err := a.Open(body, sig, receivedAt, opt)
+		if err == nil {
+			return a, ev, msgID, nil
+		}
+		if best == nil || progress(err) > progress(best) {
+			best = err
+		}
+	}
+	return nil, domain.Event{}, "", best
+}
+
+// progress ranks an Open error by how far the webhook got: a payload failing validation
+// passed authentication; a malformed plaintext was decrypted (a malformed envelope fails
+// alike under every app); a signature mismatch got nowhere. Authentication and
+// decryption failures share one code on purpose (no padding oracle), so they rank alike.
+func progress(err error) int {
+	switch domain.KindOf(err) {
+	case domain.KindUnprocessable:
+		return 3
+	case domain.KindInvalid:
+		return 2
+	case domain.KindUnauthorized:
+		return 1
+	}
+	return 0
+}
+
+// refuse answers err, counts and logs the refusal, and keeps the request in the rejects
+// stream when x says so and the status is not one that a fixed key could turn around.
+func (h *handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
+	status, code, msg := writeError(w, err)
+	h.m.requests.WithLabelValues(x.label, outcomeOf(status, false)).Inc()
+	h.m.rejects.WithLabelValues(code).Inc()
+
+	fields := []zap.Field{zap.String("app", x.label), zap.String("reason", code),
+		zap.Int("status", status), zap.String("remote", r.RemoteAddr)}
+	if status >= 500 {
+		// The cause of a 5xx is the log's or a bug's, never the request's content.
+		fields = append(fields, zap.Error(err))
+	}
+	if status == http.StatusUnauthorized || status >= 500 {
+		// A run of 401s is what a misconfigured key looks like; 5xx need an operator.
+		h.logger.Warn("webhook refused", fields...)
+	} else {
+		h.logger.Info("webhook refused", fields...)
+	}
+
+	// 404 (no such app) and 413 (too large) are not kept: there is nothing a fixed key
+	// could recover, and keeping them would let anyone fill the stream.
+	if x.keep && status != http.StatusNotFound && status != http.StatusRequestEntityTooLarge {
+		h.keepReject(r, x, status, code, msg)
+	}
+	h.m.duration.Observe(time.Since(x.start).Seconds())
+}
+
+// keepReject appends the refused request to the rejects stream. It runs before the answer
+// is flushed, so a sender that saw the refusal can count on the reject being kept, unless
+// the log is down, which is logged: the answer stays the refusal.
+func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg string) {
+	headers := make(map[string]string, len(keptHeaders))
+	for _, k := range keptHeaders {
+		if v := r.Header.Get(k); v != "" {
+			headers[k] = v
+		}
+	}
+	rej := store.Reject{
+		App:        x.pathApp,
+		Reason:     code,
+		Message:    msg,
+		Status:     status,
+		Body:       string(x.body),
+		Headers:    headers,
+		RemoteAddr: r.RemoteAddr,
+		ReceivedAt: x.receivedAt,
+	}
+	// The reject outlives a client that hung up: it is what reprocessing works from.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.appendTimeout)
+	defer cancel()
+	if err := h.log.Reject(ctx, rej); err != nil {
+		h.logger.Error("reject not kept", zap.String("app", x.label), zap.String("reason", code),
+			zap.String("remote", r.RemoteAddr), zap.Error(err))
+	}
+}
+
+// writeError is the one place an error becomes an HTTP answer: the status from its kind,
+// the code from Code (or the handler's own code), and a message that names the problem.
+// Messages come from the errors' texts, which never hold keys, signatures or plaintext.
+// It returns what it answered.
+func writeError(w http.ResponseWriter, err error) (status int, code, msg string) {
+	status = statusOf(err)
+	code = codeOf(err)
+	var c *codedError
+	var we *wireError
+	switch {
+	case errors.As(err, &c) && c.msg != "":
+		msg = c.msg
+	case status >= 500 && status != http.StatusServiceUnavailable:
+		msg = "internal error" // the cause is logged, not sent
+	case errors.As(err, &we):
+		msg = we.Error() // the wire format's caller-safe text, without the operation
+	default:
+		msg = err.Error()
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	body.Error.Code, body.Error.Message = code, msg
+	writeJSON(w, status, body)
+	return status, code, msg
+}
+
+// statusOf maps an error's kind to its HTTP status.
+func statusOf(err error) int {
+	if errors.Is(err, errMethod) {
+		return http.StatusMethodNotAllowed
+	}
+	switch domain.KindOf(err) {
+	case domain.KindInvalid:
+		return http.StatusBadRequest
+	case domain.KindUnauthorized:
+		return http.StatusUnauthorized
+	case domain.KindForbidden:
+		return http.StatusForbidden
+	case domain.KindNotFound:
+		return http.StatusNotFound
+	case domain.KindTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case domain.KindUnprocessable:
+		return http.StatusUnprocessableEntity
+	case domain.KindUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// codeOf is the answer's code: the handler's own for the errors it makes, else Code's.
+func codeOf(err error) string {
+	var c *codedError
+	if errors.As(err, &c) {
+		return c.code
+	}
+	return Code(err)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only the handler's own fixed types are written; this is a bug.
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

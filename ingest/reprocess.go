@@ -1,0 +1,102 @@
+package ingest
+
+import (
+	"context"
+	"strings"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/store"
+	"go.uber.org/zap"
+)
+
+// ReprocessResult counts what one Reprocess run did.
+type ReprocessResult struct {
+	Seen       int // rejects read
+	Recovered  int // opened with the current keys and appended as new events
+	Duplicates int // opened, and the log already had them (reprocessed before, or retried by Allpass)
+	Failing    int // still refused with the current keys
+	// FailingByReason counts the still-failing rejects by the code they fail with now.
+	FailingByReason map[string]int
+	// Next is the reject sequence to resume from: one past the last reject handled.
+	Next uint64
+}
+
+// Reprocess re-opens each kept reject from sequence from on with the current keys of
+// apps, and appends those that now open. A reject opens to the same Nats-Msg-Id as the
+// original delivery would have, so reprocessing twice, or reprocessing a webhook Allpass
+// has meanwhile redelivered, finds a duplicate instead of adding a second event (within
+// the stream's duplicate window; past it the fold still marks the event a duplicate).
+//
+// A reject is tried with the app it was sent to (by name or appKey); one sent to the
+// generic path, or to an app since renamed, is tried with every app. An append that
+// fails stops the run with its error; the result so far says where to resume (Next).
+func Reprocess(ctx context.Context, log EventLog, apps []*App, from uint64, opt Options, logger *zap.Logger) (ReprocessResult, error) {
+	const op = "ingest.Reprocess"
+	res := ReprocessResult{FailingByReason: map[string]int{}, Next: from}
+	if len(apps) == 0 {
+		return res, domain.E(op, domain.KindInvalid, "no apps configured")
+	}
+	idx, err := newAppIndex(apps)
+	if err != nil {
+		return res, domain.E(op, domain.KindInvalid, err)
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	logger = logger.Named("reprocess")
+
+	err = log.Rejects(ctx, from, func(r store.Reject) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		res.Seen++
+		candidates, ok := idx.lookup(r.App)
+		if !ok {
+			candidates = idx.all
+		}
+		app, ev, msgID, err := openAny(candidates, []byte(r.Body), signatureOf(r.Headers), r.ReceivedAt, opt)
+		if err != nil {
+			res.Failing++
+			res.FailingByReason[Code(err)]++
+			logger.Debug("reject still refused", zap.Uint64("rejectSeq", r.Seq),
+				zap.String("reason", Code(err)))
+			res.Next = r.Seq + 1
+			return nil
+		}
+		actx, cancel := context.WithTimeout(ctx, DefaultAppendTimeout)
+		seq, dup, err := log.Append(actx, &ev, msgID)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if dup {
+			res.Duplicates++
+		} else {
+			res.Recovered++
+		}
+		logger.Debug("reject reprocessed", zap.Uint64("rejectSeq", r.Seq), zap.String("app", app.Name),
+			zap.Uint64("seq", seq), zap.Bool("duplicate", dup))
+		res.Next = r.Seq + 1
+		return nil
+	})
+	logger.Info("rejects reprocessed", zap.Int("seen", res.Seen), zap.Int("recovered", res.Recovered),
+		zap.Int("duplicates", res.Duplicates), zap.Int("failing", res.Failing), zap.Uint64("next", res.Next))
+	if err != nil {
+		return res, domain.E(op, domain.KindOf(err), err)
+	}
+	return res, nil
+}
+
+// signatureOf finds the signature header among a reject's kept headers, whatever the case
+// its name was kept in.
+func signatureOf(headers map[string]string) string {
+	if v, ok := headers[signatureHeader]; ok {
+		return v
+	}
+	for k, v := range headers {
+		if strings.EqualFold(k, signatureHeader) {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,36 @@
+package ingest
+
+import (
+	"net/http"
+	"time"
+)
+
+// Limits of the ingest HTTP server. Allpass sends small JSON bodies over short requests;
+// the limits keep slow or oversized clients from holding connections or memory.
+const (
+	// ReadHeaderTimeout bounds a client trickling its headers (slowloris).
+	serverReadHeaderTimeout = 5 * time.Second
+	// ReadTimeout bounds reading headers and the (at most MaxBody) body.
+	serverReadTimeout = 30 * time.Second
+	// WriteTimeout must exceed the append timeout, or a slow PubAck would cut the
+	// connection instead of answering 503.
+	serverWriteTimeout = 30 * time.Second
+	serverIdleTimeout  = 120 * time.Second
+	// MaxHeaderBytes: Allpass sends a handful of headers; anything past 64 KiB is answered
+	// 431 by net/http before the handler runs.
+	serverMaxHeaderBytes = 64 << 10
+)
+
+// NewHTTPServer returns the server for the ingest handler h on addr, with timeouts and a
+// header size limit set. The caller runs ListenAndServe and Shutdown.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: serverReadHeaderTimeout,
+		ReadTimeout:       serverReadTimeout,
+		WriteTimeout:      serverWriteTimeout,
+		IdleTimeout:       serverIdleTimeout,
+		MaxHeaderBytes:    serverMaxHeaderBytes,
+	}
+}
