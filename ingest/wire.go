@@ -4,6 +4,10 @@
 package ingest
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
@@ -16,6 +20,9 @@ const (
 	MethodCBC Method = "aes-256-cbc"
 	MethodGCM Method = "aes-256-gcm"
 )
+
+// Provider is the provider name written into every stored event.
+const Provider = "allpass"
 
 // Keys is one generation of an app's secrets.
 type Keys struct {
@@ -32,9 +39,41 @@ type App struct {
 	Keys []Keys
 }
 
+// Validate reports whether a can open webhooks: its AppKey is a UUID, its method is
+// known, it has at least one key generation, and (for CBC) every generation has an HMAC
+// key. Errors are KindInvalid and name the app, never a secret.
+func (a *App) Validate() error {
+	const op = "ingest.App.Validate"
+	if _, err := ParseAppKey(string(a.AppKey)); err != nil {
+		return domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: app_key is not a UUID", a.Name))
+	}
+	if a.Method != MethodCBC && a.Method != MethodGCM {
+		return domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: method must be %s or %s", a.Name, MethodCBC, MethodGCM))
+	}
+	if len(a.Keys) == 0 {
+		return domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: no keys", a.Name))
+	}
+	if a.Method == MethodCBC {
+		for i, k := range a.Keys {
+			if len(k.HMAC) == 0 {
+				return domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: key generation %d has no hmac_key (required for %s)", a.Name, i, MethodCBC))
+			}
+		}
+	}
+	return nil
+}
+
 // ParseKey parses a secret given as 64 hex characters or base64 of 32 bytes. Errors name
 // the app and the config key (field), never the value.
-func ParseKey(app, field, s string) ([32]byte, error) { panic("TODO") }
+func ParseKey(app, field, s string) ([32]byte, error) {
+	var k [32]byte
+	b, err := parseKeyBytes("ingest.ParseKey", app, field, s)
+	if err != nil {
+		return k, err
+	}
+	copy(k[:], b)
+	return k, nil
+}
 
 // Envelope is the webhook body: {"status":true,"statusCode":200,"data":"...","time":"..."}.
 type Envelope struct {
@@ -45,7 +84,12 @@ type Envelope struct {
 }
 
 // ParseEnvelope parses and checks a body. Errors are KindInvalid.
-func ParseEnvelope(body []byte) (Envelope, error) { panic("TODO") }
+//
+// The body must be one UTF-8 JSON object and nothing after it; `data` must be a non-empty
+// string; `time`, `status` and `statusCode`, when present and not null, must be a string,
+// a boolean and an integer. Unknown fields are allowed (Allpass may add some) but the
+// envelope may nest at most envelopeMaxDepth levels, and no known field may appear twice.
+func ParseEnvelope(body []byte) (Envelope, error) { return parseEnvelope(body) }
 
 // Options of Open.
 type Options struct {
@@ -57,10 +101,58 @@ type Options struct {
 // and its Nats-Msg-Id. Errors carry a kind: KindInvalid (envelope or plaintext JSON),
 // KindUnauthorized (signature, tag or decryption; MAC and padding failures are the same
 // error), KindUnprocessable (payload fields).
+//
+// Every key generation in a.Keys is tried, current first. Error messages name the
+// problem only; they never hold a key, the signature or any plaintext. Code maps an error
+// to a stable code for the HTTP layer and the rejects stream.
 func (a *App) Open(body []byte, signature string, receivedAt time.Time, opt Options) (domain.Event, string, error) {
-	panic("TODO")
+	return a.open(body, signature, receivedAt, opt, decryptCBC)
+}
+
+// open is Open with the CBC decryption step passed in, so that a test can count the calls
+// that reach it and prove that the MAC is checked first. Production passes decryptCBC.
+func (a *App) open(body []byte, signature string, receivedAt time.Time, opt Options, dec cbcDecrypter) (domain.Event, string, error) {
+	const op = "ingest.Open"
+	if err := a.Validate(); err != nil {
+		return domain.Event{}, "", domain.E(op, domain.KindInternal, err)
+	}
+	env, err := parseEnvelope(body)
+	if err != nil {
+		return domain.Event{}, "", err
+	}
+	var plaintext []byte
+	switch a.Method {
+	case MethodCBC:
+		plaintext, err = openCBC(a.Keys, body, env.Data, signature, dec)
+	default:
+		plaintext, err = openGCM(a.Keys, env.Data, signature)
+	}
+	if err != nil {
+		return domain.Event{}, "", err
+	}
+	ev, err := parsePayload(a.AppKey, plaintext, env.Time, receivedAt)
+	if err != nil {
+		return domain.Event{}, "", err
+	}
+	if opt.KeepRaw {
+		ev.Raw = &domain.Raw{Body: string(body), Signature: signature}
+	}
+	return ev, MsgID(ev.AppKey, plaintext, env.Time), nil
 }
 
 // MsgID is the Nats-Msg-Id of a delivery: hex SHA-256 over appKey, plaintext and the
 // envelope time, so retries of one delivery collapse and a repeated event does not.
-func MsgID(app domain.AppKey, plaintext []byte, envelopeTime string) string { panic("TODO") }
+//
+// Each of the three fields enters the hash as an 8-byte big-endian length followed by its
+// bytes, in the order appKey, plaintext, time; so no two different triples hash the same
+// input. Open passes the lower-case appKey and the envelope time verbatim ("" if absent).
+func MsgID(app domain.AppKey, plaintext []byte, envelopeTime string) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, f := range [][]byte{[]byte(app), plaintext, []byte(envelopeTime)} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write(f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
