@@ -198,7 +198,9 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 	}
 
 	next.markSeen(fp)
-	if e.ExternalUserID != "" {
+	// An unknown event has no effect (DESIGN.md section 5), and that includes the
+	// externalUserId it may carry: its meaning is not known until the name is catalogued.
+	if e.ExternalUserID != "" && kind != KindUnknown {
 		next.ExternalUserID = e.ExternalUserID
 	}
 	switch kind {
