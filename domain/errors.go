@@ -10,16 +10,16 @@ import (
 type ErrorKind int
 
 const (
-	KindOther        ErrorKind = iota
-	KindInvalid                // malformed input: 400
-	KindUnauthorized           // signature, tag, decryption or token failure: 401
-	KindForbidden              // authenticated but not allowed: 403
-	KindNotFound               // unknown app, applicant: 404
-	KindTooLarge               // body over the limit: 413
-	KindUnprocessable          // well-formed but invalid payload: 422
-	KindConflict               // state disagrees (schema version, lock held)
-	KindUnavailable            // dependency cannot confirm now; retry: 503
-	KindInternal               // a bug or broken invariant: 500
+	KindOther         ErrorKind = iota
+	KindInvalid                 // malformed input: 400
+	KindUnauthorized            // signature, tag, decryption or token failure: 401
+	KindForbidden               // authenticated but not allowed: 403
+	KindNotFound                // unknown app, applicant: 404
+	KindTooLarge                // body over the limit: 413
+	KindUnprocessable           // well-formed but invalid payload: 422
+	KindConflict                // state disagrees (schema version, lock held)
+	KindUnavailable             // dependency cannot confirm now; retry: 503
+	KindInternal                // a bug or broken invariant: 500
 )
 
 var kindNames = [...]string{"other", "invalid", "unauthorized", "forbidden", "not_found",
