@@ -1,0 +1,439 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// maxRefold bounds the history a point-in-time request folds, so no request reads without
+// bound. Allpass sends an applicant dozens of events; this is thousands of times that.
+const maxRefold = 100_000
+
+// handleState answers GET /v1/applicants/{id}: the current state, after waiting for
+// ?minSeq if asked, or with ?at / ?seq (auditors) the state as known at that moment.
+func (s *server) handleState() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(err error) { writeError(w, r, s.log, err) }
+		q, err := parseQuery(r)
+		if err != nil {
+			fail(err)
+			return
+		}
+		id, err := parseUUID("id", r.PathValue("id"))
+		if err != nil {
+			fail(err)
+			return
+		}
+		var keep func(domain.Record) bool // non-nil: point in time
+		if q.has("at") || q.has("seq") {
+			param := "at"
+			if !q.has("at") {
+				param = "seq"
+			}
+			if p, _ := principalFrom(r.Context()); !p.role.allows(RoleAuditor) {
+				fail(domain.E(param, domain.KindForbidden, "point-in-time state needs the auditor role"))
+				return
+			}
+			if keep, err = pointInTime(q); err != nil {
+				fail(err)
+				return
+			}
+		}
+		minSeq, err := q.uint("minSeq", 0)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if !s.waitFor(r.Context(), w, minSeq) {
+			return // the client went away while we waited
+		}
+
+		var st domain.State
+		var found bool
+		if keep != nil {
+			st, found, err = s.stateAt(r.Context(), domain.ApplicantID(id), keep)
+		} else {
+			st, found, err = s.proj.State(domain.ApplicantID(id))
+		}
+		switch {
+		case err != nil:
+			fail(err)
+		case !found && keep != nil:
+			fail(domain.E("id", domain.KindNotFound, "applicant "+id+" had no events by then"))
+		case !found:
+			fail(domain.E("id", domain.KindNotFound, "no applicant "+id))
+		default:
+			writeJSON(w, http.StatusOK, newStateView(st))
+		}
+	})
+}
+
+// pointInTime returns which history records ?at or ?seq keep. Both select a prefix of the
+// history in stream order, because the projector applies events in that order: at a given
+// moment the service knew a prefix of the log, never a sample of it.
+func pointInTime(q query) (func(domain.Record) bool, error) {
+	if q.has("at") && q.has("seq") {
+		return nil, domain.E("at", domain.KindInvalid, "give at or seq, not both")
+	}
+	if q.has("seq") {
+		n, err := parseUint("seq", q.get("seq"))
+		if err != nil {
+			return nil, err
+		}
+		return func(r domain.Record) bool { return r.Seq <= n }, nil
+	}
+	at, err := q.time("at")
+	if err != nil {
+		return nil, err
+	}
+	return func(r domain.Record) bool { return !r.ReceivedAt.After(at) }, nil
+}
+
+// stateAt folds the longest prefix of an applicant's history whose records keep accepts.
+func (s *server) stateAt(ctx context.Context, id domain.ApplicantID, keep func(domain.Record) bool) (domain.State, bool, error) {
+	var recs []domain.Record
+	var after uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return domain.State{}, false, domain.E("api.stateAt", domain.KindUnavailable, err)
+		}
+		page, next, err := s.proj.History(id, after, maxLimit)
+		if err != nil {
+			return domain.State{}, false, err
+		}
+		for _, r := range page {
+			if !keep(r) {
+				return refold(recs)
+			}
+			recs = append(recs, r)
+		}
+		if len(recs) > maxRefold {
+			return domain.State{}, false, domain.E("id", domain.KindUnprocessable,
+				fmt.Sprintf("history longer than %d events; read it with /history instead", maxRefold))
+		}
+		if next == 0 || len(page) == 0 {
+			return refold(recs)
+		}
+		after = page[len(page)-1].Seq
+	}
+}
+
+func refold(recs []domain.Record) (domain.State, bool, error) {
+	if len(recs) == 0 {
+		return domain.State{}, false, nil
+	}
+	return domain.NewFolder().Refold(recs), true, nil
+}
+
+// waitFor holds the request until the projection has applied seq or the bound (MaxWait)
+// passes, and records in X-Kycstate-Seq how far it got. It returns false when the client
+// went away: there is then no one to answer.
+func (s *server) waitFor(ctx context.Context, w http.ResponseWriter, seq uint64) bool {
+	if seq == 0 || s.proj.Checkpoint() >= seq {
+		return true
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.maxWait)
+	defer cancel()
+	setSeq(w, s.proj.WaitFor(wctx, seq))
+	return ctx.Err() == nil
+}
+
+// handleHistory answers GET /v1/applicants/{id}/history?after=SEQ&limit=N.
+func (s *server) handleHistory() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(err error) { writeError(w, r, s.log, err) }
+		q, err := parseQuery(r)
+		if err != nil {
+			fail(err)
+			return
+		}
+		id, err := parseUUID("id", r.PathValue("id"))
+		if err != nil {
+			fail(err)
+			return
+		}
+		after, err := q.uint("after", 0)
+		if err != nil {
+			fail(err)
+			return
+		}
+		limit, err := q.limit()
+		if err != nil {
+			fail(err)
+			return
+		}
+		recs, next, err := s.proj.History(domain.ApplicantID(id), after, limit)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if len(recs) == 0 {
+			// An empty page of a known applicant is an answer; of an unknown one, a 404.
+			_, found, err := s.proj.State(domain.ApplicantID(id))
+			if err != nil {
+				fail(err)
+				return
+			}
+			if !found {
+				fail(domain.E("id", domain.KindNotFound, "no applicant "+id))
+				return
+			}
+		}
+		v := historyView{ApplicantID: domain.ApplicantID(id), Events: make([]eventView, len(recs))}
+		for i, rec := range recs {
+			v.Events[i] = newEventView(rec)
+		}
+		if next != 0 && len(recs) > 0 {
+			v.Next = uintPtr(recs[len(recs)-1].Seq)
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+}
+
+// handleApplicants answers GET /v1/applicants?externalUserId=X[&appKey=K] and
+// ?status=S[&cursor=C]: exactly one of externalUserId and status.
+func (s *server) handleApplicants() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(err error) { writeError(w, r, s.log, err) }
+		q, err := parseQuery(r)
+		if err != nil {
+			fail(err)
+			return
+		}
+		limit, err := q.limit()
+		if err != nil {
+			fail(err)
+			return
+		}
+		byExt, byStatus := q.has("externalUserId"), q.has("status")
+		if byExt == byStatus {
+			fail(domain.E("externalUserId", domain.KindInvalid, "give exactly one of externalUserId or status"))
+			return
+		}
+		if byExt {
+			ext := q.get("externalUserId")
+			switch {
+			case ext == "":
+				fail(domain.E("externalUserId", domain.KindInvalid, "must not be empty"))
+				return
+			case len(ext) > maxExtIDBytes:
+				fail(domain.E("externalUserId", domain.KindInvalid, fmt.Sprintf("longer than %d bytes", maxExtIDBytes)))
+				return
+			case q.has("cursor"):
+				fail(domain.E("cursor", domain.KindInvalid, "pages only a status list; an externalUserId lists its few applicants at once"))
+				return
+			}
+			var app string
+			if q.has("appKey") {
+				if app, err = parseUUID("appKey", q.get("appKey")); err != nil {
+					fail(err)
+					return
+				}
+			}
+			states, err := s.proj.ByExternalUserID(domain.ExternalUserID(ext), domain.AppKey(app), limit)
+			if err != nil {
+				fail(err)
+				return
+			}
+			writeJSON(w, http.StatusOK, applicantsView{Applicants: newStateViews(states)})
+			return
+		}
+
+		st := domain.Status(strings.ToUpper(q.get("status")))
+		if !st.Valid() {
+			fail(domain.E("status", domain.KindInvalid, fmt.Sprintf("must be one of %s, got %s", statusList(), quote(q.get("status")))))
+			return
+		}
+		if q.has("appKey") {
+			fail(domain.E("appKey", domain.KindInvalid, "filters only an externalUserId lookup"))
+			return
+		}
+		var cursor string
+		if c := q.get("cursor"); c != "" {
+			if cursor, err = parseUUID("cursor", c); err != nil {
+				fail(err)
+				return
+			}
+		}
+		states, next, err := s.proj.ByStatus(st, domain.ApplicantID(cursor), limit)
+		if err != nil {
+			fail(err)
+			return
+		}
+		writeJSON(w, http.StatusOK, applicantsView{Applicants: newStateViews(states), Next: strPtr(next)})
+	})
+}
+
+func statusList() string {
+	var b strings.Builder
+	for i, st := range domain.Statuses() {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(string(st))
+	}
+	return b.String()
+}
+
+// handleAnomalies answers GET /v1/anomalies?cursor=SEQ&limit=N: irregular events in stream
+// order. Every irregular event stays listed; "awaiting review" is the auditor's cursor.
+func (s *server) handleAnomalies() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(err error) { writeError(w, r, s.log, err) }
+		q, err := parseQuery(r)
+		if err != nil {
+			fail(err)
+			return
+		}
+		cursor, err := q.uint("cursor", 0)
+		if err != nil {
+			fail(err)
+			return
+		}
+		limit, err := q.limit()
+		if err != nil {
+			fail(err)
+			return
+		}
+		recs, next, err := s.proj.Anomalies(cursor, limit)
+		if err != nil {
+			fail(err)
+			return
+		}
+		v := anomaliesView{Anomalies: newAnomalyViews(recs)}
+		if next != 0 && len(recs) > 0 {
+			v.Next = uintPtr(recs[len(recs)-1].Seq)
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+}
+
+// handleChanges answers GET /v1/changes?after=SEQ&limit=N&wait=S: status changes after
+// SEQ in stream order, held up to S seconds until there is one.
+//
+// next is where to continue. Changes are committed with the checkpoint in one transaction,
+// in stream order, so once the checkpoint has passed a sequence no change at or below it
+// can still appear: when a page is not full, next advances to the checkpoint read before
+// the page, and a follower does not rescan the quiet stretch.
+func (s *server) handleChanges() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(err error) { writeError(w, r, s.log, err) }
+		q, err := parseQuery(r)
+		if err != nil {
+			fail(err)
+			return
+		}
+		after, err := q.uint("after", 0)
+		if err != nil {
+			fail(err)
+			return
+		}
+		limit, err := q.limit()
+		if err != nil {
+			fail(err)
+			return
+		}
+		waitSec, err := q.uint("wait", 0)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if waitSec > maxChangesWaitParam {
+			fail(domain.E("wait", domain.KindInvalid, fmt.Sprintf("at most %d seconds, got %d", maxChangesWaitParam, waitSec)))
+			return
+		}
+		wait := min(time.Duration(waitSec)*time.Second, s.maxChangesWait)
+		deadline := time.Now().Add(wait)
+
+		ctx := r.Context()
+		for {
+			cp := s.proj.Checkpoint()
+			changes, err := s.proj.Changes(after, limit)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if len(changes) > 0 || !time.Now().Before(deadline) {
+				next := after
+				if n := len(changes); n > 0 {
+					next = changes[n-1].Seq
+					// The page may hold changes committed after cp was read; a change is
+					// committed with the checkpoint that covers it, so the projection has
+					// applied at least its seq.
+					cp = max(cp, next)
+				}
+				setSeq(w, cp)
+				if len(changes) < limit {
+					next = max(next, cp)
+				}
+				writeJSON(w, http.StatusOK, changesView{Changes: newChangeViews(changes), Next: next})
+				return
+			}
+			// Nothing yet: sleep until the next commit or the deadline, then look again.
+			wctx, cancel := context.WithDeadline(ctx, deadline)
+			reached := s.proj.WaitFor(wctx, cp+1)
+			timedOut := wctx.Err() != nil
+			cancel()
+			if ctx.Err() != nil {
+				return // the client went away; no one to answer
+			}
+			if reached <= cp && !timedOut {
+				// WaitFor gave up without a commit: the projection is closing.
+				fail(domain.E("api.changes", domain.KindUnavailable, "projection closed"))
+				return
+			}
+		}
+	})
+}
+
+func (s *server) handleHealthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+// handleReadyz answers 200 when cfg.Ready does within its time, else 503.
+func (s *server) handleReadyz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			err := s.ready(ctx)
+			cancel()
+			if err != nil {
+				s.log.Warn("not ready", zap.Error(err))
+				writeError(w, r, s.log, domain.E("ready", domain.KindUnavailable, err))
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+func (s *server) handleMetrics() http.Handler {
+	return promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// handleNotFound answers every request no route takes: 405 (with Allow) when the path
+// exists for GET, else 404; both in the API's JSON error form.
+func (s *server) handleNotFound() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			probe := r.Clone(r.Context())
+			probe.Method = http.MethodGet
+			if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+				w.Header().Set("Allow", "GET, HEAD")
+				writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{
+					Code: "method_not_allowed", Message: r.Method + " " + strings.TrimPrefix(pattern, "GET ") + ": only GET and HEAD"}})
+				return
+			}
+		}
+		writeError(w, r, s.log, domain.E("path", domain.KindNotFound, "no route "+quote(r.URL.Path)))
+	})
+}

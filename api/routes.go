@@ -1,0 +1,30 @@
+package api
+
+import "net/http"
+
+// routes is the API's whole surface (DESIGN.md section 7; openapi.yaml documents each).
+// GET patterns also answer HEAD.
+func (s *server) routes() {
+	s.handle("GET /v1/applicants/{id}", s.require(RoleReader, s.handleState())) // ?at, ?seq: auditor, checked inside
+	s.handle("GET /v1/applicants/{id}/history", s.require(RoleAuditor, s.handleHistory()))
+	s.handle("GET /v1/applicants", s.require(RoleReader, s.handleApplicants()))
+	s.handle("GET /v1/anomalies", s.require(RoleAuditor, s.handleAnomalies()))
+	s.handle("GET /v1/changes", s.require(RoleReader, s.handleChanges()))
+
+	// Health and metrics are unauthenticated, as probes and Prometheus scrapers expect;
+	// they reveal no applicant data. Bind the API to a private address.
+	s.handle("GET /healthz", s.handleHealthz())
+	s.handle("GET /readyz", s.handleReadyz())
+	s.handle("GET /metrics", s.handleMetrics())
+
+	s.handle("/", s.handleNotFound())
+}
+
+// handle registers h under pattern, counted and timed under the pattern's name.
+func (s *server) handle(pattern string, h http.Handler) {
+	route := pattern
+	if pattern == "/" {
+		route = "unmatched"
+	}
+	s.mux.Handle(pattern, s.metrics.instrument(route, h))
+}

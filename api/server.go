@@ -1,0 +1,188 @@
+// Package api is kycstate's read HTTP API (DESIGN.md section 7): applicants' current and
+// point-in-time state, history, lists, anomalies and the change feed, served from the
+// bbolt projection, behind bearer tokens with two roles.
+//
+// routes.go lists every route; encode.go holds all encoding, decoding and the mapping of
+// error kinds to HTTP statuses; openapi.yaml describes the surface and is checked against
+// real responses by the tests.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Role says what a token may read.
+type Role string
+
+const (
+	// RoleReader may read applicants' current state, the lists and the change feed.
+	RoleReader Role = "reader"
+	// RoleAuditor may read everything: also history, anomalies and point-in-time state.
+	RoleAuditor Role = "auditor"
+)
+
+// Valid reports whether r is one of the two roles.
+func (r Role) Valid() bool { return r == RoleReader || r == RoleAuditor }
+
+// allows reports whether a token of role r may use a route that needs role need.
+func (r Role) allows(need Role) bool {
+	return r == RoleAuditor || r == need
+}
+
+// Token is one configured bearer token. Name appears in logs; Secret never does.
+type Token struct {
+	Name   string
+	Role   Role
+	Secret string
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxWait        = 5 * time.Second  // longest ?minSeq wait
+	DefaultMaxChangesWait = 60 * time.Second // longest /v1/changes?wait
+	maxChangesWaitParam   = 60               // seconds; a larger ?wait is refused
+	readyTimeout          = 2 * time.Second  // how long /readyz lets cfg.Ready run
+)
+
+// Config holds the server's dependencies.
+type Config struct {
+	Projection *store.Projection // required
+	Tokens     []Token           // at least one
+	Logger     *zap.Logger       // nil: no logs
+	// Gatherer is what /metrics exposes. Nil: Metrics if it is also a Gatherer (a
+	// *prometheus.Registry is), else nothing.
+	Gatherer prometheus.Gatherer
+	// Metrics receives the API's own metrics. Nil: they are kept in a private registry.
+	Metrics prometheus.Registerer
+	// Ready answers /readyz: nil error when the log is reachable and the projector has
+	// caught up within its bound. Nil: ready whenever the server answers.
+	Ready func(ctx context.Context) error
+	// MaxWait bounds ?minSeq waits (default 5 s).
+	MaxWait time.Duration
+	// MaxChangesWait bounds /v1/changes?wait (default and at most 60 s).
+	MaxChangesWait time.Duration
+}
+
+// server is the handler's shared state; handlers reach it through the closure.
+type server struct {
+	proj           *store.Projection
+	tokens         []tokenHash
+	log            *zap.Logger
+	gatherer       prometheus.Gatherer
+	metrics        *metrics
+	ready          func(ctx context.Context) error
+	maxWait        time.Duration
+	maxChangesWait time.Duration
+	mux            *http.ServeMux
+}
+
+// tokenHash holds a token's SHA-256 rather than the secret, so that comparing presented
+// tokens takes the same time whatever their length (subtle.ConstantTimeCompare returns
+// early on a length difference).
+type tokenHash struct {
+	name string
+	role Role
+	sum  [sha256.Size]byte
+}
+
+// NewServer builds the read API's handler. It refuses a config without a projection or
+// tokens, with an unknown role, an empty or repeated secret, or metrics that cannot be
+// registered.
+func NewServer(cfg Config) (http.Handler, error) {
+	const op = "api.NewServer"
+	if cfg.Projection == nil {
+		return nil, domain.E(op, domain.KindInvalid, "no projection")
+	}
+	if len(cfg.Tokens) == 0 {
+		return nil, domain.E(op, domain.KindInvalid, "no tokens: every route but health and metrics needs one")
+	}
+	s := &server{
+		proj:           cfg.Projection,
+		log:            cfg.Logger,
+		ready:          cfg.Ready,
+		maxWait:        cfg.MaxWait,
+		maxChangesWait: cfg.MaxChangesWait,
+		gatherer:       cfg.Gatherer,
+		mux:            http.NewServeMux(),
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	s.log = s.log.Named("api")
+	if s.maxWait <= 0 {
+		s.maxWait = DefaultMaxWait
+	}
+	if s.maxChangesWait <= 0 || s.maxChangesWait > DefaultMaxChangesWait {
+		s.maxChangesWait = DefaultMaxChangesWait
+	}
+	seen := make(map[[sha256.Size]byte]bool, len(cfg.Tokens))
+	for i, t := range cfg.Tokens {
+		name := t.Name
+		if name == "" {
+			name = fmt.Sprintf("#%d", i+1)
+		}
+		switch {
+		case !t.Role.Valid():
+			return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("token %s: role %q is not reader or auditor", name, t.Role))
+		case t.Secret == "":
+			return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("token %s: empty secret", name))
+		}
+		h := tokenHash{name: name, role: t.Role, sum: sha256.Sum256([]byte(t.Secret))}
+		if seen[h.sum] {
+			return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("token %s: same secret as another token", name))
+		}
+		seen[h.sum] = true
+		s.tokens = append(s.tokens, h)
+	}
+
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if s.gatherer == nil {
+		if g, ok := cfg.Metrics.(prometheus.Gatherer); ok {
+			s.gatherer = g
+		} else {
+			s.gatherer = prometheus.NewRegistry()
+		}
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, domain.E(op, domain.KindConflict, err)
+	}
+	s.metrics = m
+
+	s.routes()
+	return s.withSeq(s.withRecover(s.mux)), nil
+}
+
+// NewHTTPServer wraps h in an http.Server with timeouts fit for the API: headers must
+// arrive within 5 s, and WriteTimeout exceeds the longest hold (/v1/changes?wait=60) so a
+// long poll is answered, not cut.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      DefaultMaxChangesWait + 15*time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// errNoToken and errBadToken are the two ways to fail authentication; both are 401.
+var (
+	errNoToken  = errors.New("bearer token required")
+	errBadToken = errors.New("invalid bearer token")
+)
