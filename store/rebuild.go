@@ -2,31 +2,284 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Builder writes a projection file from sequence 1 as a bulk load: it folds events in
 // memory in bounded chunks and writes each chunk in key order in one large transaction,
 // with no fsync until Finish. The file it builds is identical, byte for byte in every
 // bucket's contents, to one built by Projection.Apply over the same events.
-type Builder struct{}
+//
+// Memory is bounded by the chunk, not by the log: the states touched in a chunk are held
+// in memory and written when it commits, and an applicant that comes back in a later
+// chunk is read back from the file. A Builder belongs to one goroutine.
+type Builder struct {
+	path   string
+	db     *bolt.DB
+	tx     *bolt.Tx
+	w      *writer
+	folder *domain.Folder
+	events int // folded in the open transaction
+	err    error
+	done   bool
 
-// NewBuilder starts a new file at path (removed first if it exists).
-func NewBuilder(path string) (*Builder, error) { panic("TODO") }
+	// Chunk bounds: a transaction commits after this many events or touched applicants.
+	chunkEvents     int
+	chunkApplicants int
+}
 
-// Add folds a batch of events (in stream order).
-func (b *Builder) Add(events []domain.Event) error { panic("TODO") }
+// Default chunk bounds. A chunk costs roughly 600 bytes per event in memory (the encoded
+// records, bbolt's nodes and the pages written at commit) plus about 1 KiB per touched
+// applicant, so about 50 MB at these values.
+const (
+	defaultChunkEvents     = 50_000
+	defaultChunkApplicants = 20_000
+)
+
+// NewBuilder starts a new file at path (removed first if it exists). A path that another
+// Builder or Projection holds open gives KindConflict.
+func NewBuilder(path string) (*Builder, error) {
+	const op = "store.NewBuilder"
+	if err := removeUnused(op, path); err != nil {
+		return nil, err
+	}
+	db, _, err := openBolt(op, path, boltOpts{exclusive: true, noSync: true})
+	if err != nil {
+		return nil, err
+	}
+	b := &Builder{path: path, db: db, folder: domain.NewFolder(),
+		chunkEvents: defaultChunkEvents, chunkApplicants: defaultChunkApplicants}
+	if err := b.begin(); err != nil {
+		db.Close()
+		os.Remove(path)
+		return nil, domain.E(op, domain.KindUnavailable, err)
+	}
+	if err := createBuckets(b.tx); err != nil {
+		b.tx.Rollback()
+		db.Close()
+		os.Remove(path)
+		return nil, domain.E(op, domain.KindUnavailable, err)
+	}
+	if b.w, err = newWriter(b.tx, b.folder, nil); err != nil {
+		b.tx.Rollback()
+		db.Close()
+		os.Remove(path)
+		return nil, domain.E(op, domain.KindInternal, err)
+	}
+	return b, nil
+}
+
+// removeUnused removes path unless something holds its lock.
+func removeUnused(op, path string) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	db, _, err := openBolt(op, path, boltOpts{lockTimeout: 100 * time.Millisecond, readOnly: true})
+	if domain.KindOf(err) == domain.KindConflict {
+		return err
+	}
+	if db != nil {
+		db.Close()
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return domain.E(op, domain.KindUnavailable, err)
+	}
+	return nil
+}
+
+func (b *Builder) begin() error {
+	tx, err := b.db.Begin(true)
+	if err != nil {
+		return err
+	}
+	b.tx, b.events = tx, 0
+	return nil
+}
+
+// Add folds a batch of events (in stream order). Events at or below the sequence already
+// folded are skipped, as Apply skips them. After an error the Builder only aborts.
+func (b *Builder) Add(events []domain.Event) error {
+	const op = "store.Builder.Add"
+	if b.err != nil {
+		return b.err
+	}
+	if b.done {
+		return domain.E(op, domain.KindConflict, "builder finished")
+	}
+	for i := range events {
+		if _, _, err := b.w.event(&events[i]); err != nil {
+			return b.fail(op, err)
+		}
+		b.events++
+		if b.events >= b.chunkEvents || len(b.w.touched) >= b.chunkApplicants {
+			if err := b.commit(); err != nil {
+				return b.fail(op, err)
+			}
+			if err := b.begin(); err != nil {
+				return b.fail(op, err)
+			}
+			var err error
+			if b.w, err = newWriter(b.tx, b.folder, nil); err != nil {
+				return b.fail(op, err)
+			}
+		}
+	}
+	return nil
+}
+
+// commit writes the chunk's states, indexes and checkpoint and commits without fsync.
+func (b *Builder) commit() error {
+	if err := b.w.flush(); err != nil {
+		return err
+	}
+	tx := b.tx
+	b.tx = nil
+	return tx.Commit()
+}
+
+func (b *Builder) fail(op string, err error) error {
+	var de *domain.Error
+	switch {
+	case errors.As(err, &de):
+	case errors.Is(err, errCorruptValue):
+		err = domain.E(op, domain.KindInternal, err)
+	default:
+		err = domain.E(op, domain.KindUnavailable, err)
+	}
+	b.err = err
+	return err
+}
+
+// Checkpoint returns the last sequence folded so far.
+func (b *Builder) Checkpoint() uint64 {
+	if b.w == nil {
+		return 0
+	}
+	return b.w.checkpoint
+}
 
 // Finish writes what is buffered, syncs the file once and closes it.
-func (b *Builder) Finish() error { panic("TODO") }
+func (b *Builder) Finish() error {
+	const op = "store.Builder.Finish"
+	if b.err != nil {
+		return b.err
+	}
+	if b.done {
+		return nil
+	}
+	if err := b.commit(); err != nil {
+		return b.fail(op, err)
+	}
+	if err := b.db.Sync(); err != nil {
+		return b.fail(op, err)
+	}
+	b.done = true
+	if err := b.db.Close(); err != nil {
+		return b.fail(op, err)
+	}
+	return nil
+}
 
 // Abort closes and removes the partial file.
-func (b *Builder) Abort() error { panic("TODO") }
+func (b *Builder) Abort() error {
+	if b.tx != nil {
+		b.tx.Rollback()
+		b.tx = nil
+	}
+	b.done = true
+	if b.err == nil {
+		b.err = domain.E("store.Builder", domain.KindConflict, "builder aborted")
+	}
+	b.db.Close()
+	if err := os.Remove(b.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return domain.E("store.Builder.Abort", domain.KindUnavailable, err)
+	}
+	return nil
+}
 
 // Rebuild folds the whole log into path+".rebuild" and renames it over path, atomically:
 // a crash before the rename leaves the old file serving. progress, if not nil, is called
 // now and then with the sequence reached and the last sequence.
+//
+// A leftover path+".rebuild" from a crashed rebuild is removed first; one that another
+// rebuild holds open gives KindConflict. A process that has path open keeps the old file
+// (its inode) until it reopens path.
 func Rebuild(ctx context.Context, log *EventLog, path string, progress func(done, total uint64)) error {
-	panic("TODO")
+	last, err := log.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	return rebuild(ctx, log.Read, last, path, progress)
+}
+
+// readFunc is EventLog.Read's shape.
+type readFunc func(ctx context.Context, from uint64, batch int, fn func([]domain.Event) error) error
+
+// rebuildBatch is how many events Rebuild asks the log for at a time.
+const rebuildBatch = 1000
+
+func rebuild(ctx context.Context, read readFunc, last uint64, path string, progress func(done, total uint64)) (err error) {
+	const op = "store.Rebuild"
+	if progress == nil {
+		progress = func(uint64, uint64) {}
+	}
+	tmp := path + ".rebuild"
+	b, err := NewBuilder(tmp)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			b.Abort()
+		}
+	}()
+	progress(0, last)
+	err = read(ctx, 1, rebuildBatch, func(evs []domain.Event) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := b.Add(evs); err != nil {
+			return err
+		}
+		if n := len(evs); n > 0 {
+			progress(evs[n-1].Seq, max(last, evs[n-1].Seq))
+		}
+		return nil
+	})
+	if err != nil {
+		if domain.KindOf(err) == domain.KindOther {
+			err = domain.E(op, domain.KindUnavailable, err)
+		}
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return domain.E(op, domain.KindUnavailable, err)
+	}
+	if err := b.Finish(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return domain.E(op, domain.KindUnavailable, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return domain.E(op, domain.KindUnavailable, fmt.Errorf("rename done, directory not synced: %w", err))
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
