@@ -294,22 +294,36 @@ func parseTimeString(s string) (time.Time, bool) {
 
 // parseEpoch reads a number as Unix milliseconds if it is above 1e12 (after 2001-09-09
 // in milliseconds; no time in seconds is that large before year 33658), else seconds.
-// Zero and negative numbers are treated as unset.
+// Plain decimals are read exactly (1767225600123 is .123 s, not .122999907); other JSON
+// number forms (exponents) through float64. Zero and negative numbers count as unset.
 func parseEpoch(s string) (time.Time, bool) {
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
+	if !isDecimal(s) {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 || v >= 1e18 {
+			return time.Time{}, false
+		}
+		s = strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	whole, frac, _ := strings.Cut(s, ".")
+	n, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil || (n == 0 && strings.Trim(frac, "0") == "") {
 		return time.Time{}, false
 	}
-	sec := v
-	if v > 1e12 {
-		sec = v / 1000
+	unit := int64(time.Second)
+	if n > 1e12 {
+		unit = int64(time.Millisecond)
+	}
+	sec, nanos := n, int64(0)
+	if unit == int64(time.Millisecond) {
+		sec, nanos = n/1000, (n%1000)*unit
+	}
+	for i, scale := 0, unit/10; i < len(frac) && scale > 0; i, scale = i+1, scale/10 {
+		nanos += int64(frac[i]-'0') * scale
 	}
 	if sec >= maxUnixSeconds {
 		return time.Time{}, false
 	}
-	whole := math.Floor(sec)
-	nanos := math.Round((sec - whole) * 1e9)
-	return inRange(time.Unix(int64(whole), int64(nanos)).UTC())
+	return inRange(time.Unix(sec, nanos).UTC())
 }
 
 // maxUnixSeconds is 10000-01-01T00:00:00Z; stored times must marshal as RFC 3339.

@@ -1,0 +1,105 @@
+package ingest
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+func TestParseEnvelope(t *testing.T) {
+	good := []struct {
+		name string
+		body string
+		want Envelope
+	}{
+		{"allpass", `{"status":true,"statusCode":200,"data":"abcd","time":"2026-03-01T10:00:00.000Z"}`,
+			Envelope{Status: true, StatusCode: 200, Data: "abcd", Time: "2026-03-01T10:00:00.000Z"}},
+		{"data only", `{"data":"abcd"}`, Envelope{Data: "abcd"}},
+		{"nulls are absent", `{"status":null,"statusCode":null,"data":"abcd","time":null}`, Envelope{Data: "abcd"}},
+		{"white space around", " \n\t{ \"data\" : \"ab\" }\r\n ", Envelope{Data: "ab"}},
+		{"unknown fields kept out", `{"data":"ab","extra":{"a":[1,{"b":null}]},"extra":2}`, Envelope{Data: "ab"}},
+		{"escaped data", `{"data":"a\u0062"}`, Envelope{Data: "ab"}},
+	}
+	for _, tt := range good {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseEnvelope([]byte(tt.body))
+			if err != nil {
+				t.Fatalf("ParseEnvelope: %v", err)
+			}
+			if got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+
+	bad := []struct {
+		name string
+		body string
+	}{
+		{"empty", ``},
+		{"white space", "  \n"},
+		{"null", `null`},
+		{"array", `[{"data":"ab"}]`},
+		{"string", `"ab"`},
+		{"truncated", `{"status":true,"data":`},
+		{"no data", `{"status":true,"statusCode":200,"time":"2026-03-01T10:00:00.000Z"}`},
+		{"empty data", `{"data":""}`},
+		{"null data", `{"data":null}`},
+		{"data number", `{"data":12}`},
+		{"data object", `{"data":{"iv":"ab"}}`},
+		{"time number", `{"data":"ab","time":1772359200}`},
+		{"status string", `{"data":"ab","status":"true"}`},
+		{"statusCode fraction", `{"data":"ab","statusCode":200.5}`},
+		{"duplicate data", `{"data":"ab","data":"cd"}`},
+		{"duplicate time", `{"data":"ab","time":"x","time":"y"}`},
+		{"trailing garbage", `{"data":"ab"}x`},
+		{"second object", `{"data":"ab"}{"data":"cd"}`},
+		{"trailing comma", `{"data":"ab",}`},
+		{"single quotes", `{'data':'ab'}`},
+		{"invalid UTF-8", "{\"data\":\"ab\xff\"}"},
+		{"NUL byte outside strings", "{\"data\":\"ab\"}\x00"},
+		{"nesting bomb", `{"data":"ab","x":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `}`},
+		{"nesting just over the limit", `{"data":"ab","x":` + strings.Repeat("[", envelopeMaxDepth) + strings.Repeat("]", envelopeMaxDepth) + `}`},
+		{"unclosed bomb", strings.Repeat("{\"a\":", 1<<20)},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseEnvelope([]byte(tt.body))
+			if domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeMalformedEnvelope {
+				t.Fatalf("err = %v (code %q), want KindInvalid malformed_envelope", err, Code(err))
+			}
+			if strings.Contains(err.Error(), "ab") {
+				t.Errorf("message %q echoes the body", err)
+			}
+		})
+	}
+
+	// At the limit is fine: brackets inside strings do not count.
+	atLimit := `{"data":"[[[[{{{{","x":` + strings.Repeat("[", envelopeMaxDepth-1) + strings.Repeat("]", envelopeMaxDepth-1) + `}`
+	if _, err := ParseEnvelope([]byte(atLimit)); err != nil {
+		t.Errorf("envelope nested exactly %d deep: %v", envelopeMaxDepth, err)
+	}
+}
+
+func TestDepthAtMost(t *testing.T) {
+	tests := []struct {
+		in   string
+		max  int
+		want bool
+	}{
+		{`{}`, 1, true},
+		{`{"a":{}}`, 1, false},
+		{`{"a":"{{{{\"{{{{"}`, 1, true},
+		{`{"a":"\\"}`, 1, true},
+		{`{"a":"\\",  "b":[[]]}`, 2, false},
+		{`[[["]]]"]]]`, 3, true},
+		{`[[[[`, 3, false},
+		{``, 0, true},
+	}
+	for _, tt := range tests {
+		if got := depthAtMost([]byte(tt.in), tt.max); got != tt.want {
+			t.Errorf("depthAtMost(%s, %d) = %v, want %v", tt.in, tt.max, got, tt.want)
+		}
+	}
+}
