@@ -158,7 +158,7 @@ func TestRejectsAreSizeBoundedOldestFirst(t *testing.T) {
 	}
 	// The newest are kept, contiguous up to the last.
 	for i, s := range seqs {
-		if want := uint64(n-len(seqs)+1+i); s != want {
+		if want := uint64(n - len(seqs) + 1 + i); s != want {
 			t.Fatalf("kept seqs %v; want the newest %d", seqs, len(seqs))
 		}
 	}
