@@ -187,23 +187,35 @@ const (
 
 // Errors the handler itself produces; codedError gives them their code.
 var (
-	errMethod   = &codedError{code: CodeMethodNotAllowed, err: domain.E("ingest.route", domain.KindInvalid, "method not allowed")}
-	errNoRoute  = &codedError{code: CodeNoRoute, err: domain.E("ingest.route", domain.KindNotFound, "no such path")}
-	errNoApp    = &codedError{code: CodeUnknownApp, err: domain.E("ingest.webhook", domain.KindNotFound, "no app is configured under that name or appKey")}
-	errBusy     = &codedError{code: CodeBusy, err: domain.E("ingest.webhook", domain.KindUnavailable, "too many requests in flight; retry later")}
-	errReadBody = &codedError{code: CodeBodyUnreadable, err: domain.E("ingest.webhook", domain.KindInvalid, "the request body could not be read")}
+	errMethod   = handlerError(CodeMethodNotAllowed, domain.KindInvalid, "method not allowed")
+	errNoRoute  = handlerError(CodeNoRoute, domain.KindNotFound, "no such path")
+	errNoApp    = handlerError(CodeUnknownApp, domain.KindNotFound, "no app is configured under that name or appKey")
+	errBusy     = handlerError(CodeBusy, domain.KindUnavailable, "too many requests in flight; retry later")
+	errReadBody = handlerError(CodeBodyUnreadable, domain.KindInvalid, "the request body could not be read")
 )
 
 func errTooLarge(limit int64) error {
-	return &codedError{code: CodeBodyTooLarge, err: domain.E("ingest.webhook", domain.KindTooLarge,
-		"body over the limit of "+strconv.FormatInt(limit, 10)+" bytes")}
+	return handlerError(CodeBodyTooLarge, domain.KindTooLarge, "body over the limit of "+strconv.FormatInt(limit, 10)+" bytes")
 }
 
-// errAppend wraps a failed append; an error the log did not classify is one it could not
-// confirm, so it becomes KindUnavailable (503: retry), never a claim of success.
+func handlerError(code string, kind domain.ErrorKind, msg string) *codedError {
+	return &codedError{code: code, err: domain.E("ingest.webhook", kind, msg), msg: msg}
+}
+
+// errAppend classifies a failed append. An error the log could not classify is one it
+// could not confirm: KindUnavailable (503, retry), never a claim of success. A stored
+// message over the server's payload limit stays KindTooLarge (413). Anything else (the
+// log refusing ids that Open accepted, say) is a broken invariant: 500.
 func errAppend(err error) error {
-	if domain.KindOf(err) == domain.KindOther {
+	switch domain.KindOf(err) {
+	case domain.KindOther:
 		err = domain.E("ingest.append", domain.KindUnavailable, err)
+	case domain.KindUnavailable:
+	case domain.KindTooLarge:
+		return &codedError{code: CodeBodyTooLarge, err: err,
+			msg: "the event would exceed the log's message size limit"}
+	default:
+		return &codedError{code: CodeInternal, err: domain.E("ingest.append", domain.KindInternal, err)}
 	}
 	return &codedError{code: CodeUnavailable, err: err,
 		msg: "the event log could not confirm the write; nothing was stored; retry later"}
