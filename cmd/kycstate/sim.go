@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/sim"
+)
+
+const simHelp = `Simulates Allpass against a running kycstate and checks what it kept. It works only through
+HTTP: the webhook endpoint, and the read API for the check; it never opens the data dir.
+
+It runs --applicants applicant journeys, --concurrency at a time: created, in progress, a
+few steps passed (document, selfie, liveness, ...), completed, in review, approved or
+rejected; some go through on hold, some restart after the decision, a few carry annotations
+(applicantDuplicateEmail, expiredDocument) or event names Allpass may add later. Every
+webhook is encrypted and signed exactly as Allpass does (aes-256-cbc with HMAC-SHA256, or
+aes-256-gcm), with the config's first app. One applicant's webhooks go one after the other;
+applicants run in parallel. Mixed in, as shares of the deliveries:
+  --resend         the identical body sent again: must be answered 200 duplicate:true
+  --late           a status event delivered after a newer one: the fold marks it stale
+  --bad-signature  a forged copy sent first: must be answered 401 and stored nowhere
+Answers 5xx, 408, 429 or none are retried with a short backoff, up to 8 attempts.
+
+With --check (default) it then waits until the read API has applied every acknowledged
+webhook, folds each applicant's acknowledged events with the service's own fold, and
+compares status, stepsPassed, flags, warnings, anomalies, events and lastSeq with
+GET /v1/applicants/{id}.
+
+It prints webhooks sent, the achieved rate, latency percentiles of the 200 answers, the
+answers by kind, the expected outcomes and every mismatch. Exit status 1 on any mismatch,
+lost webhook or contract violation (a resend stored twice, a forgery accepted).
+
+Keys and token come from --config (the first app, the first reader token). Without
+--config it uses <data_dir>/dev.yaml, written by "kycstate serve" in development mode, so
+"kycstate serve" in one terminal and "kycstate sim" in another just work.`
+
+func cmdSim(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "sim", simHelp)
+	cfgPath := fs.String("config", "", "YAML config file (default: <data_dir>/"+devConfigName+" of a development-mode serve)")
+	ingestURL := fs.String("ingest", "http://127.0.0.1:8080", "webhook endpoint base URL (default: from the config's ingest.listen)")
+	apiURL := fs.String("api", "http://127.0.0.1:8081", "read API base URL (default: from the config's api.listen)")
+	applicants := fs.Int("applicants", 100, "applicant journeys to run")
+	concurrency := fs.Int("concurrency", 16, "journeys in flight at once")
+	rate := fs.Float64("rate", 0, "webhooks per second overall, retries included; 0: as fast as answered")
+	resend := fs.Float64("resend", 0.05, "share of deliveries resent with the identical body (0 to 1)")
+	late := fs.Float64("late", 0.05, "share of deliveries sent after a newer status event (0 to 1)")
+	badSig := fs.Float64("bad-signature", 0.02, "share of deliveries preceded by a forged copy (0 to 1)")
+	seed := fs.Uint64("seed", 0, "seed of the journeys' shapes; 0: a random one, printed (applicant ids are always fresh)")
+	check := fs.Bool("check", true, "compare every applicant's state in the read API with the expected one")
+	method := fs.String("method", "", "encrypt with aes-256-cbc or aes-256-gcm instead of the app's method")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	cfg, err := loadSimConfig(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	r, err := resolveConfig(cfg, e.getenv, true, *check)
+	if err != nil {
+		return err
+	}
+	app := *r.Apps[0]
+	switch m := ingest.Method(*method); m {
+	case "":
+	case ingest.MethodCBC, ingest.MethodGCM:
+		app.Method = m
+	default:
+		return fmt.Errorf("%w: --method must be %s or %s", errUsage, ingest.MethodCBC, ingest.MethodGCM)
+	}
+	if !set["ingest"] {
+		*ingestURL = listenURL(r.Ingest.Listen, *ingestURL)
+	}
+	if !set["api"] {
+		*apiURL = listenURL(r.API.Listen, *apiURL)
+	}
+	if !set["seed"] {
+		var b [8]byte
+		rand.Read(b[:])
+		*seed = binary.LittleEndian.Uint64(b[:])
+	}
+	var token string
+	if *check {
+		token = r.Tokens[0].Secret
+		for _, t := range r.Tokens {
+			if t.Role == "reader" {
+				token = t.Secret
+				break
+			}
+		}
+	}
+
+	var progress io.Writer
+	if p := newProgress(e, "sim"); p.on {
+		progress = e.stderr
+	}
+	fmt.Fprintf(e.stderr, "sim: app %s (%s), webhooks to %s, seed %d\n", app.Name, app.Method, *ingestURL, *seed)
+	rep, err := sim.Run(ctx, sim.Config{
+		IngestURL: *ingestURL, APIURL: *apiURL, App: app, Token: token,
+		Applicants: *applicants, Concurrency: *concurrency, Rate: *rate,
+		ResendShare: *resend, LateShare: *late, BadSigShare: *badSig,
+		Seed: *seed, Check: *check,
+	}, progress)
+	if rep.Webhooks > 0 {
+		rep.Print(e.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return &exitErr{code: 1, err: fmt.Errorf("sim: %d mismatches, %d applicants with a lost webhook, %d problems",
+			len(rep.Mismatches), rep.Lost, len(rep.Problems))}
+	}
+	return nil
+}
+
+// loadSimConfig loads --config, or without one the development config a serve wrote.
+func loadSimConfig(e *env, path string) (Config, error) {
+	cfg, err := loadConfig(path, e.getenv, e.environ)
+	if err != nil || path != "" || len(cfg.Apps) > 0 {
+		return cfg, err
+	}
+	dev := filepath.Join(cfg.DataDir, devConfigName)
+	if _, err := os.Stat(dev); err != nil {
+		return cfg, fmt.Errorf("no --config and no development config at %s: start \"kycstate serve\" (development mode) first, or give --config", dev)
+	}
+	return loadConfig(dev, e.getenv, e.environ)
+}
+
+// listenURL turns a listen address (":8080", "0.0.0.0:8080", "127.0.0.1:8081") into the
+// URL a local client uses, or returns def when it is not a host:port.
+func listenURL(listen, def string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "" {
+		return def
+	}
+	switch host {
+	case "", "0.0.0.0", "::":
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

@@ -1,0 +1,342 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest"
+)
+
+// result is what one journey did and what the service should now hold for it.
+type result struct {
+	id domain.ApplicantID
+	// accepted are the events the service acknowledged as stored, in the order it
+	// acknowledged them (the applicant's stream order: its sends are sequential), each
+	// with the sequence the service gave it.
+	accepted []domain.Event
+	seqs     map[uint64]bool
+	// expect is accepted folded with domain's fold; outcomes counts its decisions.
+	expect   domain.State
+	outcomes map[domain.Outcome]int
+	// lost: a genuine delivery was never answered 200, so what the service holds for this
+	// applicant is unknown and it is not checked.
+	lost bool
+
+	answers                              Answers
+	latencies                            []time.Duration
+	webhooks, retries                    int
+	deliveries, resends, late, forgeries int
+	problems                             []string
+}
+
+// sealed is a webhook as sent: the body and its x-allpass-signature.
+type sealed struct {
+	body []byte
+	sig  string
+}
+
+// answer is the final answer to one webhook, after retries.
+type answer struct {
+	status   int
+	seq      uint64
+	dup      bool
+	code     string // the error body's code
+	message  string // the error body's message
+	err      error  // transport error of the last attempt
+	took     time.Duration
+	attempts int
+}
+
+// ok reports whether the service acknowledged the webhook as stored.
+func (a answer) ok() bool { return a.err == nil && a.status == http.StatusOK && a.code == "" }
+
+func (a answer) String() string {
+	switch {
+	case a.err != nil:
+		return a.err.Error()
+	case a.code != "":
+		return fmt.Sprintf("%d %s: %s", a.status, a.code, a.message)
+	}
+	return fmt.Sprintf("%d", a.status)
+}
+
+// runJourney sends j's steps in order, each after the previous one was answered, and
+// folds what the service acknowledged. It returns an error (and stops) only when the
+// service refuses a genuine webhook outright or ctx ends.
+func (r *runner) runJourney(ctx context.Context, j *journey, folder *domain.Folder) (*result, error) {
+	res := &result{id: j.id, seqs: map[uint64]bool{}, outcomes: map[domain.Outcome]int{}}
+	bodies := make([]sealed, len(j.steps))
+	seqOf := make([]uint64, len(j.steps)) // a delivery step's acknowledged sequence
+	// accept adds an acknowledged event to the expectation; false if its sequence was
+	// already given to another of this applicant's events.
+	accept := func(ev event, seq uint64) bool {
+		if res.seqs[seq] {
+			return false
+		}
+		res.seqs[seq] = true
+		res.accepted = append(res.accepted, domain.Event{
+			Seq: seq, ApplicantID: j.id, AppKey: r.cfg.App.AppKey, ExternalUserID: j.ext,
+			Type: ev.Type, StepName: ev.StepName, Warnings: ev.Warnings, EventAt: ev.At,
+		})
+		return true
+	}
+
+	for si, st := range j.steps {
+		ev := j.events[st.ev]
+		switch st.kind {
+		case stepDeliver:
+			s, err := r.seal(r.cfg.App.Keys[0], j, ev)
+			if err != nil {
+				return res, err
+			}
+			bodies[si] = s
+			res.deliveries++
+			a, err := r.send(ctx, s, false, res)
+			if err != nil {
+				return res, err
+			}
+			switch {
+			case a.ok():
+				if a.dup && a.attempts == 1 {
+					res.problem(j.id, "a new delivery (%s) was answered duplicate:true with seq %d", ev.Type, a.seq)
+				}
+				if st.late {
+					res.late++
+				}
+				seqOf[si] = a.seq
+				if !accept(ev, a.seq) {
+					res.problem(j.id, "a new delivery (%s) was answered seq %d, which an earlier event of this applicant was given", ev.Type, a.seq)
+				}
+			case retryable(a):
+				// Allpass would give up too. Whether the service stored it is unknown.
+				res.lost = true
+				res.problem(j.id, "lost: %s not acknowledged after %d attempts: %s", ev.Type, a.attempts, a)
+				return res, nil
+			default:
+				res.lost = true
+				return res, fmt.Errorf("the service refused a genuine webhook (%s of applicant %s): %s; are the app name, appKey, method and keys the service's?", ev.Type, j.id, a)
+			}
+
+		case stepResend:
+			res.resends++
+			a, err := r.send(ctx, bodies[st.of], false, res)
+			if err != nil {
+				return res, err
+			}
+			orig := seqOf[st.of]
+			switch {
+			case a.ok() && a.dup && a.seq == orig:
+			case a.ok() && a.dup:
+				res.problem(j.id, "a resent %s was answered duplicate of seq %d, but was stored at seq %d", ev.Type, a.seq, orig)
+			case a.ok():
+				res.problem(j.id, "a resent %s (identical body) was stored again at seq %d (first at %d)", ev.Type, a.seq, orig)
+				accept(ev, a.seq)
+			default:
+				res.problem(j.id, "a resent %s was answered %s, want 200 duplicate:true", ev.Type, a)
+			}
+
+		case stepForge:
+			res.forgeries++
+			s, err := r.forge(j, ev, st.wrongKey)
+			if err != nil {
+				return res, err
+			}
+			a, err := r.send(ctx, s, true, res)
+			if err != nil {
+				return res, err
+			}
+			switch {
+			case a.err == nil && a.status == http.StatusUnauthorized:
+			case a.ok():
+				res.problem(j.id, "a forged %s (bad signature) was accepted at seq %d", ev.Type, a.seq)
+				accept(ev, a.seq)
+			default:
+				res.problem(j.id, "a forged %s (bad signature) was answered %s, want 401", ev.Type, a)
+			}
+		}
+	}
+
+	var s domain.State
+	for _, e := range res.accepted {
+		var rec domain.Record
+		s, rec = folder.Apply(s, e)
+		res.outcomes[rec.Outcome]++
+	}
+	res.expect = s
+	return res, nil
+}
+
+func (res *result) problem(id domain.ApplicantID, format string, args ...any) {
+	res.problems = append(res.problems, fmt.Sprintf("applicant %s: ", id)+fmt.Sprintf(format, args...))
+}
+
+// isoMillis is how Allpass writes times: UTC with milliseconds.
+const isoMillis = "2006-01-02T15:04:05.000Z"
+
+// plaintext is the decrypted webhook, fields in Allpass's order. updatedAt is the event's
+// time (the service reads it first); createdAt is the applicant's.
+func (r *runner) plaintext(j *journey, ev event) ([]byte, error) {
+	return json.Marshal(struct {
+		Type           domain.EventType      `json:"type"`
+		ID             domain.ApplicantID    `json:"id"`
+		ExternalUserID domain.ExternalUserID `json:"externalUserId"`
+		AppKey         domain.AppKey         `json:"appKey"`
+		Warnings       []string              `json:"warnings"`
+		StepName       string                `json:"stepName,omitempty"`
+		CreatedAt      string                `json:"createdAt"`
+		UpdatedAt      string                `json:"updatedAt"`
+	}{ev.Type, j.id, j.ext, r.cfg.App.AppKey, ev.Warnings, ev.StepName,
+		j.createdAt.Format(isoMillis), ev.At.Format(isoMillis)})
+}
+
+// seal encrypts and signs ev with keys; the envelope time is the send time.
+func (r *runner) seal(keys ingest.Keys, j *journey, ev event) (sealed, error) {
+	pt, err := r.plaintext(j, ev)
+	if err != nil {
+		return sealed{}, err
+	}
+	body, sig, err := ingest.Seal(r.cfg.App.Method, keys, pt, time.Now().UTC().Format(isoMillis), rand.Reader)
+	if err != nil {
+		return sealed{}, fmt.Errorf("sim: sealing a webhook: %w", err)
+	}
+	return sealed{body: body, sig: sig}, nil
+}
+
+// forge makes a webhook the service must refuse: sealed with keys it does not know, or
+// sealed correctly and then given a damaged signature.
+func (r *runner) forge(j *journey, ev event, wrongKey bool) (sealed, error) {
+	if wrongKey {
+		var k ingest.Keys
+		rand.Read(k.Secret[:])
+		k.HMAC = make([]byte, 32)
+		rand.Read(k.HMAC)
+		return r.seal(k, j, ev)
+	}
+	s, err := r.seal(r.cfg.App.Keys[0], j, ev)
+	s.sig = damage(s.sig)
+	return s, err
+}
+
+// damage flips one bit of a hex or base64 signature, keeping its encoding, so the
+// service sees a well-formed signature that does not match.
+func damage(sig string) string {
+	if b, err := hex.DecodeString(sig); err == nil && len(b) > 0 {
+		b[mrand.IntN(len(b))] ^= 1 << mrand.IntN(8)
+		return hex.EncodeToString(b)
+	}
+	if b, err := base64.StdEncoding.DecodeString(sig); err == nil && len(b) > 0 {
+		b[mrand.IntN(len(b))] ^= 1 << mrand.IntN(8)
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	return sig + "00"
+}
+
+// send posts one webhook, retrying as Allpass would (but with short waits) while the
+// answer is 5xx, 408, 429 or missing, at most MaxAttempts times. Every attempt is counted
+// in res. A 401 is final: for a genuine webhook a retry would fail the same way. The
+// error is ctx's, when it ends.
+func (r *runner) send(ctx context.Context, s sealed, forged bool, res *result) (answer, error) {
+	var a answer
+	for attempt := 1; ; attempt++ {
+		if err := r.pace.wait(ctx); err != nil {
+			return a, err
+		}
+		a = r.post(ctx, s)
+		a.attempts = attempt
+		if err := ctx.Err(); err != nil {
+			return a, err
+		}
+		res.webhooks++
+		r.sent.Add(1)
+		switch {
+		case a.ok() && a.dup:
+			res.answers.Duplicate++
+		case a.ok():
+			res.answers.OK++
+		case a.err == nil && a.status == http.StatusUnauthorized:
+			res.answers.Unauthorized++
+		default:
+			res.answers.Other++
+		}
+		if a.ok() {
+			res.latencies = append(res.latencies, a.took)
+		}
+		if !retryable(a) || attempt >= r.cfg.MaxAttempts {
+			return a, nil
+		}
+		res.retries++
+		backoff := min(time.Second, 20*time.Millisecond<<(attempt-1))
+		backoff += time.Duration(mrand.Int64N(int64(backoff)/2 + 1))
+		if err := sleep(ctx, backoff); err != nil {
+			return a, err
+		}
+	}
+}
+
+// retryable reports whether Allpass would try the webhook again after this answer.
+func retryable(a answer) bool {
+	if a.err != nil {
+		return true
+	}
+	switch a.status {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// post sends one attempt and decodes the answer.
+func (r *runner) post(ctx context.Context, s sealed) answer {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.webhookURL, bytes.NewReader(s.body))
+	if err != nil {
+		return answer{err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-allpass-signature", s.sig)
+	req.Header.Set("User-Agent", "kycstate-sim")
+	start := time.Now()
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return answer{err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	a := answer{status: resp.StatusCode, took: time.Since(start)}
+	if err != nil {
+		a.err = fmt.Errorf("reading the answer: %w", err)
+		return a
+	}
+	if resp.StatusCode == http.StatusOK {
+		var ok struct {
+			Seq       *uint64 `json:"seq"`
+			Duplicate bool    `json:"duplicate"`
+		}
+		if err := json.Unmarshal(b, &ok); err != nil || ok.Seq == nil || *ok.Seq == 0 {
+			a.code, a.message = "bad_answer", "200 without a {\"seq\":N} body"
+			return a
+		}
+		a.seq, a.dup = *ok.Seq, ok.Duplicate
+		return a
+	}
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(b, &e) == nil {
+		a.code, a.message = e.Error.Code, e.Error.Message
+	}
+	return a
+}
