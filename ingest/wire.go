@@ -102,9 +102,10 @@ type Options struct {
 // KindUnauthorized (signature, tag or decryption; MAC and padding failures are the same
 // error), KindUnprocessable (payload fields).
 //
-// Every key generation in a.Keys is tried, current first. Error messages name the
-// problem only; they never hold a key, the signature or any plaintext. Code maps an error
-// to a stable code for the HTTP layer and the rejects stream.
+// Every key generation in a.Keys is tried, current first. An app that fails Validate is
+// a configuration bug: KindInternal. Error messages name the problem only; they never
+// hold a key, the signature or any plaintext. Code maps an error to a stable code for the
+// HTTP layer and the rejects stream. Open keeps no state: it is safe for concurrent use.
 func (a *App) Open(body []byte, signature string, receivedAt time.Time, opt Options) (domain.Event, string, error) {
 	return a.open(body, signature, receivedAt, opt, decryptCBC)
 }

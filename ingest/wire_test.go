@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -333,5 +335,34 @@ func TestCode(t *testing.T) {
 	inner := fail("op", domain.KindInvalid, CodeMalformedPlaintext, "plaintext is not a JSON object")
 	if got := Code(domain.E("outer", domain.KindOther, inner)); got != CodeMalformedPlaintext {
 		t.Errorf("wrapped code = %q", got)
+	}
+}
+
+// TestOpenConcurrent: one App serves every request of the handler at once; run with
+// -race this shows Open shares nothing mutable.
+func TestOpenConcurrent(t *testing.T) {
+	vf := loadVectors(t)
+	apps := map[Method]*App{MethodCBC: vectorApp(t, vf, MethodCBC), MethodGCM: vectorApp(t, vf, MethodGCM)}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				for _, c := range vf.Cases {
+					ev, _, err := apps[c.Method].Open([]byte(c.Body), c.signature(), time.Now(), Options{KeepRaw: true})
+					if c.Expect.OK && (err != nil || string(ev.Payload) != c.Expect.Plaintext) {
+						errs <- fmt.Errorf("%s: %v", c.Name, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
