@@ -40,7 +40,7 @@ type apiState struct {
 func (r *runner) check(ctx context.Context, results []*result, rep *Report) error {
 	var todo []*result
 	for _, res := range results {
-		if res != nil && !res.lost && len(res.accepted) > 0 {
+		if res != nil && !res.lost && res.events > 0 {
 			todo = append(todo, res)
 		}
 	}
@@ -75,7 +75,7 @@ func (r *runner) check(ctx context.Context, results []*result, rep *Report) erro
 					return
 				}
 				if !found {
-					mismatches[i] = []string{fmt.Sprintf("applicant %s: not found (404), want %d events", todo[i].id, len(todo[i].accepted))}
+					mismatches[i] = []string{fmt.Sprintf("applicant %s: not found (404), want %d events", todo[i].id, todo[i].events)}
 					continue
 				}
 				mismatches[i] = compare(todo[i].expect, got)

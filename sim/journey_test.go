@@ -180,3 +180,29 @@ func TestDamageKeepsEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestPacerSpacesSends: with a rate, n sends from several goroutines take at least
+// (n-1) intervals (a lower bound only: a slow machine can only take longer).
+func TestPacerSpacesSends(t *testing.T) {
+	p := &pacer{interval: 5 * time.Millisecond}
+	start := time.Now()
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			for range 5 {
+				p.wait(t.Context())
+			}
+			done <- struct{}{}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if took := time.Since(start); took < 19*p.interval {
+		t.Errorf("20 paced sends took %s, want at least %s", took, 19*p.interval)
+	}
+	var none *pacer
+	if err := none.wait(t.Context()); err != nil {
+		t.Errorf("no pacer: %v", err)
+	}
+}

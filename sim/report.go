@@ -77,9 +77,7 @@ func (r *Report) add(res *result) {
 	if res.lost {
 		r.Lost++
 	}
-	for _, e := range res.accepted {
-		r.MaxSeq = max(r.MaxSeq, e.Seq)
-	}
+	r.MaxSeq = max(r.MaxSeq, res.maxSeq)
 	for o, n := range res.outcomes {
 		r.Outcomes[o] += n
 	}

@@ -25,6 +25,9 @@ type result struct {
 	// with the sequence the service gave it.
 	accepted []domain.Event
 	seqs     map[uint64]bool
+	// events and maxSeq are the count and highest sequence of accepted, kept by finish.
+	events int
+	maxSeq uint64
 	// expect is accepted folded with domain's fold; outcomes counts its decisions.
 	expect   domain.State
 	outcomes map[domain.Outcome]int
@@ -75,6 +78,14 @@ func (a answer) String() string {
 // service refuses a genuine webhook outright or ctx ends.
 func (r *runner) runJourney(ctx context.Context, j *journey, folder *domain.Folder) (*result, error) {
 	res := &result{id: j.id, seqs: map[uint64]bool{}, outcomes: map[domain.Outcome]int{}}
+	err := r.sendSteps(ctx, j, res)
+	res.finish(folder)
+	return res, err
+}
+
+// sendSteps sends j's steps and records the answers in res, until the end of the plan,
+// a lost delivery, a refused one (an error) or the end of ctx (its error).
+func (r *runner) sendSteps(ctx context.Context, j *journey, res *result) error {
 	bodies := make([]sealed, len(j.steps))
 	seqOf := make([]uint64, len(j.steps)) // a delivery step's acknowledged sequence
 	// accept adds an acknowledged event to the expectation; false if its sequence was
@@ -97,13 +108,13 @@ func (r *runner) runJourney(ctx context.Context, j *journey, folder *domain.Fold
 		case stepDeliver:
 			s, err := r.seal(r.cfg.App.Keys[0], j, ev)
 			if err != nil {
-				return res, err
+				return err
 			}
 			bodies[si] = s
 			res.deliveries++
 			a, err := r.send(ctx, s, false, res)
 			if err != nil {
-				return res, err
+				return err
 			}
 			switch {
 			case a.ok():
@@ -121,17 +132,17 @@ func (r *runner) runJourney(ctx context.Context, j *journey, folder *domain.Fold
 				// Allpass would give up too. Whether the service stored it is unknown.
 				res.lost = true
 				res.problem(j.id, "lost: %s not acknowledged after %d attempts: %s", ev.Type, a.attempts, a)
-				return res, nil
+				return nil
 			default:
 				res.lost = true
-				return res, fmt.Errorf("the service refused a genuine webhook (%s of applicant %s): %s; are the app name, appKey, method and keys the service's?", ev.Type, j.id, a)
+				return fmt.Errorf("the service refused a genuine webhook (%s of applicant %s): %s; are the app name, appKey, method and keys the service's?", ev.Type, j.id, a)
 			}
 
 		case stepResend:
 			res.resends++
 			a, err := r.send(ctx, bodies[st.of], false, res)
 			if err != nil {
-				return res, err
+				return err
 			}
 			orig := seqOf[st.of]
 			switch {
@@ -149,11 +160,11 @@ func (r *runner) runJourney(ctx context.Context, j *journey, folder *domain.Fold
 			res.forgeries++
 			s, err := r.forge(j, ev, st.wrongKey)
 			if err != nil {
-				return res, err
+				return err
 			}
 			a, err := r.send(ctx, s, true, res)
 			if err != nil {
-				return res, err
+				return err
 			}
 			switch {
 			case a.err == nil && a.status == http.StatusUnauthorized:
@@ -166,14 +177,23 @@ func (r *runner) runJourney(ctx context.Context, j *journey, folder *domain.Fold
 		}
 	}
 
+	return nil
+}
+
+// finish folds the acknowledged events into the expectation and drops what the check
+// does not need, so a run of many applicants holds little per applicant.
+func (res *result) finish(folder *domain.Folder) {
 	var s domain.State
 	for _, e := range res.accepted {
 		var rec domain.Record
 		s, rec = folder.Apply(s, e)
 		res.outcomes[rec.Outcome]++
+		res.maxSeq = max(res.maxSeq, e.Seq)
 	}
+	s.Seen = nil
 	res.expect = s
-	return res, nil
+	res.events = len(res.accepted)
+	res.accepted, res.seqs = nil, nil
 }
 
 func (res *result) problem(id domain.ApplicantID, format string, args ...any) {

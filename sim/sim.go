@@ -324,7 +324,7 @@ func randHex(n int) string {
 func countCheckable(results []*result) int {
 	n := 0
 	for _, res := range results {
-		if res != nil && !res.lost && len(res.accepted) > 0 {
+		if res != nil && !res.lost && res.events > 0 {
 			n++
 		}
 	}

@@ -46,15 +46,15 @@ Keys and token come from --config (the first app, the first reader token). Witho
 func cmdSim(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "sim", simHelp)
 	cfgPath := fs.String("config", "", "YAML config file (default: <data_dir>/"+devConfigName+" of a development-mode serve)")
-	ingestURL := fs.String("ingest", "http://127.0.0.1:8080", "webhook endpoint base URL (default: from the config's ingest.listen)")
-	apiURL := fs.String("api", "http://127.0.0.1:8081", "read API base URL (default: from the config's api.listen)")
+	ingestURL := fs.String("ingest", "", "webhook endpoint base URL (default: from the config's ingest.listen, http://127.0.0.1:8080 for the default config)")
+	apiURL := fs.String("api", "", "read API base URL (default: from the config's api.listen, http://127.0.0.1:8081 for the default config)")
 	applicants := fs.Int("applicants", 100, "applicant journeys to run")
 	concurrency := fs.Int("concurrency", 16, "journeys in flight at once")
 	rate := fs.Float64("rate", 0, "webhooks per second overall, retries included; 0: as fast as answered")
 	resend := fs.Float64("resend", 0.05, "share of deliveries resent with the identical body (0 to 1)")
 	late := fs.Float64("late", 0.05, "share of deliveries sent after a newer status event (0 to 1)")
 	badSig := fs.Float64("bad-signature", 0.02, "share of deliveries preceded by a forged copy (0 to 1)")
-	seed := fs.Uint64("seed", 0, "seed of the journeys' shapes; 0: a random one, printed (applicant ids are always fresh)")
+	seed := fs.Uint64("seed", 0, "seed of the journeys' shapes, to repeat a run (default: a random one, printed; applicant ids are always fresh)")
 	check := fs.Bool("check", true, "compare every applicant's state in the read API with the expected one")
 	method := fs.String("method", "", "encrypt with aes-256-cbc or aes-256-gcm instead of the app's method")
 	if err := parse(fs, args); err != nil {
@@ -79,11 +79,11 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	default:
 		return fmt.Errorf("%w: --method must be %s or %s", errUsage, ingest.MethodCBC, ingest.MethodGCM)
 	}
-	if !set["ingest"] {
-		*ingestURL = listenURL(r.Ingest.Listen, *ingestURL)
+	if *ingestURL == "" {
+		*ingestURL = listenURL(r.Ingest.Listen, "http://127.0.0.1:8080")
 	}
-	if !set["api"] {
-		*apiURL = listenURL(r.API.Listen, *apiURL)
+	if *apiURL == "" {
+		*apiURL = listenURL(r.API.Listen, "http://127.0.0.1:8081")
 	}
 	if !set["seed"] {
 		var b [8]byte
