@@ -111,11 +111,11 @@ func (r *runner) sendSteps(ctx context.Context, j *journey, res *result) error {
 				return err
 			}
 			bodies[si] = s
-			res.deliveries++
 			a, err := r.send(ctx, s, false, res)
 			if err != nil {
 				return err
 			}
+			res.deliveries++
 			switch {
 			case a.ok():
 				if a.dup && a.attempts == 1 {
@@ -139,11 +139,11 @@ func (r *runner) sendSteps(ctx context.Context, j *journey, res *result) error {
 			}
 
 		case stepResend:
-			res.resends++
 			a, err := r.send(ctx, bodies[st.of], false, res)
 			if err != nil {
 				return err
 			}
+			res.resends++
 			orig := seqOf[st.of]
 			switch {
 			case a.ok() && a.dup && a.seq == orig:
@@ -157,7 +157,6 @@ func (r *runner) sendSteps(ctx context.Context, j *journey, res *result) error {
 			}
 
 		case stepForge:
-			res.forgeries++
 			s, err := r.forge(j, ev, st.wrongKey)
 			if err != nil {
 				return err
@@ -166,6 +165,7 @@ func (r *runner) sendSteps(ctx context.Context, j *journey, res *result) error {
 			if err != nil {
 				return err
 			}
+			res.forgeries++
 			switch {
 			case a.err == nil && a.status == http.StatusUnauthorized:
 			case a.ok():
