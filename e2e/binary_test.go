@@ -3,7 +3,9 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -111,6 +113,14 @@ func TestBinaryDevMode(t *testing.T) {
 
 	applicant := newID()
 	h := sealHook(t, app, keys, applicant, "applicantCreated", "", time.Now(), "dev-1")
+	// The banner's URLs are what a developer copies: they must reach this service.
+	printedHook, printedAPI := bannerURL(first, `POST\s+(http\S+)`), bannerURL(first, `read API\s+(http\S+)`)
+	if !reachable(printedHook, ingestAdr, "/webhooks/allpass/"+app.Name) {
+		t.Errorf("banner's webhook URL %q does not reach the webhook endpoint listening on %s", printedHook, ingestAdr)
+	}
+	if !reachable(printedAPI, apiAdr, "/v1/applicants/{id}") {
+		t.Errorf("banner's read API URL %q does not reach the read API listening on %s", printedAPI, apiAdr)
+	}
 	a := mustPost(t, ingestURL, app.Name, h)
 	if a.seq != 1 || a.dup {
 		t.Fatalf("first webhook on a fresh service: seq %d duplicate %v, want seq 1 duplicate false (%s)", a.seq, a.dup, a.body)
@@ -171,6 +181,48 @@ func TestBinaryDevMode(t *testing.T) {
 			t.Errorf("second run's log holds the %s", name)
 		}
 	}
+
+	// The offline commands find the development data dir without --config too.
+	out, err = runCmd(t, dir, env, opsWait, bins.kycstate, "verify")
+	if err != nil || !regexp.MustCompile(`: 0 differences`).MatchString(out) {
+		t.Errorf("verify in the development directory: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, dir, env, opsWait, bins.kycstate, "replay", "--applicant", applicant, "--format", "jsonl")
+	if rs := parseReplay(t, out); err != nil || len(rs) != 1 || rs[0].Seq != 1 || rs[0].Outcome != "applied" {
+		t.Errorf("replay --applicant in the development directory: %v, %+v\n%s", err, rs, out)
+	}
+}
+
+// bannerURL returns the first group of re in the development banner, or "".
+func bannerURL(out, re string) string {
+	m := regexp.MustCompile(re).FindStringSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// reachable reports whether printed is an http URL with the path want whose host, looked
+// up here, is the loopback address listen.
+func reachable(printed, listen, path string) bool {
+	u, err := url.Parse(printed)
+	if err != nil || u.Scheme != "http" || u.Path != path {
+		return false
+	}
+	_, port, _ := net.SplitHostPort(listen)
+	if u.Port() != port {
+		return false
+	}
+	addrs, err := net.LookupHost(u.Hostname())
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if ip := net.ParseIP(a); ip != nil && ip.IsLoopback() {
+			return true
+		}
+	}
+	return false
 }
 
 func deref(s *string) string {
@@ -457,5 +509,16 @@ func TestBinarySecondInstance(t *testing.T) {
 		t.Errorf("second instance's message does not say the data dir %s is in use:\n%s", s.dataDir, out)
 	}
 	mustPost(t, s.ingestURL, s.app.Name, sealHook(t, s.app, s.app.Keys[0], newID(), "applicantCreated", "", time.Now(), "after-second"))
+
+	// A port in use is a clear startup error too (another data dir, the same webhook port).
+	other := newBinService(t)
+	env = append(append([]string{}, other.env...), "KYCSTATE_INGEST_LISTEN="+s.ingestAdr)
+	out, err = runCmd(t, other.dir, env, 30*time.Second, bins.kycstate, "serve", "--config", other.cfgPath)
+	if code := exitStatus(err); code <= 0 {
+		t.Errorf("serve on a port in use: exit %d (%v), want a non-zero exit\n%s", code, err, out)
+	}
+	if !contains(out, s.ingestAdr, "in use") {
+		t.Errorf("serve on a port in use: message does not name the address %s:\n%s", s.ingestAdr, out)
+	}
 	p.mustTerm(t)
 }
