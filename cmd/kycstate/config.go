@@ -1,0 +1,471 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the YAML file of DESIGN.md section 8. Every key can be overridden by an
+// environment variable: the key path in upper case joined by "_" after KYCSTATE_, with list
+// elements by index (KYCSTATE_NATS_URL, KYCSTATE_APPS_0_SECRET_KEY).
+type Config struct {
+	DataDir   string          `yaml:"data_dir"`
+	Log       LogConfig       `yaml:"log"`
+	NATS      NATSConfig      `yaml:"nats"`
+	Ingest    IngestConfig    `yaml:"ingest"`
+	API       APIConfig       `yaml:"api"`
+	Projector ProjectorConfig `yaml:"projector"`
+	Apps      []AppConfig     `yaml:"apps"`
+}
+
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json (default) or console
+}
+
+type NATSConfig struct {
+	// URL of an external NATS; several for a cluster, comma-separated. Empty: embedded.
+	URL      string `yaml:"url"`
+	Replicas int    `yaml:"replicas"`
+	// Listen lets the embedded server accept clients on a TCP address; empty: no port.
+	Listen string `yaml:"listen"`
+	// SyncInterval of the embedded server: "always" (default, fsync every write) or a duration.
+	SyncInterval string `yaml:"sync_interval"`
+	// DuplicateWindow of the stream, default 24h.
+	DuplicateWindow Duration `yaml:"duplicate_window"`
+}
+
+type IngestConfig struct {
+	Listen        string   `yaml:"listen"`
+	MaxBody       int64    `yaml:"max_body"`
+	MaxInFlight   int      `yaml:"max_in_flight"`
+	AppendTimeout Duration `yaml:"append_timeout"`
+	// KeepRaw keeps the original body and signature in each stored event so auditors can
+	// re-verify authenticity offline. Default true.
+	KeepRaw *bool `yaml:"keep_raw"`
+}
+
+type APIConfig struct {
+	Listen  string        `yaml:"listen"`
+	Tokens  []TokenConfig `yaml:"tokens"`
+	MaxWait Duration      `yaml:"max_wait"`
+	// ReadyLag is how many sequences behind the log the projection may be and still be ready.
+	ReadyLag uint64 `yaml:"ready_lag"`
+}
+
+type TokenConfig struct {
+	Name  string `yaml:"name"`
+	Role  string `yaml:"role"`
+	Token Secret `yaml:"token"`
+}
+
+type ProjectorConfig struct {
+	Batch     int      `yaml:"batch"`
+	BatchWait Duration `yaml:"batch_wait"`
+}
+
+type AppConfig struct {
+	Name      string `yaml:"name"`
+	AppKey    string `yaml:"app_key"`
+	Method    string `yaml:"method"`
+	SecretKey Secret `yaml:"secret_key"`
+	HMACKey   Secret `yaml:"hmac_key"`
+	// PreviousKeys are older generations still accepted (key rotation), newest first.
+	PreviousKeys []KeyConfig `yaml:"previous_keys"`
+}
+
+type KeyConfig struct {
+	SecretKey Secret `yaml:"secret_key"`
+	HMACKey   Secret `yaml:"hmac_key"`
+}
+
+// Secret is a config value given literally, as env:NAME or as file:PATH. It never prints.
+type Secret string
+
+func (Secret) String() string   { return "[secret]" }
+func (Secret) GoString() string { return "[secret]" }
+
+// Duration reads "5s" or "1m" in YAML and env.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration (like 5s or 2m): %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// configError names the key and what is wrong; it never holds a secret's value.
+type configError struct{ key, msg string }
+
+func (e *configError) Error() string { return "config: " + e.key + ": " + e.msg }
+
+func cfgErr(key, format string, args ...any) error {
+	return &configError{key: key, msg: fmt.Sprintf(format, args...)}
+}
+
+// defaultConfig is what runs with no file at all.
+func defaultConfig() Config {
+	return Config{
+		DataDir: "./data",
+		Log:     LogConfig{Level: "info", Format: "json"},
+		NATS:    NATSConfig{Replicas: 1, SyncInterval: "always", DuplicateWindow: Duration(24 * time.Hour)},
+		Ingest: IngestConfig{Listen: ":8080", MaxBody: 1 << 20, MaxInFlight: 256,
+			AppendTimeout: Duration(5 * time.Second)},
+		API:       APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(5 * time.Second), ReadyLag: 1000},
+		Projector: ProjectorConfig{Batch: 500, BatchWait: Duration(10 * time.Millisecond)},
+	}
+}
+
+// loadConfig reads path (if not empty) over the defaults, then applies KYCSTATE_* overrides.
+func loadConfig(path string, getenv func(string) string, environ []string) (Config, error) {
+	cfg := defaultConfig()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("config %s: %s", path, yamlMessage(err))
+		}
+	}
+	if err := applyEnv(&cfg, environ); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// yamlMessage keeps yaml's line-numbered message but drops quoted values, which may be secrets.
+func yamlMessage(err error) string {
+	msg := err.Error()
+	var out []string
+	for _, line := range strings.Split(msg, "\n") {
+		if i := strings.Index(line, "`"); i >= 0 {
+			line = line[:i] + "(value not shown)"
+		}
+		out = append(out, strings.TrimSpace(line))
+	}
+	return strings.Join(out, "; ")
+}
+
+// applyEnv sets every KYCSTATE_<PATH> variable onto the matching key.
+func applyEnv(cfg *Config, environ []string) error {
+	for _, kv := range environ {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "KYCSTATE_") {
+			continue
+		}
+		path := strings.ToLower(strings.TrimPrefix(name, "KYCSTATE_"))
+		if !isConfigKey(path) {
+			// Not ours: a secret that a config value names with env:, say.
+			continue
+		}
+		if err := setPath(reflect.ValueOf(cfg).Elem(), path, val, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// isConfigKey reports whether path starts with a top-level config key. Variables under a
+// known key must match a key exactly (a typo is an error); others are left alone.
+func isConfigKey(path string) bool {
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		key := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if path == key || strings.HasPrefix(path, key+"_") {
+			return true
+		}
+	}
+	return false
+}
+
+// setPath walks path ("apps_0_secret_key") through v's yaml keys and sets the leaf.
+func setPath(v reflect.Value, path, val, envName string) error {
+	for path != "" {
+		switch v.Kind() {
+		case reflect.Pointer:
+			if v.IsNil() {
+				v.Set(reflect.New(v.Type().Elem()))
+			}
+			v = v.Elem()
+			continue
+		case reflect.Struct:
+			t := v.Type()
+			found := false
+			for i := range t.NumField() {
+				key := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+				if path == key || strings.HasPrefix(path, key+"_") {
+					v = v.Field(i)
+					path = strings.TrimPrefix(strings.TrimPrefix(path, key), "_")
+					found = true
+					break
+				}
+			}
+			if !found {
+				return cfgErr(envName, "no such config key")
+			}
+			continue
+		case reflect.Slice:
+			idxStr, rest, _ := strings.Cut(path, "_")
+			idx, err := strconv.Atoi(idxStr)
+			if err != nil || idx < 0 || idx > 64 {
+				return cfgErr(envName, "list index must be a number from 0 to 64")
+			}
+			for v.Len() <= idx {
+				v.Set(reflect.Append(v, reflect.Zero(v.Type().Elem())))
+			}
+			v = v.Index(idx)
+			path = rest
+			continue
+		}
+		return cfgErr(envName, "no such config key")
+	}
+	if v.CanAddr() {
+		if u, ok := v.Addr().Interface().(interface{ UnmarshalText([]byte) error }); ok {
+			if err := u.UnmarshalText([]byte(val)); err != nil {
+				return cfgErr(envName, "%v", err)
+			}
+			return nil
+		}
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(val)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(val, 10, 64)
+		if err != nil {
+			return cfgErr(envName, "not an integer")
+		}
+		v.SetInt(n)
+	case reflect.Uint64:
+		n, err := strconv.ParseUint(val, 10, 64)
+		if err != nil {
+			return cfgErr(envName, "not a non-negative integer")
+		}
+		v.SetUint(n)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(val)
+		if err != nil {
+			return cfgErr(envName, "not true or false")
+		}
+		v.SetBool(b)
+	default:
+		return cfgErr(envName, "cannot be set from the environment")
+	}
+	return nil
+}
+
+// resolve returns the secret's value: literal, env:NAME or file:PATH. Errors name the key
+// and the variable or file, never the value.
+func (s Secret) resolve(key string, getenv func(string) string) (string, error) {
+	v := string(s)
+	switch {
+	case strings.HasPrefix(v, "env:"):
+		name := strings.TrimPrefix(v, "env:")
+		val := getenv(name)
+		if val == "" {
+			return "", cfgErr(key, "environment variable %s is empty or unset", name)
+		}
+		return val, nil
+	case strings.HasPrefix(v, "file:"):
+		p := strings.TrimPrefix(v, "file:")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", cfgErr(key, "cannot read secret file %s: %v", p, errors.Unwrap(err))
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return v, nil
+}
+
+// Resolved is the configuration with secrets read and keys parsed.
+type Resolved struct {
+	Config
+	Apps   []*ingest.App
+	Tokens []resolvedToken
+	URLs   []string
+	Sync   time.Duration // 0: fsync every write
+}
+
+type resolvedToken struct{ Name, Role, Secret string }
+
+// resolve validates cfg and reads its secrets. needApps / needTokens say what the mode uses.
+func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens bool) (*Resolved, error) {
+	r := &Resolved{Config: cfg}
+	if cfg.DataDir == "" {
+		return nil, cfgErr("data_dir", "must not be empty")
+	}
+	for _, u := range strings.Split(cfg.NATS.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			r.URLs = append(r.URLs, u)
+		}
+	}
+	if cfg.NATS.Replicas < 1 || cfg.NATS.Replicas > 5 {
+		return nil, cfgErr("nats.replicas", "must be 1 to 5, got %d", cfg.NATS.Replicas)
+	}
+	switch s := cfg.NATS.SyncInterval; s {
+	case "", "always":
+	default:
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, cfgErr("nats.sync_interval", "must be \"always\" or a positive duration")
+		}
+		r.Sync = d
+	}
+	if cfg.Ingest.MaxBody <= 0 {
+		return nil, cfgErr("ingest.max_body", "must be positive")
+	}
+	if cfg.Ingest.MaxInFlight <= 0 {
+		return nil, cfgErr("ingest.max_in_flight", "must be positive")
+	}
+	switch cfg.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, cfgErr("log.level", "must be debug, info, warn or error")
+	}
+	switch cfg.Log.Format {
+	case "json", "console":
+	default:
+		return nil, cfgErr("log.format", "must be json or console")
+	}
+
+	seen := map[string]string{}
+	for i, a := range cfg.Apps {
+		key := fmt.Sprintf("apps[%d]", i)
+		if a.Name != "" {
+			key = fmt.Sprintf("apps[%d] (%s)", i, a.Name)
+		}
+		app, err := resolveApp(key, a, getenv)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range []string{app.Name, string(app.AppKey)} {
+			if prev, dup := seen[id]; dup {
+				return nil, cfgErr(key, "name or app_key %q already used by %s", id, prev)
+			}
+			seen[id] = key
+		}
+		r.Apps = append(r.Apps, app)
+	}
+	if needApps && len(r.Apps) == 0 {
+		return nil, cfgErr("apps", "at least one Allpass app is needed to accept webhooks")
+	}
+
+	names := map[string]bool{}
+	for i, t := range cfg.API.Tokens {
+		key := fmt.Sprintf("api.tokens[%d]", i)
+		if t.Name == "" {
+			return nil, cfgErr(key+".name", "must not be empty")
+		}
+		if names[t.Name] {
+			return nil, cfgErr(key+".name", "%q used twice", t.Name)
+		}
+		names[t.Name] = true
+		if t.Role != "reader" && t.Role != "auditor" {
+			return nil, cfgErr(key+".role", "must be reader or auditor")
+		}
+		sec, err := t.Token.resolve(key+".token", getenv)
+		if err != nil {
+			return nil, err
+		}
+		if len(sec) < 16 {
+			return nil, cfgErr(key+".token", "must be at least 16 characters")
+		}
+		r.Tokens = append(r.Tokens, resolvedToken{Name: t.Name, Role: t.Role, Secret: sec})
+	}
+	if needTokens && len(r.Tokens) == 0 {
+		return nil, cfgErr("api.tokens", "at least one token is needed to serve the read API")
+	}
+	return r, nil
+}
+
+func resolveApp(key string, a AppConfig, getenv func(string) string) (*ingest.App, error) {
+	if a.Name == "" {
+		return nil, cfgErr(key+".name", "must not be empty")
+	}
+	if !isUUID(a.AppKey) {
+		return nil, cfgErr(key+".app_key", "must be a UUID")
+	}
+	app := &ingest.App{Name: a.Name, AppKey: domain.AppKey(strings.ToLower(a.AppKey)), Method: ingest.Method(a.Method)}
+	switch app.Method {
+	case ingest.MethodCBC, ingest.MethodGCM:
+	case "":
+		app.Method = ingest.MethodCBC
+	default:
+		return nil, cfgErr(key+".method", "must be aes-256-cbc or aes-256-gcm")
+	}
+	gens := append([]KeyConfig{{SecretKey: a.SecretKey, HMACKey: a.HMACKey}}, a.PreviousKeys...)
+	for g, kc := range gens {
+		field := ".secret_key"
+		hfield := ".hmac_key"
+		if g > 0 {
+			field = fmt.Sprintf(".previous_keys[%d].secret_key", g-1)
+			hfield = fmt.Sprintf(".previous_keys[%d].hmac_key", g-1)
+		}
+		sec, err := kc.SecretKey.resolve(key+field, getenv)
+		if err != nil {
+			return nil, err
+		}
+		if sec == "" {
+			return nil, cfgErr(key+field, "must be set")
+		}
+		k, err := ingest.ParseKey(a.Name, field[1:], sec)
+		if err != nil {
+			return nil, cfgErr(key+field, "must be 64 hex characters or base64 of 32 bytes")
+		}
+		keys := ingest.Keys{Secret: k}
+		if app.Method == ingest.MethodCBC {
+			h, err := kc.HMACKey.resolve(key+hfield, getenv)
+			if err != nil {
+				return nil, err
+			}
+			if h == "" {
+				return nil, cfgErr(key+hfield, "must be set for aes-256-cbc")
+			}
+			hk, err := ingest.ParseKey(a.Name, hfield[1:], h)
+			if err != nil {
+				return nil, cfgErr(key+hfield, "must be 64 hex characters or base64 of 32 bytes")
+			}
+			keys.HMAC = hk[:]
+		}
+		app.Keys = append(app.Keys, keys)
+	}
+	return app, nil
+}
+
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const testSecret = "92763834fe1288c9c1dcbdd3f8f9d1dbb949590adaffbad810d933422ed0e16b"
+const testHMAC = "70676e43e91ae1bfce5b2ab4db1b016ab959f06341184b01b5ce93522c0da917"
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func envFunc(kv ...string) (func(string) string, []string) {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	var environ []string
+	for k, v := range m {
+		environ = append(environ, k+"="+v)
+	}
+	return func(k string) string { return m[k] }, environ
+}
+
+const goodYAML = `
+data_dir: ./somewhere
+nats: { url: "", replicas: 1 }
+ingest: { listen: ":8080" }
+api:
+  listen: "127.0.0.1:8081"
+  tokens:
+    - { name: product, role: reader,  token: "env:KYCSTATE_PRODUCT_TOKEN" }
+    - { name: audit,   role: auditor, token: "file:TOKENFILE" }
+apps:
+  - name: main
+    app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e
+    method: aes-256-cbc
+    secret_key: "env:ALLPASS_SECRET_KEY"
+    hmac_key: "env:ALLPASS_HMAC_KEY"
+`
+
+func TestConfigDesignExample(t *testing.T) {
+	tokenFile := writeFile(t, "audit", "audit-token-0123456789\n")
+	path := writeFile(t, "c.yaml", strings.ReplaceAll(goodYAML, "TOKENFILE", tokenFile))
+	getenv, environ := envFunc("KYCSTATE_PRODUCT_TOKEN", "product-token-0123456789",
+		"ALLPASS_SECRET_KEY", testSecret, "ALLPASS_HMAC_KEY", testHMAC,
+		"KYCSTATE_NATS_REPLICAS", "3", "KYCSTATE_INGEST_LISTEN", ":9090", "KYCSTATE_APPS_0_NAME", "renamed")
+	cfg, err := loadConfig(path, getenv, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.Replicas != 3 || cfg.Ingest.Listen != ":9090" || cfg.Apps[0].Name != "renamed" {
+		t.Fatalf("env overrides not applied: %+v", cfg)
+	}
+	r, err := resolveConfig(cfg, getenv, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Tokens[0].Secret != "product-token-0123456789" || r.Tokens[1].Secret != "audit-token-0123456789" {
+		t.Fatalf("tokens not resolved")
+	}
+	if len(r.Apps) != 1 || len(r.Apps[0].Keys) != 1 || len(r.Apps[0].Keys[0].HMAC) != 32 {
+		t.Fatalf("app not resolved: %+v", r.Apps)
+	}
+}
+
+func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
+	const leaked = "not-a-key-but-a-secret-value-SHOULD-NOT-APPEAR"
+	cases := []struct {
+		name, yaml string
+		env        []string
+		wantKey    string
+	}{
+		{"bad secret", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: " + leaked + ", hmac_key: " + testHMAC + "}]", nil, "apps[0] (a).secret_key"},
+		{"bad hmac", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: " + testSecret + ", hmac_key: " + leaked + "}]", nil, "hmac_key"},
+		{"missing env", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: env:NOPE, hmac_key: x}]", nil, "NOPE"},
+		{"bad app key", "apps: [{name: a, app_key: " + leaked + ", secret_key: " + testSecret + ", hmac_key: " + testHMAC + "}]", nil, "app_key"},
+		{"bad method", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, method: rot13, secret_key: " + testSecret + ", hmac_key: " + testHMAC + "}]", nil, "method"},
+		{"bad role", "api: {tokens: [{name: x, role: admin, token: " + leaked + "}]}", nil, "role"},
+		{"short token", "api: {tokens: [{name: x, role: reader, token: short}]}", nil, "api.tokens[0].token"},
+		{"replicas", "nats: {replicas: 9}", nil, "nats.replicas"},
+		{"unknown key", "natz: {}", nil, "natz"},
+		{"env typo", "", []string{"KYCSTATE_NATS_URLS", "x"}, "KYCSTATE_NATS_URLS"},
+		{"env type", "", []string{"KYCSTATE_NATS_REPLICAS", "three"}, "KYCSTATE_NATS_REPLICAS"},
+		{"yaml secret in syntax error", "apps: [{secret_key: [" + leaked, nil, "config"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := writeFile(t, "c.yaml", c.yaml)
+			getenv, environ := envFunc(c.env...)
+			cfg, err := loadConfig(path, getenv, environ)
+			if err == nil {
+				_, err = resolveConfig(cfg, getenv, false, false)
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), c.wantKey) {
+				t.Errorf("error %q does not name %q", err, c.wantKey)
+			}
+			if strings.Contains(err.Error(), leaked) {
+				t.Errorf("error echoes the secret: %q", err)
+			}
+		})
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("hunter2-hunter2-hunter2")
+	for _, got := range []string{s.String(), strings.TrimSpace(fmtV(s))} {
+		if strings.Contains(got, "hunter2") {
+			t.Fatalf("secret printed: %q", got)
+		}
+	}
+}
+
+func fmtV(v any) string { return fmt.Sprintf("%v %+v %#v", v, v, v) }

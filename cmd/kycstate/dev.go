@@ -1,0 +1,105 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// devConfigName is the development-mode config written under data_dir.
+const devConfigName = "dev.yaml"
+
+// loadServiceConfig loads --config, or, when there is none and the environment names no
+// app, the development config under data_dir (generated on first start).
+func loadServiceConfig(e *env, path string, allowDev bool) (Config, error) {
+	cfg, err := loadConfig(path, e.getenv, e.environ)
+	if err != nil || path != "" || !allowDev || len(cfg.Apps) > 0 {
+		return cfg, err
+	}
+	devPath := filepath.Join(cfg.DataDir, devConfigName)
+	created, err := ensureDevConfig(cfg.DataDir, devPath)
+	if err != nil {
+		return cfg, err
+	}
+	cfg, err = loadConfig(devPath, e.getenv, e.environ)
+	if err != nil {
+		return cfg, err
+	}
+	if created {
+		printDevBanner(e, devPath, cfg)
+	} else {
+		fmt.Fprintf(e.stderr, "kycstate: development mode, keys and tokens in %s\n", devPath)
+	}
+	return cfg, nil
+}
+
+// ensureDevConfig writes a development config with fresh keys if none exists yet.
+func ensureDevConfig(dataDir, path string) (bool, error) {
+	if _, err := os.Stat(path); err == nil {
+		return false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return false, fmt.Errorf("data_dir: %w", err)
+	}
+	cfg := defaultConfig()
+	cfg.DataDir = dataDir
+	cfg.Log.Format = "console"
+	cfg.Apps = []AppConfig{{
+		Name: "dev", AppKey: newUUID(), Method: "aes-256-cbc",
+		SecretKey: Secret(randHex(32)), HMACKey: Secret(randHex(32)),
+	}}
+	cfg.API.Tokens = []TokenConfig{
+		{Name: "dev-reader", Role: "reader", Token: Secret(randHex(24))},
+		{Name: "dev-auditor", Role: "auditor", Token: Secret(randHex(24))},
+	}
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return false, err
+	}
+	head := "# kycstate development config, generated on first start. Not for production:\n" +
+		"# the secrets are in this file. Delete it to generate new ones.\n"
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append([]byte(head), b...), 0o600); err != nil {
+		return false, err
+	}
+	return true, os.Rename(tmp, path)
+}
+
+func printDevBanner(e *env, path string, cfg Config) {
+	a := cfg.Apps[0]
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nkycstate development mode: generated %s (shown once; kept in that file)\n", path)
+	fmt.Fprintf(&b, "  Allpass app   name=%s app_key=%s method=%s\n", a.Name, a.AppKey, a.Method)
+	fmt.Fprintf(&b, "  secret_key    %s\n  hmac_key      %s\n", string(a.SecretKey), string(a.HMACKey))
+	for _, t := range cfg.API.Tokens {
+		fmt.Fprintf(&b, "  token %-7s %s\n", t.Role, string(t.Token))
+	}
+	fmt.Fprintf(&b, "  webhooks      POST http://localhost%s/webhooks/allpass/%s\n", cfg.Ingest.Listen, a.Name)
+	fmt.Fprintf(&b, "  read API      http://%s/v1/applicants/{id}\n\n", cfg.API.Listen)
+	fmt.Fprint(e.stdout, b.String())
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

@@ -1,0 +1,194 @@
+// Package projector folds the event log into the projection, in stream order, exactly once.
+//
+// It reads with an ordered consumer (through store.EventLog.Follow) rather than a durable
+// pull consumer. The projection's checkpoint, committed in the same bbolt transaction as
+// the states it covers, is the only record of how far the fold got; a durable consumer
+// would keep a second position on the server, acknowledged separately, that a crash
+// between commit and ack would set apart from the first. An ordered consumer keeps no
+// server state, restarts itself after the last sequence it delivered, and costs nothing to
+// add: every query node folds the whole log into its own file, so each needs its own
+// cursor anyway. On restart the projector starts again at checkpoint + 1; batches the
+// projection already holds are skipped by Projection.Apply, so replay never applies twice.
+package projector
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Config tunes the projector.
+type Config struct {
+	MaxBatch int           // events per bbolt transaction, default 500
+	MaxWait  time.Duration // how long a partial batch waits for more, default 10 ms
+	// RetryMin and RetryMax bound the backoff after a failed commit (disk full, say) or a
+	// lost stream; the projector keeps retrying until ctx ends.
+	RetryMin, RetryMax time.Duration
+	// LagEvery is how often the stream's last sequence is read for the lag gauge, default 1 s.
+	LagEvery time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 500
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 10 * time.Millisecond
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 10 * time.Second
+	}
+	if c.LagEvery <= 0 {
+		c.LagEvery = time.Second
+	}
+}
+
+// Projector owns the fold from one event log into one projection.
+type Projector struct {
+	log  *store.EventLog
+	proj *store.Projection
+	cfg  Config
+	lg   *zap.Logger
+
+	last    atomic.Uint64 // stream's last sequence, as last read
+	failing atomic.Bool   // the last commit or read failed and has not succeeded since
+
+	lagSeqs  prometheus.Gauge
+	lagHist  prometheus.Histogram
+	applied  prometheus.Counter
+	failures prometheus.Counter
+}
+
+// New returns a projector; reg may be nil.
+func New(log *store.EventLog, proj *store.Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
+	cfg.defaults()
+	p := &Projector{
+		log: log, proj: proj, cfg: cfg, lg: lg.Named("projector"),
+		lagSeqs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kycstate_projector_lag_sequences",
+			Help: "Stream sequences not yet applied to the projection.",
+		}),
+		lagHist: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kycstate_projector_receipt_to_queryable_seconds",
+			Help:    "Seconds from an event's receipt by ingest to its commit in the projection.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kycstate_projector_events_applied_total",
+			Help: "Events committed to the projection.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kycstate_projector_failures_total",
+			Help: "Failed commits or stream reads; the projector retries each.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(p.lagSeqs, p.lagHist, p.applied, p.failures)
+	}
+	return p
+}
+
+// Run folds the log into the projection until ctx ends, and returns ctx's error. A failed
+// commit or read is logged and retried from the checkpoint with backoff: the projector
+// stops making progress, never skips.
+func (p *Projector) Run(ctx context.Context) error {
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); p.watchLag(ctx) }()
+	defer func() { <-lagDone }()
+
+	folder := domain.NewFolder()
+	backoff := p.cfg.RetryMin
+	for {
+		from := p.proj.Checkpoint() + 1
+		err := p.log.Follow(ctx, from, p.cfg.MaxBatch, p.cfg.MaxWait, func(batch []domain.Event) error {
+			if _, err := p.proj.Apply(batch, folder); err != nil {
+				return err
+			}
+			p.committed(batch)
+			backoff = p.cfg.RetryMin
+			return nil
+		})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.failing.Store(true)
+		p.failures.Inc()
+		p.lg.Error("projection stalled, retrying from checkpoint",
+			zap.Uint64("checkpoint", p.proj.Checkpoint()), zap.Duration("retryIn", backoff), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, p.cfg.RetryMax)
+	}
+}
+
+func (p *Projector) committed(batch []domain.Event) {
+	if p.failing.Swap(false) {
+		p.lg.Info("projection resumed", zap.Uint64("checkpoint", p.proj.Checkpoint()))
+	}
+	now := time.Now()
+	for _, ev := range batch {
+		p.lagHist.Observe(now.Sub(ev.ReceivedAt).Seconds())
+	}
+	p.applied.Add(float64(len(batch)))
+	last := batch[len(batch)-1].Seq
+	if last > p.last.Load() {
+		p.last.Store(last)
+	}
+	p.lagSeqs.Set(float64(p.last.Load() - min(p.last.Load(), p.proj.Checkpoint())))
+}
+
+func (p *Projector) watchLag(ctx context.Context) {
+	t := time.NewTicker(p.cfg.LagEvery)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, p.cfg.LagEvery)
+		last, err := p.log.LastSeq(rctx)
+		cancel()
+		if err == nil {
+			p.last.Store(last)
+			p.lagSeqs.Set(float64(last - min(last, p.proj.Checkpoint())))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Lag returns how many sequences the projection is behind the stream, as last read.
+func (p *Projector) Lag() uint64 {
+	last, cp := p.last.Load(), p.proj.Checkpoint()
+	return last - min(last, cp)
+}
+
+// ErrBehind is returned by Ready when the projection is further behind than allowed.
+var ErrBehind = errors.New("projection is behind the event log")
+
+// Ready reports whether the log is reachable and the projection is within maxLag
+// sequences of it and not stalled.
+func (p *Projector) Ready(ctx context.Context, maxLag uint64) error {
+	last, err := p.log.LastSeq(ctx)
+	if err != nil {
+		return domain.E("projector.Ready", domain.KindUnavailable, err)
+	}
+	if p.failing.Load() {
+		return domain.E("projector.Ready", domain.KindUnavailable, "projection commits are failing")
+	}
+	if cp := p.proj.Checkpoint(); last > cp+maxLag {
+		return domain.E("projector.Ready", domain.KindUnavailable, ErrBehind)
+	}
+	return nil
+}
