@@ -481,6 +481,7 @@ func TestBinarySIGTERMUnderLoad(t *testing.T) {
 
 	events := s.exportLog(t)
 	checkAcksInLog(t, acks, events)
+	mustVerify(t, s, 0)
 
 	// After a restart the projection serves every acknowledged event.
 	p = s.start(t)
