@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,8 +84,8 @@ func printDevBanner(e *env, path string, cfg Config) {
 	for _, t := range cfg.API.Tokens {
 		fmt.Fprintf(&b, "  token %-7s %s\n", t.Role, string(t.Token))
 	}
-	fmt.Fprintf(&b, "  webhooks      POST http://localhost%s/webhooks/allpass/%s\n", cfg.Ingest.Listen, a.Name)
-	fmt.Fprintf(&b, "  read API      http://%s/v1/applicants/{id}\n\n", cfg.API.Listen)
+	fmt.Fprintf(&b, "  webhooks      POST http://%s/webhooks/allpass/%s\n", dialAddr(cfg.Ingest.Listen), a.Name)
+	fmt.Fprintf(&b, "  read API      http://%s/v1/applicants/{id}\n\n", dialAddr(cfg.API.Listen))
 	fmt.Fprint(e.stdout, b.String())
 }
 
@@ -102,4 +103,16 @@ func newUUID() string {
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// dialAddr turns a listen address (":8080") into one a client can dial ("localhost:8080").
+func dialAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }

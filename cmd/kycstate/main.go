@@ -46,6 +46,7 @@ func exitCode(err error, stderr io.Writer) int {
 		return ee.code
 	}
 	if errors.Is(err, errUsage) {
+		fmt.Fprintln(stderr, "kycstate:", err)
 		return 2
 	}
 	fmt.Fprintln(stderr, "kycstate:", err)

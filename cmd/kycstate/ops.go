@@ -81,13 +81,13 @@ func openOps(ctx context.Context, e *env, cfgPath string, needApps, ownsProjecti
 		}
 		closers = append(closers, unlock)
 	}
-	conn, err := store.Connect(ctx, natsConfig(r, "ops"), lg.Named("nats"))
+	conn, err := store.Connect(ctx, natsConfig(r, "ops"), lg)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
 	closers = append(closers, func() { conn.Close() })
-	elog, err := store.OpenEventLog(ctx, conn, logConfig(r), lg.Named("eventlog"))
+	elog, err := store.OpenEventLog(ctx, conn, logConfig(r), lg)
 	if err != nil {
 		closeAll()
 		return nil, err

@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-var errUsage = errors.New("usage")
+var errUsage = errors.New("usage error")
 
 // env is everything run takes from the process, so tests can run the binary's code in process.
 type env struct {
@@ -48,10 +48,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	stdin io.Reader, stdout, stderr io.Writer) error {
 	e := &env{getenv: getenv, environ: environ, stdin: stdin, stdout: stdout, stderr: stderr}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
 		if len(args) == 0 {
-			return errUsage
+			usage(stderr)
+			return &exitErr{code: 2}
 		}
+		usage(stdout)
 		return nil
 	}
 	for _, c := range commands() {

@@ -93,12 +93,12 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	conn, err := store.Connect(ctx, natsConfig(r, name), lg.Named("nats"))
+	conn, err := store.Connect(ctx, natsConfig(r, name), lg)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	elog, err := store.OpenEventLog(ctx, conn, logConfig(r), lg.Named("eventlog"))
+	elog, err := store.OpenEventLog(ctx, conn, logConfig(r), lg)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 			}
 		}()
 		h, err := api.NewServer(api.Config{
-			Projection: proj, Tokens: apiTokens(r), Logger: lg.Named("api"),
+			Projection: proj, Tokens: apiTokens(r), Logger: lg,
 			Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 			Ready: func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
 		})
@@ -143,7 +143,7 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 	var ingestSrv *http.Server
 	if withIngest {
 		h, err := ingest.NewHandler(ingest.HandlerConfig{
-			Apps: r.Apps, Log: elog, Logger: lg.Named("ingest"), Metrics: reg,
+			Apps: r.Apps, Log: elog, Logger: lg, Metrics: reg,
 			MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight,
 			AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
 		})
