@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -100,6 +102,35 @@ func TestDepthAtMost(t *testing.T) {
 	for _, tt := range tests {
 		if got := depthAtMost([]byte(tt.in), tt.max); got != tt.want {
 			t.Errorf("depthAtMost(%s, %d) = %v, want %v", tt.in, tt.max, got, tt.want)
+		}
+	}
+}
+
+// TestDecodeObjectMatchesEncodingJSON: the hand-written splitter gives the same members
+// as encoding/json on inputs that stress it (escapes, brackets inside strings, nesting,
+// white space everywhere). FuzzEnvelope runs the same comparison on generated inputs.
+func TestDecodeObjectMatchesEncodingJSON(t *testing.T) {
+	for _, in := range []string{
+		`{}`,
+		` { } `,
+		`{"a":1}`,
+		"{\n\t\"a\" :\r\n 1 ,\"b\":\"x\" }\n",
+		`{"a":"}]\"{[","b":[1,"]",{"c":"}"}],"d":{"e":[[]]}}`,
+		`{"a\"b":"\\","c\u0041":null,"":true,"f":false}`,
+		`{"n":-0.5e-3,"m":12,"s":"\u00e9\ud83d\ude00"}`,
+		`{"dup":1,"dup":2}`,
+	} {
+		got, err := decodeObject([]byte(in), envelopeMaxDepth, nil)
+		if err != nil {
+			t.Errorf("decodeObject(%s): %v", in, err)
+			continue
+		}
+		var want map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(in), &want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("decodeObject(%s) = %q, encoding/json %q", in, got, want)
 		}
 	}
 }

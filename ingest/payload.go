@@ -190,8 +190,8 @@ func stringField(fields map[string]json.RawMessage, name string) (string, bool, 
 	if !ok || isNull(raw) {
 		return "", false, nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	s, ok := jsonString(raw)
+	if !ok {
 		return "", false, errors.New("must be a string")
 	}
 	return s, true, nil
@@ -214,7 +214,8 @@ func warningsField(fields map[string]json.RawMessage) ([]string, error) {
 	}
 	out := make([]string, len(elems))
 	for i, e := range elems {
-		if isNull(e) || json.Unmarshal(e, &out[i]) != nil {
+		var ok bool
+		if out[i], ok = jsonString(e); !ok {
 			return nil, errShape
 		}
 	}
@@ -251,8 +252,8 @@ func parseTimeValue(raw json.RawMessage) (time.Time, bool) {
 	}
 	switch c := raw[0]; {
 	case c == '"':
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
+		s, ok := jsonString(raw)
+		if !ok {
 			return time.Time{}, false
 		}
 		return parseTimeString(s)

@@ -27,7 +27,9 @@ func FuzzEnvelope(f *testing.F) {
 	}
 	f.Add([]byte(`{"data":"ab","time":null,"x":[{"y":1}]}`))
 	f.Add([]byte(`{"data":"ab"} {}`))
+	f.Add([]byte(` { "a" : [ 1 , "\\\"]" , { } ] , "b\u0041" : -1.5e3 , "c":"x" } `))
 	f.Fuzz(func(t *testing.T, body []byte) {
+		checkDecodeObject(t, body)
 		env, err := ParseEnvelope(body)
 		if err != nil {
 			if domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeMalformedEnvelope {
@@ -50,6 +52,27 @@ func FuzzEnvelope(f *testing.F) {
 			t.Fatalf("re-encoded envelope %s parses to %+v, %v; want %+v", again, env2, err, env)
 		}
 	})
+}
+
+// checkDecodeObject compares decodeObject, whose splitter is hand-written, with
+// encoding/json on the inputs both should take: valid UTF-8 within the depth limit.
+func checkDecodeObject(t *testing.T, b []byte) {
+	t.Helper()
+	if !utf8.Valid(b) || !depthAtMost(b, envelopeMaxDepth) {
+		return
+	}
+	got, err := decodeObject(b, envelopeMaxDepth, nil)
+	var want map[string]json.RawMessage
+	werr := json.Unmarshal(b, &want)
+	if werr == nil && want == nil { // "null" decodes into a nil map without error
+		werr = errNotObject
+	}
+	if (err == nil) != (werr == nil) {
+		t.Fatalf("decodeObject err %v, encoding/json err %v", err, werr)
+	}
+	if err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("decodeObject split\n%q\nencoding/json\n%q", got, want)
+	}
 }
 
 // FuzzOpen drives the decryption path two ways. First, arbitrary data signed with the
