@@ -72,7 +72,7 @@ func TestClusterNoQuorum(t *testing.T) {
 		leader, second, s.delivered.Load())
 
 	// The sender keeps resending through the outage; nothing it sends now may get a 200.
-	time.Sleep(6 * time.Second)
+	time.Sleep(8 * time.Second)
 	restartAt := time.Now()
 	c.restart(c.node(leader))
 	c.restart(c.node(second))
