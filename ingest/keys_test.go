@@ -80,7 +80,7 @@ func TestParseAppKey(t *testing.T) {
 	}
 	for _, s := range []string{"", "main", "71f2c0c6c720423b8df07763102ad57e", "71f2c0c6-c720-423b-8df0-7763102ad57",
 		"71f2c0c6-c720-423b-8df0-7763102ad57e0", "{71f2c0c6-c720-423b-8df0-7763102ad57}", "71f2c0c6-c720-423b-8df0-7763102ad5.e"} {
-		if _, err := ParseAppKey(s); domain.KindOf(err) != domain.KindInvalid {
+		if _, err := ParseAppKey(s); domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeInvalidConfig {
 			t.Errorf("ParseAppKey(%q) = %v, want KindInvalid", s, err)
 		}
 	}

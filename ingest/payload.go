@@ -119,11 +119,12 @@ func parsePayload(app domain.AppKey, plaintext []byte, envelopeTime string, rece
 }
 
 // ParseAppKey checks that s is a UUID (8-4-4-4-12 hex digits, either case) and returns
-// it in lower case, the form used in subjects and stored events. Errors are KindInvalid.
+// it in lower case, the form used in subjects and stored events. Errors are KindInvalid
+// (code invalid_config).
 func ParseAppKey(s string) (domain.AppKey, error) {
 	u, ok := canonicalUUID(s)
 	if !ok {
-		return "", domain.E("ingest.ParseAppKey", domain.KindInvalid, "app key is not a UUID")
+		return "", fail("ingest.ParseAppKey", domain.KindInvalid, CodeInvalidConfig, "app key is not a UUID")
 	}
 	return domain.AppKey(u), nil
 }

@@ -45,18 +45,18 @@ type App struct {
 func (a *App) Validate() error {
 	const op = "ingest.App.Validate"
 	if _, err := ParseAppKey(string(a.AppKey)); err != nil {
-		return domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: app_key is not a UUID", a.Name))
+		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: app_key is not a UUID", a.Name))
 	}
 	if a.Method != MethodCBC && a.Method != MethodGCM {
-		return domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: method must be %s or %s", a.Name, MethodCBC, MethodGCM))
+		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: method must be %s or %s", a.Name, MethodCBC, MethodGCM))
 	}
 	if len(a.Keys) == 0 {
-		return domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: no keys", a.Name))
+		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: no keys", a.Name))
 	}
 	if a.Method == MethodCBC {
 		for i, k := range a.Keys {
 			if len(k.HMAC) == 0 {
-				return domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: key generation %d has no hmac_key (required for %s)", a.Name, i, MethodCBC))
+				return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: key generation %d has no hmac_key (required for %s)", a.Name, i, MethodCBC))
 			}
 		}
 	}

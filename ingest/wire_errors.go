@@ -16,7 +16,8 @@ const (
 	// GCM tag does not verify, or a MAC-verified ciphertext does not decrypt. One code for
 	// all of them, so a caller learns nothing about which step failed. 401.
 	CodeBadSignature = "bad_signature"
-	// CodeMalformedPlaintext: the decrypted payload is not a UTF-8 JSON object. 400.
+	// CodeMalformedPlaintext: the decrypted payload is not one UTF-8 JSON object, nests
+	// deeper than 64 levels, or repeats a known field. 400.
 	CodeMalformedPlaintext = "malformed_plaintext"
 	// CodeInvalidPayload: the payload is JSON but a known field is missing or invalid
 	// (id, appKey, type, externalUserId, stepName, warnings), or appKey is not this app's. 422.
@@ -27,7 +28,9 @@ const (
 	CodeBodyTooLarge = "body_too_large"
 	// CodeUnavailable: the log could not confirm the write; retry. 503.
 	CodeUnavailable = "unavailable"
-	// CodeInvalidConfig: a key or app setting is unusable (configuration, never a request).
+	// CodeInvalidConfig: a key or app setting is unusable (ParseKey, ParseHMACKey,
+	// ParseAppKey, App.Validate). Configuration, never a request's fault: Open on an app
+	// that fails Validate is KindInternal (500) with this code.
 	CodeInvalidConfig = "invalid_config"
 	// CodeInternal: anything else.
 	CodeInternal = "internal"

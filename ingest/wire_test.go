@@ -292,12 +292,12 @@ func TestValidate(t *testing.T) {
 			a := *newTestApp(t, MethodCBC)
 			tt.mutate(&a)
 			err := a.Validate()
-			if domain.KindOf(err) != domain.KindInvalid || !strings.Contains(err.Error(), `"test"`) {
-				t.Fatalf("Validate = %v, want KindInvalid naming the app", err)
+			if domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeInvalidConfig || !strings.Contains(err.Error(), `"test"`) {
+				t.Fatalf("Validate = %v (code %q), want KindInvalid invalid_config naming the app", err, Code(err))
 			}
 			body, sig := mustSeal(t, good, `{}`, "")
-			if _, _, err := a.Open(body, sig, time.Now(), Options{}); domain.KindOf(err) != domain.KindInternal {
-				t.Errorf("Open on a misconfigured app = %v, want KindInternal", err)
+			if _, _, err := a.Open(body, sig, time.Now(), Options{}); domain.KindOf(err) != domain.KindInternal || Code(err) != CodeInvalidConfig {
+				t.Errorf("Open on a misconfigured app = %v (code %q), want KindInternal invalid_config", err, Code(err))
 			}
 		})
 	}
