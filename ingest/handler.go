@@ -271,8 +271,11 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 
 	body, err := h.readBody(w, r)
 	// From here on a refusal is kept in rejects (a truncated body too: it shows an
-	// operator where deliveries break off).
-	x.body, x.keep = body, true
+	// operator where deliveries break off), except a body over the limit: nothing a fixed
+	// key could recover, and keeping it would let anyone fill the stream. A webhook that
+	// opened but whose stored event is over the log's message limit is kept: it is
+	// authentic, and a raised limit can recover it.
+	x.body, x.keep = body, domain.KindOf(err) != domain.KindTooLarge
 	if err != nil {
 		h.refuse(w, r, x, err)
 		return
@@ -421,7 +424,7 @@ func progress(err error) int {
 }
 
 // refuse answers err, counts and logs the refusal, and keeps the request in the rejects
-// stream when x says so and the status is not one that a fixed key could turn around.
+// stream when x says so.
 func (h *handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
 	status, code, msg := writeError(w, err)
 	h.m.requests.WithLabelValues(x.label, outcomeOf(status, false)).Inc()
@@ -440,9 +443,9 @@ func (h *handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, er
 		h.logger.Info("webhook refused", fields...)
 	}
 
-	// 404 (no such app) and 413 (too large) are not kept: there is nothing a fixed key
-	// could recover, and keeping them would let anyone fill the stream.
-	if x.keep && status != http.StatusNotFound && status != http.StatusRequestEntityTooLarge {
+	// Requests refused before their body was read (unknown app, method, in-flight
+	// limit) or over the body limit are not kept (see serveWebhook).
+	if x.keep {
 		h.keepReject(r, x, status, code, msg)
 	}
 	h.m.duration.Observe(time.Since(x.start).Seconds())

@@ -1126,3 +1126,25 @@ func readOne(tb testing.TB, log *store.EventLog, seq uint64) domain.Event {
 	}
 	return got[0]
 }
+
+// TestStoredEventOverLogLimit: a body under the handler's limit whose stored event (raw
+// body, plaintext and metadata) is over the log's message limit is answered 413 and not
+// appended; the answer is a refusal, never a 200 without a PubAck.
+func TestStoredEventOverLogLimit(t *testing.T) {
+	e := newEnv(t, func(c *HandlerConfig) { c.MaxBody = 4 * store.EmbeddedMaxPayload })
+	p := payload(e.cbc, 1, "applicantCreated")
+	p["padding"] = strings.Repeat("x", store.EmbeddedMaxPayload/2)
+	body, sig := seal(t, e.cbc, p, "2026-03-01T10:00:00Z")
+	a := e.post(t, "/webhooks/allpass/cbc", body, sig)
+	if a.status != http.StatusRequestEntityTooLarge || a.errCode != CodeBodyTooLarge {
+		t.Fatalf("got %d %s", a.status, a.raw)
+	}
+	if n := e.lastSeq(t); n != 0 {
+		t.Fatalf("stream at %d", n)
+	}
+	// Authentic, so the handler tried to keep it; the reject is as large and is refused
+	// by the log in turn, which is logged.
+	if len(e.rejects(t)) == 0 && e.logs.FilterMessage("reject not kept").Len() != 1 {
+		t.Fatal("neither kept nor logged as not kept")
+	}
+}
