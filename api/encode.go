@@ -79,10 +79,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		b, _ = json.Marshal(errorBody{Error: errorDetail{Code: domain.KindInternal.String(), Message: "internal error"}})
 		status = http.StatusInternalServerError
 	}
+	// Canonical keys set directly, sharing one backing array: this runs on every response.
+	vals := []string{"application/json", "no-store", "nosniff"}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Type"], h["Cache-Control"], h["X-Content-Type-Options"] = vals[0:1:1], vals[1:2:2], vals[2:3:3]
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
 }
@@ -92,7 +92,10 @@ type Time time.Time
 
 // MarshalJSON writes the RFC 3339 UTC form.
 func (t Time) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + time.Time(t).UTC().Format(time.RFC3339Nano) + `"`), nil
+	b := make([]byte, 0, len(time.RFC3339Nano)+2)
+	b = append(b, '"')
+	b = time.Time(t).UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), nil
 }
 
 // UnmarshalJSON reads an RFC 3339 time, so clients in Go can decode the views.

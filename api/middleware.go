@@ -75,6 +75,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // instrument counts and times h under route.
 func (m *metrics) instrument(route string, h http.Handler) http.Handler {
 	obs := m.duration.WithLabelValues(route)
+	// The usual codes are resolved once: no label hashing per request, and the series
+	// exist (at 0) from the start, so rate() over them works from the first scrape.
+	common := map[int]prometheus.Counter{}
+	for _, code := range []int{200, 400, 401, 403, 404} {
+		common[code] = m.requests.WithLabelValues(route, strconv.Itoa(code))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -86,7 +92,11 @@ func (m *metrics) instrument(route string, h http.Handler) http.Handler {
 				code = 499
 			}
 		}
-		m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		c, ok := common[code]
+		if !ok {
+			c = m.requests.WithLabelValues(route, strconv.Itoa(code))
+		}
+		c.Inc()
 		obs.Observe(time.Since(start).Seconds())
 	})
 }

@@ -157,13 +157,21 @@ func TestChangesFollower(t *testing.T) {
 	defer srv.Close()
 
 	const extra = 30
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
+	var specs []spec
+	for i := range extra {
 		targets := []domain.EventType{domain.EventIncomplete, domain.EventInProgress}
-		for i := range extra {
-			f.apply(t, spec{id: idE, app: app1, ext: "user-5", typ: targets[i%2],
-				at: time.Hour + time.Duration(i)*time.Second, recv: time.Hour + time.Duration(i)*time.Second})
+		specs = append(specs, spec{id: idE, app: app1, ext: "user-5", typ: targets[i%2],
+			at: time.Hour + time.Duration(i)*time.Second, recv: time.Hour + time.Duration(i)*time.Second})
+	}
+	evs := fixtureEvents(t, uint64(len(f.events))+1, specs)
+	writerDone := make(chan struct{})
+	go func() { // commits one event at a time while the follower reads
+		defer close(writerDone)
+		for i := range evs {
+			if _, err := f.proj.Apply(evs[i:i+1], f.folder); err != nil {
+				t.Error(err)
+				return
+			}
 		}
 	}()
 	defer func() { <-writerDone }()
