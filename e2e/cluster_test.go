@@ -86,6 +86,7 @@ func TestClusterNoQuorum(t *testing.T) {
 
 	// Attempts made wholly inside the outage: sent to a cluster with one server of three.
 	var inside, refused int
+	var bad []string
 	for _, d := range ds {
 		for _, a := range d.attempts {
 			if a.start.Before(deadAt) || a.end.After(restartAt) {
@@ -94,14 +95,15 @@ func TestClusterNoQuorum(t *testing.T) {
 			inside++
 			switch a.status {
 			case http.StatusOK:
-				t.Errorf("webhook %s/%s answered 200 (seq %d) while the cluster had no quorum",
-					d.key.applicant, d.key.typ, a.seq)
+				bad = append(bad, fmt.Sprintf("webhook %s/%s answered 200 (seq %d) while the cluster had no quorum",
+					d.key.applicant, d.key.typ, a.seq))
 			case http.StatusServiceUnavailable:
 				refused++
 			}
 		}
 	}
 	t.Logf("%d attempts made during the outage, %d refused with 503", inside, refused)
+	clReport(t, "outage", bad)
 	if refused == 0 {
 		t.Errorf("no attempt made during the outage was refused with 503 (%d attempts)", inside)
 	}
@@ -117,6 +119,14 @@ func clSetup(t *testing.T) (*clCluster, *clServices, *clSender) {
 	c := clStartCluster(t)
 	app := clApp{appKey: clUUID(t), secretHex: clRandHex(t, 32), hmacHx: clRandHex(t, 32)}
 	svc := clStartServices(t, c, app)
+	info, err := c.streamInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Replicas != 3 || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("%s has %d replicas (leader %s, followers %d); the cluster config asks for 3",
+			clStream, info.Config.Replicas, info.Cluster.Leader, len(info.Cluster.Replicas))
+	}
 	// Bounds everything the sender does, so a test that fails half-way still ends.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	s := clNewSender(t, svc.ingestURL, app)
