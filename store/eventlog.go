@@ -552,11 +552,8 @@ func (s *scanner[T]) run(ctx context.Context) error {
 			failures, lastProgress = 0, time.Now()
 		}
 		// Hand over what is accepted before waiting, so maxWait holds across retries.
-		if ferr := s.flush(); ferr != nil {
+		if ferr := s.flush(ctx); ferr != nil {
 			return ferr
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
 		}
 		if s.l.conn.NC.IsClosed() {
 			return domain.E(s.sp.op, domain.KindUnavailable, fmt.Errorf("connection closed: %w", err))
@@ -606,7 +603,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 	defer s.deleteConsumer(ctx, cons)
 	if s.sp.bounded() {
 		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-			return true, s.flush()
+			return true, s.flush(ctx)
 		}
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(s.sp.prefetch, s.prefetchBytes()))
@@ -657,7 +654,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 		if !s.sp.bounded() && len(s.batch) > 0 && caughtUp {
 			wait := s.sp.maxWait - time.Since(s.first)
 			if wait <= 0 {
-				if err := s.flush(); err != nil {
+				if err := s.flush(ctx); err != nil {
 					return true, err
 				}
 				continue
@@ -669,7 +666,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 		if err != nil {
 			switch {
 			case errors.Is(err, nats.ErrTimeout):
-				if err := s.flush(); err != nil {
+				if err := s.flush(ctx); err != nil {
 					return true, err
 				}
 				continue
@@ -693,7 +690,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 			continue
 		}
 		if s.sp.bounded() && seq > s.sp.until {
-			return true, s.flush()
+			return true, s.flush(ctx)
 		}
 		if seq > s.next && s.sp.contiguous {
 			if err := s.confirmGap(ctx, seq); err != nil {
@@ -703,7 +700,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 		v, err := s.decode(seq, msg.Data())
 		if err != nil {
 			// Everything before the bad message is good: hand it over, then stop there.
-			if ferr := s.flush(); ferr != nil {
+			if ferr := s.flush(ctx); ferr != nil {
 				return true, ferr
 			}
 			return true, err
@@ -715,12 +712,12 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 		s.next = seq + 1
 		caughtUp = meta.NumPending == 0
 		if len(s.batch) >= s.sp.maxBatch {
-			if err := s.flush(); err != nil {
+			if err := s.flush(ctx); err != nil {
 				return true, err
 			}
 		}
 		if s.sp.bounded() && (seq >= s.sp.until || caughtUp) {
-			return true, s.flush()
+			return true, s.flush(ctx)
 		}
 	}
 }
@@ -744,13 +741,17 @@ func (s *scanner[T]) confirmGap(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-func (s *scanner[T]) flush() error {
-	if len(s.batch) == 0 {
-		return nil
+// flush hands the accepted batch to fn. A ctx that ended meanwhile stops the scan even
+// when the rest is already buffered.
+func (s *scanner[T]) flush(ctx context.Context) error {
+	if len(s.batch) > 0 {
+		b := s.batch
+		s.batch = make([]T, 0, min(cap(b), 1024))
+		if err := s.fn(b); err != nil {
+			return err
+		}
 	}
-	b := s.batch
-	s.batch = make([]T, 0, min(cap(b), 1024))
-	return s.fn(b)
+	return ctx.Err()
 }
 
 func (s *scanner[T]) prefetchBytes() int {
