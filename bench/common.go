@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"time"
+
+	"github.com/kycstate/kycstate/store"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// newLogger writes warnings and errors to stderr, as JSON: what the service logs at its
+// default level, minus the per-request info lines it does not write either.
+func newLogger() *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(os.Stderr), zapcore.WarnLevel))
+}
+
+// openLog starts the embedded NATS server on dir and opens the event log on it, as
+// `kycstate serve` does. relaxed sets a 1-minute sync interval instead of fsync on every
+// write (used only to load the rebuild's stream).
+func openLog(ctx context.Context, dir string, relaxed bool, lg *zap.Logger) (*store.Conn, *store.EventLog, error) {
+	cfg := store.NATSConfig{StoreDir: dir, Name: "kycstate-bench"}
+	if relaxed {
+		cfg.SyncInterval = time.Minute
+	}
+	c, err := store.Connect(ctx, cfg, lg)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := store.OpenEventLog(ctx, c, store.LogConfig{}, lg)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, l, nil
+}
+
+// serve runs srv on a loopback port until ctx ends; it returns the base URL and a
+// function that shuts the server down and waits for it.
+func serve(srv *http.Server) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}
+	return "http://" + ln.Addr().String(), stop, nil
+}
+
+// keepAliveClient keeps exactly conns connections open to one host.
+func keepAliveClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			MaxConnsPerHost:     conns,
+			IdleConnTimeout:     time.Minute,
+			DisableCompression:  true,
+		},
+	}
+}
+
+// readBody reads a response body into buf.
+func readBody(r io.Reader, buf *bytes.Buffer) error {
+	buf.Reset()
+	_, err := buf.ReadFrom(r)
+	return err
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// profile starts a CPU profile named name in o.Profile (if profiling) and returns the
+// function that stops it.
+func profile(o options, name string) (func() error, error) {
+	if o.Profile == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(filepath.Join(o.Profile, name+".pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
+}
+
+// progress prints a line on stderr.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "   "+format+"\n", args...)
+}
+
+// errCount collects the first error of many goroutines and counts them all.
+type errFirst struct {
+	ch chan error
+}
+
+func newErrFirst() *errFirst { return &errFirst{ch: make(chan error, 1)} }
+
+func (e *errFirst) put(err error) {
+	select {
+	case e.ch <- err:
+	default:
+	}
+}
+
+func (e *errFirst) err() error {
+	select {
+	case err := <-e.ch:
+		return err
+	default:
+		return nil
+	}
+}
+
+var errStop = errors.New("stop")

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ingestSenders is the concurrency of both sides of the ingest comparison.
+const ingestSenders = 16
+
+// phaseIngest measures webhooks/s through the real handler (ingest.NewHandler behind
+// ingest.NewHTTPServer on a loopback port; 16 keep-alive connections, each webhook
+// distinct and sealed beforehand) beside JetStream's synchronous Publish of the bytes
+// the handler stored, from 16 goroutines, on the same embedded server fsyncing every
+// write. Rounds alternate the two sides so that drift of the machine falls on both.
+func phaseIngest(ctx context.Context, o options, r *result) error {
+	n, rounds := 16_000, 10
+	if o.Quick {
+		n, rounds = 4_000, 4
+	}
+	const warm = 2 * ingestSenders * 4
+	app := benchApp(o.Seed)
+	w := newWorkload(o.Seed, app, 2_000)
+	ds := make([]delivery, n+warm)
+	for i := range ds {
+		ds[i] = w.next()
+	}
+	hooks, err := seal(app, ds)
+	if err != nil {
+		return err
+	}
+	dir, err := phaseDir(o, "ingest")
+	if err != nil {
+		return err
+	}
+	lg := newLogger()
+	c, l, err := openLog(ctx, dir, false, lg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Log: l, Logger: lg,
+		Metrics: prometheus.NewRegistry(), KeepRaw: true})
+	if err != nil {
+		return err
+	}
+	base, stop, err := serve(ingest.NewHTTPServer("127.0.0.1:0", h))
+	if err != nil {
+		return err
+	}
+	defer stop()
+	url := base + "/webhooks/allpass/" + app.Name
+	client := keepAliveClient(ingestSenders)
+	defer client.CloseIdleConnections()
+
+	// Warm up: connections open, the stream's first block created.
+	if _, _, _, err := postAll(ctx, client, url, hooks[:warm], ingestSenders); err != nil {
+		return err
+	}
+	hooks = hooks[warm:]
+
+	probe, err := os.Create(filepath.Join(dir, "fsync-probe"))
+	if err != nil {
+		return err
+	}
+	defer probe.Close()
+	var ours, raw time.Duration
+	var oursLat, rawLat, syncLat []time.Duration
+	for k := range rounds {
+		lat, err := fsyncProbe(probe, 50)
+		if err != nil {
+			return err
+		}
+		syncLat = append(syncLat, lat...)
+
+		part := hooks[k*n/rounds : (k+1)*n/rounds]
+		stopProf, err := profile(o, fmt.Sprintf("ingest-handler-%d", k))
+		if err != nil {
+			return err
+		}
+		hTook, lat, first, err := postAll(ctx, client, url, part, ingestSenders)
+		if err := stopProf(); err != nil {
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		ours, oursLat = ours+hTook, append(oursLat, lat...)
+
+		msgs, err := storedSince(ctx, l, first, len(part))
+		if err != nil {
+			return err
+		}
+		took, lat, err := publishAll(ctx, c, msgs, ingestSenders)
+		if err != nil {
+			return err
+		}
+		raw, rawLat = raw+took, append(rawLat, lat...)
+		progress("round %d/%d: handler %.0f/s, raw publish %.0f/s", k+1, rounds,
+			float64(len(part))/hTook.Seconds(), float64(len(part))/took.Seconds())
+	}
+	oursRate, rawRate := float64(n)/ours.Seconds(), float64(n)/raw.Seconds()
+	r.set("webhooks", float64(n))
+	r.set("rate", oursRate)
+	r.set("raw_rate", rawRate)
+	r.set("ratio", oursRate/rawRate)
+	r.set("p50_ms", ms(percentile(oursLat, 0.5)))
+	r.set("p99_ms", ms(percentile(oursLat, 0.99)))
+	r.set("raw_p50_ms", ms(percentile(rawLat, 0.5)))
+	r.set("raw_p99_ms", ms(percentile(rawLat, 0.99)))
+	r.set("fsync_p50_ms", ms(percentile(syncLat, 0.5)))
+	r.set("fsync_p99_ms", ms(percentile(syncLat, 0.99)))
+	var size int
+	for _, h := range hooks {
+		size += len(h.body)
+	}
+	r.set("body_bytes", float64(size)/float64(len(hooks)))
+	return nil
+}
+
+// fsyncProbe appends 1 KiB to f and fsyncs it, n times: what one JetStream write costs
+// at the least when the server syncs every write.
+func fsyncProbe(f *os.File, n int) ([]time.Duration, error) {
+	buf := make([]byte, 1024)
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		t0 := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return nil, err
+		}
+		if err := f.Sync(); err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return lat, nil
+}
+
+// postAll sends every webhook once from senders goroutines and checks each answer is
+// 200 {"duplicate":false}. It returns the wall time, each request's latency and the
+// lowest sequence acknowledged.
+func postAll(ctx context.Context, client *http.Client, url string, hooks []webhook, senders int) (time.Duration, []time.Duration, uint64, error) {
+	var next atomic.Int64
+	var lowest atomic.Uint64
+	lowest.Store(^uint64(0))
+	lats := make([][]time.Duration, senders)
+	errs := newErrFirst()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for s := range senders {
+		wg.Go(func() {
+			var buf bytes.Buffer
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(hooks) || ctx.Err() != nil {
+					return
+				}
+				t0 := time.Now()
+				ack, err := post(ctx, client, url, hooks[i], &buf)
+				if err != nil {
+					errs.put(err)
+					return
+				}
+				lats[s] = append(lats[s], time.Since(t0))
+				for {
+					cur := lowest.Load()
+					if ack.Seq >= cur || lowest.CompareAndSwap(cur, ack.Seq) {
+						break
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if err := errs.err(); err != nil {
+		return 0, nil, 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, nil, 0, err
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	return took, all, lowest.Load(), nil
+}
+
+type ingestAck struct {
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+// post sends one webhook and requires a 200 for a new event.
+func post(ctx context.Context, client *http.Client, url string, h webhook, buf *bytes.Buffer) (ingestAck, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(h.body))
+	if err != nil {
+		return ingestAck{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-allpass-signature", h.sig)
+	resp, err := client.Do(req)
+	if err != nil {
+		return ingestAck{}, err
+	}
+	err = readBody(resp.Body, buf)
+	resp.Body.Close()
+	if err != nil {
+		return ingestAck{}, err
+	}
+	var ack ingestAck
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return ack, errUnavailable
+	}
+	if resp.StatusCode != http.StatusOK {
+		return ack, fmt.Errorf("webhook answered %d: %s", resp.StatusCode, buf.Bytes())
+	}
+	if err := json.Unmarshal(buf.Bytes(), &ack); err != nil {
+		return ack, fmt.Errorf("webhook answer %q: %w", buf.Bytes(), err)
+	}
+	if ack.Duplicate || ack.Seq == 0 {
+		return ack, fmt.Errorf("webhook answer %s: want a new event", buf.Bytes())
+	}
+	return ack, nil
+}
+
+// errUnavailable is a 503: the log did not confirm the write in time (or the in-flight
+// limit was reached). Allpass retries such a delivery later; the paced run counts them.
+var errUnavailable = errors.New("webhook answered 503")
+
+// rawMsg is a stored event's subject and exact bytes.
+type rawMsg struct {
+	subject string
+	data    []byte
+}
+
+// storedSince reads back the n events stored from sequence first on, as the log holds
+// them.
+func storedSince(ctx context.Context, l *store.EventLog, first uint64, n int) ([]rawMsg, error) {
+	out := make([]rawMsg, 0, n)
+	err := l.Read(ctx, first, 1000, func(evs []domain.Event) error {
+		for _, ev := range evs {
+			subject, err := store.Subject(ev.AppKey, ev.ApplicantID)
+			if err != nil {
+				return err
+			}
+			out = append(out, rawMsg{subject, ev.Stored})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("read back %d stored events from seq %d, want %d", len(out), first, n)
+	}
+	return out, nil
+}
+
+// publishAll publishes msgs with JetStream's synchronous Publish (no header, no message
+// id) from senders goroutines.
+func publishAll(ctx context.Context, c *store.Conn, msgs []rawMsg, senders int) (time.Duration, []time.Duration, error) {
+	var next atomic.Int64
+	lats := make([][]time.Duration, senders)
+	errs := newErrFirst()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for s := range senders {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(msgs) || ctx.Err() != nil {
+					return
+				}
+				t0 := time.Now()
+				if _, err := c.JS.Publish(ctx, msgs[i].subject, msgs[i].data); err != nil {
+					errs.put(err)
+					return
+				}
+				lats[s] = append(lats[s], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if err := errs.err(); err != nil {
+		return 0, nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, nil, err
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	return took, all, nil
+}

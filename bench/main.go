@@ -1,0 +1,259 @@
+// Command bench reproduces every performance figure kycstate claims, each beside a
+// baseline measured in the same run on the same machine, as a ratio:
+//
+//  1. ingest: webhooks/s through ingest.NewHandler over loopback HTTP, against raw
+//     JetStream publishes of the same stored bytes on the same embedded server;
+//  2. rebuild: store.Rebuild's events/s against a raw ordered drain of the same stream;
+//  3. lag: how long after its 200 a webhook is visible in the projection, at a steady
+//     1,000 webhooks/s, against the ingest latency of the same pacing alone;
+//  4. api: GET /v1/applicants/{id} through api.NewServer against a bare net/http handler
+//     serving the same bytes after the same token check;
+//  5. the peak RSS of each phase.
+//
+// Each phase runs in its own child process (this binary again, with -phase), so each
+// peak RSS (VmHWM) is that phase's own and no phase inherits another's heap or caches.
+// The output ends with one line per comparison, `ratio <name> <value>`.
+//
+// Run it through bench/run, which builds it first:
+//
+//	bench/run [--quick] [--profile DIR] [--only ingest,rebuild,lag,api]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are what every phase is told.
+type options struct {
+	Quick   bool
+	Dir     string // scratch directory shared by the phases of one run
+	Profile string // directory for CPU profiles; empty: none
+	Seed    uint64
+}
+
+// result is what a phase reports to the parent: named figures, notes, its peak RSS.
+type result struct {
+	Phase   string
+	Values  map[string]float64
+	Notes   []string
+	PeakKiB int64   // VmHWM of the phase's process
+	Seconds float64 // wall time of the phase, start-up included
+}
+
+func (r *result) set(name string, v float64) {
+	if r.Values == nil {
+		r.Values = map[string]float64{}
+	}
+	r.Values[name] = v
+}
+
+func (r *result) note(format string, args ...any) {
+	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
+}
+
+// phases in the order they run. load, drain and rebuild share the stream in Dir.
+type phaseSpec struct {
+	name  string
+	group string // what --only selects
+	run   func(ctx context.Context, o options, r *result) error
+}
+
+var phases = []phaseSpec{
+	{"ingest", "ingest", phaseIngest},
+	{"load", "rebuild", phaseLoad},
+	{"drain", "rebuild", phaseDrain},
+	{"rebuild", "rebuild", phaseRebuild},
+	{"lag", "lag", phaseLag},
+	{"api", "api", phaseAPI},
+}
+
+const resultPrefix = "RESULT "
+
+func main() {
+	var o options
+	phase := flag.String("phase", "", "run one phase and print its result (internal: the parent runs each phase this way)")
+	only := flag.String("only", "", "comma-separated groups to run: ingest, rebuild, lag, api (default all)")
+	flag.BoolVar(&o.Quick, "quick", false, "smaller sizes, under 3 minutes on 2 cores")
+	flag.StringVar(&o.Dir, "dir", "", "scratch directory (default: a new temporary directory, removed afterwards)")
+	flag.StringVar(&o.Profile, "profile", "", "write CPU profiles of the measured sections into this directory")
+	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the workload")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *phase != "" {
+		if err := child(ctx, *phase, o); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: phase %s: %v\n", *phase, err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := parent(ctx, o, *only, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// child runs one phase and prints its result as one JSON line on stdout.
+func child(ctx context.Context, name string, o options) error {
+	for _, p := range phases {
+		if p.name != name {
+			continue
+		}
+		start := time.Now()
+		r := &result{Phase: name}
+		if err := p.run(ctx, o, r); err != nil {
+			return err
+		}
+		r.Seconds = time.Since(start).Seconds()
+		r.PeakKiB = peakRSS()
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s%s\n", resultPrefix, b)
+		return nil
+	}
+	return fmt.Errorf("no phase %q", name)
+}
+
+// parent runs each phase in a child process and prints the table.
+func parent(ctx context.Context, o options, only string, out io.Writer) error {
+	mode := "full"
+	if o.Quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(out, "cpus %d\n", runtime.NumCPU())
+	fmt.Fprintf(out, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(out, "mode %s, started %s, load average %s\n", mode, time.Now().UTC().Format(time.RFC3339), loadAvg())
+
+	groups := map[string]bool{}
+	for g := range strings.SplitSeq(only, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			groups[g] = true
+		}
+	}
+	for g := range groups {
+		if !slices.ContainsFunc(phases, func(p phaseSpec) bool { return p.group == g }) {
+			return fmt.Errorf("--only: no group %q (ingest, rebuild, lag, api)", g)
+		}
+	}
+	if o.Dir == "" {
+		dir, err := os.MkdirTemp("", "kycstate-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		o.Dir = dir
+	}
+	if o.Profile != "" {
+		if err := os.MkdirAll(o.Profile, 0o755); err != nil {
+			return err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+
+	start := time.Now()
+	results := map[string]*result{}
+	for _, p := range phases {
+		if len(groups) > 0 && !groups[p.group] {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "== %s\n", p.name)
+		r, err := runChild(ctx, self, p.name, o)
+		if err != nil {
+			return err
+		}
+		results[p.name] = r
+	}
+	fmt.Fprintln(out)
+	report(out, results, time.Since(start), loadAvg())
+	return nil
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages: other work on the machine shows here.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func runChild(ctx context.Context, self, name string, o options) (*result, error) {
+	args := []string{"-phase", name, "-dir", o.Dir, "-seed", fmt.Sprint(o.Seed)}
+	if o.Quick {
+		args = append(args, "-quick")
+	}
+	if o.Profile != "" {
+		args = append(args, "-profile", o.Profile)
+	}
+	cmd := exec.CommandContext(ctx, self, args...)
+	cmd.Stderr = os.Stderr
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("phase %s: %w", name, err)
+	}
+	sc := bufio.NewScanner(&stdout)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), resultPrefix)
+		if !ok {
+			fmt.Fprintln(os.Stderr, sc.Text())
+			continue
+		}
+		var r result
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			return nil, fmt.Errorf("phase %s: result: %w", name, err)
+		}
+		return &r, nil
+	}
+	return nil, errors.New("phase " + name + " printed no result")
+}
+
+// peakRSS reads this process's peak resident set size (VmHWM) in KiB, or -1.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kib int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kib); err == nil {
+				return kib
+			}
+		}
+	}
+	return -1
+}
+
+// phaseDir is a phase's own scratch directory under the run's.
+func phaseDir(o options, name string) (string, error) {
+	dir := filepath.Join(o.Dir, name)
+	return dir, os.MkdirAll(dir, 0o755)
+}

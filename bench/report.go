@@ -1,0 +1,148 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// report prints the table of every figure beside its baseline, the peak RSS and wall
+// time of each phase, the notes, and last one `ratio <name> <value>` line per
+// comparison.
+func report(out io.Writer, res map[string]*result, total time.Duration, load string) {
+	v := func(phase, name string) float64 {
+		if r := res[phase]; r != nil {
+			if x, ok := r.Values[name]; ok {
+				return x
+			}
+		}
+		return math.NaN()
+	}
+	type ratio struct {
+		name  string
+		value float64
+	}
+	var ratios []ratio
+
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "phase\tfigure\tvalue\tbaseline (same run)\tbaseline\tratio\tgoal")
+	row := func(phase, figure string, value float64, vfmt, baseName string, base float64, bfmt string, ratio float64, goal string) {
+		rs := ""
+		if !math.IsNaN(ratio) {
+			rs = fmt.Sprintf("%.2f", ratio)
+		}
+		bs := ""
+		if !math.IsNaN(base) {
+			bs = fmt.Sprintf(bfmt, base)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t"+vfmt+"\t%s\t%s\t%s\t%s\n", phase, figure, value, baseName, bs, rs, goal)
+	}
+	nan := math.NaN()
+
+	if r := res["ingest"]; r != nil {
+		x := v("ingest", "ratio")
+		row("ingest", fmt.Sprintf("webhooks/s, handler over HTTP, %d senders", ingestSenders), v("ingest", "rate"), "%.0f",
+			"js.Publish of the stored bytes", v("ingest", "raw_rate"), "%.0f", x, ">= 0.8")
+		row("ingest", "latency p50 ms", v("ingest", "p50_ms"), "%.1f", "js.Publish p50 ms", v("ingest", "raw_p50_ms"), "%.1f",
+			v("ingest", "p50_ms")/v("ingest", "raw_p50_ms"), "")
+		row("ingest", "latency p99 ms", v("ingest", "p99_ms"), "%.1f", "js.Publish p99 ms", v("ingest", "raw_p99_ms"), "%.1f",
+			v("ingest", "p99_ms")/v("ingest", "raw_p99_ms"), "")
+		row("ingest", "fsync of a 1 KiB append p50 ms (bound)", v("ingest", "fsync_p50_ms"), "%.2f", "=> writes/s one at a time", 1000/v("ingest", "fsync_p50_ms"), "%.0f", nan, "")
+		ratios = append(ratios, ratio{"ingest", x})
+	}
+	if res["rebuild"] != nil && res["drain"] != nil {
+		x := v("rebuild", "rate") / v("drain", "rate")
+		row("rebuild", fmt.Sprintf("events/s, store.Rebuild of %.0f events", v("rebuild", "events")), v("rebuild", "rate"), "%.0f",
+			"raw ordered-consumer drain", v("drain", "rate"), "%.0f", x, ">= 0.5")
+		row("rebuild", "events/s against the aim", v("rebuild", "rate"), "%.0f", "aim (not measured)", 100_000, "%.0f",
+			v("rebuild", "rate")/100_000, ">= 1 (aim)")
+		row("rebuild", "seconds", v("rebuild", "seconds"), "%.1f", "drain seconds", v("drain", "seconds"), "%.1f", nan, "")
+		ratios = append(ratios, ratio{"rebuild", x})
+	}
+	if res["lag"] != nil {
+		row("lag", fmt.Sprintf("webhooks/s achieved, paced at %d/s, %d senders", lagRate, lagSenders), v("lag", "rate"), "%.0f",
+			"same pacing, no projector", v("lag", "alone_rate"), "%.0f", nan, fmt.Sprintf("%d", lagRate))
+		p50 := v("lag", "lag_p50_ms") / v("lag", "alone_p50_ms")
+		p99 := v("lag", "lag_p99_ms") / v("lag", "alone_p99_ms")
+		row("lag", "200 -> visible in projection p50 ms", v("lag", "lag_p50_ms"), "%.1f",
+			"ingest latency alone p50 ms", v("lag", "alone_p50_ms"), "%.1f", p50, "")
+		row("lag", "200 -> visible in projection p99 ms", v("lag", "lag_p99_ms"), "%.1f",
+			"ingest latency alone p99 ms", v("lag", "alone_p99_ms"), "%.1f", p99, "")
+		row("lag", "ingest latency p99 ms, projector running", v("lag", "ingest_p99_ms"), "%.1f",
+			"ingest latency alone p99 ms", v("lag", "alone_p99_ms"), "%.1f", v("lag", "ingest_p99_ms")/v("lag", "alone_p99_ms"), "")
+		ratios = append(ratios, ratio{"lag_p50", p50}, ratio{"lag_p99", p99})
+	}
+	if res["api"] != nil {
+		x := v("api", "ratio")
+		row("api", fmt.Sprintf("GET /v1/applicants/{id} req/s, %d conns", apiConns), v("api", "rate"), "%.0f",
+			"bare net/http, same bytes+token check", v("api", "bare_rate"), "%.0f", x, ">= 0.7")
+		row("api", "latency p99 ms", v("api", "p99_ms"), "%.2f", "bare p99 ms", v("api", "bare_p99_ms"), "%.2f",
+			v("api", "p99_ms")/v("api", "bare_p99_ms"), "")
+		ratios = append(ratios, ratio{"api", x})
+	}
+	tw.Flush()
+
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "peak RSS (VmHWM of each phase's own process; the embedded nats-server runs inside it)")
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "phase\tpeak RSS MiB\twall s\twhat ran")
+	for _, p := range phases {
+		r := res[p.name]
+		if r == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%s\n", p.name, float64(r.PeakKiB)/1024, r.Seconds, phaseWhat(p.name, r))
+	}
+	tw.Flush()
+
+	var notes []string
+	for _, p := range phases {
+		if r := res[p.name]; r != nil {
+			for _, n := range r.Notes {
+				notes = append(notes, p.name+": "+n)
+			}
+		}
+	}
+	if r := res["lag"]; r != nil && r.Values["behind"] > 0 {
+		notes = append(notes, fmt.Sprintf("lag: %.0f of %.0f sends started more than 10 ms after their slot: the service did not keep the pace",
+			r.Values["behind"], r.Values["sent"]))
+	}
+	if r := res["lag"]; r != nil && r.Values["refused"] > 0 {
+		notes = append(notes, fmt.Sprintf("lag: %.0f webhooks answered 503 (the log did not confirm within the append timeout); not counted in the latencies",
+			r.Values["refused"]))
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(out)
+		for _, n := range notes {
+			fmt.Fprintln(out, n)
+		}
+	}
+	fmt.Fprintf(out, "\ntotal %.0f s, load average at the end %s\n", total.Seconds(), load)
+	for _, r := range ratios {
+		fmt.Fprintf(out, "ratio %s %.2f\n", r.name, r.value)
+	}
+}
+
+// phaseWhat describes what a phase did, with its sizes.
+func phaseWhat(name string, r *result) string {
+	x := r.Values
+	switch name {
+	case "ingest":
+		return fmt.Sprintf("%.0f webhooks (%.0f B bodies) each side, fsync always", x["webhooks"], x["body_bytes"])
+	case "load":
+		return fmt.Sprintf("%.0f events over %.0f applicants, %.0f B each, %.0f MiB stream; %.0f events/s async, window 4096, sync relaxed to 1m for the load only",
+			x["events"], x["applicants"], x["event_bytes"], x["stream_mib"], x["rate"])
+	case "drain":
+		return fmt.Sprintf("%.0f messages, %.0f MiB, ordered consumer, no processing", x["events"], x["mib"])
+	case "rebuild":
+		return fmt.Sprintf("store.Rebuild of %.0f events into a %.0f MiB file (server restarted with fsync always)", x["events"], x["file_mib"])
+	case "lag":
+		return fmt.Sprintf("%.0f webhooks at %.0f/s target, half with projector.Run following", x["sent"], x["target_rate"])
+	case "api":
+		return fmt.Sprintf("projection of %.0f events; %.0f GETs each side over %d ids", x["events"], x["requests"], apiIDs)
+	}
+	return strings.TrimSpace("")
+}
