@@ -100,7 +100,7 @@ func OpenProjection(path string, opts ProjectionOptions) (*Projection, error) {
 	cp, err := p.prepare(op)
 	if err != nil {
 		if p.broken.Load() {
-			file.Close()
+			releaseBroken(file)
 		} else {
 			db.Close()
 		}
@@ -142,7 +142,7 @@ func openBolt(op, path string, o boltOpts) (db *bolt.DB, file *os.File, err erro
 	defer func() {
 		if r := recover(); r != nil {
 			if file != nil {
-				file.Close() // bbolt's state is unknown: release the lock through the fd
+				releaseBroken(file)
 			}
 			db, file, err = nil, nil, corrupted(op, path, r)
 		}
@@ -187,7 +187,9 @@ func (p *Projection) prepare(op string) (cp uint64, err error) {
 	}
 	fresh := false
 	if err := p.view(op, func(tx *bolt.Tx) error {
-		fresh = tx.Bucket(bucketMeta) == nil
+		// A file with no bucket at all is new; one with other buckets is someone else's.
+		k, _ := tx.Cursor().First()
+		fresh = k == nil
 		return nil
 	}); err != nil {
 		return 0, err
@@ -249,6 +251,14 @@ func checkSchema(tx *bolt.Tx, path string) (uint64, error) {
 	return cp, nil
 }
 
+// releaseBroken gives up a file bbolt panicked on. bbolt may still hold its internal
+// locks, so its Close could block forever: the lock on the file is released and the file
+// closed directly, and bbolt's map (address space, not memory) is left until exit.
+func releaseBroken(f *os.File) error {
+	unlockFile(f)
+	return f.Close()
+}
+
 // corrupted is the error for a file bbolt or the decoders cannot read.
 func corrupted(op, path string, cause any) error {
 	return domain.E(op, domain.KindInternal, fmt.Sprintf("projection file %s corrupted (%v): run kycstate rebuild", path, cause))
@@ -264,7 +274,7 @@ func (p *Projection) Close() error {
 	p.isClosed = true
 	close(p.closed)
 	if p.broken.Load() {
-		p.closeErr = p.file.Close()
+		p.closeErr = releaseBroken(p.file)
 	} else {
 		p.closeErr = p.db.Close()
 	}
