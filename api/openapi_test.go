@@ -163,6 +163,12 @@ func (d *spec3) ref(node map[string]any) map[string]any {
 // check validates one response; it returns the path template it matched.
 func (d *spec3) check(t *testing.T, target string, rec *httptest.ResponseRecorder) string {
 	t.Helper()
+	return d.checkOp(t, http.MethodGet, target, rec)
+}
+
+// checkOp validates one response to method on target.
+func (d *spec3) checkOp(t *testing.T, method, target string, rec *httptest.ResponseRecorder) string {
+	t.Helper()
 	path, _, _ := strings.Cut(target, "?")
 	tmpl := d.match(path)
 	if tmpl == "" {
@@ -171,31 +177,31 @@ func (d *spec3) check(t *testing.T, target string, rec *httptest.ResponseRecorde
 		}
 		return ""
 	}
-	op, ok := d.paths()[tmpl]["get"].(map[string]any)
+	op, ok := d.paths()[tmpl][strings.ToLower(method)].(map[string]any)
 	if !ok {
-		t.Errorf("%s: no GET in openapi.yaml for %s", target, tmpl)
+		t.Errorf("%s: no %s in openapi.yaml for %s", target, method, tmpl)
 		return tmpl
 	}
 	resp, ok := op["responses"].(map[string]any)[strconv.Itoa(rec.Code)].(map[string]any)
 	if !ok {
-		t.Errorf("GET %s: status %d is not documented for %s", target, rec.Code, tmpl)
+		t.Errorf("%s %s: status %d is not documented for %s", method, target, rec.Code, tmpl)
 		return tmpl
 	}
 	resp = d.ref(resp)
 	headers, _ := resp["headers"].(map[string]any)
 	for name, h := range headers {
 		if req, _ := d.ref(h.(map[string]any))["required"].(bool); req && rec.Header().Get(name) == "" {
-			t.Errorf("GET %s %d: required header %s missing", target, rec.Code, name)
+			t.Errorf("%s %s %d: required header %s missing", method, target, rec.Code, name)
 		}
 	}
 	if rec.Header().Get(SeqHeader) != "" && headers[SeqHeader] == nil {
-		t.Errorf("GET %s %d: %s sent but not documented", target, rec.Code, SeqHeader)
+		t.Errorf("%s %s %d: %s sent but not documented", method, target, rec.Code, SeqHeader)
 	}
 	content, _ := resp["content"].(map[string]any)
 	ct, _, _ := strings.Cut(rec.Header().Get("Content-Type"), ";")
 	media, ok := content[ct].(map[string]any)
 	if !ok {
-		t.Errorf("GET %s %d: content type %q not documented", target, rec.Code, ct)
+		t.Errorf("%s %s %d: content type %q not documented", method, target, rec.Code, ct)
 		return tmpl
 	}
 	if ct != "application/json" {
@@ -203,11 +209,11 @@ func (d *spec3) check(t *testing.T, target string, rec *httptest.ResponseRecorde
 	}
 	var body any
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
-		t.Errorf("GET %s: %v", target, err)
+		t.Errorf("%s %s: %v", method, target, err)
 		return tmpl
 	}
 	for _, e := range d.validate(media["schema"].(map[string]any), body, "$") {
-		t.Errorf("GET %s %d: %s", target, rec.Code, e)
+		t.Errorf("%s %s %d: %s", method, target, rec.Code, e)
 	}
 	return tmpl
 }

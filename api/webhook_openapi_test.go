@@ -1,0 +1,95 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/store"
+)
+
+// TestOpenAPIWebhooks checks the webhook part of openapi.yaml against the real ingest
+// handler over a real embedded JetStream: every status a sender can see, each with its
+// documented body and headers.
+func TestOpenAPIWebhooks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an embedded NATS server")
+	}
+	doc := loadSpec(t)
+	ctx := t.Context()
+	conn, err := store.Connect(ctx, store.NATSConfig{StoreDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	log, err := store.OpenEventLog(ctx, conn, store.LogConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := ingest.Keys{HMAC: bytes.Repeat([]byte{7}, 32)}
+	copy(keys.Secret[:], bytes.Repeat([]byte{9}, 32))
+	app := &ingest.App{Name: "main", AppKey: app1, Method: ingest.MethodCBC, Keys: []ingest.Keys{keys}}
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Log: log, MaxBody: 8 << 10, KeepRaw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	seal := func(payload map[string]any) ([]byte, string) {
+		t.Helper()
+		plain, _ := json.Marshal(payload)
+		body, sig, err := ingest.Seal(ingest.MethodCBC, keys, plain, "2024-05-01T09:00:00Z", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body, sig
+	}
+	valid := map[string]any{"type": "applicantCreated", "id": string(idA), "appKey": string(app1), "externalUserId": "user-1"}
+	body, sig := seal(valid)
+	noID, noIDSig := seal(map[string]any{"type": "applicantCreated", "appKey": string(app1)})
+
+	post := func(path string, body []byte, sig string) *httptest.ResponseRecorder {
+		req := httptest.NewRequestWithContext(ctx, http.MethodPost, path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if sig != "" {
+			req.Header.Set("x-allpass-signature", sig)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	for _, c := range []struct {
+		path string
+		body []byte
+		sig  string
+		want int
+	}{
+		{"/webhooks/allpass/main", body, sig, http.StatusOK},
+		{"/webhooks/allpass/main", body, sig, http.StatusOK}, // the retry: duplicate
+		{"/webhooks/allpass/" + string(app1), body, sig, http.StatusOK},
+		{"/webhooks/allpass", body, sig, http.StatusOK},
+		{"/webhooks/allpass/main", body, strings.Repeat("0", 64), http.StatusUnauthorized},
+		{"/webhooks/allpass", body, "", http.StatusUnauthorized},
+		{"/webhooks/allpass/main", []byte(`{"data":`), sig, http.StatusBadRequest},
+		{"/webhooks/allpass/other", body, sig, http.StatusNotFound},
+		{"/webhooks/allpass/main", bytes.Repeat([]byte("x"), 9<<10), sig, http.StatusRequestEntityTooLarge},
+		{"/webhooks/allpass/main", noID, noIDSig, http.StatusUnprocessableEntity},
+	} {
+		rec := post(c.path, c.body, c.sig)
+		if rec.Code != c.want {
+			t.Errorf("POST %s: %d, want %d: %s", c.path, rec.Code, c.want, rec.Body)
+		}
+		doc.checkOp(t, http.MethodPost, c.path, rec)
+	}
+
+	// The log gone: 503 with Retry-After, nothing claimed.
+	conn.Close()
+	rec := post("/webhooks/allpass/main", body, sig)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("log closed: %d: %s", rec.Code, rec.Body)
+	}
+	doc.checkOp(t, http.MethodPost, "/webhooks/allpass/main", rec)
+}
