@@ -78,6 +78,9 @@ type EventLog struct {
 	rejects jetstream.Stream
 	cfg     LogConfig
 	log     *zap.Logger
+
+	readIdle       time.Duration // defaultReadIdle; tests shorten it
+	requestTimeout time.Duration // defaultRequestTimeout; tests shorten it
 }
 
 // EventStreamConfig is KYC_EVENTS as DESIGN.md section 4 specifies it: file storage,
@@ -146,7 +149,8 @@ func OpenEventLog(ctx context.Context, c *Conn, cfg LogConfig, log *zap.Logger) 
 		log = zap.NewNop()
 	}
 	cfg = cfg.withDefaults()
-	l := &EventLog{conn: c, js: c.JS, cfg: cfg, log: log.Named("eventlog")}
+	l := &EventLog{conn: c, js: c.JS, cfg: cfg, log: log.Named("eventlog"),
+		readIdle: defaultReadIdle, requestTimeout: defaultRequestTimeout}
 	var err error
 	if l.events, err = l.ensureStream(ctx, op, EventStreamConfig(cfg)); err != nil {
 		return nil, err
@@ -414,7 +418,7 @@ func (l *EventLog) Applicant(ctx context.Context, app domain.AppKey, id domain.A
 //
 // fn's error is returned as it is; otherwise ctx.Err() when ctx ends, KindInvalid for a
 // batch below 1, KindInternal for a message that is not a stored event, KindUnavailable
-// when the stream stops answering for readIdle. A reconnect in the middle is invisible:
+// when the stream stops delivering for 15 s. A reconnect in the middle is invisible:
 // the read resumes after the last event delivered. fn owns each slice it receives.
 func (l *EventLog) Read(ctx context.Context, from uint64, batch int, fn func([]domain.Event) error) error {
 	const op = "store.EventLog.Read"
@@ -492,10 +496,11 @@ func decodeEvent(seq uint64, data []byte) (domain.Event, error) {
 const (
 	// readPrefetch is how many messages the client keeps requested ahead of the reader.
 	readPrefetch = 2048
-	// readIdle bounds a bounded read (Read, Applicant, Rejects) that stops making progress.
-	readIdle = 15 * time.Second
-	// requestTimeout bounds one control request (create a consumer, get a message).
-	requestTimeout = 5 * time.Second
+	// defaultReadIdle bounds a bounded read (Read, Applicant, Rejects) whose stream stops
+	// delivering: it fails with KindUnavailable instead of hanging.
+	defaultReadIdle = 15 * time.Second
+	// defaultRequestTimeout bounds one control request (create a consumer, get a message).
+	defaultRequestTimeout = 5 * time.Second
 	// consumerInactive lets the server reclaim a consumer whose reader died.
 	consumerInactive = 2 * time.Minute
 	minPrefetchBytes = 16 << 20
@@ -555,10 +560,10 @@ func (s *scanner[T]) run(ctx context.Context) error {
 		if ferr := s.flush(ctx); ferr != nil {
 			return ferr
 		}
-		if s.l.conn.NC.IsClosed() {
+		if nc := s.l.conn.NC; nc.IsClosed() || nc.IsDraining() {
 			return domain.E(s.sp.op, domain.KindUnavailable, fmt.Errorf("connection closed: %w", err))
 		}
-		if s.sp.bounded() && time.Since(lastProgress) > readIdle {
+		if s.sp.bounded() && time.Since(lastProgress) > s.l.readIdle {
 			return domain.E(s.sp.op, domain.KindUnavailable, fmt.Errorf("no progress at seq %d: %w", s.next, err))
 		}
 		failures++
@@ -591,7 +596,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 	if s.sp.filter != "" {
 		cfg.FilterSubjects = []string{s.sp.filter}
 	}
-	cctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	cctx, cancel := context.WithTimeout(ctx, s.l.requestTimeout)
 	cons, err := s.sp.stream.OrderedConsumer(cctx, cfg)
 	cancel()
 	if err != nil {
@@ -612,18 +617,19 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 	}
 
 	// The guard stops the iterator when ctx ends (Next would otherwise block) and, for a
-	// bounded read, when no message arrives for readIdle.
+	// bounded read, when Next has waited through two ticks without a message: time spent
+	// in fn does not count as idle.
 	quit, guardDone := make(chan struct{}), make(chan struct{})
-	var idle atomic.Bool
+	var idle, waiting atomic.Bool
 	go func() {
 		defer close(guardDone)
 		var tick <-chan time.Time
 		if s.sp.bounded() {
-			t := time.NewTicker(readIdle)
+			t := time.NewTicker(s.l.readIdle / 2)
 			defer t.Stop()
 			tick = t.C
 		}
-		seen := s.received.Load()
+		seen, wasWaiting := s.received.Load(), false
 		for {
 			select {
 			case <-ctx.Done():
@@ -632,13 +638,13 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 			case <-quit:
 				return
 			case <-tick:
-				n := s.received.Load()
-				if n == seen {
+				n, w := s.received.Load(), waiting.Load()
+				if n == seen && w && wasWaiting {
 					idle.Store(true)
 					it.Stop()
 					return
 				}
-				seen = n
+				seen, wasWaiting = n, w
 			}
 		}
 	}()
@@ -661,7 +667,9 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 			}
 			msg, err = it.Next(jetstream.NextMaxWait(wait))
 		} else {
+			waiting.Store(true)
 			msg, err = it.Next()
+			waiting.Store(false)
 		}
 		if err != nil {
 			switch {
@@ -673,7 +681,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 			case ctx.Err() != nil:
 				return true, ctx.Err()
 			case idle.Load():
-				return false, fmt.Errorf("no message for %s", readIdle)
+				return false, fmt.Errorf("no message for %s", s.l.readIdle)
 			}
 			return false, err
 		}
@@ -729,7 +737,7 @@ func (s *scanner[T]) confirmGap(ctx context.Context, seq uint64) error {
 	if subject == "" {
 		subject = ">"
 	}
-	cctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	cctx, cancel := context.WithTimeout(ctx, s.l.requestTimeout)
 	defer cancel()
 	m, err := s.sp.stream.GetMsg(cctx, s.next, jetstream.WithGetMsgSubject(subject))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1069,4 +1070,130 @@ func FuzzFastDecodeEventMatchesJSON(f *testing.F) {
 			t.Fatalf("decodes differ for %q\nfast %#v\njson %#v", data, fast, slow)
 		}
 	})
+}
+
+func TestReadWithSlowFnIsNotIdle(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
+	l := logOpen(t, c, LogConfig{}, zap.New(core))
+	l.readIdle = 100 * time.Millisecond
+	logFill(t, l, 30, 3)
+	col := newLogCollector()
+	err := l.Read(context.Background(), 1, 10, func(evs []domain.Event) error {
+		time.Sleep(400 * time.Millisecond) // four idle periods inside fn
+		return col.add(evs)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logCheckSeqs(t, col.seqs, 1, 30)
+	if logs.Len() != 0 {
+		t.Fatalf("a slow fn was taken for a stalled stream: %v", logs.All())
+	}
+}
+
+func TestReadWhenServerDiesIsUnavailable(t *testing.T) {
+	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
+	l := logOpen(t, c, LogConfig{}, nil)
+	l.readIdle, l.requestTimeout = 300*time.Millisecond, 300*time.Millisecond
+	const n = 3 * readPrefetch // more than the client buffers ahead
+	logFill(t, l, n, 50)
+
+	col := newLogCollector()
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Read(context.Background(), 1, 100, func(evs []domain.Event) error {
+			if col.count() == 0 {
+				c.Server().Shutdown()
+			}
+			return col.add(evs)
+		})
+	}()
+	select {
+	case err := <-done:
+		if domain.KindOf(err) != domain.KindUnavailable {
+			t.Fatalf("Read with the server gone: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Read did not give up")
+	}
+	if got := col.count(); got == 0 || got >= n {
+		t.Fatalf("read %d of %d events", got, n)
+	}
+	logCheckSeqs(t, col.seqs, 1, uint64(col.count())) // what was delivered is a clean prefix
+}
+
+// TestAcknowledgedAppendsSurviveShutdownUnderLoad shuts the server down while writers
+// are appending: every Append is either acknowledged, and then stored exactly as
+// acknowledged after a restart, or refused as unavailable.
+func TestAcknowledgedAppendsSurviveShutdownUnderLoad(t *testing.T) {
+	cfg := NATSConfig{StoreDir: t.TempDir()}
+	c := natsStart(t, cfg)
+	l := logOpen(t, c, LogConfig{AppendTimeout: 500 * time.Millisecond}, nil)
+
+	type result struct {
+		ev  *domain.Event
+		seq uint64
+		err error
+	}
+	var (
+		mu      sync.Mutex
+		results []result
+		next    atomic.Int64
+		acked   = make(chan struct{}, 1000)
+		wg      sync.WaitGroup
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				ev := logNth(int(next.Add(1)), 100)
+				seq, dup, err := l.Append(context.Background(), ev, logMsgID(ev))
+				if err == nil && dup {
+					err = errors.New("unexpected duplicate")
+				}
+				mu.Lock()
+				results = append(results, result{ev, seq, err})
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+				select {
+				case acked <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	for range 40 {
+		<-acked
+	}
+	c.Server().Shutdown()
+	wg.Wait()
+	c.Close()
+
+	l2 := logOpen(t, natsStart(t, cfg), LogConfig{}, nil)
+	ctx := context.Background()
+	var ok, refused int
+	for _, r := range results {
+		if r.err != nil {
+			if k := domain.KindOf(r.err); k != domain.KindUnavailable {
+				t.Fatalf("refused with kind %v: %v", k, r.err)
+			}
+			refused++
+			continue
+		}
+		ok++
+		m, err := l2.events.GetMsg(ctx, r.seq)
+		if err != nil {
+			t.Fatalf("acknowledged seq %d lost after restart: %v", r.seq, err)
+		}
+		if !bytes.Equal(m.Data, r.ev.Stored) {
+			t.Fatalf("seq %d holds other bytes than acknowledged", r.seq)
+		}
+	}
+	if ok < 40 || refused != 8 {
+		t.Fatalf("%d acknowledged, %d refused; want at least 40 and 8", ok, refused)
+	}
 }
