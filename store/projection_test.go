@@ -81,8 +81,8 @@ func dumpFile(tb testing.TB, path string) map[string][]kv {
 // sameDump reports the first difference between two dumps.
 func sameDump(tb testing.TB, want, got map[string][]kv) {
 	tb.Helper()
-	for _, name := range allBuckets {
-		w, g := want[string(name)], got[string(name)]
+	for name := range want {
+		w, g := want[name], got[name]
 		for i := range min(len(w), len(g)) {
 			if !bytes.Equal(w[i].k, g[i].k) || !bytes.Equal(w[i].v, g[i].v) {
 				tb.Fatalf("bucket %s entry %d: want %x=%x, got %x=%x", name, i, w[i].k, w[i].v, g[i].k, g[i].v)
