@@ -770,8 +770,8 @@ func (s *scanner[T]) prefetchBytes() int {
 // Best effort: a failure leaves it to the inactivity threshold.
 func (s *scanner[T]) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
 	info := cons.CachedInfo()
-	if info == nil || s.l.conn.NC.IsClosed() {
-		return
+	if info == nil || !s.l.conn.NC.IsConnected() {
+		return // a request now would only wait in the reconnect buffer
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()

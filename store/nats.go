@@ -25,7 +25,8 @@ type NATSConfig struct {
 	// StoreDir is the embedded server's JetStream directory.
 	StoreDir string
 	// Listen, if set ("127.0.0.1:4222"), lets the embedded server accept TCP clients;
-	// empty means in-process only, no port.
+	// empty means in-process only, no port. The port has no authentication: anyone who
+	// reaches it can publish under kyc.events.>, so bind it to a trusted network only.
 	Listen string
 	// SyncInterval of the embedded server; 0 means fsync every write ("always").
 	SyncInterval time.Duration
