@@ -180,3 +180,21 @@ func TestRejectWhenServerIsDownIsUnavailable(t *testing.T) {
 		t.Fatalf("Rejects with the server down: %v", err)
 	}
 }
+
+func FuzzDecodeReject(f *testing.F) {
+	f.Add([]byte(`{"app":"main","reason":"bad_signature","status":401,"body":"{}","headers":{"content-type":"application/json"},"receivedAt":"2025-03-01T09:00:00Z"}`))
+	f.Add([]byte(`{"body":"","bodyBase64":"//79"}`))
+	f.Add([]byte(`{"bodyBase64":"%%%"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := decodeReject(3, data)
+		if err != nil {
+			if domain.KindOf(err) != domain.KindInternal {
+				t.Fatalf("kind %v", domain.KindOf(err))
+			}
+			return
+		}
+		if r.Seq != 3 {
+			t.Fatalf("seq %d", r.Seq)
+		}
+	})
+}
