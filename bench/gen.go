@@ -150,7 +150,12 @@ func (w *workload) newJourney() *journey {
 		add(domain.EventCreated, "") // else irregular: the first event is not applicantCreated
 	}
 	add(domain.EventInProgress, "")
-	steps(1 + rng.IntN(3))
+	steps(2 + rng.IntN(3))
+	if maybe(0.3) {
+		// Sent back for a missing document, then resumed.
+		add(domain.EventIncomplete, "")
+		add(domain.EventInProgress, "")
+	}
 	switch {
 	case maybe(0.06):
 		add(domain.EventDuplicateEmail, "")
@@ -160,7 +165,8 @@ func (w *workload) newJourney() *journey {
 		add(unknownTypes[rng.IntN(len(unknownTypes))], "")
 	}
 	decide()
-	if maybe(0.1) {
+	if maybe(0.15) {
+		// A restart after the decision: a new document, a second review.
 		add(domain.EventInProgress, "")
 		steps(1)
 		decide()

@@ -35,7 +35,7 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 	n := int(dur.Seconds() * lagRate)
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed+2, app, 2_000)
-	ds := make([]delivery, 2*n)
+	ds := make([]delivery, 2*n+4*lagSenders)
 	for i := range ds {
 		ds[i] = w.next()
 	}
@@ -71,6 +71,13 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	defer proj.Close()
+
+	// Warm up unpaced and unmeasured: connections open, the stream's first block made.
+	const warm = 4 * lagSenders
+	if _, _, _, err := postAll(ctx, client, url, hooks[:warm], lagSenders); err != nil {
+		return err
+	}
+	hooks = hooks[warm:]
 
 	// Ingest alone.
 	alone, err := paced(ctx, client, url, hooks[:n], dur, nil)

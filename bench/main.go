@@ -79,6 +79,7 @@ var phases = []phaseSpec{
 	{"load", "rebuild", phaseLoad},
 	{"drain", "rebuild", phaseDrain},
 	{"rebuild", "rebuild", phaseRebuild},
+	{"drain2", "rebuild", phaseDrain},
 	{"lag", "lag", phaseLag},
 	{"api", "api", phaseAPI},
 }
@@ -141,7 +142,7 @@ func parent(ctx context.Context, o options, only string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "cpus %d\n", runtime.NumCPU())
 	fmt.Fprintf(out, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(out, "mode %s, started %s, load average %s\n", mode, time.Now().UTC().Format(time.RFC3339), loadAvg())
+	fmt.Fprintf(out, "mode %s, started %s, %s\n", mode, time.Now().UTC().Format(time.RFC3339), loadAvg())
 
 	groups := map[string]bool{}
 	for g := range strings.SplitSeq(only, ",") {
@@ -190,17 +191,28 @@ func parent(ctx context.Context, o options, only string, out io.Writer) error {
 	return nil
 }
 
-// loadAvg is the 1, 5 and 15 minute load averages: other work on the machine shows here.
+// loadAvg says how busy the machine is besides: the 1, 5 and 15 minute load averages,
+// and the share of the last minute in which some task waited for the CPU or for I/O
+// (Linux pressure stall information). Figures bounded by fsync move with the I/O share.
 func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
+	s := "load average unknown"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			s = "load average " + strings.Join(f[:3], " ")
+		}
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
+	for _, res := range []string{"cpu", "io"} {
+		b, err := os.ReadFile("/proc/pressure/" + res)
+		if err != nil {
+			continue
+		}
+		for f := range strings.FieldsSeq(strings.SplitN(string(b), "\n", 2)[0]) {
+			if v, ok := strings.CutPrefix(f, "avg60="); ok {
+				s += fmt.Sprintf(", %s pressure %s%%", res, v)
+			}
+		}
 	}
-	return strings.Join(f[:3], " ")
+	return s
 }
 
 func runChild(ctx context.Context, self, name string, o options) (*result, error) {

@@ -161,7 +161,9 @@ func phaseLoad(ctx context.Context, o options, r *result) error {
 
 // phaseDrain reads the whole stream once through an ordered consumer, doing nothing with
 // the messages: the rebuild's baseline. The server is restarted (fsync on every write),
-// as a rebuild would find it.
+// as a rebuild would find it. It runs before and after the rebuild; the baseline is the
+// mean of the two rates, so a rebuild run while the machine was busier or quieter than
+// during one drain is still compared with what the drain did around it.
 func phaseDrain(ctx context.Context, o options, r *result) error {
 	c, _, err := openLog(ctx, filepath.Join(o.Dir, "stream"), false, newLogger())
 	if err != nil {
@@ -177,7 +179,7 @@ func phaseDrain(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	last := info.State.LastSeq
-	stopProf, err := profile(o, "drain")
+	stopProf, err := profile(o, r.Phase)
 	if err != nil {
 		return err
 	}
