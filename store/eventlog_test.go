@@ -737,20 +737,26 @@ func TestFollowSurvivesReconnects(t *testing.T) {
 	logFill(t, l, 100, 7)
 	c, stop := logFollow(t, l, 1, 16, 5*time.Millisecond)
 
-	for round := range 4 {
+	// Reconnect repeatedly while an appender keeps writing and Follow keeps delivering.
+	appended := make(chan struct{})
+	go func() {
+		defer close(appended)
+		for i := 100; i < 400; i++ {
+			logAppendRetry(t, l, logNth(i, 7))
+		}
+	}()
+	for range 6 {
+		time.Sleep(20 * time.Millisecond)
 		if err := l.conn.NC.ForceReconnect(); err != nil {
 			t.Fatal(err)
 		}
-		for i := range 25 {
-			ev := logNth(100+round*25+i, 7)
-			logAppendRetry(t, l, ev)
-		}
 	}
-	c.waitFor(t, 200, 60*time.Second)
+	<-appended
+	c.waitFor(t, 400, 60*time.Second)
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
-	logCheckSeqs(t, c.seqs, 1, 200)
+	logCheckSeqs(t, c.seqs, 1, 400)
 }
 
 // logAppendRetry appends ev, retrying while the log is unavailable (as Allpass would);
