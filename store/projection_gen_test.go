@@ -17,78 +17,104 @@ import (
 // events of different applicants interleaved. Stored holds the JSON the log would keep.
 // The same seed always gives the same log.
 func genLog(seed uint64, applicants, events int) []domain.Event {
+	return newGen(seed, applicants, events).next(events)
+}
+
+// gen produces genLog's events a batch at a time, so that a log of millions of events
+// need not be held in memory (each applicant keeps only its last few events, for
+// retried deliveries).
+type gen struct {
+	rng        *rand.Rand
+	applicants int
+	events     int // the planned length of the log, which paces the window
+	made       int
+	now        time.Time
+	pool       []*genApplicant
+}
+
+type genApplicant struct {
+	id     domain.ApplicantID
+	app    domain.AppKey
+	ext    domain.ExternalUserID
+	step   int // position in the lifecycle script
+	last   time.Time
+	recent []domain.Event
+}
+
+var (
+	genScript = []domain.EventType{domain.EventCreated, domain.EventInProgress, domain.EventStepPassed,
+		domain.EventStepPassed, domain.EventCompleted, domain.EventInReview, domain.EventApproved}
+	genAnnotations = []domain.EventType{domain.EventDuplicateDocument, domain.EventExpiredDocument,
+		domain.EventAdditionalDocumentStepErr, domain.EventDuplicateEmail, domain.EventDuplicatePhone}
+	genStatuses = []domain.EventType{domain.EventCreated, domain.EventIncomplete, domain.EventInProgress,
+		domain.EventInReview, domain.EventOnHold, domain.EventCompleted, domain.EventApproved, domain.EventRejected}
+	genSteps    = []string{"IDENTITY", "SELFIE", "PROOF_OF_ADDRESS", "QUESTIONNAIRE"}
+	genWarnings = []string{"LOW_QUALITY", "GLARE", "NAME_MISMATCH"}
+)
+
+func newGen(seed uint64, applicants, events int) *gen {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	apps := []domain.AppKey{genUUID(rng), genUUID(rng)}
-	base := time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)
-
-	type applicant struct {
-		id      domain.ApplicantID
-		app     domain.AppKey
-		ext     domain.ExternalUserID
-		step    int // position in the lifecycle script
-		last    time.Time
-		history []domain.Event
-	}
-	script := []domain.EventType{domain.EventCreated, domain.EventInProgress, domain.EventStepPassed,
-		domain.EventStepPassed, domain.EventCompleted, domain.EventInReview, domain.EventApproved}
-	annotations := []domain.EventType{domain.EventDuplicateDocument, domain.EventExpiredDocument,
-		domain.EventAdditionalDocumentStepErr, domain.EventDuplicateEmail, domain.EventDuplicatePhone}
-	statuses := []domain.EventType{domain.EventCreated, domain.EventIncomplete, domain.EventInProgress,
-		domain.EventInReview, domain.EventOnHold, domain.EventCompleted, domain.EventApproved, domain.EventRejected}
-	steps := []string{"IDENTITY", "SELFIE", "PROOF_OF_ADDRESS", "QUESTIONNAIRE"}
-	warnings := []string{"LOW_QUALITY", "GLARE", "NAME_MISMATCH"}
-
-	pool := make([]*applicant, applicants)
-	for i := range pool {
-		a := &applicant{id: domain.ApplicantID(genUUID(rng)), app: apps[rng.IntN(len(apps))]}
+	g := &gen{rng: rng, applicants: applicants, events: events,
+		now: time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC), pool: make([]*genApplicant, applicants)}
+	for i := range g.pool {
+		a := &genApplicant{id: domain.ApplicantID(genUUID(rng)), app: apps[rng.IntN(len(apps))]}
 		if rng.IntN(10) > 0 {
 			a.ext = domain.ExternalUserID(fmt.Sprintf("user-%d", rng.IntN(applicants*2)))
 		}
-		pool[i] = a
+		g.pool[i] = a
 	}
+	return g
+}
+
+// next returns the next n events of the log.
+func (g *gen) next(n int) []domain.Event {
+	rng, applicants := g.rng, g.applicants
 	// Applicants are active in an overlapping window that moves through the pool, as
 	// sign-ups spread over time; a few old ones come back (re-reviews).
 	window := max(1, min(applicants, 64))
-	out := make([]domain.Event, 0, events)
-	now := base
-	for seq := uint64(1); len(out) < events; seq++ {
-		pos := int(uint64(len(out)) * uint64(applicants) / uint64(events))
-		var a *applicant
+	out := make([]domain.Event, 0, n)
+	for len(out) < n {
+		g.made++
+		seq := uint64(g.made)
+		pos := int(uint64(g.made-1) * uint64(applicants) / uint64(max(g.events, g.made)))
+		var a *genApplicant
 		if rng.IntN(50) == 0 {
-			a = pool[rng.IntN(max(1, pos+1))]
+			a = g.pool[rng.IntN(max(1, pos+1))]
 		} else {
-			a = pool[min(applicants-1, max(0, pos-window/2+rng.IntN(window)))]
+			a = g.pool[min(applicants-1, max(0, pos-window/2+rng.IntN(window)))]
 		}
-		now = now.Add(time.Duration(1+rng.IntN(3000)) * time.Millisecond)
+		g.now = g.now.Add(time.Duration(1+rng.IntN(3000)) * time.Millisecond)
+		now := g.now
 		e := domain.Event{V: domain.StoredVersion, Provider: "allpass", AppKey: a.app, ApplicantID: a.id,
 			ExternalUserID: a.ext, EventAt: now, EventAtSource: domain.SourcePayloadUpdatedAt,
 			ReceivedAt: now.Add(time.Duration(rng.IntN(900)) * time.Millisecond)}
 		switch r := rng.IntN(100); {
-		case r < 6 && len(a.history) > 0: // a retried delivery of an earlier event
-			old := a.history[rng.IntN(len(a.history))]
+		case r < 6 && len(a.recent) > 0: // a retried delivery of an earlier event
+			old := a.recent[rng.IntN(len(a.recent))]
 			e.Type, e.StepName, e.Warnings, e.EventAt = old.Type, old.StepName, old.Warnings, old.EventAt
 		case r < 11 && !a.last.IsZero(): // an older status event delivered late
-			e.Type = statuses[rng.IntN(len(statuses))]
+			e.Type = genStatuses[rng.IntN(len(genStatuses))]
 			e.EventAt = a.last.Add(-time.Duration(1+rng.IntN(60)) * time.Second)
 		case r < 15: // a transition the table may not list
-			e.Type = statuses[rng.IntN(len(statuses))]
+			e.Type = genStatuses[rng.IntN(len(genStatuses))]
 		case r < 22:
-			e.Type = annotations[rng.IntN(len(annotations))]
-			e.Warnings = []string{warnings[rng.IntN(len(warnings))]}
+			e.Type = genAnnotations[rng.IntN(len(genAnnotations))]
+			e.Warnings = []string{genWarnings[rng.IntN(len(genWarnings))]}
 		case r < 24:
 			e.Type = "applicantLevelChanged"
 		default:
-			e.Type = script[a.step%len(script)]
+			e.Type = genScript[a.step%len(genScript)]
 			a.step++
-			if a.step%len(script) == 0 && rng.IntN(2) == 0 {
+			if a.step%len(genScript) == 0 && rng.IntN(2) == 0 {
 				a.step = 1 // flow restart: back to IN_PROGRESS
 			}
 		}
 		if e.Type == domain.EventStepPassed && e.StepName == "" {
-			e.StepName = steps[rng.IntN(len(steps))]
+			e.StepName = genSteps[rng.IntN(len(genSteps))]
 		}
 		if e.Type.Kind() == domain.KindStatus && rng.IntN(8) == 0 {
-			e.Warnings = []string{warnings[rng.IntN(len(warnings))]}
+			e.Warnings = []string{genWarnings[rng.IntN(len(genWarnings))]}
 		}
 		switch r := rng.IntN(100); {
 		case r < 3:
@@ -107,7 +133,10 @@ func genLog(seed uint64, applicants, events int) []domain.Event {
 			panic(err)
 		}
 		e.Stored = stored
-		a.history = append(a.history, e)
+		if len(a.recent) == 8 {
+			a.recent = append(a.recent[:0], a.recent[1:]...)
+		}
+		a.recent = append(a.recent, domain.Event{Type: e.Type, StepName: e.StepName, Warnings: e.Warnings, EventAt: e.EventAt})
 		out = append(out, e)
 	}
 	return out

@@ -206,7 +206,8 @@ func (b *Builder) Abort() error {
 
 // Rebuild folds the whole log into path+".rebuild" and renames it over path, atomically:
 // a crash before the rename leaves the old file serving. progress, if not nil, is called
-// now and then with the sequence reached and the last sequence.
+// now and then with the sequence reached and the last sequence (from one goroutine at a
+// time, not necessarily the caller's).
 //
 // A leftover path+".rebuild" from a crashed rebuild is removed first; one that another
 // rebuild holds open gives KindConflict. A process that has path open keeps the old file
@@ -241,26 +242,51 @@ func rebuild(ctx context.Context, read readFunc, last uint64, path string, progr
 		}
 	}()
 	progress(0, last)
-	err = read(ctx, 1, rebuildBatch, func(evs []domain.Event) error {
-		if err := ctx.Err(); err != nil {
-			return err
+
+	// Reading the log (fetching, decoding JSON) and folding into the file each take a
+	// core: the log is read in this goroutine while the builder folds the batches before.
+	// The builder goroutine is owned here: it ends when batches is closed, and its result
+	// is awaited before returning.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan []domain.Event, 8)
+	built := make(chan error, 1)
+	go func() {
+		var err error
+		for evs := range batches {
+			if err != nil {
+				continue // drain: the reader stops at the cancel
+			}
+			if err = b.Add(evs); err != nil {
+				cancel()
+				continue
+			}
+			if n := len(evs); n > 0 {
+				progress(evs[n-1].Seq, max(last, evs[n-1].Seq))
+			}
 		}
-		if err := b.Add(evs); err != nil {
-			return err
+		built <- err
+	}()
+	readErr := read(rctx, 1, rebuildBatch, func(evs []domain.Event) error {
+		select {
+		case batches <- evs:
+			return nil
+		case <-rctx.Done():
+			return rctx.Err()
 		}
-		if n := len(evs); n > 0 {
-			progress(evs[n-1].Seq, max(last, evs[n-1].Seq))
-		}
-		return nil
 	})
-	if err != nil {
-		if domain.KindOf(err) == domain.KindOther {
-			err = domain.E(op, domain.KindUnavailable, err)
-		}
+	close(batches)
+	if err := <-built; err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return domain.E(op, domain.KindUnavailable, err)
+	}
+	if readErr != nil {
+		if domain.KindOf(readErr) == domain.KindOther {
+			readErr = domain.E(op, domain.KindUnavailable, readErr)
+		}
+		return readErr
 	}
 	if err := b.Finish(); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -92,4 +93,47 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 	if len(res.Differences) != 1 || res.Differences[0].ApplicantID != victim || res.Differences[0].Kind != DiffDigest {
 		t.Fatalf("Verify of a tampered file: %v", res.Differences)
 	}
+}
+
+// BenchmarkRebuild measures Rebuild from a real stream of n events (n/10 applicants) in
+// events/s, beside a baseline measured in the same run: reading the same stream with
+// EventLog.Read and doing nothing with the events. x-read is the rebuild's rate over the
+// bare read's (1.0: folding and writing cost nothing beyond reading the log).
+//
+//	go test ./store -run '^$' -bench BenchmarkRebuild -benchtime 2x
+func BenchmarkRebuild(b *testing.B) {
+	const n = 100_000
+	l := startLogFast(b)
+	if last := logFill(b, l, n, n/10); last != n {
+		b.Fatalf("stream holds %d events", last)
+	}
+	ctx := context.Background()
+	dir := b.TempDir()
+	// The bare read runs before and after the rebuilds and its mean is the baseline, so a
+	// machine that got busier or quieter meanwhile skews both alike.
+	readAll := func() time.Duration {
+		start := time.Now()
+		for range b.N {
+			read := 0
+			if err := l.Read(ctx, 1, rebuildBatch, func(evs []domain.Event) error { read += len(evs); return nil }); err != nil || read != n {
+				b.Fatalf("read %d: %v", read, err)
+			}
+		}
+		return time.Since(start)
+	}
+	b.StopTimer()
+	before := readAll()
+	b.ResetTimer()
+	b.StartTimer()
+	for i := range b.N {
+		if err := Rebuild(ctx, l, filepath.Join(dir, fmt.Sprintf("p-%d.db", i)), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rate := float64(n*b.N) / b.Elapsed().Seconds()
+	b.StopTimer()
+	readRate := float64(n*b.N) / ((before + readAll()) / 2).Seconds()
+	b.ReportMetric(rate, "events/s")
+	b.ReportMetric(readRate, "read-events/s")
+	b.ReportMetric(rate/readRate, "x-read")
 }
