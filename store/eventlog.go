@@ -291,7 +291,7 @@ func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (
 		return 0, false, domain.E(op, domain.KindInvalid,
 			fmt.Sprintf("event version %d; this build writes %d", ev.V, domain.StoredVersion))
 	}
-	data, err := json.Marshal(ev)
+	data, err := appendStoredEvent(make([]byte, 0, 512+len(ev.Payload)+rawLen(ev)), ev)
 	if err != nil {
 		return 0, false, domain.E(op, domain.KindInvalid, err)
 	}
@@ -319,6 +319,13 @@ func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (
 	}
 	ev.Seq, ev.Stored = ack.Sequence, data
 	return ack.Sequence, false, nil
+}
+
+func rawLen(ev *domain.Event) int {
+	if ev.Raw == nil {
+		return 0
+	}
+	return len(ev.Raw.Body) + len(ev.Raw.Signature) + 64
 }
 
 // loadOriginal replaces ev with the message stored at seq. The duplicate is already
