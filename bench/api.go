@@ -58,7 +58,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	realURL, stopReal, err := serve(api.NewHTTPServer("127.0.0.1:0", h))
+	realURL, stopReal, err := serve(api.NewHTTPServer("127.0.0.1:0", h), "api")
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 		}
 		want[string(id)] = a
 	}
-	bareURL, stopBare, err := serve(&http.Server{Handler: bareHandler(want), ReadHeaderTimeout: 5 * time.Second})
+	bareURL, stopBare, err := serve(&http.Server{Handler: bareHandler(want), ReadHeaderTimeout: 5 * time.Second}, "bare")
 	if err != nil {
 		return err
 	}
@@ -271,6 +271,7 @@ func getAll(ctx context.Context, client *http.Client, base string, ids []domain.
 	start := time.Now()
 	for c := range apiConns {
 		wg.Go(func() {
+			labelGoroutine(ctx, "client")
 			var buf bytes.Buffer
 			lats[c] = make([]time.Duration, 0, n/apiConns+1)
 			for {

@@ -29,35 +29,51 @@ func newLogger() *zap.Logger {
 // openLog starts the embedded NATS server on dir and opens the event log on it, as
 // `kycstate serve` does. relaxed sets a 1-minute sync interval instead of fsync on every
 // write (used only to load the rebuild's stream).
-func openLog(ctx context.Context, dir string, relaxed bool, lg *zap.Logger) (*store.Conn, *store.EventLog, error) {
+func openLog(ctx context.Context, dir string, relaxed bool, lg *zap.Logger) (c *store.Conn, l *store.EventLog, err error) {
 	cfg := store.NATSConfig{StoreDir: dir, Name: "kycstate-bench"}
 	if relaxed {
 		cfg.SyncInterval = time.Minute
 	}
-	c, err := store.Connect(ctx, cfg, lg)
-	if err != nil {
-		return nil, nil, err
-	}
-	l, err := store.OpenEventLog(ctx, c, store.LogConfig{}, lg)
-	if err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	return c, l, nil
+	// The server's goroutines, and the client library's read loop, carry part=nats in
+	// CPU profiles.
+	labelled(ctx, "nats", func() {
+		if c, err = store.Connect(ctx, cfg, lg); err != nil {
+			return
+		}
+		if l, err = store.OpenEventLog(ctx, c, store.LogConfig{}, lg); err != nil {
+			c.Close()
+		}
+	})
+	return c, l, err
 }
 
-// serve runs srv on a loopback port until ctx ends; it returns the base URL and a
-// function that shuts the server down and waits for it.
-func serve(srv *http.Server) (string, func(), error) {
+// labelled runs fn with the profiler label part: every goroutine fn starts inherits it,
+// so `go tool pprof -tagfocus part=...` splits a profile into the service, the load
+// generator and the embedded NATS server.
+func labelled(ctx context.Context, part string, fn func()) {
+	pprof.Do(ctx, pprof.Labels("part", part), func(context.Context) { fn() })
+}
+
+// labelGoroutine sets the profiler label part on the calling goroutine and on every
+// goroutine it starts from now on.
+func labelGoroutine(ctx context.Context, part string) {
+	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("part", part)))
+}
+
+// serve runs srv on a loopback port; it returns the base URL and a function that shuts
+// the server down and waits for it. Its goroutines carry the profiler label part.
+func serve(srv *http.Server, part string) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
+	labelled(context.Background(), part, func() {
+		go func() {
+			defer close(done)
+			srv.Serve(ln)
+		}()
+	})
 	stop := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

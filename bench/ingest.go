@@ -59,7 +59,7 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	base, stop, err := serve(ingest.NewHTTPServer("127.0.0.1:0", h))
+	base, stop, err := serve(ingest.NewHTTPServer("127.0.0.1:0", h), "handler")
 	if err != nil {
 		return err
 	}
@@ -173,6 +173,7 @@ func postAll(ctx context.Context, client *http.Client, url string, hooks []webho
 	start := time.Now()
 	for s := range senders {
 		wg.Go(func() {
+			labelGoroutine(ctx, "client")
 			var buf bytes.Buffer
 			for {
 				i := int(next.Add(1) - 1)
@@ -291,6 +292,7 @@ func publishAll(ctx context.Context, c *store.Conn, msgs []rawMsg, senders int) 
 	start := time.Now()
 	for s := range senders {
 		wg.Go(func() {
+			labelGoroutine(ctx, "rawclient")
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(msgs) || ctx.Err() != nil {

@@ -58,7 +58,7 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	base, stop, err := serve(ingest.NewHTTPServer("127.0.0.1:0", h))
+	base, stop, err := serve(ingest.NewHTTPServer("127.0.0.1:0", h), "handler")
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 	pctx, cancel := context.WithCancel(ctx)
 	var pwg sync.WaitGroup
 	pj := projector.New(l, proj, projector.Config{}, lg, prometheus.NewRegistry())
-	pwg.Go(func() { pj.Run(pctx) })
+	labelled(ctx, "projector", func() { pwg.Go(func() { pj.Run(pctx) }) })
 	defer func() { cancel(); pwg.Wait() }()
 	last, err := l.LastSeq(ctx)
 	if err != nil {
@@ -160,6 +160,7 @@ func paced(ctx context.Context, client *http.Client, url string, hooks []webhook
 	end := start.Add(dur)
 	for s := range lagSenders {
 		senders.Go(func() {
+			labelGoroutine(ctx, "client")
 			var buf bytes.Buffer
 			for {
 				i := int(next.Add(1) - 1)

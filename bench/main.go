@@ -119,11 +119,21 @@ func child(ctx context.Context, name string, o options) error {
 		}
 		start := time.Now()
 		r := &result{Phase: name}
-		if err := p.run(ctx, o, r); err != nil {
+		var mem memSampler
+		mctx, stop := context.WithCancel(ctx)
+		sampled := make(chan struct{})
+		go func() { defer close(sampled); mem.run(mctx) }()
+		err := p.run(ctx, o, r)
+		stop()
+		<-sampled
+		if err != nil {
 			return err
 		}
 		r.Seconds = time.Since(start).Seconds()
 		r.PeakKiB = peakRSS()
+		r.set("max_rss_anon_mib", float64(mem.anonKiB)/1024)
+		r.set("max_rss_file_mib", float64(mem.fileKiB)/1024)
+		r.set("max_heap_inuse_mib", float64(mem.heapInuse)/(1<<20))
 		b, err := json.Marshal(r)
 		if err != nil {
 			return err
@@ -262,6 +272,53 @@ func peakRSS() int64 {
 		}
 	}
 	return -1
+}
+
+// memSampler watches, every 200 ms while a phase runs, what its resident memory is made
+// of: anonymous memory (the Go heap of the one runtime that this program, the service's
+// packages and the embedded NATS server share) and file-backed pages (bbolt's memory
+// map, the stream's blocks), and the Go heap in use. It keeps the maximum of each; they
+// need not peak at the same moment, so their sum may exceed VmHWM.
+type memSampler struct {
+	anonKiB, fileKiB int64
+	heapInuse        uint64
+}
+
+func (m *memSampler) sample() {
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			var dst *int64
+			v, ok := strings.CutPrefix(line, "RssAnon:")
+			if ok {
+				dst = &m.anonKiB
+			} else if v, ok = strings.CutPrefix(line, "RssFile:"); ok {
+				dst = &m.fileKiB
+			} else {
+				continue
+			}
+			var kib int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kib); err == nil {
+				*dst = max(*dst, kib)
+			}
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.heapInuse = max(m.heapInuse, ms.HeapInuse)
+}
+
+// run samples until ctx ends.
+func (m *memSampler) run(ctx context.Context) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		m.sample()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // phaseDir is a phase's own scratch directory under the run's.

@@ -161,9 +161,9 @@ func phaseLoad(ctx context.Context, o options, r *result) error {
 
 // phaseDrain reads the whole stream once through an ordered consumer, doing nothing with
 // the messages: the rebuild's baseline. The server is restarted (fsync on every write),
-// as a rebuild would find it. It runs before and after the rebuild; the baseline is the
-// mean of the two rates, so a rebuild run while the machine was busier or quieter than
-// during one drain is still compared with what the drain did around it.
+// as a rebuild would find it. It runs before and after the rebuild and the faster of the
+// two is the baseline: the estimate least disturbed by the machine's other work, and so
+// the harder one to come close to.
 func phaseDrain(ctx context.Context, o options, r *result) error {
 	c, _, err := openLog(ctx, filepath.Join(o.Dir, "stream"), false, newLogger())
 	if err != nil {
@@ -193,6 +193,7 @@ func phaseDrain(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	var count, size uint64
+	labelGoroutine(ctx, "drain")
 	for count < last {
 		msg, err := it.Next()
 		if err != nil {
@@ -237,11 +238,13 @@ func phaseRebuild(ctx context.Context, o options, r *result) error {
 	}
 	start := time.Now()
 	lastReport := start
-	err = store.Rebuild(ctx, l, path, func(done, total uint64) {
-		if time.Since(lastReport) > 5*time.Second {
-			lastReport = time.Now()
-			progress("rebuilt %d/%d events (%.0f/s)", done, total, float64(done)/time.Since(start).Seconds())
-		}
+	labelled(ctx, "rebuild", func() {
+		err = store.Rebuild(ctx, l, path, func(done, total uint64) {
+			if time.Since(lastReport) > 5*time.Second {
+				lastReport = time.Now()
+				progress("rebuilt %d/%d events (%.0f/s)", done, total, float64(done)/time.Since(start).Seconds())
+			}
+		})
 	})
 	took := time.Since(start)
 	if perr := stopProf(); perr != nil && err == nil {

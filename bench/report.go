@@ -54,16 +54,19 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		ratios = append(ratios, ratio{"ingest", x})
 	}
 	if res["rebuild"] != nil && res["drain"] != nil {
-		drain := v("drain", "rate")
+		drain, drainName := v("drain", "rate"), "raw ordered-consumer drain"
 		if res["drain2"] != nil {
-			drain = (drain + v("drain2", "rate")) / 2
+			drain, drainName = max(drain, v("drain2", "rate")), "raw drain, faster of 2"
 		}
 		x := v("rebuild", "rate") / drain
 		row("rebuild", fmt.Sprintf("events/s, store.Rebuild of %.0f events", v("rebuild", "events")), v("rebuild", "rate"), "%.0f",
-			"raw ordered-consumer drain (mean of 2)", drain, "%.0f", x, ">= 0.5")
+			drainName, drain, "%.0f", x, ">= 0.5")
 		row("rebuild", "events/s against the aim", v("rebuild", "rate"), "%.0f", "aim (not measured)", 100_000, "%.0f",
 			v("rebuild", "rate")/100_000, ">= 1 (aim)")
 		row("rebuild", "seconds", v("rebuild", "seconds"), "%.1f", "drain seconds (before)", v("drain", "seconds"), "%.1f", nan, "")
+		if res["drain2"] != nil {
+			row("rebuild", "drain events/s before the rebuild", v("drain", "rate"), "%.0f", "drain events/s after", v("drain2", "rate"), "%.0f", nan, "")
+		}
 		row("rebuild", "peak RSS MiB", float64(res["rebuild"].PeakKiB)/1024, "%.0f", "drain peak RSS MiB (before)", float64(res["drain"].PeakKiB)/1024, "%.0f", nan, "")
 		ratios = append(ratios, ratio{"rebuild", x})
 	}
@@ -91,15 +94,17 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 	tw.Flush()
 
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "peak RSS (VmHWM of each phase's own process; the embedded nats-server runs inside it)")
+	fmt.Fprintln(out, "memory, MiB: peak RSS = VmHWM of each phase's own process (the embedded nats-server runs inside it);")
+	fmt.Fprintln(out, "max anon / file = largest anonymous and file-backed (mmap) resident sets seen, sampled every 200 ms")
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "phase\tpeak RSS MiB\twall s\twhat ran")
+	fmt.Fprintln(tw, "phase\tpeak RSS MiB\tmax anon\tmax file\tmax Go heap\twall s\twhat ran")
 	for _, p := range phases {
 		r := res[p.name]
 		if r == nil {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%s\n", p.name, float64(r.PeakKiB)/1024, r.Seconds, phaseWhat(p.name, r))
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%s\n", p.name, float64(r.PeakKiB)/1024,
+			r.Values["max_rss_anon_mib"], r.Values["max_rss_file_mib"], r.Values["max_heap_inuse_mib"], r.Seconds, phaseWhat(p.name, r))
 	}
 	tw.Flush()
 
