@@ -144,9 +144,11 @@ func TestChangesWaitEndsOnClose(t *testing.T) {
 	s := f.serveAsync(t.Context(), "/v1/changes?after=21&wait=60", readerToken)
 	settle()
 	f.proj.Close()
-	if rec := s.wait(); rec.Code == http.StatusOK && rec.Body.Len() == 0 {
-		t.Errorf("no answer after close")
+	rec := s.wait()
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("after close: %d %s, want 503", rec.Code, rec.Body)
 	}
+	checkErrorBody(t, rec, "unavailable", "closed")
 }
 
 // A follower over a real server (keep-alive, real connections) sees every change once,
