@@ -28,14 +28,16 @@ const (
 // is the ingest latency (request sent to 200 received) of the same pacing with no
 // projector running, measured first in the same process.
 func phaseLag(ctx context.Context, o options, r *result) error {
-	dur := 30 * time.Second
+	// Segments alternate: ingest alone, then with the projector following, rounds times,
+	// so that drift of the machine falls on both.
+	dur, rounds := 15*time.Second, 2
 	if o.Quick {
-		dur = 8 * time.Second
+		dur, rounds = 8*time.Second, 1
 	}
 	n := int(dur.Seconds() * lagRate)
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed+2, app, 2_000)
-	ds := make([]delivery, 2*n+4*lagSenders)
+	ds := make([]delivery, 2*rounds*n+4*lagSenders)
 	for i := range ds {
 		ds[i] = w.next()
 	}
@@ -79,44 +81,36 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 	}
 	hooks = hooks[warm:]
 
-	// Ingest alone.
-	alone, err := paced(ctx, client, url, hooks[:n], dur, nil)
-	if err != nil {
-		return err
-	}
-	progress("ingest alone: %.0f webhooks/s, p50 %.1f ms, p99 %.1f ms", alone.rate,
-		ms(percentile(alone.ingest, 0.5)), ms(percentile(alone.ingest, 0.99)))
+	var alone, live pacedRun
+	for k := range rounds {
+		a, err := paced(ctx, client, url, hooks[:n], dur, nil)
+		if err != nil {
+			return err
+		}
+		hooks = hooks[n:]
+		progress("ingest alone: %.0f webhooks/s, p50 %.1f ms, p99 %.1f ms", a.rate,
+			ms(percentile(a.ingest, 0.5)), ms(percentile(a.ingest, 0.99)))
+		alone.add(a)
 
-	// The projector follows the log from here on; it first catches up on what is there.
-	pctx, cancel := context.WithCancel(ctx)
-	var pwg sync.WaitGroup
-	pj := projector.New(l, proj, projector.Config{}, lg, prometheus.NewRegistry())
-	labelled(ctx, "projector", func() { pwg.Go(func() { pj.Run(pctx) }) })
-	defer func() { cancel(); pwg.Wait() }()
-	last, err := l.LastSeq(ctx)
-	if err != nil {
-		return err
+		// The projector follows the log during the next segment; it first catches up on
+		// what is there, so the segment measures following, not catching up.
+		pctx, cancel := context.WithCancel(ctx)
+		var pwg sync.WaitGroup
+		pj := projector.New(l, proj, projector.Config{}, lg, prometheus.NewRegistry())
+		labelled(ctx, "projector", func() { pwg.Go(func() { pj.Run(pctx) }) })
+		b, err := following(ctx, o, k, l, proj, func() (pacedRun, error) {
+			return paced(ctx, client, url, hooks[:n], dur, proj)
+		})
+		cancel()
+		pwg.Wait()
+		if err != nil {
+			return err
+		}
+		hooks = hooks[n:]
+		progress("with projector: %.0f webhooks/s, ingest p99 %.1f ms, visible after 200: p50 %.1f ms, p99 %.1f ms",
+			b.rate, ms(percentile(b.ingest, 0.99)), ms(percentile(b.lag, 0.5)), ms(percentile(b.lag, 0.99)))
+		live.add(b)
 	}
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
-	got := proj.WaitFor(wctx, last)
-	wcancel()
-	if got < last {
-		return fmt.Errorf("projector did not catch up: %d of %d", got, last)
-	}
-
-	stopProf, err := profile(o, "lag")
-	if err != nil {
-		return err
-	}
-	live, err := paced(ctx, client, url, hooks[n:], dur, proj)
-	if perr := stopProf(); perr != nil && err == nil {
-		err = perr
-	}
-	if err != nil {
-		return err
-	}
-	progress("with projector: %.0f webhooks/s, ingest p99 %.1f ms, visible after 200: p50 %.1f ms, p99 %.1f ms",
-		live.rate, ms(percentile(live.ingest, 0.99)), ms(percentile(live.lag, 0.5)), ms(percentile(live.lag, 0.99)))
 
 	r.set("target_rate", lagRate)
 	r.set("alone_rate", alone.rate)
@@ -134,13 +128,49 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 	return nil
 }
 
+// following waits for the projection to catch up with the log, then runs send under a
+// CPU profile.
+func following(ctx context.Context, o options, k int, l *store.EventLog, proj *store.Projection, send func() (pacedRun, error)) (pacedRun, error) {
+	last, err := l.LastSeq(ctx)
+	if err != nil {
+		return pacedRun{}, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	got := proj.WaitFor(wctx, last)
+	cancel()
+	if got < last {
+		return pacedRun{}, fmt.Errorf("projector did not catch up: %d of %d", got, last)
+	}
+	stopProf, err := profile(o, fmt.Sprintf("lag-%d", k))
+	if err != nil {
+		return pacedRun{}, err
+	}
+	run, err := send()
+	if perr := stopProf(); perr != nil && err == nil {
+		err = perr
+	}
+	return run, err
+}
+
 type pacedRun struct {
-	rate    float64         // webhooks answered 200 per second, over the run
+	rate    float64 // webhooks answered 200 per second, over the run
+	took    time.Duration
 	sent    int             // webhooks answered 200
 	refused int             // webhooks answered 503
 	behind  int             // sends that started more than 10 ms after their slot
 	ingest  []time.Duration // request sent to 200 received
 	lag     []time.Duration // 200 received to visible in the projection (proj != nil)
+}
+
+// add merges run into p.
+func (p *pacedRun) add(run pacedRun) {
+	p.sent += run.sent
+	p.refused += run.refused
+	p.behind += run.behind
+	p.took += run.took
+	p.rate = float64(p.sent) / p.took.Seconds()
+	p.ingest = append(p.ingest, run.ingest...)
+	p.lag = append(p.lag, run.lag...)
 }
 
 // paced sends hooks at lagRate per second for at most dur: send i is due at
@@ -217,6 +247,7 @@ func paced(ctx context.Context, client *http.Client, url string, hooks []webhook
 		run.lag = append(run.lag, lagLat[s]...)
 	}
 	run.sent = len(run.ingest)
+	run.took = took
 	run.rate = float64(run.sent) / took.Seconds()
 	run.behind = int(behind.Load())
 	run.refused = int(refused.Load())

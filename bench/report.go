@@ -156,7 +156,7 @@ func phaseWhat(name string, r *result) string {
 	case "rebuild":
 		return fmt.Sprintf("store.Rebuild of %.0f events into a %.0f MiB file (server restarted with fsync always)", x["events"], x["file_mib"])
 	case "lag":
-		return fmt.Sprintf("%.0f webhooks at %.0f/s target, half with projector.Run following", x["sent"], x["target_rate"])
+		return fmt.Sprintf("%.0f webhooks at %.0f/s target, in segments alternating ingest alone and with projector.Run following", x["sent"], x["target_rate"])
 	case "api":
 		return fmt.Sprintf("projection of %.0f events; %.0f GETs each side over %d ids", x["events"], x["requests"], apiIDs)
 	}
