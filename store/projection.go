@@ -308,7 +308,7 @@ func (p *Projection) Apply(events []domain.Event, f *domain.Folder) ([]domain.Re
 		cp   uint64
 	)
 	err := p.update(op, func(tx *bolt.Tx) error {
-		w, err := newWriter(tx, f, nil)
+		w, err := newWriter(tx, f, nil, nil)
 		if err != nil {
 			return err
 		}

@@ -38,7 +38,15 @@ type genApplicant struct {
 	ext    domain.ExternalUserID
 	step   int // position in the lifecycle script
 	last   time.Time
-	recent []domain.Event
+	recent []genSent // the last few events, for retried deliveries
+}
+
+// genSent is what a retried delivery repeats.
+type genSent struct {
+	typ      domain.EventType
+	step     string
+	warnings []string
+	at       time.Time
 }
 
 var (
@@ -92,7 +100,7 @@ func (g *gen) next(n int) []domain.Event {
 		switch r := rng.IntN(100); {
 		case r < 6 && len(a.recent) > 0: // a retried delivery of an earlier event
 			old := a.recent[rng.IntN(len(a.recent))]
-			e.Type, e.StepName, e.Warnings, e.EventAt = old.Type, old.StepName, old.Warnings, old.EventAt
+			e.Type, e.StepName, e.Warnings, e.EventAt = old.typ, old.step, old.warnings, old.at
 		case r < 11 && !a.last.IsZero(): // an older status event delivered late
 			e.Type = genStatuses[rng.IntN(len(genStatuses))]
 			e.EventAt = a.last.Add(-time.Duration(1+rng.IntN(60)) * time.Second)
@@ -133,10 +141,10 @@ func (g *gen) next(n int) []domain.Event {
 			panic(err)
 		}
 		e.Stored = stored
-		if len(a.recent) == 8 {
+		if len(a.recent) == 4 {
 			a.recent = append(a.recent[:0], a.recent[1:]...)
 		}
-		a.recent = append(a.recent, domain.Event{Type: e.Type, StepName: e.StepName, Warnings: e.Warnings, EventAt: e.EventAt})
+		a.recent = append(a.recent, genSent{e.Type, e.StepName, e.Warnings, e.EventAt})
 		out = append(out, e)
 	}
 	return out

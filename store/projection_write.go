@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
@@ -30,20 +31,53 @@ type writer struct {
 	touched map[domain.ApplicantID]*touched
 	mem     *arena
 	scratch []byte
+
+	// park, for a Builder, keeps states in memory rather than in the file (see parking).
+	park *parking
+
+	// index changes of one flush or spill, applied in key order: bbolt keeps a node's
+	// entries in one slice until the commit splits it, so entries put out of order into
+	// a large node cost a copy of the slice each.
+	extOps, statusOps []indexOp
 }
 
-// touched is an applicant's state being folded, and what the indexes hold for it (from
-// the stored state), so that flush replaces index entries that changed.
+type indexOp struct {
+	key, val []byte
+	del      bool
+}
+
+// touched is an applicant's state being folded, whether it is stored in the file, and
+// what the indexes in the file hold for it, so that flush replaces index entries that
+// changed.
 type touched struct {
 	rec           stateRec
+	inFile        bool
 	indexedExt    domain.ExternalUserID
 	indexedStatus domain.Status
 }
 
+// parking holds a Builder's states in memory, encoded, until they are written in one
+// sorted pass: to an empty bucket that is an append at its right edge, and the index
+// entries, built from final states only, likewise. Reading and rewriting states in the
+// file chunk after chunk would instead rewrite (copy on write) most state pages every
+// chunk and read them back through bbolt's map, which counts in the resident set.
+// Past budget bytes the parked states are written to the file (spilled), and from
+// then on those applicants fold from the file as in Apply.
+type parking struct {
+	states map[domain.ApplicantID][]byte
+	bytes  int
+	budget int
+}
+
+// parkOverhead approximates what a map entry costs beyond its key and value bytes.
+const parkOverhead = 96
+
+func (pk *parking) full() bool { return pk.bytes > pk.budget }
+
 // maxApplicantID bounds applicant ids as keys; ingest lets only UUIDs through.
 const maxApplicantID = 128
 
-func newWriter(tx *bolt.Tx, f *domain.Folder, mem *arena) (*writer, error) {
+func newWriter(tx *bolt.Tx, f *domain.Folder, mem *arena, park *parking) (*writer, error) {
 	w := &writer{
 		folder:    f,
 		states:    tx.Bucket(bucketStates),
@@ -55,6 +89,7 @@ func newWriter(tx *bolt.Tx, f *domain.Folder, mem *arena) (*writer, error) {
 		meta:      tx.Bucket(bucketMeta),
 		touched:   make(map[domain.ApplicantID]*touched),
 		mem:       mem,
+		park:      park,
 	}
 	if w.mem == nil {
 		w.mem = &arena{}
@@ -119,7 +154,13 @@ func (w *writer) load(id domain.ApplicantID) (*touched, error) {
 		return t, nil
 	}
 	t := &touched{}
-	if v := w.states.Get([]byte(id)); v != nil {
+	if b, ok := w.park.get(id); ok {
+		rec, err := decodeState(b)
+		if err != nil {
+			return nil, err
+		}
+		t.rec = rec
+	} else if v := w.states.Get([]byte(id)); v != nil {
 		rec, err := decodeState(v)
 		if err != nil {
 			return nil, err
@@ -127,14 +168,32 @@ func (w *writer) load(id domain.ApplicantID) (*touched, error) {
 		if rec.ApplicantID != id {
 			return nil, fmt.Errorf("%w: state under %s names %s", errCorruptValue, id, rec.ApplicantID)
 		}
-		t.rec, t.indexedExt, t.indexedStatus = rec, rec.ExternalUserID, rec.Status
+		t.rec, t.inFile, t.indexedExt, t.indexedStatus = rec, true, rec.ExternalUserID, rec.Status
 	}
 	w.touched[id] = t
 	return t, nil
 }
 
-// flush writes the touched states and their index changes in key order, and the
-// checkpoint. The writer can go on folding afterwards (in the same transaction).
+func (pk *parking) get(id domain.ApplicantID) ([]byte, bool) {
+	if pk == nil {
+		return nil, false
+	}
+	b, ok := pk.states[id]
+	return b, ok
+}
+
+func (pk *parking) put(id domain.ApplicantID, enc []byte) {
+	if old, ok := pk.states[id]; ok {
+		pk.bytes -= len(old)
+	} else {
+		pk.bytes += len(id) + parkOverhead
+	}
+	pk.states[id] = enc
+	pk.bytes += len(enc)
+}
+
+// flush writes the touched states and their index changes in key order (or parks them),
+// and the checkpoint. The writer can go on folding afterwards (in the same transaction).
 func (w *writer) flush() error {
 	ids := make([]domain.ApplicantID, 0, len(w.touched))
 	for id := range w.touched {
@@ -144,38 +203,94 @@ func (w *writer) flush() error {
 	for _, id := range ids {
 		t := w.touched[id]
 		w.scratch = appendState(w.scratch[:0], &t.rec)
-		if err := w.states.Put(w.mem.copyString(string(id)), w.mem.copy(w.scratch)); err != nil {
+		if w.park != nil && !t.inFile {
+			w.park.put(id, bytes.Clone(w.scratch))
+			continue
+		}
+		if err := w.store(id, w.scratch, &t.rec.State, t.indexedExt, t.indexedStatus); err != nil {
 			return err
 		}
-		if ext := t.rec.ExternalUserID; ext != t.indexedExt {
-			if indexableExt(t.indexedExt) {
-				if err := w.ext.Delete(indexKey(string(t.indexedExt), id)); err != nil {
-					return err
-				}
-			}
-			if indexableExt(ext) {
-				k := w.mem.copy(indexKey(string(ext), id))
-				if err := w.ext.Put(k, w.mem.copyString(string(t.rec.AppKey))); err != nil {
-					return err
-				}
-			}
-			t.indexedExt = ext
-		}
-		if st := t.rec.Status; st != t.indexedStatus {
-			if t.indexedStatus != domain.StatusNone {
-				if err := w.status.Delete(indexKey(string(t.indexedStatus), id)); err != nil {
-					return err
-				}
-			}
-			if st != domain.StatusNone {
-				if err := w.status.Put(w.mem.copy(indexKey(string(st), id)), []byte{}); err != nil {
-					return err
-				}
-			}
-			t.indexedStatus = st
-		}
+		t.inFile, t.indexedExt, t.indexedStatus = true, t.rec.ExternalUserID, t.rec.Status
+	}
+	if err := w.applyIndexOps(); err != nil {
+		return err
 	}
 	return w.meta.Put(keyCheckpoint, w.mem.seqKey(w.checkpoint))
+}
+
+// spill writes every parked state to the file, with its index entries, in key order.
+// The touched states must have been flushed.
+func (w *writer) spill() error {
+	if w.park == nil || len(w.park.states) == 0 {
+		return nil
+	}
+	ids := make([]domain.ApplicantID, 0, len(w.park.states))
+	for id := range w.park.states {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		enc := w.park.states[id]
+		rec, err := decodeState(enc)
+		if err != nil {
+			return err
+		}
+		if err := w.store(id, enc, &rec.State, "", domain.StatusNone); err != nil {
+			return err
+		}
+		if t := w.touched[id]; t != nil {
+			t.inFile, t.indexedExt, t.indexedStatus = true, rec.ExternalUserID, rec.Status
+		}
+	}
+	w.park.states, w.park.bytes = make(map[domain.ApplicantID][]byte), 0
+	return w.applyIndexOps()
+}
+
+func (w *writer) applyIndexOps() error {
+	for _, x := range []struct {
+		b   *bolt.Bucket
+		ops *[]indexOp
+	}{{w.ext, &w.extOps}, {w.status, &w.statusOps}} {
+		slices.SortFunc(*x.ops, func(a, b indexOp) int { return bytes.Compare(a.key, b.key) })
+		for _, op := range *x.ops {
+			var err error
+			if op.del {
+				err = x.b.Delete(op.key)
+			} else {
+				err = x.b.Put(op.key, op.val)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		*x.ops = (*x.ops)[:0]
+	}
+	return nil
+}
+
+// store puts an applicant's encoded state in the file and queues the index changes from
+// indexedExt and indexedStatus (what the file's indexes hold for it) to its current ones.
+func (w *writer) store(id domain.ApplicantID, enc []byte, st *domain.State, indexedExt domain.ExternalUserID, indexedStatus domain.Status) error {
+	if err := w.states.Put(w.mem.copyString(string(id)), w.mem.copy(enc)); err != nil {
+		return err
+	}
+	if ext := st.ExternalUserID; ext != indexedExt {
+		if indexableExt(indexedExt) {
+			w.extOps = append(w.extOps, indexOp{key: indexKey(string(indexedExt), id), del: true})
+		}
+		if indexableExt(ext) {
+			w.extOps = append(w.extOps, indexOp{key: w.mem.copy(indexKey(string(ext), id)), val: w.mem.copyString(string(st.AppKey))})
+		}
+	}
+	if s := st.Status; s != indexedStatus {
+		if indexedStatus != domain.StatusNone {
+			w.statusOps = append(w.statusOps, indexOp{key: indexKey(string(indexedStatus), id), del: true})
+		}
+		if s != domain.StatusNone {
+			w.statusOps = append(w.statusOps, indexOp{key: w.mem.copy(indexKey(string(s), id)), val: []byte{}})
+		}
+	}
+	return nil
 }
 
 func indexableExt(ext domain.ExternalUserID) bool {

@@ -17,30 +17,38 @@ import (
 // with no fsync until Finish. The file it builds is identical, byte for byte in every
 // bucket's contents, to one built by Projection.Apply over the same events.
 //
-// Memory is bounded by the chunk, not by the log: the states touched in a chunk are held
-// in memory and written when it commits, and an applicant that comes back in a later
-// chunk is read back from the file. A Builder belongs to one goroutine.
+// History, changes and anomalies are appended chunk by chunk. States are kept in memory,
+// encoded (about 450 bytes per applicant), and written with the indexes once, in key
+// order, at Finish; past a budget of 64 MiB (some 150,000 applicants) they are written
+// to the file and later chunks fold those applicants from there, as Apply does. Memory
+// is so bounded by the chunk and the budget, not by the log. A Builder belongs to one
+// goroutine.
 type Builder struct {
-	path   string
-	db     *bolt.DB
-	tx     *bolt.Tx
-	w      *writer
-	folder *domain.Folder
-	events int // folded in the open transaction
-	err    error
-	done   bool
+	path    string
+	db      *bolt.DB
+	tx      *bolt.Tx
+	w       *writer
+	folder  *domain.Folder
+	park    *parking
+	spilled bool // some states are in the file: chunks read and rewrite them there
+	events  int  // folded in the open transaction
+	err     error
+	done    bool
 
 	// Chunk bounds: a transaction commits after this many events or touched applicants.
 	chunkEvents     int
 	chunkApplicants int
 }
 
+// defaultParkBudget bounds the states a Builder keeps in memory (see parking).
+const defaultParkBudget = 64 << 20
+
 // Default chunk bounds. A chunk costs roughly 600 bytes per event in memory (the encoded
 // records, bbolt's nodes and the pages written at commit) plus about 1 KiB per touched
-// applicant, so about 50 MB at these values.
+// applicant, so about 25 MB at these values, twice that in Go heap between collections.
 const (
-	defaultChunkEvents     = 50_000
-	defaultChunkApplicants = 20_000
+	defaultChunkEvents     = 25_000
+	defaultChunkApplicants = 10_000
 )
 
 // NewBuilder starts a new file at path (removed first if it exists). A path that another
@@ -55,6 +63,7 @@ func NewBuilder(path string) (*Builder, error) {
 		return nil, err
 	}
 	b := &Builder{path: path, db: db, folder: domain.NewFolder(),
+		park:        &parking{states: make(map[domain.ApplicantID][]byte), budget: defaultParkBudget},
 		chunkEvents: defaultChunkEvents, chunkApplicants: defaultChunkApplicants}
 	if err := b.begin(); err != nil {
 		db.Close()
@@ -67,7 +76,7 @@ func NewBuilder(path string) (*Builder, error) {
 		os.Remove(path)
 		return nil, domain.E(op, domain.KindUnavailable, err)
 	}
-	if b.w, err = newWriter(b.tx, b.folder, nil); err != nil {
+	if b.w, err = newWriter(b.tx, b.folder, nil, b.park); err != nil {
 		b.tx.Rollback()
 		db.Close()
 		os.Remove(path)
@@ -91,6 +100,28 @@ func removeUnused(op, path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return domain.E(op, domain.KindUnavailable, err)
 	}
+	return nil
+}
+
+// reopen closes the file and opens it again, between chunks once states are in the file.
+// bbolt reads through a shared map of the file, and each page it reads (with the kernel
+// mapping its neighbours too) stays in the process's resident set until the map goes:
+// the state and index pages rewritten (copy on write) to new places chunk after chunk
+// and read again in the next one add up to most of the file. Reopening drops the map
+// (the pages stay in the page cache) for about a millisecond per chunk.
+//
+// The lock is let go for that moment; a NewBuilder on the same path that slips in would
+// leave this Builder a file without its buckets, which fails the build rather than
+// mixing two.
+func (b *Builder) reopen(op string) error {
+	if err := b.db.Close(); err != nil {
+		return err
+	}
+	db, _, err := openBolt(op, b.path, boltOpts{noSync: true})
+	if err != nil {
+		return err
+	}
+	b.db = db
 	return nil
 }
 
@@ -119,14 +150,19 @@ func (b *Builder) Add(events []domain.Event) error {
 		}
 		b.events++
 		if b.events >= b.chunkEvents || len(b.w.touched) >= b.chunkApplicants {
-			if err := b.commit(); err != nil {
+			if err := b.commit(b.park.full()); err != nil {
 				return b.fail(op, err)
+			}
+			if b.spilled {
+				if err := b.reopen(op); err != nil {
+					return b.fail(op, err)
+				}
 			}
 			if err := b.begin(); err != nil {
 				return b.fail(op, err)
 			}
 			var err error
-			if b.w, err = newWriter(b.tx, b.folder, nil); err != nil {
+			if b.w, err = newWriter(b.tx, b.folder, nil, b.park); err != nil {
 				return b.fail(op, err)
 			}
 		}
@@ -134,10 +170,17 @@ func (b *Builder) Add(events []domain.Event) error {
 	return nil
 }
 
-// commit writes the chunk's states, indexes and checkpoint and commits without fsync.
-func (b *Builder) commit() error {
+// commit writes (or parks) the chunk's states, and the checkpoint, and commits without
+// fsync. With spill, every parked state is written to the file as well.
+func (b *Builder) commit(spill bool) error {
 	if err := b.w.flush(); err != nil {
 		return err
+	}
+	if spill {
+		if err := b.w.spill(); err != nil {
+			return err
+		}
+		b.spilled = true
 	}
 	tx := b.tx
 	b.tx = nil
@@ -174,9 +217,10 @@ func (b *Builder) Finish() error {
 	if b.done {
 		return nil
 	}
-	if err := b.commit(); err != nil {
+	if err := b.commit(true); err != nil {
 		return b.fail(op, err)
 	}
+	b.park = nil
 	if err := b.db.Sync(); err != nil {
 		return b.fail(op, err)
 	}

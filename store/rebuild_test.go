@@ -38,12 +38,21 @@ func readEvents(events []domain.Event) readFunc {
 
 func buildFile(tb testing.TB, path string, events []domain.Event, chunkEvents, chunkApplicants int, addBatch int) {
 	tb.Helper()
+	buildFileParked(tb, path, events, chunkEvents, chunkApplicants, addBatch, 0)
+}
+
+// buildFileParked is buildFile with a budget for parked states (0: the default).
+func buildFileParked(tb testing.TB, path string, events []domain.Event, chunkEvents, chunkApplicants, addBatch, parkBudget int) {
+	tb.Helper()
 	b, err := NewBuilder(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if chunkEvents > 0 {
 		b.chunkEvents, b.chunkApplicants = chunkEvents, chunkApplicants
+	}
+	if parkBudget > 0 {
+		b.park.budget = parkBudget
 	}
 	for i := 0; i < len(events); i += addBatch {
 		if err := b.Add(events[i:min(len(events), i+addBatch)]); err != nil {
@@ -79,10 +88,15 @@ func TestBuilderEqualsApply(t *testing.T) {
 		name                         string
 		chunkEvents, chunkApplicants int
 		addBatch                     int
+		parkBudget                   int
 	}{
-		{"default chunks", 0, 0, 1000},
-		{"small chunks", 997, 101, 333},
-		{"one event per chunk", 1, 1, 7},
+		{"default chunks", 0, 0, 1000, 0},
+		{"small chunks", 997, 101, 333, 0},
+		// States spilled to the file every few chunks: applicants, their
+		// externalUserIds and statuses then change across chunks in the file.
+		{"small chunks, states spilled", 997, 101, 333, 200 << 10},
+		{"states spilled every chunk", 0, 0, 1000, 1},
+		{"one event per chunk", 1, 1, 7, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			evs := log
@@ -90,7 +104,7 @@ func TestBuilderEqualsApply(t *testing.T) {
 				evs = log[:min(len(log), 3000)]
 			}
 			path := filepath.Join(t.TempDir(), "built.db")
-			buildFile(t, path, evs, c.chunkEvents, c.chunkApplicants, c.addBatch)
+			buildFileParked(t, path, evs, c.chunkEvents, c.chunkApplicants, c.addBatch, c.parkBudget)
 			ref := want
 			if len(evs) < len(log) {
 				p := mustOpen(t, filepath.Join(t.TempDir(), "ref.db"), ProjectionOptions{})
