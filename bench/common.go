@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"time"
@@ -145,6 +146,24 @@ func profile(o options, name string) (func() error, error) {
 		pprof.StopCPUProfile()
 		return f.Close()
 	}, nil
+}
+
+// heapProfile writes a heap profile named name in o.Profile, if profiling: what the live
+// heap is made of at the end of a phase's measurement.
+func heapProfile(o options, name string) error {
+	if o.Profile == "" {
+		return nil
+	}
+	f, err := os.Create(filepath.Join(o.Profile, name+".heap.pprof"))
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // progress prints a line on stderr.

@@ -208,6 +208,9 @@ func phaseDrain(ctx context.Context, o options, r *result) error {
 	if err := stopProf(); err != nil {
 		return err
 	}
+	if err := heapProfile(o, r.Phase); err != nil {
+		return err
+	}
 	r.set("events", float64(count))
 	r.set("rate", float64(count)/took.Seconds())
 	r.set("seconds", took.Seconds())
@@ -239,7 +242,14 @@ func phaseRebuild(ctx context.Context, o options, r *result) error {
 	start := time.Now()
 	lastReport := start
 	labelled(ctx, "rebuild", func() {
+		halfway := false
 		err = store.Rebuild(ctx, l, path, func(done, total uint64) {
+			if !halfway && done >= total/2 {
+				halfway = true
+				if err := heapProfile(o, "rebuild-halfway"); err != nil {
+					progress("heap profile: %v", err)
+				}
+			}
 			if time.Since(lastReport) > 5*time.Second {
 				lastReport = time.Now()
 				progress("rebuilt %d/%d events (%.0f/s)", done, total, float64(done)/time.Since(start).Seconds())
