@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -659,5 +660,81 @@ func TestReadOnly(t *testing.T) {
 	_ = ro2
 	if _, err := OpenProjection(path, ProjectionOptions{LockTimeout: 100 * time.Millisecond}); !isKind(err, domain.KindConflict) {
 		t.Fatalf("writer open beside readers: %v, want KindConflict", err)
+	}
+}
+
+// Readers run beside the writer: a read made after Checkpoint returned cp sees at least
+// every event up to cp (what WaitFor and ?minSeq rely on), never a half-applied batch,
+// and the checkpoint only grows.
+func TestReadsDuringApply(t *testing.T) {
+	events := genLog(12, 100, 4000)
+	exp := foldLog(events)
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	ids := make([]domain.ApplicantID, 0, len(exp.states))
+	for id := range exp.states {
+		ids = append(ids, id)
+	}
+	// after[id][k] is the applicant's state after its first k+1 events.
+	after := map[domain.ApplicantID][]domain.State{}
+	f := domain.NewFolder()
+	for _, e := range events {
+		h := after[e.ApplicantID]
+		var prev domain.State
+		if len(h) > 0 {
+			prev = h[len(h)-1]
+		}
+		next, _ := f.Apply(prev, e)
+		after[e.ApplicantID] = append(h, next)
+	}
+	// upTo counts an applicant's events at or below seq.
+	upTo := func(id domain.ApplicantID, seq uint64) int {
+		n, _ := slices.BinarySearchFunc(exp.history[id], seq+1, func(r domain.Record, s uint64) int { return cmp.Compare(r.Seq, s) })
+		return n
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 4)
+	for r := range 3 {
+		go func() {
+			var err error
+			defer func() { errs <- err }()
+			var lastCP uint64
+			for i := r; ctx.Err() == nil; i++ {
+				id := ids[i%len(ids)]
+				cp := p.Checkpoint()
+				st, _, e := p.State(id)
+				hist, _, e2 := p.History(id, 0, 0)
+				if e != nil || e2 != nil {
+					err = errors.Join(e, e2)
+					return
+				}
+				if cp < lastCP {
+					err = fmt.Errorf("checkpoint went back from %d to %d", lastCP, cp)
+					return
+				}
+				lastCP = cp
+				if want := upTo(id, cp); st.Events < want {
+					err = fmt.Errorf("state of %s has %d events after checkpoint %d, which covers %d", id, st.Events, cp, want)
+					return
+				}
+				// A batch lands whole: the state is exactly the fold up to its last seq.
+				if st.Events > 0 && !reflect.DeepEqual(st, after[id][st.Events-1]) {
+					err = fmt.Errorf("state of %s at seq %d is not the fold up to there", id, st.LastSeq)
+					return
+				}
+				// The state and its history were read in two transactions: the history
+				// may be longer, never shorter, and agrees on the common part.
+				if st.Events > 0 && (len(hist) < st.Events || hist[st.Events-1].Digest != st.Digest) {
+					err = fmt.Errorf("history of %s (%d records) disagrees with its state (%d events)", id, len(hist), st.Events)
+					return
+				}
+			}
+		}()
+	}
+	applyBatches(t, p, events, 12, 60)
+	cancel()
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
