@@ -253,9 +253,10 @@ func (b *Builder) Abort() error {
 // now and then with the sequence reached and the last sequence (from one goroutine at a
 // time, not necessarily the caller's).
 //
-// A leftover path+".rebuild" from a crashed rebuild is removed first; one that another
-// rebuild holds open gives KindConflict. A process that has path open keeps the old file
-// (its inode) until it reopens path.
+// A projection file that a process has open for writing (a running query node) gives
+// KindConflict, and none can open it for writing until Rebuild returns; readers may
+// stay. A leftover path+".rebuild" from a crashed rebuild is removed first; one that
+// another rebuild holds open gives KindConflict.
 func Rebuild(ctx context.Context, log *EventLog, path string, progress func(done, total uint64)) error {
 	last, err := log.LastSeq(ctx)
 	if err != nil {
@@ -274,6 +275,13 @@ func rebuild(ctx context.Context, read readFunc, last uint64, path string, progr
 	const op = "store.Rebuild"
 	if progress == nil {
 		progress = func(uint64, uint64) {}
+	}
+	hold, err := holdUnused(op, path)
+	if err != nil {
+		return err
+	}
+	if hold != nil {
+		defer hold.Close()
 	}
 	tmp := path + ".rebuild"
 	b, err := NewBuilder(tmp)
@@ -342,6 +350,29 @@ func rebuild(ctx context.Context, read readFunc, last uint64, path string, progr
 		return domain.E(op, domain.KindUnavailable, fmt.Errorf("rename done, directory not synced: %w", err))
 	}
 	return nil
+}
+
+// holdUnused makes sure no process has path open for writing, and keeps it so until the
+// returned file is closed: a projector writing to the old file would otherwise go on
+// writing to a file no longer at path. The file's contents are not read, so a damaged
+// file (the usual reason to rebuild) is no obstacle. A missing file gives nil.
+func holdUnused(op, path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, domain.E(op, domain.KindUnavailable, err)
+	}
+	ok, err := lockShared(f)
+	if err != nil || !ok {
+		f.Close()
+		if err != nil {
+			return nil, domain.E(op, domain.KindUnavailable, err)
+		}
+		return nil, domain.E(op, domain.KindConflict, fmt.Sprintf("projection %s is in use by another process: stop it before rebuilding", path))
+	}
+	return f, nil
 }
 
 // syncDir makes a rename in dir durable.

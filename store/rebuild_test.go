@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -380,4 +381,61 @@ func checkIndexes(t *testing.T, d map[string][]kv, exp folded) {
 	slices.SortFunc(status, byKey)
 	sameDump(t, map[string][]kv{"ext": ext, "status": status},
 		map[string][]kv{"ext": d["ext"], "status": d["status"]})
+}
+
+// A running query node holds its projection open for writing: Rebuild refuses rather
+// than rename a new file under it, and while Rebuild runs no writer can open the file.
+func TestRebuildRefusesFileInUse(t *testing.T) {
+	events := genLog(50, 20, 300)
+	path := filepath.Join(t.TempDir(), "projection.db")
+	p := mustOpen(t, path, ProjectionOptions{})
+	applyBatches(t, p, events[:100], 50, 30)
+	err := rebuild(context.Background(), readEvents(events), 300, path, nil)
+	if !isKind(err, domain.KindConflict) || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("rebuild of an open projection: %v, want KindConflict in use", err)
+	}
+	if _, err := os.Stat(path + ".rebuild"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("refused rebuild left %s.rebuild", path)
+	}
+	p.Close()
+
+	// A reader may stay open; a writer opening meanwhile is refused.
+	ro := mustOpen(t, path, ProjectionOptions{ReadOnly: true})
+	opened := false
+	read := func(ctx context.Context, from uint64, batch int, fn func([]domain.Event) error) error {
+		if !opened {
+			opened = true
+			if w, err := OpenProjection(path, ProjectionOptions{LockTimeout: 100 * time.Millisecond}); err == nil {
+				w.Close()
+				return errors.New("a writer opened the projection during the rebuild")
+			}
+		}
+		return readEvents(events)(ctx, from, batch, fn)
+	}
+	if err := rebuild(context.Background(), read, 300, path, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ro.Checkpoint() != 100 {
+		t.Fatalf("the open reader's view changed: checkpoint %d", ro.Checkpoint())
+	}
+	if got := mustOpen(t, path, ProjectionOptions{}).Checkpoint(); got != 300 {
+		t.Fatalf("rebuilt checkpoint %d", got)
+	}
+}
+
+// A damaged file is what one rebuilds: its contents are not read.
+func TestRebuildOverDamagedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "projection.db")
+	if err := os.WriteFile(path, []byte("not a bbolt file at all"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenProjection(path, ProjectionOptions{}); !isKind(err, domain.KindInternal) {
+		t.Fatalf("open of a damaged file: %v", err)
+	}
+	if err := rebuild(context.Background(), readEvents(genLog(51, 5, 50)), 50, path, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustOpen(t, path, ProjectionOptions{}).Checkpoint(); got != 50 {
+		t.Fatalf("rebuilt checkpoint %d", got)
+	}
 }
