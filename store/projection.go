@@ -110,8 +110,6 @@ func OpenProjection(path string, opts ProjectionOptions) (*Projection, error) {
 	return p, nil
 }
 
-// openBolt opens path with bbolt, turning a held lock into KindConflict and a damaged
-// file (including bbolt panicking or faulting on it) into KindInternal.
 // boltOpts are the ways this package opens a bbolt file.
 type boltOpts struct {
 	lockTimeout time.Duration // default 1 s
@@ -120,6 +118,8 @@ type boltOpts struct {
 	exclusive   bool // create the file; fail if it exists
 }
 
+// openBolt opens path with bbolt, turning a held lock into KindConflict and a damaged
+// file (including bbolt panicking or faulting on it) into KindInternal.
 func openBolt(op, path string, o boltOpts) (db *bolt.DB, file *os.File, err error) {
 	lockTimeout := o.lockTimeout
 	if lockTimeout <= 0 {
@@ -230,7 +230,7 @@ func createBuckets(tx *bolt.Tx) error {
 func checkSchema(tx *bolt.Tx, path string) (uint64, error) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
-		return 0, domain.E("", domain.KindConflict, fmt.Sprintf("%s is not a kycstate projection (no meta bucket): run kycstate rebuild", path))
+		return 0, domain.E("", domain.KindConflict, fmt.Sprintf("%s is not a kycstate projection (a bbolt file without its meta bucket); it is left as it is", path))
 	}
 	v, ok := keySeq(meta.Get(keySchema))
 	if !ok {
