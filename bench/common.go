@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -171,7 +170,7 @@ func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "   "+format+"\n", args...)
 }
 
-// errCount collects the first error of many goroutines and counts them all.
+// errFirst keeps the first error that any of many goroutines puts.
 type errFirst struct {
 	ch chan error
 }
@@ -193,5 +192,3 @@ func (e *errFirst) err() error {
 		return nil
 	}
 }
-
-var errStop = errors.New("stop")

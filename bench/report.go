@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -98,7 +97,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 	fmt.Fprintln(out, "max anon / file = largest anonymous and file-backed (mmap) resident sets seen, sampled every 200 ms")
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "phase\tpeak RSS MiB\tmax anon\tmax file\tmax Go heap\twall s\twhat ran")
-	for _, p := range phases {
+	for _, p := range phases() {
 		r := res[p.name]
 		if r == nil {
 			continue
@@ -109,7 +108,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 	tw.Flush()
 
 	var notes []string
-	for _, p := range phases {
+	for _, p := range phases() {
 		if r := res[p.name]; r != nil {
 			for _, n := range r.Notes {
 				notes = append(notes, p.name+": "+n)
@@ -160,5 +159,5 @@ func phaseWhat(name string, r *result) string {
 	case "api":
 		return fmt.Sprintf("projection of %.0f events; %.0f GETs each side over %d ids", x["events"], x["requests"], apiIDs)
 	}
-	return strings.TrimSpace("")
+	return ""
 }
