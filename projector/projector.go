@@ -62,6 +62,12 @@ type Projector struct {
 	last    atomic.Uint64 // stream's last sequence, as last read
 	failing atomic.Bool   // the last commit or read failed and has not succeeded since
 
+	// Test hooks (nil in production): beforeApply runs before a batch is folded and
+	// committed, afterCommit right after the commit, before the next batch is fetched. An
+	// error from either is handled like a failed commit or a lost stream.
+	beforeApply func(batch []domain.Event) error
+	afterCommit func(last uint64) error
+
 	lagSeqs  prometheus.Gauge
 	lagHist  prometheus.Histogram
 	applied  prometheus.Counter
@@ -110,11 +116,19 @@ func (p *Projector) Run(ctx context.Context) error {
 	for {
 		from := p.proj.Checkpoint() + 1
 		err := p.log.Follow(ctx, from, p.cfg.MaxBatch, p.cfg.MaxWait, func(batch []domain.Event) error {
+			if p.beforeApply != nil {
+				if err := p.beforeApply(batch); err != nil {
+					return err
+				}
+			}
 			if _, err := p.proj.Apply(batch, folder); err != nil {
 				return err
 			}
 			p.committed(batch)
 			backoff = p.cfg.RetryMin
+			if p.afterCommit != nil {
+				return p.afterCommit(batch[len(batch)-1].Seq)
+			}
 			return nil
 		})
 		if ctx.Err() != nil {
