@@ -68,6 +68,9 @@ type HandlerConfig struct {
 	KeepRaw bool
 	// Now is the clock of receivedAt (default time.Now).
 	Now func() time.Time
+	// Ready, if set, answers GET /readyz: nil when the log is reachable. A load balancer
+	// uses it to route webhooks away from a node that has lost NATS.
+	Ready func(ctx context.Context) error
 
 	// beforeAppend, if set, runs once a request holds its in-flight slot and has opened
 	// its webhook, just before the append: tests hold requests there to fill the slots.
@@ -77,6 +80,7 @@ type HandlerConfig struct {
 // handler serves the webhook routes. It keeps no per-request state between requests
 // beyond the in-flight semaphore and the metrics.
 type handler struct {
+	ready         func(ctx context.Context) error
 	apps          appIndex
 	log           EventLog
 	logger        *zap.Logger
@@ -94,6 +98,7 @@ type handler struct {
 //	POST /webhooks/allpass/{app}  {app} = a configured app's name or appKey
 //	POST /webhooks/allpass        tries every configured app; the MAC or tag picks one
 //	GET  /healthz                 alive
+//	GET  /readyz                  the log is reachable (HandlerConfig.Ready)
 //
 // A webhook is answered 200 {"seq":N,"duplicate":false} only after the log acknowledged
 // it, and 200 with "duplicate":true when the log already had it. Every refusal is a JSON
@@ -120,6 +125,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		opt:           Options{KeepRaw: cfg.KeepRaw},
 		now:           cfg.Now,
 		beforeAppend:  cfg.beforeAppend,
+		ready:         cfg.Ready,
 	}
 	if h.logger == nil {
 		h.logger = zap.NewNop()
@@ -157,6 +163,18 @@ func (h *handler) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if h.ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := h.ready(ctx); err != nil {
+				w.Header().Set("Retry-After", "5")
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	// The mux's own 404 and 405 answers are plain text; these keep every answer JSON.
 	methodNotAllowed := func(allow string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -167,6 +185,7 @@ func (h *handler) routes() http.Handler {
 	mux.Handle("/webhooks/allpass/{app}", methodNotAllowed(http.MethodPost))
 	mux.Handle("/webhooks/allpass", methodNotAllowed(http.MethodPost))
 	mux.Handle("/healthz", methodNotAllowed(http.MethodGet+", "+http.MethodHead))
+	mux.Handle("/readyz", methodNotAllowed(http.MethodGet+", "+http.MethodHead))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, &exchange{label: appUnknown, start: time.Now()}, errNoRoute)
 	})
@@ -218,7 +237,7 @@ func errAppend(err error) error {
 		return &codedError{code: CodeInternal, err: domain.E("ingest.append", domain.KindInternal, err)}
 	}
 	return &codedError{code: CodeUnavailable, err: err,
-		msg: "the event log could not confirm the write; nothing was stored; retry later"}
+		msg: "the event log did not confirm the write; retry later (a retry of the same webhook is never stored twice)"}
 }
 
 // codedError gives a handler error its answer code; the kind stays with the wrapped error.

@@ -191,11 +191,14 @@ func (p *Projector) Lag() uint64 {
 // ErrBehind is returned by Ready when the projection is further behind than allowed.
 var ErrBehind = errors.New("projection is behind the event log")
 
-// Ready reports whether the log is reachable and the projection is within maxLag
-// sequences of it and not stalled.
+// Ready reports whether the log is reachable, the projection file is sound, and the
+// projection is within maxLag sequences of the log and not stalled.
 func (p *Projector) Ready(ctx context.Context, maxLag uint64) error {
 	last, err := p.log.LastSeq(ctx)
 	if err != nil {
+		return domain.E("projector.Ready", domain.KindUnavailable, err)
+	}
+	if err := p.proj.Err(); err != nil {
 		return domain.E("projector.Ready", domain.KindUnavailable, err)
 	}
 	if p.failing.Load() {

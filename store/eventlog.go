@@ -33,7 +33,9 @@ const (
 	// day covers every retry of one delivery.
 	DefaultDuplicateWindow = 24 * time.Hour
 	// DefaultRejectsMaxBytes bounds KYC_REJECTS; the oldest rejects go first.
-	DefaultRejectsMaxBytes = 256 << 20
+	// JetStream reserves it on disk when the stream is created, so it is kept small
+	// enough for a modest disk; at about 2 KiB a reject it holds some 30,000 webhooks.
+	DefaultRejectsMaxBytes = 64 << 20
 	// DefaultAppendTimeout bounds the wait for a PubAck.
 	DefaultAppendTimeout = 5 * time.Second
 
@@ -50,7 +52,7 @@ const (
 type LogConfig struct {
 	Replicas        int           // 1 embedded, 3 on a cluster
 	DuplicateWindow time.Duration // default 24h
-	RejectsMaxBytes int64         // size bound of KYC_REJECTS, default 256 MiB
+	RejectsMaxBytes int64         // size bound of KYC_REJECTS, default 64 MiB
 	AppendTimeout   time.Duration // how long Append waits for the PubAck, default 5 s
 }
 

@@ -80,7 +80,7 @@ func TestOpenEventLogReopenReportsDifferences(t *testing.T) {
 	}
 	want := map[string]string{
 		"KYC_EVENTS/duplicate_window": "1h0m0s vs 24h0m0s",
-		"KYC_REJECTS/max_bytes":       "1048576 vs 268435456",
+		"KYC_REJECTS/max_bytes":       "1048576 vs 67108864",
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) || logs.Len() != len(want) {
 		t.Fatalf("warnings %v (all: %v), want %v", got, logs.All(), want)

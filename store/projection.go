@@ -641,6 +641,10 @@ func (p *Projection) update(op string, fn func(*bolt.Tx) error) (err error) {
 	return p.txErr(op, p.db.Update(fn))
 }
 
+// Err reports a projection that can no longer serve: once bbolt has failed on a damaged
+// page, every call fails, so readiness checks use this to take the node out of service.
+func (p *Projection) Err() error { return p.usable("store.Projection") }
+
 func (p *Projection) usable(op string) error {
 	if p.broken.Load() {
 		return corrupted(op, p.path, "an earlier read failed")

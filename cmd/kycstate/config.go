@@ -44,6 +44,9 @@ type NATSConfig struct {
 	SyncInterval string `yaml:"sync_interval"`
 	// DuplicateWindow of the stream, default 24h.
 	DuplicateWindow Duration `yaml:"duplicate_window"`
+	// RejectsMaxBytes bounds KYC_REJECTS (oldest dropped first). JetStream reserves it on
+	// disk when the stream is created, so it also sets the least free disk serve needs.
+	RejectsMaxBytes int64 `yaml:"rejects_max_bytes"`
 }
 
 type IngestConfig struct {
@@ -124,7 +127,8 @@ func defaultConfig() Config {
 	return Config{
 		DataDir: "./data",
 		Log:     LogConfig{Level: "info", Format: "json"},
-		NATS:    NATSConfig{Replicas: 1, SyncInterval: "always", DuplicateWindow: Duration(24 * time.Hour)},
+		NATS: NATSConfig{Replicas: 1, SyncInterval: "always", DuplicateWindow: Duration(24 * time.Hour),
+			RejectsMaxBytes: 64 << 20},
 		Ingest: IngestConfig{Listen: ":8080", MaxBody: 1 << 20, MaxInFlight: 256,
 			AppendTimeout: Duration(5 * time.Second)},
 		API:       APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(5 * time.Second), ReadyLag: 1000},
@@ -329,6 +333,12 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 			return nil, cfgErr("nats.sync_interval", "must be \"always\" or a positive duration")
 		}
 		r.Sync = d
+	}
+	if cfg.NATS.RejectsMaxBytes < 1<<20 {
+		return nil, cfgErr("nats.rejects_max_bytes", "must be at least 1048576 (1 MiB)")
+	}
+	if time.Duration(cfg.NATS.DuplicateWindow) < time.Minute {
+		return nil, cfgErr("nats.duplicate_window", "must be at least 1m; Allpass retries for hours, 24h is the default")
 	}
 	if cfg.Ingest.MaxBody <= 0 {
 		return nil, cfgErr("ingest.max_body", "must be positive")

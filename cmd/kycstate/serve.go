@@ -146,6 +146,7 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 			Apps: r.Apps, Log: elog, Logger: lg, Metrics: reg,
 			MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight,
 			AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
+			Ready: func(ctx context.Context) error { _, err := elog.LastSeq(ctx); return err },
 		})
 		if err != nil {
 			return err
@@ -220,7 +221,7 @@ func natsConfig(r *Resolved, name string) store.NATSConfig {
 func logConfig(r *Resolved) store.LogConfig {
 	return store.LogConfig{
 		Replicas: r.NATS.Replicas, DuplicateWindow: time.Duration(r.NATS.DuplicateWindow),
-		AppendTimeout: time.Duration(r.Ingest.AppendTimeout),
+		AppendTimeout: time.Duration(r.Ingest.AppendTimeout), RejectsMaxBytes: r.NATS.RejectsMaxBytes,
 	}
 }
 
