@@ -25,6 +25,7 @@ func authRoutes() []route {
 		{"/v1/applicants?status=APPROVED", RoleReader},
 		{"/v1/anomalies", RoleAuditor},
 		{"/v1/changes", RoleReader},
+		{"/v1/verify", RoleAuditor},
 		{"/healthz", ""},
 		{"/readyz", ""},
 		{"/metrics", ""},
@@ -46,7 +47,7 @@ func authCases() []exchange {
 }
 
 func TestAuth(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newLogFixture(t, nil) // the fixture over a real log, so /v1/verify is served too
 	for _, r := range authRoutes() {
 		t.Run(r.target, func(t *testing.T) {
 			// No token and a wrong token: 401 with a Bearer challenge, on every protected route.

@@ -123,14 +123,24 @@ type fixture struct {
 // and builds the API over it; mod, if not nil, adjusts the config first.
 func newFixture(tb testing.TB, mod func(*Config)) *fixture {
 	tb.Helper()
+	return buildFixture(tb, fixtureEvents(tb, 1, fixtureSpecs()), mod)
+}
+
+// buildFixture folds events into a projection in t.TempDir() (in three batches when
+// there are enough) and builds the API over it; mod, if not nil, adjusts the config first.
+func buildFixture(tb testing.TB, events []domain.Event, mod func(*Config)) *fixture {
+	tb.Helper()
 	proj, err := store.OpenProjection(filepath.Join(tb.TempDir(), "projection.db"), store.ProjectionOptions{})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { proj.Close() })
-	f := &fixture{proj: proj, reg: prometheus.NewRegistry(), folder: domain.NewFolder(),
-		events: fixtureEvents(tb, 1, fixtureSpecs())}
-	for _, batch := range [][]domain.Event{f.events[:7], f.events[7:15], f.events[15:]} {
+	f := &fixture{proj: proj, reg: prometheus.NewRegistry(), folder: domain.NewFolder(), events: events}
+	batches := [][]domain.Event{f.events}
+	if len(f.events) >= 15 {
+		batches = [][]domain.Event{f.events[:7], f.events[7:15], f.events[15:]}
+	}
+	for _, batch := range batches {
 		if _, err := proj.Apply(batch, f.folder); err != nil {
 			tb.Fatal(err)
 		}

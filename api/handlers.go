@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -390,6 +391,55 @@ func (s *server) handleChanges() http.Handler {
 				return
 			}
 		}
+	})
+}
+
+// handleVerify answers GET /v1/verify: the log folded afresh up to the projection's
+// checkpoint and compared with the projection, every difference listed (store.Verify).
+//
+// It reads the whole log, so it is bounded by verifyTimeout (503 past it), runs one at a
+// time per node (409 while another runs: two would only halve each other's speed), and
+// moves this request's write deadline past its bound, because the server's WriteTimeout
+// is sized for the short routes and would cut the answer.
+func (s *server) handleVerify() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(err error) { writeError(w, r, s.log, err) }
+		if s.verify == nil {
+			fail(domain.E("verify", domain.KindNotFound, "this node does not verify: it was started without an event log to compare with"))
+			return
+		}
+		select {
+		case s.verifying <- struct{}{}:
+			defer func() { <-s.verifying }()
+		default:
+			fail(domain.E("verify", domain.KindConflict, "a verify is already running on this node; ask again when it has answered"))
+			return
+		}
+		err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.verifyTimeout + writeMargin))
+		if err != nil && !errors.Is(err, http.ErrNotSupported) {
+			s.log.Warn("verify: cannot extend the write deadline", zap.Error(err))
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), s.verifyTimeout)
+		defer cancel()
+		start := time.Now()
+		res, err := s.verify(ctx)
+		switch {
+		case r.Context().Err() != nil:
+			return // the client went away; no one to answer
+		case err != nil && ctx.Err() != nil:
+			fail(domain.E("verify", domain.KindUnavailable, fmt.Sprintf(
+				"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout)))
+			return
+		case err != nil:
+			fail(err)
+			return
+		}
+		p, _ := principalFrom(r.Context())
+		s.log.Info("verified", zap.String("token", p.name), zap.Uint64("checkpoint", res.Checkpoint),
+			zap.Uint64("events", res.Events), zap.Int("differences", len(res.Differences)),
+			zap.Duration("took", time.Since(start)))
+		setSeq(w, res.Checkpoint)
+		writeJSON(w, http.StatusOK, newVerifyView(res))
 	})
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/domain"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -48,11 +49,36 @@ func TestOpenAPI(t *testing.T) {
 		exercised[tmpl] = true
 	}
 
+	// /v1/verify over a real log: agreeing, finding every kind of difference but count,
+	// busy and past its bound. (authCases above meet its 404 on the fixture without a log.)
+	lf := newLogFixture(t, nil)
+	exercised[doc.check(t, "/v1/verify", lf.get(t, "/v1/verify", auditorToken))] = true
+	var other []domain.Event
+	for _, e := range lf.events {
+		if e.ApplicantID != idD {
+			other = append(other, e)
+		}
+	}
+	other[len(other)-1].Stored = append(slices.Clip(other[len(other)-1].Stored), ' ')
+	other = append(other, fixtureEvents(t, uint64(len(lf.events))+1, []spec{{id: idNone, app: app1, typ: domain.EventCreated}})...)
+	differ := buildFixture(t, other, verifyAgainst(lf.log, nil))
+	rec := differ.get(t, "/v1/verify", auditorToken)
+	if n := len(decode(t, rec.Body.Bytes()).(map[string]any)["differences"].([]any)); n != 4 {
+		t.Errorf("/v1/verify on a projection of another log: %d differences, want 4: %s", n, rec.Body)
+	}
+	doc.check(t, "/v1/verify", rec)
+	timeout := newLogFixture(t, func(c *Config) { c.VerifyTimeout = time.Nanosecond })
+	if rec := timeout.get(t, "/v1/verify", auditorToken); rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("/v1/verify past its bound: %d", rec.Code)
+	} else {
+		doc.check(t, "/v1/verify", rec)
+	}
+
 	// A server that is not ready: the 503 of /readyz.
 	notReady := newFixture(t, func(c *Config) {
 		c.Ready = func(context.Context) error { return errors.New("log unreachable") }
 	})
-	rec := notReady.get(t, "/readyz", "")
+	rec = notReady.get(t, "/readyz", "")
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz not ready: %d", rec.Code)
 	}

@@ -10,6 +10,7 @@ func (s *server) routes() {
 	s.handle("GET /v1/applicants", s.require(RoleReader, s.handleApplicants()))
 	s.handle("GET /v1/anomalies", s.require(RoleAuditor, s.handleAnomalies()))
 	s.handle("GET /v1/changes", s.require(RoleReader, s.handleChanges()))
+	s.handle("GET /v1/verify", s.require(RoleAuditor, s.handleVerify())) // 404 inside when cfg.Verify is nil
 
 	// Health and metrics are unauthenticated, as probes and Prometheus scrapers expect;
 	// they reveal no applicant data. Bind the API to a private address.

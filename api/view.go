@@ -161,3 +161,29 @@ func uintPtr(n uint64) *uint64 {
 	}
 	return &n
 }
+
+// verifyView is what GET /v1/verify found: store.VerifyResult in the wire form.
+type verifyView struct {
+	Checkpoint  uint64           `json:"checkpoint"`
+	LogLast     uint64           `json:"logLast"`
+	Applicants  int              `json:"applicants"`
+	Events      uint64           `json:"events"`
+	Differences []differenceView `json:"differences"`
+}
+
+// differenceView is one disagreement between the log and the projection.
+type differenceView struct {
+	Kind        store.DifferenceKind `json:"kind"`
+	ApplicantID *string              `json:"applicantId"` // null: the checkpoint, not an applicant
+	Log         string               `json:"log"`
+	Projection  string               `json:"projection"`
+}
+
+func newVerifyView(r store.VerifyResult) verifyView {
+	v := verifyView{Checkpoint: r.Checkpoint, LogLast: r.LogLast, Applicants: r.Applicants, Events: r.Events,
+		Differences: make([]differenceView, len(r.Differences))}
+	for i, d := range r.Differences {
+		v.Differences[i] = differenceView{Kind: d.Kind, ApplicantID: strPtr(d.ApplicantID), Log: d.Log, Projection: d.Projection}
+	}
+	return v
+}
