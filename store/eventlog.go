@@ -423,7 +423,8 @@ func (l *EventLog) Applicant(ctx context.Context, app domain.AppKey, id domain.A
 
 // Read calls fn for every event from sequence from (inclusive) up to the last sequence at
 // the time of the call, in order, in batches of at most batch events. It stops at the first
-// error fn returns.
+// error fn returns. Events carry the fold's inputs, the payload and Stored; ev.Raw is not
+// decoded (DecodeEvent(ev.Seq, ev.Stored) has it).
 //
 // fn's error is returned as it is; otherwise ctx.Err() when ctx ends, KindInvalid for a
 // batch below 1, KindInternal for a message that is not a stored event, KindUnavailable
@@ -445,12 +446,13 @@ func (l *EventLog) Read(ctx context.Context, from uint64, batch int, fn func([]d
 	return scan(ctx, l, span{
 		op: op, stream: l.events, from: from, until: last, maxBatch: batch,
 		prefetch: readPrefetch, contiguous: true,
-	}, decodeEvent, fn)
+	}, decodeFoldInputs, fn)
 }
 
 // Follow delivers every event from sequence from on, in order, without gaps or repeats, in
 // batches bounded by maxBatch and by maxWait since the batch's first event, until ctx ends.
 // It survives reconnects by resuming after the last event it delivered. fn's error stops it.
+// Events are decoded as Read decodes them (no ev.Raw).
 //
 // It returns ctx.Err() when ctx ends and fn's error as it is; KindInvalid for maxBatch
 // below 1, KindInternal for a message that is not a stored event, KindUnavailable once
@@ -466,7 +468,7 @@ func (l *EventLog) Follow(ctx context.Context, from uint64, maxBatch int, maxWai
 	return scan(ctx, l, span{
 		op: op, stream: l.events, from: max(from, 1), maxBatch: maxBatch,
 		maxWait: max(maxWait, 0), prefetch: readPrefetch, contiguous: true,
-	}, decodeEvent, fn)
+	}, decodeFoldInputs, fn)
 }
 
 // DecodeEvent parses a stored message. seq and data are kept in the event.
@@ -485,12 +487,27 @@ func DecodeEvent(seq uint64, data []byte) (domain.Event, error) {
 // the canonical form Append writes goes through fastDecodeEvent; anything else, and
 // every error, goes through encoding/json, which stays the definition of the format.
 func decodeEvent(seq uint64, data []byte) (domain.Event, error) {
+	return decodeStored(seq, data, false)
+}
+
+// decodeFoldInputs is decodeEvent without ev.Raw: Read and Follow feed the fold, the
+// projection and exports, which read the fold's inputs and ev.Stored but never the original
+// body, and unescaping that body (JSON inside a JSON string) was the largest single cost
+// of a rebuild's decode. DecodeEvent(ev.Seq, ev.Stored) gives it back when wanted.
+func decodeFoldInputs(seq uint64, data []byte) (domain.Event, error) {
+	return decodeStored(seq, data, true)
+}
+
+func decodeStored(seq uint64, data []byte, skipRaw bool) (domain.Event, error) {
 	const op = "store.DecodeEvent"
 	var ev domain.Event
-	if !fastDecodeEvent(data, &ev) {
+	if !fastDecodeEvent(data, &ev, skipRaw) {
 		ev = domain.Event{}
 		if err := json.Unmarshal(data, &ev); err != nil {
 			return domain.Event{}, domain.E(op, domain.KindInternal, fmt.Errorf("seq %d is not a stored event: %w", seq, err))
+		}
+		if skipRaw {
+			ev.Raw = nil
 		}
 	}
 	if ev.V != domain.StoredVersion {
@@ -813,7 +830,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // back to json.Unmarshal. When it reports true, ev is what json.Unmarshal would have
 // produced (FuzzFastDecodeEventMatchesJSON checks this), except that ev.Payload shares
 // data's memory instead of holding a copy.
-func fastDecodeEvent(data []byte, ev *domain.Event) bool {
+func fastDecodeEvent(data []byte, ev *domain.Event, skipRaw bool) bool {
 	d := fastDec{data: data}
 	if !d.eat('{') {
 		return false
@@ -872,7 +889,11 @@ func fastDecodeEvent(data []byte, ev *domain.Event) bool {
 			ev.Payload, ok = d.rawValue()
 		case "raw":
 			bit = 1 << 12
-			ev.Raw, ok = d.rawObject()
+			if skipRaw {
+				ok = d.skipValue(0)
+			} else {
+				ev.Raw, ok = d.rawObject()
+			}
 		default:
 			return false
 		}

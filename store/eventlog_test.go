@@ -1034,12 +1034,12 @@ func TestFastDecodeCoversCanonicalForm(t *testing.T) {
 				ev.Raw = &domain.Raw{Body: logTrickyString(r), Signature: logTrickyString(r)}
 			}
 		}
-		data, err := json.Marshal(ev)
+		data, err := appendStoredEvent(nil, ev)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var fast, slow domain.Event
-		if !fastDecodeEvent(data, &fast) {
+		if !fastDecodeEvent(data, &fast, false) {
 			t.Fatalf("canonical form not decoded by the fast path:\n%s", data)
 		}
 		if err := json.Unmarshal(data, &slow); err != nil {
@@ -1065,7 +1065,7 @@ func FuzzFastDecodeEventMatchesJSON(f *testing.F) {
 	f.Add([]byte(`{"eventAt":"2025-01-01T00:00:00+01:00","receivedAt":"2025-01-01T00:00:00.5Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var fast domain.Event
-		if !fastDecodeEvent(data, &fast) {
+		if !fastDecodeEvent(data, &fast, false) {
 			return
 		}
 		var slow domain.Event
@@ -1074,6 +1074,15 @@ func FuzzFastDecodeEventMatchesJSON(f *testing.F) {
 		}
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("decodes differ for %q\nfast %#v\njson %#v", data, fast, slow)
+		}
+		// Without the raw body, the same event less ev.Raw.
+		var lean domain.Event
+		if !fastDecodeEvent(data, &lean, true) {
+			t.Fatalf("fast path without raw refused what it accepts with raw: %q", data)
+		}
+		slow.Raw = nil
+		if !reflect.DeepEqual(lean, slow) {
+			t.Fatalf("decodes without raw differ for %q\nlean %#v\njson %#v", data, lean, slow)
 		}
 	})
 }
