@@ -133,7 +133,8 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 		h, err := api.NewServer(api.Config{
 			Projection: proj, Tokens: apiTokens(r), Logger: lg,
 			Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
-			Ready: func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
+			Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
+			Verify: func(ctx context.Context) (store.VerifyResult, error) { return store.Verify(ctx, elog, proj) },
 		})
 		if err != nil {
 			return err
