@@ -136,6 +136,7 @@ func TestSecurityReadAPIAuth(t *testing.T) {
 		"/v1/applicants/{id}/history": {"", "?after=0&limit=10"},
 		"/v1/applicants":              {"?externalUserId=" + ext, "?status=REJECTED"},
 		"/v1/anomalies":               {""},
+		"/v1/verify":                  {""},
 		"/v1/changes":                 {"?after=0", "?after=0&wait=5"},
 	}
 	wrong := randomHex(24)
