@@ -38,20 +38,7 @@ type opsSetup struct {
 // read offline (the embedded store must not have two servers) and when ownsProjection says
 // the command reads or replaces <data_dir>/projection.db.
 func openOps(ctx context.Context, e *env, cfgPath string, needApps, ownsProjection bool) (*opsSetup, error) {
-	cfg, err := loadConfig(cfgPath, e.getenv, e.environ)
-	if err != nil {
-		return nil, err
-	}
-	if cfgPath == "" && len(cfg.Apps) == 0 {
-		// Development mode: use the config serve generated, if there is one.
-		dev := filepath.Join(cfg.DataDir, devConfigName)
-		if _, err := os.Stat(dev); err == nil {
-			if cfg, err = loadConfig(dev, e.getenv, e.environ); err != nil {
-				return nil, err
-			}
-		}
-	}
-	r, err := resolveConfig(cfg, e.getenv, needApps, false)
+	r, err := opsConfig(e, cfgPath, needApps)
 	if err != nil {
 		return nil, err
 	}

@@ -144,7 +144,7 @@ func verifyToken(e *env, cfgPath, flagValue string) (string, error) {
 	if flagValue != "" {
 		return Secret(flagValue).resolve("--token", e.getenv)
 	}
-	r, err := opsConfig(e, cfgPath)
+	r, err := opsConfig(e, cfgPath, false)
 	if err != nil {
 		return "", fmt.Errorf("%w (or give the auditor token with --token)", err)
 	}
@@ -156,8 +156,9 @@ func verifyToken(e *env, cfgPath, flagValue string) (string, error) {
 	return "", fmt.Errorf("%w: no auditor token in the config's api.tokens; give one with --token", errUsage)
 }
 
-// opsConfig loads and resolves the config the way openOps does, without opening the log.
-func opsConfig(e *env, cfgPath string) (*Resolved, error) {
+// opsConfig loads and resolves an audit or operations command's config: --config, or
+// without one the development config serve wrote under data_dir, if there is one.
+func opsConfig(e *env, cfgPath string, needApps bool) (*Resolved, error) {
 	cfg, err := loadConfig(cfgPath, e.getenv, e.environ)
 	if err != nil {
 		return nil, err
@@ -170,13 +171,13 @@ func opsConfig(e *env, cfgPath string) (*Resolved, error) {
 			}
 		}
 	}
-	return resolveConfig(cfg, e.getenv, false, false)
+	return resolveConfig(cfg, e.getenv, needApps, false)
 }
 
 // suggestAPI adds to err, when a running process holds the data dir, how to verify the
 // running service instead.
 func suggestAPI(e *env, cfgPath string, err error) error {
-	r, cerr := opsConfig(e, cfgPath)
+	r, cerr := opsConfig(e, cfgPath, false)
 	if cerr != nil || !dataDirLocked(r.DataDir) {
 		return err
 	}
