@@ -223,12 +223,15 @@ func (e *env) lastSeq(tb testing.TB) uint64 {
 	return seq
 }
 
-// events reads the whole event stream back.
+// events reads the whole event stream back, each event decoded whole (Read leaves out
+// the raw body, which these tests check).
 func (e *env) events(tb testing.TB) []domain.Event {
 	tb.Helper()
 	var all []domain.Event
 	err := e.log.Read(context.Background(), 1, 256, func(evs []domain.Event) error {
-		all = append(all, evs...)
+		for _, ev := range evs {
+			all = append(all, decodeWhole(tb, ev))
+		}
 		return nil
 	})
 	if err != nil {
@@ -1124,7 +1127,17 @@ func readOne(tb testing.TB, log *store.EventLog, seq uint64) domain.Event {
 	if len(got) == 0 || got[0].Seq != seq {
 		tb.Fatalf("no event at seq %d", seq)
 	}
-	return got[0]
+	return decodeWhole(tb, got[0])
+}
+
+// decodeWhole decodes ev's stored bytes with everything, the raw body included.
+func decodeWhole(tb testing.TB, ev domain.Event) domain.Event {
+	tb.Helper()
+	whole, err := store.DecodeEvent(ev.Seq, ev.Stored)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return whole
 }
 
 // TestStoredEventOverLogLimit: a body under the handler's limit whose stored event (raw
