@@ -25,8 +25,11 @@ import (
 
 // Config tunes the projector.
 type Config struct {
-	MaxBatch int           // events per bbolt transaction, default 500
-	MaxWait  time.Duration // how long a partial batch waits for more, default 10 ms
+	MaxBatch int // events per bbolt transaction, default 500
+	// MaxWait is how long a partial batch, once the stream has nothing more pending, waits
+	// for more; default 1 ms. Batches grow by themselves under load (events pile up while
+	// a commit syncs), so a long linger only adds latency to every read-your-writes.
+	MaxWait time.Duration
 	// RetryMin and RetryMax bound the backoff after a failed commit (disk full, say) or a
 	// lost stream; the projector keeps retrying until ctx ends.
 	RetryMin, RetryMax time.Duration
@@ -39,7 +42,7 @@ func (c *Config) defaults() {
 		c.MaxBatch = 500
 	}
 	if c.MaxWait <= 0 {
-		c.MaxWait = 10 * time.Millisecond
+		c.MaxWait = time.Millisecond
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = 100 * time.Millisecond

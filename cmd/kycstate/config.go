@@ -132,7 +132,7 @@ func defaultConfig() Config {
 		Ingest: IngestConfig{Listen: ":8080", MaxBody: 1 << 20, MaxInFlight: 256,
 			AppendTimeout: Duration(5 * time.Second)},
 		API:       APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(5 * time.Second), ReadyLag: 1000},
-		Projector: ProjectorConfig{Batch: 500, BatchWait: Duration(10 * time.Millisecond)},
+		Projector: ProjectorConfig{Batch: 500, BatchWait: Duration(time.Millisecond)},
 	}
 }
 
