@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
@@ -81,6 +82,7 @@ type HandlerConfig struct {
 // beyond the in-flight semaphore and the metrics.
 type handler struct {
 	ready         func(ctx context.Context) error
+	appends       appendHealth
 	apps          appIndex
 	log           EventLog
 	logger        *zap.Logger
@@ -98,7 +100,8 @@ type handler struct {
 //	POST /webhooks/allpass/{app}  {app} = a configured app's name or appKey
 //	POST /webhooks/allpass        tries every configured app; the MAC or tag picks one
 //	GET  /healthz                 alive
-//	GET  /readyz                  the log is reachable (HandlerConfig.Ready)
+//	GET  /readyz                  the log is reachable (HandlerConfig.Ready) and appends
+//	                              have not been failing for the last 30 s
 //
 // A webhook is answered 200 {"seq":N,"duplicate":false} only after the log acknowledged
 // it, and 200 with "duplicate":true when the log already had it. Every refusal is a JSON
@@ -164,14 +167,10 @@ func (h *handler) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if h.ready != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := h.ready(ctx); err != nil {
-				w.Header().Set("Retry-After", "5")
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
-				return
-			}
+		if !h.isReady(r.Context()) {
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -313,6 +312,9 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 	ctx, cancel := context.WithTimeout(r.Context(), h.appendTimeout)
 	seq, dup, err := h.log.Append(ctx, &ev, msgID)
 	cancel()
+	if r.Context().Err() == nil { // a client that went away says nothing about the log
+		h.appends.record(err == nil, h.now())
+	}
 	if err != nil {
 		h.refuse(w, r, x, errAppend(err))
 		return
@@ -328,6 +330,47 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 	h.m.duration.Observe(time.Since(x.start).Seconds())
 	h.logger.Debug("webhook appended", zap.String("app", x.label), zap.Uint64("seq", seq),
 		zap.Bool("duplicate", dup), zap.String("remote", r.RemoteAddr))
+}
+
+// isReady: no append failed recently without a good one since, and the log answers.
+func (h *handler) isReady(ctx context.Context) bool {
+	if h.appends.failing(h.now()) {
+		return false
+	}
+	if h.ready == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return h.ready(ctx) == nil
+}
+
+// appendHealth remembers how the last appends went, for /readyz: a log that can be read
+// but not written (its disk full, say: nats-server then refuses every write until it
+// restarts) must take the node out of a load balancer's rotation too.
+type appendHealth struct {
+	mu         sync.Mutex
+	lastFailed bool      // the last append to finish failed
+	failedAt   time.Time // when
+}
+
+// appendFailWindow is how long a failed append, not followed by a good one, makes the node
+// unready. It ends by itself so that a node taken out of rotation is tried again.
+const appendFailWindow = 30 * time.Second
+
+func (a *appendHealth) record(ok bool, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.lastFailed = !ok
+	if !ok {
+		a.failedAt = now
+	}
+}
+
+func (a *appendHealth) failing(now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastFailed && now.Sub(a.failedAt) < appendFailWindow
 }
 
 // appendResult is the body of a 200.
