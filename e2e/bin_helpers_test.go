@@ -203,10 +203,11 @@ func seal(app ingest.App, keys ingest.Keys, applicant, typ, step string, at time
 
 // answer is what ingest said to one webhook.
 type answer struct {
-	code int
-	seq  uint64
-	dup  bool
-	body string
+	code       int
+	seq        uint64
+	dup        bool
+	body       string
+	retryAfter string // the Retry-After header, which a 503 must carry
 }
 
 // errBadAnswer marks an answer that broke the ingest contract, as opposed to no answer.
@@ -230,7 +231,7 @@ func postHook(client *http.Client, base, appName string, h hook) (answer, error)
 	if err != nil {
 		return answer{}, err
 	}
-	a := answer{code: resp.StatusCode, body: string(b)}
+	a := answer{code: resp.StatusCode, body: string(b), retryAfter: resp.Header.Get("Retry-After")}
 	if a.code == http.StatusOK {
 		var r struct {
 			Seq       *uint64 `json:"seq"`

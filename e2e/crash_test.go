@@ -219,29 +219,11 @@ func checkAcksInProjection(t *testing.T, s *binService, acks map[string]ack) {
 	if len(per) == 0 {
 		t.Fatal("no acknowledged webhooks to check")
 	}
-	var any string
-	for id := range per {
-		any = id
-		break
-	}
-	// minSeq waits a bounded time per request; ask again until the projection has it.
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		code, body := getJSON(t, fmt.Sprintf("%s/v1/applicants/%s?minSeq=%d", s.apiURL, any, maxSeq), s.reader, nil)
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("projection did not reach seq %d: %d %s", maxSeq, code, body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	for id, want := range per {
+	for _, want := range per {
 		slices.Sort(want)
-		got := historySeqs(t, s.apiURL, s.auditor, id)
-		if !slices.Equal(got, want) {
-			t.Errorf("history of %s: seqs %v, want the acknowledged %v", id, got, want)
-		}
+	}
+	waitHistories(t, s, per, maxSeq, 90*time.Second)
+	for id, want := range per {
 		var st applicantState
 		if code, body := getJSON(t, s.apiURL+"/v1/applicants/"+id, s.reader, &st); code != http.StatusOK {
 			t.Errorf("state of %s: %d %s", id, code, body)
@@ -363,4 +345,32 @@ func TestCrashKill9UnderLoad(t *testing.T) {
 	out := s.mustOps(t, "rebuild")
 	t.Logf("rebuild: %s", out)
 	mustVerify(t, s, len(acks))
+}
+
+// waitHistories waits until the service's projection has applied seq (asking again with
+// ?minSeq, which waits a bounded time per request), then checks that each applicant's
+// history holds exactly the sequences in per, in order.
+func waitHistories(t *testing.T, s *binService, per map[string][]uint64, seq uint64, within time.Duration) {
+	t.Helper()
+	var any string
+	for id := range per {
+		any = id
+		break
+	}
+	deadline := time.Now().Add(within)
+	for {
+		code, body := getJSON(t, fmt.Sprintf("%s/v1/applicants/%s?minSeq=%d", s.apiURL, any, seq), s.reader, nil)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("projection did not reach seq %d: %d %s", seq, code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for id, want := range per {
+		if got := historySeqs(t, s.apiURL, s.auditor, id); !slices.Equal(got, want) {
+			t.Errorf("history of %s: seqs %v, want %v", id, got, want)
+		}
+	}
 }

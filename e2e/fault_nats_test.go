@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,27 +156,7 @@ func TestFaultNATSUnavailable(t *testing.T) {
 		per[e.ApplicantID] = append(per[e.ApplicantID], e.Seq)
 		last = max(last, e.Seq)
 	}
-	var any string
-	for id := range per {
-		any = id
-		break
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, body := getJSON(t, fmt.Sprintf("%s/v1/applicants/%s?minSeq=%d", s.apiURL, any, last), s.reader, nil)
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("query node did not reach seq %d: %d %s", last, code, body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	for id, want := range per {
-		if got := historySeqs(t, s.apiURL, s.auditor, id); !slices.Equal(got, want) {
-			t.Errorf("query node's history of %s: seqs %v, the log has %v", id, got, want)
-		}
-	}
+	waitHistories(t, s, per, last, 60*time.Second)
 	fNoPanic(t, "ingest", ing.Output())
 	fNoPanic(t, "query", qry.Output())
 	ing.mustTerm(t)

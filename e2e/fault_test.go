@@ -323,43 +323,6 @@ func TestFaultDiskFullProjection(t *testing.T) {
 		len(acks), len(acks)-beforeFull, time.Since(began).Round(time.Millisecond))
 }
 
-// fAnswer is one webhook answer with the header a 503 must carry.
-type fAnswer struct {
-	answer
-	retryAfter string
-}
-
-// fPost sends h once; an error means no HTTP answer.
-func fPost(client *http.Client, base, appName string, h hook) (fAnswer, error) {
-	req, err := http.NewRequest(http.MethodPost, base+"/webhooks/allpass/"+appName, strings.NewReader(string(h.body)))
-	if err != nil {
-		return fAnswer{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("x-allpass-signature", h.sig)
-	resp, err := client.Do(req)
-	if err != nil {
-		return fAnswer{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fAnswer{}, err
-	}
-	a := fAnswer{answer: answer{code: resp.StatusCode, body: string(b)}, retryAfter: resp.Header.Get("Retry-After")}
-	if a.code == http.StatusOK {
-		var r struct {
-			Seq       uint64 `json:"seq"`
-			Duplicate bool   `json:"duplicate"`
-		}
-		if err := json.Unmarshal(b, &r); err != nil || r.Seq == 0 {
-			return a, fmt.Errorf("%w: %q", errBadAnswer, b)
-		}
-		a.seq, a.dup = r.Seq, r.Duplicate
-	}
-	return a, nil
-}
-
 // TestFaultDiskFullLog puts the whole data dir of serve (the embedded NATS store and the
 // projection) on a tmpfs and fills it. The log cannot store anything, so ingest must
 // refuse every webhook with 503 and Retry-After (Allpass resends it) and never answer 200;
@@ -367,9 +330,9 @@ func fPost(client *http.Client, base, appName string, h hook) (fAnswer, error) {
 // webhooks refused meanwhile are accepted when resent, the events acknowledged before are
 // all still there, and verify passes.
 //
-// The tmpfs is 400 MiB, not smaller: JetStream counts KYC_REJECTS's 256 MiB bound against
-// 75% of the disk's free space when the stream is created, so serve does not start with
-// less (see docs/RELIABILITY.md). Whether appends resume without a restart once space
+// The tmpfs is 400 MiB: JetStream counts KYC_REJECTS's bound (nats.rejects_max_bytes)
+// against 75% of the disk's free space when the stream is created, and the test was sized
+// when that bound was 256 MiB. Whether appends resume without a restart once space
 // returns is logged, not required: nats-server keeps a message block's first write error
 // and refuses every later write to it until the server restarts.
 func TestFaultDiskFullLog(t *testing.T) {
@@ -410,7 +373,7 @@ func TestFaultDiskFullLog(t *testing.T) {
 	var refused []hook
 	for i := 20; i < 60 && len(refused) < 3; i++ {
 		h := newHook(i)
-		a, err := fPost(client, s.ingestURL, s.app.Name, h)
+		a, err := postHook(client, s.ingestURL, s.app.Name, h)
 		switch {
 		case err != nil:
 			t.Fatalf("webhook with the log's disk full: %v", err)
@@ -442,7 +405,7 @@ func TestFaultDiskFullLog(t *testing.T) {
 	// Allpass resends: with space back, each answer is 200 or 503, nothing else.
 	recovered := 0
 	for _, h := range refused {
-		a, err := fPost(client, s.ingestURL, s.app.Name, h)
+		a, err := postHook(client, s.ingestURL, s.app.Name, h)
 		if err != nil {
 			t.Fatalf("resending after the space returned: %v", err)
 		}
@@ -463,7 +426,7 @@ func TestFaultDiskFullLog(t *testing.T) {
 	for _, h := range refused {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			a, err := fPost(client, s.ingestURL, s.app.Name, h)
+			a, err := postHook(client, s.ingestURL, s.app.Name, h)
 			if err != nil {
 				t.Fatalf("resending after the restart: %v", err)
 			}
