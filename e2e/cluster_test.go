@@ -271,9 +271,19 @@ func clReadStream(t *testing.T, c *clCluster, last uint64) (map[uint64]clKey, ma
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cons, err := c.js.OrderedConsumer(ctx, clStream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatalf("ordered consumer: %v", err)
+	// Right after nodes return, JetStream may still answer "temporarily unavailable":
+	// the check reads the stream when the cluster can serve it, within the minute.
+	var cons jetstream.Consumer
+	for {
+		var err error
+		if cons, err = c.js.OrderedConsumer(ctx, clStream, jetstream.OrderedConsumerConfig{}); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("ordered consumer: %v", err)
+		}
+		t.Logf("ordered consumer: %v (retrying)", err)
+		time.Sleep(500 * time.Millisecond)
 	}
 	bySeq := map[uint64]clKey{}
 	count := map[clKey]int{}
