@@ -197,33 +197,14 @@ func (q query) time(name string) (time.Time, error) {
 	return t, nil
 }
 
-// parseUUID checks a UUID (8-4-4-4-12 hex digits, either case) and returns it in lower
-// case, the form ids are stored in.
+// parseUUID checks a UUID (either case) and returns it in canonical lower case, the form
+// ids are stored in.
 func parseUUID(name, s string) (string, error) {
-	bad := func() (string, error) {
+	u, ok := domain.ParseUUID(s)
+	if !ok {
 		return "", domain.E(name, domain.KindInvalid, fmt.Sprintf("must be a UUID, got %s", quote(s)))
 	}
-	if len(s) != 36 {
-		return bad()
-	}
-	b := []byte(s)
-	for i, c := range b {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return bad()
-			}
-			continue
-		}
-		switch {
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'f':
-		case 'A' <= c && c <= 'F':
-			b[i] = c + ('a' - 'A')
-		default:
-			return bad()
-		}
-	}
-	return string(b), nil
+	return u, nil
 }
 
 // quote shows a bad value in an error message, shortened: the caller sent it, but a

@@ -81,7 +81,7 @@ type Config struct {
 	// Verify answers GET /v1/verify (auditor): it folds the log afresh and compares it
 	// with Projection, as store.Verify does. Nil: the route answers 404, after the same
 	// authentication as on a node that has it, saying this node does not verify.
-	Verify func(ctx context.Context) (store.VerifyResult, error)
+	Verify func(ctx context.Context) (domain.VerifyResult, error)
 	// VerifyTimeout bounds one GET /v1/verify (default DefaultVerifyTimeout). The
 	// request's write deadline is moved past it, so the server's WriteTimeout does not
 	// cut the answer.
@@ -98,7 +98,7 @@ type server struct {
 	ready          func(ctx context.Context) error
 	maxWait        time.Duration
 	maxChangesWait time.Duration
-	verify         func(ctx context.Context) (store.VerifyResult, error)
+	verify         func(ctx context.Context) (domain.VerifyResult, error)
 	verifyTimeout  time.Duration
 	verifying      chan struct{} // holds a token while a verify runs: one at a time
 	mux            *http.ServeMux

@@ -45,7 +45,7 @@ func newLogFixture(tb testing.TB, mod func(*Config)) *logFixture {
 func verifyAgainst(elog *store.EventLog, mod func(*Config)) func(*Config) {
 	return func(c *Config) {
 		proj := c.Projection
-		c.Verify = func(ctx context.Context) (store.VerifyResult, error) { return store.Verify(ctx, elog, proj) }
+		c.Verify = func(ctx context.Context) (domain.VerifyResult, error) { return store.Verify(ctx, elog, proj) }
 		if mod != nil {
 			mod(c)
 		}
@@ -258,7 +258,7 @@ func TestVerifyRouteOneAtATime(t *testing.T) {
 	var once sync.Once
 	f := newLogFixture(t, func(c *Config) {
 		verify := c.Verify
-		c.Verify = func(ctx context.Context) (store.VerifyResult, error) {
+		c.Verify = func(ctx context.Context) (domain.VerifyResult, error) {
 			once.Do(func() {
 				close(started)
 				<-release
@@ -303,7 +303,7 @@ func TestVerifyRouteOutlastsWriteTimeout(t *testing.T) {
 	const writeTimeout = 100 * time.Millisecond
 	f := newLogFixture(t, func(c *Config) {
 		verify := c.Verify
-		c.Verify = func(ctx context.Context) (store.VerifyResult, error) {
+		c.Verify = func(ctx context.Context) (domain.VerifyResult, error) {
 			res, err := verify(ctx)
 			// Longer than the server's WriteTimeout, as a verify of a long log is.
 			select {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
 )
 
 // The response bodies. They are views, not the domain types: domain.State carries the
@@ -139,7 +138,7 @@ type changesView struct {
 	Next uint64 `json:"next"`
 }
 
-func newChangeViews(cs []store.Change) []changeView {
+func newChangeViews(cs []domain.Change) []changeView {
 	out := make([]changeView, len(cs))
 	for i, c := range cs {
 		out[i] = changeView{
@@ -162,7 +161,7 @@ func uintPtr(n uint64) *uint64 {
 	return &n
 }
 
-// verifyView is what GET /v1/verify found: store.VerifyResult in the wire form.
+// verifyView is what GET /v1/verify found: domain.VerifyResult in the wire form.
 type verifyView struct {
 	Checkpoint  uint64           `json:"checkpoint"`
 	LogLast     uint64           `json:"logLast"`
@@ -173,13 +172,13 @@ type verifyView struct {
 
 // differenceView is one disagreement between the log and the projection.
 type differenceView struct {
-	Kind        store.DifferenceKind `json:"kind"`
-	ApplicantID *string              `json:"applicantId"` // null: the checkpoint, not an applicant
-	Log         string               `json:"log"`
-	Projection  string               `json:"projection"`
+	Kind        domain.DifferenceKind `json:"kind"`
+	ApplicantID *string               `json:"applicantId"` // null: the checkpoint, not an applicant
+	Log         string                `json:"log"`
+	Projection  string                `json:"projection"`
 }
 
-func newVerifyView(r store.VerifyResult) verifyView {
+func newVerifyView(r domain.VerifyResult) verifyView {
 	v := verifyView{Checkpoint: r.Checkpoint, LogLast: r.LogLast, Applicants: r.Applicants, Events: r.Events,
 		Differences: make([]differenceView, len(r.Differences))}
 	for i, d := range r.Differences {

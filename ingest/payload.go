@@ -122,36 +122,11 @@ func parsePayload(app domain.AppKey, plaintext []byte, envelopeTime string, rece
 // it in lower case, the form used in subjects and stored events. Errors are KindInvalid
 // (code invalid_config).
 func ParseAppKey(s string) (domain.AppKey, error) {
-	u, ok := canonicalUUID(s)
+	u, ok := domain.ParseUUID(s)
 	if !ok {
 		return "", fail("ingest.ParseAppKey", domain.KindInvalid, CodeInvalidConfig, "app key is not a UUID")
 	}
 	return domain.AppKey(u), nil
-}
-
-// canonicalUUID returns s in lower case if it is 8-4-4-4-12 hex digits.
-func canonicalUUID(s string) (string, bool) {
-	if len(s) != 36 {
-		return "", false
-	}
-	b := []byte(s)
-	for i, c := range b {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return "", false
-			}
-			continue
-		}
-		switch {
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'f':
-		case 'A' <= c && c <= 'F':
-			b[i] = c + ('a' - 'A')
-		default:
-			return "", false
-		}
-	}
-	return string(b), true
 }
 
 // uuidField reads a required UUID field in canonical form. Its errors complete a sentence
@@ -164,7 +139,7 @@ func uuidField(fields map[string]json.RawMessage, name string) (string, error) {
 	case !present:
 		return "", errors.New("is missing")
 	}
-	u, ok := canonicalUUID(s)
+	u, ok := domain.ParseUUID(s)
 	if !ok {
 		return "", errors.New("is not a UUID")
 	}

@@ -232,7 +232,7 @@ func (r *runner) plan(i int, now time.Time) *journey {
 		UTC().Truncate(time.Millisecond)
 	evs := newEvents(rng, start)
 	return &journey{
-		id:        domain.ApplicantID(newUUID()),
+		id:        domain.ApplicantID(domain.NewUUID()),
 		ext:       domain.ExternalUserID(fmt.Sprintf("sim-%s-%06d", r.runID, i)),
 		createdAt: start,
 		events:    evs,
@@ -303,16 +303,6 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// newUUID returns a random (version 4) UUID, as Allpass gives applicants.
-func newUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 func randHex(n int) string {

@@ -194,7 +194,7 @@ func decodeRecord(b []byte) (domain.Record, error) {
 	return r, nil
 }
 
-func appendChange(b []byte, c *Change) []byte {
+func appendChange(b []byte, c *domain.Change) []byte {
 	b = append(b, changeFormat)
 	b = binary.AppendUvarint(b, c.Seq)
 	b = appendString(b, string(c.ApplicantID))
@@ -205,8 +205,8 @@ func appendChange(b []byte, c *Change) []byte {
 	return appendTime(b, c.At)
 }
 
-func decodeChange(b []byte) (Change, error) {
-	var c Change
+func decodeChange(b []byte) (domain.Change, error) {
+	var c domain.Change
 	d := decoder{b: b}
 	if v := d.byte(); v != changeFormat {
 		return c, d.failf("change format %d", v)

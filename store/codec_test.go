@@ -26,7 +26,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			t.Fatalf("record %d: round trip gave %+v, %v", r.Seq, got, err)
 		}
 		if r.StatusChanged() {
-			c := Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey, ExternalUserID: r.ExternalUserID,
+			c := domain.Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey, ExternalUserID: r.ExternalUserID,
 				From: r.From, To: r.To, At: r.EventAt}
 			got, err := decodeChange(appendChange(nil, &c))
 			if err != nil || !reflect.DeepEqual(got, c) {
@@ -78,7 +78,7 @@ func mustDecodeRecord(t *testing.T, b []byte) domain.Record {
 
 // goldenValues are fixed values whose encodings testdata/projection/codec.golden holds. A
 // change to the layout changes them: that must come with a new SchemaVersion.
-func goldenValues() (stateRec, domain.Record, Change) {
+func goldenValues() (stateRec, domain.Record, domain.Change) {
 	at := time.Date(2025, 3, 1, 8, 0, 0, 500, time.UTC)
 	var dg domain.Digest
 	for i := range dg {
@@ -93,7 +93,7 @@ func goldenValues() (stateRec, domain.Record, Change) {
 		Type: domain.EventApproved, EventAt: at, EventAtSource: domain.SourcePayloadUpdatedAt,
 		ReceivedAt: at.Add(time.Second), Outcome: domain.OutcomeIrregular, From: domain.StatusInit,
 		To: domain.StatusApproved, StepName: "", Warnings: []string{"GLARE"}, Digest: dg}
-	ch := Change{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, ExternalUserID: "user-42",
+	ch := domain.Change{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, ExternalUserID: "user-42",
 		From: domain.StatusInit, To: domain.StatusApproved, At: at}
 	return st, rec, ch
 }

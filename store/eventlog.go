@@ -231,35 +231,13 @@ func StreamDifferences(want, have jetstream.StreamConfig) []Difference {
 // validated UUIDs; Subject refuses anything else with KindInvalid.
 func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
 	const op = "store.Subject"
-	if !isUUID(string(app)) {
+	if !domain.IsCanonicalUUID(string(app)) {
 		return "", domain.E(op, domain.KindInvalid, "appKey is not a lower-case UUID")
 	}
-	if !isUUID(string(id)) {
+	if !domain.IsCanonicalUUID(string(id)) {
 		return "", domain.E(op, domain.KindInvalid, "applicantId is not a lower-case UUID")
 	}
 	return "kyc.events.allpass." + string(app) + "." + string(id), nil
-}
-
-// isUUID accepts exactly the canonical form 8-4-4-4-12 of lower-case hex digits, so a
-// subject token built from it can hold no '.', '*', '>', space or upper-case variant.
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // Append stores ev with the Nats-Msg-Id msgID and returns its sequence once the stream

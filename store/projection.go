@@ -21,17 +21,6 @@ import (
 // KindConflict error that says to run `kycstate rebuild`.
 const SchemaVersion = 1
 
-// Change is one status change, the unit of the change feed (/v1/changes).
-type Change struct {
-	Seq            uint64                `json:"seq"`
-	ApplicantID    domain.ApplicantID    `json:"applicantId"`
-	AppKey         domain.AppKey         `json:"appKey"`
-	ExternalUserID domain.ExternalUserID `json:"externalUserId"`
-	From           domain.Status         `json:"from"`
-	To             domain.Status         `json:"to"`
-	At             time.Time             `json:"at"` // the event's eventAt
-}
-
 // ProjectionOptions tunes opening the file.
 type ProjectionOptions struct {
 	LockTimeout time.Duration // how long to wait for another process's lock; default 1 s
@@ -544,9 +533,9 @@ func (p *Projection) Anomalies(after uint64, limit int) ([]domain.Record, uint64
 
 // Changes returns up to limit status changes with seq > after, in stream order. limit
 // <= 0 returns all of them.
-func (p *Projection) Changes(after uint64, limit int) ([]Change, error) {
+func (p *Projection) Changes(after uint64, limit int) ([]domain.Change, error) {
 	const op = "store.Projection.Changes"
-	var out []Change
+	var out []domain.Change
 	err := p.view(op, func(tx *bolt.Tx) error {
 		if after == ^uint64(0) {
 			return nil

@@ -311,15 +311,15 @@ func TestApplyReadsWhatTheFoldSays(t *testing.T) {
 	})
 
 	t.Run("changes", func(t *testing.T) {
-		var want []Change
+		var want []domain.Change
 		for _, r := range exp.records {
 			if r.StatusChanged() {
 				st := exp.states[r.ApplicantID]
-				want = append(want, Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey,
+				want = append(want, domain.Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey,
 					From: r.From, To: r.To, At: r.EventAt, ExternalUserID: extAt(exp.history[r.ApplicantID], r.Seq, st)})
 			}
 		}
-		var got []Change
+		var got []domain.Change
 		after := uint64(0)
 		for {
 			page, err := p.Changes(after, 11)

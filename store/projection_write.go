@@ -138,7 +138,7 @@ func (w *writer) event(e *domain.Event) (rec domain.Record, ok bool, err error) 
 		}
 	}
 	if rec.StatusChanged() {
-		c := Change{Seq: e.Seq, ApplicantID: next.ApplicantID, AppKey: next.AppKey,
+		c := domain.Change{Seq: e.Seq, ApplicantID: next.ApplicantID, AppKey: next.AppKey,
 			ExternalUserID: next.ExternalUserID, From: rec.From, To: rec.To, At: rec.EventAt}
 		w.scratch = appendChange(w.scratch[:0], &c)
 		if err := w.changes.Put(key, w.mem.copy(w.scratch)); err != nil {

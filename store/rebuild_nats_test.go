@@ -90,7 +90,7 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Differences) != 1 || res.Differences[0].ApplicantID != victim || res.Differences[0].Kind != DiffDigest {
+	if len(res.Differences) != 1 || res.Differences[0].ApplicantID != victim || res.Differences[0].Kind != domain.DiffDigest {
 		t.Fatalf("Verify of a tampered file: %v", res.Differences)
 	}
 }

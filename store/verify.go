@@ -11,41 +11,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// DifferenceKind says how the projection disagrees with the log.
-type DifferenceKind string
-
-const (
-	DiffMissing    DifferenceKind = "missing"    // in the log, not in the projection
-	DiffExtra      DifferenceKind = "extra"      // in the projection, not in the log
-	DiffDigest     DifferenceKind = "digest"     // the digest chains differ
-	DiffCount      DifferenceKind = "count"      // same digest, different event count or last seq
-	DiffCheckpoint DifferenceKind = "checkpoint" // the projection claims sequences the log does not have
-)
-
-// VerifyDifference is one disagreement between the log and the projection.
-type VerifyDifference struct {
-	Kind        DifferenceKind     `json:"kind"`
-	ApplicantID domain.ApplicantID `json:"applicantId,omitempty"` // empty for DiffCheckpoint
-	Log         string             `json:"log"`                   // what the log says
-	Projection  string             `json:"projection"`            // what the projection holds
-}
-
-func (d VerifyDifference) String() string {
-	if d.ApplicantID == "" {
-		return fmt.Sprintf("%s: log %s, projection %s", d.Kind, d.Log, d.Projection)
-	}
-	return fmt.Sprintf("%s %s: log %s, projection %s", d.Kind, d.ApplicantID, d.Log, d.Projection)
-}
-
-// VerifyResult is what Verify found.
-type VerifyResult struct {
-	Checkpoint  uint64 // the projection's checkpoint; the log was compared up to it
-	LogLast     uint64 // the log's last sequence when Verify started
-	Applicants  int    // applicants in the log up to Checkpoint
-	Events      uint64 // events in the log up to Checkpoint
-	Differences []VerifyDifference
-}
-
 // Verify folds the log afresh, up to the projection's checkpoint, into one digest chain
 // per applicant and compares every applicant's digest, event count and last sequence with
 // the projection, listing each difference. It keeps one small entry per applicant in
@@ -54,10 +19,10 @@ type VerifyResult struct {
 // A projection that advances while Verify runs is compared as of the checkpoint Verify
 // started from: for an applicant changed since, the digest stored in its history record
 // at that point is used.
-func Verify(ctx context.Context, log *EventLog, p *Projection) (VerifyResult, error) {
+func Verify(ctx context.Context, log *EventLog, p *Projection) (domain.VerifyResult, error) {
 	last, err := log.LastSeq(ctx)
 	if err != nil {
-		return VerifyResult{}, err
+		return domain.VerifyResult{}, err
 	}
 	return verify(ctx, log.Read, last, p)
 }
@@ -73,9 +38,9 @@ type chain struct {
 // errStopRead ends a log read early; it never leaves this package.
 var errStopRead = errors.New("stop reading")
 
-func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (VerifyResult, error) {
+func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (domain.VerifyResult, error) {
 	const op = "store.Verify"
-	res := VerifyResult{Checkpoint: p.Checkpoint(), LogLast: last}
+	res := domain.VerifyResult{Checkpoint: p.Checkpoint(), LogLast: last}
 	cp := res.Checkpoint
 	chains := make(map[domain.ApplicantID]*chain)
 	if cp > 0 {
@@ -106,7 +71,7 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (Ver
 	}
 	res.Applicants = len(chains)
 	if cp > last {
-		res.Differences = append(res.Differences, VerifyDifference{Kind: DiffCheckpoint,
+		res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffCheckpoint,
 			Log: fmt.Sprintf("ends at sequence %d", last), Projection: fmt.Sprintf("checkpoint %d", cp)})
 	}
 
@@ -127,14 +92,14 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (Ver
 		c := chains[st.ApplicantID]
 		switch {
 		case c == nil:
-			res.Differences = append(res.Differences, VerifyDifference{Kind: DiffExtra, ApplicantID: st.ApplicantID,
+			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffExtra, ApplicantID: st.ApplicantID,
 				Log: "no events", Projection: describe(digest, events, lastSeq)})
 			return nil
 		case c.digest != digest:
-			res.Differences = append(res.Differences, VerifyDifference{Kind: DiffDigest, ApplicantID: st.ApplicantID,
+			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffDigest, ApplicantID: st.ApplicantID,
 				Log: describe(c.digest, c.events, c.lastSeq), Projection: describe(digest, events, lastSeq)})
 		case c.events != events || c.lastSeq != lastSeq:
-			res.Differences = append(res.Differences, VerifyDifference{Kind: DiffCount, ApplicantID: st.ApplicantID,
+			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffCount, ApplicantID: st.ApplicantID,
 				Log: describe(c.digest, c.events, c.lastSeq), Projection: describe(digest, events, lastSeq)})
 		}
 		c.seen = true
@@ -143,14 +108,16 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (Ver
 	if err != nil {
 		return res, err
 	}
-	var missing []VerifyDifference
+	var missing []domain.VerifyDifference
 	for id, c := range chains {
 		if !c.seen {
-			missing = append(missing, VerifyDifference{Kind: DiffMissing, ApplicantID: id,
+			missing = append(missing, domain.VerifyDifference{Kind: domain.DiffMissing, ApplicantID: id,
 				Log: describe(c.digest, c.events, c.lastSeq), Projection: "no state"})
 		}
 	}
-	slices.SortFunc(missing, func(a, b VerifyDifference) int { return bytes.Compare([]byte(a.ApplicantID), []byte(b.ApplicantID)) })
+	slices.SortFunc(missing, func(a, b domain.VerifyDifference) int {
+		return bytes.Compare([]byte(a.ApplicantID), []byte(b.ApplicantID))
+	})
 	res.Differences = append(res.Differences, missing...)
 	return res, nil
 }

@@ -114,7 +114,7 @@ func TestVerifyFindsDifferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[domain.ApplicantID]DifferenceKind{changed: DiffDigest, dropped: DiffMissing, shortened: DiffCount, extra: DiffExtra}
+	want := map[domain.ApplicantID]domain.DifferenceKind{changed: domain.DiffDigest, dropped: domain.DiffMissing, shortened: domain.DiffCount, extra: domain.DiffExtra}
 	if len(res.Differences) != len(want) {
 		t.Fatalf("differences %v, want %v", res.Differences, want)
 	}
@@ -138,7 +138,7 @@ func TestVerifyProjectionAheadOfLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Differences) < 2 || res.Differences[0].Kind != DiffCheckpoint {
+	if len(res.Differences) < 2 || res.Differences[0].Kind != domain.DiffCheckpoint {
 		t.Fatalf("differences %v; want the checkpoint first, then applicants", res.Differences)
 	}
 }

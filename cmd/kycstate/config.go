@@ -411,10 +411,11 @@ func resolveApp(key string, a AppConfig, getenv func(string) string) (*ingest.Ap
 	if a.Name == "" {
 		return nil, cfgErr(key+".name", "must not be empty")
 	}
-	if !isUUID(a.AppKey) {
+	appKey, err := domain.ParseAppKey(a.AppKey)
+	if err != nil {
 		return nil, cfgErr(key+".app_key", "must be a UUID")
 	}
-	app := &ingest.App{Name: a.Name, AppKey: domain.AppKey(strings.ToLower(a.AppKey)), Method: ingest.Method(a.Method)}
+	app := &ingest.App{Name: a.Name, AppKey: appKey, Method: ingest.Method(a.Method)}
 	switch app.Method {
 	case ingest.MethodCBC, ingest.MethodGCM:
 	case "":
@@ -459,23 +460,4 @@ func resolveApp(key string, a AppConfig, getenv func(string) string) (*ingest.Ap
 		app.Keys = append(app.Keys, keys)
 	}
 	return app, nil
-}
-
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/kycstate/kycstate/domain"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -55,7 +56,7 @@ func ensureDevConfig(dataDir, path string) (bool, error) {
 	cfg.DataDir = dataDir
 	cfg.Log.Format = "console"
 	cfg.Apps = []AppConfig{{
-		Name: "dev", AppKey: newUUID(), Method: "aes-256-cbc",
+		Name: "dev", AppKey: domain.NewUUID(), Method: "aes-256-cbc",
 		SecretKey: Secret(randHex(32)), HMACKey: Secret(randHex(32)),
 	}}
 	cfg.API.Tokens = []TokenConfig{
@@ -93,16 +94,6 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // dialAddr turns a listen address (":8080") into one a client can dial ("localhost:8080").

@@ -97,7 +97,7 @@ moves from and to. It does not read or change the projection.`+offlineNote)
 	if *format != "table" && *format != "jsonl" {
 		return fmt.Errorf("%w: --format must be table or jsonl", errUsage)
 	}
-	if *applicant != "" && !isUUID(*applicant) {
+	if _, err := domain.ParseApplicantID(*applicant); *applicant != "" && err != nil {
 		return fmt.Errorf("%w: --applicant must be an applicant id (a UUID)", errUsage)
 	}
 	o, err := openOps(ctx, e, *cfgPath, false, false)
@@ -385,7 +385,7 @@ api:
   tokens:
     - { name: product, role: reader, token: %s }
     - { name: audit, role: auditor, token: %s }
-`, newUUID(), randHex(32), randHex(32), randHex(24), randHex(24))
+`, domain.NewUUID(), randHex(32), randHex(32), randHex(24), randHex(24))
 	return nil
 }
 

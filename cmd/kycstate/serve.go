@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/api"
+	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/store"
@@ -134,7 +135,7 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 			Projection: proj, Tokens: apiTokens(r), Logger: lg,
 			Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 			Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
-			Verify: func(ctx context.Context) (store.VerifyResult, error) { return store.Verify(ctx, elog, proj) },
+			Verify: func(ctx context.Context) (domain.VerifyResult, error) { return store.Verify(ctx, elog, proj) },
 		})
 		if err != nil {
 			return err

@@ -16,7 +16,6 @@ import (
 
 	"github.com/kycstate/kycstate/api"
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
 )
 
 // verify --api: the running service's read API verifies the projection it serves
@@ -25,10 +24,10 @@ import (
 // verifyViaAPI asks the read API at base to verify its projection against the log.
 // Errors say what to do: a refused or non-auditor token, an address nothing answers on,
 // a node that does not verify.
-func verifyViaAPI(ctx context.Context, base, token string) (store.VerifyResult, error) {
+func verifyViaAPI(ctx context.Context, base, token string) (domain.VerifyResult, error) {
 	u, err := verifyURL(base)
 	if err != nil {
-		return store.VerifyResult{}, fmt.Errorf("%w: --api %s: %v", errUsage, base, err)
+		return domain.VerifyResult{}, fmt.Errorf("%w: --api %s: %v", errUsage, base, err)
 	}
 	// The service bounds a verify to api.DefaultVerifyTimeout; the margin covers
 	// sending the answer. This bound only catches a server that never answers.
@@ -36,7 +35,7 @@ func verifyViaAPI(ctx context.Context, base, token string) (store.VerifyResult, 
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return store.VerifyResult{}, fmt.Errorf("%w: --api %s: %v", errUsage, base, err)
+		return domain.VerifyResult{}, fmt.Errorf("%w: --api %s: %v", errUsage, base, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
@@ -45,13 +44,13 @@ func verifyViaAPI(ctx context.Context, base, token string) (store.VerifyResult, 
 	resp, err := client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return store.VerifyResult{}, fmt.Errorf("verify through %s: no answer: %w", base, ctx.Err())
+			return domain.VerifyResult{}, fmt.Errorf("verify through %s: no answer: %w", base, ctx.Err())
 		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return store.VerifyResult{}, fmt.Errorf("cannot reach the read API at %s: %v; is the service running, with api.listen at that address?", base, err)
+		return domain.VerifyResult{}, fmt.Errorf("cannot reach the read API at %s: %v; is the service running, with api.listen at that address?", base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
@@ -60,16 +59,16 @@ func verifyViaAPI(ctx context.Context, base, token string) (store.VerifyResult, 
 	msg := errorMessage(resp)
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		return store.VerifyResult{}, fmt.Errorf("the read API at %s refused the token (401: %s): pass an auditor token of its api.tokens with --token", base, msg)
+		return domain.VerifyResult{}, fmt.Errorf("the read API at %s refused the token (401: %s): pass an auditor token of its api.tokens with --token", base, msg)
 	case http.StatusForbidden:
-		return store.VerifyResult{}, fmt.Errorf("verify needs an auditor token; the read API at %s says this one may not (403: %s): pass an auditor token with --token", base, msg)
+		return domain.VerifyResult{}, fmt.Errorf("verify needs an auditor token; the read API at %s says this one may not (403: %s): pass an auditor token with --token", base, msg)
 	case http.StatusNotFound:
 		if strings.Contains(msg, "does not verify") {
-			return store.VerifyResult{}, fmt.Errorf("the read API at %s does not verify (404: %s); verify offline on the stopped node's data dir", base, msg)
+			return domain.VerifyResult{}, fmt.Errorf("the read API at %s does not verify (404: %s); verify offline on the stopped node's data dir", base, msg)
 		}
-		return store.VerifyResult{}, fmt.Errorf("%s has no /v1/verify (404: %s); is that the read API's address (api.listen), of a kycstate that has verify?", base, msg)
+		return domain.VerifyResult{}, fmt.Errorf("%s has no /v1/verify (404: %s); is that the read API's address (api.listen), of a kycstate that has verify?", base, msg)
 	}
-	return store.VerifyResult{}, fmt.Errorf("the read API at %s answered %s: %s", base, resp.Status, msg)
+	return domain.VerifyResult{}, fmt.Errorf("the read API at %s answered %s: %s", base, resp.Status, msg)
 }
 
 // verifyURL returns base's /v1/verify. base may omit the scheme (127.0.0.1:8081) and may
@@ -97,25 +96,25 @@ func verifyURL(base string) (string, error) {
 
 // decodeVerify reads GET /v1/verify's answer. Unknown fields are ignored, so a newer
 // service's answer still reads.
-func decodeVerify(r io.Reader, base string) (store.VerifyResult, error) {
+func decodeVerify(r io.Reader, base string) (domain.VerifyResult, error) {
 	var v struct {
 		Checkpoint  *uint64 `json:"checkpoint"`
 		LogLast     uint64  `json:"logLast"`
 		Applicants  int     `json:"applicants"`
 		Events      uint64  `json:"events"`
 		Differences *[]struct {
-			Kind        store.DifferenceKind `json:"kind"`
-			ApplicantID *string              `json:"applicantId"`
-			Log         string               `json:"log"`
-			Projection  string               `json:"projection"`
+			Kind        domain.DifferenceKind `json:"kind"`
+			ApplicantID *string               `json:"applicantId"`
+			Log         string                `json:"log"`
+			Projection  string                `json:"projection"`
 		} `json:"differences"`
 	}
 	if err := json.NewDecoder(r).Decode(&v); err != nil || v.Checkpoint == nil || v.Differences == nil {
-		return store.VerifyResult{}, fmt.Errorf("the read API at %s answered /v1/verify with something that is not a verify result; is that kycstate's read API?", base)
+		return domain.VerifyResult{}, fmt.Errorf("the read API at %s answered /v1/verify with something that is not a verify result; is that kycstate's read API?", base)
 	}
-	res := store.VerifyResult{Checkpoint: *v.Checkpoint, LogLast: v.LogLast, Applicants: v.Applicants, Events: v.Events}
+	res := domain.VerifyResult{Checkpoint: *v.Checkpoint, LogLast: v.LogLast, Applicants: v.Applicants, Events: v.Events}
 	for _, d := range *v.Differences {
-		vd := store.VerifyDifference{Kind: d.Kind, Log: d.Log, Projection: d.Projection}
+		vd := domain.VerifyDifference{Kind: d.Kind, Log: d.Log, Projection: d.Projection}
 		if d.ApplicantID != nil {
 			vd.ApplicantID = domain.ApplicantID(*d.ApplicantID)
 		}
@@ -202,7 +201,7 @@ func dataDirLocked(dir string) bool {
 
 // reportVerify prints each difference and the summary line, and turns differences into
 // exit status 1 with hint saying what to do.
-func reportVerify(e *env, res store.VerifyResult, took time.Duration, hint string) error {
+func reportVerify(e *env, res domain.VerifyResult, took time.Duration, hint string) error {
 	for _, d := range res.Differences {
 		fmt.Fprintln(e.stdout, d.String())
 	}

@@ -1,0 +1,14 @@
+package domain
+
+import "time"
+
+// Change is one status change, the unit of the change feed (/v1/changes).
+type Change struct {
+	Seq            uint64         `json:"seq"`
+	ApplicantID    ApplicantID    `json:"applicantId"`
+	AppKey         AppKey         `json:"appKey"`
+	ExternalUserID ExternalUserID `json:"externalUserId"`
+	From           Status         `json:"from"`
+	To             Status         `json:"to"`
+	At             time.Time      `json:"at"` // the event's eventAt
+}

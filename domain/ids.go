@@ -1,0 +1,74 @@
+package domain
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+)
+
+// ParseUUID returns s in the canonical form ids are stored and routed in: 8-4-4-4-12
+// lower-case hex digits. Upper-case hex is accepted and lowered (Allpass and callers
+// differ in case); anything else is refused. A subject token built from the result can
+// hold no '.', '*', '>', space or case variant, which is why every id that reaches a
+// NATS subject, a bbolt key or a URL passes through here.
+func ParseUUID(s string) (string, bool) {
+	if len(s) != 36 {
+		return "", false
+	}
+	var b [36]byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return "", false
+			}
+		default:
+			switch {
+			case '0' <= c && c <= '9', 'a' <= c && c <= 'f':
+			case 'A' <= c && c <= 'F':
+				c += 'a' - 'A'
+			default:
+				return "", false
+			}
+		}
+		b[i] = c
+	}
+	return string(b[:]), true
+}
+
+// IsCanonicalUUID reports whether s is already in ParseUUID's output form.
+func IsCanonicalUUID(s string) bool {
+	u, ok := ParseUUID(s)
+	return ok && u == s
+}
+
+// ParseApplicantID parses an applicant id (a UUID, any case) into its canonical form.
+// Errors: KindInvalid.
+func ParseApplicantID(s string) (ApplicantID, error) {
+	u, ok := ParseUUID(s)
+	if !ok {
+		return "", E("domain.ParseApplicantID", KindInvalid, "applicant id is not a UUID")
+	}
+	return ApplicantID(u), nil
+}
+
+// ParseAppKey parses an Allpass app key (a UUID, any case) into its canonical form.
+// Errors: KindInvalid.
+func ParseAppKey(s string) (AppKey, error) {
+	u, ok := ParseUUID(s)
+	if !ok {
+		return "", E("domain.ParseAppKey", KindInvalid, "app key is not a UUID")
+	}
+	return AppKey(u), nil
+}
+
+// NewUUID returns a random (version 4) UUID in canonical form, as Allpass gives
+// applicants and app keys.
+func NewUUID() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

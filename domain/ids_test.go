@@ -1,0 +1,57 @@
+package domain
+
+import "testing"
+
+func TestParseUUID(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"71f2c0c6-c720-423b-8df0-7763102ad57e", "71f2c0c6-c720-423b-8df0-7763102ad57e", true},
+		{"71F2C0C6-C720-423B-8DF0-7763102AD57E", "71f2c0c6-c720-423b-8df0-7763102ad57e", true},
+		{"", "", false},
+		{"71f2c0c6c720423b8df07763102ad57e", "", false},
+		{"71f2c0c6-c720-423b-8df0-7763102ad57", "", false},
+		{"71f2c0c6-c720-423b-8df0-7763102ad57e0", "", false},
+		{"71f2c0c6-c720-423b-8df0-7763102ad5.>", "", false},
+		{"71f2c0c6_c720-423b-8df0-7763102ad57e", "", false},
+		{"g1f2c0c6-c720-423b-8df0-7763102ad57e", "", false},
+		{"71f2c0c6-c720-423b-8df0-7763102ad5\u00e9", "", false},
+	} {
+		got, ok := ParseUUID(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ParseUUID(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+	if _, err := ParseApplicantID("nope"); KindOf(err) != KindInvalid {
+		t.Errorf("ParseApplicantID(nope): kind %v, want invalid", KindOf(err))
+	}
+	if _, err := ParseAppKey("nope"); KindOf(err) != KindInvalid {
+		t.Errorf("ParseAppKey(nope): kind %v, want invalid", KindOf(err))
+	}
+	if IsCanonicalUUID("71F2C0C6-C720-423B-8DF0-7763102AD57E") {
+		t.Error("upper case is not canonical")
+	}
+	for range 100 {
+		if u := NewUUID(); !IsCanonicalUUID(u) || u[14] != '4' {
+			t.Fatalf("NewUUID() = %q: not a canonical v4 UUID", u)
+		}
+	}
+}
+
+func FuzzParseUUID(f *testing.F) {
+	f.Add("71f2c0c6-c720-423b-8df0-7763102ad57e")
+	f.Add("71F2C0C6-C720-423B-8DF0-7763102AD57E")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, ok := ParseUUID(s)
+		if !ok {
+			return
+		}
+		if !IsCanonicalUUID(u) {
+			t.Fatalf("ParseUUID(%q) = %q, not canonical", s, u)
+		}
+		if again, _ := ParseUUID(u); again != u {
+			t.Fatalf("not idempotent: %q -> %q", u, again)
+		}
+	})
+}
