@@ -9,13 +9,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/allpass/allpasstest"
 	"github.com/kycstate/kycstate/store"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -23,8 +23,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-const httpVectorsPath = "../../shared/testdata/allpass/vectors.json"
 
 // httpVectorFile is the shape of the shared Allpass vectors.
 type httpVectorFile struct {
@@ -48,10 +46,7 @@ type httpVectorFile struct {
 
 func mustVectors(tb testing.TB) httpVectorFile {
 	tb.Helper()
-	b, err := os.ReadFile(httpVectorsPath)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	b := allpasstest.Vectors(tb)
 	var v httpVectorFile
 	if err := json.Unmarshal(b, &v); err != nil {
 		tb.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -14,11 +13,8 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/allpass/allpasstest"
 )
-
-// vectorsPath is the shared test vectors, relative to this package: the shared tree is
-// checked out beside the repository, here and in CI.
-const vectorsPath = "../../shared/testdata/allpass/vectors.json"
 
 type vectorFile struct {
 	App struct {
@@ -45,16 +41,13 @@ func (c vectorCase) signature() string { return c.Headers["x-allpass-signature"]
 
 func loadVectors(tb testing.TB) vectorFile {
 	tb.Helper()
-	b, err := os.ReadFile(vectorsPath)
-	if err != nil {
-		tb.Fatalf("Allpass test vectors are missing: %v\n(the shared tree must be checked out beside the repository so that %s exists)", err, vectorsPath)
-	}
+	b := allpasstest.Vectors(tb)
 	var vf vectorFile
 	if err := json.Unmarshal(b, &vf); err != nil {
-		tb.Fatalf("decoding %s: %v", vectorsPath, err)
+		tb.Fatalf("decoding %s: %v", allpasstest.VectorsRel, err)
 	}
 	if len(vf.Cases) == 0 {
-		tb.Fatalf("%s holds no cases", vectorsPath)
+		tb.Fatalf("%s holds no cases", allpasstest.VectorsRel)
 	}
 	return vf
 }
