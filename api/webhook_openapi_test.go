@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store"
 )
 
@@ -30,10 +31,10 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := ingest.Keys{HMAC: bytes.Repeat([]byte{7}, 32)}
+	keys := allpass.Keys{HMAC: bytes.Repeat([]byte{7}, 32)}
 	copy(keys.Secret[:], bytes.Repeat([]byte{9}, 32))
-	app := &ingest.App{Name: "main", AppKey: app1, Method: ingest.MethodCBC, Keys: []ingest.Keys{keys}}
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Log: log, MaxBody: 8 << 10, KeepRaw: true})
+	app := &allpass.App{Name: "main", AppKey: app1, Method: allpass.MethodCBC, Keys: []allpass.Keys{keys}}
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Log: log, MaxBody: 8 << 10, KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	seal := func(payload map[string]any) ([]byte, string) {
 		t.Helper()
 		plain, _ := json.Marshal(payload)
-		body, sig, err := ingest.Seal(ingest.MethodCBC, keys, plain, "2024-05-01T09:00:00Z", nil)
+		body, sig, err := allpass.Seal(allpass.MethodCBC, keys, plain, "2024-05-01T09:00:00Z", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

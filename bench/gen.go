@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store"
 )
 
@@ -47,7 +47,7 @@ type webhook struct {
 //     stream stores it again and the fold marks it).
 type workload struct {
 	rng    *rand.Rand
-	app    *ingest.App
+	app    *allpass.App
 	clock  time.Time
 	active []*journey
 	// Applicants counts journeys started so far.
@@ -70,7 +70,7 @@ type send struct {
 
 // newWorkload draws applicants for app. inFlight is how many applicants are in the
 // middle of their journeys at any time.
-func newWorkload(seed uint64, app *ingest.App, inFlight int) *workload {
+func newWorkload(seed uint64, app *allpass.App, inFlight int) *workload {
 	return &workload{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), app: app,
 		clock: epoch, active: make([]*journey, 0, inFlight)}
 }
@@ -213,9 +213,9 @@ func (w *workload) uuid() string {
 }
 
 // benchApp is the Allpass application every phase uses, its keys drawn from the seed.
-func benchApp(seed uint64) *ingest.App {
+func benchApp(seed uint64) *allpass.App {
 	rng := rand.New(rand.NewPCG(seed, 7))
-	var k ingest.Keys
+	var k allpass.Keys
 	for i := range k.Secret {
 		k.Secret[i] = byte(rng.Uint32())
 	}
@@ -224,21 +224,21 @@ func benchApp(seed uint64) *ingest.App {
 		k.HMAC[i] = byte(rng.Uint32())
 	}
 	w := &workload{rng: rng}
-	return &ingest.App{Name: "bench", AppKey: domain.AppKey(w.uuid()), Method: ingest.MethodCBC, Keys: []ingest.Keys{k}}
+	return &allpass.App{Name: "bench", AppKey: domain.AppKey(w.uuid()), Method: allpass.MethodCBC, Keys: []allpass.Keys{k}}
 }
 
 // seal makes the webhooks of ds as Allpass sends them, on every core.
-func seal(app *ingest.App, ds []delivery) ([]webhook, error) {
+func seal(app *allpass.App, ds []delivery) ([]webhook, error) {
 	out := make([]webhook, len(ds))
 	err := parallel(len(ds), func(i int) error {
-		body, sig, err := ingest.Seal(app.Method, app.Keys[0], ds[i].plaintext, ds[i].envTime, nil)
+		body, sig, err := allpass.Seal(app.Method, app.Keys[0], ds[i].plaintext, ds[i].envTime, nil)
 		out[i] = webhook{body: body, sig: sig}
 		return err
 	})
 	return out, err
 }
 
-// stored is one event in the form the event log keeps it: what ingest.Open makes of the
+// stored is one event in the form the event log keeps it: what allpass.Open makes of the
 // sealed webhook, with the version Append stamps, encoded as Append encodes it.
 type stored struct {
 	subject string
@@ -249,14 +249,14 @@ type stored struct {
 
 // storedEvents seals each delivery, opens it as the ingest handler does, and encodes
 // the event as EventLog.Append would store it. It runs on every core.
-func storedEvents(app *ingest.App, ds []delivery) ([]stored, error) {
+func storedEvents(app *allpass.App, ds []delivery) ([]stored, error) {
 	out := make([]stored, len(ds))
 	err := parallel(len(ds), func(i int) error {
-		body, sig, err := ingest.Seal(app.Method, app.Keys[0], ds[i].plaintext, ds[i].envTime, nil)
+		body, sig, err := allpass.Seal(app.Method, app.Keys[0], ds[i].plaintext, ds[i].envTime, nil)
 		if err != nil {
 			return err
 		}
-		ev, msgID, err := app.Open(body, sig, ds[i].received, ingest.Options{KeepRaw: true})
+		ev, msgID, err := app.Open(body, sig, ds[i].received, allpass.Options{KeepRaw: true})
 		if err != nil {
 			return err
 		}

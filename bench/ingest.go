@@ -16,6 +16,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -54,7 +55,7 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	defer c.Close()
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Log: l, Logger: lg,
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Log: l, Logger: lg,
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +56,7 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	defer c.Close()
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Log: l, Logger: lg,
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Log: l, Logger: lg,
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})
 	if err != nil {
 		return err

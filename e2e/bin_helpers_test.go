@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 )
 
 // Helpers of the binary, crash and ops tests. The cluster tests keep theirs (prefixed cl)
@@ -43,7 +43,7 @@ type binService struct {
 	apiURL    string
 	ingestAdr string
 	apiAdr    string
-	app       ingest.App // app.Keys[0] is what the config holds now
+	app       allpass.App // app.Keys[0] is what the config holds now
 	secretHex string
 	hmacHex   string
 	reader    string // reader token
@@ -66,7 +66,7 @@ func newBinService(t *testing.T) *binService {
 	}
 	s.ingestURL = "http://" + s.ingestAdr
 	s.apiURL = "http://" + s.apiAdr
-	s.app = ingest.App{Name: "main", AppKey: domain.AppKey(newID()), Method: ingest.MethodCBC}
+	s.app = allpass.App{Name: "main", AppKey: domain.AppKey(newID()), Method: allpass.MethodCBC}
 	s.setKeys(t, newKeys())
 	return s
 }
@@ -75,7 +75,7 @@ func newBinService(t *testing.T) *binService {
 func (s *binService) setKeys(t *testing.T, k testKeys) {
 	t.Helper()
 	s.secretHex, s.hmacHex = k.secretHex, k.hmacHex
-	s.app.Keys = []ingest.Keys{k.keys(t)}
+	s.app.Keys = []allpass.Keys{k.keys(t)}
 	cfg := fmt.Sprintf(`data_dir: %q
 log: { level: info, format: json }
 ingest: { listen: %q }
@@ -131,17 +131,17 @@ type testKeys struct{ secretHex, hmacHex string }
 
 func newKeys() testKeys { return testKeys{randomHex(32), randomHex(32)} }
 
-func (k testKeys) keys(t testing.TB) ingest.Keys {
+func (k testKeys) keys(t testing.TB) allpass.Keys {
 	t.Helper()
-	sec, err := ingest.ParseKey("test", "secret_key", k.secretHex)
+	sec, err := allpass.ParseKey("test", "secret_key", k.secretHex)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := ingest.ParseKey("test", "hmac_key", k.hmacHex)
+	h, err := allpass.ParseKey("test", "hmac_key", k.hmacHex)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ingest.Keys{Secret: sec, HMAC: h[:]}
+	return allpass.Keys{Secret: sec, HMAC: h[:]}
 }
 
 func randomHex(n int) string {
@@ -171,7 +171,7 @@ type hook struct {
 }
 
 // sealHook seals a webhook for applicant with app's method and keys.
-func sealHook(t testing.TB, app ingest.App, keys ingest.Keys, applicant, typ, step string, at time.Time, nonce string) hook {
+func sealHook(t testing.TB, app allpass.App, keys allpass.Keys, applicant, typ, step string, at time.Time, nonce string) hook {
 	t.Helper()
 	h, err := seal(app, keys, applicant, typ, step, at, nonce)
 	if err != nil {
@@ -181,7 +181,7 @@ func sealHook(t testing.TB, app ingest.App, keys ingest.Keys, applicant, typ, st
 }
 
 // seal is sealHook for goroutines that must not call t.Fatal.
-func seal(app ingest.App, keys ingest.Keys, applicant, typ, step string, at time.Time, nonce string) (hook, error) {
+func seal(app allpass.App, keys allpass.Keys, applicant, typ, step string, at time.Time, nonce string) (hook, error) {
 	pl := map[string]any{
 		"type": typ, "id": applicant, "appKey": string(app.AppKey),
 		"externalUserId": "user-" + applicant[:8], "updatedAt": at.UTC().Format(time.RFC3339Nano),
@@ -194,7 +194,7 @@ func seal(app ingest.App, keys ingest.Keys, applicant, typ, step string, at time
 	if err != nil {
 		return hook{}, err
 	}
-	body, sig, err := ingest.Seal(app.Method, keys, plain, at.UTC().Format(time.RFC3339Nano), rand.Reader)
+	body, sig, err := allpass.Seal(app.Method, keys, plain, at.UTC().Format(time.RFC3339Nano), rand.Reader)
 	if err != nil {
 		return hook{}, err
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -97,19 +97,19 @@ func TestBinaryDevMode(t *testing.T) {
 		}
 	}
 
-	sec, err := ingest.ParseKey(da.Name, "secret_key", da.SecretKey)
+	sec, err := allpass.ParseKey(da.Name, "secret_key", da.SecretKey)
 	if err != nil {
 		t.Fatalf("dev.yaml secret_key: %v", err)
 	}
-	keys := ingest.Keys{Secret: sec}
-	if ingest.Method(da.Method) == ingest.MethodCBC {
-		h, err := ingest.ParseKey(da.Name, "hmac_key", da.HMACKey)
+	keys := allpass.Keys{Secret: sec}
+	if allpass.Method(da.Method) == allpass.MethodCBC {
+		h, err := allpass.ParseKey(da.Name, "hmac_key", da.HMACKey)
 		if err != nil {
 			t.Fatalf("dev.yaml hmac_key: %v", err)
 		}
 		keys.HMAC = h[:]
 	}
-	app := ingest.App{Name: da.Name, AppKey: domain.AppKey(da.AppKey), Method: ingest.Method(da.Method), Keys: []ingest.Keys{keys}}
+	app := allpass.App{Name: da.Name, AppKey: domain.AppKey(da.AppKey), Method: allpass.Method(da.Method), Keys: []allpass.Keys{keys}}
 
 	applicant := newID()
 	h := sealHook(t, app, keys, applicant, "applicantCreated", "", time.Now(), "dev-1")
@@ -262,7 +262,7 @@ func TestBinaryKeygenConfig(t *testing.T) {
 
 	ga := gen.Apps[0]
 	k := testKeys{ga.SecretKey, ga.HMACKey}.keys(t)
-	app := ingest.App{Name: ga.Name, AppKey: domain.AppKey(ga.AppKey), Method: ingest.Method(ga.Method)}
+	app := allpass.App{Name: ga.Name, AppKey: domain.AppKey(ga.AppKey), Method: allpass.Method(ga.Method)}
 	applicant := newID()
 	a := mustPost(t, "http://"+ingestAdr, app.Name, sealHook(t, app, k, applicant, "applicantCreated", "", time.Now(), "kg"))
 	var st applicantState

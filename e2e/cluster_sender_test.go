@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 )
 
 // clLifecycle is what the sender delivers for each applicant, in this order: a regular
@@ -54,7 +54,7 @@ type clSender struct {
 	t       *testing.T
 	url     string
 	app     clApp
-	keys    ingest.Keys
+	keys    allpass.Keys
 	client  *http.Client
 	workers int
 	pace    time.Duration // pause between one worker's webhooks
@@ -74,17 +74,17 @@ type clSender struct {
 
 func clNewSender(t *testing.T, ingestURL string, app clApp) *clSender {
 	t.Helper()
-	sec, err := ingest.ParseKey("test", "secret_key", app.secretHex)
+	sec, err := allpass.ParseKey("test", "secret_key", app.secretHex)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mac, err := ingest.ParseKey("test", "hmac_key", app.hmacHx)
+	mac, err := allpass.ParseKey("test", "hmac_key", app.hmacHx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &clSender{
 		t: t, url: ingestURL + "/webhooks/allpass/main", app: app,
-		keys:    ingest.Keys{Secret: sec, HMAC: mac[:]},
+		keys:    allpass.Keys{Secret: sec, HMAC: mac[:]},
 		client:  &http.Client{Timeout: 15 * time.Second},
 		workers: 4, pace: 10 * time.Millisecond, budget: 60 * time.Second, maxApps: 5000,
 		stop: make(chan struct{}),
@@ -154,7 +154,7 @@ func (s *clSender) seal(applicant, typ, ext string, at time.Time) (*clDelivery, 
 	if err != nil {
 		return nil, err
 	}
-	body, sig, err := ingest.Seal(ingest.MethodCBC, s.keys, plain, at.Format(time.RFC3339), rand.Reader)
+	body, sig, err := allpass.Seal(allpass.MethodCBC, s.keys, plain, at.Format(time.RFC3339), rand.Reader)
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 )
 
 // replayed is one line of `kycstate replay --format jsonl`.
@@ -82,7 +82,7 @@ func newOpsFixture(t *testing.T) *opsFixture {
 		t.Fatalf("webhook sealed with keys the config lacks: %+v %v, want 401", a, err)
 	}
 	plain := fmt.Sprintf(`{"type":"applicantCreated","id":%q,"appKey":%q,"nonce":"ops-foreign"}`, newID(), newID())
-	body, sig, err := ingest.Seal(s.app.Method, k, []byte(plain), at.Format(time.RFC3339), rand.Reader)
+	body, sig, err := allpass.Seal(s.app.Method, k, []byte(plain), at.Format(time.RFC3339), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}

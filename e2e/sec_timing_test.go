@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 )
 
 // secInput is one webhook body and signature handed to Open.
@@ -143,7 +143,7 @@ const secTimingLeakBound = 6
 
 // TestSecurityNoPaddingOracle checks the property that makes CBC safe against a padding
 // oracle: a caller without the HMAC key cannot learn whether a ciphertext's padding is
-// valid. Every request such a caller can make has a wrong MAC; for those, ingest.App.Open
+// valid. Every request such a caller can make has a wrong MAC; for those, allpass.App.Open
 // must return the same error whatever the padding, and take the same time.
 //
 // Inputs: a real webhook's data, whose padding is valid, and the same data with one
@@ -164,12 +164,12 @@ func TestSecurityNoPaddingOracle(t *testing.T) {
 	}
 	k := newKeys()
 	keys := k.keys(t)
-	app := &ingest.App{Name: "main", AppKey: domain.AppKey(newID()), Method: ingest.MethodCBC, Keys: []ingest.Keys{keys}}
+	app := &allpass.App{Name: "main", AppKey: domain.AppKey(newID()), Method: allpass.MethodCBC, Keys: []allpass.Keys{keys}}
 	applicant := newID()
 	plain, _ := json.Marshal(map[string]any{"type": "applicantApproved", "id": applicant, "appKey": string(app.AppKey),
 		"externalUserId": "user-" + applicant[:8], "warnings": []string{}, "note": randomHex(64)})
 	at := time.Now().UTC().Format(time.RFC3339)
-	body, goodSig, err := ingest.Seal(ingest.MethodCBC, keys, plain, at, rand.Reader)
+	body, goodSig, err := allpass.Seal(allpass.MethodCBC, keys, plain, at, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,26 +208,26 @@ func TestSecurityNoPaddingOracle(t *testing.T) {
 
 	// Same answer whatever failed.
 	now := time.Now()
-	if _, _, err := app.Open(body, goodSig, now, ingest.Options{}); err != nil {
+	if _, _, err := app.Open(body, goodSig, now, allpass.Options{}); err != nil {
 		t.Fatalf("the genuine webhook does not open: %v", err)
 	}
 	var first error
 	for _, in := range []secInput{goodPad, badPad, {"valid MAC, invalid padding", badBody, macOf(badData), false},
 		{"no signature", body, "", true}, {"signature over the body, invalid padding", badBody, macOf(string(badBody)), false}} {
-		_, _, err := app.Open(in.body, in.sig, now, ingest.Options{})
+		_, _, err := app.Open(in.body, in.sig, now, allpass.Options{})
 		if err == nil {
 			t.Fatalf("%s: opened", in.name)
 		}
 		if first == nil {
 			first = err
 		}
-		if ingest.Code(err) != ingest.Code(first) || err.Error() != first.Error() || domain.KindOf(err) != domain.KindOf(first) {
+		if allpass.Code(err) != allpass.Code(first) || err.Error() != first.Error() || domain.KindOf(err) != domain.KindOf(first) {
 			t.Errorf("%s: %s %q (kind %v); %s gave %s %q (kind %v): the answers tell the failures apart",
-				in.name, ingest.Code(err), err, domain.KindOf(err), goodPad.name, ingest.Code(first), first, domain.KindOf(first))
+				in.name, allpass.Code(err), err, domain.KindOf(err), goodPad.name, allpass.Code(first), first, domain.KindOf(first))
 		}
 	}
 
-	open := func(in secInput) error { _, _, err := app.Open(in.body, in.sig, now, ingest.Options{}); return err }
+	open := func(in secInput) error { _, _, err := app.Open(in.body, in.sig, now, allpass.Options{}); return err }
 	// Controls. decryptFirst is the classic padding oracle: padding checked before the
 	// MAC, with an early return. slowValid spends a little longer when padding is valid;
 	// work is how much (AES blocks decrypted), calibrated below to 5% of Open.

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -385,7 +385,7 @@ func TestSecurityLogsKeepSecrets(t *testing.T) {
 	}
 	seal := func(plain string) ([]byte, string) {
 		t.Helper()
-		body, sig, err := ingest.Seal(s.app.Method, keys, []byte(plain), time.Now().UTC().Format(time.RFC3339Nano), nil)
+		body, sig, err := allpass.Seal(s.app.Method, keys, []byte(plain), time.Now().UTC().Format(time.RFC3339Nano), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -424,7 +424,7 @@ func TestSecurityLogsKeepSecrets(t *testing.T) {
 	post(s.app.Name, []byte(`{"data":"`+strings.Repeat("ab", 600<<10)+`"}`), randomHex(32), http.StatusRequestEntityTooLarge)
 	post("no-such-app", accepted, acceptedSig, http.StatusNotFound)
 	other := newKeys() // Allpass rotated keys the config lacks
-	b2, s2, err := ingest.Seal(s.app.Method, other.keys(t), []byte(fmt.Sprintf(`{"type":"applicantCreated","id":%q,"appKey":%q,"externalUserId":%q}`,
+	b2, s2, err := allpass.Seal(s.app.Method, other.keys(t), []byte(fmt.Sprintf(`{"type":"applicantCreated","id":%q,"appKey":%q,"externalUserId":%q}`,
 		newID(), s.app.AppKey, marker("rotated key"))), "", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,3 +1,8 @@
+// Package ingest turns Allpass webhooks into events on the log: the HTTP handler that
+// answers 200 only once the log has the event, its server and metrics, and the
+// reprocessing of refused webhooks kept in the rejects stream. The wire format itself
+// (envelope, keys, decryption, payload validation) is package ingest/allpass, which
+// imports no HTTP and no NATS; a second provider's format would sit beside it.
 package ingest
 
 import (
@@ -12,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -51,7 +57,7 @@ const signatureHeader = "x-allpass-signature"
 
 // HandlerConfig holds the webhook handler's dependencies and limits.
 type HandlerConfig struct {
-	Apps    []*App
+	Apps    []*allpass.App
 	Log     EventLog
 	Logger  *zap.Logger           // nil: no logging
 	Metrics prometheus.Registerer // nil: collectors are not registered
@@ -90,7 +96,7 @@ type handler struct {
 	maxBody       int64
 	sem           chan struct{}
 	appendTimeout time.Duration
-	opt           Options
+	opt           allpass.Options
 	now           func() time.Time
 	beforeAppend  func()
 }
@@ -125,7 +131,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		logger:        cfg.Logger,
 		maxBody:       cfg.MaxBody,
 		appendTimeout: cfg.AppendTimeout,
-		opt:           Options{KeepRaw: cfg.KeepRaw},
+		opt:           allpass.Options{KeepRaw: cfg.KeepRaw},
 		now:           cfg.Now,
 		beforeAppend:  cfg.beforeAppend,
 		ready:         cfg.Ready,
@@ -191,7 +197,8 @@ func (h *handler) routes() http.Handler {
 	return mux
 }
 
-// Codes of refusals the handler itself makes, beside the wire format's (wire_errors.go).
+// Codes of refusals the handler itself makes; codes.go holds ingest's other codes, and
+// package allpass those of the wire format.
 const (
 	// CodeMethodNotAllowed: a webhook path asked with a method other than POST. 405.
 	CodeMethodNotAllowed = "method_not_allowed"
@@ -381,18 +388,18 @@ type appendResult struct {
 
 // appIndex finds configured apps by name or appKey.
 type appIndex struct {
-	all    []*App
-	byName map[string]*App
-	byKey  map[domain.AppKey][]*App
+	all    []*allpass.App
+	byName map[string]*allpass.App
+	byKey  map[domain.AppKey][]*allpass.App
 }
 
 // newAppIndex validates apps and indexes them. Names must be unique and must not equal
 // an appKey, or a path segment could name two apps.
-func newAppIndex(apps []*App) (appIndex, error) {
+func newAppIndex(apps []*allpass.App) (appIndex, error) {
 	x := appIndex{
 		all:    apps,
-		byName: make(map[string]*App, len(apps)),
-		byKey:  make(map[domain.AppKey][]*App, len(apps)),
+		byName: make(map[string]*allpass.App, len(apps)),
+		byKey:  make(map[domain.AppKey][]*allpass.App, len(apps)),
 	}
 	for i, a := range apps {
 		switch {
@@ -422,9 +429,9 @@ func newAppIndex(apps []*App) (appIndex, error) {
 }
 
 // lookup resolves an {app} path segment: a configured name, or an appKey (any case).
-func (x appIndex) lookup(s string) ([]*App, bool) {
+func (x appIndex) lookup(s string) ([]*allpass.App, bool) {
 	if a, ok := x.byName[s]; ok {
-		return []*App{a}, true
+		return []*allpass.App{a}, true
 	}
 	apps, ok := x.byKey[domain.AppKey(strings.ToLower(s))]
 	return apps, ok
@@ -455,7 +462,7 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 // none does, the error is the one from the app that got furthest (see progress): with
 // two apps configured, a payload that verified under one app's key but failed validation
 // says so, instead of the other app's signature mismatch.
-func openAny(apps []*App, body []byte, sig string, receivedAt time.Time, opt Options) (*App, domain.Event, string, error) {
+func openAny(apps []*allpass.App, body []byte, sig string, receivedAt time.Time, opt allpass.Options) (*allpass.App, domain.Event, string, error) {
 	var best error
 	for _, a := range apps {
 		ev, msgID, err := a.Open(body, sig, receivedAt, opt)
@@ -550,14 +557,14 @@ func writeError(w http.ResponseWriter, err error) (status int, code, msg string)
 	status = statusOf(err)
 	code = codeOf(err)
 	var c *codedError
-	var we *wireError
+	var we *allpass.Error
 	switch {
 	case errors.As(err, &c) && c.msg != "":
 		msg = c.msg
 	case status >= 500 && status != http.StatusServiceUnavailable:
 		msg = "internal error" // the cause is logged, not sent
 	case errors.As(err, &we):
-		msg = we.Error() // the wire format's caller-safe text, without the operation
+		msg = we.Message // the wire format's caller-safe text, without the operation
 	default:
 		msg = err.Error()
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,7 +31,7 @@ import (
 // benchRig is the handler behind a real HTTP server and a keep-alive client.
 type benchRig struct {
 	conn   *store.Conn
-	app    *App
+	app    *allpass.App
 	url    string
 	client *http.Client
 }
@@ -39,7 +40,7 @@ func newBenchRig(b *testing.B) *benchRig {
 	b.Helper()
 	conn, log := mustLog(b, b.TempDir())
 	cbc, _ := mustApps(b, mustVectors(b))
-	h, err := NewHandler(HandlerConfig{Apps: []*App{cbc}, Log: log, Logger: zap.NewNop(),
+	h, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc}, Log: log, Logger: zap.NewNop(),
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})
 	if err != nil {
 		b.Fatal(err)
@@ -70,7 +71,7 @@ func (r *benchRig) prepare(b *testing.B, n, offset int) []benchHook {
 	hooks := make([]benchHook, n)
 	for i := range hooks {
 		body, sig := seal(b, r.app, payload(r.app, offset+i, "applicantCreated"), "2026-03-01T10:00:00Z")
-		ev, msgID, err := r.app.Open(body, sig, time.Now(), Options{KeepRaw: true})
+		ev, msgID, err := r.app.Open(body, sig, time.Now(), allpass.Options{KeepRaw: true})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store"
 )
 
@@ -18,7 +19,7 @@ func TestReadyz(t *testing.T) {
 	conn, log := mustLog(t, t.TempDir())
 	cbc, _ := mustApps(t, mustVectors(t))
 	h, err := NewHandler(HandlerConfig{
-		Apps: []*App{cbc}, Log: log,
+		Apps: []*allpass.App{cbc}, Log: log,
 		Ready: func(ctx context.Context) error { _, err := log.LastSeq(ctx); return err },
 	})
 	if err != nil {
@@ -49,7 +50,7 @@ func TestReadyzFollowsAppends(t *testing.T) {
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	h, err := NewHandler(HandlerConfig{
-		Apps: []*App{cbc}, Log: log, Now: clock,
+		Apps: []*allpass.App{cbc}, Log: log, Now: clock,
 		Ready: func(ctx context.Context) error { _, err := log.LastSeq(ctx); return err },
 	})
 	if err != nil {

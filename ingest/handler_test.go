@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/ingest/allpass/allpasstest"
 	"github.com/kycstate/kycstate/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +34,7 @@ type httpVectorFile struct {
 	} `json:"app"`
 	Cases []struct {
 		Name    string            `json:"name"`
-		Method  Method            `json:"method"`
+		Method  allpass.Method    `json:"method"`
 		Headers map[string]string `json:"headers"`
 		Body    string            `json:"body"`
 		Expect  struct {
@@ -59,20 +60,20 @@ func mustVectors(tb testing.TB) httpVectorFile {
 
 // mustApps returns the vectors' app twice, once per method, named after the method: the
 // vectors use one appKey and one set of keys for both.
-func mustApps(tb testing.TB, v httpVectorFile) (cbc, gcm *App) {
+func mustApps(tb testing.TB, v httpVectorFile) (cbc, gcm *allpass.App) {
 	tb.Helper()
-	secret, err := ParseKey("vectors", "secret_key", v.App.SecretKey)
+	secret, err := allpass.ParseKey("vectors", "secret_key", v.App.SecretKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	mac, err := ParseHMACKey("vectors", "hmac_key", v.App.HMACKey)
+	mac, err := allpass.ParseHMACKey("vectors", "hmac_key", v.App.HMACKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	keys := []Keys{{Secret: secret, HMAC: mac}}
+	keys := []allpass.Keys{{Secret: secret, HMAC: mac}}
 	key := domain.AppKey(v.App.AppKey)
-	return &App{Name: "cbc", AppKey: key, Method: MethodCBC, Keys: keys},
-		&App{Name: "gcm", AppKey: key, Method: MethodGCM, Keys: keys}
+	return &allpass.App{Name: "cbc", AppKey: key, Method: allpass.MethodCBC, Keys: keys},
+		&allpass.App{Name: "gcm", AppKey: key, Method: allpass.MethodGCM, Keys: keys}
 }
 
 // env is one handler on a real embedded JetStream server behind a real HTTP server.
@@ -80,7 +81,7 @@ type env struct {
 	dir      string
 	conn     *store.Conn
 	log      *store.EventLog
-	cbc, gcm *App
+	cbc, gcm *allpass.App
 	reg      *prometheus.Registry
 	logs     *observer.ObservedLogs
 	srv      *httptest.Server
@@ -117,7 +118,7 @@ func newEnvAt(tb testing.TB, dir string, opts ...envOption) *env {
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
 	cfg := HandlerConfig{
-		Apps:    []*App{e.cbc, e.gcm},
+		Apps:    []*allpass.App{e.cbc, e.gcm},
 		Log:     e.log,
 		Logger:  zap.New(core),
 		Metrics: e.reg,
@@ -294,13 +295,13 @@ func labelsMatch(m *dto.Metric, want map[string]string) bool {
 }
 
 // seal makes a webhook for app with the given payload fields.
-func seal(tb testing.TB, app *App, fields map[string]any, envTime string) (body []byte, sig string) {
+func seal(tb testing.TB, app *allpass.App, fields map[string]any, envTime string) (body []byte, sig string) {
 	tb.Helper()
 	plaintext, err := json.Marshal(fields)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	body, sig, err = Seal(app.Method, app.Keys[0], plaintext, envTime, nil)
+	body, sig, err = allpass.Seal(app.Method, app.Keys[0], plaintext, envTime, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -310,7 +311,7 @@ func seal(tb testing.TB, app *App, fields map[string]any, envTime string) (body 
 // applicant is the n-th test applicant id, a valid UUID.
 func applicant(n int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", n, n) }
 
-func payload(app *App, n int, typ string) map[string]any {
+func payload(app *allpass.App, n int, typ string) map[string]any {
 	return map[string]any{"type": typ, "id": applicant(n), "appKey": string(app.AppKey),
 		"externalUserId": fmt.Sprintf("user-%d", n)}
 }
@@ -338,7 +339,7 @@ func TestVectorsOverHTTP(t *testing.T) {
 	e := newEnv(t)
 	var refused int
 	for _, c := range v.Cases {
-		name := map[Method]string{MethodCBC: "cbc", MethodGCM: "gcm"}[c.Method]
+		name := map[allpass.Method]string{allpass.MethodCBC: "cbc", allpass.MethodGCM: "gcm"}[c.Method]
 		for _, path := range []string{"/webhooks/allpass/" + name, "/webhooks/allpass",
 			"/webhooks/allpass/" + strings.ToUpper(v.App.AppKey)} {
 			t.Run(c.Name+path, func(t *testing.T) {
@@ -420,27 +421,27 @@ func TestHostileInput(t *testing.T) {
 		code   string
 		kept   bool // in rejects
 	}{
-		{"empty body", "POST", "/webhooks/allpass/cbc", fixed("", goodSig), nil, 400, CodeMalformedEnvelope, true},
-		{"not JSON", "POST", "/webhooks/allpass/cbc", fixed("hello=world", goodSig), nil, 400, CodeMalformedEnvelope, true},
-		{"JSON array", "POST", "/webhooks/allpass", fixed("[1,2,3]", goodSig), nil, 400, CodeMalformedEnvelope, true},
+		{"empty body", "POST", "/webhooks/allpass/cbc", fixed("", goodSig), nil, 400, allpass.CodeMalformedEnvelope, true},
+		{"not JSON", "POST", "/webhooks/allpass/cbc", fixed("hello=world", goodSig), nil, 400, allpass.CodeMalformedEnvelope, true},
+		{"JSON array", "POST", "/webhooks/allpass", fixed("[1,2,3]", goodSig), nil, 400, allpass.CodeMalformedEnvelope, true},
 		{"2 MiB body", "POST", "/webhooks/allpass/cbc", fixed(`{"data":"`+strings.Repeat("a", 2<<20)+`"}`, goodSig), nil, 413, CodeBodyTooLarge, false},
 		{"wrong method", "GET", "/webhooks/allpass/cbc", fixed("", ""), nil, 405, CodeMethodNotAllowed, false},
 		{"wrong method generic", "PUT", "/webhooks/allpass", fixed(string(good), goodSig), nil, 405, CodeMethodNotAllowed, false},
 		{"unknown app", "POST", "/webhooks/allpass/nosuchapp", fixed(string(good), goodSig), nil, 404, CodeUnknownApp, false},
 		{"unknown app with dots", "POST", "/webhooks/allpass/a.b.%3E", fixed(string(good), goodSig), nil, 404, CodeUnknownApp, false},
 		{"unknown path", "POST", "/webhooks/allpass/cbc/extra", fixed(string(good), goodSig), nil, 404, CodeNoRoute, false},
-		{"bad signature", "POST", "/webhooks/allpass/cbc", fixed(string(good), strings.Repeat("0", 64)), nil, 401, CodeBadSignature, true},
-		{"missing signature", "POST", "/webhooks/allpass/cbc", fixed(string(good), ""), nil, 401, CodeBadSignature, true},
-		{"8 KiB signature", "POST", "/webhooks/allpass", fixed(string(good), strings.Repeat("ab", 4<<10)), nil, 401, CodeBadSignature, true},
-		{"right signature, other app's method", "POST", "/webhooks/allpass/gcm", fixed(string(good), goodSig), nil, 401, CodeBadSignature, true},
-		{"invalid UTF-8", "POST", "/webhooks/allpass/cbc", fixed("{\"status\":true,\"data\":\"\xff\xfe\",\"time\":\"x\"}", goodSig), nil, 400, CodeMalformedEnvelope, true},
-		{"nesting bomb", "POST", "/webhooks/allpass/cbc", fixed(`{"status":true,"data":"00","x":`+deep+`}`, goodSig), nil, 400, CodeMalformedEnvelope, true},
-		{"id with dot", "POST", "/webhooks/allpass/cbc", badID("a.b"), nil, 422, CodeInvalidPayload, true},
-		{"id star", "POST", "/webhooks/allpass/cbc", badID("*"), nil, 422, CodeInvalidPayload, true},
-		{"id gt", "POST", "/webhooks/allpass/cbc", badID(">"), nil, 422, CodeInvalidPayload, true},
-		{"id with space", "POST", "/webhooks/allpass/cbc", badID("ea0562d3 00f9-4fce-88c3-6bbae056eed6"), nil, 422, CodeInvalidPayload, true},
-		{"id with NUL", "POST", "/webhooks/allpass/cbc", badID("ea0562d3\x0000f9-4fce-88c3-6bbae056eed6"), nil, 422, CodeInvalidPayload, true},
-		{"uuid-shaped id with dots", "POST", "/webhooks/allpass/cbc", badID("ea0562d3.00f9.4fce.88c3.6bbae056eed6"), nil, 422, CodeInvalidPayload, true},
+		{"bad signature", "POST", "/webhooks/allpass/cbc", fixed(string(good), strings.Repeat("0", 64)), nil, 401, allpass.CodeBadSignature, true},
+		{"missing signature", "POST", "/webhooks/allpass/cbc", fixed(string(good), ""), nil, 401, allpass.CodeBadSignature, true},
+		{"8 KiB signature", "POST", "/webhooks/allpass", fixed(string(good), strings.Repeat("ab", 4<<10)), nil, 401, allpass.CodeBadSignature, true},
+		{"right signature, other app's method", "POST", "/webhooks/allpass/gcm", fixed(string(good), goodSig), nil, 401, allpass.CodeBadSignature, true},
+		{"invalid UTF-8", "POST", "/webhooks/allpass/cbc", fixed("{\"status\":true,\"data\":\"\xff\xfe\",\"time\":\"x\"}", goodSig), nil, 400, allpass.CodeMalformedEnvelope, true},
+		{"nesting bomb", "POST", "/webhooks/allpass/cbc", fixed(`{"status":true,"data":"00","x":`+deep+`}`, goodSig), nil, 400, allpass.CodeMalformedEnvelope, true},
+		{"id with dot", "POST", "/webhooks/allpass/cbc", badID("a.b"), nil, 422, allpass.CodeInvalidPayload, true},
+		{"id star", "POST", "/webhooks/allpass/cbc", badID("*"), nil, 422, allpass.CodeInvalidPayload, true},
+		{"id gt", "POST", "/webhooks/allpass/cbc", badID(">"), nil, 422, allpass.CodeInvalidPayload, true},
+		{"id with space", "POST", "/webhooks/allpass/cbc", badID("ea0562d3 00f9-4fce-88c3-6bbae056eed6"), nil, 422, allpass.CodeInvalidPayload, true},
+		{"id with NUL", "POST", "/webhooks/allpass/cbc", badID("ea0562d3\x0000f9-4fce-88c3-6bbae056eed6"), nil, 422, allpass.CodeInvalidPayload, true},
+		{"uuid-shaped id with dots", "POST", "/webhooks/allpass/cbc", badID("ea0562d3.00f9.4fce.88c3.6bbae056eed6"), nil, 422, allpass.CodeInvalidPayload, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -523,7 +524,7 @@ func TestRejectContents(t *testing.T) {
 		t.Fatalf("%d rejects", len(rs))
 	}
 	r := rs[0]
-	if r.App != "gcm" || r.Reason != CodeBadSignature || r.Status != 401 || r.Body != string(body) ||
+	if r.App != "gcm" || r.Reason != allpass.CodeBadSignature || r.Status != 401 || r.Body != string(body) ||
 		r.Message != a.errMessage || !r.ReceivedAt.Equal(received) || r.RemoteAddr == "" {
 		t.Fatalf("reject %+v", r)
 	}
@@ -731,7 +732,7 @@ func TestServerDownIsNot200(t *testing.T) {
 func TestKilledBetweenAppendAndAnswer(t *testing.T) {
 	e := newEnv(t)
 	body, sig := seal(t, e.gcm, payload(e.gcm, 3, "applicantApproved"), "2026-03-01T10:00:00Z")
-	ev, msgID, err := e.gcm.Open(body, sig, time.Now(), Options{KeepRaw: true})
+	ev, msgID, err := e.gcm.Open(body, sig, time.Now(), allpass.Options{KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -757,8 +758,8 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 	v := mustVectors(t)
 	good, _ := mustApps(t, v)
 	wrong := *good
-	wrong.Keys = []Keys{{Secret: good.Keys[0].Secret, HMAC: bytes.Repeat([]byte{7}, 32)}}
-	e := newEnv(t, func(c *HandlerConfig) { c.Apps = []*App{&wrong} })
+	wrong.Keys = []allpass.Keys{{Secret: good.Keys[0].Secret, HMAC: bytes.Repeat([]byte{7}, 32)}}
+	e := newEnv(t, func(c *HandlerConfig) { c.Apps = []*allpass.App{&wrong} })
 
 	var bodies [][]byte
 	var sigs []string
@@ -787,13 +788,13 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 
 	// Still the wrong key: nothing recovers.
 	ctx := context.Background()
-	res, err := Reprocess(ctx, e.log, []*App{&wrong}, 1, Options{KeepRaw: true}, zap.NewNop())
-	if err != nil || res.Recovered != 0 || res.Failing != 5 || res.FailingByReason[CodeBadSignature] != 5 {
+	res, err := Reprocess(ctx, e.log, []*allpass.App{&wrong}, 1, allpass.Options{KeepRaw: true}, zap.NewNop())
+	if err != nil || res.Recovered != 0 || res.Failing != 5 || res.FailingByReason[allpass.CodeBadSignature] != 5 {
 		t.Fatalf("with the wrong key: %+v %v", res, err)
 	}
 
 	// Fixed.
-	res, err = Reprocess(ctx, e.log, []*App{good}, 1, Options{KeepRaw: true}, zap.NewNop())
+	res, err = Reprocess(ctx, e.log, []*allpass.App{good}, 1, allpass.Options{KeepRaw: true}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -811,12 +812,12 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 	}
 
 	// Twice: nothing doubles.
-	res, err = Reprocess(ctx, e.log, []*App{good}, 1, Options{}, zap.NewNop())
+	res, err = Reprocess(ctx, e.log, []*allpass.App{good}, 1, allpass.Options{}, zap.NewNop())
 	if err != nil || res.Recovered != 0 || res.Duplicates != 4 {
 		t.Fatalf("second run: %+v %v", res, err)
 	}
 	// From where the last run stopped: nothing new to see.
-	res, err = Reprocess(ctx, e.log, []*App{good}, res.Next, Options{}, zap.NewNop())
+	res, err = Reprocess(ctx, e.log, []*allpass.App{good}, res.Next, allpass.Options{}, zap.NewNop())
 	if err != nil || res.Seen != 0 {
 		t.Fatalf("resumed run: %+v %v", res, err)
 	}
@@ -903,7 +904,7 @@ func TestMetrics(t *testing.T) {
 		{"kycstate_ingest_requests_total", map[string]string{"app": appUnknown, "outcome": outcomeRefused}, 20},
 		{"kycstate_ingest_appends_total", nil, 1},
 		{"kycstate_ingest_duplicates_total", nil, 1},
-		{"kycstate_ingest_rejects_total", map[string]string{"reason": CodeBadSignature}, 2},
+		{"kycstate_ingest_rejects_total", map[string]string{"reason": allpass.CodeBadSignature}, 2},
 		{"kycstate_ingest_rejects_total", map[string]string{"reason": CodeUnknownApp}, 20},
 		{"kycstate_ingest_request_duration_seconds", nil, 24},
 		{"kycstate_ingest_inflight", nil, 0},
@@ -924,7 +925,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	// A second handler on the same registry is refused, not silently uncounted.
-	if _, err := NewHandler(HandlerConfig{Apps: []*App{e.cbc}, Log: e.log, Metrics: e.reg}); err == nil {
+	if _, err := NewHandler(HandlerConfig{Apps: []*allpass.App{e.cbc}, Log: e.log, Metrics: e.reg}); err == nil {
 		t.Fatal("two handlers registered the same metrics")
 	}
 }
@@ -990,24 +991,24 @@ func TestNewHandlerConfig(t *testing.T) {
 	v := mustVectors(t)
 	cbc, gcm := mustApps(t, v)
 	_, log := mustLog(t, t.TempDir())
-	renamed := func(a *App, name string) *App { c := *a; c.Name = name; return &c }
+	renamed := func(a *allpass.App, name string) *allpass.App { c := *a; c.Name = name; return &c }
 	nokeys := *cbc
 	nokeys.Keys = nil
 	cases := map[string]HandlerConfig{
 		"no apps":           {Log: log},
-		"no log":            {Apps: []*App{cbc}},
-		"nil app":           {Apps: []*App{nil}, Log: log},
-		"no name":           {Apps: []*App{renamed(cbc, "")}, Log: log},
-		"duplicate name":    {Apps: []*App{cbc, renamed(gcm, "cbc")}, Log: log},
-		"name is an appKey": {Apps: []*App{cbc, renamed(gcm, v.App.AppKey)}, Log: log},
-		"no keys":           {Apps: []*App{&nokeys}, Log: log},
+		"no log":            {Apps: []*allpass.App{cbc}},
+		"nil app":           {Apps: []*allpass.App{nil}, Log: log},
+		"no name":           {Apps: []*allpass.App{renamed(cbc, "")}, Log: log},
+		"duplicate name":    {Apps: []*allpass.App{cbc, renamed(gcm, "cbc")}, Log: log},
+		"name is an appKey": {Apps: []*allpass.App{cbc, renamed(gcm, v.App.AppKey)}, Log: log},
+		"no keys":           {Apps: []*allpass.App{&nokeys}, Log: log},
 	}
 	for name, cfg := range cases {
 		if _, err := NewHandler(cfg); domain.KindOf(err) != domain.KindInvalid {
 			t.Errorf("%s: error %v, want KindInvalid", name, err)
 		}
 	}
-	if _, err := NewHandler(HandlerConfig{Apps: []*App{cbc, gcm}, Log: log}); err != nil {
+	if _, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc, gcm}, Log: log}); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
 }
@@ -1042,7 +1043,7 @@ func FuzzHandler(f *testing.F) {
 	v := mustVectors(f)
 	cbc, gcm := mustApps(f, v)
 	_, log := mustLog(f, f.TempDir())
-	h, err := NewHandler(HandlerConfig{Apps: []*App{cbc, gcm}, Log: log, KeepRaw: true, MaxBody: 64 << 10})
+	h, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc, gcm}, Log: log, KeepRaw: true, MaxBody: 64 << 10})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -1057,7 +1058,7 @@ func FuzzHandler(f *testing.F) {
 	}
 	for _, c := range v.Cases {
 		route := uint8(1)
-		if c.Method == MethodGCM {
+		if c.Method == allpass.MethodGCM {
 			route = 2
 		}
 		f.Add(route, []byte(c.Body), c.Headers["x-allpass-signature"], "application/json")

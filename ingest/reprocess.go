@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store"
 	"go.uber.org/zap"
 )
@@ -30,7 +31,7 @@ type ReprocessResult struct {
 // A reject is tried with the app it was sent to (by name or appKey); one sent to the
 // generic path, or to an app since renamed, is tried with every app. An append that
 // fails stops the run with its error; the result so far says where to resume (Next).
-func Reprocess(ctx context.Context, log EventLog, apps []*App, from uint64, opt Options, logger *zap.Logger) (ReprocessResult, error) {
+func Reprocess(ctx context.Context, log EventLog, apps []*allpass.App, from uint64, opt allpass.Options, logger *zap.Logger) (ReprocessResult, error) {
 	const op = "ingest.Reprocess"
 	res := ReprocessResult{FailingByReason: map[string]int{}, Next: from}
 	if len(apps) == 0 {

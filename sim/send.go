@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 )
 
 // result is what one journey did and what the service should now hold for it.
@@ -220,12 +220,12 @@ func (r *runner) plaintext(j *journey, ev event) ([]byte, error) {
 }
 
 // seal encrypts and signs ev with keys; the envelope time is the send time.
-func (r *runner) seal(keys ingest.Keys, j *journey, ev event) (sealed, error) {
+func (r *runner) seal(keys allpass.Keys, j *journey, ev event) (sealed, error) {
 	pt, err := r.plaintext(j, ev)
 	if err != nil {
 		return sealed{}, err
 	}
-	body, sig, err := ingest.Seal(r.cfg.App.Method, keys, pt, time.Now().UTC().Format(isoMillis), rand.Reader)
+	body, sig, err := allpass.Seal(r.cfg.App.Method, keys, pt, time.Now().UTC().Format(isoMillis), rand.Reader)
 	if err != nil {
 		return sealed{}, fmt.Errorf("sim: sealing a webhook: %w", err)
 	}
@@ -236,7 +236,7 @@ func (r *runner) seal(keys ingest.Keys, j *journey, ev event) (sealed, error) {
 // sealed correctly and then given a damaged signature.
 func (r *runner) forge(j *journey, ev event, wrongKey bool) (sealed, error) {
 	if wrongKey {
-		var k ingest.Keys
+		var k allpass.Keys
 		rand.Read(k.Secret[:])
 		k.HMAC = make([]byte, 32)
 		rand.Read(k.HMAC)

@@ -1,6 +1,6 @@
 // Package sim is an Allpass simulator and load generator. It drives applicant journeys
 // through a running kycstate as Allpass would: every webhook encrypted and signed with
-// the app's keys (ingest.Seal), each applicant's webhooks sent one after the other, many
+// the app's keys (allpass.Seal), each applicant's webhooks sent one after the other, many
 // applicants at once, with resent deliveries, late (out-of-order) deliveries and forged
 // signatures mixed in. It then folds what the service acknowledged with the same fold the
 // service uses and compares the result with what the read API serves, applicant by
@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 )
 
 // Config says what to simulate and against which service.
@@ -41,7 +41,7 @@ type Config struct {
 	AppName string
 	// App holds the appKey, method and keys webhooks are sealed with (its first key
 	// generation, as Allpass uses its current keys).
-	App ingest.App
+	App allpass.App
 	// Token is a read API bearer token (reader role is enough); needed when Check is set.
 	Token string
 	// Applicants is how many journeys to run; Concurrency how many at once.

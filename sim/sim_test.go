@@ -19,6 +19,7 @@ import (
 	"github.com/kycstate/kycstate/api"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/sim"
 	"github.com/kycstate/kycstate/store"
@@ -31,7 +32,7 @@ const readerToken = "sim-test-reader-token-0123456789"
 // file in a temporary directory, the projector, and the ingest and read API handlers
 // under httptest servers.
 type service struct {
-	app    ingest.App
+	app    allpass.App
 	log    *store.EventLog
 	ingest *httptest.Server
 	api    *httptest.Server
@@ -41,7 +42,7 @@ type middleware func(http.Handler) http.Handler
 
 // newService starts a service with one app of the given method. wrapIngest and wrapAPI,
 // if not nil, sit in front of the handlers (to make the service misbehave).
-func newService(t *testing.T, method ingest.Method, wrapIngest, wrapAPI middleware) *service {
+func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middleware) *service {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
@@ -70,16 +71,16 @@ func newService(t *testing.T, method ingest.Method, wrapIngest, wrapAPI middlewa
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	app := ingest.App{Name: "main", AppKey: domain.AppKey(uuid()), Method: method}
-	var k ingest.Keys
+	app := allpass.App{Name: "main", AppKey: domain.AppKey(uuid()), Method: method}
+	var k allpass.Keys
 	rand.Read(k.Secret[:])
-	if method == ingest.MethodCBC {
+	if method == allpass.MethodCBC {
 		k.HMAC = make([]byte, 32)
 		rand.Read(k.HMAC)
 	}
-	app.Keys = []ingest.Keys{k}
+	app.Keys = []allpass.Keys{k}
 
-	ih, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{&app}, Log: elog, KeepRaw: true})
+	ih, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{&app}, Log: elog, KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func uuid() string {
 // service, for both methods, and requires that the service kept exactly what it
 // acknowledged and that the read API serves what the fold of it gives.
 func TestRunAgainstService(t *testing.T) {
-	for _, method := range []ingest.Method{ingest.MethodCBC, ingest.MethodGCM} {
+	for _, method := range []allpass.Method{allpass.MethodCBC, allpass.MethodGCM} {
 		t.Run(string(method), func(t *testing.T) {
 			s := newService(t, method, nil, nil)
 			var progress bytes.Buffer
@@ -290,7 +291,7 @@ func TestCheckDetects(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newService(t, ingest.MethodCBC, tc.wrapIngest, tc.wrapAPI)
+			s := newService(t, allpass.MethodCBC, tc.wrapIngest, tc.wrapAPI)
 			cfg := s.config(6, 0)
 			cfg.Concurrency = 1
 			rep, err := sim.Run(context.Background(), cfg, nil)
@@ -320,11 +321,11 @@ func TestCheckDetects(t *testing.T) {
 // TestRefusedKeysStop: a sim with keys the service does not have gets 401 for a genuine
 // webhook and stops at once with an error that says what to check.
 func TestRefusedKeysStop(t *testing.T) {
-	s := newService(t, ingest.MethodGCM, nil, nil)
+	s := newService(t, allpass.MethodGCM, nil, nil)
 	cfg := s.config(20, 0)
-	var k ingest.Keys
+	var k allpass.Keys
 	rand.Read(k.Secret[:])
-	cfg.App.Keys = []ingest.Keys{k}
+	cfg.App.Keys = []allpass.Keys{k}
 	rep, err := sim.Run(context.Background(), cfg, nil)
 	if err == nil || !strings.Contains(err.Error(), "refused a genuine webhook") || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("Run error = %v, want a refused genuine webhook with 401", err)
@@ -350,7 +351,7 @@ func TestUnavailableIsRetried(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	s := newService(t, ingest.MethodCBC, flaky, nil)
+	s := newService(t, allpass.MethodCBC, flaky, nil)
 	rep, err := sim.Run(context.Background(), s.config(8, 0.1), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +370,7 @@ func TestUnavailableIsRetried(t *testing.T) {
 func TestConfigRefused(t *testing.T) {
 	good := sim.Config{
 		IngestURL: "http://127.0.0.1:1", APIURL: "http://127.0.0.1:2", Token: readerToken,
-		App:        ingest.App{Name: "a", AppKey: domain.AppKey(uuid()), Method: ingest.MethodGCM, Keys: []ingest.Keys{{}}},
+		App:        allpass.App{Name: "a", AppKey: domain.AppKey(uuid()), Method: allpass.MethodGCM, Keys: []allpass.Keys{{}}},
 		Applicants: 1, Concurrency: 1, Check: true,
 	}
 	for _, tc := range []struct {
@@ -386,7 +387,7 @@ func TestConfigRefused(t *testing.T) {
 		{"share above 1", func(c *sim.Config) { c.LateShare = 1.5 }},
 		{"negative share", func(c *sim.Config) { c.ResendShare = -0.1 }},
 		{"bad app key", func(c *sim.Config) { c.App.AppKey = "main" }},
-		{"cbc without hmac key", func(c *sim.Config) { c.App.Method = ingest.MethodCBC }},
+		{"cbc without hmac key", func(c *sim.Config) { c.App.Method = allpass.MethodCBC }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := good
@@ -401,7 +402,7 @@ func TestConfigRefused(t *testing.T) {
 
 // TestCanceled: ending ctx stops the run promptly and returns ctx's error.
 func TestCanceled(t *testing.T) {
-	s := newService(t, ingest.MethodCBC, nil, nil)
+	s := newService(t, allpass.MethodCBC, nil, nil)
 	cfg := s.config(1000, 0)
 	cfg.Rate = 50
 	ctx, cancel := context.WithCancel(context.Background())

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -303,7 +303,7 @@ func (s Secret) resolve(key string, getenv func(string) string) (string, error) 
 // Resolved is the configuration with secrets read and keys parsed.
 type Resolved struct {
 	Config
-	Apps   []*ingest.App
+	Apps   []*allpass.App
 	Tokens []resolvedToken
 	URLs   []string
 	Sync   time.Duration // 0: fsync every write
@@ -407,7 +407,7 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	return r, nil
 }
 
-func resolveApp(key string, a AppConfig, getenv func(string) string) (*ingest.App, error) {
+func resolveApp(key string, a AppConfig, getenv func(string) string) (*allpass.App, error) {
 	if a.Name == "" {
 		return nil, cfgErr(key+".name", "must not be empty")
 	}
@@ -415,11 +415,11 @@ func resolveApp(key string, a AppConfig, getenv func(string) string) (*ingest.Ap
 	if err != nil {
 		return nil, cfgErr(key+".app_key", "must be a UUID")
 	}
-	app := &ingest.App{Name: a.Name, AppKey: appKey, Method: ingest.Method(a.Method)}
+	app := &allpass.App{Name: a.Name, AppKey: appKey, Method: allpass.Method(a.Method)}
 	switch app.Method {
-	case ingest.MethodCBC, ingest.MethodGCM:
+	case allpass.MethodCBC, allpass.MethodGCM:
 	case "":
-		app.Method = ingest.MethodCBC
+		app.Method = allpass.MethodCBC
 	default:
 		return nil, cfgErr(key+".method", "must be aes-256-cbc or aes-256-gcm")
 	}
@@ -438,12 +438,12 @@ func resolveApp(key string, a AppConfig, getenv func(string) string) (*ingest.Ap
 		if sec == "" {
 			return nil, cfgErr(key+field, "must be set")
 		}
-		k, err := ingest.ParseKey(a.Name, field[1:], sec)
+		k, err := allpass.ParseKey(a.Name, field[1:], sec)
 		if err != nil {
 			return nil, cfgErr(key+field, "must be 64 hex characters or base64 of 32 bytes")
 		}
-		keys := ingest.Keys{Secret: k}
-		if app.Method == ingest.MethodCBC {
+		keys := allpass.Keys{Secret: k}
+		if app.Method == allpass.MethodCBC {
 			h, err := kc.HMACKey.resolve(key+hfield, getenv)
 			if err != nil {
 				return nil, err
@@ -451,7 +451,7 @@ func resolveApp(key string, a AppConfig, getenv func(string) string) (*ingest.Ap
 			if h == "" {
 				return nil, cfgErr(key+hfield, "must be set for aes-256-cbc")
 			}
-			hk, err := ingest.ParseKey(a.Name, hfield[1:], h)
+			hk, err := allpass.ParseKey(a.Name, hfield[1:], h)
 			if err != nil {
 				return nil, cfgErr(key+hfield, "must be 64 hex characters or base64 of 32 bytes")
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store"
 	"go.uber.org/zap"
 )
@@ -338,7 +339,7 @@ nothing.`+offlineNote)
 	}
 	defer o.Close()
 	if sub == "reprocess" {
-		res, err := ingest.Reprocess(ctx, o.log, o.r.Apps, *from, ingest.Options{KeepRaw: o.r.Ingest.KeepRaw == nil || *o.r.Ingest.KeepRaw}, o.lg)
+		res, err := ingest.Reprocess(ctx, o.log, o.r.Apps, *from, allpass.Options{KeepRaw: o.r.Ingest.KeepRaw == nil || *o.r.Ingest.KeepRaw}, o.lg)
 		if err != nil {
 			return err
 		}

@@ -11,7 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/sim"
 )
 
@@ -72,12 +72,12 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	app := *r.Apps[0]
-	switch m := ingest.Method(*method); m {
+	switch m := allpass.Method(*method); m {
 	case "":
-	case ingest.MethodCBC, ingest.MethodGCM:
+	case allpass.MethodCBC, allpass.MethodGCM:
 		app.Method = m
 	default:
-		return fmt.Errorf("%w: --method must be %s or %s", errUsage, ingest.MethodCBC, ingest.MethodGCM)
+		return fmt.Errorf("%w: --method must be %s or %s", errUsage, allpass.MethodCBC, allpass.MethodGCM)
 	}
 	if *ingestURL == "" {
 		*ingestURL = listenURL(r.Ingest.Listen, "http://127.0.0.1:8080")

@@ -1,4 +1,4 @@
-package ingest
+package allpass
 
 import (
 	"bytes"
@@ -73,15 +73,22 @@ func TestParseKey(t *testing.T) {
 	}
 }
 
+// TestParseAppKey: an app's key is parsed by domain.ParseAppKey, the one UUID parser;
+// App.Validate refuses a key it does not take as configuration (invalid_config).
 func TestParseAppKey(t *testing.T) {
-	got, err := ParseAppKey("71F2C0C6-C720-423B-8DF0-7763102AD57E")
+	got, err := domain.ParseAppKey("71F2C0C6-C720-423B-8DF0-7763102AD57E")
 	if err != nil || got != "71f2c0c6-c720-423b-8df0-7763102ad57e" {
 		t.Fatalf("ParseAppKey = %q, %v; want the lower-case form", got, err)
 	}
 	for _, s := range []string{"", "main", "71f2c0c6c720423b8df07763102ad57e", "71f2c0c6-c720-423b-8df0-7763102ad57",
 		"71f2c0c6-c720-423b-8df0-7763102ad57e0", "{71f2c0c6-c720-423b-8df0-7763102ad57}", "71f2c0c6-c720-423b-8df0-7763102ad5.e"} {
-		if _, err := ParseAppKey(s); domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeInvalidConfig {
+		if _, err := domain.ParseAppKey(s); domain.KindOf(err) != domain.KindInvalid {
 			t.Errorf("ParseAppKey(%q) = %v, want KindInvalid", s, err)
+		}
+		a := newTestApp(t, MethodCBC)
+		a.AppKey = domain.AppKey(s)
+		if err := a.Validate(); domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeInvalidConfig {
+			t.Errorf("Validate with app key %q = %v, want KindInvalid, %s", s, err, CodeInvalidConfig)
 		}
 	}
 }

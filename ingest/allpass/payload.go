@@ -1,4 +1,4 @@
-package ingest
+package allpass
 
 import (
 	"bytes"
@@ -63,7 +63,7 @@ func payloadFields() []string {
 // Unknown fields are kept: Payload is a copy of the plaintext, byte for byte.
 // EventAt comes from eventTime. All times are UTC.
 func parsePayload(app domain.AppKey, plaintext []byte, envelopeTime string, receivedAt time.Time) (domain.Event, error) {
-	const op = "ingest.Open"
+	const op = "allpass.Open"
 	fields, err := decodeObject(plaintext, payloadMaxDepth, payloadFields())
 	if err != nil {
 		return domain.Event{}, fail(op, domain.KindInvalid, CodeMalformedPlaintext, "plaintext "+err.Error())
@@ -116,17 +116,6 @@ func parsePayload(app domain.AppKey, plaintext []byte, envelopeTime string, rece
 	ev.EventAt, ev.EventAtSource = eventTime(fields, envelopeTime, ev.ReceivedAt)
 	ev.Payload = json.RawMessage(bytes.Clone(plaintext))
 	return ev, nil
-}
-
-// ParseAppKey checks that s is a UUID (8-4-4-4-12 hex digits, either case) and returns
-// it in lower case, the form used in subjects and stored events. Errors are KindInvalid
-// (code invalid_config).
-func ParseAppKey(s string) (domain.AppKey, error) {
-	u, ok := domain.ParseUUID(s)
-	if !ok {
-		return "", fail("ingest.ParseAppKey", domain.KindInvalid, CodeInvalidConfig, "app key is not a UUID")
-	}
-	return domain.AppKey(u), nil
 }
 
 // uuidField reads a required UUID field in canonical form. Its errors complete a sentence

@@ -1,4 +1,4 @@
-package ingest
+package allpass
 
 import (
 	"encoding/base64"
@@ -18,7 +18,7 @@ const keyLen = 32
 // start-up rather than as a 401 on every webhook. Errors are KindInvalid and name the app
 // and field, never the value.
 func ParseHMACKey(app, field, s string) ([]byte, error) {
-	return parseKeyBytes("ingest.ParseHMACKey", app, field, s)
+	return parseKeyBytes("allpass.ParseHMACKey", app, field, s)
 }
 
 // parseKeyBytes decodes a 32-byte key from hex or base64. Surrounding white space (a

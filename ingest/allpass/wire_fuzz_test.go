@@ -1,4 +1,4 @@
-package ingest
+package allpass
 
 import (
 	"encoding/base64"
@@ -17,7 +17,7 @@ import (
 // The fuzz targets assert no panic, a known kind for every refusal, and that whatever is
 // accepted round-trips. Seeds come from the shared vectors; run one with e.g.
 //
-//	go test -run '^$' -fuzz '^FuzzOpen$' -fuzztime 30s ./ingest
+//	go test -run '^$' -fuzz '^FuzzOpen$' -fuzztime 30s ./ingest/allpass
 
 const fuzzEnvTime = "2026-03-01T10:00:00.000Z"
 

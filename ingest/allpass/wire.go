@@ -1,7 +1,14 @@
-// Package ingest turns Allpass webhooks into events on the log: the wire format
-// (envelope, keys, AES-256-CBC + HMAC-SHA256, AES-256-GCM), payload validation, and the
-// HTTP handler that answers 200 only once the log has the event.
-package ingest
+// Package allpass is the Allpass wire format (DESIGN.md section 2): the envelope, an
+// app's keys and their generations, AES-256-CBC + HMAC-SHA256 and AES-256-GCM
+// verification and decryption, payload validation, the Nats-Msg-Id of a delivery, and
+// Seal, which encrypts exactly as Allpass does, for the simulator and tests.
+//
+// It is pure: bytes in, a domain.Event or an error with a stable code out. It imports no
+// net/http and no NATS, so the webhook handler (package ingest), the rejects
+// reprocessor, the simulator and an offline re-verification of stored raw bodies all
+// share one implementation without pulling in a server. Another provider's format would
+// be a sibling package, ingest/<provider>, with the same shape.
+package allpass
 
 import (
 	"crypto/sha256"
@@ -43,8 +50,8 @@ type App struct {
 // known, it has at least one key generation, and (for CBC) every generation has an HMAC
 // key. Errors are KindInvalid and name the app, never a secret.
 func (a *App) Validate() error {
-	const op = "ingest.App.Validate"
-	if _, err := ParseAppKey(string(a.AppKey)); err != nil {
+	const op = "allpass.App.Validate"
+	if _, err := domain.ParseAppKey(string(a.AppKey)); err != nil {
 		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: app_key is not a UUID", a.Name))
 	}
 	if a.Method != MethodCBC && a.Method != MethodGCM {
@@ -67,7 +74,7 @@ func (a *App) Validate() error {
 // the app and the config key (field), never the value.
 func ParseKey(app, field, s string) ([32]byte, error) {
 	var k [32]byte
-	b, err := parseKeyBytes("ingest.ParseKey", app, field, s)
+	b, err := parseKeyBytes("allpass.ParseKey", app, field, s)
 	if err != nil {
 		return k, err
 	}
@@ -113,7 +120,7 @@ func (a *App) Open(body []byte, signature string, receivedAt time.Time, opt Opti
 // open is Open with the CBC decryption step passed in, so that a test can count the calls
 // that reach it and prove that the MAC is checked first. Production passes decryptCBC.
 func (a *App) open(body []byte, signature string, receivedAt time.Time, opt Options, dec cbcDecrypter) (domain.Event, string, error) {
-	const op = "ingest.Open"
+	const op = "allpass.Open"
 	if err := a.Validate(); err != nil {
 		return domain.Event{}, "", domain.E(op, domain.KindInternal, err)
 	}

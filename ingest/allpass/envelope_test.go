@@ -1,4 +1,4 @@
-package ingest
+package allpass
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package ingest
+package allpass
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ const envelopeMaxDepth = 8
 
 // parseEnvelope is ParseEnvelope (see there for the rules).
 func parseEnvelope(body []byte) (Envelope, error) {
-	const op = "ingest.ParseEnvelope"
+	const op = "allpass.ParseEnvelope"
 	bad := func(msg string) error { return fail(op, domain.KindInvalid, CodeMalformedEnvelope, msg) }
 
 	fields, err := decodeObject(body, envelopeMaxDepth, []string{"status", "statusCode", "data", "time"})

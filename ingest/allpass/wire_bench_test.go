@@ -1,4 +1,4 @@
-package ingest
+package allpass
 
 import (
 	"crypto/aes"
@@ -14,7 +14,7 @@ import (
 // (the baseline: what the webhook costs at the least). It reports the baseline's ns/op
 // and Open's cost as a multiple of it:
 //
-//	go test -run '^$' -bench BenchmarkOpen -benchtime 2s ./ingest
+//	go test -run '^$' -bench BenchmarkOpen -benchtime 2s ./ingest/allpass
 func BenchmarkOpen(b *testing.B) {
 	vf := loadVectors(b)
 	for _, tt := range []struct {

@@ -1,4 +1,4 @@
-package ingest
+package allpass
 
 import (
 	"crypto/aes"
@@ -34,11 +34,11 @@ func Seal(method Method, keys Keys, plaintext []byte, envelopeTime string, rnd i
 	switch method {
 	case MethodCBC:
 		if len(keys.HMAC) == 0 {
-			return nil, "", fmt.Errorf("ingest.Seal: %s needs an HMAC key", method)
+			return nil, "", fmt.Errorf("allpass.Seal: %s needs an HMAC key", method)
 		}
 		iv := make([]byte, aes.BlockSize)
 		if _, err := io.ReadFull(rnd, iv); err != nil {
-			return nil, "", fmt.Errorf("ingest.Seal: reading IV: %w", err)
+			return nil, "", fmt.Errorf("allpass.Seal: reading IV: %w", err)
 		}
 		ct := padPKCS7(plaintext)
 		cipher.NewCBCEncrypter(block, iv).CryptBlocks(ct, ct)
@@ -53,14 +53,14 @@ func Seal(method Method, keys Keys, plaintext []byte, envelopeTime string, rnd i
 		}
 		iv := make([]byte, aead.NonceSize())
 		if _, err := io.ReadFull(rnd, iv); err != nil {
-			return nil, "", fmt.Errorf("ingest.Seal: reading IV: %w", err)
+			return nil, "", fmt.Errorf("allpass.Seal: reading IV: %w", err)
 		}
 		sealed := aead.Seal(nil, iv, plaintext, nil)
 		ct, tag := sealed[:len(sealed)-aead.Overhead()], sealed[len(sealed)-aead.Overhead():]
 		data = hex.EncodeToString(iv) + hex.EncodeToString(ct)
 		signature = hex.EncodeToString(tag)
 	default:
-		return nil, "", fmt.Errorf("ingest.Seal: unknown method %q", method)
+		return nil, "", fmt.Errorf("allpass.Seal: unknown method %q", method)
 	}
 	body, err = json.Marshal(struct {
 		Status     bool   `json:"status"`
