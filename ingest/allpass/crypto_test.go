@@ -392,3 +392,43 @@ func mustEnvelope(tb testing.TB, body []byte) Envelope {
 	}
 	return env
 }
+
+// TestDecryptAlone: Decrypt, the step Open and the Open API parser share, opens the data
+// string of every valid vector to its plaintext, refuses the vectors' signature and
+// decryption failures with the one bad_signature error, and refuses an app that fails
+// Validate as a configuration bug.
+func TestDecryptAlone(t *testing.T) {
+	vf := loadVectors(t)
+	opened := 0
+	for _, c := range vf.Cases {
+		if !c.Expect.OK && c.Expect.Reason != "signature" && c.Expect.Reason != "decrypt" {
+			continue // envelope and payload refusals are Open's, not Decrypt's
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			env, err := ParseEnvelope([]byte(c.Body))
+			if err != nil {
+				t.Fatalf("ParseEnvelope: %v", err)
+			}
+			pt, err := vectorApp(t, vf, c.Method).Decrypt([]byte(c.Body), env.Data, c.signature())
+			if !c.Expect.OK {
+				if domain.KindOf(err) != domain.KindUnauthorized || Code(err) != CodeBadSignature {
+					t.Fatalf("Decrypt = %q, %v; want %s", pt, err, CodeBadSignature)
+				}
+				return
+			}
+			if err != nil || string(pt) != c.Expect.Plaintext {
+				t.Fatalf("Decrypt = %q, %v; want %s", pt, err, c.Expect.Plaintext)
+			}
+			opened++
+		})
+	}
+	if opened == 0 {
+		t.Error("no valid vector was decrypted")
+	}
+
+	broken := newTestApp(t, MethodCBC)
+	broken.Keys = nil
+	if _, err := broken.Decrypt([]byte(`{}`), "00", ""); domain.KindOf(err) != domain.KindInternal || Code(err) != CodeInvalidConfig {
+		t.Errorf("Decrypt with an invalid app = %v, want KindInternal, %s", err, CodeInvalidConfig)
+	}
+}

@@ -8,6 +8,11 @@
 // reprocessor, the simulator and an offline re-verification of stored raw bodies all
 // share one implementation without pulling in a server. Another provider's format would
 // be a sibling package, ingest/<provider>, with the same shape.
+//
+// The pieces stand alone where other Allpass messages need them: App.Decrypt opens any
+// data string sealed with an app's keys (the Open API's encrypted responses, DESIGN.md
+// section 10, use the same layout as webhooks), and ParseEnvelope reads the envelope
+// both share.
 package allpass
 
 import (
@@ -128,13 +133,7 @@ func (a *App) open(body []byte, signature string, receivedAt time.Time, opt Opti
 	if err != nil {
 		return domain.Event{}, "", err
 	}
-	var plaintext []byte
-	switch a.Method {
-	case MethodCBC:
-		plaintext, err = openCBC(a.Keys, body, env.Data, signature, dec)
-	default:
-		plaintext, err = openGCM(a.Keys, env.Data, signature)
-	}
+	plaintext, err := a.decrypt(body, env.Data, signature, dec)
 	if err != nil {
 		return domain.Event{}, "", err
 	}
@@ -146,6 +145,29 @@ func (a *App) open(body []byte, signature string, receivedAt time.Time, opt Opti
 		ev.Raw = &domain.Raw{Body: string(body), Signature: signature}
 	}
 	return ev, MsgID(ev.AppKey, plaintext, env.Time), nil
+}
+
+// Decrypt authenticates and decrypts one data string sealed with a's method and keys,
+// and returns the plaintext, not validated. body is the whole message data came in (a
+// CBC MAC may cover the body rather than data alone); signature is the
+// x-allpass-signature value. The MAC or tag is verified before anything is decrypted, and
+// every key generation is tried, current first (see Open). Every authentication or
+// decryption failure is the same KindUnauthorized error (CodeBadSignature); an app that
+// fails Validate is KindInternal. Webhooks reach it through Open; other Allpass messages
+// that carry a sealed data string (Open API responses) call it on its own.
+func (a *App) Decrypt(body []byte, data, signature string) ([]byte, error) {
+	if err := a.Validate(); err != nil {
+		return nil, domain.E("allpass.Decrypt", domain.KindInternal, err)
+	}
+	return a.decrypt(body, data, signature, decryptCBC)
+}
+
+// decrypt is Decrypt on an app already validated, with the CBC step passed in (see open).
+func (a *App) decrypt(body []byte, data, signature string, dec cbcDecrypter) ([]byte, error) {
+	if a.Method == MethodCBC {
+		return openCBC(a.Keys, body, data, signature, dec)
+	}
+	return openGCM(a.Keys, data, signature)
 }
 
 // MsgID is the Nats-Msg-Id of a delivery: hex SHA-256 over appKey, plaintext and the
