@@ -50,10 +50,7 @@ const retryAfter = "5"
 
 // Headers kept with a reject: what re-verifying the request needs (the signature), and
 // what tells an operator who sent it. Names are lower case in store.Reject.Headers.
-var keptHeaders = [...]string{"x-allpass-signature", "content-type", "user-agent"}
-
-// signatureHeader carries the HMAC (CBC) or the auth tag (GCM).
-const signatureHeader = "x-allpass-signature"
+var keptHeaders = [...]string{allpass.SignatureHeader, "content-type", "user-agent"}
 
 // HandlerConfig holds the webhook handler's dependencies and limits.
 type HandlerConfig struct {
@@ -306,7 +303,7 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 		return
 	}
 
-	app, ev, msgID, err := openAny(apps, body, r.Header.Get(signatureHeader), x.receivedAt, h.opt)
+	app, ev, msgID, err := openAny(apps, body, r.Header.Get(allpass.SignatureHeader), x.receivedAt, h.opt)
 	if err != nil {
 		h.refuse(w, r, x, err)
 		return

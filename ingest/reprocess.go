@@ -91,11 +91,11 @@ func Reprocess(ctx context.Context, log EventLog, apps []*allpass.App, from uint
 // signatureOf finds the signature header among a reject's kept headers, whatever the case
 // its name was kept in.
 func signatureOf(headers map[string]string) string {
-	if v, ok := headers[signatureHeader]; ok {
+	if v, ok := headers[allpass.SignatureHeader]; ok {
 		return v
 	}
 	for k, v := range headers {
-		if strings.EqualFold(k, signatureHeader) {
+		if strings.EqualFold(k, allpass.SignatureHeader) {
 			return v
 		}
 	}

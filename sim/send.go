@@ -323,7 +323,7 @@ func (r *runner) post(ctx context.Context, s sealed) answer {
 		return answer{err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("x-allpass-signature", s.sig)
+	req.Header.Set(allpass.SignatureHeader, s.sig)
 	req.Header.Set("User-Agent", "kycstate-sim")
 	start := time.Now()
 	resp, err := r.client.Do(req)

@@ -36,6 +36,10 @@ const (
 // Provider is the provider name written into every stored event.
 const Provider = "allpass"
 
+// SignatureHeader is the HTTP header that carries the HMAC (CBC) or the auth tag (GCM),
+// in the lower-case form it is kept in with a reject.
+const SignatureHeader = "x-allpass-signature"
+
 // Keys is one generation of an app's secrets.
 type Keys struct {
 	Secret [32]byte // AES-256 key
