@@ -4,15 +4,14 @@
 // Seal, which encrypts exactly as Allpass does, for the simulator and tests.
 //
 // It is pure: bytes in, a domain.Event or an error with a stable code out. It imports no
-// net/http and no NATS, so the webhook handler (package ingest), the rejects
-// reprocessor, the simulator and an offline re-verification of stored raw bodies all
-// share one implementation without pulling in a server. Another provider's format would
-// be a sibling package, ingest/<provider>, with the same shape.
+// net/http and no NATS, so the webhook handler and the rejects reprocessor (package
+// ingest), the simulator and the tests share one implementation without pulling in a
+// server. Another provider's format would be a sibling package, ingest/<provider>, with
+// the same shape.
 //
-// The pieces stand alone where other Allpass messages need them: App.Decrypt opens any
-// data string sealed with an app's keys (the Open API's encrypted responses, DESIGN.md
-// section 10, use the same layout as webhooks), and ParseEnvelope reads the envelope
-// both share.
+// Allpass's Open API responses (DESIGN.md section 10) belong here too: they come in the
+// same envelope, and an encrypted `data` is sealed exactly as a webhook's, so App.Decrypt
+// opens it on its own, without reading the plaintext as a webhook payload.
 package allpass
 
 import (
