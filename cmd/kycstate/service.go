@@ -65,6 +65,9 @@ type Main struct {
 	// beforeStep, when set (by tests), runs before each start step with the step's name;
 	// an error from it fails that step as the step's own error would.
 	beforeStep func(step string) error
+	// extraLoops, set by tests, run beside the projector: one that fails shows what a
+	// component failing at run time does to the others.
+	extraLoops []namedLoop
 
 	started chan struct{}       // closed once every component runs
 	addrs   map[string]net.Addr // listen address by step, written before started closes
@@ -153,9 +156,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 // components is what start opened and serve runs.
 type components struct {
-	proj     *projector.Projector
-	servers  []namedServer // the webhook endpoint, if any, first: it stops first
-	embedded bool
+	servers []namedServer // the webhook endpoint, if any, first: it stops first
+	// background are the loops that feed or check what the servers answer from (the
+	// projector; a periodic sweep goes here too). They stop after the servers.
+	background []namedLoop
+	embedded   bool
+}
+
+type namedLoop struct {
+	name string
+	run  func(ctx context.Context) error // returns once ctx ends
 }
 
 type namedServer struct {
@@ -234,7 +244,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		pj := projector.New(elog, proj, projector.Config{
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
 		}, lg, reg)
-		c.proj = pj
+		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
 		var h http.Handler
 		if err := step(stepAPI, func() (err error) {
 			h, err = api.NewServer(api.Config{
@@ -269,6 +279,8 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		c.servers = append([]namedServer{{name: stepListenHooks, srv: ingest.NewHTTPServer(r.Ingest.Listen, h)}}, c.servers...)
 	}
 
+	c.background = append(c.background, m.extraLoops...)
+
 	// Listen before announcing, so a port in use is a clear startup error. The read API
 	// listens first, as it always has: its port is the one operators watch.
 	for i := len(c.servers) - 1; i >= 0; i-- {
@@ -295,19 +307,23 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 // them in the order of the durability contract and waits for all of them.
 func (m *Main) serve(ctx context.Context, c *components) error {
 	lg := m.lg
-	// The projector outlives the group's context: it stops only after both servers have,
-	// so a read waiting on ?minSeq for an acknowledged webhook can still be answered.
+	// The background loops outlive the group's context: they stop only after both
+	// servers have, so a read waiting on ?minSeq for an acknowledged webhook can still be
+	// answered while the servers drain.
 	readers, stopReaders := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReaders()
 
 	g, gctx := errgroup.WithContext(ctx)
-	if c.proj != nil {
+	for _, l := range c.background {
 		g.Go(func() error {
-			err := c.proj.Run(readers)
+			err := l.run(readers)
 			if readers.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("projector: %w", err)
+			if err == nil {
+				err = errors.New("stopped on its own")
+			}
+			return fmt.Errorf("%s: %w", l.name, err)
 		})
 	}
 	for _, s := range c.servers {

@@ -304,3 +304,34 @@ func takenPort(t *testing.T) string {
 	t.Cleanup(func() { ln.Close() })
 	return ln.Addr().String()
 }
+
+// TestComponentFailureStopsAll: a component that fails while serving stops the others
+// (the servers shut down, the projector ends) and Run returns its error.
+func TestComponentFailureStopsAll(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	boom := errors.New("sweep failed")
+	fail := make(chan struct{})
+	m := NewMain(serveMode(), serveConfig(t, t.TempDir()), zap.NewNop())
+	m.extraLoops = []namedLoop{{name: "sweep", run: func(ctx context.Context) error {
+		select {
+		case <-fail:
+			return boom
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}}
+	errc := startMain(t, context.Background(), m)
+	apiAddr := m.Addr("api")
+	close(fail)
+	err := waitRun(t, errc)
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "sweep") {
+		t.Fatalf("Run = %v; want the sweep's error, named", err)
+	}
+	if c, err := net.DialTimeout("tcp", apiAddr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("read API at %s still accepts connections after Run returned", apiAddr)
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
