@@ -23,11 +23,17 @@ import (
 	"go.uber.org/zap"
 )
 
+// Defaults of Config.
+const (
+	DefaultMaxBatch = 500
+	DefaultMaxWait  = time.Millisecond
+)
+
 // Config tunes the projector.
 type Config struct {
-	MaxBatch int // events per bbolt transaction, default 500
+	MaxBatch int // events per bbolt transaction, default DefaultMaxBatch
 	// MaxWait is how long a partial batch, once the stream has nothing more pending, waits
-	// for more; default 1 ms. Batches grow by themselves under load (events pile up while
+	// for more; default DefaultMaxWait (1 ms). Batches grow by themselves under load (events pile up while
 	// a commit syncs), so a long linger only adds latency to every read-your-writes.
 	MaxWait time.Duration
 	// RetryMin and RetryMax bound the backoff after a failed commit (disk full, say) or a
@@ -39,10 +45,10 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.MaxBatch <= 0 {
-		c.MaxBatch = 500
+		c.MaxBatch = DefaultMaxBatch
 	}
 	if c.MaxWait <= 0 {
-		c.MaxWait = time.Millisecond
+		c.MaxWait = DefaultMaxWait
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = 100 * time.Millisecond

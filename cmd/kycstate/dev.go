@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -56,7 +57,7 @@ func ensureDevConfig(dataDir, path string) (bool, error) {
 	cfg.DataDir = dataDir
 	cfg.Log.Format = "console"
 	cfg.Apps = []AppConfig{{
-		Name: "dev", AppKey: domain.NewUUID(), Method: "aes-256-cbc",
+		Name: "dev", AppKey: domain.NewUUID(), Method: string(allpass.MethodCBC),
 		SecretKey: Secret(randHex(32)), HMACKey: Secret(randHex(32)),
 	}}
 	cfg.API.Tokens = []TokenConfig{

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+func cmdExport(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "export", `Writes every event of the log as JSON lines, in stream order: the stored message
+exactly as kept (raw body and signature included, so authenticity can be re-verified offline)
+with its stream sequence added as "seq".`+offlineNote)
+	cfgPath := fs.String("config", "", "YAML config file")
+	outPath := fs.String("out", "", "file to write (default: standard output)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	o, err := openOps(ctx, e, *cfgPath, false, false)
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+	var w io.Writer = e.stdout
+	var f *os.File
+	if *outPath != "" {
+		if f, err = os.OpenFile(*outPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	out := bufio.NewWriterSize(w, 1<<20)
+	p := newProgress(e, "export")
+	last, err := o.log.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	n := 0
+	err = o.log.Read(ctx, 1, 1000, func(batch []domain.Event) error {
+		for _, ev := range batch {
+			out.WriteString(`{"seq":`)
+			out.WriteString(strconv.FormatUint(ev.Seq, 10))
+			if len(ev.Stored) > 2 {
+				out.WriteByte(',')
+				out.Write(ev.Stored[1:])
+			} else {
+				out.WriteByte('}')
+			}
+			if err := out.WriteByte('\n'); err != nil {
+				return err
+			}
+			n++
+		}
+		p.report(batch[len(batch)-1].Seq, last)
+		return nil
+	})
+	p.done()
+	if err != nil {
+		return err
+	}
+	if err := out.Flush(); err != nil {
+		return err
+	}
+	if f != nil {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "exported %d events to %s\n", n, *outPath)
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/store"
+)
+
+func cmdRejects(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "reprocess") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprintln(e.stderr, "Usage: kycstate rejects list|reprocess [flags]")
+			return nil
+		}
+		return fmt.Errorf("%w: rejects list|reprocess", errUsage)
+	}
+	sub := args[0]
+	fs := newFlags(e, "rejects "+sub, `list: prints the refused webhooks kept in KYC_REJECTS (time, app, reason, status).
+reprocess: opens each kept webhook again with the keys configured now and appends those that
+open; a webhook already in the log is recognised as a duplicate, so reprocessing twice adds
+nothing.`+offlineNote)
+	cfgPath := fs.String("config", "", "YAML config file")
+	from := fs.Uint64("from", 1, "first reject sequence")
+	format := fs.String("format", "table", "table or jsonl (list)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	o, err := openOps(ctx, e, *cfgPath, sub == "reprocess", false)
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+	if sub == "reprocess" {
+		res, err := ingest.Reprocess(ctx, o.log, o.r.Apps, *from, allpass.Options{KeepRaw: o.r.Ingest.KeepRaw == nil || *o.r.Ingest.KeepRaw}, o.lg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%+v\n", res)
+		return nil
+	}
+	out := bufio.NewWriter(e.stdout)
+	defer out.Flush()
+	enc := json.NewEncoder(out)
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	if *format == "table" {
+		fmt.Fprintln(tw, "SEQ\tRECEIVED\tAPP\tSTATUS\tREASON\tREMOTE")
+	}
+	err = o.log.Rejects(ctx, *from, func(r store.Reject) error {
+		if *format == "jsonl" {
+			return enc.Encode(r)
+		}
+		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Seq, r.ReceivedAt.Format(time.RFC3339), orAny(r.App), r.Status, r.Reason, r.RemoteAddr)
+		return err
+	})
+	tw.Flush()
+	return err
+}
+
+func orAny(s string) string {
+	if s == "" {
+		return "(any)"
+	}
+	return s
+}

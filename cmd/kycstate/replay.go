@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+func cmdReplay(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "replay", `Prints the log straight from the stream, in order, with the outcome the fold gives
+each event now (duplicate, stale, applied, irregular, annotated, unknown) and the status it
+moves from and to. It does not read or change the projection.`+offlineNote)
+	cfgPath := fs.String("config", "", "YAML config file")
+	applicant := fs.String("applicant", "", "only this applicant's events (an applicant id)")
+	format := fs.String("format", "table", "table or jsonl")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *format != "table" && *format != "jsonl" {
+		return fmt.Errorf("%w: --format must be table or jsonl", errUsage)
+	}
+	if _, err := domain.ParseApplicantID(*applicant); *applicant != "" && err != nil {
+		return fmt.Errorf("%w: --applicant must be an applicant id (a UUID)", errUsage)
+	}
+	o, err := openOps(ctx, e, *cfgPath, false, false)
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+
+	out := bufio.NewWriter(e.stdout)
+	defer out.Flush()
+	var tw *tabwriter.Writer
+	if *format == "table" {
+		tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tRECEIVED\tAPPLICANT\tTYPE\tEVENT AT\tOUTCOME\tFROM\tTO")
+		defer tw.Flush()
+	}
+	folder := domain.NewFolder()
+	states := map[domain.ApplicantID]domain.State{}
+	enc := json.NewEncoder(out)
+	emit := func(batch []domain.Event) error {
+		for _, ev := range batch {
+			if *applicant != "" && string(ev.ApplicantID) != *applicant {
+				continue
+			}
+			s, rec := folder.Apply(states[ev.ApplicantID], ev)
+			states[ev.ApplicantID] = s
+			if tw != nil {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rec.Seq, rec.ReceivedAt.Format(time.RFC3339),
+					rec.ApplicantID, rec.Type, rec.EventAt.Format(time.RFC3339Nano), rec.Outcome, orDash(rec.From), orDash(rec.To))
+				continue
+			}
+			if err := enc.Encode(rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if *applicant != "" {
+		for _, app := range o.r.Apps {
+			evs, err := o.log.Applicant(ctx, app.AppKey, domain.ApplicantID(*applicant))
+			if err != nil {
+				return err
+			}
+			if len(evs) > 0 {
+				return emit(evs)
+			}
+		}
+		if len(o.r.Apps) > 0 {
+			return nil
+		}
+	}
+	p := newProgress(e, "replay")
+	defer p.done()
+	last, err := o.log.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	return o.log.Read(ctx, 1, 1000, func(batch []domain.Event) error {
+		p.report(batch[len(batch)-1].Seq, last)
+		return emit(batch)
+	})
+}
+
+func orDash(s domain.Status) string {
+	if s == domain.StatusNone {
+		return "-"
+	}
+	return string(s)
+}

@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kycstate/kycstate/api"
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/projector"
+	"github.com/kycstate/kycstate/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+// Mode says which halves of the service a Main runs.
+type Mode struct {
+	Name   string // serve, ingest or query: names the process in logs and in NATS
+	Ingest bool   // the webhook endpoint
+	Query  bool   // the projector and the read API
+	// Embedded allows the embedded nats-server (serve); the other modes need nats.url.
+	Embedded bool
+}
+
+// Start steps, in order. A failed start returns an error that begins "start <step>:".
+const (
+	stepDataDir     = "data dir"
+	stepLock        = "lock"
+	stepNATS        = "nats"
+	stepEventLog    = "event log"
+	stepProjection  = "projection"
+	stepAPI         = "api"
+	stepIngest      = "ingest"
+	stepListenAPI   = "listen api"
+	stepListenHooks = "listen ingest"
+)
+
+// shutdownTimeout bounds how long the webhook endpoint waits for in-flight appends (each
+// is itself bounded by ingest.append_timeout) and the read API for its requests.
+const shutdownTimeout = 30 * time.Second
+
+// Main is one run of serve, ingest or query, for the binary and for in-process tests.
+//
+// Run opens everything that can fail first (data dir lock, NATS, event log, projection,
+// handlers, listeners), in that order, and starts no goroutine until all of it has
+// succeeded; a failed step closes what the earlier steps opened, in reverse, and Run
+// returns an error naming the step. Then every component (projector, read API, webhook
+// endpoint) runs under one errgroup: the first to fail stops the others. Whenever Run
+// returns, every goroutine it started has ended and everything it opened is closed,
+// the embedded nats-server included.
+type Main struct {
+	mode Mode
+	cfg  *Resolved
+	lg   *zap.Logger
+
+	// beforeStep, when set (by tests), runs before each start step with the step's name;
+	// an error from it fails that step as the step's own error would.
+	beforeStep func(step string) error
+	// extraLoops, set by tests, run beside the projector: one that fails shows what a
+	// component failing at run time does to the others.
+	extraLoops []namedLoop
+
+	started chan struct{}       // closed once every component runs
+	addrs   map[string]net.Addr // listen address by step, written before started closes
+
+	mu     sync.Mutex
+	ran    bool
+	closed bool
+	cancel context.CancelFunc // stops a running Run
+	done   chan struct{}      // closed when Run returns
+}
+
+// NewMain returns a Main for mode with the resolved config; lg is the process's logger.
+func NewMain(mode Mode, cfg *Resolved, lg *zap.Logger) *Main {
+	return &Main{
+		mode: mode, cfg: cfg, lg: lg,
+		started: make(chan struct{}),
+		addrs:   map[string]net.Addr{},
+		done:    make(chan struct{}),
+	}
+}
+
+// Started is closed once every component runs; Addr is valid from then on.
+func (m *Main) Started() <-chan struct{} { return m.started }
+
+// Addr returns where the read API ("api") or the webhook endpoint ("ingest") listens,
+// once Started is closed; "" for a half this mode does not run.
+func (m *Main) Addr(half string) string {
+	select {
+	case <-m.started:
+	default:
+		return ""
+	}
+	a := m.addrs["listen "+half]
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// Close stops a running Run and waits until it has returned; before Run, it makes Run
+// refuse to start. Safe to call twice, and from any goroutine.
+func (m *Main) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	ran, cancel := m.ran, m.cancel
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if ran {
+		<-m.done
+	}
+	return nil
+}
+
+// Run starts the service and runs it until ctx ends, Close is called, or a component
+// fails. It returns nil after a requested stop, and the first error otherwise.
+func (m *Main) Run(ctx context.Context) (err error) {
+	m.mu.Lock()
+	if m.closed || m.ran {
+		m.mu.Unlock()
+		return errors.New("kycstate: Main.Run called after Close or twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	m.ran, m.cancel = true, cancel
+	m.mu.Unlock()
+	defer close(m.done)
+	defer cancel()
+
+	// undo holds what the start steps opened; it runs in reverse on every return, after
+	// every goroutine has ended, so nothing runs on a closed database or connection.
+	var undo []func() error
+	defer func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			if cerr := undo[i](); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+	}()
+	c, err := m.start(ctx, &undo)
+	if err != nil {
+		return err
+	}
+	return m.serve(ctx, c)
+}
+
+// components is what start opened and serve runs.
+type components struct {
+	servers []namedServer // the webhook endpoint, if any, first: it stops first
+	// background are the loops that feed or check what the servers answer from (the
+	// projector; a periodic sweep goes here too). They stop after the servers.
+	background []namedLoop
+	embedded   bool
+}
+
+type namedLoop struct {
+	name string
+	run  func(ctx context.Context) error // returns once ctx ends
+}
+
+type namedServer struct {
+	name string
+	srv  *http.Server
+	ln   net.Listener
+}
+
+// start runs the start steps. Each step that opens something appends its closer to undo.
+func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, error) {
+	r, lg := m.cfg, m.lg
+	step := func(name string, f func() error) error {
+		if m.beforeStep != nil {
+			if err := m.beforeStep(name); err != nil {
+				return fmt.Errorf("start %s: %w", name, err)
+			}
+		}
+		if err := f(); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		return nil
+	}
+	if !m.mode.Embedded && len(r.URLs) == 0 {
+		return nil, cfgErr("nats.url", "%s needs an external NATS; use serve for the embedded one", m.mode.Name)
+	}
+	c := &components{embedded: len(r.URLs) == 0}
+
+	if err := step(stepDataDir, func() error { return os.MkdirAll(r.DataDir, 0o700) }); err != nil {
+		return nil, err
+	}
+	if m.mode.Embedded || m.mode.Query {
+		if err := step(stepLock, func() error {
+			unlock, err := lockDataDir(r.DataDir)
+			if err != nil {
+				return err
+			}
+			*undo = append(*undo, func() error { unlock(); return nil })
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var conn *store.Conn
+	if err := step(stepNATS, func() (err error) {
+		conn, err = store.Connect(ctx, natsConfig(r, m.mode.Name), lg)
+		if err == nil {
+			*undo = append(*undo, conn.Close)
+		}
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var elog *store.EventLog
+	if err := step(stepEventLog, func() (err error) {
+		elog, err = store.OpenEventLog(ctx, conn, logConfig(r), lg)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	if m.mode.Query {
+		var proj *store.Projection
+		if err := step(stepProjection, func() (err error) {
+			proj, err = store.OpenProjection(filepath.Join(r.DataDir, "projection.db"), store.ProjectionOptions{})
+			if err == nil {
+				*undo = append(*undo, proj.Close)
+			}
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		pj := projector.New(elog, proj, projector.Config{
+			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
+		}, lg, reg)
+		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
+		var h http.Handler
+		if err := step(stepAPI, func() (err error) {
+			h, err = api.NewServer(api.Config{
+				Projection: proj, Tokens: apiTokens(r), Logger: lg,
+				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
+				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
+				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return store.Verify(ctx, elog, proj) },
+			})
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		c.servers = append(c.servers, namedServer{name: stepListenAPI, srv: api.NewHTTPServer(r.API.Listen, h)})
+	}
+	if m.mode.Ingest {
+		var h http.Handler
+		if err := step(stepIngest, func() (err error) {
+			h, err = ingest.NewHandler(ingest.HandlerConfig{
+				Apps: r.Apps, Log: elog, Logger: lg, Metrics: reg,
+				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight,
+				AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
+				Ready: func(ctx context.Context) error { _, err := elog.LastSeq(ctx); return err },
+			})
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if !m.mode.Query {
+			h = withMetrics(h, reg)
+		}
+		// First in the list: the webhook endpoint is the first to stop.
+		c.servers = append([]namedServer{{name: stepListenHooks, srv: ingest.NewHTTPServer(r.Ingest.Listen, h)}}, c.servers...)
+	}
+
+	c.background = append(c.background, m.extraLoops...)
+
+	// Listen before announcing, so a port in use is a clear startup error. The read API
+	// listens first, as it always has: its port is the one operators watch.
+	for i := len(c.servers) - 1; i >= 0; i-- {
+		s := &c.servers[i]
+		if err := step(s.name, func() error {
+			ln, err := net.Listen("tcp", s.srv.Addr)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", s.srv.Addr, err)
+			}
+			// Serve closes the listener too; a second Close is harmless.
+			*undo = append(*undo, func() error { ln.Close(); return nil })
+			s.ln = ln
+			m.addrs[s.name] = ln.Addr()
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		lg.Info("listening", zap.String("addr", s.ln.Addr().String()))
+	}
+	return c, nil
+}
+
+// serve runs the components under one errgroup until ctx ends or one fails, then stops
+// them in the order of the durability contract and waits for all of them.
+func (m *Main) serve(ctx context.Context, c *components) error {
+	lg := m.lg
+	// The background loops outlive the group's context: they stop only after both
+	// servers have, so a read waiting on ?minSeq for an acknowledged webhook can still be
+	// answered while the servers drain.
+	readers, stopReaders := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReaders()
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, l := range c.background {
+		g.Go(func() error {
+			err := l.run(readers)
+			if readers.Err() != nil {
+				return nil
+			}
+			if err == nil {
+				err = errors.New("stopped on its own")
+			}
+			return fmt.Errorf("%s: %w", l.name, err)
+		})
+	}
+	for _, s := range c.servers {
+		g.Go(func() error {
+			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s: serve: %w", s.name, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			lg.Info("stopping: signal received")
+		}
+		// Shutdown order is the durability contract: stop accepting webhooks and let every
+		// in-flight append get its PubAck and its answer, then stop the readers; the log
+		// closes after Run's group has ended. A webhook either got 200 after its append,
+		// or no answer it could trust.
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		for _, s := range c.servers {
+			if err := s.srv.Shutdown(shutCtx); err != nil {
+				lg.Warn("shutdown", zap.String("server", s.name), zap.Error(err))
+			}
+		}
+		stopReaders()
+		return nil
+	})
+	lg.Info("started", zap.Bool("embeddedNATS", c.embedded), zap.String("dataDir", m.cfg.DataDir))
+	close(m.started)
+
+	err := g.Wait()
+	if err != nil {
+		lg.Error("stopping on error", zap.Error(err))
+	}
+	lg.Info("stopped")
+	return err
+}
