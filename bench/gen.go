@@ -178,12 +178,12 @@ func (w *workload) newJourney() *journey {
 	var held *send
 	for i := range evs {
 		e := evs[i]
-		if held == nil && i > 0 && e.typ.Kind() == domain.KindStatus && i+1 < len(evs) && maybe(0.03) {
+		if held == nil && i > 0 && e.typ.Class() == domain.ClassStatus && i+1 < len(evs) && maybe(0.03) {
 			held = &evs[i]
 			continue
 		}
 		order = append(order, e)
-		if held != nil && e.typ.Kind() == domain.KindStatus {
+		if held != nil && e.typ.Class() == domain.ClassStatus {
 			order = append(order, *held)
 			held = nil
 		}

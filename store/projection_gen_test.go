@@ -121,7 +121,7 @@ func (g *gen) next(n int) []domain.Event {
 		if e.Type == domain.EventStepPassed && e.StepName == "" {
 			e.StepName = genSteps[rng.IntN(len(genSteps))]
 		}
-		if e.Type.Kind() == domain.KindStatus && rng.IntN(8) == 0 {
+		if e.Type.Class() == domain.ClassStatus && rng.IntN(8) == 0 {
 			e.Warnings = []string{genWarnings[rng.IntN(len(genWarnings))]}
 		}
 		switch r := rng.IntN(100); {
@@ -131,7 +131,7 @@ func (g *gen) next(n int) []domain.Event {
 		case r < 8:
 			e.ExternalUserID = "" // payload without externalUserId
 		}
-		if e.Type.Kind() == domain.KindStatus && e.EventAt.After(a.last) {
+		if e.Type.Class() == domain.ClassStatus && e.EventAt.After(a.last) {
 			a.last = e.EventAt
 		}
 		e.Payload = json.RawMessage(fmt.Sprintf(`{"type":%q,"id":%q,"appKey":%q,"n":%d}`, e.Type, e.ApplicantID, e.AppKey, seq))
