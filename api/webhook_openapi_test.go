@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/kycstate/kycstate/ingest"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 )
 
 // TestOpenAPIWebhooks checks the webhook part of openapi.yaml against the real ingest
@@ -21,12 +21,12 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	}
 	doc := loadSpec(t)
 	ctx := t.Context()
-	conn, err := store.Connect(ctx, store.NATSConfig{StoreDir: t.TempDir()}, nil)
+	conn, err := eventlog.Connect(ctx, eventlog.NATSConfig{StoreDir: t.TempDir()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	log, err := store.OpenEventLog(ctx, conn, store.LogConfig{}, nil)
+	log, err := eventlog.Open(ctx, conn, eventlog.Config{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 )
 
 // isoMillis is how Allpass writes times: UTC with milliseconds.
@@ -265,7 +265,7 @@ func storedEvents(app *ingest.App, ds []delivery) ([]stored, error) {
 		if err != nil {
 			return err
 		}
-		subject, err := store.Subject(ev.AppKey, ev.ApplicantID)
+		subject, err := eventlog.Subject(ev.AppKey, ev.ApplicantID)
 		if err != nil {
 			return err
 		}

@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
-// EventLog is what ingest needs from the event log; *store.EventLog implements it.
+// EventLog is what ingest needs from the event log; *eventlog.EventLog implements it.
 type EventLog interface {
 	// Append stores ev under the Nats-Msg-Id msgID and returns its sequence once the
 	// stream has acknowledged it. dup reports that the stream already held msgID (seq is
@@ -25,10 +25,10 @@ type EventLog interface {
 	// the caller must then not claim it.
 	Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error)
 	// Reject keeps a refused request in the size-bounded rejects stream.
-	Reject(ctx context.Context, r store.Reject) error
+	Reject(ctx context.Context, r eventlog.Reject) error
 	// Rejects calls fn for each kept reject in order from sequence from, up to the last
 	// one at the time of the call; fn's error stops it.
-	Rejects(ctx context.Context, from uint64, fn func(store.Reject) error) error
+	Rejects(ctx context.Context, from uint64, fn func(eventlog.Reject) error) error
 }
 
 // Defaults of HandlerConfig.
@@ -43,7 +43,7 @@ const (
 const retryAfter = "5"
 
 // Headers kept with a reject: what re-verifying the request needs (the signature), and
-// what tells an operator who sent it. Names are lower case in store.Reject.Headers.
+// what tells an operator who sent it. Names are lower case in eventlog.Reject.Headers.
 var keptHeaders = [...]string{"x-allpass-signature", "content-type", "user-agent"}
 
 // signatureHeader carries the HMAC (CBC) or the auth tag (GCM).
@@ -523,7 +523,7 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 			headers[k] = v
 		}
 	}
-	rej := store.Reject{
+	rej := eventlog.Reject{
 		App:        x.pathApp,
 		Reason:     code,
 		Message:    msg,

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -29,7 +29,7 @@ import (
 
 // benchRig is the handler behind a real HTTP server and a keep-alive client.
 type benchRig struct {
-	conn   *store.Conn
+	conn   *eventlog.Conn
 	app    *App
 	url    string
 	client *http.Client
@@ -79,7 +79,7 @@ func (r *benchRig) prepare(b *testing.B, n, offset int) []benchHook {
 		if err != nil {
 			b.Fatal(err)
 		}
-		subject, err := store.Subject(ev.AppKey, ev.ApplicantID)
+		subject, err := eventlog.Subject(ev.AppKey, ev.ApplicantID)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -109,7 +109,7 @@ func (r *benchRig) post(h benchHook) error {
 
 func (r *benchRig) publish(ctx context.Context, h benchHook) error {
 	_, err := r.conn.JS.Publish(ctx, h.subject, h.stored, jetstream.WithMsgID(h.msgID),
-		jetstream.WithExpectStream(store.EventStream))
+		jetstream.WithExpectStream(eventlog.EventStream))
 	return err
 }
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 )
 
 // /readyz reflects the log: 200 while it answers, 503 with Retry-After once the JetStream
@@ -70,7 +70,7 @@ func TestReadyzFollowsAppends(t *testing.T) {
 		t.Fatalf("first webhook: %d", code)
 	}
 	ctx := context.Background()
-	stream, err := conn.JS.Stream(ctx, store.EventStream)
+	stream, err := conn.JS.Stream(ctx, eventlog.EventStream)
 	if err != nil {
 		t.Fatal(err)
 	}

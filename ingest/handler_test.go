@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
@@ -83,8 +83,8 @@ func mustApps(tb testing.TB, v httpVectorFile) (cbc, gcm *App) {
 // env is one handler on a real embedded JetStream server behind a real HTTP server.
 type env struct {
 	dir      string
-	conn     *store.Conn
-	log      *store.EventLog
+	conn     *eventlog.Conn
+	log      *eventlog.EventLog
 	cbc, gcm *App
 	reg      *prometheus.Registry
 	logs     *observer.ObservedLogs
@@ -94,15 +94,15 @@ type env struct {
 
 type envOption func(*HandlerConfig)
 
-func mustLog(tb testing.TB, dir string) (*store.Conn, *store.EventLog) {
+func mustLog(tb testing.TB, dir string) (*eventlog.Conn, *eventlog.EventLog) {
 	tb.Helper()
 	ctx := context.Background()
-	conn, err := store.Connect(ctx, store.NATSConfig{StoreDir: dir, Name: "ingest-test"}, zap.NewNop())
+	conn, err := eventlog.Connect(ctx, eventlog.NATSConfig{StoreDir: dir, Name: "ingest-test"}, zap.NewNop())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	log, err := store.OpenEventLog(ctx, conn, store.LogConfig{}, zap.NewNop())
+	log, err := eventlog.Open(ctx, conn, eventlog.Config{}, zap.NewNop())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -246,10 +246,10 @@ func (e *env) eventAt(tb testing.TB, seq uint64) domain.Event {
 	return readOne(tb, e.log, seq)
 }
 
-func (e *env) rejects(tb testing.TB) []store.Reject {
+func (e *env) rejects(tb testing.TB) []eventlog.Reject {
 	tb.Helper()
-	var all []store.Reject
-	if err := e.log.Rejects(context.Background(), 1, func(r store.Reject) error {
+	var all []eventlog.Reject
+	if err := e.log.Rejects(context.Background(), 1, func(r eventlog.Reject) error {
 		all = append(all, r)
 		return nil
 	}); err != nil {
@@ -1113,7 +1113,7 @@ func FuzzHandler(f *testing.F) {
 }
 
 // readOne reads the event stored at seq.
-func readOne(tb testing.TB, log *store.EventLog, seq uint64) domain.Event {
+func readOne(tb testing.TB, log *eventlog.EventLog, seq uint64) domain.Event {
 	tb.Helper()
 	var got []domain.Event
 	stop := errors.New("stop")
@@ -1133,7 +1133,7 @@ func readOne(tb testing.TB, log *store.EventLog, seq uint64) domain.Event {
 // decodeWhole decodes ev's stored bytes with everything, the raw body included.
 func decodeWhole(tb testing.TB, ev domain.Event) domain.Event {
 	tb.Helper()
-	whole, err := store.DecodeEvent(ev.Seq, ev.Stored)
+	whole, err := eventlog.DecodeEvent(ev.Seq, ev.Stored)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -1144,9 +1144,9 @@ func decodeWhole(tb testing.TB, ev domain.Event) domain.Event {
 // body, plaintext and metadata) is over the log's message limit is answered 413 and not
 // appended; the answer is a refusal, never a 200 without a PubAck.
 func TestStoredEventOverLogLimit(t *testing.T) {
-	e := newEnv(t, func(c *HandlerConfig) { c.MaxBody = 4 * store.EmbeddedMaxPayload })
+	e := newEnv(t, func(c *HandlerConfig) { c.MaxBody = 4 * eventlog.EmbeddedMaxPayload })
 	p := payload(e.cbc, 1, "applicantCreated")
-	p["padding"] = strings.Repeat("x", store.EmbeddedMaxPayload/2)
+	p["padding"] = strings.Repeat("x", eventlog.EmbeddedMaxPayload/2)
 	body, sig := seal(t, e.cbc, p, "2026-03-01T10:00:00Z")
 	a := e.post(t, "/webhooks/allpass/cbc", body, sig)
 	if a.status != http.StatusRequestEntityTooLarge || a.errCode != CodeBodyTooLarge {

@@ -1,6 +1,6 @@
 // Package projector folds the event log into the projection, in stream order, exactly once.
 //
-// It reads with an ordered consumer (through store.EventLog.Follow) rather than a durable
+// It reads with an ordered consumer (through eventlog.EventLog.Follow) rather than a durable
 // pull consumer. The projection's checkpoint, committed in the same bbolt transaction as
 // the states it covers, is the only record of how far the fold got; a durable consumer
 // would keep a second position on the server, acknowledged separately, that a crash
@@ -18,7 +18,8 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -57,8 +58,8 @@ func (c *Config) defaults() {
 
 // Projector owns the fold from one event log into one projection.
 type Projector struct {
-	log  *store.EventLog
-	proj *store.Projection
+	log  *eventlog.EventLog
+	proj *projection.Projection
 	cfg  Config
 	lg   *zap.Logger
 
@@ -78,7 +79,7 @@ type Projector struct {
 }
 
 // New returns a projector; reg may be nil.
-func New(log *store.EventLog, proj *store.Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
+func New(log *eventlog.EventLog, proj *projection.Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
 	cfg.defaults()
 	p := &Projector{
 		log: log, proj: proj, cfg: cfg, lg: lg.Named("projector"),

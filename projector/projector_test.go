@@ -11,15 +11,16 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
 type fixture struct {
-	log  *store.EventLog
-	proj *store.Projection
+	log  *eventlog.EventLog
+	proj *projection.Projection
 	path string
 	lg   *zap.Logger
 }
@@ -29,12 +30,12 @@ func newFixture(t *testing.T) *fixture {
 	dir := t.TempDir()
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	// fsync off for speed: these tests are about order and exactly-once, not power loss.
-	conn, err := store.Connect(context.Background(), store.NATSConfig{StoreDir: filepath.Join(dir, "nats"), SyncInterval: time.Minute}, lg)
+	conn, err := eventlog.Connect(context.Background(), eventlog.NATSConfig{StoreDir: filepath.Join(dir, "nats"), SyncInterval: time.Minute}, lg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	elog, err := store.OpenEventLog(context.Background(), conn, store.LogConfig{}, lg)
+	elog, err := eventlog.Open(context.Background(), conn, eventlog.Config{}, lg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func (f *fixture) reopen(t *testing.T) {
 	if f.proj != nil {
 		f.proj.Close()
 	}
-	p, err := store.OpenProjection(f.path, store.ProjectionOptions{})
+	p, err := projection.Open(f.path, projection.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ var journey = []domain.EventType{
 // in order, with every seventh event a re-delivery of the previous one (same content, new
 // Nats-Msg-Id: the fold must call it a duplicate) and every eleventh a late one (older
 // eventAt: stale).
-func appendLog(t *testing.T, l *store.EventLog, from, to, applicants int) {
+func appendLog(t *testing.T, l *eventlog.EventLog, from, to, applicants int) {
 	t.Helper()
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	step := make([]int, applicants)
@@ -124,7 +125,7 @@ func run(t *testing.T, p *Projector) (stop func() error) {
 	return stop
 }
 
-func waitCheckpoint(t *testing.T, proj *store.Projection, seq uint64) {
+func waitCheckpoint(t *testing.T, proj *projection.Projection, seq uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -134,10 +135,10 @@ func waitCheckpoint(t *testing.T, proj *store.Projection, seq uint64) {
 }
 
 // verifyExact checks the projection against a fresh fold of the log: same digests for
-// every applicant (store.Verify), and every event in exactly one history record.
+// every applicant (projection.Verify), and every event in exactly one history record.
 func verifyExact(t *testing.T, f *fixture, n, applicants int) {
 	t.Helper()
-	res, err := store.Verify(context.Background(), f.log, f.proj)
+	res, err := projection.Verify(context.Background(), f.log, f.proj)
 	if err != nil {
 		t.Fatal(err)
 	}

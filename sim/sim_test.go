@@ -21,7 +21,8 @@ import (
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/sim"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"go.uber.org/zap"
 )
 
@@ -32,7 +33,7 @@ const readerToken = "sim-test-reader-token-0123456789"
 // under httptest servers.
 type service struct {
 	app    ingest.App
-	log    *store.EventLog
+	log    *eventlog.EventLog
 	ingest *httptest.Server
 	api    *httptest.Server
 }
@@ -47,16 +48,16 @@ func newService(t *testing.T, method ingest.Method, wrapIngest, wrapAPI middlewa
 	dir := t.TempDir()
 	lg := zap.NewNop()
 
-	conn, err := store.Connect(ctx, store.NATSConfig{StoreDir: filepath.Join(dir, "nats"), SyncInterval: time.Minute}, lg)
+	conn, err := eventlog.Connect(ctx, eventlog.NATSConfig{StoreDir: filepath.Join(dir, "nats"), SyncInterval: time.Minute}, lg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	elog, err := store.OpenEventLog(ctx, conn, store.LogConfig{Replicas: 1, DuplicateWindow: time.Hour}, lg)
+	elog, err := eventlog.Open(ctx, conn, eventlog.Config{Replicas: 1, DuplicateWindow: time.Hour}, lg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proj, err := store.OpenProjection(filepath.Join(dir, "projection.db"), store.ProjectionOptions{})
+	proj, err := projection.Open(filepath.Join(dir, "projection.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

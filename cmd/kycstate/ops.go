@@ -14,7 +14,8 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"go.uber.org/zap"
 )
 
@@ -30,7 +31,7 @@ while serve runs there).`
 type opsSetup struct {
 	r      *Resolved
 	lg     *zap.Logger
-	log    *store.EventLog
+	log    *eventlog.EventLog
 	closer func()
 }
 
@@ -68,13 +69,13 @@ func openOps(ctx context.Context, e *env, cfgPath string, needApps, ownsProjecti
 		}
 		closers = append(closers, unlock)
 	}
-	conn, err := store.Connect(ctx, natsConfig(r, "ops"), lg)
+	conn, err := eventlog.Connect(ctx, natsConfig(r, "ops"), lg)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
 	closers = append(closers, func() { conn.Close() })
-	elog, err := store.OpenEventLog(ctx, conn, logConfig(r), lg)
+	elog, err := eventlog.Open(ctx, conn, logConfig(r), lg)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -250,7 +251,7 @@ rebuilt by deleting its file and starting it.`+offlineNote)
 	start := time.Now()
 	p := newProgress(e, "rebuild")
 	var total uint64
-	err = store.Rebuild(ctx, o.log, path, func(done, last uint64) { total = done; p.report(done, last) })
+	err = projection.Rebuild(ctx, o.log, path, func(done, last uint64) { total = done; p.report(done, last) })
 	p.done()
 	if err != nil {
 		return err
@@ -300,13 +301,13 @@ that file locked, so this refuses while one runs there; use --api then.
 	}
 	defer o.Close()
 	path := filepath.Join(o.r.DataDir, "projection.db")
-	proj, err := store.OpenProjection(path, store.ProjectionOptions{ReadOnly: true})
+	proj, err := projection.Open(path, projection.Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}
 	defer proj.Close()
 	start := time.Now()
-	res, err := store.Verify(ctx, o.log, proj)
+	res, err := projection.Verify(ctx, o.log, proj)
 	if err != nil {
 		return err
 	}
@@ -352,7 +353,7 @@ nothing.`+offlineNote)
 	if *format == "table" {
 		fmt.Fprintln(tw, "SEQ\tRECEIVED\tAPP\tSTATUS\tREASON\tREMOTE")
 	}
-	err = o.log.Rejects(ctx, *from, func(r store.Reject) error {
+	err = o.log.Rejects(ctx, *from, func(r eventlog.Reject) error {
 		if *format == "jsonl" {
 			return enc.Encode(r)
 		}

@@ -17,7 +17,8 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -94,12 +95,12 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	conn, err := store.Connect(ctx, natsConfig(r, name), lg)
+	conn, err := eventlog.Connect(ctx, natsConfig(r, name), lg)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	elog, err := store.OpenEventLog(ctx, conn, logConfig(r), lg)
+	elog, err := eventlog.Open(ctx, conn, logConfig(r), lg)
 	if err != nil {
 		return err
 	}
@@ -114,9 +115,9 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 	runCtx, stopRest = context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRest()
 
-	var proj *store.Projection
+	var proj *projection.Projection
 	if withQuery {
-		proj, err = store.OpenProjection(filepath.Join(r.DataDir, "projection.db"), store.ProjectionOptions{})
+		proj, err = projection.Open(filepath.Join(r.DataDir, "projection.db"), projection.Options{})
 		if err != nil {
 			return err
 		}
@@ -135,7 +136,7 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 			Projection: proj, Tokens: apiTokens(r), Logger: lg,
 			Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 			Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
-			Verify: func(ctx context.Context) (domain.VerifyResult, error) { return store.Verify(ctx, elog, proj) },
+			Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) },
 		})
 		if err != nil {
 			return err
@@ -213,15 +214,15 @@ func withMetrics(h http.Handler, reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
-func natsConfig(r *Resolved, name string) store.NATSConfig {
-	return store.NATSConfig{
+func natsConfig(r *Resolved, name string) eventlog.NATSConfig {
+	return eventlog.NATSConfig{
 		URLs: r.URLs, StoreDir: filepath.Join(r.DataDir, "nats"), Listen: r.NATS.Listen,
 		SyncInterval: r.Sync, Name: "kycstate-" + name,
 	}
 }
 
-func logConfig(r *Resolved) store.LogConfig {
-	return store.LogConfig{
+func logConfig(r *Resolved) eventlog.Config {
+	return eventlog.Config{
 		Replicas: r.NATS.Replicas, DuplicateWindow: time.Duration(r.NATS.DuplicateWindow),
 		AppendTimeout: time.Duration(r.Ingest.AppendTimeout), RejectsMaxBytes: r.NATS.RejectsMaxBytes,
 	}

@@ -1,4 +1,4 @@
-package store
+package eventlog
 
 import (
 	"context"
@@ -59,6 +59,7 @@ type Conn struct {
 	stop func()
 
 	srv       *server.Server
+	borrowed  bool          // NC belongs to the caller (Wrap): Close leaves it open
 	closed    chan struct{} // closed by the connection's ClosedHandler
 	closeOnce sync.Once
 	closeErr  error
@@ -72,7 +73,7 @@ type Conn struct {
 // loss). Errors: KindInvalid for a bad configuration, KindUnavailable when the server
 // does not start or the external NATS cannot be reached within cfg.ConnectTimeout.
 func Connect(ctx context.Context, cfg NATSConfig, log *zap.Logger) (*Conn, error) {
-	const op = "store.Connect"
+	const op = "eventlog.Connect"
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -238,11 +239,28 @@ func (c *Conn) finish(nc *nats.Conn) error {
 	return nil
 }
 
+// Wrap returns a Conn over nc, a connection the caller made and keeps: Close leaves nc
+// open, and the caller closes it. It is for a process that already holds a connection
+// (the test fixture internal/jstest, say); Connect is the way to reach a configured NATS.
+// Errors: KindInvalid for a nil or closed connection.
+func Wrap(nc *nats.Conn) (*Conn, error) {
+	const op = "eventlog.Wrap"
+	if nc == nil || nc.IsClosed() {
+		return nil, domain.E(op, domain.KindInvalid, "no open NATS connection")
+	}
+	c := &Conn{borrowed: true, closed: make(chan struct{})}
+	if err := c.finish(nc); err != nil {
+		return nil, domain.E(op, domain.KindInvalid, err)
+	}
+	return c, nil
+}
+
 // Server returns the embedded server, or nil when connected to an external NATS. It is
 // there for tests and for an operator's diagnostics; the event log never needs it.
 func (c *Conn) Server() *server.Server { return c.srv }
 
-// Close drains the connection and stops the embedded server. Safe to call twice.
+// Close drains the connection (unless it is borrowed, see Wrap) and stops the embedded
+// server. Safe to call twice.
 func (c *Conn) Close() error {
 	if c == nil {
 		return nil
@@ -253,7 +271,7 @@ func (c *Conn) Close() error {
 
 func (c *Conn) close() error {
 	var err error
-	if c.NC != nil {
+	if c.NC != nil && !c.borrowed {
 		// Drain lets in-flight requests and buffered messages finish; a connection that
 		// is not connected has nothing to drain and is closed outright.
 		if derr := c.NC.Drain(); derr == nil {
@@ -271,7 +289,7 @@ func (c *Conn) close() error {
 		c.stop()
 	}
 	if err != nil {
-		return domain.E("store.Conn.Close", domain.KindUnavailable, err)
+		return domain.E("eventlog.Conn.Close", domain.KindUnavailable, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"context"
@@ -56,7 +56,7 @@ const (
 // NewBuilder starts a new file at path (removed first if it exists). A path that another
 // Builder or Projection holds open gives KindConflict.
 func NewBuilder(path string) (*Builder, error) {
-	const op = "store.NewBuilder"
+	const op = "projection.NewBuilder"
 	if err := removeUnused(op, path); err != nil {
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func (b *Builder) begin() error {
 // Add folds a batch of events (in stream order). Events at or below the sequence already
 // folded are skipped, as Apply skips them. After an error the Builder only aborts.
 func (b *Builder) Add(events []domain.Event) error {
-	const op = "store.Builder.Add"
+	const op = "projection.Builder.Add"
 	if b.err != nil {
 		return b.err
 	}
@@ -212,7 +212,7 @@ func (b *Builder) Checkpoint() uint64 {
 
 // Finish writes what is buffered, syncs the file once and closes it.
 func (b *Builder) Finish() error {
-	const op = "store.Builder.Finish"
+	const op = "projection.Builder.Finish"
 	if b.err != nil {
 		return b.err
 	}
@@ -241,11 +241,11 @@ func (b *Builder) Abort() error {
 	}
 	b.done = true
 	if b.err == nil {
-		b.err = domain.E("store.Builder", domain.KindConflict, "builder aborted")
+		b.err = domain.E("projection.Builder", domain.KindConflict, "builder aborted")
 	}
 	b.db.Close()
 	if err := os.Remove(b.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return domain.E("store.Builder.Abort", domain.KindUnavailable, err)
+		return domain.E("projection.Builder.Abort", domain.KindUnavailable, err)
 	}
 	return nil
 }
@@ -259,22 +259,26 @@ func (b *Builder) Abort() error {
 // KindConflict, and none can open it for writing until Rebuild returns; readers may
 // stay. A leftover path+".rebuild" from a crashed rebuild is removed first; one that
 // another rebuild holds open gives KindConflict.
-func Rebuild(ctx context.Context, log *EventLog, path string, progress func(done, total uint64)) error {
-	last, err := log.LastSeq(ctx)
+//
+// src is read from sequence 1 up to its last sequence at the time of the call; its
+// errors are returned as they are (see domain.EventSource).
+func Rebuild(ctx context.Context, src domain.EventSource, path string, progress func(done, total uint64)) error {
+	last, err := src.LastSeq(ctx)
 	if err != nil {
 		return err
 	}
-	return rebuild(ctx, log.Read, last, path, progress)
+	return rebuild(ctx, src.Read, last, path, progress)
 }
 
-// readFunc is EventLog.Read's shape.
+// readFunc is domain.EventSource.Read's shape: rebuild and verify read through it, so
+// their tests serve events from memory.
 type readFunc func(ctx context.Context, from uint64, batch int, fn func([]domain.Event) error) error
 
 // rebuildBatch is how many events Rebuild asks the log for at a time.
 const rebuildBatch = 1000
 
 func rebuild(ctx context.Context, read readFunc, last uint64, path string, progress func(done, total uint64)) (err error) {
-	const op = "store.Rebuild"
+	const op = "projection.Rebuild"
 	if progress == nil {
 		progress = func(uint64, uint64) {}
 	}

@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"context"
@@ -10,12 +10,19 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/jstest"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 )
 
+// The tests here read a real JetStream log (store/eventlog through internal/jstest) as
+// the domain.EventSource the projection is rebuilt and verified from.
+
 // fillLog appends the generated events to a real stream and returns them as the log
 // gives them back (with the stream's sequences and stored bytes).
-func fillLog(t *testing.T, l *EventLog, events []domain.Event) []domain.Event {
+func fillLog(t *testing.T, l *eventlog.EventLog, events []domain.Event) []domain.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -47,12 +54,12 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 	if testing.Short() {
 		n = 600
 	}
-	l := startLogFast(t)
+	l := jstest.Start(t).EventLog(t, eventlog.Config{}, nil)
 	events := fillLog(t, l, genLog(70, n/10, n))
 	ctx := context.Background()
 	dir := t.TempDir()
 
-	live := mustOpen(t, filepath.Join(dir, "live.db"), ProjectionOptions{})
+	live := mustOpen(t, filepath.Join(dir, "live.db"), Options{})
 	applyBatches(t, live, events, 70, 250)
 
 	path := filepath.Join(dir, "projection.db")
@@ -65,7 +72,7 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 	}
 	sameDump(t, dump(t, live), dumpFile(t, path))
 
-	p := mustOpen(t, path, ProjectionOptions{ReadOnly: true})
+	p := mustOpen(t, path, Options{ReadOnly: true})
 	res, err := Verify(ctx, l, p)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +92,7 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 		st.Digest[31] ^= 0x80
 		return b.Put([]byte(victim), appendState(nil, &st))
 	})
-	p = mustOpen(t, path, ProjectionOptions{ReadOnly: true})
+	p = mustOpen(t, path, Options{ReadOnly: true})
 	res, err = Verify(ctx, l, p)
 	if err != nil {
 		t.Fatal(err)
@@ -100,11 +107,12 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 // EventLog.Read and doing nothing with the events. x-read is the rebuild's rate over the
 // bare read's (1.0: folding and writing cost nothing beyond reading the log).
 //
-//	go test ./store -run '^$' -bench BenchmarkRebuild -benchtime 2x
+//	go test ./store/projection -run '^$' -bench BenchmarkRebuild -benchtime 2x
 func BenchmarkRebuild(b *testing.B) {
 	const n = 100_000
-	l := startLogFast(b)
-	if last := logFill(b, l, n, n/10); last != n {
+	js := jstest.Start(b)
+	l := js.EventLog(b, eventlog.Config{}, nil)
+	if last := publishAll(b, js.NC, l, genLog(104, n/10, n)); last != n {
 		b.Fatalf("stream holds %d events", last)
 	}
 	ctx := context.Background()
@@ -131,4 +139,36 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(readRate, "read-events/s")
 	b.ReportMetric(rate/readRate, "x-read")
+}
+
+// publishAll stores events quickly, as Append would store them (the stored bytes, the
+// type header, a message id) but published asynchronously; it returns the last sequence.
+func publishAll(tb testing.TB, nc *nats.Conn, l *eventlog.EventLog, events []domain.Event) uint64 {
+	tb.Helper()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i, ev := range events {
+		subject, err := eventlog.Subject(ev.AppKey, ev.ApplicantID)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sum := sha256.Sum256(ev.Stored)
+		msg := &nats.Msg{Subject: subject, Data: ev.Stored, Header: nats.Header{eventlog.HeaderType: []string{string(ev.Type)}}}
+		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(hex.EncodeToString(sum[:])),
+			jetstream.WithExpectStream(eventlog.EventStream)); err != nil {
+			tb.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		tb.Fatal("async publishes did not complete")
+	}
+	last, err := l.LastSeq(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return last
 }

@@ -1,4 +1,4 @@
-package store
+package eventlog
 
 import (
 	"context"
@@ -64,7 +64,7 @@ func RejectSubject(reason string) string {
 // not confirm within the append timeout, KindTooLarge over the server's maximum payload.
 // KYC_REJECTS is size-bounded with Discard Old: keeping a new reject may drop the oldest.
 func (l *EventLog) Reject(ctx context.Context, r Reject) error {
-	const op = "store.EventLog.Reject"
+	const op = "eventlog.EventLog.Reject"
 	r.Seq = 0
 	sr := storedReject{Reject: r}
 	if !utf8.ValidString(r.Body) {
@@ -99,7 +99,7 @@ func (l *EventLog) Reject(ctx context.Context, r Reject) error {
 // ctx.Err(), KindInternal for a message that is not a reject, KindUnavailable when the
 // stream stops answering.
 func (l *EventLog) Rejects(ctx context.Context, from uint64, fn func(Reject) error) error {
-	const op = "store.EventLog.Rejects"
+	const op = "eventlog.EventLog.Rejects"
 	last, err := lastSeq(ctx, op, l.rejects)
 	if err != nil {
 		return err
@@ -121,7 +121,7 @@ func (l *EventLog) Rejects(ctx context.Context, from uint64, fn func(Reject) err
 }
 
 func decodeReject(seq uint64, data []byte) (Reject, error) {
-	const op = "store.decodeReject"
+	const op = "eventlog.decodeReject"
 	var sr storedReject
 	if err := json.Unmarshal(data, &sr); err != nil {
 		return Reject{}, domain.E(op, domain.KindInternal, fmt.Errorf("reject seq %d: %w", seq, err))

@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"bufio"
@@ -20,7 +20,7 @@ var rebuildMem = flag.Int("rebuild-mem", 0, "run TestRebuildMemory over this man
 // applicants. Heavy, so off unless asked for, and meant to run alone (an earlier test
 // in the same process can only raise the peak, never hide one):
 //
-//	go test ./store -run '^TestRebuildMemory$' -rebuild-mem 100000 -v
+//	go test ./store/projection -run '^TestRebuildMemory$' -rebuild-mem 100000 -v
 func TestRebuildMemory(t *testing.T) {
 	if *rebuildMem <= 0 {
 		t.Skip("set -rebuild-mem to run")
@@ -59,7 +59,7 @@ func TestRebuildMemory(t *testing.T) {
 	if limit := int64(300 << 10); applicants <= 100_000 && peak > limit {
 		t.Fatalf("peak RSS %d MB, want under %d MB", peak>>10, limit>>10)
 	}
-	p := mustOpen(t, path, ProjectionOptions{ReadOnly: true})
+	p := mustOpen(t, path, Options{ReadOnly: true})
 	if p.Checkpoint() != uint64(events) {
 		t.Fatalf("checkpoint %d", p.Checkpoint())
 	}

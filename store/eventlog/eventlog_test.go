@@ -1,4 +1,4 @@
-package store
+package eventlog
 
 import (
 	"bytes"
@@ -57,12 +57,12 @@ func TestOpenEventLogCreatesStreams(t *testing.T) {
 
 func TestOpenEventLogReopenReportsDifferences(t *testing.T) {
 	c := natsStart(t, NATSConfig{})
-	l := logOpen(t, c, LogConfig{}, nil)
+	l := logOpen(t, c, Config{}, nil)
 	logAppend(t, l, logNth(0, 1))
 
 	// Same settings: nothing to report, nothing lost.
 	core, logs := observer.New(zapcore.WarnLevel)
-	l2 := logOpen(t, c, LogConfig{}, zap.New(core))
+	l2 := logOpen(t, c, Config{}, zap.New(core))
 	if logs.Len() != 0 {
 		t.Fatalf("re-open with the same settings warned: %v", logs.All())
 	}
@@ -72,7 +72,7 @@ func TestOpenEventLogReopenReportsDifferences(t *testing.T) {
 
 	// Different settings: one warning per setting, stream left as it was.
 	core, logs = observer.New(zapcore.WarnLevel)
-	logOpen(t, c, LogConfig{DuplicateWindow: time.Hour, RejectsMaxBytes: 1 << 20}, zap.New(core))
+	logOpen(t, c, Config{DuplicateWindow: time.Hour, RejectsMaxBytes: 1 << 20}, zap.New(core))
 	got := map[string]string{}
 	for _, e := range logs.FilterMessage("stream setting differs from configuration; left unchanged").All() {
 		f := e.ContextMap()
@@ -96,7 +96,7 @@ func TestOpenEventLogReopenReportsDifferences(t *testing.T) {
 
 func TestOpenEventLogRefusesImpossibleReplicas(t *testing.T) {
 	c := natsStart(t, NATSConfig{})
-	_, err := OpenEventLog(context.Background(), c, LogConfig{Replicas: 3}, zap.NewNop())
+	_, err := Open(context.Background(), c, Config{Replicas: 3}, zap.NewNop())
 	if err == nil {
 		t.Fatal("R3 on a single embedded server accepted")
 	}
@@ -274,7 +274,7 @@ func TestAppendRefusesBadInput(t *testing.T) {
 func TestAppendDedupSurvivesRestart(t *testing.T) {
 	cfg := NATSConfig{StoreDir: t.TempDir()}
 	c := natsStart(t, cfg)
-	l := logOpen(t, c, LogConfig{}, nil)
+	l := logOpen(t, c, Config{}, nil)
 	ev := logNth(0, 1)
 	seq := logAppend(t, l, ev)
 	logAppend(t, l, logNth(1, 1))
@@ -283,7 +283,7 @@ func TestAppendDedupSurvivesRestart(t *testing.T) {
 	}
 
 	c2 := natsStart(t, cfg)
-	l2 := logOpen(t, c2, LogConfig{}, nil)
+	l2 := logOpen(t, c2, Config{}, nil)
 	ctx := context.Background()
 	if last, err := l2.LastSeq(ctx); err != nil || last != 2 {
 		t.Fatalf("after restart LastSeq %d, %v; want 2", last, err)
@@ -300,7 +300,7 @@ func TestAppendDedupSurvivesRestart(t *testing.T) {
 
 func TestAppendWhenServerIsDownIsUnavailable(t *testing.T) {
 	c := natsStart(t, NATSConfig{})
-	l := logOpen(t, c, LogConfig{AppendTimeout: 300 * time.Millisecond}, nil)
+	l := logOpen(t, c, Config{AppendTimeout: 300 * time.Millisecond}, nil)
 	logAppend(t, l, logNth(0, 1))
 
 	c.Server().Shutdown()
@@ -786,7 +786,7 @@ func TestFollowSurvivesServerRestart(t *testing.T) {
 	srv := natsStart(t, srvCfg)
 	// The log is reached over TCP, as an ingest or query node reaches a NATS cluster.
 	ext := natsStart(t, NATSConfig{URLs: []string{"nats://" + listen}})
-	l := logOpen(t, ext, LogConfig{AppendTimeout: time.Second}, nil)
+	l := logOpen(t, ext, Config{AppendTimeout: time.Second}, nil)
 	logFill(t, l, 40, 3)
 	c, stop := logFollow(t, l, 1, 8, 5*time.Millisecond)
 	c.waitFor(t, 40, 20*time.Second)
@@ -817,7 +817,7 @@ func TestFollowSurvivesServerRestart(t *testing.T) {
 
 func TestFollowStopsWhenConnectionCloses(t *testing.T) {
 	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
-	l := logOpen(t, c, LogConfig{}, nil)
+	l := logOpen(t, c, Config{}, nil)
 	done := make(chan error, 1)
 	go func() {
 		done <- l.Follow(context.Background(), 1, 10, time.Millisecond, func([]domain.Event) error { return nil })
@@ -1090,7 +1090,7 @@ func FuzzFastDecodeEventMatchesJSON(f *testing.F) {
 func TestReadWithSlowFnIsNotIdle(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
 	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
-	l := logOpen(t, c, LogConfig{}, zap.New(core))
+	l := logOpen(t, c, Config{}, zap.New(core))
 	l.readIdle = 100 * time.Millisecond
 	logFill(t, l, 30, 3)
 	col := newLogCollector()
@@ -1109,7 +1109,7 @@ func TestReadWithSlowFnIsNotIdle(t *testing.T) {
 
 func TestReadWhenServerDiesIsUnavailable(t *testing.T) {
 	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
-	l := logOpen(t, c, LogConfig{}, nil)
+	l := logOpen(t, c, Config{}, nil)
 	l.readIdle, l.requestTimeout = 300*time.Millisecond, 300*time.Millisecond
 	const n = 3 * readPrefetch // more than the client buffers ahead
 	logFill(t, l, n, 50)
@@ -1144,7 +1144,7 @@ func TestReadWhenServerDiesIsUnavailable(t *testing.T) {
 func TestAcknowledgedAppendsSurviveShutdownUnderLoad(t *testing.T) {
 	cfg := NATSConfig{StoreDir: t.TempDir()}
 	c := natsStart(t, cfg)
-	l := logOpen(t, c, LogConfig{AppendTimeout: 500 * time.Millisecond}, nil)
+	l := logOpen(t, c, Config{AppendTimeout: 500 * time.Millisecond}, nil)
 
 	type result struct {
 		ev  *domain.Event
@@ -1188,7 +1188,7 @@ func TestAcknowledgedAppendsSurviveShutdownUnderLoad(t *testing.T) {
 	wg.Wait()
 	c.Close()
 
-	l2 := logOpen(t, natsStart(t, cfg), LogConfig{}, nil)
+	l2 := logOpen(t, natsStart(t, cfg), Config{}, nil)
 	ctx := context.Background()
 	var ok, refused int
 	for _, r := range results {

@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"bytes"
@@ -18,11 +18,11 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func mustOpen(tb testing.TB, path string, opts ProjectionOptions) *Projection {
+func mustOpen(tb testing.TB, path string, opts Options) *Projection {
 	tb.Helper()
-	p, err := OpenProjection(path, opts)
+	p, err := Open(path, opts)
 	if err != nil {
-		tb.Fatalf("OpenProjection(%s): %v", path, err)
+		tb.Fatalf("Open(%s): %v", path, err)
 	}
 	tb.Cleanup(func() { p.Close() })
 	return p
@@ -71,7 +71,7 @@ func dump(tb testing.TB, p *Projection) map[string][]kv {
 
 func dumpFile(tb testing.TB, path string) map[string][]kv {
 	tb.Helper()
-	p, err := OpenProjection(path, ProjectionOptions{ReadOnly: true})
+	p, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
 		tb.Fatalf("open %s: %v", path, err)
 	}
@@ -131,7 +131,7 @@ func TestGenLogMix(t *testing.T) {
 func TestApplyReadsWhatTheFoldSays(t *testing.T) {
 	events := genLog(2, 200, 3000)
 	exp := foldLog(events)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	recs := applyBatches(t, p, events, 2, 300)
 
 	if !reflect.DeepEqual(recs, exp.records) {
@@ -378,7 +378,7 @@ func extAt(hist []domain.Record, seq uint64, _ domain.State) domain.ExternalUser
 func TestDigestsAcrossChunks(t *testing.T) {
 	events := genLog(3, 2500, 5000)
 	exp := foldLog(events)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events, 3, 500)
 	n := 0
 	var last domain.ApplicantID
@@ -399,7 +399,7 @@ func TestDigestsAcrossChunks(t *testing.T) {
 
 func TestReadsReturnCopies(t *testing.T) {
 	events := genLog(4, 20, 400)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events, 4, 50)
 	before := dump(t, p)
 
@@ -435,7 +435,7 @@ func TestReadsReturnCopies(t *testing.T) {
 
 func TestApplySkipsWhatIsApplied(t *testing.T) {
 	events := genLog(5, 30, 600)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	f := domain.NewFolder()
 	if _, err := p.Apply(events[:400], f); err != nil {
 		t.Fatal(err)
@@ -456,7 +456,7 @@ func TestApplySkipsWhatIsApplied(t *testing.T) {
 	if err != nil || len(recs) != 200 || recs[0].Seq != events[400].Seq {
 		t.Fatalf("overlapping Apply = %d records from %v, %v; want 200 from %d", len(recs), recs[0].Seq, err, events[400].Seq)
 	}
-	ref := mustOpen(t, filepath.Join(t.TempDir(), "ref.db"), ProjectionOptions{})
+	ref := mustOpen(t, filepath.Join(t.TempDir(), "ref.db"), Options{})
 	if _, err := ref.Apply(events, domain.NewFolder()); err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +471,7 @@ func TestApplySkipsWhatIsApplied(t *testing.T) {
 func TestApplyFaultBeforeCommit(t *testing.T) {
 	events := genLog(6, 40, 900)
 	dir := t.TempDir()
-	p := mustOpen(t, filepath.Join(dir, "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(dir, "p.db"), Options{})
 	f := domain.NewFolder()
 	if _, err := p.Apply(events[:300], f); err != nil {
 		t.Fatal(err)
@@ -508,7 +508,7 @@ func TestApplyFaultBeforeCommit(t *testing.T) {
 	if got := <-woke; got != cp {
 		t.Fatalf("waiter released by Close at %d, want %d", got, cp)
 	}
-	p = mustOpen(t, filepath.Join(dir, "p.db"), ProjectionOptions{})
+	p = mustOpen(t, filepath.Join(dir, "p.db"), Options{})
 	if p.Checkpoint() != cp {
 		t.Fatalf("reopened checkpoint %d, want %d", p.Checkpoint(), cp)
 	}
@@ -526,14 +526,14 @@ func TestApplyFaultBeforeCommit(t *testing.T) {
 	if got := <-woke; got < cp+1 {
 		t.Fatalf("waiter woke at %d", got)
 	}
-	ref := mustOpen(t, filepath.Join(dir, "ref.db"), ProjectionOptions{})
+	ref := mustOpen(t, filepath.Join(dir, "ref.db"), Options{})
 	applyBatches(t, ref, events, 6, 100)
 	sameDump(t, dump(t, ref), dump(t, p))
 }
 
 func TestWaitFor(t *testing.T) {
 	events := genLog(7, 5, 50)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	f := domain.NewFolder()
 
 	if got := p.WaitFor(context.Background(), 0); got != 0 {
@@ -581,7 +581,7 @@ func TestWaitFor(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -597,7 +597,7 @@ func TestClose(t *testing.T) {
 }
 
 func TestApplyRefusesEventWithoutApplicant(t *testing.T) {
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	events := genLog(8, 3, 10)
 	events[4].ApplicantID = ""
 	if _, err := p.Apply(events, domain.NewFolder()); !isKind(err, domain.KindInvalid) || !strings.Contains(err.Error(), "event 5") {
@@ -611,7 +611,7 @@ func TestApplyRefusesEventWithoutApplicant(t *testing.T) {
 // An absurdly long externalUserId is kept in state and history but not indexed: it must
 // not stop the projection (bbolt refuses keys over 32 KiB).
 func TestLongExternalUserID(t *testing.T) {
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	events := genLog(9, 2, 6)
 	long := domain.ExternalUserID(strings.Repeat("x", 40<<10))
 	events[2].ExternalUserID = long
@@ -636,16 +636,16 @@ func TestLongExternalUserID(t *testing.T) {
 
 func TestReadOnly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
-	if _, err := OpenProjection(path, ProjectionOptions{ReadOnly: true}); !isKind(err, domain.KindNotFound) {
+	if _, err := Open(path, Options{ReadOnly: true}); !isKind(err, domain.KindNotFound) {
 		t.Fatalf("read-only open of a missing file: %v, want KindNotFound", err)
 	}
 	events := genLog(10, 5, 40)
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	if _, err := p.Apply(events, domain.NewFolder()); err != nil {
 		t.Fatal(err)
 	}
 	p.Close()
-	ro := mustOpen(t, path, ProjectionOptions{ReadOnly: true})
+	ro := mustOpen(t, path, Options{ReadOnly: true})
 	if ro.Checkpoint() != 40 {
 		t.Fatalf("read-only checkpoint %d", ro.Checkpoint())
 	}
@@ -656,9 +656,9 @@ func TestReadOnly(t *testing.T) {
 		t.Fatalf("Apply on read-only: %v, want KindConflict", err)
 	}
 	// Two readers may share the file; a writer may not join them.
-	ro2 := mustOpen(t, path, ProjectionOptions{ReadOnly: true})
+	ro2 := mustOpen(t, path, Options{ReadOnly: true})
 	_ = ro2
-	if _, err := OpenProjection(path, ProjectionOptions{LockTimeout: 100 * time.Millisecond}); !isKind(err, domain.KindConflict) {
+	if _, err := Open(path, Options{LockTimeout: 100 * time.Millisecond}); !isKind(err, domain.KindConflict) {
 		t.Fatalf("writer open beside readers: %v, want KindConflict", err)
 	}
 }
@@ -669,7 +669,7 @@ func TestReadOnly(t *testing.T) {
 func TestReadsDuringApply(t *testing.T) {
 	events := genLog(12, 100, 4000)
 	exp := foldLog(events)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	ids := make([]domain.ApplicantID, 0, len(exp.states))
 	for id := range exp.states {
 		ids = append(ids, id)

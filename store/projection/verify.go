@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"bytes"
@@ -19,12 +19,12 @@ import (
 // A projection that advances while Verify runs is compared as of the checkpoint Verify
 // started from: for an applicant changed since, the digest stored in its history record
 // at that point is used.
-func Verify(ctx context.Context, log *EventLog, p *Projection) (domain.VerifyResult, error) {
-	last, err := log.LastSeq(ctx)
+func Verify(ctx context.Context, src domain.EventSource, p *Projection) (domain.VerifyResult, error) {
+	last, err := src.LastSeq(ctx)
 	if err != nil {
 		return domain.VerifyResult{}, err
 	}
-	return verify(ctx, log.Read, last, p)
+	return verify(ctx, src.Read, last, p)
 }
 
 // chain is one applicant's fold of the log as verify needs it.
@@ -39,7 +39,7 @@ type chain struct {
 var errStopRead = errors.New("stop reading")
 
 func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (domain.VerifyResult, error) {
-	const op = "store.Verify"
+	const op = "projection.Verify"
 	res := domain.VerifyResult{Checkpoint: p.Checkpoint(), LogLast: last}
 	cp := res.Checkpoint
 	chains := make(map[domain.ApplicantID]*chain)

@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"bytes"
@@ -76,7 +76,7 @@ func TestBuilderEqualsApply(t *testing.T) {
 	log := genLog(40, applicants, events)
 	dir := t.TempDir()
 
-	live := mustOpen(t, filepath.Join(dir, "live.db"), ProjectionOptions{})
+	live := mustOpen(t, filepath.Join(dir, "live.db"), Options{})
 	applyBatches(t, live, log, 40, 500)
 	want := dump(t, live)
 	if n := len(want["states"]); n < applicants*9/10 {
@@ -108,7 +108,7 @@ func TestBuilderEqualsApply(t *testing.T) {
 			buildFileParked(t, path, evs, c.chunkEvents, c.chunkApplicants, c.addBatch, c.parkBudget)
 			ref := want
 			if len(evs) < len(log) {
-				p := mustOpen(t, filepath.Join(t.TempDir(), "ref.db"), ProjectionOptions{})
+				p := mustOpen(t, filepath.Join(t.TempDir(), "ref.db"), Options{})
 				applyBatches(t, p, evs, 41, 50)
 				ref = dump(t, p)
 			}
@@ -141,7 +141,7 @@ func TestBuilderSkipsWhatItFolded(t *testing.T) {
 		t.Fatalf("second Finish: %v", err)
 	}
 	sameDump(t, dumpFile(t, once), dumpFile(t, twice))
-	p := mustOpen(t, twice, ProjectionOptions{})
+	p := mustOpen(t, twice, Options{})
 	if p.Checkpoint() != events[len(events)-1].Seq {
 		t.Fatalf("built file's checkpoint %d", p.Checkpoint())
 	}
@@ -153,16 +153,16 @@ func TestBuiltFileContinuesLive(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "p.db")
 	buildFile(t, path, events[:1200], 0, 0, 100)
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	applyBatches(t, p, events, 42, 200) // the first 1200 are skipped
-	ref := mustOpen(t, filepath.Join(dir, "ref.db"), ProjectionOptions{})
+	ref := mustOpen(t, filepath.Join(dir, "ref.db"), Options{})
 	applyBatches(t, ref, events, 43, 300)
 	sameDump(t, dump(t, ref), dump(t, p))
 }
 
 func TestNewBuilderRefusesFileInUse(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	if _, err := p.Apply(genLog(43, 3, 20), domain.NewFolder()); err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestRebuild(t *testing.T) {
 	path := filepath.Join(dir, "projection.db")
 
 	// An old file with a part of the log, and the junk of a crashed rebuild beside it.
-	old := mustOpen(t, path, ProjectionOptions{})
+	old := mustOpen(t, path, Options{})
 	applyBatches(t, old, events[:1000], 46, 100)
 	old.Close()
 	if err := os.WriteFile(path+".rebuild", []byte("crashed rebuild"), 0o600); err != nil {
@@ -252,7 +252,7 @@ func TestRebuild(t *testing.T) {
 	if _, err := os.Stat(path + ".rebuild"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf(".rebuild file left: %v", err)
 	}
-	ref := mustOpen(t, filepath.Join(dir, "ref.db"), ProjectionOptions{})
+	ref := mustOpen(t, filepath.Join(dir, "ref.db"), Options{})
 	applyBatches(t, ref, events, 47, 400)
 	sameDump(t, dump(t, ref), dumpFile(t, path))
 }
@@ -263,7 +263,7 @@ func TestRebuildFailureKeepsOldFile(t *testing.T) {
 	events := genLog(47, 100, 3000)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "projection.db")
-	old := mustOpen(t, path, ProjectionOptions{})
+	old := mustOpen(t, path, Options{})
 	applyBatches(t, old, events[:700], 47, 100)
 	before := dump(t, old)
 	old.Close()
@@ -305,7 +305,7 @@ func TestRebuildCrashBeforeRename(t *testing.T) {
 	events := genLog(48, 100, 2000)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "projection.db")
-	old := mustOpen(t, path, ProjectionOptions{})
+	old := mustOpen(t, path, Options{})
 	applyBatches(t, old, events[:500], 48, 100)
 	before := dump(t, old)
 	old.Close()
@@ -320,7 +320,7 @@ func TestRebuildCrashBeforeRename(t *testing.T) {
 	b.tx.Rollback()
 	b.db.Close() // the process is gone: its lock goes with it, its file stays
 
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	if p.Checkpoint() != 500 {
 		t.Fatalf("after the crash the file has checkpoint %d, want the old 500", p.Checkpoint())
 	}
@@ -331,7 +331,7 @@ func TestRebuildCrashBeforeRename(t *testing.T) {
 	if err := rebuild(context.Background(), readEvents(events), 2000, path, nil); err != nil {
 		t.Fatalf("rebuild over a crashed one's leftover: %v (after %v)", err, time.Since(start))
 	}
-	if got := mustOpen(t, path, ProjectionOptions{}).Checkpoint(); got != 2000 {
+	if got := mustOpen(t, path, Options{}).Checkpoint(); got != 2000 {
 		t.Fatalf("rebuilt checkpoint %d", got)
 	}
 }
@@ -357,7 +357,7 @@ func TestRebuildEmptyLog(t *testing.T) {
 	if err := rebuild(context.Background(), readEvents(nil), 0, path, nil); err != nil {
 		t.Fatal(err)
 	}
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	if p.Checkpoint() != 0 {
 		t.Fatalf("checkpoint %d", p.Checkpoint())
 	}
@@ -388,7 +388,7 @@ func checkIndexes(t *testing.T, d map[string][]kv, exp folded) {
 func TestRebuildRefusesFileInUse(t *testing.T) {
 	events := genLog(50, 20, 300)
 	path := filepath.Join(t.TempDir(), "projection.db")
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	applyBatches(t, p, events[:100], 50, 30)
 	err := rebuild(context.Background(), readEvents(events), 300, path, nil)
 	if !isKind(err, domain.KindConflict) || !strings.Contains(err.Error(), "in use") {
@@ -400,12 +400,12 @@ func TestRebuildRefusesFileInUse(t *testing.T) {
 	p.Close()
 
 	// A reader may stay open; a writer opening meanwhile is refused.
-	ro := mustOpen(t, path, ProjectionOptions{ReadOnly: true})
+	ro := mustOpen(t, path, Options{ReadOnly: true})
 	opened := false
 	read := func(ctx context.Context, from uint64, batch int, fn func([]domain.Event) error) error {
 		if !opened {
 			opened = true
-			if w, err := OpenProjection(path, ProjectionOptions{LockTimeout: 100 * time.Millisecond}); err == nil {
+			if w, err := Open(path, Options{LockTimeout: 100 * time.Millisecond}); err == nil {
 				w.Close()
 				return errors.New("a writer opened the projection during the rebuild")
 			}
@@ -418,7 +418,7 @@ func TestRebuildRefusesFileInUse(t *testing.T) {
 	if ro.Checkpoint() != 100 {
 		t.Fatalf("the open reader's view changed: checkpoint %d", ro.Checkpoint())
 	}
-	if got := mustOpen(t, path, ProjectionOptions{}).Checkpoint(); got != 300 {
+	if got := mustOpen(t, path, Options{}).Checkpoint(); got != 300 {
 		t.Fatalf("rebuilt checkpoint %d", got)
 	}
 }
@@ -429,13 +429,13 @@ func TestRebuildOverDamagedFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("not a bbolt file at all"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenProjection(path, ProjectionOptions{}); !isKind(err, domain.KindInternal) {
+	if _, err := Open(path, Options{}); !isKind(err, domain.KindInternal) {
 		t.Fatalf("open of a damaged file: %v", err)
 	}
 	if err := rebuild(context.Background(), readEvents(genLog(51, 5, 50)), 50, path, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustOpen(t, path, ProjectionOptions{}).Checkpoint(); got != 50 {
+	if got := mustOpen(t, path, Options{}).Checkpoint(); got != 50 {
 		t.Fatalf("rebuilt checkpoint %d", got)
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"context"
@@ -18,9 +18,9 @@ import (
 // even in one process: a second open here stands for a second process.
 func TestOpenLockedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	start := time.Now()
-	_, err := OpenProjection(path, ProjectionOptions{LockTimeout: 200 * time.Millisecond})
+	_, err := Open(path, Options{LockTimeout: 200 * time.Millisecond})
 	if !isKind(err, domain.KindConflict) || !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), path) {
 		t.Fatalf("second open: %v; want KindConflict saying %s is in use", err, path)
 	}
@@ -32,7 +32,7 @@ func TestOpenLockedFile(t *testing.T) {
 		t.Fatalf("holder after a refused open: %v", err)
 	}
 	p.Close()
-	p2 := mustOpen(t, path, ProjectionOptions{LockTimeout: 200 * time.Millisecond})
+	p2 := mustOpen(t, path, Options{LockTimeout: 200 * time.Millisecond})
 	if p2.Checkpoint() != 5 {
 		t.Fatalf("checkpoint %d after reopening", p2.Checkpoint())
 	}
@@ -40,17 +40,17 @@ func TestOpenLockedFile(t *testing.T) {
 
 func TestOpenSchemaVersion(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	p.Close()
 	rawUpdate(t, path, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keySchema, seqKey(SchemaVersion+1))
 	})
-	_, err := OpenProjection(path, ProjectionOptions{})
+	_, err := Open(path, Options{})
 	if !isKind(err, domain.KindConflict) || !strings.Contains(err.Error(), "rebuild") ||
 		!strings.Contains(err.Error(), "schema version 2, this build reads 1") {
 		t.Fatalf("open with schema %d: %v; want KindConflict saying to rebuild", SchemaVersion+1, err)
 	}
-	if _, err := OpenProjection(path, ProjectionOptions{ReadOnly: true}); !isKind(err, domain.KindConflict) {
+	if _, err := Open(path, Options{ReadOnly: true}); !isKind(err, domain.KindConflict) {
 		t.Fatalf("read-only open with another schema: %v", err)
 	}
 }
@@ -61,7 +61,7 @@ func TestOpenForeignBoltFile(t *testing.T) {
 		_, err := tx.CreateBucket([]byte("someone-elses"))
 		return err
 	})
-	_, err := OpenProjection(path, ProjectionOptions{})
+	_, err := Open(path, Options{})
 	if !isKind(err, domain.KindConflict) || !strings.Contains(err.Error(), "not a kycstate projection") {
 		t.Fatalf("open of a foreign bbolt file: %v", err)
 	}
@@ -92,7 +92,7 @@ func sampleFile(t *testing.T) (string, []domain.Event) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sample.db")
 	events := genLog(31, 300, 3000)
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	applyBatches(t, p, events, 31, 400)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestOpenTruncatedFile(t *testing.T) {
 		if err := os.Truncate(cut, size); err != nil {
 			t.Fatal(err)
 		}
-		p, err := OpenProjection(cut, ProjectionOptions{})
+		p, err := Open(cut, Options{})
 		if err == nil {
 			p.Close()
 			t.Fatalf("truncated to %d of %d bytes: opened", size, fi.Size())
@@ -157,7 +157,7 @@ func TestOpenTruncatedFile(t *testing.T) {
 		if err := os.Truncate(cut, 0); err != nil {
 			t.Fatal(err)
 		}
-		p, err = OpenProjection(cut, ProjectionOptions{LockTimeout: 100 * time.Millisecond})
+		p, err = Open(cut, Options{LockTimeout: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatalf("after a failed open at size %d (%v), an emptied file does not open fresh: %v", size, err0, err)
 		}
@@ -179,7 +179,7 @@ func TestOpenScribbledMeta(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if _, err := OpenProjection(path, ProjectionOptions{}); !isKind(err, domain.KindInternal) || !strings.Contains(err.Error(), "corrupted") {
+	if _, err := Open(path, Options{}); !isKind(err, domain.KindInternal) || !strings.Contains(err.Error(), "corrupted") {
 		t.Fatalf("both meta pages scribbled: %v; want KindInternal corrupted", err)
 	}
 }
@@ -230,7 +230,7 @@ func TestScribbledPages(t *testing.T) {
 			}
 			readErrs++
 		}
-		p, err := OpenProjection(bad, ProjectionOptions{})
+		p, err := Open(bad, Options{})
 		if err != nil {
 			check("open", err)
 			failedOpen++

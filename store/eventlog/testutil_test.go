@@ -1,4 +1,4 @@
-package store
+package eventlog
 
 // Shared helpers for the event-log tests (prefixed nats/log; the projection tests keep
 // their own). Everything runs against a real embedded nats-server in t.TempDir().
@@ -43,16 +43,16 @@ func natsTestLogger(tb testing.TB) *zap.Logger {
 }
 
 // logOpen opens the event log over c.
-func logOpen(tb testing.TB, c *Conn, cfg LogConfig, log *zap.Logger) *EventLog {
+func logOpen(tb testing.TB, c *Conn, cfg Config, log *zap.Logger) *EventLog {
 	tb.Helper()
 	if log == nil {
 		log = natsTestLogger(tb)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := OpenEventLog(ctx, c, cfg, log)
+	l, err := Open(ctx, c, cfg, log)
 	if err != nil {
-		tb.Fatalf("OpenEventLog: %v", err)
+		tb.Fatalf("Open: %v", err)
 	}
 	return l
 }
@@ -61,14 +61,14 @@ func logOpen(tb testing.TB, c *Conn, cfg LogConfig, log *zap.Logger) *EventLog {
 // production does.
 func startLog(tb testing.TB) *EventLog {
 	tb.Helper()
-	return logOpen(tb, natsStart(tb, NATSConfig{}), LogConfig{}, nil)
+	return logOpen(tb, natsStart(tb, NATSConfig{}), Config{}, nil)
 }
 
 // startLogFast is startLog with a relaxed fsync (once a minute), for tests and
 // benchmarks that load many events and do not test durability.
 func startLogFast(tb testing.TB) *EventLog {
 	tb.Helper()
-	return logOpen(tb, natsStart(tb, NATSConfig{SyncInterval: time.Minute}), LogConfig{}, nil)
+	return logOpen(tb, natsStart(tb, NATSConfig{SyncInterval: time.Minute}), Config{}, nil)
 }
 
 // logUUID returns a canonical lower-case UUID derived from kind and n, so that tests

@@ -1,4 +1,4 @@
-package store
+package eventlog
 
 import (
 	"context"
@@ -133,7 +133,7 @@ func FuzzRejectSubject(f *testing.F) {
 
 func TestRejectsAreSizeBoundedOldestFirst(t *testing.T) {
 	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
-	l := logOpen(t, c, LogConfig{RejectsMaxBytes: 64 << 10}, nil)
+	l := logOpen(t, c, Config{RejectsMaxBytes: 64 << 10}, nil)
 	ctx := context.Background()
 	const n = 100
 	for i := range n {
@@ -166,7 +166,7 @@ func TestRejectsAreSizeBoundedOldestFirst(t *testing.T) {
 
 func TestRejectWhenServerIsDownIsUnavailable(t *testing.T) {
 	c := natsStart(t, NATSConfig{})
-	l := logOpen(t, c, LogConfig{AppendTimeout: 200 * time.Millisecond}, nil)
+	l := logOpen(t, c, Config{AppendTimeout: 200 * time.Millisecond}, nil)
 	c.Server().Shutdown()
 	c.Server().WaitForShutdown()
 	err := l.Reject(context.Background(), logReject(1, "bad_signature"))

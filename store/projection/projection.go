@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"bytes"
@@ -21,8 +21,8 @@ import (
 // KindConflict error that says to run `kycstate rebuild`.
 const SchemaVersion = 1
 
-// ProjectionOptions tunes opening the file.
-type ProjectionOptions struct {
+// Options tunes opening the file.
+type Options struct {
 	LockTimeout time.Duration // how long to wait for another process's lock; default 1 s
 	ReadOnly    bool
 }
@@ -75,11 +75,11 @@ type Projection struct {
 	beforeCommit func() error
 }
 
-// OpenProjection opens or creates the file. A file locked by another process gives a
+// Open opens or creates the file. A file locked by another process gives a
 // KindConflict error saying it is in use; an unknown schema version, KindConflict saying
 // to rebuild. A damaged file gives KindInternal saying it is corrupted.
-func OpenProjection(path string, opts ProjectionOptions) (*Projection, error) {
-	const op = "store.OpenProjection"
+func Open(path string, opts Options) (*Projection, error) {
+	const op = "projection.Open"
 	db, file, err := openBolt(op, path, boltOpts{lockTimeout: opts.LockTimeout, readOnly: opts.ReadOnly})
 	if err != nil {
 		return nil, err
@@ -285,7 +285,7 @@ func (p *Projection) Checkpoint() uint64 { return p.checkpoint.Load() }
 // Errors: KindConflict on a read-only projection, KindInternal when the file is damaged,
 // KindUnavailable when it is closed or the commit fails; nothing is applied then.
 func (p *Projection) Apply(events []domain.Event, f *domain.Folder) ([]domain.Record, error) {
-	const op = "store.Projection.Apply"
+	const op = "projection.Projection.Apply"
 	if p.readOnly {
 		return nil, domain.E(op, domain.KindConflict, "projection opened read-only")
 	}
@@ -374,7 +374,7 @@ func (p *Projection) WaitFor(ctx context.Context, seq uint64) uint64 {
 
 // State returns an applicant's current state.
 func (p *Projection) State(id domain.ApplicantID) (domain.State, bool, error) {
-	const op = "store.Projection.State"
+	const op = "projection.Projection.State"
 	var (
 		rec   stateRec
 		found bool
@@ -395,7 +395,7 @@ func (p *Projection) State(id domain.ApplicantID) (domain.State, bool, error) {
 // which is what folding history to a point in time (Folder.Refold) needs. An unknown
 // applicant has no history (no error).
 func (p *Projection) History(id domain.ApplicantID, after uint64, limit int) ([]domain.Record, uint64, error) {
-	const op = "store.Projection.History"
+	const op = "projection.Projection.History"
 	var (
 		recs []domain.Record
 		next uint64
@@ -428,7 +428,7 @@ func (p *Projection) History(id domain.ApplicantID, after uint64, limit int) ([]
 // applicant id order, at most limit of them (all when limit <= 0). externalUserIds longer
 // than 1 KiB are not indexed.
 func (p *Projection) ByExternalUserID(ext domain.ExternalUserID, app domain.AppKey, limit int) ([]domain.State, error) {
-	const op = "store.Projection.ByExternalUserID"
+	const op = "projection.Projection.ByExternalUserID"
 	if ext == "" {
 		return nil, nil
 	}
@@ -465,7 +465,7 @@ func (p *Projection) ByExternalUserID(ext domain.ExternalUserID, app domain.AppK
 // cursor (an applicant id, "" from the start), and the next cursor ("" at the end).
 // limit <= 0 returns all of them.
 func (p *Projection) ByStatus(s domain.Status, cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error) {
-	const op = "store.Projection.ByStatus"
+	const op = "projection.Projection.ByStatus"
 	if !s.Valid() {
 		return nil, "", domain.E(op, domain.KindInvalid, fmt.Sprintf("unknown status %q", s))
 	}
@@ -509,7 +509,7 @@ func (p *Projection) ByStatus(s domain.Status, cursor domain.ApplicantID, limit 
 // Anomalies returns up to limit irregular events with seq > after, and the next cursor
 // (0 when there are no more). limit <= 0 returns all of them.
 func (p *Projection) Anomalies(after uint64, limit int) ([]domain.Record, uint64, error) {
-	const op = "store.Projection.Anomalies"
+	const op = "projection.Projection.Anomalies"
 	var (
 		recs []domain.Record
 		next uint64
@@ -534,7 +534,7 @@ func (p *Projection) Anomalies(after uint64, limit int) ([]domain.Record, uint64
 // Changes returns up to limit status changes with seq > after, in stream order. limit
 // <= 0 returns all of them.
 func (p *Projection) Changes(after uint64, limit int) ([]domain.Change, error) {
-	const op = "store.Projection.Changes"
+	const op = "projection.Projection.Changes"
 	var out []domain.Change
 	err := p.view(op, func(tx *bolt.Tx) error {
 		if after == ^uint64(0) {
@@ -566,7 +566,7 @@ func (p *Projection) Changes(after uint64, limit int) ([]domain.Change, error) {
 // in short transactions and calls fn outside them, so a slow fn holds up nothing; an
 // applicant first applied while it runs may or may not be included.
 func (p *Projection) Digests(fn func(domain.ApplicantID, domain.Digest) error) error {
-	const op = "store.Projection.Digests"
+	const op = "projection.Projection.Digests"
 	type entry struct {
 		id domain.ApplicantID
 		dg domain.Digest
@@ -632,7 +632,7 @@ func (p *Projection) update(op string, fn func(*bolt.Tx) error) (err error) {
 
 // Err reports a projection that can no longer serve: once bbolt has failed on a damaged
 // page, every call fails, so readiness checks use this to take the node out of service.
-func (p *Projection) Err() error { return p.usable("store.Projection") }
+func (p *Projection) Err() error { return p.usable("projection.Projection") }
 
 func (p *Projection) usable(op string) error {
 	if p.broken.Load() {

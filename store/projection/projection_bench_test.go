@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"fmt"
@@ -24,7 +24,7 @@ import (
 //
 // x-raw-puts and x-fold are the builder's rate over each baseline's (1.0 = no overhead).
 //
-//	go test ./store -run '^$' -bench BenchmarkBuilder -benchtime 3x
+//	go test ./store/projection -run '^$' -bench BenchmarkBuilder -benchtime 3x
 func BenchmarkBuilder(b *testing.B) {
 	for _, n := range []int{20_000, 200_000} {
 		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
@@ -129,14 +129,14 @@ func rawPuts(tb testing.TB, path string, exp folded) time.Duration {
 // putting the same number of pre-encoded records, with its fsync. x-raw-update is
 // Apply's rate over the baseline's.
 //
-//	go test ./store -run '^$' -bench BenchmarkApplyBatch
+//	go test ./store/projection -run '^$' -bench BenchmarkApplyBatch
 func BenchmarkApplyBatch(b *testing.B) {
 	for _, batch := range []int{100, 500} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			const applicants, warm = 5_000, 20_000
 			g := newGen(81, applicants, warm+batch*max(b.N, 1))
 			dir := b.TempDir()
-			p := mustOpen(b, filepath.Join(dir, "live.db"), ProjectionOptions{})
+			p := mustOpen(b, filepath.Join(dir, "live.db"), Options{})
 			f := domain.NewFolder()
 			if _, err := p.Apply(g.next(warm), f); err != nil {
 				b.Fatal(err)

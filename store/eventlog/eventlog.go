@@ -1,4 +1,4 @@
-package store
+package eventlog
 
 import (
 	"bytes"
@@ -26,7 +26,7 @@ const (
 	RejectSubjects = "kyc.rejects.>"
 )
 
-// Defaults of LogConfig.
+// Defaults of Config.
 const (
 	// DefaultDuplicateWindow is how long the stream remembers a Nats-Msg-Id. Allpass
 	// retries a delivery for hours (10 attempts, exponential backoff from 30 s), so a
@@ -48,15 +48,15 @@ const (
 	HeaderType = "Kyc-Type"
 )
 
-// LogConfig holds the stream settings that come from configuration.
-type LogConfig struct {
+// Config holds the stream settings that come from configuration.
+type Config struct {
 	Replicas        int           // 1 embedded, 3 on a cluster
 	DuplicateWindow time.Duration // default 24h
 	RejectsMaxBytes int64         // size bound of KYC_REJECTS, default 64 MiB
 	AppendTimeout   time.Duration // how long Append waits for the PubAck, default 5 s
 }
 
-func (c LogConfig) withDefaults() LogConfig {
+func (c Config) withDefaults() Config {
 	if c.Replicas <= 0 {
 		c.Replicas = 1
 	}
@@ -78,7 +78,7 @@ type EventLog struct {
 	js      jetstream.JetStream
 	events  jetstream.Stream
 	rejects jetstream.Stream
-	cfg     LogConfig
+	cfg     Config
 	log     *zap.Logger
 
 	readIdle       time.Duration // defaultReadIdle; tests shorten it
@@ -89,7 +89,7 @@ type EventLog struct {
 // limits retention with no age, size or count limit, and Discard New, so history is
 // never evicted (a full disk refuses new writes, which ingest answers with 503, rather
 // than dropping old events).
-func EventStreamConfig(cfg LogConfig) jetstream.StreamConfig {
+func EventStreamConfig(cfg Config) jetstream.StreamConfig {
 	cfg = cfg.withDefaults()
 	return jetstream.StreamConfig{
 		Name:              EventStream,
@@ -114,7 +114,7 @@ func EventStreamConfig(cfg LogConfig) jetstream.StreamConfig {
 // nothing. It is bounded by size with Discard Old: when full, the oldest rejects are
 // dropped to make room, because the newest are the ones an operator still needs to
 // reprocess, and a flood of garbage must not fill the disk the event log lives on.
-func RejectStreamConfig(cfg LogConfig) jetstream.StreamConfig {
+func RejectStreamConfig(cfg Config) jetstream.StreamConfig {
 	cfg = cfg.withDefaults()
 	return jetstream.StreamConfig{
 		Name:              RejectStream,
@@ -135,15 +135,15 @@ func RejectStreamConfig(cfg LogConfig) jetstream.StreamConfig {
 	}
 }
 
-// OpenEventLog creates or updates KYC_EVENTS and KYC_REJECTS idempotently. Settings of an
+// Open creates or updates KYC_EVENTS and KYC_REJECTS idempotently. Settings of an
 // existing stream that differ from cfg are logged, not overwritten.
 //
 // A stream that exists is never updated: changing retention or discard on the source of
 // truth is an operator's decision, so each difference is logged as a warning (one per
 // setting) and the stream is used as it is. Errors: KindInvalid when the server refuses
 // the configuration (say replicas 3 on a single server), KindUnavailable otherwise.
-func OpenEventLog(ctx context.Context, c *Conn, cfg LogConfig, log *zap.Logger) (*EventLog, error) {
-	const op = "store.OpenEventLog"
+func Open(ctx context.Context, c *Conn, cfg Config, log *zap.Logger) (*EventLog, error) {
+	const op = "eventlog.Open"
 	if c == nil || c.JS == nil {
 		return nil, domain.E(op, domain.KindInvalid, "no NATS connection")
 	}
@@ -230,7 +230,7 @@ func StreamDifferences(want, have jetstream.StreamConfig) []Difference {
 // Subject returns kyc.events.allpass.<appKey>.<applicantId>. Both ids must already be
 // validated UUIDs; Subject refuses anything else with KindInvalid.
 func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
-	const op = "store.Subject"
+	const op = "eventlog.Subject"
 	if !domain.IsCanonicalUUID(string(app)) {
 		return "", domain.E(op, domain.KindInvalid, "appKey is not a lower-case UUID")
 	}
@@ -252,7 +252,7 @@ func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
 // the exact bytes at ev.Seq; if the original cannot be read back, ev.Stored is nil.
 // KindTooLarge when the message exceeds the server's maximum payload.
 func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error) {
-	const op = "store.EventLog.Append"
+	const op = "eventlog.EventLog.Append"
 	if ev == nil {
 		return 0, false, domain.E(op, domain.KindInvalid, "no event")
 	}
@@ -358,7 +358,7 @@ func headerValue(s string) string {
 
 // LastSeq returns the last sequence in the stream (0 when empty).
 func (l *EventLog) LastSeq(ctx context.Context) (uint64, error) {
-	return lastSeq(ctx, "store.EventLog.LastSeq", l.events)
+	return lastSeq(ctx, "eventlog.EventLog.LastSeq", l.events)
 }
 
 func lastSeq(ctx context.Context, op string, s jetstream.Stream) (uint64, error) {
@@ -373,7 +373,7 @@ func lastSeq(ctx context.Context, op string, s jetstream.Stream) (uint64, error)
 // It reads up to the applicant's last event at the time of the call. Errors: KindInvalid
 // for bad ids, KindUnavailable when the stream does not answer or stops making progress.
 func (l *EventLog) Applicant(ctx context.Context, app domain.AppKey, id domain.ApplicantID) ([]domain.Event, error) {
-	const op = "store.EventLog.Applicant"
+	const op = "eventlog.EventLog.Applicant"
 	subject, err := Subject(app, id)
 	if err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
@@ -409,7 +409,7 @@ func (l *EventLog) Applicant(ctx context.Context, app domain.AppKey, id domain.A
 // when the stream stops delivering for 15 s. A reconnect in the middle is invisible:
 // the read resumes after the last event delivered. fn owns each slice it receives.
 func (l *EventLog) Read(ctx context.Context, from uint64, batch int, fn func([]domain.Event) error) error {
-	const op = "store.EventLog.Read"
+	const op = "eventlog.EventLog.Read"
 	if batch < 1 {
 		return domain.E(op, domain.KindInvalid, "batch must be at least 1")
 	}
@@ -439,7 +439,7 @@ func (l *EventLog) Read(ctx context.Context, from uint64, batch int, fn func([]d
 // Each delivered sequence is greater than the one before; a jump is accepted only after
 // the stream confirms the sequences in between no longer exist.
 func (l *EventLog) Follow(ctx context.Context, from uint64, maxBatch int, maxWait time.Duration, fn func([]domain.Event) error) error {
-	const op = "store.EventLog.Follow"
+	const op = "eventlog.EventLog.Follow"
 	if maxBatch < 1 {
 		return domain.E(op, domain.KindInvalid, "maxBatch must be at least 1")
 	}
@@ -477,7 +477,7 @@ func decodeFoldInputs(seq uint64, data []byte) (domain.Event, error) {
 }
 
 func decodeStored(seq uint64, data []byte, skipRaw bool) (domain.Event, error) {
-	const op = "store.DecodeEvent"
+	const op = "eventlog.DecodeEvent"
 	var ev domain.Event
 	if !fastDecodeEvent(data, &ev, skipRaw) {
 		ev = domain.Event{}

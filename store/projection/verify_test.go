@@ -1,4 +1,4 @@
-package store
+package projection
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 func TestVerifyAgrees(t *testing.T) {
 	events := genLog(60, 1500, 6000)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events, 60, 300)
 	res, err := verify(context.Background(), readEvents(events), 6000, p)
 	if err != nil {
@@ -31,7 +31,7 @@ func TestVerifyAgrees(t *testing.T) {
 // checkpoint: not a difference.
 func TestVerifyBehindLog(t *testing.T) {
 	events := genLog(61, 100, 2000)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events[:1500], 61, 300)
 	res, err := verify(context.Background(), readEvents(events), 2000, p)
 	if err != nil || len(res.Differences) != 0 || res.Events != 1500 {
@@ -43,7 +43,7 @@ func TestVerifyBehindLog(t *testing.T) {
 // checkpoint Verify started from.
 func TestVerifyWhileApplying(t *testing.T) {
 	events := genLog(62, 100, 3000)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events[:2000], 62, 300)
 	applied := false
 	read := func(ctx context.Context, from uint64, batch int, fn func([]domain.Event) error) error {
@@ -65,7 +65,7 @@ func TestVerifyFindsDifferences(t *testing.T) {
 	events := genLog(63, 200, 3000)
 	exp := foldLog(events)
 	path := filepath.Join(t.TempDir(), "p.db")
-	p := mustOpen(t, path, ProjectionOptions{})
+	p := mustOpen(t, path, Options{})
 	applyBatches(t, p, events, 63, 300)
 	p.Close()
 
@@ -109,7 +109,7 @@ func TestVerifyFindsDifferences(t *testing.T) {
 		}
 		return b.Delete([]byte(dropped))
 	})
-	p = mustOpen(t, path, ProjectionOptions{ReadOnly: true})
+	p = mustOpen(t, path, Options{ReadOnly: true})
 	res, err := verify(context.Background(), readEvents(events), 3000, p)
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func TestVerifyFindsDifferences(t *testing.T) {
 // from another cluster) is a difference, and so is every applicant it folded beyond.
 func TestVerifyProjectionAheadOfLog(t *testing.T) {
 	events := genLog(64, 50, 1000)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events, 64, 200)
 	res, err := verify(context.Background(), readEvents(events[:900]), 900, p)
 	if err != nil {
@@ -145,7 +145,7 @@ func TestVerifyProjectionAheadOfLog(t *testing.T) {
 
 func TestVerifyLogError(t *testing.T) {
 	events := genLog(65, 5, 100)
-	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), ProjectionOptions{})
+	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events, 65, 50)
 	down := errors.New("log down")
 	read := func(context.Context, uint64, int, func([]domain.Event) error) error { return down }
