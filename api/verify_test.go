@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/kycstate/kycstate/store/projection"
 	"go.uber.org/zap"
@@ -56,19 +57,8 @@ func verifyAgainst(elog *eventlog.EventLog, mod func(*Config)) func(*Config) {
 // startLog opens KYC_EVENTS on a fresh embedded nats-server in tb.TempDir().
 func startLog(tb testing.TB) *eventlog.EventLog {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	lg := zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))
-	conn, err := eventlog.Connect(ctx, eventlog.NATSConfig{StoreDir: tb.TempDir()}, lg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	elog, err := eventlog.Open(ctx, conn, eventlog.Config{RejectsMaxBytes: 1 << 20}, lg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return elog
+	return jstest.Start(tb).EventLog(tb, eventlog.Config{RejectsMaxBytes: 1 << 20}, lg)
 }
 
 // appendAll appends events in order, requiring each to land at the next sequence, and

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
 )
 
@@ -21,19 +22,12 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	}
 	doc := loadSpec(t)
 	ctx := t.Context()
-	conn, err := eventlog.Connect(ctx, eventlog.NATSConfig{StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	log, err := eventlog.Open(ctx, conn, eventlog.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jstest.Start(t)
+	events := js.EventLog(t, eventlog.Config{}, nil)
 	keys := ingest.Keys{HMAC: bytes.Repeat([]byte{7}, 32)}
 	copy(keys.Secret[:], bytes.Repeat([]byte{9}, 32))
 	app := &ingest.App{Name: "main", AppKey: app1, Method: ingest.MethodCBC, Keys: []ingest.Keys{keys}}
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Log: log, MaxBody: 8 << 10, KeepRaw: true})
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Log: events, MaxBody: 8 << 10, KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +80,7 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	}
 
 	// The log gone: 503 with Retry-After, nothing claimed.
-	conn.Close()
+	js.Close()
 	rec := post("/webhooks/allpass/main", body, sig)
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("log closed: %d: %s", rec.Code, rec.Body)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,7 @@ import (
 
 // benchRig is the handler behind a real HTTP server and a keep-alive client.
 type benchRig struct {
-	conn   *eventlog.Conn
+	conn   *jstest.Server
 	app    *App
 	url    string
 	client *http.Client
@@ -37,7 +38,7 @@ type benchRig struct {
 
 func newBenchRig(b *testing.B) *benchRig {
 	b.Helper()
-	conn, log := mustLog(b, b.TempDir())
+	conn, log := mustLog(b, b.TempDir(), jstest.SyncAlways())
 	cbc, _ := mustApps(b, mustVectors(b))
 	h, err := NewHandler(HandlerConfig{Apps: []*App{cbc}, Log: log, Logger: zap.NewNop(),
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})

@@ -32,7 +32,7 @@ func TestReadyz(t *testing.T) {
 	if rec := get(); rec.Code != http.StatusOK {
 		t.Fatalf("log up: %d %s", rec.Code, rec.Body)
 	}
-	conn.Server().Shutdown()
+	conn.NS.Shutdown()
 	if rec := get(); rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("log down: %d %v", rec.Code, rec.Header())
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -83,7 +84,7 @@ func mustApps(tb testing.TB, v httpVectorFile) (cbc, gcm *App) {
 // env is one handler on a real embedded JetStream server behind a real HTTP server.
 type env struct {
 	dir      string
-	conn     *eventlog.Conn
+	conn     *jstest.Server
 	log      *eventlog.EventLog
 	cbc, gcm *App
 	reg      *prometheus.Registry
@@ -94,19 +95,10 @@ type env struct {
 
 type envOption func(*HandlerConfig)
 
-func mustLog(tb testing.TB, dir string) (*eventlog.Conn, *eventlog.EventLog) {
+func mustLog(tb testing.TB, dir string, opts ...jstest.Option) (*jstest.Server, *eventlog.EventLog) {
 	tb.Helper()
-	ctx := context.Background()
-	conn, err := eventlog.Connect(ctx, eventlog.NATSConfig{StoreDir: dir, Name: "ingest-test"}, zap.NewNop())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	log, err := eventlog.Open(ctx, conn, eventlog.Config{}, zap.NewNop())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return conn, log
+	js := jstest.StartIn(tb, dir, opts...)
+	return js, js.EventLog(tb, eventlog.Config{}, zap.NewNop())
 }
 
 func newEnv(tb testing.TB, opts ...envOption) *env {
@@ -662,9 +654,7 @@ func TestRestartKeepsStreamAndDedup(t *testing.T) {
 		t.Fatalf("first: %d %s", first.status, first.raw)
 	}
 	e.srv.Close()
-	if err := e.conn.Close(); err != nil {
-		t.Fatal(err)
-	}
+	e.conn.Close()
 
 	e2 := newEnvAt(t, dir)
 	again := e2.post(t, "/webhooks/allpass/cbc", body, sig)
@@ -682,7 +672,7 @@ func TestServerDownIsNot200(t *testing.T) {
 	t.Run("before", func(t *testing.T) {
 		e := newEnv(t, func(c *HandlerConfig) { c.AppendTimeout = 300 * time.Millisecond })
 		body, sig := seal(t, e.cbc, payload(e.cbc, 1, "applicantCreated"), "2026-03-01T10:00:00Z")
-		e.conn.Server().Shutdown()
+		e.conn.NS.Shutdown()
 		a := e.post(t, "/webhooks/allpass/cbc", body, sig)
 		if a.status != 503 || a.errCode != CodeUnavailable || a.header.Get("Retry-After") == "" {
 			t.Fatalf("got %d %s, Retry-After %q", a.status, a.raw, a.header.Get("Retry-After"))
@@ -720,7 +710,7 @@ func TestServerDownIsNot200(t *testing.T) {
 		for range n {
 			<-arrived
 		}
-		e.conn.Server().Shutdown()
+		e.conn.NS.Shutdown()
 		close(release)
 		for range n {
 			a := <-answers

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,16 +30,9 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	// fsync off for speed: these tests are about order and exactly-once, not power loss.
-	conn, err := eventlog.Connect(context.Background(), eventlog.NATSConfig{StoreDir: filepath.Join(dir, "nats"), SyncInterval: time.Minute}, lg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	elog, err := eventlog.Open(context.Background(), conn, eventlog.Config{}, lg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The fixture's default fsync is enough: these tests are about order and
+	// exactly-once, not power loss.
+	elog := jstest.Start(t).EventLog(t, eventlog.Config{}, lg)
 	f := &fixture{log: elog, path: filepath.Join(dir, "projection.db"), lg: lg}
 	f.reopen(t)
 	return f

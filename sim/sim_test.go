@@ -19,6 +19,7 @@ import (
 	"github.com/kycstate/kycstate/api"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/sim"
 	"github.com/kycstate/kycstate/store/eventlog"
@@ -48,15 +49,7 @@ func newService(t *testing.T, method ingest.Method, wrapIngest, wrapAPI middlewa
 	dir := t.TempDir()
 	lg := zap.NewNop()
 
-	conn, err := eventlog.Connect(ctx, eventlog.NATSConfig{StoreDir: filepath.Join(dir, "nats"), SyncInterval: time.Minute}, lg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	elog, err := eventlog.Open(ctx, conn, eventlog.Config{Replicas: 1, DuplicateWindow: time.Hour}, lg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	elog := jstest.Start(t).EventLog(t, eventlog.Config{Replicas: 1, DuplicateWindow: time.Hour}, lg)
 	proj, err := projection.Open(filepath.Join(dir, "projection.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
 
@@ -20,17 +21,25 @@ import (
 type Server struct {
 	NS  *server.Server
 	NC  *nats.Conn
-	Dir string // the JetStream store directory
+	JS  jetstream.JetStream // over NC
+	Dir string              // the JetStream store directory
 
 	closeOnce sync.Once
 }
 
 // Start starts a server with its store in tb.TempDir() and connects to it. The server
 // and the connection are closed when the test ends.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
-	return StartIn(tb, tb.TempDir())
+	return StartIn(tb, tb.TempDir(), opts...)
 }
+
+// Option changes the server's options before it starts.
+type Option func(*server.Options)
+
+// SyncAlways makes the server fsync every write, as the embedded server of production
+// does (eventlog.Connect): for benchmarks whose numbers must include the fsync.
+func SyncAlways() Option { return func(o *server.Options) { o.SyncAlways = true } }
 
 // StartIn is Start with its store in dir, which may hold the streams of a server
 // started there before: a test restarts the log with Close and StartIn on the same dir.
@@ -38,15 +47,19 @@ func Start(tb testing.TB) *Server {
 // The server takes the embedded server's maximum payload (eventlog.EmbeddedMaxPayload),
 // so that what a test can append is what production can; it keeps nats-server's default
 // fsync, since no test here pulls the power.
-func StartIn(tb testing.TB, dir string) *Server {
+func StartIn(tb testing.TB, dir string, opts ...Option) *Server {
 	tb.Helper()
-	ns, err := server.NewServer(&server.Options{
+	o := &server.Options{
 		DontListen: true,
 		JetStream:  true,
 		StoreDir:   dir,
 		NoSigs:     true,
 		MaxPayload: eventlog.EmbeddedMaxPayload,
-	})
+	}
+	for _, opt := range opts {
+		opt(o)
+	}
+	ns, err := server.NewServer(o)
 	if err != nil {
 		tb.Fatalf("jstest: new server: %v", err)
 	}
@@ -62,7 +75,14 @@ func StartIn(tb testing.TB, dir string) *Server {
 		ns.WaitForShutdown()
 		tb.Fatalf("jstest: connect: %v", err)
 	}
-	s := &Server{NS: ns, NC: nc, Dir: dir}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		tb.Fatalf("jstest: %v", err)
+	}
+	s := &Server{NS: ns, NC: nc, JS: js, Dir: dir}
 	tb.Cleanup(s.Close)
 	return s
 }
