@@ -224,7 +224,7 @@ func natsConfig(r *Resolved, name string) eventlog.NATSConfig {
 func logConfig(r *Resolved) eventlog.Config {
 	return eventlog.Config{
 		Replicas: r.NATS.Replicas, DuplicateWindow: time.Duration(r.NATS.DuplicateWindow),
-		AppendTimeout: time.Duration(r.Ingest.AppendTimeout), RejectsMaxBytes: r.NATS.RejectsMaxBytes,
+		RejectsMaxBytes: r.NATS.RejectsMaxBytes,
 	}
 }
 

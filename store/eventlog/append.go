@@ -27,8 +27,14 @@ func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
 // Append stores ev with the Nats-Msg-Id msgID and returns its sequence once the stream
 // has acknowledged it (PubAck). dup is true when the stream recognised msgID inside its
 // duplicate window; seq is then the original's. Errors: KindUnavailable when the stream
-// cannot confirm in time (the caller must not claim the write), KindInvalid for bad ids.
-// On success ev.Seq and ev.Stored are set.
+// cannot confirm before ctx's deadline (the caller must not claim the write), KindInvalid
+// for bad ids. On success ev.Seq and ev.Stored are set.
+//
+// The wait for the PubAck has one bound, ctx's deadline, and the caller sets it: ingest
+// answers a webhook 503 past its append timeout (ingest.HandlerConfig.AppendTimeout),
+// and a second timer here around the same publish would only be a second setting that
+// drifts from the first. A ctx without a deadline gets the JetStream client's default
+// request timeout (5 s), so no Append waits forever.
 //
 // Append stamps ev.V with domain.StoredVersion (the format this build writes) and
 // refuses an event that claims another version. For a duplicate, ev is replaced by the
@@ -66,8 +72,6 @@ func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set(HeaderType, headerValue(string(ev.Type)))
 
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.AppendTimeout)
-	defer cancel()
 	ack, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(EventStream))
 	if err != nil {
 		return 0, false, publishErr(op, err)

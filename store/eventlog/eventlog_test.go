@@ -300,7 +300,7 @@ func TestAppendDedupSurvivesRestart(t *testing.T) {
 
 func TestAppendWhenServerIsDownIsUnavailable(t *testing.T) {
 	c := natsStart(t, NATSConfig{})
-	l := logOpen(t, c, Config{AppendTimeout: 300 * time.Millisecond}, nil)
+	l := logOpen(t, c, Config{}, nil)
 	logAppend(t, l, logNth(0, 1))
 
 	c.Server().Shutdown()
@@ -309,7 +309,9 @@ func TestAppendWhenServerIsDownIsUnavailable(t *testing.T) {
 		ev := logNth(i, 1)
 		done := make(chan error, 1)
 		go func() {
-			_, _, err := l.Append(context.Background(), ev, logMsgID(ev))
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			_, _, err := l.Append(ctx, ev, logMsgID(ev))
 			done <- err
 		}()
 		select {
@@ -765,7 +767,9 @@ func logAppendRetry(t *testing.T, l *EventLog, ev *domain.Event) uint64 {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		seq, _, err := l.Append(context.Background(), ev, logMsgID(ev))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		seq, _, err := l.Append(ctx, ev, logMsgID(ev))
+		cancel()
 		if err == nil {
 			return seq
 		}
@@ -786,7 +790,7 @@ func TestFollowSurvivesServerRestart(t *testing.T) {
 	srv := natsStart(t, srvCfg)
 	// The log is reached over TCP, as an ingest or query node reaches a NATS cluster.
 	ext := natsStart(t, NATSConfig{URLs: []string{"nats://" + listen}})
-	l := logOpen(t, ext, Config{AppendTimeout: time.Second}, nil)
+	l := logOpen(t, ext, Config{}, nil)
 	logFill(t, l, 40, 3)
 	c, stop := logFollow(t, l, 1, 8, 5*time.Millisecond)
 	c.waitFor(t, 40, 20*time.Second)
@@ -1144,7 +1148,7 @@ func TestReadWhenServerDiesIsUnavailable(t *testing.T) {
 func TestAcknowledgedAppendsSurviveShutdownUnderLoad(t *testing.T) {
 	cfg := NATSConfig{StoreDir: t.TempDir()}
 	c := natsStart(t, cfg)
-	l := logOpen(t, c, Config{AppendTimeout: 500 * time.Millisecond}, nil)
+	l := logOpen(t, c, Config{}, nil)
 
 	type result struct {
 		ev  *domain.Event
@@ -1164,7 +1168,9 @@ func TestAcknowledgedAppendsSurviveShutdownUnderLoad(t *testing.T) {
 			defer wg.Done()
 			for {
 				ev := logNth(int(next.Add(1)), 100)
-				seq, dup, err := l.Append(context.Background(), ev, logMsgID(ev))
+				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+				seq, dup, err := l.Append(ctx, ev, logMsgID(ev))
+				cancel()
 				if err == nil && dup {
 					err = errors.New("unexpected duplicate")
 				}

@@ -61,7 +61,8 @@ func RejectSubject(reason string) string {
 // Reject appends r to KYC_REJECTS on kyc.rejects.<reason>.
 //
 // r.Seq is ignored (the stream assigns it). Errors: KindUnavailable when the stream does
-// not confirm within the append timeout, KindTooLarge over the server's maximum payload.
+// not confirm before ctx's deadline (the caller's, as for Append), KindTooLarge over the
+// server's maximum payload.
 // KYC_REJECTS is size-bounded with Discard Old: keeping a new reject may drop the oldest.
 func (l *EventLog) Reject(ctx context.Context, r Reject) error {
 	const op = "eventlog.EventLog.Reject"
@@ -78,8 +79,6 @@ func (l *EventLog) Reject(ctx context.Context, r Reject) error {
 		return domain.E(op, domain.KindTooLarge,
 			fmt.Sprintf("reject of %d bytes exceeds the server's maximum payload %d", len(data), max))
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.AppendTimeout)
-	defer cancel()
 	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: RejectSubject(r.Reason), Data: data},
 		jetstream.WithExpectStream(RejectStream))
 	if err != nil {

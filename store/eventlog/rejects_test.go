@@ -166,10 +166,12 @@ func TestRejectsAreSizeBoundedOldestFirst(t *testing.T) {
 
 func TestRejectWhenServerIsDownIsUnavailable(t *testing.T) {
 	c := natsStart(t, NATSConfig{})
-	l := logOpen(t, c, Config{AppendTimeout: 200 * time.Millisecond}, nil)
+	l := logOpen(t, c, Config{}, nil)
 	c.Server().Shutdown()
 	c.Server().WaitForShutdown()
-	err := l.Reject(context.Background(), logReject(1, "bad_signature"))
+	rctx, rcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer rcancel()
+	err := l.Reject(rctx, logReject(1, "bad_signature"))
 	if domain.KindOf(err) != domain.KindUnavailable {
 		t.Fatalf("Reject with the server down: %v", err)
 	}

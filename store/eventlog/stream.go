@@ -29,8 +29,6 @@ const (
 	// JetStream reserves it on disk when the stream is created, so it is kept small
 	// enough for a modest disk; at about 2 KiB a reject it holds some 30,000 webhooks.
 	DefaultRejectsMaxBytes = 64 << 20
-	// DefaultAppendTimeout bounds the wait for a PubAck.
-	DefaultAppendTimeout = 5 * time.Second
 
 	// rejectsDuplicateWindow is short: rejects carry no natural message id, and the
 	// window only needs to absorb the client's own publish retries.
@@ -46,7 +44,6 @@ type Config struct {
 	Replicas        int           // 1 embedded, 3 on a cluster
 	DuplicateWindow time.Duration // default 24h
 	RejectsMaxBytes int64         // size bound of KYC_REJECTS, default 64 MiB
-	AppendTimeout   time.Duration // how long Append waits for the PubAck, default 5 s
 }
 
 func (c Config) withDefaults() Config {
@@ -58,9 +55,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RejectsMaxBytes <= 0 {
 		c.RejectsMaxBytes = DefaultRejectsMaxBytes
-	}
-	if c.AppendTimeout <= 0 {
-		c.AppendTimeout = DefaultAppendTimeout
 	}
 	return c
 }
