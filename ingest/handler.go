@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -25,10 +24,10 @@ type EventLog interface {
 	// the caller must then not claim it.
 	Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error)
 	// Reject keeps a refused request in the size-bounded rejects stream.
-	Reject(ctx context.Context, r eventlog.Reject) error
+	Reject(ctx context.Context, r domain.Reject) error
 	// Rejects calls fn for each kept reject in order from sequence from, up to the last
 	// one at the time of the call; fn's error stops it.
-	Rejects(ctx context.Context, from uint64, fn func(eventlog.Reject) error) error
+	Rejects(ctx context.Context, from uint64, fn func(domain.Reject) error) error
 }
 
 // Defaults of HandlerConfig.
@@ -43,7 +42,7 @@ const (
 const retryAfter = "5"
 
 // Headers kept with a reject: what re-verifying the request needs (the signature), and
-// what tells an operator who sent it. Names are lower case in eventlog.Reject.Headers.
+// what tells an operator who sent it. Names are lower case in domain.Reject.Headers.
 var keptHeaders = [...]string{"x-allpass-signature", "content-type", "user-agent"}
 
 // signatureHeader carries the HMAC (CBC) or the auth tag (GCM).
@@ -523,7 +522,7 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 			headers[k] = v
 		}
 	}
-	rej := eventlog.Reject{
+	rej := domain.Reject{
 		App:        x.pathApp,
 		Reason:     code,
 		Message:    msg,

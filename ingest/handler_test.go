@@ -238,10 +238,10 @@ func (e *env) eventAt(tb testing.TB, seq uint64) domain.Event {
 	return readOne(tb, e.log, seq)
 }
 
-func (e *env) rejects(tb testing.TB) []eventlog.Reject {
+func (e *env) rejects(tb testing.TB) []domain.Reject {
 	tb.Helper()
-	var all []eventlog.Reject
-	if err := e.log.Rejects(context.Background(), 1, func(r eventlog.Reject) error {
+	var all []domain.Reject
+	if err := e.log.Rejects(context.Background(), 1, func(r domain.Reject) error {
 		all = append(all, r)
 		return nil
 	}); err != nil {

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store/eventlog"
 	"go.uber.org/zap"
 )
 
@@ -45,7 +44,7 @@ func Reprocess(ctx context.Context, log EventLog, apps []*App, from uint64, opt 
 	}
 	logger = logger.Named("reprocess")
 
-	err = log.Rejects(ctx, from, func(r eventlog.Reject) error {
+	err = log.Rejects(ctx, from, func(r domain.Reject) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

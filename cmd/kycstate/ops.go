@@ -353,7 +353,7 @@ nothing.`+offlineNote)
 	if *format == "table" {
 		fmt.Fprintln(tw, "SEQ\tRECEIVED\tAPP\tSTATUS\tREASON\tREMOTE")
 	}
-	err = o.log.Rejects(ctx, *from, func(r eventlog.Reject) error {
+	err = o.log.Rejects(ctx, *from, func(r domain.Reject) error {
 		if *format == "jsonl" {
 			return enc.Encode(r)
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"time"
 	"unicode/utf8"
 
 	"github.com/kycstate/kycstate/domain"
@@ -13,24 +12,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Reject is a refused webhook kept so that nothing is lost to a misconfigured key.
-type Reject struct {
-	Seq        uint64            `json:"seq,omitempty"`
-	App        string            `json:"app"`    // the {app} path segment, "" for the generic path
-	Reason     string            `json:"reason"` // the error code answered
-	Message    string            `json:"message"`
-	Status     int               `json:"status"` // HTTP status answered
-	Body       string            `json:"body"`
-	Headers    map[string]string `json:"headers"` // the headers that matter (x-allpass-signature, content-type)
-	RemoteAddr string            `json:"remoteAddr"`
-	ReceivedAt time.Time         `json:"receivedAt"`
-}
-
 // storedReject is a Reject as KYC_REJECTS holds it. JSON strings are UTF-8, and a
 // refused body may be any bytes; such a body travels base64-encoded in BodyBase64 so it
 // comes back byte for byte.
 type storedReject struct {
-	Reject
+	domain.Reject
 	BodyBase64 string `json:"bodyBase64,omitempty"`
 }
 
@@ -64,7 +50,7 @@ func RejectSubject(reason string) string {
 // not confirm before ctx's deadline (the caller's, as for Append), KindTooLarge over the
 // server's maximum payload.
 // KYC_REJECTS is size-bounded with Discard Old: keeping a new reject may drop the oldest.
-func (l *EventLog) Reject(ctx context.Context, r Reject) error {
+func (l *EventLog) Reject(ctx context.Context, r domain.Reject) error {
 	const op = "eventlog.EventLog.Reject"
 	r.Seq = 0
 	sr := storedReject{Reject: r}
@@ -97,7 +83,7 @@ func (l *EventLog) Reject(ctx context.Context, r Reject) error {
 // bound are simply absent (sequences jump). fn's error is returned as it is; otherwise
 // ctx.Err(), KindInternal for a message that is not a reject, KindUnavailable when the
 // stream stops answering.
-func (l *EventLog) Rejects(ctx context.Context, from uint64, fn func(Reject) error) error {
+func (l *EventLog) Rejects(ctx context.Context, from uint64, fn func(domain.Reject) error) error {
 	const op = "eventlog.EventLog.Rejects"
 	last, err := lastSeq(ctx, op, l.rejects)
 	if err != nil {
@@ -109,7 +95,7 @@ func (l *EventLog) Rejects(ctx context.Context, from uint64, fn func(Reject) err
 	}
 	return scan(ctx, l, span{
 		op: op, stream: l.rejects, from: from, until: last, maxBatch: 256, prefetch: 256,
-	}, decodeReject, func(rs []Reject) error {
+	}, decodeReject, func(rs []domain.Reject) error {
 		for _, r := range rs {
 			if err := fn(r); err != nil {
 				return err
@@ -119,16 +105,16 @@ func (l *EventLog) Rejects(ctx context.Context, from uint64, fn func(Reject) err
 	})
 }
 
-func decodeReject(seq uint64, data []byte) (Reject, error) {
+func decodeReject(seq uint64, data []byte) (domain.Reject, error) {
 	const op = "eventlog.decodeReject"
 	var sr storedReject
 	if err := json.Unmarshal(data, &sr); err != nil {
-		return Reject{}, domain.E(op, domain.KindInternal, fmt.Errorf("reject seq %d: %w", seq, err))
+		return domain.Reject{}, domain.E(op, domain.KindInternal, fmt.Errorf("reject seq %d: %w", seq, err))
 	}
 	if sr.BodyBase64 != "" {
 		body, err := base64.StdEncoding.DecodeString(sr.BodyBase64)
 		if err != nil {
-			return Reject{}, domain.E(op, domain.KindInternal, fmt.Errorf("reject seq %d body: %w", seq, err))
+			return domain.Reject{}, domain.E(op, domain.KindInternal, fmt.Errorf("reject seq %d body: %w", seq, err))
 		}
 		sr.Body = string(body)
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/kycstate/kycstate/domain"
 )
 
-func logReject(n int, reason string) Reject {
-	return Reject{
+func logReject(n int, reason string) domain.Reject {
+	return domain.Reject{
 		App:        "main",
 		Reason:     reason,
 		Message:    fmt.Sprintf("refusal %d", n),
@@ -29,7 +29,7 @@ func TestRejectsRoundTrip(t *testing.T) {
 	l := startLogFast(t)
 	ctx := context.Background()
 
-	var want []Reject
+	var want []domain.Reject
 	for i, reason := range []string{"bad_signature", "Malformed.Envelope", "a>b*c d", "", "unprocessable"} {
 		r := logReject(i, reason)
 		if i == 2 {
@@ -47,8 +47,8 @@ func TestRejectsRoundTrip(t *testing.T) {
 		want = append(want, r)
 	}
 
-	var got []Reject
-	if err := l.Rejects(ctx, 1, func(r Reject) error { got = append(got, r); return nil }); err != nil {
+	var got []domain.Reject
+	if err := l.Rejects(ctx, 1, func(r domain.Reject) error { got = append(got, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != len(want) {
@@ -78,20 +78,20 @@ func TestRejectsRoundTrip(t *testing.T) {
 
 	// From a later sequence, and past the end.
 	got = nil
-	if err := l.Rejects(ctx, 4, func(r Reject) error { got = append(got, r); return nil }); err != nil {
+	if err := l.Rejects(ctx, 4, func(r domain.Reject) error { got = append(got, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[0].Seq != 4 || got[1].Seq != 5 {
 		t.Fatalf("from 4: %+v", got)
 	}
 	calls := 0
-	if err := l.Rejects(ctx, 6, func(Reject) error { calls++; return nil }); err != nil || calls != 0 {
+	if err := l.Rejects(ctx, 6, func(domain.Reject) error { calls++; return nil }); err != nil || calls != 0 {
 		t.Fatalf("past the end: %d calls, %v", calls, err)
 	}
 
 	stop := errors.New("stop")
 	calls = 0
-	err := l.Rejects(ctx, 1, func(Reject) error { calls++; return stop })
+	err := l.Rejects(ctx, 1, func(domain.Reject) error { calls++; return stop })
 	if err != stop || calls != 1 {
 		t.Fatalf("fn error: %v after %d calls", err, calls)
 	}
@@ -144,7 +144,7 @@ func TestRejectsAreSizeBoundedOldestFirst(t *testing.T) {
 		}
 	}
 	var seqs []uint64
-	if err := l.Rejects(ctx, 1, func(r Reject) error {
+	if err := l.Rejects(ctx, 1, func(r domain.Reject) error {
 		if r.Message != fmt.Sprintf("refusal %d", r.Seq-1) {
 			t.Fatalf("seq %d holds %q", r.Seq, r.Message)
 		}
@@ -177,7 +177,7 @@ func TestRejectWhenServerIsDownIsUnavailable(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	err = l.Rejects(ctx, 1, func(Reject) error { return nil })
+	err = l.Rejects(ctx, 1, func(domain.Reject) error { return nil })
 	if domain.KindOf(err) != domain.KindUnavailable {
 		t.Fatalf("Rejects with the server down: %v", err)
 	}
