@@ -31,7 +31,7 @@ import (
 // projection.Verify of that log against the projection served.
 type logFixture struct {
 	*fixture
-	log *eventlog.EventLog
+	eventLog *eventlog.EventLog
 }
 
 func newLogFixture(tb testing.TB, mod func(*Config)) *logFixture {
@@ -39,7 +39,7 @@ func newLogFixture(tb testing.TB, mod func(*Config)) *logFixture {
 	elog := startLog(tb)
 	logged := appendAll(tb, elog, fixtureEvents(tb, 1, fixtureSpecs()))
 	f := buildFixture(tb, logged, verifyAgainst(elog, mod))
-	return &logFixture{fixture: f, log: elog}
+	return &logFixture{fixture: f, eventLog: elog}
 }
 
 // verifyAgainst returns a config change that makes GET /v1/verify compare elog with the
@@ -146,7 +146,7 @@ func TestVerifyRouteAgrees(t *testing.T) {
 	}
 
 	// The log moves on and the projection has not applied it yet: lag is not a difference.
-	appendAll(t, f.log, fixtureEvents(t, n+1, []spec{
+	appendAll(t, f.eventLog, fixtureEvents(t, n+1, []spec{
 		{id: idNone, app: app1, typ: domain.EventCreated, at: 40 * time.Minute, recv: 40 * time.Minute},
 		{id: idA, app: app1, ext: "user-1", typ: domain.EventRejected, at: 41 * time.Minute, recv: 41 * time.Minute},
 	}))

@@ -27,7 +27,7 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	keys := ingest.Keys{HMAC: bytes.Repeat([]byte{7}, 32)}
 	copy(keys.Secret[:], bytes.Repeat([]byte{9}, 32))
 	app := &ingest.App{Name: "main", AppKey: app1, Method: ingest.MethodCBC, Keys: []ingest.Keys{keys}}
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Log: events, MaxBody: 8 << 10, KeepRaw: true})
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{app}, Events: events, MaxBody: 8 << 10, KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ const signatureHeader = "x-allpass-signature"
 // HandlerConfig holds the webhook handler's dependencies and limits.
 type HandlerConfig struct {
 	Apps    []*App
-	Log     EventLog
+	Events  EventLog
 	Logger  *zap.Logger           // nil: no logging
 	Metrics prometheus.Registerer // nil: collectors are not registered
 	// MaxBody bounds a request body (default 1 MiB); larger bodies are answered 413.
@@ -83,7 +83,7 @@ type handler struct {
 	ready         func(ctx context.Context) error
 	appends       appendHealth
 	apps          appIndex
-	log           EventLog
+	events        EventLog
 	logger        *zap.Logger
 	m             *metrics
 	maxBody       int64
@@ -111,7 +111,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if len(cfg.Apps) == 0 {
 		return nil, domain.E(op, domain.KindInvalid, "no apps configured")
 	}
-	if cfg.Log == nil {
+	if cfg.Events == nil {
 		return nil, domain.E(op, domain.KindInvalid, "no event log")
 	}
 	apps, err := newAppIndex(cfg.Apps)
@@ -120,7 +120,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	}
 	h := &handler{
 		apps:          apps,
-		log:           cfg.Log,
+		events:        cfg.Events,
 		logger:        cfg.Logger,
 		maxBody:       cfg.MaxBody,
 		appendTimeout: cfg.AppendTimeout,
@@ -309,7 +309,7 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 		h.beforeAppend()
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.appendTimeout)
-	seq, dup, err := h.log.Append(ctx, &ev, msgID)
+	seq, dup, err := h.events.Append(ctx, &ev, msgID)
 	cancel()
 	if r.Context().Err() == nil { // a client that went away says nothing about the log
 		h.appends.record(err == nil, h.now())
@@ -535,7 +535,7 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 	// The reject outlives a client that hung up: it is what reprocessing works from.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.appendTimeout)
 	defer cancel()
-	if err := h.log.Reject(ctx, rej); err != nil {
+	if err := h.events.Reject(ctx, rej); err != nil {
 		h.logger.Error("reject not kept", zap.String("app", x.label), zap.String("reason", code),
 			zap.String("remote", r.RemoteAddr), zap.Error(err))
 	}

@@ -38,9 +38,9 @@ type benchRig struct {
 
 func newBenchRig(b *testing.B) *benchRig {
 	b.Helper()
-	conn, log := mustLog(b, b.TempDir(), jstest.SyncAlways())
+	conn, events := mustLog(b, b.TempDir(), jstest.SyncAlways())
 	cbc, _ := mustApps(b, mustVectors(b))
-	h, err := NewHandler(HandlerConfig{Apps: []*App{cbc}, Log: log, Logger: zap.NewNop(),
+	h, err := NewHandler(HandlerConfig{Apps: []*App{cbc}, Events: events, Logger: zap.NewNop(),
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})
 	if err != nil {
 		b.Fatal(err)

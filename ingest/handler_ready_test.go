@@ -15,11 +15,11 @@ import (
 // /readyz reflects the log: 200 while it answers, 503 with Retry-After once the JetStream
 // server is gone, so a load balancer routes webhooks to another ingest node.
 func TestReadyz(t *testing.T) {
-	conn, log := mustLog(t, t.TempDir())
+	conn, events := mustLog(t, t.TempDir())
 	cbc, _ := mustApps(t, mustVectors(t))
 	h, err := NewHandler(HandlerConfig{
-		Apps: []*App{cbc}, Log: log,
-		Ready: func(ctx context.Context) error { _, err := log.LastSeq(ctx); return err },
+		Apps: []*App{cbc}, Events: events,
+		Ready: func(ctx context.Context) error { _, err := events.LastSeq(ctx); return err },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -43,14 +43,14 @@ func TestReadyz(t *testing.T) {
 // rotation: /readyz is 503 while appends fail, and ready again once one succeeds or after
 // the window, so the node is tried again.
 func TestReadyzFollowsAppends(t *testing.T) {
-	conn, log := mustLog(t, t.TempDir())
+	conn, events := mustLog(t, t.TempDir())
 	cbc, _ := mustApps(t, mustVectors(t))
 	now := time.Now()
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	h, err := NewHandler(HandlerConfig{
-		Apps: []*App{cbc}, Log: log, Now: clock,
-		Ready: func(ctx context.Context) error { _, err := log.LastSeq(ctx); return err },
+		Apps: []*App{cbc}, Events: events, Now: clock,
+		Ready: func(ctx context.Context) error { _, err := events.LastSeq(ctx); return err },
 	})
 	if err != nil {
 		t.Fatal(err)

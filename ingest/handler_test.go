@@ -85,7 +85,7 @@ func mustApps(tb testing.TB, v httpVectorFile) (cbc, gcm *App) {
 type env struct {
 	dir      string
 	conn     *jstest.Server
-	log      *eventlog.EventLog
+	eventLog *eventlog.EventLog
 	cbc, gcm *App
 	reg      *prometheus.Registry
 	logs     *observer.ObservedLogs
@@ -109,13 +109,13 @@ func newEnv(tb testing.TB, opts ...envOption) *env {
 func newEnvAt(tb testing.TB, dir string, opts ...envOption) *env {
 	tb.Helper()
 	e := &env{dir: dir, reg: prometheus.NewRegistry()}
-	e.conn, e.log = mustLog(tb, dir)
+	e.conn, e.eventLog = mustLog(tb, dir)
 	e.cbc, e.gcm = mustApps(tb, mustVectors(tb))
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
 	cfg := HandlerConfig{
 		Apps:    []*App{e.cbc, e.gcm},
-		Log:     e.log,
+		Events:  e.eventLog,
 		Logger:  zap.New(core),
 		Metrics: e.reg,
 		KeepRaw: true,
@@ -208,7 +208,7 @@ func decodeAnswer(tb testing.TB, status int, header http.Header, raw []byte) ans
 
 func (e *env) lastSeq(tb testing.TB) uint64 {
 	tb.Helper()
-	seq, err := e.log.LastSeq(context.Background())
+	seq, err := e.eventLog.LastSeq(context.Background())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func (e *env) lastSeq(tb testing.TB) uint64 {
 func (e *env) events(tb testing.TB) []domain.Event {
 	tb.Helper()
 	var all []domain.Event
-	err := e.log.Read(context.Background(), 1, 256, func(evs []domain.Event) error {
+	err := e.eventLog.Read(context.Background(), 1, 256, func(evs []domain.Event) error {
 		for _, ev := range evs {
 			all = append(all, decodeWhole(tb, ev))
 		}
@@ -235,13 +235,13 @@ func (e *env) events(tb testing.TB) []domain.Event {
 // eventAt reads the event stored at seq.
 func (e *env) eventAt(tb testing.TB, seq uint64) domain.Event {
 	tb.Helper()
-	return readOne(tb, e.log, seq)
+	return readOne(tb, e.eventLog, seq)
 }
 
 func (e *env) rejects(tb testing.TB) []domain.Reject {
 	tb.Helper()
 	var all []domain.Reject
-	if err := e.log.Rejects(context.Background(), 1, func(r domain.Reject) error {
+	if err := e.eventLog.Rejects(context.Background(), 1, func(r domain.Reject) error {
 		all = append(all, r)
 		return nil
 	}); err != nil {
@@ -730,7 +730,7 @@ func TestKilledBetweenAppendAndAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq, dup, err := e.log.Append(context.Background(), &ev, msgID)
+	seq, dup, err := e.eventLog.Append(context.Background(), &ev, msgID)
 	if err != nil || dup {
 		t.Fatalf("direct append: %d %v %v", seq, dup, err)
 	}
@@ -782,13 +782,13 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 
 	// Still the wrong key: nothing recovers.
 	ctx := context.Background()
-	res, err := Reprocess(ctx, e.log, []*App{&wrong}, 1, Options{KeepRaw: true}, zap.NewNop())
+	res, err := Reprocess(ctx, e.eventLog, []*App{&wrong}, 1, Options{KeepRaw: true}, zap.NewNop())
 	if err != nil || res.Recovered != 0 || res.Failing != 5 || res.FailingByReason[CodeBadSignature] != 5 {
 		t.Fatalf("with the wrong key: %+v %v", res, err)
 	}
 
 	// Fixed.
-	res, err = Reprocess(ctx, e.log, []*App{good}, 1, Options{KeepRaw: true}, zap.NewNop())
+	res, err = Reprocess(ctx, e.eventLog, []*App{good}, 1, Options{KeepRaw: true}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -806,12 +806,12 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 	}
 
 	// Twice: nothing doubles.
-	res, err = Reprocess(ctx, e.log, []*App{good}, 1, Options{}, zap.NewNop())
+	res, err = Reprocess(ctx, e.eventLog, []*App{good}, 1, Options{}, zap.NewNop())
 	if err != nil || res.Recovered != 0 || res.Duplicates != 4 {
 		t.Fatalf("second run: %+v %v", res, err)
 	}
 	// From where the last run stopped: nothing new to see.
-	res, err = Reprocess(ctx, e.log, []*App{good}, res.Next, Options{}, zap.NewNop())
+	res, err = Reprocess(ctx, e.eventLog, []*App{good}, res.Next, Options{}, zap.NewNop())
 	if err != nil || res.Seen != 0 {
 		t.Fatalf("resumed run: %+v %v", res, err)
 	}
@@ -919,7 +919,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	// A second handler on the same registry is refused, not silently uncounted.
-	if _, err := NewHandler(HandlerConfig{Apps: []*App{e.cbc}, Log: e.log, Metrics: e.reg}); err == nil {
+	if _, err := NewHandler(HandlerConfig{Apps: []*App{e.cbc}, Events: e.eventLog, Metrics: e.reg}); err == nil {
 		t.Fatal("two handlers registered the same metrics")
 	}
 }
@@ -984,25 +984,25 @@ func TestHealthz(t *testing.T) {
 func TestNewHandlerConfig(t *testing.T) {
 	v := mustVectors(t)
 	cbc, gcm := mustApps(t, v)
-	_, log := mustLog(t, t.TempDir())
+	_, events := mustLog(t, t.TempDir())
 	renamed := func(a *App, name string) *App { c := *a; c.Name = name; return &c }
 	nokeys := *cbc
 	nokeys.Keys = nil
 	cases := map[string]HandlerConfig{
-		"no apps":           {Log: log},
+		"no apps":           {Events: events},
 		"no log":            {Apps: []*App{cbc}},
-		"nil app":           {Apps: []*App{nil}, Log: log},
-		"no name":           {Apps: []*App{renamed(cbc, "")}, Log: log},
-		"duplicate name":    {Apps: []*App{cbc, renamed(gcm, "cbc")}, Log: log},
-		"name is an appKey": {Apps: []*App{cbc, renamed(gcm, v.App.AppKey)}, Log: log},
-		"no keys":           {Apps: []*App{&nokeys}, Log: log},
+		"nil app":           {Apps: []*App{nil}, Events: events},
+		"no name":           {Apps: []*App{renamed(cbc, "")}, Events: events},
+		"duplicate name":    {Apps: []*App{cbc, renamed(gcm, "cbc")}, Events: events},
+		"name is an appKey": {Apps: []*App{cbc, renamed(gcm, v.App.AppKey)}, Events: events},
+		"no keys":           {Apps: []*App{&nokeys}, Events: events},
 	}
 	for name, cfg := range cases {
 		if _, err := NewHandler(cfg); domain.KindOf(err) != domain.KindInvalid {
 			t.Errorf("%s: error %v, want KindInvalid", name, err)
 		}
 	}
-	if _, err := NewHandler(HandlerConfig{Apps: []*App{cbc, gcm}, Log: log}); err != nil {
+	if _, err := NewHandler(HandlerConfig{Apps: []*App{cbc, gcm}, Events: events}); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
 }
@@ -1036,8 +1036,8 @@ func TestStatusOf(t *testing.T) {
 func FuzzHandler(f *testing.F) {
 	v := mustVectors(f)
 	cbc, gcm := mustApps(f, v)
-	_, log := mustLog(f, f.TempDir())
-	h, err := NewHandler(HandlerConfig{Apps: []*App{cbc, gcm}, Log: log, KeepRaw: true, MaxBody: 64 << 10})
+	_, events := mustLog(f, f.TempDir())
+	h, err := NewHandler(HandlerConfig{Apps: []*App{cbc, gcm}, Events: events, KeepRaw: true, MaxBody: 64 << 10})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -1068,7 +1068,7 @@ func FuzzHandler(f *testing.F) {
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, route uint8, body []byte, sig, ctype string) {
 		r := routes[int(route)%len(routes)]
-		before, err := log.LastSeq(ctx)
+		before, err := events.LastSeq(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1081,7 +1081,7 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("status %d (%s)", rec.Code, rec.Body.Bytes())
 		}
 		a := decodeAnswer(t, rec.Code, rec.Header(), rec.Body.Bytes())
-		after, err := log.LastSeq(ctx)
+		after, err := events.LastSeq(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1094,7 +1094,7 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("duplicate answered at %d; stream went from %d to %d", a.seq, before, after)
 		}
 		if a.status == 200 {
-			got := readOne(t, log, a.seq)
+			got := readOne(t, events, a.seq)
 			if got.Raw == nil || got.Raw.Body == "" {
 				t.Fatalf("event at %d has no raw body", a.seq)
 			}
@@ -1103,11 +1103,11 @@ func FuzzHandler(f *testing.F) {
 }
 
 // readOne reads the event stored at seq.
-func readOne(tb testing.TB, log *eventlog.EventLog, seq uint64) domain.Event {
+func readOne(tb testing.TB, events *eventlog.EventLog, seq uint64) domain.Event {
 	tb.Helper()
 	var got []domain.Event
 	stop := errors.New("stop")
-	err := log.Read(context.Background(), seq, 1, func(evs []domain.Event) error {
+	err := events.Read(context.Background(), seq, 1, func(evs []domain.Event) error {
 		got = evs
 		return stop
 	})

@@ -58,10 +58,10 @@ func (c *Config) defaults() {
 
 // Projector owns the fold from one event log into one projection.
 type Projector struct {
-	log  *eventlog.EventLog
-	proj *projection.Projection
-	cfg  Config
-	lg   *zap.Logger
+	events *eventlog.EventLog
+	proj   *projection.Projection
+	cfg    Config
+	lg     *zap.Logger
 
 	last    atomic.Uint64 // stream's last sequence, as last read
 	failing atomic.Bool   // the last commit or read failed and has not succeeded since
@@ -79,10 +79,10 @@ type Projector struct {
 }
 
 // New returns a projector; reg may be nil.
-func New(log *eventlog.EventLog, proj *projection.Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
+func New(events *eventlog.EventLog, proj *projection.Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
 	cfg.defaults()
 	p := &Projector{
-		log: log, proj: proj, cfg: cfg, lg: lg.Named("projector"),
+		events: events, proj: proj, cfg: cfg, lg: lg.Named("projector"),
 		lagSeqs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kycstate_projector_lag_sequences",
 			Help: "Stream sequences not yet applied to the projection.",
@@ -119,7 +119,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	backoff := p.cfg.RetryMin
 	for {
 		from := p.proj.Checkpoint() + 1
-		err := p.log.Follow(ctx, from, p.cfg.MaxBatch, p.cfg.MaxWait, func(batch []domain.Event) error {
+		err := p.events.Follow(ctx, from, p.cfg.MaxBatch, p.cfg.MaxWait, func(batch []domain.Event) error {
 			if p.beforeApply != nil {
 				if err := p.beforeApply(batch); err != nil {
 					return err
@@ -172,7 +172,7 @@ func (p *Projector) watchLag(ctx context.Context) {
 	defer t.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, p.cfg.LagEvery)
-		last, err := p.log.LastSeq(rctx)
+		last, err := p.events.LastSeq(rctx)
 		cancel()
 		if err == nil {
 			p.last.Store(last)
@@ -198,7 +198,7 @@ var ErrBehind = errors.New("projection is behind the event log")
 // Ready reports whether the log is reachable, the projection file is sound, and the
 // projection is within maxLag sequences of the log and not stalled.
 func (p *Projector) Ready(ctx context.Context, maxLag uint64) error {
-	last, err := p.log.LastSeq(ctx)
+	last, err := p.events.LastSeq(ctx)
 	if err != nil {
 		return domain.E("projector.Ready", domain.KindUnavailable, err)
 	}

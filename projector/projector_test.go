@@ -20,10 +20,10 @@ import (
 )
 
 type fixture struct {
-	log  *eventlog.EventLog
-	proj *projection.Projection
-	path string
-	lg   *zap.Logger
+	events *eventlog.EventLog
+	proj   *projection.Projection
+	path   string
+	lg     *zap.Logger
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -33,7 +33,7 @@ func newFixture(t *testing.T) *fixture {
 	// The fixture's default fsync is enough: these tests are about order and
 	// exactly-once, not power loss.
 	elog := jstest.Start(t).EventLog(t, eventlog.Config{}, lg)
-	f := &fixture{log: elog, path: filepath.Join(dir, "projection.db"), lg: lg}
+	f := &fixture{events: elog, path: filepath.Join(dir, "projection.db"), lg: lg}
 	f.reopen(t)
 	return f
 }
@@ -132,7 +132,7 @@ func waitCheckpoint(t *testing.T, proj *projection.Projection, seq uint64) {
 // every applicant (projection.Verify), and every event in exactly one history record.
 func verifyExact(t *testing.T, f *fixture, n, applicants int) {
 	t.Helper()
-	res, err := projection.Verify(context.Background(), f.log, f.proj)
+	res, err := projection.Verify(context.Background(), f.events, f.proj)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,13 +169,13 @@ func verifyExact(t *testing.T, f *fixture, n, applicants int) {
 func TestProjectorFoldsTheLog(t *testing.T) {
 	f := newFixture(t)
 	const n, applicants = 600, 40
-	appendLog(t, f.log, 0, n/2, applicants)
+	appendLog(t, f.events, 0, n/2, applicants)
 	reg := prometheus.NewRegistry()
-	p := New(f.log, f.proj, Config{MaxBatch: 50, LagEvery: 10 * time.Millisecond}, f.lg, reg)
+	p := New(f.events, f.proj, Config{MaxBatch: 50, LagEvery: 10 * time.Millisecond}, f.lg, reg)
 	stop := run(t, p)
 	waitCheckpoint(t, f.proj, n/2)
 	// Events appended while it follows arrive too.
-	appendLog(t, f.log, n/2, n, applicants)
+	appendLog(t, f.events, n/2, n, applicants)
 	waitCheckpoint(t, f.proj, n)
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run returned %v, want context.Canceled", err)
@@ -234,8 +234,8 @@ func TestProjectorFaults(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t)
 			const n, applicants = 400, 30
-			appendLog(t, f.log, 0, n, applicants)
-			p := New(f.log, f.proj, Config{MaxBatch: 10, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, f.lg, nil)
+			appendLog(t, f.events, 0, n, applicants)
+			p := New(f.events, f.proj, Config{MaxBatch: 10, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, f.lg, nil)
 			var calls, failures atomic.Int64
 			var sawFailing atomic.Bool
 			c.inject(p, func() bool {
@@ -267,12 +267,12 @@ func TestProjectorFaults(t *testing.T) {
 func TestProjectorRestarts(t *testing.T) {
 	f := newFixture(t)
 	const n, applicants = 500, 25
-	appendLog(t, f.log, 0, n, applicants)
+	appendLog(t, f.events, 0, n, applicants)
 	for round := 0; f.proj.Checkpoint() < n; round++ {
 		if round > 50 {
 			t.Fatalf("no progress after %d restarts: checkpoint %d", round, f.proj.Checkpoint())
 		}
-		p := New(f.log, f.proj, Config{MaxBatch: 7}, f.lg, nil)
+		p := New(f.events, f.proj, Config{MaxBatch: 7}, f.lg, nil)
 		target := f.proj.Checkpoint() + 60
 		stop := run(t, p)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -286,8 +286,8 @@ func TestProjectorRestarts(t *testing.T) {
 
 func TestProjectorReady(t *testing.T) {
 	f := newFixture(t)
-	appendLog(t, f.log, 0, 50, 5)
-	p := New(f.log, f.proj, Config{}, f.lg, nil)
+	appendLog(t, f.events, 0, 50, 5)
+	p := New(f.events, f.proj, Config{}, f.lg, nil)
 	if err := p.Ready(context.Background(), 10); domain.KindOf(err) != domain.KindUnavailable {
 		t.Fatalf("ready with 50 events unapplied: %v", err)
 	}

@@ -34,7 +34,7 @@ const readerToken = "sim-test-reader-token-0123456789"
 // under httptest servers.
 type service struct {
 	app    ingest.App
-	log    *eventlog.EventLog
+	events *eventlog.EventLog
 	ingest *httptest.Server
 	api    *httptest.Server
 }
@@ -73,7 +73,7 @@ func newService(t *testing.T, method ingest.Method, wrapIngest, wrapAPI middlewa
 	}
 	app.Keys = []ingest.Keys{k}
 
-	ih, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{&app}, Log: elog, KeepRaw: true})
+	ih, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*ingest.App{&app}, Events: elog, KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func newService(t *testing.T, method ingest.Method, wrapIngest, wrapAPI middlewa
 	if wrapAPI != nil {
 		ah = wrapAPI(ah)
 	}
-	s := &service{app: app, log: elog, ingest: httptest.NewServer(ih), api: httptest.NewServer(ah)}
+	s := &service{app: app, events: elog, ingest: httptest.NewServer(ih), api: httptest.NewServer(ah)}
 	t.Cleanup(s.ingest.Close)
 	t.Cleanup(s.api.Close)
 	return s
@@ -160,7 +160,7 @@ func TestRunAgainstService(t *testing.T) {
 			}
 			// The log itself, read without the sim's bookkeeping, holds one event per
 			// delivery: no forgery and no resend reached it.
-			last, err := s.log.LastSeq(context.Background())
+			last, err := s.events.LastSeq(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -146,7 +146,7 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 	var ingestSrv *http.Server
 	if withIngest {
 		h, err := ingest.NewHandler(ingest.HandlerConfig{
-			Apps: r.Apps, Log: elog, Logger: lg, Metrics: reg,
+			Apps: r.Apps, Events: elog, Logger: lg, Metrics: reg,
 			MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight,
 			AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
 			Ready: func(ctx context.Context) error { _, err := elog.LastSeq(ctx); return err },
