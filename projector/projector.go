@@ -24,6 +24,12 @@ import (
 	"go.uber.org/zap"
 )
 
+// Defaults of Config.
+const (
+	DefaultMaxBatch = 500
+	DefaultMaxWait  = time.Millisecond
+)
+
 // Config tunes the projector.
 type Config struct {
 	MaxBatch int // events per bbolt transaction, default 500
@@ -40,10 +46,10 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.MaxBatch <= 0 {
-		c.MaxBatch = 500
+		c.MaxBatch = DefaultMaxBatch
 	}
 	if c.MaxWait <= 0 {
-		c.MaxWait = time.Millisecond
+		c.MaxWait = DefaultMaxWait
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = 100 * time.Millisecond

@@ -11,8 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kycstate/kycstate/api"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/projector"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -122,17 +125,18 @@ func cfgErr(key, format string, args ...any) error {
 	return &configError{key: key, msg: fmt.Sprintf(format, args...)}
 }
 
-// defaultConfig is what runs with no file at all.
+// defaultConfig is what runs with no file at all. The packages' defaults are read from
+// the packages, so a default changed there is the default here too.
 func defaultConfig() Config {
 	return Config{
 		DataDir: "./data",
 		Log:     LogConfig{Level: "info", Format: "json"},
-		NATS: NATSConfig{Replicas: 1, SyncInterval: "always", DuplicateWindow: Duration(24 * time.Hour),
-			RejectsMaxBytes: 64 << 20},
-		Ingest: IngestConfig{Listen: ":8080", MaxBody: 1 << 20, MaxInFlight: 256,
-			AppendTimeout: Duration(5 * time.Second)},
-		API:       APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(5 * time.Second), ReadyLag: 1000},
-		Projector: ProjectorConfig{Batch: 500, BatchWait: Duration(time.Millisecond)},
+		NATS: NATSConfig{Replicas: 1, SyncInterval: "always", DuplicateWindow: Duration(eventlog.DefaultDuplicateWindow),
+			RejectsMaxBytes: eventlog.DefaultRejectsMaxBytes},
+		Ingest: IngestConfig{Listen: ":8080", MaxBody: ingest.DefaultMaxBody, MaxInFlight: ingest.DefaultMaxInFlight,
+			AppendTimeout: Duration(ingest.DefaultAppendTimeout)},
+		API:       APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(api.DefaultMaxWait), ReadyLag: 1000},
+		Projector: ProjectorConfig{Batch: projector.DefaultMaxBatch, BatchWait: Duration(projector.DefaultMaxWait)},
 	}
 }
 
