@@ -16,7 +16,7 @@ import (
 
 // readEvents serves events the way EventLog.Read does (from inclusive, in batches, up
 // to the end, stopping at fn's first error), so Rebuild and Verify can be driven by a
-// generated log; rebuild_nats_test.go runs them against the real stream.
+// generated log; rebuild_log_test.go runs them against a real stream.
 func readEvents(events []domain.Event) readFunc {
 	return func(ctx context.Context, from uint64, batch int, fn func([]domain.Event) error) error {
 		i := 0
