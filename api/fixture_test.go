@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 )
@@ -112,7 +112,7 @@ func fixtureEvents(tb testing.TB, first uint64, specs []spec) []domain.Event {
 
 // fixture is a real projection folded from the fixture log, and the API over it.
 type fixture struct {
-	proj   *store.Projection
+	proj   *projection.Projection
 	h      http.Handler
 	reg    *prometheus.Registry
 	events []domain.Event
@@ -130,7 +130,7 @@ func newFixture(tb testing.TB, mod func(*Config)) *fixture {
 // there are enough) and builds the API over it; mod, if not nil, adjusts the config first.
 func buildFixture(tb testing.TB, events []domain.Event, mod func(*Config)) *fixture {
 	tb.Helper()
-	proj, err := store.OpenProjection(filepath.Join(tb.TempDir(), "projection.db"), store.ProjectionOptions{})
+	proj, err := projection.Open(filepath.Join(tb.TempDir(), "projection.db"), projection.Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -395,7 +395,7 @@ func (s *server) handleChanges() http.Handler {
 }
 
 // handleVerify answers GET /v1/verify: the log folded afresh up to the projection's
-// checkpoint and compared with the projection, every difference listed (store.Verify).
+// checkpoint and compared with the projection, every difference listed (projection.Verify).
 //
 // It reads the whole log, so it is bounded by verifyTimeout (503 past it), runs one at a
 // time per node (409 while another runs: two would only halve each other's speed), and

@@ -61,7 +61,7 @@ func TestOpenAPI(t *testing.T) {
 	}
 	other[len(other)-1].Stored = append(slices.Clip(other[len(other)-1].Stored), ' ')
 	other = append(other, fixtureEvents(t, uint64(len(lf.events))+1, []spec{{id: idNone, app: app1, typ: domain.EventCreated}})...)
-	differ := buildFixture(t, other, verifyAgainst(lf.log, nil))
+	differ := buildFixture(t, other, verifyAgainst(lf.eventLog, nil))
 	rec := differ.get(t, "/v1/verify", auditorToken)
 	if n := len(decode(t, rec.Body.Bytes()).(map[string]any)["differences"].([]any)); n != 4 {
 		t.Errorf("/v1/verify on a projection of another log: %d differences, want 4: %s", n, rec.Body)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -63,9 +63,9 @@ const (
 
 // Config holds the server's dependencies.
 type Config struct {
-	Projection *store.Projection // required
-	Tokens     []Token           // at least one
-	Logger     *zap.Logger       // nil: no logs
+	Projection *projection.Projection // required
+	Tokens     []Token                // at least one
+	Logger     *zap.Logger            // nil: no logs
 	// Gatherer is what /metrics exposes. Nil: Metrics if it is also a Gatherer (a
 	// *prometheus.Registry is), else nothing.
 	Gatherer prometheus.Gatherer
@@ -79,7 +79,7 @@ type Config struct {
 	// MaxChangesWait bounds /v1/changes?wait (default and at most 60 s).
 	MaxChangesWait time.Duration
 	// Verify answers GET /v1/verify (auditor): it folds the log afresh and compares it
-	// with Projection, as store.Verify does. Nil: the route answers 404, after the same
+	// with Projection, as projection.Verify does. Nil: the route answers 404, after the same
 	// authentication as on a node that has it, saying this node does not verify.
 	Verify func(ctx context.Context) (domain.VerifyResult, error)
 	// VerifyTimeout bounds one GET /v1/verify (default DefaultVerifyTimeout). The
@@ -90,7 +90,7 @@ type Config struct {
 
 // server is the handler's shared state; handlers reach it through the closure.
 type server struct {
-	proj           *store.Projection
+	proj           *projection.Projection
 	tokens         []tokenHash
 	log            *zap.Logger
 	gatherer       prometheus.Gatherer

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/internal/jstest"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
@@ -26,10 +28,10 @@ import (
 
 // logFixture is the fixture over a real log: the projection is folded from the events
 // Append returned (their Seq and Stored are the stream's), and cfg.Verify runs
-// store.Verify of that log against the projection served.
+// projection.Verify of that log against the projection served.
 type logFixture struct {
 	*fixture
-	log *store.EventLog
+	eventLog *eventlog.EventLog
 }
 
 func newLogFixture(tb testing.TB, mod func(*Config)) *logFixture {
@@ -37,15 +39,15 @@ func newLogFixture(tb testing.TB, mod func(*Config)) *logFixture {
 	elog := startLog(tb)
 	logged := appendAll(tb, elog, fixtureEvents(tb, 1, fixtureSpecs()))
 	f := buildFixture(tb, logged, verifyAgainst(elog, mod))
-	return &logFixture{fixture: f, log: elog}
+	return &logFixture{fixture: f, eventLog: elog}
 }
 
 // verifyAgainst returns a config change that makes GET /v1/verify compare elog with the
 // projection the server serves, then applies mod.
-func verifyAgainst(elog *store.EventLog, mod func(*Config)) func(*Config) {
+func verifyAgainst(elog *eventlog.EventLog, mod func(*Config)) func(*Config) {
 	return func(c *Config) {
 		proj := c.Projection
-		c.Verify = func(ctx context.Context) (domain.VerifyResult, error) { return store.Verify(ctx, elog, proj) }
+		c.Verify = func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) }
 		if mod != nil {
 			mod(c)
 		}
@@ -53,26 +55,15 @@ func verifyAgainst(elog *store.EventLog, mod func(*Config)) func(*Config) {
 }
 
 // startLog opens KYC_EVENTS on a fresh embedded nats-server in tb.TempDir().
-func startLog(tb testing.TB) *store.EventLog {
+func startLog(tb testing.TB) *eventlog.EventLog {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	lg := zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))
-	conn, err := store.Connect(ctx, store.NATSConfig{StoreDir: tb.TempDir()}, lg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	elog, err := store.OpenEventLog(ctx, conn, store.LogConfig{RejectsMaxBytes: 1 << 20}, lg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return elog
+	return jstest.Start(tb).EventLog(tb, eventlog.Config{RejectsMaxBytes: 1 << 20}, lg)
 }
 
 // appendAll appends events in order, requiring each to land at the next sequence, and
 // returns them as the log stored them.
-func appendAll(tb testing.TB, elog *store.EventLog, events []domain.Event) []domain.Event {
+func appendAll(tb testing.TB, elog *eventlog.EventLog, events []domain.Event) []domain.Event {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -128,7 +119,7 @@ func getVerify(tb testing.TB, f *fixture) verifyBody {
 }
 
 // digestOf chains id's stored events as the log holds them: an account of the digest
-// independent of the projection and of store.Verify.
+// independent of the projection and of projection.Verify.
 func digestOf(events []domain.Event, id domain.ApplicantID) domain.Digest {
 	var d domain.Digest
 	for _, e := range events {
@@ -155,7 +146,7 @@ func TestVerifyRouteAgrees(t *testing.T) {
 	}
 
 	// The log moves on and the projection has not applied it yet: lag is not a difference.
-	appendAll(t, f.log, fixtureEvents(t, n+1, []spec{
+	appendAll(t, f.eventLog, fixtureEvents(t, n+1, []spec{
 		{id: idNone, app: app1, typ: domain.EventCreated, at: 40 * time.Minute, recv: 40 * time.Minute},
 		{id: idA, app: app1, ext: "user-1", typ: domain.EventRejected, at: 41 * time.Minute, recv: 41 * time.Minute},
 	}))
@@ -167,7 +158,7 @@ func TestVerifyRouteAgrees(t *testing.T) {
 
 // A projection folded from another log than the one it is compared with: one applicant's
 // event differs by a byte, one applicant is missing, one is extra, and the projection
-// claims a sequence the log does not have. Every difference is listed, in store.Verify's
+// claims a sequence the log does not have. Every difference is listed, in projection.Verify's
 // order: the checkpoint, then the projection's applicants in id order, then the missing.
 func TestVerifyRouteFindsDifferences(t *testing.T) {
 	elog := startLog(t)

@@ -10,7 +10,8 @@ import (
 
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/internal/jstest"
+	"github.com/kycstate/kycstate/store/eventlog"
 )
 
 // TestOpenAPIWebhooks checks the webhook part of openapi.yaml against the real ingest
@@ -22,19 +23,12 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	}
 	doc := loadSpec(t)
 	ctx := t.Context()
-	conn, err := store.Connect(ctx, store.NATSConfig{StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	log, err := store.OpenEventLog(ctx, conn, store.LogConfig{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jstest.Start(t)
+	events := js.EventLog(t, eventlog.Config{}, nil)
 	keys := allpass.Keys{HMAC: bytes.Repeat([]byte{7}, 32)}
 	copy(keys.Secret[:], bytes.Repeat([]byte{9}, 32))
 	app := &allpass.App{Name: "main", AppKey: app1, Method: allpass.MethodCBC, Keys: []allpass.Keys{keys}}
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Log: log, MaxBody: 8 << 10, KeepRaw: true})
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: events, MaxBody: 8 << 10, KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +81,7 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	}
 
 	// The log gone: 503 with Retry-After, nothing claimed.
-	conn.Close()
+	js.Close()
 	rec := post("/webhooks/allpass/main", body, sig)
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("log closed: %d: %s", rec.Code, rec.Body)

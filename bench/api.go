@@ -16,7 +16,8 @@ import (
 
 	"github.com/kycstate/kycstate/api"
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -47,7 +48,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	proj, err := store.OpenProjection(path, store.ProjectionOptions{})
+	proj, err := projection.Open(path, projection.Options{})
 	if err != nil {
 		return err
 	}
@@ -138,13 +139,13 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 	return nil
 }
 
-// buildProjection writes a projection of n generated events with store.NewBuilder (the
+// buildProjection writes a projection of n generated events with projection.NewBuilder (the
 // events sealed and opened as ingest does, encoded as the log stores them) and returns
 // the applicants in it.
 func buildProjection(o options, path string, n int) ([]domain.ApplicantID, error) {
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed+3, app, 2_000)
-	b, err := store.NewBuilder(path)
+	b, err := projection.NewBuilder(path)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +166,7 @@ func buildProjection(o options, path string, n int) ([]domain.ApplicantID, error
 		evs := make([]domain.Event, len(st))
 		for i := range st {
 			seq++
-			if evs[i], err = store.DecodeEvent(seq, st[i].data); err != nil {
+			if evs[i], err = eventlog.DecodeEvent(seq, st[i].data); err != nil {
 				b.Abort()
 				return nil, err
 			}

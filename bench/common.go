@@ -14,7 +14,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -29,18 +29,18 @@ func newLogger() *zap.Logger {
 // openLog starts the embedded NATS server on dir and opens the event log on it, as
 // `kycstate serve` does. relaxed sets a 1-minute sync interval instead of fsync on every
 // write (used only to load the rebuild's stream).
-func openLog(ctx context.Context, dir string, relaxed bool, lg *zap.Logger) (c *store.Conn, l *store.EventLog, err error) {
-	cfg := store.NATSConfig{StoreDir: dir, Name: "kycstate-bench"}
+func openLog(ctx context.Context, dir string, relaxed bool, lg *zap.Logger) (c *eventlog.Conn, l *eventlog.EventLog, err error) {
+	cfg := eventlog.NATSConfig{StoreDir: dir, Name: "kycstate-bench"}
 	if relaxed {
 		cfg.SyncInterval = time.Minute
 	}
 	// The server's goroutines, and the client library's read loop, carry part=nats in
 	// CPU profiles.
 	labelled(ctx, "nats", func() {
-		if c, err = store.Connect(ctx, cfg, lg); err != nil {
+		if c, err = eventlog.Connect(ctx, cfg, lg); err != nil {
 			return
 		}
-		if l, err = store.OpenEventLog(ctx, c, store.LogConfig{}, lg); err != nil {
+		if l, err = eventlog.Open(ctx, c, eventlog.Config{}, lg); err != nil {
 			c.Close()
 		}
 	})

@@ -11,7 +11,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 )
 
 // isoMillis is how Allpass writes times: UTC with milliseconds.
@@ -178,12 +178,12 @@ func (w *workload) newJourney() *journey {
 	var held *send
 	for i := range evs {
 		e := evs[i]
-		if held == nil && i > 0 && e.typ.Kind() == domain.KindStatus && i+1 < len(evs) && maybe(0.03) {
+		if held == nil && i > 0 && e.typ.Class() == domain.ClassStatus && i+1 < len(evs) && maybe(0.03) {
 			held = &evs[i]
 			continue
 		}
 		order = append(order, e)
-		if held != nil && e.typ.Kind() == domain.KindStatus {
+		if held != nil && e.typ.Class() == domain.ClassStatus {
 			order = append(order, *held)
 			held = nil
 		}
@@ -265,7 +265,7 @@ func storedEvents(app *allpass.App, ds []delivery) ([]stored, error) {
 		if err != nil {
 			return err
 		}
-		subject, err := store.Subject(ev.AppKey, ev.ApplicantID)
+		subject, err := eventlog.Subject(ev.AppKey, ev.ApplicantID)
 		if err != nil {
 			return err
 		}

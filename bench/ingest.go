@@ -17,7 +17,7 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -55,7 +55,7 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	defer c.Close()
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Log: l, Logger: lg,
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: l, Logger: lg,
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})
 	if err != nil {
 		return err
@@ -262,11 +262,11 @@ type rawMsg struct {
 
 // storedSince reads back the n events stored from sequence first on, as the log holds
 // them.
-func storedSince(ctx context.Context, l *store.EventLog, first uint64, n int) ([]rawMsg, error) {
+func storedSince(ctx context.Context, l *eventlog.EventLog, first uint64, n int) ([]rawMsg, error) {
 	out := make([]rawMsg, 0, n)
 	err := l.Read(ctx, first, 1000, func(evs []domain.Event) error {
 		for _, ev := range evs {
-			subject, err := store.Subject(ev.AppKey, ev.ApplicantID)
+			subject, err := eventlog.Subject(ev.AppKey, ev.ApplicantID)
 			if err != nil {
 				return err
 			}
@@ -285,7 +285,7 @@ func storedSince(ctx context.Context, l *store.EventLog, first uint64, n int) ([
 
 // publishAll publishes msgs with JetStream's synchronous Publish (no header, no message
 // id) from senders goroutines.
-func publishAll(ctx context.Context, c *store.Conn, msgs []rawMsg, senders int) (time.Duration, []time.Duration, error) {
+func publishAll(ctx context.Context, c *eventlog.Conn, msgs []rawMsg, senders int) (time.Duration, []time.Duration, error) {
 	var next atomic.Int64
 	lats := make([][]time.Duration, senders)
 	errs := newErrFirst()

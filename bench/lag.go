@@ -14,7 +14,8 @@ import (
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/projector"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -56,7 +57,7 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	defer c.Close()
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Log: l, Logger: lg,
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: l, Logger: lg,
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})
 	if err != nil {
 		return err
@@ -69,7 +70,7 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 	url := base + "/webhooks/allpass/" + app.Name
 	client := keepAliveClient(lagSenders)
 	defer client.CloseIdleConnections()
-	proj, err := store.OpenProjection(filepath.Join(dir, "projection.db"), store.ProjectionOptions{})
+	proj, err := projection.Open(filepath.Join(dir, "projection.db"), projection.Options{})
 	if err != nil {
 		return err
 	}
@@ -131,7 +132,7 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 
 // following waits for the projection to catch up with the log, then runs send under a
 // CPU profile.
-func following(ctx context.Context, o options, k int, l *store.EventLog, proj *store.Projection, send func() (pacedRun, error)) (pacedRun, error) {
+func following(ctx context.Context, o options, k int, l *eventlog.EventLog, proj *projection.Projection, send func() (pacedRun, error)) (pacedRun, error) {
 	last, err := l.LastSeq(ctx)
 	if err != nil {
 		return pacedRun{}, err
@@ -178,7 +179,7 @@ func (p *pacedRun) add(run pacedRun) {
 // start + i/lagRate, and goes as soon after as a sender is free. A send that starts more
 // than 10 ms late is counted as behind (the service did not keep up with the pace). With
 // proj, each 200's sequence is waited for in the projection.
-func paced(ctx context.Context, client *http.Client, url string, hooks []webhook, dur time.Duration, proj *store.Projection) (pacedRun, error) {
+func paced(ctx context.Context, client *http.Client, url string, hooks []webhook, dur time.Duration, proj *projection.Projection) (pacedRun, error) {
 	interval := time.Second / lagRate
 	var next atomic.Int64
 	var behind, refused atomic.Int64

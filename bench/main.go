@@ -3,7 +3,7 @@
 //
 //  1. ingest: webhooks/s through ingest.NewHandler over loopback HTTP, against raw
 //     JetStream publishes of the same stored bytes on the same embedded server;
-//  2. rebuild: store.Rebuild's events/s against a raw ordered drain of the same stream;
+//  2. rebuild: projection.Rebuild's events/s against a raw ordered drain of the same stream;
 //  3. lag: how long after its 200 a webhook is visible in the projection, at a steady
 //     1,000 webhooks/s, against the ingest latency of the same pacing alone;
 //  4. api: GET /v1/applicants/{id} through api.NewServer against a bare net/http handler

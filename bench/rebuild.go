@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -104,13 +105,13 @@ func phaseLoad(ctx context.Context, o options, r *result) error {
 		for _, ev := range b.evs {
 			msg := nats.NewMsg(ev.subject)
 			msg.Data = ev.data
-			msg.Header.Set(store.HeaderType, string(ev.typ))
+			msg.Header.Set(eventlog.HeaderType, string(ev.typ))
 			if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.msgID), jetstream.WithStallWait(time.Minute)); err != nil {
 				return fmt.Errorf("publish %d: %w", seq+1, err)
 			}
 			seq++
 			bytes += int64(len(ev.data))
-			de, err := store.DecodeEvent(seq, ev.data)
+			de, err := eventlog.DecodeEvent(seq, ev.data)
 			if err != nil {
 				return err
 			}
@@ -132,7 +133,7 @@ func phaseLoad(ctx context.Context, o options, r *result) error {
 	if f := failed.Load(); f > 0 {
 		return fmt.Errorf("%d async publishes failed, first: %v", f, firstErr.Load())
 	}
-	stream, err := c.JS.Stream(ctx, store.EventStream)
+	stream, err := c.JS.Stream(ctx, eventlog.EventStream)
 	if err != nil {
 		return err
 	}
@@ -170,7 +171,7 @@ func phaseDrain(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	defer c.Close()
-	stream, err := c.JS.Stream(ctx, store.EventStream)
+	stream, err := c.JS.Stream(ctx, eventlog.EventStream)
 	if err != nil {
 		return err
 	}
@@ -218,7 +219,7 @@ func phaseDrain(ctx context.Context, o options, r *result) error {
 	return nil
 }
 
-// phaseRebuild runs store.Rebuild over the whole stream into a new projection file, then
+// phaseRebuild runs projection.Rebuild over the whole stream into a new projection file, then
 // checks the file's checkpoint is the stream's last sequence.
 func phaseRebuild(ctx context.Context, o options, r *result) error {
 	c, l, err := openLog(ctx, filepath.Join(o.Dir, "stream"), false, newLogger())
@@ -243,7 +244,7 @@ func phaseRebuild(ctx context.Context, o options, r *result) error {
 	lastReport := start
 	labelled(ctx, "rebuild", func() {
 		halfway := false
-		err = store.Rebuild(ctx, l, path, func(done, total uint64) {
+		err = projection.Rebuild(ctx, l, path, func(done, total uint64) {
 			if !halfway && done >= total/2 {
 				halfway = true
 				if err := heapProfile(o, "rebuild-halfway"); err != nil {
@@ -263,7 +264,7 @@ func phaseRebuild(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	p, err := store.OpenProjection(path, store.ProjectionOptions{ReadOnly: true})
+	p, err := projection.Open(path, projection.Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}

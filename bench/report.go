@@ -58,7 +58,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 			drain, drainName = max(drain, v("drain2", "rate")), "raw drain, faster of 2"
 		}
 		x := v("rebuild", "rate") / drain
-		row("rebuild", fmt.Sprintf("events/s, store.Rebuild of %.0f events", v("rebuild", "events")), v("rebuild", "rate"), "%.0f",
+		row("rebuild", fmt.Sprintf("events/s, projection.Rebuild of %.0f events", v("rebuild", "events")), v("rebuild", "rate"), "%.0f",
 			drainName, drain, "%.0f", x, ">= 0.5")
 		row("rebuild", "events/s against the aim", v("rebuild", "rate"), "%.0f", "aim (not measured)", 100_000, "%.0f",
 			v("rebuild", "rate")/100_000, ">= 1 (aim)")
@@ -153,7 +153,7 @@ func phaseWhat(name string, r *result) string {
 	case "drain", "drain2":
 		return fmt.Sprintf("%.0f messages, %.0f MiB, ordered consumer, no processing", x["events"], x["mib"])
 	case "rebuild":
-		return fmt.Sprintf("store.Rebuild of %.0f events into a %.0f MiB file (server restarted with fsync always)", x["events"], x["file_mib"])
+		return fmt.Sprintf("projection.Rebuild of %.0f events into a %.0f MiB file (server restarted with fsync always)", x["events"], x["file_mib"])
 	case "lag":
 		return fmt.Sprintf("%.0f webhooks at %.0f/s target, in segments alternating ingest alone and with projector.Run following", x["sent"], x["target_rate"])
 	case "api":

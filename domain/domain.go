@@ -76,26 +76,27 @@ const (
 	EventDuplicatePhone            EventType = "applicantDuplicatePhone"
 )
 
-// Kind classifies an event type.
-type Kind int
+// Class classifies an event type by its effect on the fold. It is named apart from
+// ErrorKind (KindInvalid, ...), which classifies failures.
+type Class int
 
 const (
-	KindUnknown    Kind = iota // any name Allpass may add later: stored, shown, no effect
-	KindStatus                 // moves the applicant's status
-	KindAnnotation             // records steps, flags or warnings
+	ClassUnknown    Class = iota // any name Allpass may add later: stored, shown, no effect
+	ClassStatus                  // moves the applicant's status
+	ClassAnnotation              // records steps, flags or warnings
 )
 
-// Kind returns the catalogue class of t.
-func (t EventType) Kind() Kind {
+// Class returns the catalogue class of t.
+func (t EventType) Class() Class {
 	if _, ok := statusOf[t]; ok {
-		return KindStatus
+		return ClassStatus
 	}
 	switch t {
 	case EventStepPassed, EventDuplicateDocument, EventExpiredDocument,
 		EventAdditionalDocumentStepErr, EventDuplicateEmail, EventDuplicatePhone:
-		return KindAnnotation
+		return ClassAnnotation
 	}
-	return KindUnknown
+	return ClassUnknown
 }
 
 // Target returns the status a status event moves to, and false for other events.

@@ -187,12 +187,12 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 	}
 
 	fp := fingerprint(e)
-	kind := e.Type.Kind()
+	class := e.Type.Class()
 	switch {
 	case next.seen(fp):
 		rec.Outcome = OutcomeDuplicate
 		return next, rec
-	case kind == KindStatus && s.Status != StatusNone && e.EventAt.Before(s.StatusAt):
+	case class == ClassStatus && s.Status != StatusNone && e.EventAt.Before(s.StatusAt):
 		rec.Outcome = OutcomeStale
 		return next, rec
 	}
@@ -200,11 +200,11 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 	next.markSeen(fp)
 	// An unknown event has no effect (DESIGN.md section 5), and that includes the
 	// externalUserId it may carry: its meaning is not known until the name is catalogued.
-	if e.ExternalUserID != "" && kind != KindUnknown {
+	if e.ExternalUserID != "" && class != ClassUnknown {
 		next.ExternalUserID = e.ExternalUserID
 	}
-	switch kind {
-	case KindStatus:
+	switch class {
+	case ClassStatus:
 		to, _ := e.Type.Target()
 		rec.Outcome = OutcomeApplied
 		if to != s.Status && !f.Regular(s.Status, e.Type) {
@@ -213,7 +213,7 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 		}
 		next.Status, next.StatusAt, rec.To = to, e.EventAt, to
 		next.Warnings = appendNew(next.Warnings, e.Warnings...)
-	case KindAnnotation:
+	case ClassAnnotation:
 		rec.Outcome = OutcomeAnnotated
 		if e.Type == EventStepPassed {
 			if e.StepName != "" {

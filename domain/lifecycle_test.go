@@ -82,18 +82,18 @@ func TestCatalogue(t *testing.T) {
 		if got, ok := typ.Target(); !ok || got != want {
 			t.Errorf("%s.Target() = %q, %v; want %q", typ, got, ok, want)
 		}
-		if typ.Kind() != domain.KindStatus {
-			t.Errorf("%s.Kind() = %v, want status", typ, typ.Kind())
+		if typ.Class() != domain.ClassStatus {
+			t.Errorf("%s.Class() = %v, want status", typ, typ.Class())
 		}
 	}
 	for _, typ := range annotationTypes {
-		if _, ok := typ.Target(); ok || typ.Kind() != domain.KindAnnotation {
-			t.Errorf("%s: Kind() = %v, Target ok = %v; want annotation without target", typ, typ.Kind(), ok)
+		if _, ok := typ.Target(); ok || typ.Class() != domain.ClassAnnotation {
+			t.Errorf("%s: Class() = %v, Target ok = %v; want annotation without target", typ, typ.Class(), ok)
 		}
 	}
 	for _, typ := range append(unknownTypes, "ApplicantApproved", "applicantapproved") {
-		if typ.Kind() != domain.KindUnknown {
-			t.Errorf("%q.Kind() = %v, want unknown", typ, typ.Kind())
+		if typ.Class() != domain.ClassUnknown {
+			t.Errorf("%q.Class() = %v, want unknown", typ, typ.Class())
 		}
 	}
 	var names []string

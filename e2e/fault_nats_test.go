@@ -11,7 +11,7 @@ import (
 // TestFaultNATSUnavailable runs `kycstate ingest` and `kycstate query` against an external
 // nats-server that is down when they start and is killed (SIGKILL) while webhooks flow.
 //
-// At start: each node waits for NATS up to the connect timeout (store.DefaultConnectTimeout,
+// At start: each node waits for NATS up to the connect timeout (eventlog.DefaultConnectTimeout,
 // 10 s), so one started a moment before NATS comes up simply starts; one whose NATS stays
 // away exits non-zero saying no NATS server was reachable, for its supervisor to restart.
 //

@@ -32,7 +32,7 @@ type fNATS struct {
 	proc *proc
 }
 
-// fNewNATS writes the server's config: max_payload as kycstate needs (store.EmbeddedMaxPayload)
+// fNewNATS writes the server's config: max_payload as kycstate needs (eventlog.EmbeddedMaxPayload)
 // and fsync on every write, as deploy/nats/nats-cluster.conf has. It does not start it.
 func fNewNATS(t *testing.T) *fNATS {
 	t.Helper()

@@ -18,12 +18,11 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
-	"github.com/kycstate/kycstate/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
-// EventLog is what ingest needs from the event log; *store.EventLog implements it.
+// EventLog is what ingest needs from the event log; *eventlog.EventLog implements it.
 type EventLog interface {
 	// Append stores ev under the Nats-Msg-Id msgID and returns its sequence once the
 	// stream has acknowledged it. dup reports that the stream already held msgID (seq is
@@ -31,10 +30,10 @@ type EventLog interface {
 	// the caller must then not claim it.
 	Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error)
 	// Reject keeps a refused request in the size-bounded rejects stream.
-	Reject(ctx context.Context, r store.Reject) error
+	Reject(ctx context.Context, r domain.Reject) error
 	// Rejects calls fn for each kept reject in order from sequence from, up to the last
 	// one at the time of the call; fn's error stops it.
-	Rejects(ctx context.Context, from uint64, fn func(store.Reject) error) error
+	Rejects(ctx context.Context, from uint64, fn func(domain.Reject) error) error
 }
 
 // Defaults of HandlerConfig.
@@ -49,13 +48,13 @@ const (
 const retryAfter = "5"
 
 // Headers kept with a reject: what re-verifying the request needs (the signature), and
-// what tells an operator who sent it. Names are lower case in store.Reject.Headers.
+// what tells an operator who sent it. Names are lower case in domain.Reject.Headers.
 var keptHeaders = [...]string{allpass.SignatureHeader, "content-type", "user-agent"}
 
 // HandlerConfig holds the webhook handler's dependencies and limits.
 type HandlerConfig struct {
 	Apps    []*allpass.App
-	Log     EventLog
+	Events  EventLog
 	Logger  *zap.Logger           // nil: no logging
 	Metrics prometheus.Registerer // nil: collectors are not registered
 	// MaxBody bounds a request body (default 1 MiB); larger bodies are answered 413.
@@ -87,7 +86,7 @@ type handler struct {
 	ready         func(ctx context.Context) error
 	appends       appendHealth
 	apps          appIndex
-	log           EventLog
+	events        EventLog
 	logger        *zap.Logger
 	m             *metrics
 	maxBody       int64
@@ -115,7 +114,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if len(cfg.Apps) == 0 {
 		return nil, domain.E(op, domain.KindInvalid, "no apps configured")
 	}
-	if cfg.Log == nil {
+	if cfg.Events == nil {
 		return nil, domain.E(op, domain.KindInvalid, "no event log")
 	}
 	apps, err := newAppIndex(cfg.Apps)
@@ -124,7 +123,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	}
 	h := &handler{
 		apps:          apps,
-		log:           cfg.Log,
+		events:        cfg.Events,
 		logger:        cfg.Logger,
 		maxBody:       cfg.MaxBody,
 		appendTimeout: cfg.AppendTimeout,
@@ -314,7 +313,7 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 		h.beforeAppend()
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.appendTimeout)
-	seq, dup, err := h.log.Append(ctx, &ev, msgID)
+	seq, dup, err := h.events.Append(ctx, &ev, msgID)
 	cancel()
 	if r.Context().Err() == nil { // a client that went away says nothing about the log
 		h.appends.record(err == nil, h.now())
@@ -527,7 +526,7 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 			headers[k] = v
 		}
 	}
-	rej := store.Reject{
+	rej := domain.Reject{
 		App:        x.pathApp,
 		Reason:     code,
 		Message:    msg,
@@ -540,7 +539,7 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 	// The reject outlives a client that hung up: it is what reprocessing works from.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.appendTimeout)
 	defer cancel()
-	if err := h.log.Reject(ctx, rej); err != nil {
+	if err := h.events.Reject(ctx, rej); err != nil {
 		h.logger.Error("reject not kept", zap.String("app", x.label), zap.String("reason", code),
 			zap.String("remote", r.RemoteAddr), zap.Error(err))
 	}

@@ -16,7 +16,8 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/internal/jstest"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -30,7 +31,7 @@ import (
 
 // benchRig is the handler behind a real HTTP server and a keep-alive client.
 type benchRig struct {
-	conn   *store.Conn
+	conn   *jstest.Server
 	app    *allpass.App
 	url    string
 	client *http.Client
@@ -38,9 +39,9 @@ type benchRig struct {
 
 func newBenchRig(b *testing.B) *benchRig {
 	b.Helper()
-	conn, log := mustLog(b, b.TempDir())
+	conn, events := mustLog(b, b.TempDir(), jstest.SyncAlways())
 	cbc, _ := mustApps(b, mustVectors(b))
-	h, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc}, Log: log, Logger: zap.NewNop(),
+	h, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc}, Events: events, Logger: zap.NewNop(),
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})
 	if err != nil {
 		b.Fatal(err)
@@ -80,7 +81,7 @@ func (r *benchRig) prepare(b *testing.B, n, offset int) []benchHook {
 		if err != nil {
 			b.Fatal(err)
 		}
-		subject, err := store.Subject(ev.AppKey, ev.ApplicantID)
+		subject, err := eventlog.Subject(ev.AppKey, ev.ApplicantID)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -110,7 +111,7 @@ func (r *benchRig) post(h benchHook) error {
 
 func (r *benchRig) publish(ctx context.Context, h benchHook) error {
 	_, err := r.conn.JS.Publish(ctx, h.subject, h.stored, jetstream.WithMsgID(h.msgID),
-		jetstream.WithExpectStream(store.EventStream))
+		jetstream.WithExpectStream(eventlog.EventStream))
 	return err
 }
 

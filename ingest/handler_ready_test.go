@@ -10,17 +10,17 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/ingest/allpass"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 )
 
 // /readyz reflects the log: 200 while it answers, 503 with Retry-After once the JetStream
 // server is gone, so a load balancer routes webhooks to another ingest node.
 func TestReadyz(t *testing.T) {
-	conn, log := mustLog(t, t.TempDir())
+	conn, events := mustLog(t, t.TempDir())
 	cbc, _ := mustApps(t, mustVectors(t))
 	h, err := NewHandler(HandlerConfig{
-		Apps: []*allpass.App{cbc}, Log: log,
-		Ready: func(ctx context.Context) error { _, err := log.LastSeq(ctx); return err },
+		Apps: []*allpass.App{cbc}, Events: events,
+		Ready: func(ctx context.Context) error { _, err := events.LastSeq(ctx); return err },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +33,7 @@ func TestReadyz(t *testing.T) {
 	if rec := get(); rec.Code != http.StatusOK {
 		t.Fatalf("log up: %d %s", rec.Code, rec.Body)
 	}
-	conn.Server().Shutdown()
+	conn.NS.Shutdown()
 	if rec := get(); rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("log down: %d %v", rec.Code, rec.Header())
 	}
@@ -44,14 +44,14 @@ func TestReadyz(t *testing.T) {
 // rotation: /readyz is 503 while appends fail, and ready again once one succeeds or after
 // the window, so the node is tried again.
 func TestReadyzFollowsAppends(t *testing.T) {
-	conn, log := mustLog(t, t.TempDir())
+	conn, events := mustLog(t, t.TempDir())
 	cbc, _ := mustApps(t, mustVectors(t))
 	now := time.Now()
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	h, err := NewHandler(HandlerConfig{
-		Apps: []*allpass.App{cbc}, Log: log, Now: clock,
-		Ready: func(ctx context.Context) error { _, err := log.LastSeq(ctx); return err },
+		Apps: []*allpass.App{cbc}, Events: events, Now: clock,
+		Ready: func(ctx context.Context) error { _, err := events.LastSeq(ctx); return err },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestReadyzFollowsAppends(t *testing.T) {
 		t.Fatalf("first webhook: %d", code)
 	}
 	ctx := context.Background()
-	stream, err := conn.JS.Stream(ctx, store.EventStream)
+	stream, err := conn.JS.Stream(ctx, eventlog.EventStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,8 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/ingest/allpass/allpasstest"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/internal/jstest"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
@@ -79,8 +80,8 @@ func mustApps(tb testing.TB, v httpVectorFile) (cbc, gcm *allpass.App) {
 // env is one handler on a real embedded JetStream server behind a real HTTP server.
 type env struct {
 	dir      string
-	conn     *store.Conn
-	log      *store.EventLog
+	conn     *jstest.Server
+	eventLog *eventlog.EventLog
 	cbc, gcm *allpass.App
 	reg      *prometheus.Registry
 	logs     *observer.ObservedLogs
@@ -90,19 +91,10 @@ type env struct {
 
 type envOption func(*HandlerConfig)
 
-func mustLog(tb testing.TB, dir string) (*store.Conn, *store.EventLog) {
+func mustLog(tb testing.TB, dir string, opts ...jstest.Option) (*jstest.Server, *eventlog.EventLog) {
 	tb.Helper()
-	ctx := context.Background()
-	conn, err := store.Connect(ctx, store.NATSConfig{StoreDir: dir, Name: "ingest-test"}, zap.NewNop())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	log, err := store.OpenEventLog(ctx, conn, store.LogConfig{}, zap.NewNop())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return conn, log
+	js := jstest.StartIn(tb, dir, opts...)
+	return js, js.EventLog(tb, eventlog.Config{}, zap.NewNop())
 }
 
 func newEnv(tb testing.TB, opts ...envOption) *env {
@@ -113,13 +105,13 @@ func newEnv(tb testing.TB, opts ...envOption) *env {
 func newEnvAt(tb testing.TB, dir string, opts ...envOption) *env {
 	tb.Helper()
 	e := &env{dir: dir, reg: prometheus.NewRegistry()}
-	e.conn, e.log = mustLog(tb, dir)
+	e.conn, e.eventLog = mustLog(tb, dir)
 	e.cbc, e.gcm = mustApps(tb, mustVectors(tb))
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
 	cfg := HandlerConfig{
 		Apps:    []*allpass.App{e.cbc, e.gcm},
-		Log:     e.log,
+		Events:  e.eventLog,
 		Logger:  zap.New(core),
 		Metrics: e.reg,
 		KeepRaw: true,
@@ -212,7 +204,7 @@ func decodeAnswer(tb testing.TB, status int, header http.Header, raw []byte) ans
 
 func (e *env) lastSeq(tb testing.TB) uint64 {
 	tb.Helper()
-	seq, err := e.log.LastSeq(context.Background())
+	seq, err := e.eventLog.LastSeq(context.Background())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -224,7 +216,7 @@ func (e *env) lastSeq(tb testing.TB) uint64 {
 func (e *env) events(tb testing.TB) []domain.Event {
 	tb.Helper()
 	var all []domain.Event
-	err := e.log.Read(context.Background(), 1, 256, func(evs []domain.Event) error {
+	err := e.eventLog.Read(context.Background(), 1, 256, func(evs []domain.Event) error {
 		for _, ev := range evs {
 			all = append(all, decodeWhole(tb, ev))
 		}
@@ -239,13 +231,13 @@ func (e *env) events(tb testing.TB) []domain.Event {
 // eventAt reads the event stored at seq.
 func (e *env) eventAt(tb testing.TB, seq uint64) domain.Event {
 	tb.Helper()
-	return readOne(tb, e.log, seq)
+	return readOne(tb, e.eventLog, seq)
 }
 
-func (e *env) rejects(tb testing.TB) []store.Reject {
+func (e *env) rejects(tb testing.TB) []domain.Reject {
 	tb.Helper()
-	var all []store.Reject
-	if err := e.log.Rejects(context.Background(), 1, func(r store.Reject) error {
+	var all []domain.Reject
+	if err := e.eventLog.Rejects(context.Background(), 1, func(r domain.Reject) error {
 		all = append(all, r)
 		return nil
 	}); err != nil {
@@ -658,9 +650,7 @@ func TestRestartKeepsStreamAndDedup(t *testing.T) {
 		t.Fatalf("first: %d %s", first.status, first.raw)
 	}
 	e.srv.Close()
-	if err := e.conn.Close(); err != nil {
-		t.Fatal(err)
-	}
+	e.conn.Close()
 
 	e2 := newEnvAt(t, dir)
 	again := e2.post(t, "/webhooks/allpass/cbc", body, sig)
@@ -678,7 +668,7 @@ func TestServerDownIsNot200(t *testing.T) {
 	t.Run("before", func(t *testing.T) {
 		e := newEnv(t, func(c *HandlerConfig) { c.AppendTimeout = 300 * time.Millisecond })
 		body, sig := seal(t, e.cbc, payload(e.cbc, 1, "applicantCreated"), "2026-03-01T10:00:00Z")
-		e.conn.Server().Shutdown()
+		e.conn.NS.Shutdown()
 		a := e.post(t, "/webhooks/allpass/cbc", body, sig)
 		if a.status != 503 || a.errCode != CodeUnavailable || a.header.Get("Retry-After") == "" {
 			t.Fatalf("got %d %s, Retry-After %q", a.status, a.raw, a.header.Get("Retry-After"))
@@ -716,7 +706,7 @@ func TestServerDownIsNot200(t *testing.T) {
 		for range n {
 			<-arrived
 		}
-		e.conn.Server().Shutdown()
+		e.conn.NS.Shutdown()
 		close(release)
 		for range n {
 			a := <-answers
@@ -736,7 +726,7 @@ func TestKilledBetweenAppendAndAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq, dup, err := e.log.Append(context.Background(), &ev, msgID)
+	seq, dup, err := e.eventLog.Append(context.Background(), &ev, msgID)
 	if err != nil || dup {
 		t.Fatalf("direct append: %d %v %v", seq, dup, err)
 	}
@@ -788,13 +778,13 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 
 	// Still the wrong key: nothing recovers.
 	ctx := context.Background()
-	res, err := Reprocess(ctx, e.log, []*allpass.App{&wrong}, 1, allpass.Options{KeepRaw: true}, zap.NewNop())
+	res, err := Reprocess(ctx, e.eventLog, []*allpass.App{&wrong}, 1, allpass.Options{KeepRaw: true}, zap.NewNop())
 	if err != nil || res.Recovered != 0 || res.Failing != 5 || res.FailingByReason[allpass.CodeBadSignature] != 5 {
 		t.Fatalf("with the wrong key: %+v %v", res, err)
 	}
 
 	// Fixed.
-	res, err = Reprocess(ctx, e.log, []*allpass.App{good}, 1, allpass.Options{KeepRaw: true}, zap.NewNop())
+	res, err = Reprocess(ctx, e.eventLog, []*allpass.App{good}, 1, allpass.Options{KeepRaw: true}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -812,12 +802,12 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 	}
 
 	// Twice: nothing doubles.
-	res, err = Reprocess(ctx, e.log, []*allpass.App{good}, 1, allpass.Options{}, zap.NewNop())
+	res, err = Reprocess(ctx, e.eventLog, []*allpass.App{good}, 1, allpass.Options{}, zap.NewNop())
 	if err != nil || res.Recovered != 0 || res.Duplicates != 4 {
 		t.Fatalf("second run: %+v %v", res, err)
 	}
 	// From where the last run stopped: nothing new to see.
-	res, err = Reprocess(ctx, e.log, []*allpass.App{good}, res.Next, allpass.Options{}, zap.NewNop())
+	res, err = Reprocess(ctx, e.eventLog, []*allpass.App{good}, res.Next, allpass.Options{}, zap.NewNop())
 	if err != nil || res.Seen != 0 {
 		t.Fatalf("resumed run: %+v %v", res, err)
 	}
@@ -925,7 +915,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	// A second handler on the same registry is refused, not silently uncounted.
-	if _, err := NewHandler(HandlerConfig{Apps: []*allpass.App{e.cbc}, Log: e.log, Metrics: e.reg}); err == nil {
+	if _, err := NewHandler(HandlerConfig{Apps: []*allpass.App{e.cbc}, Events: e.eventLog, Metrics: e.reg}); err == nil {
 		t.Fatal("two handlers registered the same metrics")
 	}
 }
@@ -990,25 +980,25 @@ func TestHealthz(t *testing.T) {
 func TestNewHandlerConfig(t *testing.T) {
 	v := mustVectors(t)
 	cbc, gcm := mustApps(t, v)
-	_, log := mustLog(t, t.TempDir())
+	_, events := mustLog(t, t.TempDir())
 	renamed := func(a *allpass.App, name string) *allpass.App { c := *a; c.Name = name; return &c }
 	nokeys := *cbc
 	nokeys.Keys = nil
 	cases := map[string]HandlerConfig{
-		"no apps":           {Log: log},
+		"no apps":           {Events: events},
 		"no log":            {Apps: []*allpass.App{cbc}},
-		"nil app":           {Apps: []*allpass.App{nil}, Log: log},
-		"no name":           {Apps: []*allpass.App{renamed(cbc, "")}, Log: log},
-		"duplicate name":    {Apps: []*allpass.App{cbc, renamed(gcm, "cbc")}, Log: log},
-		"name is an appKey": {Apps: []*allpass.App{cbc, renamed(gcm, v.App.AppKey)}, Log: log},
-		"no keys":           {Apps: []*allpass.App{&nokeys}, Log: log},
+		"nil app":           {Apps: []*allpass.App{nil}, Events: events},
+		"no name":           {Apps: []*allpass.App{renamed(cbc, "")}, Events: events},
+		"duplicate name":    {Apps: []*allpass.App{cbc, renamed(gcm, "cbc")}, Events: events},
+		"name is an appKey": {Apps: []*allpass.App{cbc, renamed(gcm, v.App.AppKey)}, Events: events},
+		"no keys":           {Apps: []*allpass.App{&nokeys}, Events: events},
 	}
 	for name, cfg := range cases {
 		if _, err := NewHandler(cfg); domain.KindOf(err) != domain.KindInvalid {
 			t.Errorf("%s: error %v, want KindInvalid", name, err)
 		}
 	}
-	if _, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc, gcm}, Log: log}); err != nil {
+	if _, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc, gcm}, Events: events}); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
 }
@@ -1042,8 +1032,8 @@ func TestStatusOf(t *testing.T) {
 func FuzzHandler(f *testing.F) {
 	v := mustVectors(f)
 	cbc, gcm := mustApps(f, v)
-	_, log := mustLog(f, f.TempDir())
-	h, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc, gcm}, Log: log, KeepRaw: true, MaxBody: 64 << 10})
+	_, events := mustLog(f, f.TempDir())
+	h, err := NewHandler(HandlerConfig{Apps: []*allpass.App{cbc, gcm}, Events: events, KeepRaw: true, MaxBody: 64 << 10})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -1074,7 +1064,7 @@ func FuzzHandler(f *testing.F) {
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, route uint8, body []byte, sig, ctype string) {
 		r := routes[int(route)%len(routes)]
-		before, err := log.LastSeq(ctx)
+		before, err := events.LastSeq(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1087,7 +1077,7 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("status %d (%s)", rec.Code, rec.Body.Bytes())
 		}
 		a := decodeAnswer(t, rec.Code, rec.Header(), rec.Body.Bytes())
-		after, err := log.LastSeq(ctx)
+		after, err := events.LastSeq(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1100,7 +1090,7 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("duplicate answered at %d; stream went from %d to %d", a.seq, before, after)
 		}
 		if a.status == 200 {
-			got := readOne(t, log, a.seq)
+			got := readOne(t, events, a.seq)
 			if got.Raw == nil || got.Raw.Body == "" {
 				t.Fatalf("event at %d has no raw body", a.seq)
 			}
@@ -1109,11 +1099,11 @@ func FuzzHandler(f *testing.F) {
 }
 
 // readOne reads the event stored at seq.
-func readOne(tb testing.TB, log *store.EventLog, seq uint64) domain.Event {
+func readOne(tb testing.TB, events *eventlog.EventLog, seq uint64) domain.Event {
 	tb.Helper()
 	var got []domain.Event
 	stop := errors.New("stop")
-	err := log.Read(context.Background(), seq, 1, func(evs []domain.Event) error {
+	err := events.Read(context.Background(), seq, 1, func(evs []domain.Event) error {
 		got = evs
 		return stop
 	})
@@ -1129,7 +1119,7 @@ func readOne(tb testing.TB, log *store.EventLog, seq uint64) domain.Event {
 // decodeWhole decodes ev's stored bytes with everything, the raw body included.
 func decodeWhole(tb testing.TB, ev domain.Event) domain.Event {
 	tb.Helper()
-	whole, err := store.DecodeEvent(ev.Seq, ev.Stored)
+	whole, err := eventlog.DecodeEvent(ev.Seq, ev.Stored)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -1140,9 +1130,9 @@ func decodeWhole(tb testing.TB, ev domain.Event) domain.Event {
 // body, plaintext and metadata) is over the log's message limit is answered 413 and not
 // appended; the answer is a refusal, never a 200 without a PubAck.
 func TestStoredEventOverLogLimit(t *testing.T) {
-	e := newEnv(t, func(c *HandlerConfig) { c.MaxBody = 4 * store.EmbeddedMaxPayload })
+	e := newEnv(t, func(c *HandlerConfig) { c.MaxBody = 4 * eventlog.EmbeddedMaxPayload })
 	p := payload(e.cbc, 1, "applicantCreated")
-	p["padding"] = strings.Repeat("x", store.EmbeddedMaxPayload/2)
+	p["padding"] = strings.Repeat("x", eventlog.EmbeddedMaxPayload/2)
 	body, sig := seal(t, e.cbc, p, "2026-03-01T10:00:00Z")
 	a := e.post(t, "/webhooks/allpass/cbc", body, sig)
 	if a.status != http.StatusRequestEntityTooLarge || a.errCode != CodeBodyTooLarge {

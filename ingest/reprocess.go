@@ -6,7 +6,6 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
-	"github.com/kycstate/kycstate/store"
 	"go.uber.org/zap"
 )
 
@@ -31,7 +30,7 @@ type ReprocessResult struct {
 // A reject is tried with the app it was sent to (by name or appKey); one sent to the
 // generic path, or to an app since renamed, is tried with every app. An append that
 // fails stops the run with its error; the result so far says where to resume (Next).
-func Reprocess(ctx context.Context, log EventLog, apps []*allpass.App, from uint64, opt allpass.Options, logger *zap.Logger) (ReprocessResult, error) {
+func Reprocess(ctx context.Context, events EventLog, apps []*allpass.App, from uint64, opt allpass.Options, logger *zap.Logger) (ReprocessResult, error) {
 	const op = "ingest.Reprocess"
 	res := ReprocessResult{FailingByReason: map[string]int{}, Next: from}
 	if len(apps) == 0 {
@@ -46,7 +45,7 @@ func Reprocess(ctx context.Context, log EventLog, apps []*allpass.App, from uint
 	}
 	logger = logger.Named("reprocess")
 
-	err = log.Rejects(ctx, from, func(r store.Reject) error {
+	err = events.Rejects(ctx, from, func(r domain.Reject) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -65,7 +64,7 @@ func Reprocess(ctx context.Context, log EventLog, apps []*allpass.App, from uint
 			return nil
 		}
 		actx, cancel := context.WithTimeout(ctx, DefaultAppendTimeout)
-		seq, dup, err := log.Append(actx, &ev, msgID)
+		seq, dup, err := events.Append(actx, &ev, msgID)
 		cancel()
 		if err != nil {
 			return err

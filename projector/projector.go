@@ -1,6 +1,6 @@
 // Package projector folds the event log into the projection, in stream order, exactly once.
 //
-// It reads with an ordered consumer (through store.EventLog.Follow) rather than a durable
+// It reads with an ordered consumer (through eventlog.EventLog.Follow) rather than a durable
 // pull consumer. The projection's checkpoint, committed in the same bbolt transaction as
 // the states it covers, is the only record of how far the fold got; a durable consumer
 // would keep a second position on the server, acknowledged separately, that a crash
@@ -18,7 +18,8 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -63,10 +64,10 @@ func (c *Config) defaults() {
 
 // Projector owns the fold from one event log into one projection.
 type Projector struct {
-	log  *store.EventLog
-	proj *store.Projection
-	cfg  Config
-	lg   *zap.Logger
+	events *eventlog.EventLog
+	proj   *projection.Projection
+	cfg    Config
+	lg     *zap.Logger
 
 	last    atomic.Uint64 // stream's last sequence, as last read
 	failing atomic.Bool   // the last commit or read failed and has not succeeded since
@@ -84,10 +85,10 @@ type Projector struct {
 }
 
 // New returns a projector; reg may be nil.
-func New(log *store.EventLog, proj *store.Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
+func New(events *eventlog.EventLog, proj *projection.Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
 	cfg.defaults()
 	p := &Projector{
-		log: log, proj: proj, cfg: cfg, lg: lg.Named("projector"),
+		events: events, proj: proj, cfg: cfg, lg: lg.Named("projector"),
 		lagSeqs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kycstate_projector_lag_sequences",
 			Help: "Stream sequences not yet applied to the projection.",
@@ -124,7 +125,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	backoff := p.cfg.RetryMin
 	for {
 		from := p.proj.Checkpoint() + 1
-		err := p.log.Follow(ctx, from, p.cfg.MaxBatch, p.cfg.MaxWait, func(batch []domain.Event) error {
+		err := p.events.Follow(ctx, from, p.cfg.MaxBatch, p.cfg.MaxWait, func(batch []domain.Event) error {
 			if p.beforeApply != nil {
 				if err := p.beforeApply(batch); err != nil {
 					return err
@@ -177,7 +178,7 @@ func (p *Projector) watchLag(ctx context.Context) {
 	defer t.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, p.cfg.LagEvery)
-		last, err := p.log.LastSeq(rctx)
+		last, err := p.events.LastSeq(rctx)
 		cancel()
 		if err == nil {
 			p.last.Store(last)
@@ -203,7 +204,7 @@ var ErrBehind = errors.New("projection is behind the event log")
 // Ready reports whether the log is reachable, the projection file is sound, and the
 // projection is within maxLag sequences of the log and not stalled.
 func (p *Projector) Ready(ctx context.Context, maxLag uint64) error {
-	last, err := p.log.LastSeq(ctx)
+	last, err := p.events.LastSeq(ctx)
 	if err != nil {
 		return domain.E("projector.Ready", domain.KindUnavailable, err)
 	}

@@ -11,34 +11,29 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/internal/jstest"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
 type fixture struct {
-	log  *store.EventLog
-	proj *store.Projection
-	path string
-	lg   *zap.Logger
+	events *eventlog.EventLog
+	proj   *projection.Projection
+	path   string
+	lg     *zap.Logger
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	// fsync off for speed: these tests are about order and exactly-once, not power loss.
-	conn, err := store.Connect(context.Background(), store.NATSConfig{StoreDir: filepath.Join(dir, "nats"), SyncInterval: time.Minute}, lg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	elog, err := store.OpenEventLog(context.Background(), conn, store.LogConfig{}, lg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{log: elog, path: filepath.Join(dir, "projection.db"), lg: lg}
+	// The fixture's default fsync is enough: these tests are about order and
+	// exactly-once, not power loss.
+	elog := jstest.Start(t).EventLog(t, eventlog.Config{}, lg)
+	f := &fixture{events: elog, path: filepath.Join(dir, "projection.db"), lg: lg}
 	f.reopen(t)
 	return f
 }
@@ -48,7 +43,7 @@ func (f *fixture) reopen(t *testing.T) {
 	if f.proj != nil {
 		f.proj.Close()
 	}
-	p, err := store.OpenProjection(f.path, store.ProjectionOptions{})
+	p, err := projection.Open(f.path, projection.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +64,7 @@ var journey = []domain.EventType{
 // in order, with every seventh event a re-delivery of the previous one (same content, new
 // Nats-Msg-Id: the fold must call it a duplicate) and every eleventh a late one (older
 // eventAt: stale).
-func appendLog(t *testing.T, l *store.EventLog, from, to, applicants int) {
+func appendLog(t *testing.T, l *eventlog.EventLog, from, to, applicants int) {
 	t.Helper()
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	step := make([]int, applicants)
@@ -124,7 +119,7 @@ func run(t *testing.T, p *Projector) (stop func() error) {
 	return stop
 }
 
-func waitCheckpoint(t *testing.T, proj *store.Projection, seq uint64) {
+func waitCheckpoint(t *testing.T, proj *projection.Projection, seq uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -134,10 +129,10 @@ func waitCheckpoint(t *testing.T, proj *store.Projection, seq uint64) {
 }
 
 // verifyExact checks the projection against a fresh fold of the log: same digests for
-// every applicant (store.Verify), and every event in exactly one history record.
+// every applicant (projection.Verify), and every event in exactly one history record.
 func verifyExact(t *testing.T, f *fixture, n, applicants int) {
 	t.Helper()
-	res, err := store.Verify(context.Background(), f.log, f.proj)
+	res, err := projection.Verify(context.Background(), f.events, f.proj)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,13 +169,13 @@ func verifyExact(t *testing.T, f *fixture, n, applicants int) {
 func TestProjectorFoldsTheLog(t *testing.T) {
 	f := newFixture(t)
 	const n, applicants = 600, 40
-	appendLog(t, f.log, 0, n/2, applicants)
+	appendLog(t, f.events, 0, n/2, applicants)
 	reg := prometheus.NewRegistry()
-	p := New(f.log, f.proj, Config{MaxBatch: 50, LagEvery: 10 * time.Millisecond}, f.lg, reg)
+	p := New(f.events, f.proj, Config{MaxBatch: 50, LagEvery: 10 * time.Millisecond}, f.lg, reg)
 	stop := run(t, p)
 	waitCheckpoint(t, f.proj, n/2)
 	// Events appended while it follows arrive too.
-	appendLog(t, f.log, n/2, n, applicants)
+	appendLog(t, f.events, n/2, n, applicants)
 	waitCheckpoint(t, f.proj, n)
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run returned %v, want context.Canceled", err)
@@ -239,8 +234,8 @@ func TestProjectorFaults(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t)
 			const n, applicants = 400, 30
-			appendLog(t, f.log, 0, n, applicants)
-			p := New(f.log, f.proj, Config{MaxBatch: 10, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, f.lg, nil)
+			appendLog(t, f.events, 0, n, applicants)
+			p := New(f.events, f.proj, Config{MaxBatch: 10, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, f.lg, nil)
 			var calls, failures atomic.Int64
 			var sawFailing atomic.Bool
 			c.inject(p, func() bool {
@@ -272,12 +267,12 @@ func TestProjectorFaults(t *testing.T) {
 func TestProjectorRestarts(t *testing.T) {
 	f := newFixture(t)
 	const n, applicants = 500, 25
-	appendLog(t, f.log, 0, n, applicants)
+	appendLog(t, f.events, 0, n, applicants)
 	for round := 0; f.proj.Checkpoint() < n; round++ {
 		if round > 50 {
 			t.Fatalf("no progress after %d restarts: checkpoint %d", round, f.proj.Checkpoint())
 		}
-		p := New(f.log, f.proj, Config{MaxBatch: 7}, f.lg, nil)
+		p := New(f.events, f.proj, Config{MaxBatch: 7}, f.lg, nil)
 		target := f.proj.Checkpoint() + 60
 		stop := run(t, p)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -291,8 +286,8 @@ func TestProjectorRestarts(t *testing.T) {
 
 func TestProjectorReady(t *testing.T) {
 	f := newFixture(t)
-	appendLog(t, f.log, 0, 50, 5)
-	p := New(f.log, f.proj, Config{}, f.lg, nil)
+	appendLog(t, f.events, 0, 50, 5)
+	p := New(f.events, f.proj, Config{}, f.lg, nil)
 	if err := p.Ready(context.Background(), 10); domain.KindOf(err) != domain.KindUnavailable {
 		t.Fatalf("ready with 50 events unapplied: %v", err)
 	}

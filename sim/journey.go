@@ -129,7 +129,7 @@ func newEvents(rng *rand.Rand, start time.Time) []event {
 // which wait until the next status event has been delivered; some deliveries are sent
 // again (right away or after the next one) and some are preceded by a forged copy.
 func newSteps(rng *rand.Rand, evs []event, sh shares) []step {
-	isStatus := func(i int) bool { return evs[i].Type.Kind() == domain.KindStatus }
+	isStatus := func(i int) bool { return evs[i].Type.Class() == domain.ClassStatus }
 	nextStatus := func(i int) int {
 		for j := i + 1; j < len(evs); j++ {
 			if isStatus(j) {

@@ -50,11 +50,11 @@ func TestPlansAreWellFormed(t *testing.T) {
 				if st.late {
 					newer := false
 					for _, d := range steps[:si] {
-						if d.kind == stepDeliver && d.ev > st.ev && evs[d.ev].Type.Kind() == domain.KindStatus {
+						if d.kind == stepDeliver && d.ev > st.ev && evs[d.ev].Type.Class() == domain.ClassStatus {
 							newer = true
 						}
 					}
-					if !newer || evs[st.ev].Type.Kind() != domain.KindStatus {
+					if !newer || evs[st.ev].Type.Class() != domain.ClassStatus {
 						t.Fatalf("journey %d: late event %d is not a status event after a newer one", i, st.ev)
 					}
 				}
@@ -148,7 +148,7 @@ func TestSharesAndVariety(t *testing.T) {
 	}
 	unknown := 0
 	for typ, n := range seen {
-		if typ.Kind() == domain.KindUnknown {
+		if typ.Class() == domain.ClassUnknown {
 			unknown += n
 		}
 	}

@@ -20,9 +20,11 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/sim"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"go.uber.org/zap"
 )
 
@@ -33,7 +35,7 @@ const readerToken = "sim-test-reader-token-0123456789"
 // under httptest servers.
 type service struct {
 	app    allpass.App
-	log    *store.EventLog
+	events *eventlog.EventLog
 	ingest *httptest.Server
 	api    *httptest.Server
 }
@@ -48,16 +50,8 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	dir := t.TempDir()
 	lg := zap.NewNop()
 
-	conn, err := store.Connect(ctx, store.NATSConfig{StoreDir: filepath.Join(dir, "nats"), SyncInterval: time.Minute}, lg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	elog, err := store.OpenEventLog(ctx, conn, store.LogConfig{Replicas: 1, DuplicateWindow: time.Hour}, lg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj, err := store.OpenProjection(filepath.Join(dir, "projection.db"), store.ProjectionOptions{})
+	elog := jstest.Start(t).EventLog(t, eventlog.Config{Replicas: 1, DuplicateWindow: time.Hour}, lg)
+	proj, err := projection.Open(filepath.Join(dir, "projection.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +74,7 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	}
 	app.Keys = []allpass.Keys{k}
 
-	ih, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{&app}, Log: elog, KeepRaw: true})
+	ih, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{&app}, Events: elog, KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +88,7 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	if wrapAPI != nil {
 		ah = wrapAPI(ah)
 	}
-	s := &service{app: app, log: elog, ingest: httptest.NewServer(ih), api: httptest.NewServer(ah)}
+	s := &service{app: app, events: elog, ingest: httptest.NewServer(ih), api: httptest.NewServer(ah)}
 	t.Cleanup(s.ingest.Close)
 	t.Cleanup(s.api.Close)
 	return s
@@ -167,7 +161,7 @@ func TestRunAgainstService(t *testing.T) {
 			}
 			// The log itself, read without the sim's bookkeeping, holds one event per
 			// delivery: no forgery and no resend reached it.
-			last, err := s.log.LastSeq(context.Background())
+			last, err := s.events.LastSeq(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,7 +16,7 @@ import (
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/projector"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -134,7 +134,7 @@ func defaultConfig() Config {
 		DataDir: "./data",
 		Log:     LogConfig{Level: "info", Format: "json"},
 		NATS: NATSConfig{Replicas: 1, SyncInterval: "always",
-			DuplicateWindow: Duration(store.DefaultDuplicateWindow), RejectsMaxBytes: store.DefaultRejectsMaxBytes},
+			DuplicateWindow: Duration(eventlog.DefaultDuplicateWindow), RejectsMaxBytes: eventlog.DefaultRejectsMaxBytes},
 		Ingest: IngestConfig{Listen: ":8080", MaxBody: ingest.DefaultMaxBody, MaxInFlight: ingest.DefaultMaxInFlight,
 			AppendTimeout: Duration(ingest.DefaultAppendTimeout)},
 		API: APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(api.DefaultMaxWait), ReadyLag: 1000},

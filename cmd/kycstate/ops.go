@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"go.uber.org/zap"
 )
 
@@ -21,7 +21,7 @@ while serve runs there).`
 type opsSetup struct {
 	r      *Resolved
 	lg     *zap.Logger
-	log    *store.EventLog
+	log    *eventlog.EventLog
 	closer func()
 }
 
@@ -59,13 +59,13 @@ func openOps(ctx context.Context, e *env, cfgPath string, needApps, ownsProjecti
 		}
 		closers = append(closers, unlock)
 	}
-	conn, err := store.Connect(ctx, natsConfig(r, "ops"), lg)
+	conn, err := eventlog.Connect(ctx, natsConfig(r, "ops"), lg)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
 	closers = append(closers, func() { conn.Close() })
-	elog, err := store.OpenEventLog(ctx, conn, logConfig(r), lg)
+	elog, err := eventlog.Open(ctx, conn, logConfig(r), lg)
 	if err != nil {
 		closeAll()
 		return nil, err

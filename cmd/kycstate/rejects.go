@@ -8,9 +8,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
-	"github.com/kycstate/kycstate/store"
 )
 
 func cmdRejects(ctx context.Context, e *env, args []string) error {
@@ -52,7 +52,7 @@ nothing.`+offlineNote)
 	if *format == "table" {
 		fmt.Fprintln(tw, "SEQ\tRECEIVED\tAPP\tSTATUS\tREASON\tREMOTE")
 	}
-	err = o.log.Rejects(ctx, *from, func(r store.Reject) error {
+	err = o.log.Rejects(ctx, *from, func(r domain.Reject) error {
 		if *format == "jsonl" {
 			return enc.Encode(r)
 		}

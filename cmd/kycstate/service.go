@@ -15,7 +15,8 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -212,9 +213,9 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	var conn *store.Conn
+	var conn *eventlog.Conn
 	if err := step(stepNATS, func() (err error) {
-		conn, err = store.Connect(ctx, natsConfig(r, m.mode.Name), lg)
+		conn, err = eventlog.Connect(ctx, natsConfig(r, m.mode.Name), lg)
 		if err == nil {
 			*undo = append(*undo, conn.Close)
 		}
@@ -222,18 +223,18 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 	}); err != nil {
 		return nil, err
 	}
-	var elog *store.EventLog
+	var elog *eventlog.EventLog
 	if err := step(stepEventLog, func() (err error) {
-		elog, err = store.OpenEventLog(ctx, conn, logConfig(r), lg)
+		elog, err = eventlog.Open(ctx, conn, logConfig(r), lg)
 		return err
 	}); err != nil {
 		return nil, err
 	}
 
 	if m.mode.Query {
-		var proj *store.Projection
+		var proj *projection.Projection
 		if err := step(stepProjection, func() (err error) {
-			proj, err = store.OpenProjection(filepath.Join(r.DataDir, "projection.db"), store.ProjectionOptions{})
+			proj, err = projection.Open(filepath.Join(r.DataDir, "projection.db"), projection.Options{})
 			if err == nil {
 				*undo = append(*undo, proj.Close)
 			}
@@ -251,7 +252,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Projection: proj, Tokens: apiTokens(r), Logger: lg,
 				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
-				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return store.Verify(ctx, elog, proj) },
+				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) },
 			})
 			return err
 		}); err != nil {
@@ -263,7 +264,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		var h http.Handler
 		if err := step(stepIngest, func() (err error) {
 			h, err = ingest.NewHandler(ingest.HandlerConfig{
-				Apps: r.Apps, Log: elog, Logger: lg, Metrics: reg,
+				Apps: r.Apps, Events: elog, Logger: lg, Metrics: reg,
 				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight,
 				AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
 				Ready: func(ctx context.Context) error { _, err := elog.LastSeq(ctx); return err },

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/projection"
 )
 
 func cmdVerify(ctx context.Context, e *env, args []string) error {
@@ -49,13 +49,13 @@ that file locked, so this refuses while one runs there; use --api then.
 	}
 	defer o.Close()
 	path := filepath.Join(o.r.DataDir, "projection.db")
-	proj, err := store.OpenProjection(path, store.ProjectionOptions{ReadOnly: true})
+	proj, err := projection.Open(path, projection.Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}
 	defer proj.Close()
 	start := time.Now()
-	res, err := store.Verify(ctx, o.log, proj)
+	res, err := projection.Verify(ctx, o.log, proj)
 	if err != nil {
 		return err
 	}

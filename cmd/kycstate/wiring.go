@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/api"
-	"github.com/kycstate/kycstate/store"
+	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
@@ -27,17 +27,17 @@ func withMetrics(h http.Handler, reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
-func natsConfig(r *Resolved, name string) store.NATSConfig {
-	return store.NATSConfig{
+func natsConfig(r *Resolved, name string) eventlog.NATSConfig {
+	return eventlog.NATSConfig{
 		URLs: r.URLs, StoreDir: filepath.Join(r.DataDir, "nats"), Listen: r.NATS.Listen,
 		SyncInterval: r.Sync, Name: "kycstate-" + name,
 	}
 }
 
-func logConfig(r *Resolved) store.LogConfig {
-	return store.LogConfig{
+func logConfig(r *Resolved) eventlog.Config {
+	return eventlog.Config{
 		Replicas: r.NATS.Replicas, DuplicateWindow: time.Duration(r.NATS.DuplicateWindow),
-		AppendTimeout: time.Duration(r.Ingest.AppendTimeout), RejectsMaxBytes: r.NATS.RejectsMaxBytes,
+		RejectsMaxBytes: r.NATS.RejectsMaxBytes,
 	}
 }
 

@@ -179,7 +179,7 @@ func TestOpenPayloadAccepted(t *testing.T) {
 			}},
 		{"unknown event type kept", payloadWith(map[string]string{"type": `"applicantSomethingNew"`}),
 			func(t *testing.T, ev domain.Event) {
-				if ev.Type != "applicantSomethingNew" || ev.Type.Kind() != domain.KindUnknown {
+				if ev.Type != "applicantSomethingNew" || ev.Type.Class() != domain.ClassUnknown {
 					t.Errorf("type %q", ev.Type)
 				}
 			}},

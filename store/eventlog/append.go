@@ -1,0 +1,145 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Subject returns kyc.events.allpass.<appKey>.<applicantId>. Both ids must already be
+// validated UUIDs; Subject refuses anything else with KindInvalid.
+func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
+	const op = "eventlog.Subject"
+	if !domain.IsCanonicalUUID(string(app)) {
+		return "", domain.E(op, domain.KindInvalid, "appKey is not a lower-case UUID")
+	}
+	if !domain.IsCanonicalUUID(string(id)) {
+		return "", domain.E(op, domain.KindInvalid, "applicantId is not a lower-case UUID")
+	}
+	return "kyc.events.allpass." + string(app) + "." + string(id), nil
+}
+
+// Append stores ev with the Nats-Msg-Id msgID and returns its sequence once the stream
+// has acknowledged it (PubAck). dup is true when the stream recognised msgID inside its
+// duplicate window; seq is then the original's. Errors: KindUnavailable when the stream
+// cannot confirm before ctx's deadline (the caller must not claim the write), KindInvalid
+// for bad ids. On success ev.Seq and ev.Stored are set.
+//
+// The wait for the PubAck has one bound, ctx's deadline, and the caller sets it: ingest
+// answers a webhook 503 past its append timeout (ingest.HandlerConfig.AppendTimeout),
+// and a second timer here around the same publish would only be a second setting that
+// drifts from the first. A ctx without a deadline gets the JetStream client's default
+// request timeout (5 s), so no Append waits forever.
+//
+// Append stamps ev.V with domain.StoredVersion (the format this build writes) and
+// refuses an event that claims another version. For a duplicate, ev is replaced by the
+// original as stored (its receivedAt is the first delivery's), so ev.Stored is always
+// the exact bytes at ev.Seq; if the original cannot be read back, ev.Stored is nil.
+// KindTooLarge when the message exceeds the server's maximum payload.
+func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error) {
+	const op = "eventlog.EventLog.Append"
+	if ev == nil {
+		return 0, false, domain.E(op, domain.KindInvalid, "no event")
+	}
+	if msgID == "" {
+		return 0, false, domain.E(op, domain.KindInvalid, "empty message id")
+	}
+	subject, err := Subject(ev.AppKey, ev.ApplicantID)
+	if err != nil {
+		return 0, false, domain.E(op, domain.KindInvalid, err)
+	}
+	switch ev.V {
+	case 0:
+		ev.V = domain.StoredVersion
+	case domain.StoredVersion:
+	default:
+		return 0, false, domain.E(op, domain.KindInvalid,
+			fmt.Sprintf("event version %d; this build writes %d", ev.V, domain.StoredVersion))
+	}
+	data, err := appendStoredEvent(make([]byte, 0, 512+len(ev.Payload)+rawLen(ev)), ev)
+	if err != nil {
+		return 0, false, domain.E(op, domain.KindInvalid, err)
+	}
+	if max := l.conn.NC.MaxPayload(); max > 0 && int64(len(data)) > max {
+		return 0, false, domain.E(op, domain.KindTooLarge,
+			fmt.Sprintf("stored event of %d bytes exceeds the server's maximum payload %d", len(data), max))
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set(HeaderType, headerValue(string(ev.Type)))
+
+	ack, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(EventStream))
+	if err != nil {
+		return 0, false, publishErr(op, err)
+	}
+	if ack.Stream != EventStream {
+		// Stored, but not where the log reads: a second stream claims kyc.events.>.
+		return 0, false, domain.E(op, domain.KindInternal,
+			fmt.Sprintf("acknowledged by stream %q, not %s", ack.Stream, EventStream))
+	}
+	if ack.Duplicate {
+		l.loadOriginal(ctx, ev, ack.Sequence)
+		return ack.Sequence, true, nil
+	}
+	ev.Seq, ev.Stored = ack.Sequence, data
+	return ack.Sequence, false, nil
+}
+
+func rawLen(ev *domain.Event) int {
+	if ev.Raw == nil {
+		return 0
+	}
+	return len(ev.Raw.Body) + len(ev.Raw.Signature) + 64
+}
+
+// loadOriginal replaces ev with the message stored at seq. The duplicate is already
+// confirmed, so a failure here only leaves ev.Stored nil.
+func (l *EventLog) loadOriginal(ctx context.Context, ev *domain.Event, seq uint64) {
+	ev.Seq, ev.Stored = seq, nil
+	m, err := l.events.GetMsg(ctx, seq)
+	if err != nil {
+		l.log.Warn("duplicate's original not readable", zap.Uint64("seq", seq), zap.Error(err))
+		return
+	}
+	orig, err := decodeEvent(seq, m.Data)
+	if err != nil {
+		l.log.Warn("duplicate's original not decodable", zap.Uint64("seq", seq), zap.Error(err))
+		return
+	}
+	*ev = orig
+}
+
+// publishErr classifies a failed publish. Whatever happened, the write is not confirmed:
+// a timeout, no responders, a closed or reconnecting connection, an unavailable stream or
+// a full disk are all KindUnavailable (retry later; the Nats-Msg-Id makes the retry safe).
+func publishErr(op string, err error) error {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		return domain.E(op, domain.KindTooLarge, err)
+	}
+	return domain.E(op, domain.KindUnavailable, err)
+}
+
+// headerValue keeps a header printable: the type is free text from the payload, and a
+// CR or LF would break the header block.
+func headerValue(s string) string {
+	const max = 128
+	if len(s) > max {
+		s = s[:max]
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			b := []byte(s)
+			for j := range b {
+				if b[j] < 0x20 || b[j] == 0x7f {
+					b[j] = '_'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}

@@ -1,0 +1,218 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Stream and subject names (DESIGN.md sections 3 and 4).
+const (
+	EventStream    = "KYC_EVENTS"
+	EventSubjects  = "kyc.events.>"
+	RejectStream   = "KYC_REJECTS"
+	RejectSubjects = "kyc.rejects.>"
+)
+
+// Defaults of Config.
+const (
+	// DefaultDuplicateWindow is how long the stream remembers a Nats-Msg-Id. Allpass
+	// retries a delivery for hours (10 attempts, exponential backoff from 30 s), so a
+	// day covers every retry of one delivery.
+	DefaultDuplicateWindow = 24 * time.Hour
+	// DefaultRejectsMaxBytes bounds KYC_REJECTS; the oldest rejects go first.
+	// JetStream reserves it on disk when the stream is created, so it is kept small
+	// enough for a modest disk; at about 2 KiB a reject it holds some 30,000 webhooks.
+	DefaultRejectsMaxBytes = 64 << 20
+
+	// rejectsDuplicateWindow is short: rejects carry no natural message id, and the
+	// window only needs to absorb the client's own publish retries.
+	rejectsDuplicateWindow = time.Minute
+
+	// HeaderType carries the event type beside the message, so tools can filter on it
+	// without decoding (DESIGN.md section 3: the type is not a subject token).
+	HeaderType = "Kyc-Type"
+)
+
+// Config holds the stream settings that come from configuration.
+type Config struct {
+	Replicas        int           // 1 embedded, 3 on a cluster
+	DuplicateWindow time.Duration // default 24h
+	RejectsMaxBytes int64         // size bound of KYC_REJECTS, default 64 MiB
+}
+
+func (c Config) withDefaults() Config {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow <= 0 {
+		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if c.RejectsMaxBytes <= 0 {
+		c.RejectsMaxBytes = DefaultRejectsMaxBytes
+	}
+	return c
+}
+
+// EventLog is the JetStream stream of webhooks. Its methods are safe for concurrent use.
+// It is a domain.EventSource.
+type EventLog struct {
+	conn    *Conn
+	js      jetstream.JetStream
+	events  jetstream.Stream
+	rejects jetstream.Stream
+	cfg     Config
+	log     *zap.Logger
+
+	readIdle       time.Duration // defaultReadIdle; tests shorten it
+	requestTimeout time.Duration // defaultRequestTimeout; tests shorten it
+}
+
+// EventStreamConfig is KYC_EVENTS as DESIGN.md section 4 specifies it: file storage,
+// limits retention with no age, size or count limit, and Discard New, so history is
+// never evicted (a full disk refuses new writes, which ingest answers with 503, rather
+// than dropping old events).
+func EventStreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg = cfg.withDefaults()
+	return jetstream.StreamConfig{
+		Name:              EventStream,
+		Description:       "kycstate event log: every accepted Allpass webhook, the source of truth",
+		Subjects:          []string{EventSubjects},
+		Retention:         jetstream.LimitsPolicy,
+		MaxConsumers:      -1,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxAge:            0,
+		MaxMsgsPerSubject: -1,
+		MaxMsgSize:        -1,
+		Discard:           jetstream.DiscardNew,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		Duplicates:        cfg.DuplicateWindow,
+		AllowDirect:       true,
+	}
+}
+
+// RejectStreamConfig is KYC_REJECTS: refused webhooks, kept so a misconfigured key loses
+// nothing. It is bounded by size with Discard Old: when full, the oldest rejects are
+// dropped to make room, because the newest are the ones an operator still needs to
+// reprocess, and a flood of garbage must not fill the disk the event log lives on.
+func RejectStreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg = cfg.withDefaults()
+	return jetstream.StreamConfig{
+		Name:              RejectStream,
+		Description:       "kycstate refused webhooks, size-bounded, oldest dropped first",
+		Subjects:          []string{RejectSubjects},
+		Retention:         jetstream.LimitsPolicy,
+		MaxConsumers:      -1,
+		MaxMsgs:           -1,
+		MaxBytes:          cfg.RejectsMaxBytes,
+		MaxAge:            0,
+		MaxMsgsPerSubject: -1,
+		MaxMsgSize:        -1,
+		Discard:           jetstream.DiscardOld,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		Duplicates:        rejectsDuplicateWindow,
+		AllowDirect:       true,
+	}
+}
+
+// Open creates or updates KYC_EVENTS and KYC_REJECTS idempotently. Settings of an
+// existing stream that differ from cfg are logged, not overwritten.
+//
+// A stream that exists is never updated: changing retention or discard on the source of
+// truth is an operator's decision, so each difference is logged as a warning (one per
+// setting) and the stream is used as it is. Errors: KindInvalid when the server refuses
+// the configuration (say replicas 3 on a single server), KindUnavailable otherwise.
+func Open(ctx context.Context, c *Conn, cfg Config, log *zap.Logger) (*EventLog, error) {
+	const op = "eventlog.Open"
+	if c == nil || c.JS == nil {
+		return nil, domain.E(op, domain.KindInvalid, "no NATS connection")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	cfg = cfg.withDefaults()
+	l := &EventLog{conn: c, js: c.JS, cfg: cfg, log: log.Named("eventlog"),
+		readIdle: defaultReadIdle, requestTimeout: defaultRequestTimeout}
+	var err error
+	if l.events, err = l.ensureStream(ctx, op, EventStreamConfig(cfg)); err != nil {
+		return nil, err
+	}
+	if l.rejects, err = l.ensureStream(ctx, op, RejectStreamConfig(cfg)); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *EventLog) ensureStream(ctx context.Context, op string, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := l.js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = l.js.CreateStream(ctx, want)
+		if err == nil {
+			l.log.Info("stream created", zap.String("stream", want.Name),
+				zap.Int("replicas", want.Replicas), zap.Duration("duplicates", want.Duplicates))
+			return s, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil, streamErr(op, want.Name, err)
+		}
+		// Another node created it between our look-up and create: use theirs.
+		s, err = l.js.Stream(ctx, want.Name)
+	}
+	if err != nil {
+		return nil, streamErr(op, want.Name, err)
+	}
+	for _, d := range StreamDifferences(want, s.CachedInfo().Config) {
+		l.log.Warn("stream setting differs from configuration; left unchanged",
+			zap.String("stream", want.Name), zap.String("setting", d.Setting),
+			zap.String("want", d.Want), zap.String("have", d.Have))
+	}
+	return s, nil
+}
+
+func streamErr(op, name string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == 400 {
+		return domain.E(op, domain.KindInvalid, fmt.Errorf("stream %s: %w", name, err))
+	}
+	return domain.E(op, domain.KindUnavailable, fmt.Errorf("stream %s: %w", name, err))
+}
+
+// Difference is one stream setting whose value is not the configured one.
+type Difference struct {
+	Setting    string
+	Want, Have string
+}
+
+// StreamDifferences compares the settings kycstate relies on; other settings (placement,
+// description, metadata) are the operator's business.
+func StreamDifferences(want, have jetstream.StreamConfig) []Difference {
+	var ds []Difference
+	check := func(setting string, w, h any) {
+		ws, hs := fmt.Sprint(w), fmt.Sprint(h)
+		if ws != hs {
+			ds = append(ds, Difference{Setting: setting, Want: ws, Have: hs})
+		}
+	}
+	check("subjects", want.Subjects, have.Subjects)
+	check("storage", want.Storage, have.Storage)
+	check("retention", want.Retention, have.Retention)
+	check("max_age", want.MaxAge, have.MaxAge)
+	check("discard", want.Discard, have.Discard)
+	check("duplicate_window", want.Duplicates, have.Duplicates)
+	check("num_replicas", want.Replicas, have.Replicas)
+	check("max_msgs", want.MaxMsgs, have.MaxMsgs)
+	check("max_bytes", want.MaxBytes, have.MaxBytes)
+	check("max_msgs_per_subject", want.MaxMsgsPerSubject, have.MaxMsgsPerSubject)
+	check("allow_direct", want.AllowDirect, have.AllowDirect)
+	return ds
+}
+
+var _ domain.EventSource = (*EventLog)(nil)

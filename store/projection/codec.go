@@ -1,0 +1,428 @@
+package projection
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+// The projection stores states, history records and changes in a compact binary form
+// rather than JSON: a rebuild encodes every record once and a live batch re-encodes every
+// state it touches, and JSON with its time formatting costs several times the fold itself
+// and triples the bytes written. The encoding is deterministic (the same value always
+// yields the same bytes), which is what lets a bulk rebuild and the live path produce
+// byte-identical files. Every value starts with a format byte; a change to any layout
+// here must bump SchemaVersion, and testdata/projection holds golden encodings that fail
+// when one changes by accident.
+//
+// Layouts (uvarint lengths and counts; times as zigzag varint Unix seconds + uvarint
+// nanoseconds, read back in UTC):
+//
+//	state:  0x01 digest[32] lastSeq events anomalies applicantId appKey externalUserId
+//	        status statusAt lastEventAt stepsPassed flags warnings
+//	        seen(count, 8 bytes each, ascending) seqs(count, first, deltas > 0)
+//	record: 0x01 seq applicantId appKey externalUserId type eventAt eventAtSource
+//	        receivedAt outcome from to stepName warnings digest[32]
+//	change: 0x01 seq applicantId appKey externalUserId from to at
+//
+// Decoders check every length against the bytes left, so a scribbled value gives an
+// error, never a panic or a huge allocation.
+const (
+	stateFormat  = 1
+	recordFormat = 1
+	changeFormat = 1
+)
+
+// errCorruptValue marks a value that does not decode: the file was damaged or written by
+// something else.
+var errCorruptValue = errors.New("value does not decode")
+
+// stateRec is what the states bucket holds per applicant: its folded state and the stream
+// sequences of its history, so history is found through the state rather than through a
+// second index kept by random inserts.
+type stateRec struct {
+	domain.State
+	Seqs []uint64
+}
+
+// digestOffset is where the digest sits in an encoded state, so Digests can read it
+// without decoding the rest.
+const digestOffset = 1
+
+func appendState(b []byte, r *stateRec) []byte {
+	b = append(b, stateFormat)
+	b = append(b, r.Digest[:]...)
+	b = binary.AppendUvarint(b, r.LastSeq)
+	b = binary.AppendUvarint(b, uint64(r.Events))
+	b = binary.AppendUvarint(b, uint64(r.Anomalies))
+	b = appendString(b, string(r.ApplicantID))
+	b = appendString(b, string(r.AppKey))
+	b = appendString(b, string(r.ExternalUserID))
+	b = appendString(b, string(r.Status))
+	b = appendTime(b, r.StatusAt)
+	b = appendTime(b, r.LastEventAt)
+	b = appendStrings(b, r.StepsPassed)
+	b = appendStrings(b, r.Flags)
+	b = appendStrings(b, r.Warnings)
+	b = binary.AppendUvarint(b, uint64(len(r.Seen)))
+	for _, fp := range r.Seen {
+		b = binary.BigEndian.AppendUint64(b, fp)
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.Seqs)))
+	var prev uint64
+	for _, s := range r.Seqs {
+		b = binary.AppendUvarint(b, s-prev)
+		prev = s
+	}
+	return b
+}
+
+func decodeState(b []byte) (stateRec, error) {
+	var r stateRec
+	d := decoder{b: b}
+	if v := d.byte(); v != stateFormat {
+		return r, d.failf("state format %d", v)
+	}
+	copy(r.Digest[:], d.bytes(len(r.Digest)))
+	r.LastSeq = d.uvarint()
+	r.Events = d.count()
+	r.Anomalies = d.count()
+	r.ApplicantID = domain.ApplicantID(d.string())
+	r.AppKey = domain.AppKey(d.string())
+	r.ExternalUserID = domain.ExternalUserID(d.string())
+	r.Status = domain.Status(d.string())
+	r.StatusAt = d.time()
+	r.LastEventAt = d.time()
+	r.StepsPassed = d.strings()
+	r.Flags = d.strings()
+	r.Warnings = d.strings()
+	if n := d.countOf(8); n > 0 {
+		r.Seen = make([]uint64, n)
+		for i := range r.Seen {
+			r.Seen[i] = binary.BigEndian.Uint64(d.bytes(8))
+		}
+	}
+	if n := d.countOf(1); n > 0 {
+		r.Seqs = make([]uint64, n)
+		var prev uint64
+		for i := range r.Seqs {
+			delta := d.uvarint()
+			if delta == 0 || prev+delta < prev {
+				return r, d.failf("seq list not ascending")
+			}
+			prev += delta
+			r.Seqs[i] = prev
+		}
+	}
+	if err := d.end(); err != nil {
+		return r, err
+	}
+	switch {
+	case r.Status != domain.StatusNone && !r.Status.Valid():
+		return r, d.failf("status %q", r.Status)
+	case len(r.Seqs) != r.Events:
+		return r, d.failf("%d seqs for %d events", len(r.Seqs), r.Events)
+	case r.Events > 0 && r.Seqs[len(r.Seqs)-1] != r.LastSeq:
+		return r, d.failf("last seq %d, seq list ends at %d", r.LastSeq, r.Seqs[len(r.Seqs)-1])
+	case !slices.IsSorted(r.Seen):
+		return r, d.failf("fingerprints not sorted")
+	}
+	return r, nil
+}
+
+// stateDigest reads the digest of an encoded state without decoding the rest.
+func stateDigest(b []byte) (domain.Digest, error) {
+	var dg domain.Digest
+	if len(b) < digestOffset+len(dg) || b[0] != stateFormat {
+		return dg, fmt.Errorf("%w: state too short or format %d", errCorruptValue, firstByte(b))
+	}
+	copy(dg[:], b[digestOffset:])
+	return dg, nil
+}
+
+func appendRecord(b []byte, r *domain.Record) []byte {
+	b = append(b, recordFormat)
+	b = binary.AppendUvarint(b, r.Seq)
+	b = appendString(b, string(r.ApplicantID))
+	b = appendString(b, string(r.AppKey))
+	b = appendString(b, string(r.ExternalUserID))
+	b = appendString(b, string(r.Type))
+	b = appendTime(b, r.EventAt)
+	b = appendString(b, r.EventAtSource)
+	b = appendTime(b, r.ReceivedAt)
+	b = appendString(b, string(r.Outcome))
+	b = appendString(b, string(r.From))
+	b = appendString(b, string(r.To))
+	b = appendString(b, r.StepName)
+	b = appendStrings(b, r.Warnings)
+	return append(b, r.Digest[:]...)
+}
+
+func decodeRecord(b []byte) (domain.Record, error) {
+	var r domain.Record
+	d := decoder{b: b}
+	if v := d.byte(); v != recordFormat {
+		return r, d.failf("record format %d", v)
+	}
+	r.Seq = d.uvarint()
+	r.ApplicantID = domain.ApplicantID(d.string())
+	r.AppKey = domain.AppKey(d.string())
+	r.ExternalUserID = domain.ExternalUserID(d.string())
+	r.Type = domain.EventType(d.string())
+	r.EventAt = d.time()
+	r.EventAtSource = d.string()
+	r.ReceivedAt = d.time()
+	r.Outcome = domain.Outcome(d.string())
+	r.From = domain.Status(d.string())
+	r.To = domain.Status(d.string())
+	r.StepName = d.string()
+	r.Warnings = d.strings()
+	copy(r.Digest[:], d.bytes(len(r.Digest)))
+	if err := d.end(); err != nil {
+		return r, err
+	}
+	switch {
+	case !knownOutcome(r.Outcome):
+		return r, d.failf("outcome %q", r.Outcome)
+	case r.From != domain.StatusNone && !r.From.Valid(), r.To != domain.StatusNone && !r.To.Valid():
+		return r, d.failf("status %q -> %q", r.From, r.To)
+	}
+	return r, nil
+}
+
+func appendChange(b []byte, c *domain.Change) []byte {
+	b = append(b, changeFormat)
+	b = binary.AppendUvarint(b, c.Seq)
+	b = appendString(b, string(c.ApplicantID))
+	b = appendString(b, string(c.AppKey))
+	b = appendString(b, string(c.ExternalUserID))
+	b = appendString(b, string(c.From))
+	b = appendString(b, string(c.To))
+	return appendTime(b, c.At)
+}
+
+func decodeChange(b []byte) (domain.Change, error) {
+	var c domain.Change
+	d := decoder{b: b}
+	if v := d.byte(); v != changeFormat {
+		return c, d.failf("change format %d", v)
+	}
+	c.Seq = d.uvarint()
+	c.ApplicantID = domain.ApplicantID(d.string())
+	c.AppKey = domain.AppKey(d.string())
+	c.ExternalUserID = domain.ExternalUserID(d.string())
+	c.From = domain.Status(d.string())
+	c.To = domain.Status(d.string())
+	c.At = d.time()
+	if err := d.end(); err != nil {
+		return c, err
+	}
+	if (c.From != domain.StatusNone && !c.From.Valid()) || !c.To.Valid() {
+		return c, d.failf("status %q -> %q", c.From, c.To)
+	}
+	return c, nil
+}
+
+func knownOutcome(o domain.Outcome) bool {
+	switch o {
+	case domain.OutcomeDuplicate, domain.OutcomeStale, domain.OutcomeApplied,
+		domain.OutcomeIrregular, domain.OutcomeAnnotated, domain.OutcomeUnknown:
+		return true
+	}
+	return false
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendString(b, s)
+	}
+	return b
+}
+
+// appendTime keeps the instant only: the fold compares instants and the API answers in
+// UTC, so the zone an event's time was written in does not need to survive.
+func appendTime(b []byte, t time.Time) []byte {
+	b = binary.AppendVarint(b, t.Unix())
+	return binary.AppendUvarint(b, uint64(t.Nanosecond()))
+}
+
+// decoder reads a value front to back; the first problem sticks and every later read
+// returns a zero value, so decode functions check once at the end.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) failf(format string, args ...any) error {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: "+format, append([]any{errCorruptValue}, args...)...)
+	}
+	d.b = nil
+	return d.err
+}
+
+func (d *decoder) end() error {
+	if d.err == nil && len(d.b) > 0 {
+		d.failf("%d trailing bytes", len(d.b))
+	}
+	return d.err
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) == 0 {
+		d.failf("truncated")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) bytes(n int) []byte {
+	if len(d.b) < n {
+		d.failf("truncated")
+		return make([]byte, n)
+	}
+	out := d.b[:n]
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.failf("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.failf("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a non-negative int that must fit an int32 (event and anomaly counters).
+func (d *decoder) count() int {
+	v := d.uvarint()
+	if v > 1<<31-1 {
+		d.failf("count %d", v)
+		return 0
+	}
+	return int(v)
+}
+
+// countOf reads an element count and checks that many elements of at least size bytes
+// each can still follow, which bounds every allocation by the value's length.
+func (d *decoder) countOf(size int) int {
+	v := d.uvarint()
+	if v > uint64(len(d.b)/size) {
+		d.failf("count %d with %d bytes left", v, len(d.b))
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) string() string {
+	n := d.countOf(1)
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+// strings decodes a list; empty lists come back as empty, non-nil slices, as the fold
+// produces them (the API shows them as []).
+func (d *decoder) strings() []string {
+	n := d.countOf(1)
+	out := make([]string, n)
+	for i := range out {
+		out[i] = d.string()
+	}
+	return out
+}
+
+func (d *decoder) time() time.Time {
+	sec := d.varint()
+	ns := d.uvarint()
+	if ns >= 1e9 {
+		d.failf("nanoseconds %d", ns)
+		return time.Time{}
+	}
+	if d.err != nil {
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(ns)).UTC()
+}
+
+func firstByte(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	return int(b[0])
+}
+
+// Keys.
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func appendSeqKey(b []byte, seq uint64) []byte { return binary.BigEndian.AppendUint64(b, seq) }
+
+func keySeq(k []byte) (uint64, bool) {
+	if len(k) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k), true
+}
+
+// maxIndexedExt bounds the externalUserIds the index holds. bbolt refuses keys over
+// 32 KiB, and one event with an absurd externalUserId must not stop the projection: such
+// an id is kept in the state and history but cannot be looked up.
+const maxIndexedExt = 1024
+
+// indexKey builds "<prefix> 0x00 <applicantId>" for the externalUserId and status indexes.
+// Applicant ids are UUIDs, so the id is everything after the last 0x00 even when an
+// externalUserId contains one.
+func indexKey(prefix string, id domain.ApplicantID) []byte {
+	b := make([]byte, 0, len(prefix)+1+len(id))
+	b = append(b, prefix...)
+	b = append(b, 0)
+	return append(b, id...)
+}
+
+// indexID returns the applicant id of an index key under prefix (which includes its
+// trailing 0x00), or false when the key belongs to a longer prefix value.
+func indexID(k, prefix []byte) (domain.ApplicantID, bool) {
+	if len(k) <= len(prefix) {
+		return "", false
+	}
+	rest := k[len(prefix):]
+	if slices.Contains(rest, 0) {
+		return "", false
+	}
+	return domain.ApplicantID(rest), true
+}

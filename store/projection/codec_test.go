@@ -1,0 +1,248 @@
+package projection
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+var updateCodecGolden = flag.Bool("update-codec", false, "rewrite testdata/projection/codec.golden")
+
+func TestCodecRoundTrip(t *testing.T) {
+	events := genLog(20, 50, 1500)
+	exp := foldLog(events)
+	for _, r := range exp.records {
+		got, err := decodeRecord(appendRecord(nil, &r))
+		if err != nil || !reflect.DeepEqual(got, r) {
+			t.Fatalf("record %d: round trip gave %+v, %v", r.Seq, got, err)
+		}
+		if r.StatusChanged() {
+			c := domain.Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey, ExternalUserID: r.ExternalUserID,
+				From: r.From, To: r.To, At: r.EventAt}
+			got, err := decodeChange(appendChange(nil, &c))
+			if err != nil || !reflect.DeepEqual(got, c) {
+				t.Fatalf("change %d: round trip gave %+v, %v", c.Seq, got, err)
+			}
+		}
+	}
+	for id, st := range exp.states {
+		rec := stateRec{State: st}
+		for _, r := range exp.history[id] {
+			rec.Seqs = append(rec.Seqs, r.Seq)
+		}
+		b := appendState(nil, &rec)
+		got, err := decodeState(b)
+		if err != nil || !reflect.DeepEqual(got, rec) {
+			t.Fatalf("state %s: round trip gave %+v, %v", id, got, err)
+		}
+		if d, err := stateDigest(b); err != nil || d != st.Digest {
+			t.Fatalf("stateDigest(%s) = %v, %v", id, d, err)
+		}
+	}
+}
+
+// Times keep their instant; the zone they were written in is not kept (reads are UTC).
+func TestCodecTimesAreInstants(t *testing.T) {
+	zone := time.FixedZone("", 2*3600)
+	at := time.Date(2025, 6, 1, 12, 0, 0, 123456789, zone)
+	r := domain.Record{Seq: 1, ApplicantID: "a", Outcome: domain.OutcomeUnknown, EventAt: at, Warnings: []string{}}
+	got, err := decodeRecord(appendRecord(nil, &r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.EventAt.Equal(at) || got.EventAt.Location() != time.UTC {
+		t.Fatalf("EventAt = %v, want %v in UTC", got.EventAt, at)
+	}
+	if got := mustDecodeRecord(t, appendRecord(nil, &domain.Record{Outcome: domain.OutcomeUnknown})); !got.EventAt.IsZero() || got.EventAt != (time.Time{}) {
+		t.Fatalf("zero time came back as %v", got.EventAt)
+	}
+}
+
+func mustDecodeRecord(t *testing.T, b []byte) domain.Record {
+	t.Helper()
+	r, err := decodeRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// goldenValues are fixed values whose encodings testdata/projection/codec.golden holds. A
+// change to the layout changes them: that must come with a new SchemaVersion.
+func goldenValues() (stateRec, domain.Record, domain.Change) {
+	at := time.Date(2025, 3, 1, 8, 0, 0, 500, time.UTC)
+	var dg domain.Digest
+	for i := range dg {
+		dg[i] = byte(i)
+	}
+	st := stateRec{State: domain.State{ApplicantID: "0d4c1c8e-6f7e-4e43-9a42-3f2a1f9f0c11",
+		AppKey: "71f2c0c6-c720-423b-8df0-7763102ad57e", ExternalUserID: "user-42", Status: domain.StatusApproved,
+		StatusAt: at, LastEventAt: at.Add(time.Minute), LastSeq: 300, Events: 3,
+		StepsPassed: []string{"IDENTITY"}, Flags: []string{"expiredDocument"}, Warnings: []string{"GLARE"},
+		Anomalies: 1, Digest: dg, Seen: []uint64{7, 1 << 40}}, Seqs: []uint64{1, 200, 300}}
+	rec := domain.Record{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, ExternalUserID: "user-42",
+		Type: domain.EventApproved, EventAt: at, EventAtSource: domain.SourcePayloadUpdatedAt,
+		ReceivedAt: at.Add(time.Second), Outcome: domain.OutcomeIrregular, From: domain.StatusInit,
+		To: domain.StatusApproved, StepName: "", Warnings: []string{"GLARE"}, Digest: dg}
+	ch := domain.Change{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, ExternalUserID: "user-42",
+		From: domain.StatusInit, To: domain.StatusApproved, At: at}
+	return st, rec, ch
+}
+
+func TestCodecGolden(t *testing.T) {
+	st, rec, ch := goldenValues()
+	got := "state  " + hex.EncodeToString(appendState(nil, &st)) + "\n" +
+		"record " + hex.EncodeToString(appendRecord(nil, &rec)) + "\n" +
+		"change " + hex.EncodeToString(appendChange(nil, &ch)) + "\n"
+	path := filepath.Join("testdata", "projection", "codec.golden")
+	if *updateCodecGolden {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update-codec to create it)", err)
+	}
+	if got != string(want) {
+		t.Fatalf("encodings changed (schema version %d):\n got %s\nwant %s\nA layout change needs a new SchemaVersion; then run with -update-codec.",
+			SchemaVersion, got, want)
+	}
+}
+
+// Every damaged value gives errCorruptValue, never a panic: truncated at every length,
+// one byte too many, a wrong format byte, a byte flipped anywhere.
+func TestDecodeRejectsDamage(t *testing.T) {
+	st, rec, ch := goldenValues()
+	values := map[string][]byte{
+		"state":  appendState(nil, &st),
+		"record": appendRecord(nil, &rec),
+		"change": appendChange(nil, &ch),
+	}
+	decode := map[string]func([]byte) error{
+		"state":  func(b []byte) error { _, err := decodeState(b); return err },
+		"record": func(b []byte) error { _, err := decodeRecord(b); return err },
+		"change": func(b []byte) error { _, err := decodeChange(b); return err },
+	}
+	for name, b := range values {
+		dec := decode[name]
+		if err := dec(b); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for n := range len(b) {
+			if err := dec(b[:n]); !errors.Is(err, errCorruptValue) {
+				t.Fatalf("%s truncated to %d bytes: %v", name, n, err)
+			}
+		}
+		if err := dec(append(bytes.Clone(b), 0)); !errors.Is(err, errCorruptValue) || !strings.Contains(err.Error(), "trailing") {
+			t.Fatalf("%s with a trailing byte: %v", name, err)
+		}
+		bad := bytes.Clone(b)
+		bad[0] = 9
+		if err := dec(bad); !errors.Is(err, errCorruptValue) {
+			t.Fatalf("%s with format 9: %v", name, err)
+		}
+		for i := range b {
+			flipped := bytes.Clone(b)
+			flipped[i] ^= 0xa5
+			_ = dec(flipped) // may decode (a flipped digest byte is undetectable); must not panic
+		}
+	}
+	if _, err := stateDigest([]byte{stateFormat, 1, 2}); !errors.Is(err, errCorruptValue) {
+		t.Fatalf("stateDigest of a short value: %v", err)
+	}
+	// Inconsistent but well-formed states are refused too.
+	broken := st
+	broken.Seqs = []uint64{1, 200}
+	if _, err := decodeState(appendState(nil, &broken)); !errors.Is(err, errCorruptValue) {
+		t.Fatalf("state with 2 seqs for 3 events: %v", err)
+	}
+	broken = st
+	broken.Status = "SLEEPING"
+	if _, err := decodeState(appendState(nil, &broken)); !errors.Is(err, errCorruptValue) {
+		t.Fatalf("state with an unknown status: %v", err)
+	}
+}
+
+func TestIndexKeys(t *testing.T) {
+	id := domain.ApplicantID("0d4c1c8e-6f7e-4e43-9a42-3f2a1f9f0c11")
+	for _, ext := range []string{"user-1", "a\x00b", "\x00", "x"} {
+		k := indexKey(ext, id)
+		got, ok := indexID(k, indexKey(ext, ""))
+		if !ok || got != id {
+			t.Fatalf("indexID(indexKey(%q)) = %q, %v", ext, got, ok)
+		}
+	}
+	// A key of a longer value sharing the prefix is not the shorter value's.
+	if _, ok := indexID(indexKey("a\x00b", id), indexKey("a", "")); ok {
+		t.Fatal(`key of "a\x00b" read as a key of "a"`)
+	}
+}
+
+func FuzzDecodeState(f *testing.F) {
+	st, _, _ := goldenValues()
+	f.Add(appendState(nil, &st))
+	f.Add([]byte{stateFormat})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decodeState(b)
+		if err != nil {
+			if !errors.Is(err, errCorruptValue) {
+				t.Fatalf("error not marked corrupt: %v", err)
+			}
+			return
+		}
+		again, err := decodeState(appendState(nil, &r))
+		if err != nil || !reflect.DeepEqual(again, r) {
+			t.Fatalf("re-encoding a decoded state: %v\n%+v\n%+v", err, again, r)
+		}
+	})
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	_, rec, _ := goldenValues()
+	f.Add(appendRecord(nil, &rec))
+	f.Add([]byte{recordFormat, 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decodeRecord(b)
+		if err != nil {
+			if !errors.Is(err, errCorruptValue) {
+				t.Fatalf("error not marked corrupt: %v", err)
+			}
+			return
+		}
+		again, err := decodeRecord(appendRecord(nil, &r))
+		if err != nil || !reflect.DeepEqual(again, r) {
+			t.Fatalf("re-encoding a decoded record: %v\n%+v\n%+v", err, again, r)
+		}
+	})
+}
+
+func FuzzDecodeChange(f *testing.F) {
+	_, _, ch := goldenValues()
+	f.Add(appendChange(nil, &ch))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := decodeChange(b)
+		if err != nil {
+			if !errors.Is(err, errCorruptValue) {
+				t.Fatalf("error not marked corrupt: %v", err)
+			}
+			return
+		}
+		again, err := decodeChange(appendChange(nil, &c))
+		if err != nil || !reflect.DeepEqual(again, c) {
+			t.Fatalf("re-encoding a decoded change: %v\n%+v\n%+v", err, again, c)
+		}
+	})
+}

@@ -1,0 +1,331 @@
+package projection
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+
+	"github.com/kycstate/kycstate/domain"
+	bolt "go.etcd.io/bbolt"
+)
+
+// writer folds events into one write transaction. Projection.Apply uses one per batch and
+// Builder one per chunk of a rebuild: both go through the same code, which is what makes
+// their files identical bucket for bucket.
+//
+// Per event it appends to history, anomalies and changes (keys are stream sequences, so
+// these are appends at the right edge of their B+trees, packed full). States and index
+// entries are kept in memory, so an applicant seen several times in the transaction folds
+// from its newest state, and written once, in key order, by flush.
+type writer struct {
+	folder     *domain.Folder
+	states     *bolt.Bucket
+	history    *bolt.Bucket
+	ext        *bolt.Bucket
+	status     *bolt.Bucket
+	anomalies  *bolt.Bucket
+	changes    *bolt.Bucket
+	meta       *bolt.Bucket
+	checkpoint uint64 // the last sequence folded (the file's checkpoint when the writer starts)
+
+	touched map[domain.ApplicantID]*touched
+	mem     *arena
+	scratch []byte
+
+	// park, for a Builder, keeps states in memory rather than in the file (see parking).
+	park *parking
+
+	// index changes of one flush or spill, applied in key order: bbolt keeps a node's
+	// entries in one slice until the commit splits it, so entries put out of order into
+	// a large node cost a copy of the slice each.
+	extOps, statusOps []indexOp
+}
+
+type indexOp struct {
+	key, val []byte
+	del      bool
+}
+
+// touched is an applicant's state being folded, whether it is stored in the file, and
+// what the indexes in the file hold for it, so that flush replaces index entries that
+// changed.
+type touched struct {
+	rec           stateRec
+	inFile        bool
+	indexedExt    domain.ExternalUserID
+	indexedStatus domain.Status
+}
+
+// parking holds a Builder's states in memory, encoded, until they are written in one
+// sorted pass: to an empty bucket that is an append at its right edge, and the index
+// entries, built from final states only, likewise. Reading and rewriting states in the
+// file chunk after chunk would instead rewrite (copy on write) most state pages every
+// chunk and read them back through bbolt's map, which counts in the resident set.
+// Past budget bytes the parked states are written to the file (spilled), and from
+// then on those applicants fold from the file as in Apply.
+type parking struct {
+	states map[domain.ApplicantID][]byte
+	bytes  int
+	budget int
+}
+
+// parkOverhead approximates what a map entry costs beyond its key and value bytes.
+const parkOverhead = 96
+
+func (pk *parking) full() bool { return pk.bytes > pk.budget }
+
+// maxApplicantID bounds applicant ids as keys; ingest lets only UUIDs through.
+const maxApplicantID = 128
+
+func newWriter(tx *bolt.Tx, f *domain.Folder, mem *arena, park *parking) (*writer, error) {
+	w := &writer{
+		folder:    f,
+		states:    tx.Bucket(bucketStates),
+		history:   tx.Bucket(bucketHistory),
+		ext:       tx.Bucket(bucketExt),
+		status:    tx.Bucket(bucketStatus),
+		anomalies: tx.Bucket(bucketAnomalies),
+		changes:   tx.Bucket(bucketChanges),
+		meta:      tx.Bucket(bucketMeta),
+		touched:   make(map[domain.ApplicantID]*touched),
+		mem:       mem,
+		park:      park,
+	}
+	if w.mem == nil {
+		w.mem = &arena{}
+	}
+	if w.states == nil || w.history == nil || w.ext == nil || w.status == nil ||
+		w.anomalies == nil || w.changes == nil || w.meta == nil {
+		return nil, fmt.Errorf("%w: a bucket is missing", errCorruptValue)
+	}
+	cp, ok := keySeq(w.meta.Get(keyCheckpoint))
+	if !ok {
+		return nil, fmt.Errorf("%w: checkpoint missing", errCorruptValue)
+	}
+	w.checkpoint = cp
+	// Keys only ever grow in these buckets: full pages, no later splits.
+	w.history.FillPercent = 1.0
+	w.anomalies.FillPercent = 1.0
+	w.changes.FillPercent = 1.0
+	return w, nil
+}
+
+// event folds one event. Events at or below the checkpoint are skipped (ok false).
+func (w *writer) event(e *domain.Event) (rec domain.Record, ok bool, err error) {
+	if e.Seq <= w.checkpoint {
+		return rec, false, nil
+	}
+	if e.ApplicantID == "" || len(e.ApplicantID) > maxApplicantID || slices.Contains([]byte(e.ApplicantID), 0) {
+		return rec, false, domain.E("", domain.KindInvalid, fmt.Sprintf("event %d has no valid applicant id", e.Seq))
+	}
+	t, err := w.load(e.ApplicantID)
+	if err != nil {
+		return rec, false, err
+	}
+	var next domain.State
+	next, rec = w.folder.Apply(t.rec.State, *e)
+	t.rec.State = next
+	t.rec.Seqs = append(t.rec.Seqs, e.Seq)
+
+	key := w.mem.seqKey(e.Seq)
+	w.scratch = appendRecord(w.scratch[:0], &rec)
+	if err := w.history.Put(key, w.mem.copy(w.scratch)); err != nil {
+		return rec, false, err
+	}
+	if rec.Outcome == domain.OutcomeIrregular {
+		if err := w.anomalies.Put(key, []byte{}); err != nil {
+			return rec, false, err
+		}
+	}
+	if rec.StatusChanged() {
+		c := domain.Change{Seq: e.Seq, ApplicantID: next.ApplicantID, AppKey: next.AppKey,
+			ExternalUserID: next.ExternalUserID, From: rec.From, To: rec.To, At: rec.EventAt}
+		w.scratch = appendChange(w.scratch[:0], &c)
+		if err := w.changes.Put(key, w.mem.copy(w.scratch)); err != nil {
+			return rec, false, err
+		}
+	}
+	w.checkpoint = e.Seq
+	return rec, true, nil
+}
+
+func (w *writer) load(id domain.ApplicantID) (*touched, error) {
+	if t := w.touched[id]; t != nil {
+		return t, nil
+	}
+	t := &touched{}
+	if b, ok := w.park.get(id); ok {
+		rec, err := decodeState(b)
+		if err != nil {
+			return nil, err
+		}
+		t.rec = rec
+	} else if v := w.states.Get([]byte(id)); v != nil {
+		rec, err := decodeState(v)
+		if err != nil {
+			return nil, err
+		}
+		if rec.ApplicantID != id {
+			return nil, fmt.Errorf("%w: state under %s names %s", errCorruptValue, id, rec.ApplicantID)
+		}
+		t.rec, t.inFile, t.indexedExt, t.indexedStatus = rec, true, rec.ExternalUserID, rec.Status
+	}
+	w.touched[id] = t
+	return t, nil
+}
+
+func (pk *parking) get(id domain.ApplicantID) ([]byte, bool) {
+	if pk == nil {
+		return nil, false
+	}
+	b, ok := pk.states[id]
+	return b, ok
+}
+
+func (pk *parking) put(id domain.ApplicantID, enc []byte) {
+	if old, ok := pk.states[id]; ok {
+		pk.bytes -= len(old)
+	} else {
+		pk.bytes += len(id) + parkOverhead
+	}
+	pk.states[id] = enc
+	pk.bytes += len(enc)
+}
+
+// flush writes the touched states and their index changes in key order (or parks them),
+// and the checkpoint. The writer can go on folding afterwards (in the same transaction).
+func (w *writer) flush() error {
+	ids := make([]domain.ApplicantID, 0, len(w.touched))
+	for id := range w.touched {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		t := w.touched[id]
+		w.scratch = appendState(w.scratch[:0], &t.rec)
+		if w.park != nil && !t.inFile {
+			w.park.put(id, bytes.Clone(w.scratch))
+			continue
+		}
+		if err := w.store(id, w.scratch, &t.rec.State, t.indexedExt, t.indexedStatus); err != nil {
+			return err
+		}
+		t.inFile, t.indexedExt, t.indexedStatus = true, t.rec.ExternalUserID, t.rec.Status
+	}
+	if err := w.applyIndexOps(); err != nil {
+		return err
+	}
+	return w.meta.Put(keyCheckpoint, w.mem.seqKey(w.checkpoint))
+}
+
+// spill writes every parked state to the file, with its index entries, in key order.
+// The touched states must have been flushed.
+func (w *writer) spill() error {
+	if w.park == nil || len(w.park.states) == 0 {
+		return nil
+	}
+	ids := make([]domain.ApplicantID, 0, len(w.park.states))
+	for id := range w.park.states {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		enc := w.park.states[id]
+		rec, err := decodeState(enc)
+		if err != nil {
+			return err
+		}
+		if err := w.store(id, enc, &rec.State, "", domain.StatusNone); err != nil {
+			return err
+		}
+		if t := w.touched[id]; t != nil {
+			t.inFile, t.indexedExt, t.indexedStatus = true, rec.ExternalUserID, rec.Status
+		}
+	}
+	w.park.states, w.park.bytes = make(map[domain.ApplicantID][]byte), 0
+	return w.applyIndexOps()
+}
+
+func (w *writer) applyIndexOps() error {
+	for _, x := range []struct {
+		b   *bolt.Bucket
+		ops *[]indexOp
+	}{{w.ext, &w.extOps}, {w.status, &w.statusOps}} {
+		slices.SortFunc(*x.ops, func(a, b indexOp) int { return bytes.Compare(a.key, b.key) })
+		for _, op := range *x.ops {
+			var err error
+			if op.del {
+				err = x.b.Delete(op.key)
+			} else {
+				err = x.b.Put(op.key, op.val)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		*x.ops = (*x.ops)[:0]
+	}
+	return nil
+}
+
+// store puts an applicant's encoded state in the file and queues the index changes from
+// indexedExt and indexedStatus (what the file's indexes hold for it) to its current ones.
+func (w *writer) store(id domain.ApplicantID, enc []byte, st *domain.State, indexedExt domain.ExternalUserID, indexedStatus domain.Status) error {
+	if err := w.states.Put(w.mem.copyString(string(id)), w.mem.copy(enc)); err != nil {
+		return err
+	}
+	if ext := st.ExternalUserID; ext != indexedExt {
+		if indexableExt(indexedExt) {
+			w.extOps = append(w.extOps, indexOp{key: indexKey(string(indexedExt), id), del: true})
+		}
+		if indexableExt(ext) {
+			w.extOps = append(w.extOps, indexOp{key: w.mem.copy(indexKey(string(ext), id)), val: w.mem.copyString(string(st.AppKey))})
+		}
+	}
+	if s := st.Status; s != indexedStatus {
+		if indexedStatus != domain.StatusNone {
+			w.statusOps = append(w.statusOps, indexOp{key: indexKey(string(indexedStatus), id), del: true})
+		}
+		if s != domain.StatusNone {
+			w.statusOps = append(w.statusOps, indexOp{key: w.mem.copy(indexKey(string(s), id)), val: []byte{}})
+		}
+	}
+	return nil
+}
+
+func indexableExt(ext domain.ExternalUserID) bool {
+	return ext != "" && len(ext) <= maxIndexedExt
+}
+
+// arena holds the keys and values handed to bbolt, which keeps referring to them until
+// the transaction commits: carving them out of large blocks spares an allocation each.
+type arena struct {
+	blk  []byte
+	grow int
+}
+
+func (a *arena) alloc(n int) []byte {
+	if cap(a.blk)-len(a.blk) < n {
+		a.grow = min(max(a.grow*2, 16<<10), 1<<20)
+		a.blk = make([]byte, 0, max(a.grow, n))
+	}
+	start := len(a.blk)
+	a.blk = a.blk[:start+n]
+	return a.blk[start : start+n : start+n]
+}
+
+func (a *arena) copy(b []byte) []byte {
+	out := a.alloc(len(b))
+	copy(out, b)
+	return out
+}
+
+func (a *arena) copyString(s string) []byte {
+	out := a.alloc(len(s))
+	copy(out, s)
+	return out
+}
+
+func (a *arena) seqKey(seq uint64) []byte {
+	return appendSeqKey(a.alloc(8)[:0], seq)
+}
