@@ -76,6 +76,11 @@ const (
 	EventDuplicatePhone            EventType = "applicantDuplicatePhone"
 )
 
+// EventErased is the operator event that erases an applicant's personal data (DESIGN.md
+// section 11). Only an event of OriginOperator has that effect: a webhook that calls
+// itself applicantErased is an unknown event like any other name Allpass does not send.
+const EventErased EventType = "applicantErased"
+
 // Class classifies an event type by its effect on the fold. It is named apart from
 // ErrorKind (KindInvalid, ...), which classifies failures.
 type Class int
@@ -84,6 +89,7 @@ const (
 	ClassUnknown    Class = iota // any name Allpass may add later: stored, shown, no effect
 	ClassStatus                  // moves the applicant's status
 	ClassAnnotation              // records steps, flags or warnings
+	ClassErasure                 // applicantErased: personal data goes, the trail stays
 )
 
 // Class returns the catalogue class of t.
@@ -95,8 +101,36 @@ func (t EventType) Class() Class {
 	case EventStepPassed, EventDuplicateDocument, EventExpiredDocument,
 		EventAdditionalDocumentStepErr, EventDuplicateEmail, EventDuplicatePhone:
 		return ClassAnnotation
+	case EventErased:
+		return ClassErasure
 	}
 	return ClassUnknown
+}
+
+// Origin is where an event came from (DESIGN.md section 3).
+type Origin string
+
+const (
+	// OriginWebhook is an Allpass webhook. Events stored before origins were recorded
+	// carry none and are webhooks: OrDefault says so.
+	OriginWebhook Origin = "webhook"
+	// OriginOpenAPI is a status read from Allpass's Open API by reconciliation (section 10).
+	OriginOpenAPI Origin = "openapi"
+	// OriginOperator is an event an operator caused: an erasure (section 11).
+	OriginOperator Origin = "operator"
+)
+
+// OrDefault returns o, or OriginWebhook for an event stored without an origin.
+func (o Origin) OrDefault() Origin {
+	if o == "" {
+		return OriginWebhook
+	}
+	return o
+}
+
+// Valid reports whether o is one of the three origins.
+func (o Origin) Valid() bool {
+	return o == OriginWebhook || o == OriginOpenAPI || o == OriginOperator
 }
 
 // Target returns the status a status event moves to, and false for other events.
@@ -121,11 +155,13 @@ var statusOf = map[EventType]Status{
 // StoredVersion is the version of the stored message format written by this build.
 const StoredVersion = 1
 
-// Event is one webhook as the event log stores it (DESIGN.md section 3). The JSON form
+// Event is one event as the event log stores it (DESIGN.md section 3): a webhook, a
+// status reconciled from the Open API, or an operator's erasure (Origin says which). The JSON form
 // is the stored message; Seq and Stored are filled when the event is read back.
 type Event struct {
 	V              int            `json:"v"`
 	Provider       string         `json:"provider"`
+	Origin         Origin         `json:"origin,omitempty"`
 	AppKey         AppKey         `json:"appKey"`
 	ApplicantID    ApplicantID    `json:"applicantId"`
 	ExternalUserID ExternalUserID `json:"externalUserId,omitempty"`
@@ -160,4 +196,5 @@ const (
 	SourcePayloadTimestamp = "payload.timestamp"
 	SourceEnvelopeTime     = "envelope.time"
 	SourceReceived         = "received"
+	SourceOpenAPITime      = "openapi.time" // a reconciled status: the Open API response's time
 )

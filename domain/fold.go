@@ -16,7 +16,7 @@ import (
 // Outcome is what the fold decided about one event. Every event gets exactly one.
 type Outcome string
 
-// The six outcomes, in the order the fold checks them (DESIGN.md section 5).
+// The outcomes, in the order the fold checks them (DESIGN.md section 5).
 const (
 	OutcomeDuplicate Outcome = "duplicate" // same type, stepName and eventAt as an event already applied
 	OutcomeStale     Outcome = "stale"     // a status event older than the latest applied status event
@@ -24,7 +24,21 @@ const (
 	OutcomeIrregular Outcome = "irregular" // a transition the table does not list: applied and flagged
 	OutcomeAnnotated Outcome = "annotated" // steps passed, flags, warnings recorded
 	OutcomeUnknown   Outcome = "unknown"   // an event name not in the catalogue: recorded, no effect
+	// OutcomeReconciled is a status read from the Open API that changes the status: applied
+	// whatever the table says (Allpass's current truth skips steps), not an anomaly.
+	OutcomeReconciled Outcome = "reconciled"
+	// OutcomeErased is an operator's erasure: the status stays, personal data goes.
+	OutcomeErased Outcome = "erased"
 )
+
+// Outcomes lists every outcome, in the order the fold checks them.
+func Outcomes() []Outcome {
+	return []Outcome{OutcomeDuplicate, OutcomeStale, OutcomeApplied, OutcomeIrregular,
+		OutcomeAnnotated, OutcomeUnknown, OutcomeReconciled, OutcomeErased}
+}
+
+// Valid reports whether o is one of the outcomes.
+func (o Outcome) Valid() bool { return slices.Contains(Outcomes(), o) }
 
 // Digest is the per-applicant hash chain: SHA-256(previous digest || stored event bytes).
 type Digest [32]byte
@@ -79,6 +93,11 @@ type State struct {
 	Warnings       []string       `json:"warnings"`
 	Anomalies      int            `json:"anomalies"`
 	Digest         Digest         `json:"digest"`
+	// ReconciledAt is the eventAt of the latest reconciled event (zero: never).
+	ReconciledAt time.Time `json:"reconciledAt"`
+	// Erased is set by the applicant's erasure and never cleared: ExternalUserID stays
+	// empty from then on, whatever later events carry.
+	Erased bool `json:"erased"`
 	// Seen holds the fingerprints (type, stepName, eventAt) of the events applied so far,
 	// sorted, for the duplicate rule. Eight bytes each: a false duplicate needs a 64-bit
 	// collision within one applicant's few dozen events.
@@ -94,6 +113,7 @@ type Record struct {
 	AppKey         AppKey         `json:"appKey"`
 	ExternalUserID ExternalUserID `json:"externalUserId,omitempty"`
 	Type           EventType      `json:"type"`
+	Origin         Origin         `json:"origin"`
 	EventAt        time.Time      `json:"eventAt"`
 	EventAtSource  string         `json:"eventAtSource"`
 	ReceivedAt     time.Time      `json:"receivedAt"`
@@ -181,13 +201,16 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 
 	rec := Record{
 		Seq: e.Seq, ApplicantID: e.ApplicantID, AppKey: e.AppKey, ExternalUserID: e.ExternalUserID,
-		Type: e.Type, EventAt: e.EventAt, EventAtSource: e.EventAtSource, ReceivedAt: e.ReceivedAt,
+		Type: e.Type, Origin: e.Origin.OrDefault(), EventAt: e.EventAt, EventAtSource: e.EventAtSource, ReceivedAt: e.ReceivedAt,
 		From: s.Status, To: s.Status, StepName: e.StepName, Warnings: nonNil(e.Warnings),
 		Digest: next.Digest,
 	}
 
 	fp := fingerprint(e)
 	class := e.Type.Class()
+	if class == ClassErasure && rec.Origin != OriginOperator {
+		class = ClassUnknown // only an operator erases; a webhook of that name is unknown
+	}
 	switch {
 	case next.seen(fp):
 		rec.Outcome = OutcomeDuplicate
@@ -200,19 +223,31 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 	next.markSeen(fp)
 	// An unknown event has no effect (DESIGN.md section 5), and that includes the
 	// externalUserId it may carry: its meaning is not known until the name is catalogued.
-	if e.ExternalUserID != "" && class != ClassUnknown {
+	// After an erasure no event brings personal data back.
+	if e.ExternalUserID != "" && class != ClassUnknown && !next.Erased {
 		next.ExternalUserID = e.ExternalUserID
 	}
 	switch class {
 	case ClassStatus:
 		to, _ := e.Type.Target()
 		rec.Outcome = OutcomeApplied
-		if to != s.Status && !f.Regular(s.Status, e.Type) {
+		switch {
+		case to == s.Status:
+		case rec.Origin == OriginOpenAPI:
+			// Rule 7: the Open API is Allpass's current truth, reached by steps no webhook
+			// told; rules 1 and 2 (duplicate, stale) have already had their say.
+			rec.Outcome = OutcomeReconciled
+			next.ReconciledAt = e.EventAt
+		case !f.Regular(s.Status, e.Type):
 			rec.Outcome = OutcomeIrregular
 			next.Anomalies++
 		}
 		next.Status, next.StatusAt, rec.To = to, e.EventAt, to
 		next.Warnings = appendNew(next.Warnings, e.Warnings...)
+	case ClassErasure:
+		rec.Outcome = OutcomeErased
+		next.Erased = true
+		next.ExternalUserID = ""
 	case ClassAnnotation:
 		rec.Outcome = OutcomeAnnotated
 		if e.Type == EventStepPassed {
@@ -245,7 +280,7 @@ func (f *Folder) Refold(records []Record) State {
 func (r Record) Event() Event {
 	return Event{
 		Seq: r.Seq, AppKey: r.AppKey, ApplicantID: r.ApplicantID, ExternalUserID: r.ExternalUserID,
-		Type: r.Type, StepName: r.StepName, Warnings: r.Warnings, EventAt: r.EventAt,
+		Type: r.Type, Origin: r.Origin, StepName: r.StepName, Warnings: r.Warnings, EventAt: r.EventAt,
 		EventAtSource: r.EventAtSource, ReceivedAt: r.ReceivedAt,
 	}
 }

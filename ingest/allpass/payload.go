@@ -106,6 +106,7 @@ func parsePayload(app domain.AppKey, plaintext []byte, envelopeTime string, rece
 
 	ev.V = domain.StoredVersion
 	ev.Provider = Provider
+	ev.Origin = domain.OriginWebhook
 	ev.AppKey = domain.AppKey(key)
 	ev.ApplicantID = domain.ApplicantID(id)
 	ev.ExternalUserID = domain.ExternalUserID(ext)

@@ -30,6 +30,9 @@ func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
 	b = append(b, `{"v":`...)
 	b = strconv.AppendInt(b, int64(ev.V), 10)
 	b = appendField(b, "provider", ev.Provider)
+	if ev.Origin != "" {
+		b = appendField(b, "origin", string(ev.Origin))
+	}
 	b = appendField(b, "appKey", string(ev.AppKey))
 	b = appendField(b, "applicantId", string(ev.ApplicantID))
 	if ev.ExternalUserID != "" {
@@ -209,6 +212,10 @@ func fastDecodeEvent(data []byte, ev *domain.Event, skipRaw bool) bool {
 		case "provider":
 			bit = 1 << 1
 			ev.Provider, ok = d.str()
+		case "origin":
+			bit = 1 << 13
+			s, ok = d.str()
+			ev.Origin = domain.Origin(s)
 		case "appKey":
 			bit = 1 << 2
 			s, ok = d.str()
@@ -675,6 +682,8 @@ func internString(b []byte) string {
 	switch string(b) {
 	case "allpass":
 		return "allpass"
+	case string(domain.OriginWebhook):
+		return string(domain.OriginWebhook)
 	case string(domain.EventCreated):
 		return string(domain.EventCreated)
 	case string(domain.EventIncomplete):

@@ -22,19 +22,26 @@ import (
 // Layouts (uvarint lengths and counts; times as zigzag varint Unix seconds + uvarint
 // nanoseconds, read back in UTC):
 //
-//	state:  0x01 digest[32] lastSeq events anomalies applicantId appKey externalUserId
-//	        status statusAt lastEventAt stepsPassed flags warnings
+//	state:  0x02 digest[32] lastSeq events anomalies applicantId appKey externalUserId
+//	        status statusAt lastEventAt reconciledAt erased(0|1) stepsPassed flags warnings
 //	        seen(count, 8 bytes each, ascending) seqs(count, first, deltas > 0)
-//	record: 0x01 seq applicantId appKey externalUserId type eventAt eventAtSource
+//	record: 0x02 seq applicantId appKey externalUserId type origin eventAt eventAtSource
 //	        receivedAt outcome from to stepName warnings digest[32]
 //	change: 0x01 seq applicantId appKey externalUserId from to at
+//
+// Format 1 of states and records (before origins, reconciliation and erasure) lacks
+// reconciledAt, erased and origin; it is still read, as "never reconciled, not erased,
+// a webhook", so a projection written by an older build keeps serving until rebuilt.
 //
 // Decoders check every length against the bytes left, so a scribbled value gives an
 // error, never a panic or a huge allocation.
 const (
-	stateFormat  = 1
-	recordFormat = 1
+	stateFormat  = 2
+	recordFormat = 2
 	changeFormat = 1
+
+	stateFormatV1  = 1
+	recordFormatV1 = 1
 )
 
 // errCorruptValue marks a value that does not decode: the file was damaged or written by
@@ -65,6 +72,8 @@ func appendState(b []byte, r *stateRec) []byte {
 	b = appendString(b, string(r.Status))
 	b = appendTime(b, r.StatusAt)
 	b = appendTime(b, r.LastEventAt)
+	b = appendTime(b, r.ReconciledAt)
+	b = appendBool(b, r.Erased)
 	b = appendStrings(b, r.StepsPassed)
 	b = appendStrings(b, r.Flags)
 	b = appendStrings(b, r.Warnings)
@@ -84,7 +93,8 @@ func appendState(b []byte, r *stateRec) []byte {
 func decodeState(b []byte) (stateRec, error) {
 	var r stateRec
 	d := decoder{b: b}
-	if v := d.byte(); v != stateFormat {
+	v := d.byte()
+	if v != stateFormat && v != stateFormatV1 {
 		return r, d.failf("state format %d", v)
 	}
 	copy(r.Digest[:], d.bytes(len(r.Digest)))
@@ -97,6 +107,10 @@ func decodeState(b []byte) (stateRec, error) {
 	r.Status = domain.Status(d.string())
 	r.StatusAt = d.time()
 	r.LastEventAt = d.time()
+	if v >= 2 {
+		r.ReconciledAt = d.time()
+		r.Erased = d.bool()
+	}
 	r.StepsPassed = d.strings()
 	r.Flags = d.strings()
 	r.Warnings = d.strings()
@@ -137,7 +151,7 @@ func decodeState(b []byte) (stateRec, error) {
 // stateDigest reads the digest of an encoded state without decoding the rest.
 func stateDigest(b []byte) (domain.Digest, error) {
 	var dg domain.Digest
-	if len(b) < digestOffset+len(dg) || b[0] != stateFormat {
+	if len(b) < digestOffset+len(dg) || (b[0] != stateFormat && b[0] != stateFormatV1) {
 		return dg, fmt.Errorf("%w: state too short or format %d", errCorruptValue, firstByte(b))
 	}
 	copy(dg[:], b[digestOffset:])
@@ -151,6 +165,7 @@ func appendRecord(b []byte, r *domain.Record) []byte {
 	b = appendString(b, string(r.AppKey))
 	b = appendString(b, string(r.ExternalUserID))
 	b = appendString(b, string(r.Type))
+	b = appendString(b, string(r.Origin))
 	b = appendTime(b, r.EventAt)
 	b = appendString(b, r.EventAtSource)
 	b = appendTime(b, r.ReceivedAt)
@@ -165,7 +180,8 @@ func appendRecord(b []byte, r *domain.Record) []byte {
 func decodeRecord(b []byte) (domain.Record, error) {
 	var r domain.Record
 	d := decoder{b: b}
-	if v := d.byte(); v != recordFormat {
+	v := d.byte()
+	if v != recordFormat && v != recordFormatV1 {
 		return r, d.failf("record format %d", v)
 	}
 	r.Seq = d.uvarint()
@@ -173,6 +189,10 @@ func decodeRecord(b []byte) (domain.Record, error) {
 	r.AppKey = domain.AppKey(d.string())
 	r.ExternalUserID = domain.ExternalUserID(d.string())
 	r.Type = domain.EventType(d.string())
+	r.Origin = domain.OriginWebhook
+	if v >= 2 {
+		r.Origin = domain.Origin(d.string())
+	}
 	r.EventAt = d.time()
 	r.EventAtSource = d.string()
 	r.ReceivedAt = d.time()
@@ -186,7 +206,7 @@ func decodeRecord(b []byte) (domain.Record, error) {
 		return r, err
 	}
 	switch {
-	case !knownOutcome(r.Outcome):
+	case !r.Outcome.Valid():
 		return r, d.failf("outcome %q", r.Outcome)
 	case r.From != domain.StatusNone && !r.From.Valid(), r.To != domain.StatusNone && !r.To.Valid():
 		return r, d.failf("status %q -> %q", r.From, r.To)
@@ -227,13 +247,11 @@ func decodeChange(b []byte) (domain.Change, error) {
 	return c, nil
 }
 
-func knownOutcome(o domain.Outcome) bool {
-	switch o {
-	case domain.OutcomeDuplicate, domain.OutcomeStale, domain.OutcomeApplied,
-		domain.OutcomeIrregular, domain.OutcomeAnnotated, domain.OutcomeUnknown:
-		return true
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
 	}
-	return false
+	return append(b, 0)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -286,6 +304,17 @@ func (d *decoder) byte() byte {
 	c := d.b[0]
 	d.b = d.b[1:]
 	return c
+}
+
+func (d *decoder) bool() bool {
+	switch d.byte() {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	d.failf("bool out of range")
+	return false
 }
 
 func (d *decoder) bytes(n int) []byte {

@@ -1,0 +1,67 @@
+package domain_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+func withOrigin(o domain.Origin) func(*domain.Event) { return func(e *domain.Event) { e.Origin = o } }
+
+// Rule 7: a status read from the Open API that changes the status is applied whatever the
+// table says and is no anomaly; duplicate and stale still come first; an Open API status
+// equal to the current one is a plain applied event.
+func TestReconciled(t *testing.T) {
+	openapi := withOrigin(domain.OriginOpenAPI)
+	s := runSteps(t, []step{
+		{ev(t, 1, "applicantCreated", at(0)), "applied", "INIT"},
+		{ev(t, 2, "applicantApproved", at(50), openapi), "reconciled", "APPROVED"}, // INIT -> APPROVED is not in the table
+		{ev(t, 3, "applicantApproved", at(50), openapi), "duplicate", "APPROVED"},
+		{ev(t, 4, "applicantRejected", at(40), openapi), "stale", "APPROVED"},
+		{ev(t, 5, "applicantApproved", at(60), openapi), "applied", "APPROVED"},
+		{ev(t, 6, "applicantInReview", at(70)), "irregular", "IN_REVIEW"}, // a webhook still is checked against the table
+	})
+	if s.Anomalies != 1 {
+		t.Errorf("anomalies = %d, want 1 (the webhook only)", s.Anomalies)
+	}
+	if !s.ReconciledAt.Equal(at(50)) {
+		t.Errorf("reconciledAt = %v, want %v", s.ReconciledAt, at(50))
+	}
+	var rec domain.Record
+	_, rec = domain.Apply(domain.State{}, ev(t, 1, "applicantCreated", at(0)))
+	if rec.Origin != domain.OriginWebhook {
+		t.Errorf("an event stored without an origin is recorded as %q, want webhook", rec.Origin)
+	}
+}
+
+// Rule 8: an operator's erasure keeps the status and the trail and drops the
+// externalUserId for good; a webhook calling itself applicantErased erases nothing.
+func TestErased(t *testing.T) {
+	ext := withExt("user-7")
+	s := runSteps(t, []step{
+		{ev(t, 1, "applicantCreated", at(0), ext), "applied", "INIT"},
+		{ev(t, 2, "applicantErased", at(10), ext), "unknown", "INIT"},
+	})
+	if s.Erased || s.ExternalUserID != "user-7" {
+		t.Fatalf("a webhook named applicantErased erased: %+v", s)
+	}
+	s = runSteps(t, []step{
+		{ev(t, 1, "applicantCreated", at(0), ext), "applied", "INIT"},
+		{ev(t, 2, "applicantInProgress", at(5), ext), "applied", "IN_PROGRESS"},
+		{ev(t, 3, "applicantErased", at(10), withOrigin(domain.OriginOperator)), "erased", "IN_PROGRESS"},
+		{ev(t, 4, "applicantApproved", at(20), ext), "applied", "APPROVED"},
+		{ev(t, 5, "applicantErased", at(30), withOrigin(domain.OriginOperator)), "erased", "APPROVED"},
+	})
+	if !s.Erased || s.ExternalUserID != "" || s.Events != 5 || s.StatusAt != at(20) {
+		t.Fatalf("after erasure: erased %v, externalUserId %q, events %d, statusAt %v", s.Erased, s.ExternalUserID, s.Events, s.StatusAt.Format(time.TimeOnly))
+	}
+	for _, o := range domain.Outcomes() {
+		if !o.Valid() {
+			t.Errorf("%q not valid", o)
+		}
+	}
+	if domain.Outcome("nope").Valid() {
+		t.Error(`"nope" is valid`)
+	}
+}
