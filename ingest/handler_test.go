@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/kycstate/kycstate/store"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -201,12 +202,7 @@ func decodeAnswer(tb testing.TB, status int, header http.Header, raw []byte) ans
 		a.seq, a.duplicate = *ok.Seq, *ok.Duplicate
 		return a
 	}
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var e httperr.Body
 	if err := json.Unmarshal(raw, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
 		tb.Fatalf("status %d: body %q is not a JSON error: %v", status, raw, err)
 	}
