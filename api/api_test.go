@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 )
 
@@ -364,5 +365,23 @@ func TestNewHTTPServerOutlastsTheLongestWait(t *testing.T) {
 	srv := NewHTTPServer(":0", http.NotFoundHandler())
 	if srv.WriteTimeout <= DefaultMaxChangesWait || srv.ReadHeaderTimeout == 0 || srv.IdleTimeout == 0 {
 		t.Errorf("timeouts: write %v read header %v idle %v", srv.WriteTimeout, srv.ReadHeaderTimeout, srv.IdleTimeout)
+	}
+}
+
+// An error of the projection is answered with its kind's status and generic message: its
+// text names the store's internals and goes to the log only.
+func TestProjectionErrorsAreCallerSafe(t *testing.T) {
+	f := newFixture(t, nil)
+	f.proj.Close()
+	for _, target := range []string{"/v1/applicants/" + string(idA), "/v1/applicants/" + string(idA) + "/history", "/v1/anomalies"} {
+		rec := f.get(t, target, auditorToken)
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("%s on a closed projection: %d %s, want 503", target, rec.Code, rec.Body)
+			continue
+		}
+		checkErrorBody(t, rec, client.CodeUnavailable, "retry later")
+		if strings.Contains(rec.Body.String(), "store") || strings.Contains(rec.Body.String(), "closed") {
+			t.Errorf("%s: internals reached the caller: %s", target, rec.Body)
+		}
 	}
 }

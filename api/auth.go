@@ -35,11 +35,11 @@ func (s *server) require(need Role, h http.Handler) http.Handler {
 				challenge += `, error="invalid_token"`
 			}
 			w.Header().Set("WWW-Authenticate", challenge)
-			writeError(w, r, s.log, domain.E("Authorization", domain.KindUnauthorized, err))
+			s.errs.Write(w, r, errParam("Authorization", domain.KindUnauthorized, err.Error()))
 			return
 		}
 		if !p.role.allows(need) {
-			writeError(w, r, s.log, domain.E("Authorization", domain.KindForbidden,
+			s.errs.Write(w, r, errParam("Authorization", domain.KindForbidden,
 				"role "+string(p.role)+" may not use this route; it needs "+string(need)))
 			return
 		}

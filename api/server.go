@@ -2,9 +2,10 @@
 // point-in-time state, history, lists, anomalies and the change feed, served from the
 // bbolt projection, behind bearer tokens with two roles.
 //
-// routes.go lists every route; encode.go holds all encoding, decoding and the mapping of
-// error kinds to HTTP statuses; openapi.yaml describes the surface and is checked against
-// real responses by the tests.
+// routes.go lists every route; encode.go holds all encoding and decoding; error kinds
+// become statuses in internal/httperr, as for every listener; the response types are
+// api/client's, which Go callers decode with; openapi.yaml describes the surface and is
+// checked against real responses by the tests.
 package api
 
 import (
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -93,6 +95,7 @@ type server struct {
 	proj           *projection.Projection
 	tokens         []tokenHash
 	log            *zap.Logger
+	errs           httperr.Writer // answers every handler's error
 	gatherer       prometheus.Gatherer
 	metrics        *metrics
 	ready          func(ctx context.Context) error
@@ -140,6 +143,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		s.log = zap.NewNop()
 	}
 	s.log = s.log.Named("api")
+	s.errs = httperr.Writer{Log: s.log}
 	if s.maxWait <= 0 {
 		s.maxWait = DefaultMaxWait
 	}
