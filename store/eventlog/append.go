@@ -36,8 +36,10 @@ func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
 // drifts from the first. A ctx without a deadline gets the JetStream client's default
 // request timeout (5 s), so no Append waits forever.
 //
-// Append stamps ev.V with domain.StoredVersion (the format this build writes) and
-// refuses an event that claims another version. For a duplicate, ev is replaced by the
+// Append stamps ev.V with the format this log writes, whichever version the caller
+// built (an unknown one is refused): domain.StoredVersion, sealed by the log's Keyring,
+// or StoredVersionClear for a log opened without master keys. On success ev is the
+// event as stored (sealed). For a duplicate, ev is replaced by the
 // original as stored (its receivedAt is the first delivery's), so ev.Stored is always
 // the exact bytes at ev.Seq; if the original cannot be read back, ev.Stored is nil.
 // KindTooLarge when the message exceeds the server's maximum payload.
@@ -53,15 +55,22 @@ func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (
 	if err != nil {
 		return 0, false, domain.E(op, domain.KindInvalid, err)
 	}
-	switch ev.V {
-	case 0:
-		ev.V = domain.StoredVersion
-	case domain.StoredVersion:
+	// The event is sealed on a copy, so that a caller retrying with ev after a failure
+	// retries with its personal fields.
+	stored := *ev
+	switch stored.V {
+	case 0, domain.StoredVersionClear, domain.StoredVersion:
 	default:
 		return 0, false, domain.E(op, domain.KindInvalid,
 			fmt.Sprintf("event version %d; this build writes %d", ev.V, domain.StoredVersion))
 	}
-	data, err := appendStoredEvent(make([]byte, 0, 512+len(ev.Payload)+rawLen(ev)), ev)
+	stored.V = domain.StoredVersionClear
+	if l.keys != nil {
+		if err := l.keys.Seal(ctx, &stored); err != nil {
+			return 0, false, err
+		}
+	}
+	data, err := appendStoredEvent(make([]byte, 0, 640+len(ev.Payload)*4/3+rawLen(ev)*4/3), &stored)
 	if err != nil {
 		return 0, false, domain.E(op, domain.KindInvalid, err)
 	}
@@ -85,6 +94,7 @@ func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (
 		l.loadOriginal(ctx, ev, ack.Sequence)
 		return ack.Sequence, true, nil
 	}
+	*ev = stored
 	ev.Seq, ev.Stored = ack.Sequence, data
 	return ack.Sequence, false, nil
 }
