@@ -228,8 +228,10 @@ func TestSealedValueTamperedOrMoved(t *testing.T) {
 		return base64.StdEncoding.EncodeToString(b)
 	}
 	cases := map[string]func(e *domain.Event){
-		"payload flipped":              func(e *domain.Event) { e.Sealed = flip(e.Sealed) },
-		"ext flipped":                  func(e *domain.Event) { e.SealedExternalUserID = domain.SealedExternalUserID(flip(string(e.SealedExternalUserID))) },
+		"payload flipped": func(e *domain.Event) { e.Sealed = flip(e.Sealed) },
+		"ext flipped": func(e *domain.Event) {
+			e.SealedExternalUserID = domain.SealedExternalUserID(flip(string(e.SealedExternalUserID)))
+		},
 		"payload from another event":   func(e *domain.Event) { e.Sealed = a1.Sealed },
 		"payload from other applicant": func(e *domain.Event) { e.Sealed = b0.Sealed },
 		"ext from other applicant":     func(e *domain.Event) { e.SealedExternalUserID = b0.SealedExternalUserID },
