@@ -135,6 +135,7 @@ func runService(ctx context.Context, e *env, args []string, name, help string, w
 			Projection: proj, Tokens: apiTokens(r), Logger: lg,
 			Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 			Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
+			Lag:    pj.Lag,
 			Verify: func(ctx context.Context) (domain.VerifyResult, error) { return store.Verify(ctx, elog, proj) },
 		})
 		if err != nil {
