@@ -30,9 +30,11 @@
     a.textContent = c.applicantId;
     td.appendChild(a);
     tr.appendChild(td);
-    cell(tr, c.externalUserId || "\u2014");
-    cell(tr, c.from + " \u2192 " + c.to);
-    cell(tr, c.at);
+    cell(tr, c.externalUserId || "\u2014", "text");
+    cell(tr, c.from + " \u2192 " + c.to, "move");
+    var at = document.createElement("time");
+    at.textContent = c.at;
+    cell(tr, "").appendChild(at);
     return tr;
   }
 
