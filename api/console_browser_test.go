@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"go.uber.org/goleak"
 )
@@ -308,7 +309,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if loc := b.location(); loc != "/console/applicants/"+string(idE) {
 			t.Errorf("one match: at %s, want applicant E", loc)
 		}
-		want := apiJSON[stateView](t, f, "/v1/applicants/"+string(idE))
+		want := apiJSON[client.State](t, f, "/v1/applicants/"+string(idE))
 		if got := b.text("applicant-status"); got != *want.Status {
 			t.Errorf("status %q, API says %q", got, *want.Status)
 		}
@@ -333,7 +334,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			b.open("/console/applicants/" + string(id))
 			b.do(chromedp.WaitVisible(hook("applicant-status")))
 			got := evalJS[[]string](b, `Array.from(document.querySelectorAll('[data-test="history-row"]')).map(e => e.dataset.seq + ":" + e.dataset.outcome)`)
-			h := apiJSON[historyView](t, f, "/v1/applicants/"+string(id)+"/history")
+			h := apiJSON[client.History](t, f, "/v1/applicants/"+string(id)+"/history")
 			var want []string
 			for _, e := range h.Events {
 				want = append(want, strings.Join([]string{jsonNum(e.Seq), string(e.Outcome)}, ":"))
@@ -341,7 +342,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			if strings.Join(got, " ") != strings.Join(want, " ") {
 				t.Errorf("%s: rows %v, API history %v", id, got, want)
 			}
-			st := apiJSON[stateView](t, f, "/v1/applicants/"+string(id))
+			st := apiJSON[client.State](t, f, "/v1/applicants/"+string(id))
 			if got, want := b.text("applicant-status"), statusOrNone(st.Status); got != want {
 				t.Errorf("%s: status %q, API %q", id, got, want)
 			}
@@ -356,7 +357,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		for _, seq := range []string{"3", "10", "13", "19"} {
 			b.open(A)
 			b.fill("asof-seq", seq, "asof-submit", "applicant-status")
-			want := apiJSON[stateView](t, f, "/v1/applicants/"+string(idA)+"?seq="+seq)
+			want := apiJSON[client.State](t, f, "/v1/applicants/"+string(idA)+"?seq="+seq)
 			if got := b.text("applicant-status"); got != statusOrNone(want.Status) {
 				t.Errorf("seq %s: %q, API %q", seq, got, statusOrNone(want.Status))
 			}
@@ -367,7 +368,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		at := base.Add(12*time.Minute + 30*time.Second).Format(time.RFC3339)
 		b.open(A)
 		b.fill("asof-time", at, "asof-submit", "applicant-status")
-		want := apiJSON[stateView](t, f, "/v1/applicants/"+string(idA)+"?at="+url.QueryEscape(at))
+		want := apiJSON[client.State](t, f, "/v1/applicants/"+string(idA)+"?at="+url.QueryEscape(at))
 		if got := b.text("applicant-status"); got != statusOrNone(want.Status) {
 			t.Errorf("at %s: %q, API %q", at, got, statusOrNone(want.Status))
 		}
@@ -404,7 +405,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.t = t
 		b.open("/console/anomalies")
 		b.do(chromedp.WaitVisible(hook("anomaly-row")))
-		want := apiJSON[anomaliesView](t, f, "/v1/anomalies")
+		want := apiJSON[client.Anomalies](t, f, "/v1/anomalies")
 		if n := b.count("anomaly-row"); n != len(want.Anomalies) {
 			t.Errorf("%d rows, API lists %d", n, len(want.Anomalies))
 		}
@@ -421,7 +422,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.t = t
 		b.open("/console/changes")
 		b.do(chromedp.WaitVisible(hook("change-row")))
-		want := apiJSON[changesView](t, f, "/v1/changes")
+		want := apiJSON[client.Changes](t, f, "/v1/changes")
 		before := b.count("change-row")
 		if before != len(want.Changes) {
 			t.Errorf("%d rows, API lists %d changes", before, len(want.Changes))
