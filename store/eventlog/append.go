@@ -43,39 +43,21 @@ func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
 // KindTooLarge when the message exceeds the server's maximum payload.
 func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error) {
 	const op = "eventlog.EventLog.Append"
-	if ev == nil {
-		return 0, false, domain.E(op, domain.KindInvalid, "no event")
-	}
-	if msgID == "" {
-		return 0, false, domain.E(op, domain.KindInvalid, "empty message id")
-	}
-	subject, err := Subject(ev.AppKey, ev.ApplicantID)
+	msg, err := l.message(op, ev, msgID)
 	if err != nil {
-		return 0, false, domain.E(op, domain.KindInvalid, err)
+		return 0, false, err
 	}
-	switch ev.V {
-	case 0:
-		ev.V = domain.StoredVersion
-	case domain.StoredVersion:
-	default:
-		return 0, false, domain.E(op, domain.KindInvalid,
-			fmt.Sprintf("event version %d; this build writes %d", ev.V, domain.StoredVersion))
-	}
-	data, err := appendStoredEvent(make([]byte, 0, 512+len(ev.Payload)+rawLen(ev)), ev)
-	if err != nil {
-		return 0, false, domain.E(op, domain.KindInvalid, err)
-	}
-	if max := l.conn.NC.MaxPayload(); max > 0 && int64(len(data)) > max {
-		return 0, false, domain.E(op, domain.KindTooLarge,
-			fmt.Sprintf("stored event of %d bytes exceeds the server's maximum payload %d", len(data), max))
-	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	msg.Header.Set(HeaderType, headerValue(string(ev.Type)))
-
-	ack, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(EventStream))
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	msg.Header.Set(jetstream.ExpectedStreamHeader, EventStream)
+	ack, err := l.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return 0, false, publishErr(op, err)
 	}
+	return l.acknowledged(ctx, op, ev, msg.Data, ack)
+}
+
+// acknowledged finishes an append the stream has acknowledged with ack.
+func (l *EventLog) acknowledged(ctx context.Context, op string, ev *domain.Event, data []byte, ack *jetstream.PubAck) (uint64, bool, error) {
 	if ack.Stream != EventStream {
 		// Stored, but not where the log reads: a second stream claims kyc.events.>.
 		return 0, false, domain.E(op, domain.KindInternal,
@@ -87,6 +69,40 @@ func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (
 	}
 	ev.Seq, ev.Stored = ack.Sequence, data
 	return ack.Sequence, false, nil
+}
+
+// message checks ev and msgID and encodes ev as the message Append publishes, with its
+// type header; the caller adds the publish headers. Errors: KindInvalid, KindTooLarge.
+func (l *EventLog) message(op string, ev *domain.Event, msgID string) (*nats.Msg, error) {
+	if ev == nil {
+		return nil, domain.E(op, domain.KindInvalid, "no event")
+	}
+	if msgID == "" {
+		return nil, domain.E(op, domain.KindInvalid, "empty message id")
+	}
+	subject, err := Subject(ev.AppKey, ev.ApplicantID)
+	if err != nil {
+		return nil, domain.E(op, domain.KindInvalid, err)
+	}
+	switch ev.V {
+	case 0:
+		ev.V = domain.StoredVersion
+	case domain.StoredVersion:
+	default:
+		return nil, domain.E(op, domain.KindInvalid,
+			fmt.Sprintf("event version %d; this build writes %d", ev.V, domain.StoredVersion))
+	}
+	data, err := appendStoredEvent(make([]byte, 0, 512+len(ev.Payload)+rawLen(ev)), ev)
+	if err != nil {
+		return nil, domain.E(op, domain.KindInvalid, err)
+	}
+	if max := l.conn.NC.MaxPayload(); max > 0 && int64(len(data)) > max {
+		return nil, domain.E(op, domain.KindTooLarge,
+			fmt.Sprintf("stored event of %d bytes exceeds the server's maximum payload %d", len(data), max))
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 6)}
+	msg.Header.Set(HeaderType, headerValue(string(ev.Type)))
+	return msg, nil
 }
 
 func rawLen(ev *domain.Event) int {
