@@ -114,7 +114,7 @@ func (l *EventLog) AppendBatch(ctx context.Context, batch []*domain.Pending) {
 func (l *EventLog) publishEach(ctx context.Context, op string, ps []*domain.Pending, msgs []*nats.Msg) {
 	one := func(i int) {
 		p := ps[i]
-		ack, err := l.js.PublishMsg(ctx, msgs[i])
+		ack, err := l.publish(ctx, msgs[i])
 		if err != nil {
 			p.Err = publishErr(op, err)
 			return
@@ -128,10 +128,12 @@ func (l *EventLog) publishEach(ctx context.Context, op string, ps []*domain.Pend
 		one(0)
 		return
 	}
+	// The first is published on this goroutine, the others each on one of their own.
 	var wg sync.WaitGroup
-	for i := range ps {
+	for i := 1; i < len(ps); i++ {
 		wg.Go(func() { one(i) })
 	}
+	one(0)
 	wg.Wait()
 }
 

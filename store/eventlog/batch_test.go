@@ -286,3 +286,23 @@ func BenchmarkAppendBatch(b *testing.B) {
 		}
 	}
 }
+
+// TestParseAck: the fast path reads exactly the two usual acknowledgements and leaves
+// everything else to encoding/json.
+func TestParseAck(t *testing.T) {
+	for in, want := range map[string]*jetstream.PubAck{
+		`{"stream":"KYC_EVENTS","seq":42}`:                   {Stream: EventStream, Sequence: 42},
+		`{"stream":"KYC_EVENTS","seq":7,"duplicate":true}`:   {Stream: EventStream, Sequence: 7, Duplicate: true},
+		`{"stream":"KYC_EVENTS","seq":0}`:                    nil,
+		`{"stream":"KYC_EVENTS","seq":}`:                     nil,
+		`{"stream":"KYC_EVENTS","seq":1,"domain":"x"}`:       nil,
+		`{"stream":"OTHER","seq":1}`:                         nil,
+		`{"stream":"KYC_EVENTS","seq":99999999999999999999}`: nil,
+		`{"error":{"code":503}}`:                             nil,
+	} {
+		got, ok := parseAck([]byte(in))
+		if (want == nil) == ok || (ok && *got != *want) {
+			t.Errorf("parseAck(%s) = %+v, %v", in, got, ok)
+		}
+	}
+}
