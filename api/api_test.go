@@ -156,8 +156,11 @@ func TestStateFields(t *testing.T) {
 		if (got["status"] == nil) != (got["statusAt"] == nil) {
 			t.Errorf("%s: status %v but statusAt %v", c.id, got["status"], got["statusAt"])
 		}
-		if len(got) != 13 {
-			t.Errorf("%s: %d fields, want the 13 of DESIGN.md section 7: %v", c.id, len(got), got)
+		if got["erased"] != false || got["reconciledAt"] != nil {
+			t.Errorf("%s: erased %v, reconciledAt %v; want false, null", c.id, got["erased"], got["reconciledAt"])
+		}
+		if len(got) != 15 {
+			t.Errorf("%s: %d fields, want the 15 of DESIGN.md section 7 (13, erased, reconciledAt): %v", c.id, len(got), got)
 		}
 	}
 	// Digest: the projection's chain over the stored bytes, recomputed here.

@@ -84,13 +84,23 @@ func pointInTime(q query) (func(domain.Record) bool, error) {
 		if err != nil {
 			return nil, err
 		}
-		return func(r domain.Record) bool { return r.Seq <= n }, nil
+		return keepUpToSeq(n), nil
 	}
 	at, err := q.time("at")
 	if err != nil {
 		return nil, err
 	}
-	return func(r domain.Record) bool { return !r.ReceivedAt.After(at) }, nil
+	return keepReceivedBy(at), nil
+}
+
+// keepUpToSeq keeps the records up to stream sequence n.
+func keepUpToSeq(n uint64) func(domain.Record) bool {
+	return func(r domain.Record) bool { return r.Seq <= n }
+}
+
+// keepReceivedBy keeps the records received by at.
+func keepReceivedBy(at time.Time) func(domain.Record) bool {
+	return func(r domain.Record) bool { return !r.ReceivedAt.After(at) }
 }
 
 // stateAt folds the longest prefix of an applicant's history whose records keep accepts.

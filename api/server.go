@@ -84,6 +84,12 @@ type Config struct {
 	// with Projection, as projection.Verify does. Nil: the route answers 404, after the same
 	// authentication as on a node that has it, saying this node does not verify.
 	Verify func(ctx context.Context) (domain.VerifyResult, error)
+	// Lag reports how many sequences the projection is behind the log (the projector's
+	// Lag), for the console's ops page. Nil: shown as unknown.
+	Lag func() uint64
+	// ConsoleSessionKey signs the console's session cookies (at least 32 bytes). Nil: a
+	// random key per process, so sessions end with it.
+	ConsoleSessionKey []byte
 	// VerifyTimeout bounds one GET /v1/verify (default DefaultVerifyTimeout). The
 	// request's write deadline is moved past it, so the server's WriteTimeout does not
 	// cut the answer.
@@ -104,6 +110,8 @@ type server struct {
 	verify         func(ctx context.Context) (domain.VerifyResult, error)
 	verifyTimeout  time.Duration
 	verifying      chan struct{} // holds a token while a verify runs: one at a time
+	lag            func() uint64
+	console        http.Handler
 	mux            *http.ServeMux
 }
 
@@ -137,6 +145,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		verify:         cfg.Verify,
 		verifyTimeout:  cfg.VerifyTimeout,
 		verifying:      make(chan struct{}, 1),
+		lag:            cfg.Lag,
 		mux:            http.NewServeMux(),
 	}
 	if s.log == nil {
@@ -189,6 +198,9 @@ func NewServer(cfg Config) (http.Handler, error) {
 		return nil, domain.E(op, domain.KindConflict, err)
 	}
 	s.metrics = m
+	if s.console, err = newConsole(s, cfg.ConsoleSessionKey); err != nil {
+		return nil, err
+	}
 
 	s.routes()
 	return s.withSeq(s.withRecover(s.mux)), nil

@@ -23,9 +23,13 @@ func newStateView(s domain.State) client.State {
 		Warnings:       nonNil(s.Warnings),
 		Anomalies:      s.Anomalies,
 		Digest:         s.Digest.String(),
+		Erased:         s.Erased,
 	}
 	if s.Status != domain.StatusNone {
 		v.StatusAt = timePtr(s.StatusAt)
+	}
+	if !s.ReconciledAt.IsZero() {
+		v.ReconciledAt = timePtr(s.ReconciledAt)
 	}
 	return v
 }
@@ -42,6 +46,7 @@ func newEventView(r domain.Record) client.Event {
 	return client.Event{
 		Seq:           r.Seq,
 		Type:          r.Type,
+		Origin:        r.Origin.OrDefault(),
 		EventAt:       client.Time(r.EventAt),
 		EventAtSource: r.EventAtSource,
 		ReceivedAt:    client.Time(r.ReceivedAt),

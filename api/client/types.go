@@ -27,12 +27,15 @@ type State struct {
 	Warnings       []string           `json:"warnings"`
 	Anomalies      int                `json:"anomalies"`
 	Digest         string             `json:"digest"`
+	Erased         bool               `json:"erased"`       // personal data erased (DESIGN.md section 11)
+	ReconciledAt   *Time              `json:"reconciledAt"` // eventAt of the latest reconciled event; null: never
 }
 
 // Event is one line of an applicant's history.
 type Event struct {
 	Seq           uint64           `json:"seq"`
 	Type          domain.EventType `json:"type"`
+	Origin        domain.Origin    `json:"origin"` // webhook, openapi or operator
 	EventAt       Time             `json:"eventAt"`
 	EventAtSource string           `json:"eventAtSource"`
 	ReceivedAt    Time             `json:"receivedAt"`

@@ -79,8 +79,8 @@ func TestSealedEventRoundTrip(t *testing.T) {
 	orig.Warnings = []string{"glare"}
 	want := *orig
 	logAppend(t, l, orig)
-	if orig.V != domain.StoredVersion || orig.ExternalUserID != "" || orig.Payload != nil || orig.Sealed == "" {
-		t.Fatalf("event after Append is not as stored: %+v", orig)
+	if orig.V != domain.StoredVersion || orig.ExternalUserID != want.ExternalUserID || orig.Sealed != "" {
+		t.Fatalf("Append changed the caller's event beyond its version: %+v", orig)
 	}
 	for _, secret := range []string{string(want.ExternalUserID), `"n":0`, want.Raw.Body[:40], want.Raw.Signature} {
 		if bytes.Contains(orig.Stored, []byte(secret)) {
@@ -315,7 +315,7 @@ func TestErasureDestroysKeyAndIsRemembered(t *testing.T) {
 	}
 	later := logEvent(app, id, domain.EventApproved, 5)
 	logAppend(t, l, later)
-	if later.Sealed != "" || later.SealedExternalUserID != "" || later.ExternalUserIndex != "" ||
+	if bytes.Contains(later.Stored, []byte(`"sealed`)) || bytes.Contains(later.Stored, []byte(`"extIndex"`)) ||
 		bytes.Contains(later.Stored, []byte("user-")) || bytes.Contains(later.Stored, []byte(`"payload"`)) {
 		t.Fatalf("event after erasure stored with personal fields: %s", later.Stored)
 	}
