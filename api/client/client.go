@@ -5,6 +5,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -166,6 +167,14 @@ func (c *Client) History(ctx context.Context, id domain.ApplicantID, after uint6
 	return h, seq, err
 }
 
+// Erase erases an applicant's personal data (admin role; DESIGN.md section 11) for
+// reason: its state keeps status and history, and says erased from then on. A repeated
+// erasure is harmless. Codes: invalid (no reason), not_found, forbidden.
+func (c *Client) Erase(ctx context.Context, id domain.ApplicantID, reason string) (e Erasure, seq uint64, err error) {
+	seq, err = c.do(ctx, http.MethodPost, map[string]string{"reason": reason}, "erasure", &e, nil, "v1", "applicants", string(id), "erase")
+	return e, seq, err
+}
+
 // ApplicantsByExternalUserID lists the applicants of a product's user id, in one app if
 // appKey is not "".
 func (c *Client) ApplicantsByExternalUserID(ctx context.Context, ext domain.ExternalUserID, appKey domain.AppKey, limit int) (a Applicants, seq uint64, err error) {
@@ -249,11 +258,27 @@ const maxBody = 64 << 20
 // get GETs the path with query q and decodes a 200 into out; what names out in errors.
 // Unknown fields are ignored, so a newer service's answers still read.
 func (c *Client) get(ctx context.Context, what string, out any, q url.Values, path ...string) (uint64, error) {
+	return c.do(ctx, http.MethodGet, nil, what, out, q, path...)
+}
+
+// do is get for any method, with body (JSON) sent when not nil.
+func (c *Client) do(ctx context.Context, method string, body any, what string, out any, q url.Values, path ...string) (uint64, error) {
 	u := c.base.JoinPath(path...)
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
