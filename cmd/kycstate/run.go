@@ -37,6 +37,8 @@ func commands() []command {
 		{"rebuild", "fold the whole log into a new projection file and swap it in", cmdRebuild},
 		{"export", "write the log as JSON lines, one per event", cmdExport},
 		{"rejects", "list or reprocess refused webhooks (rejects list|reprocess)", cmdRejects},
+		{"erase", "erase an applicant's personal data (--applicant ID --reason TEXT)", cmdErase},
+		{"keys", "rewrap every data key under keys.master after a rotation (keys rewrap)", cmdKeys},
 		{"sim", "an Allpass simulator and load generator", cmdSim},
 		{"keygen", "print fresh app keys and API tokens", cmdKeygen},
 		{"version", "print the version", cmdVersion},

@@ -37,7 +37,8 @@ func natsConfig(r *Resolved, name string) eventlog.NATSConfig {
 func logConfig(r *Resolved) eventlog.Config {
 	return eventlog.Config{
 		Replicas: r.NATS.Replicas, DuplicateWindow: time.Duration(r.NATS.DuplicateWindow),
-		RejectsMaxBytes: r.NATS.RejectsMaxBytes,
+		RejectsMaxBytes: r.NATS.RejectsMaxBytes, RejectsMaxAge: time.Duration(r.NATS.RejectsMaxAge),
+		Keys: r.Keys,
 	}
 }
 

@@ -83,6 +83,16 @@ func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// EncodeEvent writes ev in the stored message's form, as Append would store it (without
+// sealing it): what export --open writes for an event it has opened.
+func EncodeEvent(ev *domain.Event) ([]byte, error) {
+	b, err := appendStoredEvent(nil, ev)
+	if err != nil {
+		return nil, domain.E("eventlog.EncodeEvent", domain.KindInvalid, err)
+	}
+	return b, nil
+}
+
 func appendField(b []byte, key, val string) []byte {
 	b = append(b, ',', '"')
 	b = append(b, key...)
