@@ -90,12 +90,15 @@ out. An erased applicant's events have no key left and are written without them.
 // openedEvent is ev's stored message with its sealed fields opened (export --open); an
 // erased applicant's event comes without them.
 func openedEvent(ctx context.Context, l *eventlog.EventLog, ev domain.Event) ([]byte, error) {
-	if ev.V != domain.StoredVersion || (ev.Sealed == "" && ev.SealedExternalUserID == "") {
+	if ev.V != domain.StoredVersion {
 		return ev.Stored, nil
 	}
-	full, err := eventlog.DecodeEvent(ev.Seq, ev.Stored)
+	full, err := eventlog.DecodeEvent(ev.Seq, ev.Stored) // Read leaves Sealed out
 	if err != nil {
 		return nil, err
+	}
+	if full.Sealed == "" && full.SealedExternalUserID == "" {
+		return ev.Stored, nil
 	}
 	if err := l.Keys().Open(ctx, &full); err != nil && !errors.Is(err, eventlog.ErrErased) {
 		return nil, err

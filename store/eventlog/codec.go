@@ -181,7 +181,7 @@ func decodeEvent(seq uint64, data []byte) (domain.Event, error) {
 	return decodeStored(seq, data, false)
 }
 
-// decodeFoldInputs is decodeEvent without ev.Raw: Read and Follow feed the fold, the
+// decodeFoldInputs is decodeEvent without ev.Raw and ev.Sealed: Read and Follow feed the fold, the
 // projection and exports, which read the fold's inputs and ev.Stored but never the original
 // body, and unescaping that body (JSON inside a JSON string) was the largest single cost
 // of a rebuild's decode. DecodeEvent(ev.Seq, ev.Stored) gives it back when wanted.
@@ -198,7 +198,7 @@ func decodeStored(seq uint64, data []byte, skipRaw bool) (domain.Event, error) {
 			return domain.Event{}, domain.E(op, domain.KindInternal, fmt.Errorf("seq %d is not a stored event: %w", seq, err))
 		}
 		if skipRaw {
-			ev.Raw = nil
+			ev.Raw, ev.Sealed = nil, ""
 		}
 	}
 	if ev.V != domain.StoredVersion && ev.V != domain.StoredVersionClear {
@@ -286,7 +286,11 @@ func fastDecodeEvent(data []byte, ev *domain.Event, skipRaw bool) bool {
 			ev.SealedExternalUserID = domain.SealedExternalUserID(s)
 		case "sealed":
 			bit = 1 << 16
-			ev.Sealed, ok = d.str()
+			if skipRaw {
+				ok = d.skipValue(0) // a rebuild never opens it; copying it was most of the decode
+			} else {
+				ev.Sealed, ok = d.str()
+			}
 		case "raw":
 			bit = 1 << 12
 			if skipRaw {

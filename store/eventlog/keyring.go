@@ -824,3 +824,40 @@ func (c *keyCache) drop(subject string) {
 		delete(c.items, subject)
 	}
 }
+
+// prepareConcurrency bounds the KYC_KEYS requests prepare has in flight.
+const prepareConcurrency = 32
+
+// prepare looks up, and makes where missing, the data keys of a batch's applicants
+// concurrently, so that sealing the batch finds them cached: an applicant's first event
+// costs a KYC_KEYS round trip (and a write), and a group commit of many first events
+// would otherwise wait for those one after the other. Failures are left for Seal, which
+// reports them per event.
+func (k *Keyring) prepare(ctx context.Context, batch []*domain.Pending) {
+	seen := map[string]bool{}
+	var subjects []string
+	for _, p := range batch {
+		if p.Event == nil || p.Event.Origin == domain.OriginOperator {
+			continue
+		}
+		s, err := appKeySubject(p.Event.AppKey, p.Event.ApplicantID)
+		if err != nil || seen[s] || k.cache.get(s) != nil {
+			continue
+		}
+		seen[s] = true
+		subjects = append(subjects, s)
+	}
+	if len(subjects) < 2 {
+		return
+	}
+	sem := make(chan struct{}, prepareConcurrency)
+	var wg sync.WaitGroup
+	for _, s := range subjects {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_, _ = k.dataKey(ctx, s, true)
+		})
+	}
+	wg.Wait()
+}

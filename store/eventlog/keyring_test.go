@@ -187,7 +187,7 @@ func TestMasterKeyWrongAndRotated(t *testing.T) {
 	}
 
 	lb := keyedLog(t, c, testMasterB, testMasterA)
-	ev := readAll(t, lb)[0]
+	ev, _ := DecodeEvent(1, readAll(t, lb)[0].Stored)
 	if err := lb.Keys().Open(ctx, &ev); err != nil || ev.ExternalUserID == "" {
 		t.Fatalf("rotated, old key in previous: %v", err)
 	}
@@ -199,7 +199,7 @@ func TestMasterKeyWrongAndRotated(t *testing.T) {
 		t.Fatalf("second Rewrap = %d, %v", n, err)
 	}
 	lb2 := keyedLog(t, c, testMasterB)
-	ev = readAll(t, lb2)[0]
+	ev, _ = DecodeEvent(1, readAll(t, lb2)[0].Stored)
 	if err := lb2.Keys().Open(ctx, &ev); err != nil || ev.ExternalUserID == "" {
 		t.Fatalf("after rewrap, new key alone: %v", err)
 	}
@@ -219,7 +219,14 @@ func TestSealedValueTamperedOrMoved(t *testing.T) {
 	logAppend(t, l, logEvent(logApp(0), logApplicant(0), domain.EventCreated, 0))
 	logAppend(t, l, logEvent(logApp(0), logApplicant(1), domain.EventCreated, 1))
 	logAppend(t, l, logEvent(logApp(0), logApplicant(0), domain.EventInProgress, 2))
-	evs := readAll(t, l)
+	var evs []domain.Event
+	for _, ev := range readAll(t, l) {
+		full, err := DecodeEvent(ev.Seq, ev.Stored) // Read leaves Sealed out
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, full)
+	}
 	a0, b0, a1 := evs[0], evs[1], evs[2]
 
 	flip := func(s string) string {
@@ -269,7 +276,7 @@ func TestErasureDestroysKeyAndIsRemembered(t *testing.T) {
 	ctx := context.Background()
 	app, id := logApp(0), logApplicant(0)
 	logAppend(t, l, logEvent(app, id, domain.EventCreated, 0))
-	ev0 := readAll(t, other)[0]
+	ev0, _ := DecodeEvent(1, readAll(t, other)[0].Stored)
 	if err := other.Keys().Open(ctx, &ev0); err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +313,7 @@ func TestErasureDestroysKeyAndIsRemembered(t *testing.T) {
 		t.Fatalf("key message still readable: %v", err)
 	}
 
-	ev := readAll(t, l)[0]
+	ev, _ := DecodeEvent(1, readAll(t, l)[0].Stored)
 	if err := l.Keys().Open(ctx, &ev); !errors.Is(err, ErrErased) || domain.KindOf(err) != domain.KindNotFound {
 		t.Fatalf("Open after erasure = %v", err)
 	}
@@ -406,4 +413,30 @@ func FuzzDecodeSealedEvent(f *testing.F) {
 			t.Fatalf("a sealed payload opened under changed clear fields: %q", data)
 		}
 	})
+}
+
+// A group commit of many applicants' first events seals every one, each under its own
+// applicant's key (the keys made concurrently before the batch is encoded).
+func TestAppendBatchSealsEveryEvent(t *testing.T) {
+	l := keyedLog(t, natsStart(t, NATSConfig{SyncInterval: time.Minute}), testMasterA)
+	var evs []*domain.Event
+	for i := range 40 {
+		evs = append(evs, logEvent(logApp(0), logApplicant(i%20), domain.EventStepPassed, i))
+	}
+	ps := pendingOf(evs...)
+	l.AppendBatch(context.Background(), ps)
+	for i, p := range ps {
+		if p.Err != nil || p.Seq == 0 {
+			t.Fatalf("event %d: seq %d, %v", i, p.Seq, p.Err)
+		}
+	}
+	for _, ev := range readAll(t, l) {
+		full, _ := DecodeEvent(ev.Seq, ev.Stored)
+		if full.V != domain.StoredVersion || full.Sealed == "" || bytes.Contains(full.Stored, []byte("user-")) {
+			t.Fatalf("seq %d not sealed: %s", ev.Seq, full.Stored)
+		}
+		if err := l.Keys().Open(context.Background(), &full); err != nil {
+			t.Fatalf("seq %d: %v", ev.Seq, err)
+		}
+	}
 }

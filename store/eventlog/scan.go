@@ -59,8 +59,8 @@ func (l *EventLog) Applicant(ctx context.Context, app domain.AppKey, id domain.A
 
 // Read calls fn for every event from sequence from (inclusive) up to the last sequence at
 // the time of the call, in order, in batches of at most batch events. It stops at the first
-// error fn returns. Events carry the fold's inputs, the payload and Stored; ev.Raw is not
-// decoded (DecodeEvent(ev.Seq, ev.Stored) has it).
+// error fn returns. Events carry the fold's inputs, the payload and Stored; ev.Raw and a
+// version 2 event's ev.Sealed are not decoded (DecodeEvent(ev.Seq, ev.Stored) has them).
 //
 // fn's error is returned as it is; otherwise ctx.Err() when ctx ends, KindInvalid for a
 // batch below 1, KindInternal for a message that is not a stored event, KindUnavailable
