@@ -265,12 +265,22 @@ func (k *Keyring) dataKey(ctx context.Context, subject string, create bool) (*ke
 			m.App, m.ID = parts[3], parts[4]
 		}
 		data, _ := json.Marshal(m)
-		_, err = k.l.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data},
+		ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data},
 			jetstream.WithExpectStream(KeyStream), jetstream.WithExpectLastSequencePerSubject(0))
-		if err != nil && !isWrongLastSeq(err) {
+		switch {
+		case err == nil:
+			// Stored while the subject was empty: this key is the applicant's.
+			aead, err := newAEAD(raw)
+			if err != nil {
+				return nil, domain.E(op, domain.KindInternal, err)
+			}
+			got := &key{raw: raw, aead: aead, seq: ack.Sequence}
+			k.cache.put(subject, got)
+			return got, nil
+		case !isWrongLastSeq(err):
 			return nil, domain.E(op, domain.KindUnavailable, fmt.Errorf("store data key: %w", err))
 		}
-		// Created, or another process was first: read back what the stream holds.
+		// Another process was first: read back what the stream holds.
 	}
 }
 
