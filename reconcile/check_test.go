@@ -186,7 +186,9 @@ func TestCheckFaults(t *testing.T) {
 			return sealedFor(id, "APPROVED", "last tuesday")
 		}, ActionError, ReasonInvalid},
 		{"redirect to another host", func(domain.ApplicantID) http.HandlerFunc {
-			return func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound) }
+			return func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
+			}
 		}, ActionError, ReasonRedirect},
 	} {
 		t.Run(c.name, func(t *testing.T) {
