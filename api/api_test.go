@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 )
 
@@ -155,8 +156,11 @@ func TestStateFields(t *testing.T) {
 		if (got["status"] == nil) != (got["statusAt"] == nil) {
 			t.Errorf("%s: status %v but statusAt %v", c.id, got["status"], got["statusAt"])
 		}
-		if len(got) != 13 {
-			t.Errorf("%s: %d fields, want the 13 of DESIGN.md section 7: %v", c.id, len(got), got)
+		if got["erased"] != false || got["reconciledAt"] != nil {
+			t.Errorf("%s: erased %v, reconciledAt %v; want false, null", c.id, got["erased"], got["reconciledAt"])
+		}
+		if len(got) != 15 {
+			t.Errorf("%s: %d fields, want the 15 of DESIGN.md section 7 (13, erased, reconciledAt): %v", c.id, len(got), got)
 		}
 	}
 	// Digest: the projection's chain over the stored bytes, recomputed here.
@@ -364,5 +368,23 @@ func TestNewHTTPServerOutlastsTheLongestWait(t *testing.T) {
 	srv := NewHTTPServer(":0", http.NotFoundHandler())
 	if srv.WriteTimeout <= DefaultMaxChangesWait || srv.ReadHeaderTimeout == 0 || srv.IdleTimeout == 0 {
 		t.Errorf("timeouts: write %v read header %v idle %v", srv.WriteTimeout, srv.ReadHeaderTimeout, srv.IdleTimeout)
+	}
+}
+
+// An error of the projection is answered with its kind's status and generic message: its
+// text names the store's internals and goes to the log only.
+func TestProjectionErrorsAreCallerSafe(t *testing.T) {
+	f := newFixture(t, nil)
+	f.proj.Close()
+	for _, target := range []string{"/v1/applicants/" + string(idA), "/v1/applicants/" + string(idA) + "/history", "/v1/anomalies"} {
+		rec := f.get(t, target, auditorToken)
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("%s on a closed projection: %d %s, want 503", target, rec.Code, rec.Body)
+			continue
+		}
+		checkErrorBody(t, rec, client.CodeUnavailable, "retry later")
+		if strings.Contains(rec.Body.String(), "store") || strings.Contains(rec.Body.String(), "closed") {
+			t.Errorf("%s: internals reached the caller: %s", target, rec.Body)
+		}
 	}
 }

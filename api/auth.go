@@ -35,11 +35,11 @@ func (s *server) require(need Role, h http.Handler) http.Handler {
 				challenge += `, error="invalid_token"`
 			}
 			w.Header().Set("WWW-Authenticate", challenge)
-			writeError(w, r, s.log, domain.E("Authorization", domain.KindUnauthorized, err))
+			s.errs.Write(w, r, errParam("Authorization", domain.KindUnauthorized, err.Error()))
 			return
 		}
 		if !p.role.allows(need) {
-			writeError(w, r, s.log, domain.E("Authorization", domain.KindForbidden,
+			s.errs.Write(w, r, errParam("Authorization", domain.KindForbidden,
 				"role "+string(p.role)+" may not use this route; it needs "+string(need)))
 			return
 		}
@@ -56,7 +56,12 @@ func (s *server) authenticate(r *http.Request) (principal, error) {
 	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
 		return principal{}, errNoToken
 	}
-	tok = strings.TrimSpace(tok)
+	return s.authenticateToken(strings.TrimSpace(tok))
+}
+
+// authenticateToken finds the configured token tok is, as authenticate does for a
+// header; the console's sign-in checks tokens with it too.
+func (s *server) authenticateToken(tok string) (principal, error) {
 	if tok == "" {
 		return principal{}, errNoToken
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 )
 
@@ -175,7 +176,7 @@ func BenchmarkChangeFeedDelay(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			var page changesView
+			var page client.Changes
 			err = json.NewDecoder(resp.Body).Decode(&page)
 			resp.Body.Close()
 			now := time.Now()

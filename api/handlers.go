@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 )
@@ -20,17 +22,14 @@ const maxRefold = 100_000
 // handleState answers GET /v1/applicants/{id}: the current state, after waiting for
 // ?minSeq if asked, or with ?at / ?seq (auditors) the state as known at that moment.
 func (s *server) handleState() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(err error) { writeError(w, r, s.log, err) }
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		q, err := parseQuery(r)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		id, err := parseUUID("id", r.PathValue("id"))
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		var keep func(domain.Record) bool // non-nil: point in time
 		if q.has("at") || q.has("seq") {
@@ -39,21 +38,18 @@ func (s *server) handleState() http.Handler {
 				param = "seq"
 			}
 			if p, _ := principalFrom(r.Context()); !p.role.allows(RoleAuditor) {
-				fail(domain.E(param, domain.KindForbidden, "point-in-time state needs the auditor role"))
-				return
+				return errParam(param, domain.KindForbidden, "point-in-time state needs the auditor role")
 			}
 			if keep, err = pointInTime(q); err != nil {
-				fail(err)
-				return
+				return err
 			}
 		}
 		minSeq, err := q.uint("minSeq", 0)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		if !s.waitFor(r.Context(), w, minSeq) {
-			return // the client went away while we waited
+			return nil // the client went away while we waited
 		}
 
 		var st domain.State
@@ -65,14 +61,14 @@ func (s *server) handleState() http.Handler {
 		}
 		switch {
 		case err != nil:
-			fail(err)
+			return err
 		case !found && keep != nil:
-			fail(domain.E("id", domain.KindNotFound, "applicant "+id+" had no events by then"))
+			return errParam("id", domain.KindNotFound, "applicant "+id+" had no events by then")
 		case !found:
-			fail(domain.E("id", domain.KindNotFound, "no applicant "+id))
-		default:
-			writeJSON(w, http.StatusOK, newStateView(st))
+			return errParam("id", domain.KindNotFound, "no applicant "+id)
 		}
+		writeJSON(w, http.StatusOK, newStateView(st))
+		return nil
 	})
 }
 
@@ -81,20 +77,30 @@ func (s *server) handleState() http.Handler {
 // moment the service knew a prefix of the log, never a sample of it.
 func pointInTime(q query) (func(domain.Record) bool, error) {
 	if q.has("at") && q.has("seq") {
-		return nil, domain.E("at", domain.KindInvalid, "give at or seq, not both")
+		return nil, errParam("at", domain.KindInvalid, "give at or seq, not both")
 	}
 	if q.has("seq") {
 		n, err := parseUint("seq", q.get("seq"))
 		if err != nil {
 			return nil, err
 		}
-		return func(r domain.Record) bool { return r.Seq <= n }, nil
+		return keepUpToSeq(n), nil
 	}
 	at, err := q.time("at")
 	if err != nil {
 		return nil, err
 	}
-	return func(r domain.Record) bool { return !r.ReceivedAt.After(at) }, nil
+	return keepReceivedBy(at), nil
+}
+
+// keepUpToSeq keeps the records up to stream sequence n.
+func keepUpToSeq(n uint64) func(domain.Record) bool {
+	return func(r domain.Record) bool { return r.Seq <= n }
+}
+
+// keepReceivedBy keeps the records received by at.
+func keepReceivedBy(at time.Time) func(domain.Record) bool {
+	return func(r domain.Record) bool { return !r.ReceivedAt.After(at) }
 }
 
 // stateAt folds the longest prefix of an applicant's history whose records keep accepts.
@@ -116,7 +122,7 @@ func (s *server) stateAt(ctx context.Context, id domain.ApplicantID, keep func(d
 			recs = append(recs, r)
 		}
 		if len(recs) > maxRefold {
-			return domain.State{}, false, domain.E("id", domain.KindUnprocessable,
+			return domain.State{}, false, errParam("id", domain.KindUnprocessable,
 				fmt.Sprintf("history longer than %d events; read it with /history instead", maxRefold))
 		}
 		if next == 0 || len(page) == 0 {
@@ -148,46 +154,38 @@ func (s *server) waitFor(ctx context.Context, w http.ResponseWriter, seq uint64)
 
 // handleHistory answers GET /v1/applicants/{id}/history?after=SEQ&limit=N.
 func (s *server) handleHistory() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(err error) { writeError(w, r, s.log, err) }
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		q, err := parseQuery(r)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		id, err := parseUUID("id", r.PathValue("id"))
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		after, err := q.uint("after", 0)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		limit, err := q.limit()
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		recs, next, err := s.proj.History(domain.ApplicantID(id), after, limit)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		if len(recs) == 0 {
 			// An empty page of a known applicant is an answer; of an unknown one, a 404.
 			_, found, err := s.proj.State(domain.ApplicantID(id))
 			if err != nil {
-				fail(err)
-				return
+				return err
 			}
 			if !found {
-				fail(domain.E("id", domain.KindNotFound, "no applicant "+id))
-				return
+				return errParam("id", domain.KindNotFound, "no applicant "+id)
 			}
 		}
-		v := historyView{ApplicantID: domain.ApplicantID(id), Events: make([]eventView, len(recs))}
+		v := client.History{ApplicantID: domain.ApplicantID(id), Events: make([]client.Event, len(recs))}
 		for i, rec := range recs {
 			v.Events[i] = newEventView(rec)
 		}
@@ -195,80 +193,69 @@ func (s *server) handleHistory() http.Handler {
 			v.Next = uintPtr(recs[len(recs)-1].Seq)
 		}
 		writeJSON(w, http.StatusOK, v)
+		return nil
 	})
 }
 
 // handleApplicants answers GET /v1/applicants?externalUserId=X[&appKey=K] and
 // ?status=S[&cursor=C]: exactly one of externalUserId and status.
 func (s *server) handleApplicants() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(err error) { writeError(w, r, s.log, err) }
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		q, err := parseQuery(r)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		limit, err := q.limit()
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		byExt, byStatus := q.has("externalUserId"), q.has("status")
 		if byExt == byStatus {
-			fail(domain.E("externalUserId", domain.KindInvalid, "give exactly one of externalUserId or status"))
-			return
+			return errParam("externalUserId", domain.KindInvalid, "give exactly one of externalUserId or status")
 		}
 		if byExt {
 			ext := q.get("externalUserId")
 			switch {
 			case ext == "":
-				fail(domain.E("externalUserId", domain.KindInvalid, "must not be empty"))
-				return
+				return errParam("externalUserId", domain.KindInvalid, "must not be empty")
 			case len(ext) > maxExtIDBytes:
-				fail(domain.E("externalUserId", domain.KindInvalid, fmt.Sprintf("longer than %d bytes", maxExtIDBytes)))
-				return
+				return errParam("externalUserId", domain.KindInvalid, fmt.Sprintf("longer than %d bytes", maxExtIDBytes))
 			case q.has("cursor"):
-				fail(domain.E("cursor", domain.KindInvalid, "pages only a status list; an externalUserId lists its few applicants at once"))
-				return
+				return errParam("cursor", domain.KindInvalid, "pages only a status list; an externalUserId lists its few applicants at once")
 			}
 			var app string
 			if q.has("appKey") {
 				if app, err = parseUUID("appKey", q.get("appKey")); err != nil {
-					fail(err)
-					return
+					return err
 				}
 			}
 			states, err := s.proj.ByExternalUserID(domain.ExternalUserID(ext), domain.AppKey(app), limit)
 			if err != nil {
-				fail(err)
-				return
+				return err
 			}
-			writeJSON(w, http.StatusOK, applicantsView{Applicants: newStateViews(states)})
-			return
+			writeJSON(w, http.StatusOK, client.Applicants{Applicants: newStateViews(states)})
+			return nil
 		}
 
 		st := domain.Status(strings.ToUpper(q.get("status")))
 		if !st.Valid() {
-			fail(domain.E("status", domain.KindInvalid, fmt.Sprintf("must be one of %s, got %s", statusList(), quote(q.get("status")))))
-			return
+			return errParam("status", domain.KindInvalid, fmt.Sprintf("must be one of %s, got %s", statusList(), quote(q.get("status"))))
 		}
 		if q.has("appKey") {
-			fail(domain.E("appKey", domain.KindInvalid, "filters only an externalUserId lookup"))
-			return
+			return errParam("appKey", domain.KindInvalid, "filters only an externalUserId lookup")
 		}
 		var cursor string
 		if c := q.get("cursor"); c != "" {
 			if cursor, err = parseUUID("cursor", c); err != nil {
-				fail(err)
-				return
+				return err
 			}
 		}
 		states, next, err := s.proj.ByStatus(st, domain.ApplicantID(cursor), limit)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
-		writeJSON(w, http.StatusOK, applicantsView{Applicants: newStateViews(states), Next: strPtr(next)})
+		writeJSON(w, http.StatusOK, client.Applicants{Applicants: newStateViews(states), Next: strPtr(next)})
+		return nil
 	})
 }
 
@@ -286,33 +273,29 @@ func statusList() string {
 // handleAnomalies answers GET /v1/anomalies?cursor=SEQ&limit=N: irregular events in stream
 // order. Every irregular event stays listed; "awaiting review" is the auditor's cursor.
 func (s *server) handleAnomalies() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(err error) { writeError(w, r, s.log, err) }
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		q, err := parseQuery(r)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		cursor, err := q.uint("cursor", 0)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		limit, err := q.limit()
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		recs, next, err := s.proj.Anomalies(cursor, limit)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
-		v := anomaliesView{Anomalies: newAnomalyViews(recs)}
+		v := client.Anomalies{Anomalies: newAnomalyViews(recs)}
 		if next != 0 && len(recs) > 0 {
 			v.Next = uintPtr(recs[len(recs)-1].Seq)
 		}
 		writeJSON(w, http.StatusOK, v)
+		return nil
 	})
 }
 
@@ -324,31 +307,25 @@ func (s *server) handleAnomalies() http.Handler {
 // can still appear: when a page is not full, next advances to the checkpoint read before
 // the page, and a follower does not rescan the quiet stretch.
 func (s *server) handleChanges() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(err error) { writeError(w, r, s.log, err) }
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		q, err := parseQuery(r)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		after, err := q.uint("after", 0)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		limit, err := q.limit()
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		waitSec, err := q.uint("wait", 0)
 		if err != nil {
-			fail(err)
-			return
+			return err
 		}
 		if waitSec > maxChangesWaitParam {
-			fail(domain.E("wait", domain.KindInvalid, fmt.Sprintf("at most %d seconds, got %d", maxChangesWaitParam, waitSec)))
-			return
+			return errParam("wait", domain.KindInvalid, fmt.Sprintf("at most %d seconds, got %d", maxChangesWaitParam, waitSec))
 		}
 		wait := min(time.Duration(waitSec)*time.Second, s.maxChangesWait)
 		deadline := time.Now().Add(wait)
@@ -358,8 +335,7 @@ func (s *server) handleChanges() http.Handler {
 			cp := s.proj.Checkpoint()
 			changes, err := s.proj.Changes(after, limit)
 			if err != nil {
-				fail(err)
-				return
+				return err
 			}
 			if len(changes) > 0 || !time.Now().Before(deadline) {
 				next := after
@@ -374,8 +350,8 @@ func (s *server) handleChanges() http.Handler {
 				if len(changes) < limit {
 					next = max(next, cp)
 				}
-				writeJSON(w, http.StatusOK, changesView{Changes: newChangeViews(changes), Next: next})
-				return
+				writeJSON(w, http.StatusOK, client.Changes{Changes: newChangeViews(changes), Next: next})
+				return nil
 			}
 			// Nothing yet: sleep until the next commit or the deadline, then look again.
 			wctx, cancel := context.WithDeadline(ctx, deadline)
@@ -383,12 +359,11 @@ func (s *server) handleChanges() http.Handler {
 			timedOut := wctx.Err() != nil
 			cancel()
 			if ctx.Err() != nil {
-				return // the client went away; no one to answer
+				return nil // the client went away; no one to answer
 			}
 			if reached <= cp && !timedOut {
 				// WaitFor gave up without a commit: the projection is closing.
-				fail(domain.E("api.changes", domain.KindUnavailable, "projection closed"))
-				return
+				return httperr.Wrap(domain.E("api.changes", domain.KindUnavailable, "projection closed"), "", "the projection is closed; retry later or on another node")
 			}
 		}
 	})
@@ -402,18 +377,15 @@ func (s *server) handleChanges() http.Handler {
 // moves this request's write deadline past its bound, because the server's WriteTimeout
 // is sized for the short routes and would cut the answer.
 func (s *server) handleVerify() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(err error) { writeError(w, r, s.log, err) }
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		if s.verify == nil {
-			fail(domain.E("verify", domain.KindNotFound, "this node does not verify: it was started without an event log to compare with"))
-			return
+			return errCode("verify", domain.KindNotFound, client.CodeVerifyDisabled, "this node does not verify: it was started without an event log to compare with")
 		}
 		select {
 		case s.verifying <- struct{}{}:
 			defer func() { <-s.verifying }()
 		default:
-			fail(domain.E("verify", domain.KindConflict, "a verify is already running on this node; ask again when it has answered"))
-			return
+			return errParam("verify", domain.KindConflict, "a verify is already running on this node; ask again when it has answered")
 		}
 		err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.verifyTimeout + writeMargin))
 		if err != nil && !errors.Is(err, http.ErrNotSupported) {
@@ -425,14 +397,12 @@ func (s *server) handleVerify() http.Handler {
 		res, err := s.verify(ctx)
 		switch {
 		case r.Context().Err() != nil:
-			return // the client went away; no one to answer
+			return nil // the client went away; no one to answer
 		case err != nil && ctx.Err() != nil:
-			fail(domain.E("verify", domain.KindUnavailable, fmt.Sprintf(
-				"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout)))
-			return
+			return errParam("verify", domain.KindUnavailable, fmt.Sprintf(
+				"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout))
 		case err != nil:
-			fail(err)
-			return
+			return err
 		}
 		p, _ := principalFrom(r.Context())
 		s.log.Info("verified", zap.String("token", p.name), zap.Uint64("checkpoint", res.Checkpoint),
@@ -440,29 +410,32 @@ func (s *server) handleVerify() http.Handler {
 			zap.Duration("took", time.Since(start)))
 		setSeq(w, res.Checkpoint)
 		writeJSON(w, http.StatusOK, newVerifyView(res))
+		return nil
 	})
 }
 
 func (s *server) handleHealthz() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		writeJSON(w, http.StatusOK, client.Health{Status: "ok"})
 	})
 }
 
-// handleReadyz answers 200 when cfg.Ready does within its time, else 503.
+// handleReadyz answers 200 when cfg.Ready does within its time, else 503. The route
+// needs no token, so the 503 says only what is checked; why it failed is logged.
 func (s *server) handleReadyz() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		if s.ready != nil {
 			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 			err := s.ready(ctx)
 			cancel()
 			if err != nil {
 				s.log.Warn("not ready", zap.Error(err))
-				writeError(w, r, s.log, domain.E("ready", domain.KindUnavailable, err))
-				return
+				return httperr.Wrap(domain.E("ready", domain.KindUnavailable, err), "",
+					"not ready: the event log is unreachable or the projector has not caught up; the service's log says which")
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		writeJSON(w, http.StatusOK, client.Health{Status: "ready"})
+		return nil
 	})
 }
 
@@ -473,17 +446,15 @@ func (s *server) handleMetrics() http.Handler {
 // handleNotFound answers every request no route takes: 405 (with Allow) when the path
 // exists for GET, else 404; both in the API's JSON error form.
 func (s *server) handleNotFound() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			probe := r.Clone(r.Context())
 			probe.Method = http.MethodGet
 			if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
-				w.Header().Set("Allow", "GET, HEAD")
-				writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{
-					Code: "method_not_allowed", Message: r.Method + " " + strings.TrimPrefix(pattern, "GET ") + ": only GET and HEAD"}})
-				return
+				httperr.MethodNotAllowed(w, "GET, HEAD", r.Method+" "+strings.TrimPrefix(pattern, "GET ")+": only GET and HEAD")
+				return nil
 			}
 		}
-		writeError(w, r, s.log, domain.E("path", domain.KindNotFound, "no route "+quote(r.URL.Path)))
+		return errParam("path", domain.KindNotFound, "no route "+quote(r.URL.Path))
 	})
 }

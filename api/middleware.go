@@ -5,14 +5,17 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
+
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
 // SeqHeader carries the last stream sequence the projection had applied when the response
 // was read: the response reflects every event up to it.
-const SeqHeader = "X-Kycstate-Seq"
+const SeqHeader = client.SeqHeader
 
 // setSeq records how far the projection had got before the data of a response was read.
 func setSeq(w http.ResponseWriter, seq uint64) {
@@ -38,7 +41,7 @@ func (s *server) withRecover(h http.Handler) http.Handler {
 					panic(v)
 				}
 				s.log.Error("handler panicked", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Any("panic", v), zap.Stack("stack"))
-				writeError(w, r, zap.NewNop(), domain.E("api", domain.KindInternal, "panic"))
+				httperr.Writer{}.Write(w, r, domain.E("api", domain.KindInternal, "panic")) // logged above, with the stack
 			}
 		}()
 		h.ServeHTTP(w, r)

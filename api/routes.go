@@ -12,6 +12,10 @@ func (s *server) routes() {
 	s.handle("GET /v1/changes", s.require(RoleReader, s.handleChanges()))
 	s.handle("GET /v1/verify", s.require(RoleAuditor, s.handleVerify())) // 404 inside when cfg.Verify is nil
 
+	// The auditor console (api/console): pages behind a session cookie rather than a
+	// bearer token, reading through consoleBackend, so it shows what these routes show.
+	s.handle("/console/", s.console)
+
 	// Health and metrics are unauthenticated, as probes and Prometheus scrapers expect;
 	// they reveal no applicant data. Bind the API to a private address.
 	s.handle("GET /healthz", s.handleHealthz())

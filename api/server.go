@@ -2,9 +2,10 @@
 // point-in-time state, history, lists, anomalies and the change feed, served from the
 // bbolt projection, behind bearer tokens with two roles.
 //
-// routes.go lists every route; encode.go holds all encoding, decoding and the mapping of
-// error kinds to HTTP statuses; openapi.yaml describes the surface and is checked against
-// real responses by the tests.
+// routes.go lists every route; encode.go holds all encoding and decoding; error kinds
+// become statuses in internal/httperr, as for every listener; the response types are
+// api/client's, which Go callers decode with; openapi.yaml describes the surface and is
+// checked against real responses by the tests.
 package api
 
 import (
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -82,6 +84,12 @@ type Config struct {
 	// with Projection, as projection.Verify does. Nil: the route answers 404, after the same
 	// authentication as on a node that has it, saying this node does not verify.
 	Verify func(ctx context.Context) (domain.VerifyResult, error)
+	// Lag reports how many sequences the projection is behind the log (the projector's
+	// Lag), for the console's ops page. Nil: shown as unknown.
+	Lag func() uint64
+	// ConsoleSessionKey signs the console's session cookies (at least 32 bytes). Nil: a
+	// random key per process, so sessions end with it.
+	ConsoleSessionKey []byte
 	// VerifyTimeout bounds one GET /v1/verify (default DefaultVerifyTimeout). The
 	// request's write deadline is moved past it, so the server's WriteTimeout does not
 	// cut the answer.
@@ -93,6 +101,7 @@ type server struct {
 	proj           *projection.Projection
 	tokens         []tokenHash
 	log            *zap.Logger
+	errs           httperr.Writer // answers every handler's error
 	gatherer       prometheus.Gatherer
 	metrics        *metrics
 	ready          func(ctx context.Context) error
@@ -101,6 +110,8 @@ type server struct {
 	verify         func(ctx context.Context) (domain.VerifyResult, error)
 	verifyTimeout  time.Duration
 	verifying      chan struct{} // holds a token while a verify runs: one at a time
+	lag            func() uint64
+	console        http.Handler
 	mux            *http.ServeMux
 }
 
@@ -134,12 +145,14 @@ func NewServer(cfg Config) (http.Handler, error) {
 		verify:         cfg.Verify,
 		verifyTimeout:  cfg.VerifyTimeout,
 		verifying:      make(chan struct{}, 1),
+		lag:            cfg.Lag,
 		mux:            http.NewServeMux(),
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
 	s.log = s.log.Named("api")
+	s.errs = httperr.Writer{Log: s.log}
 	if s.maxWait <= 0 {
 		s.maxWait = DefaultMaxWait
 	}
@@ -185,6 +198,9 @@ func NewServer(cfg Config) (http.Handler, error) {
 		return nil, domain.E(op, domain.KindConflict, err)
 	}
 	s.metrics = m
+	if s.console, err = newConsole(s, cfg.ConsoleSessionKey); err != nil {
+		return nil, err
+	}
 
 	s.routes()
 	return s.withSeq(s.withRecover(s.mux)), nil

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
@@ -225,15 +226,17 @@ func TestVerifyRouteAuth(t *testing.T) {
 	}
 }
 
-// A node without a log answers 404 saying so, after the same authentication as a node
-// with one: a caller without the right token learns nothing about the node.
+// A node without a log answers 404 saying so, with a code of its own (a client tells it
+// from a wrong address's 404 by the code, not the message), after the same
+// authentication as a node with one: a caller without the right token learns nothing
+// about the node.
 func TestVerifyRouteNotConfigured(t *testing.T) {
 	f := newFixture(t, nil)
 	rec := f.get(t, "/v1/verify", auditorToken)
 	if rec.Code != http.StatusNotFound {
 		t.Fatalf("auditor on a node without Verify: %d %s, want 404", rec.Code, rec.Body)
 	}
-	checkErrorBody(t, rec, "not_found", "does not verify")
+	checkErrorBody(t, rec, client.CodeVerifyDisabled, "does not verify")
 	if rec := f.get(t, "/v1/verify", ""); rec.Code != http.StatusUnauthorized {
 		t.Errorf("no token on a node without Verify: %d, want 401", rec.Code)
 	}

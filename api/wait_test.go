@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 )
 
@@ -107,7 +108,7 @@ func TestChangesWakesOnCommit(t *testing.T) {
 	}
 	f.apply(t, spec{id: idA, app: app1, ext: "user-1", typ: domain.EventRejected, at: 32 * time.Minute, recv: 32 * time.Minute})
 	rec := s.wait()
-	var got changesView
+	var got client.Changes
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != http.StatusOK {
 		t.Fatalf("%d %v %s", rec.Code, err, rec.Body)
 	}
@@ -188,7 +189,7 @@ func TestChangesFollower(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var page changesView
+		var page client.Changes
 		err = json.NewDecoder(resp.Body).Decode(&page)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != http.StatusOK {
@@ -245,12 +246,12 @@ func TestPointInTime(t *testing.T) {
 	// The same by hand, for decisions that matter: A at seq 12 was IN_PROGRESS with one
 	// step; at 09:18:50 A had completed but its "address" step (received, by a slow clock,
 	// at 09:18:45) was not yet known, because seq 19 came before it.
-	var st stateView
+	var st client.State
 	json.Unmarshal(f.get(t, "/v1/applicants/"+string(idA)+"?seq=12", auditorToken).Body.Bytes(), &st)
 	if *st.Status != "IN_PROGRESS" || st.Events != 4 || len(st.StepsPassed) != 2 {
 		t.Errorf("A at seq 12: %+v", st)
 	}
-	st = stateView{}
+	st = client.State{}
 	json.Unmarshal(f.get(t, "/v1/applicants/"+string(idA)+"?at=2024-05-01T09:18:50Z", auditorToken).Body.Bytes(), &st)
 	if *st.Status != "COMPLETED" || st.Events != 5 || len(st.StepsPassed) != 2 {
 		t.Errorf("A at 09:18:50: %+v", st)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
 )
@@ -286,15 +287,8 @@ func getJSON(t testing.TB, url, token string, v any) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// applicantState is the part of GET /v1/applicants/{id} the tests read.
-type applicantState struct {
-	ApplicantID string  `json:"applicantId"`
-	AppKey      string  `json:"appKey"`
-	Status      *string `json:"status"`
-	LastSeq     uint64  `json:"lastSeq"`
-	Events      int     `json:"events"`
-	Digest      string  `json:"digest"`
-}
+// applicantState is GET /v1/applicants/{id} as the read API's Go client reads it.
+type applicantState = client.State
 
 // historySeqs returns the stream sequences of an applicant's history, every page.
 func historySeqs(t testing.TB, apiURL, auditor, applicant string) []uint64 {
@@ -302,13 +296,7 @@ func historySeqs(t testing.TB, apiURL, auditor, applicant string) []uint64 {
 	var seqs []uint64
 	after := uint64(0)
 	for {
-		var page struct {
-			Events []struct {
-				Seq     uint64 `json:"seq"`
-				Outcome string `json:"outcome"`
-			} `json:"events"`
-			Next *uint64 `json:"next"`
-		}
+		var page client.History
 		url := fmt.Sprintf("%s/v1/applicants/%s/history?after=%d&limit=500", apiURL, applicant, after)
 		if code, body := getJSON(t, url, auditor, &page); code != http.StatusOK {
 			t.Fatalf("GET %s: %d %s", url, code, body)

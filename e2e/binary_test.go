@@ -135,7 +135,7 @@ func TestBinaryDevMode(t *testing.T) {
 	if code, body := getJSON(t, url, reader, &st); code != http.StatusOK {
 		t.Fatalf("GET %s with the dev reader token: %d %s", url, code, body)
 	}
-	if st.ApplicantID != applicant || st.Status == nil || *st.Status != "INIT" || st.LastSeq != 1 || st.Events != 1 {
+	if string(st.ApplicantID) != applicant || st.Status == nil || *st.Status != "INIT" || st.LastSeq != 1 || st.Events != 1 {
 		t.Errorf("state after applicantCreated: %+v (status %v), want INIT, lastSeq 1, 1 event", st, deref(st.Status))
 	}
 	if code, _ := getJSON(t, url, "", nil); code != http.StatusUnauthorized {

@@ -8,7 +8,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -46,6 +46,10 @@ const (
 // retryAfter is the Retry-After of every 503, in seconds. Allpass ignores it (its own
 // schedule retries after 30 s); other senders and load balancers read it.
 const retryAfter = "5"
+
+// errs answers every refusal (internal/httperr: the one mapping of kinds to statuses);
+// refuse logs them itself, with the app and the reason.
+var errs = httperr.Writer{RetryAfter: retryAfter}
 
 // Headers kept with a reject: what re-verifying the request needs (the signature), and
 // what tells an operator who sent it. Names are lower case in domain.Reject.Headers.
@@ -107,7 +111,7 @@ type handler struct {
 //
 // A webhook is answered 200 {"seq":N,"duplicate":false} only after the log acknowledged
 // it, and 200 with "duplicate":true when the log already had it. Every refusal is a JSON
-// error (see writeError); refusals other than 404, 405, 413 and the in-flight limit are
+// error (internal/httperr); refusals other than 404, 405, 413 and the in-flight limit are
 // kept in the rejects stream for `kycstate rejects reprocess`.
 func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	const op = "ingest.NewHandler"
@@ -159,22 +163,18 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 // routes is the whole HTTP surface of ingest.
 func (h *handler) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /webhooks/allpass/{app}", func(w http.ResponseWriter, r *http.Request) {
-		h.serveWebhook(w, r, r.PathValue("app"), true)
-	})
-	mux.HandleFunc("POST /webhooks/allpass", func(w http.ResponseWriter, r *http.Request) {
-		h.serveWebhook(w, r, "", false)
-	})
+	mux.Handle("POST /webhooks/allpass/{app}", h.webhook(true))
+	mux.Handle("POST /webhooks/allpass", h.webhook(false))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httperr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !h.isReady(r.Context()) {
-			w.Header().Set("Retry-After", "5")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+			w.Header().Set("Retry-After", retryAfter)
+			httperr.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httperr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	// The mux's own 404 and 405 answers are plain text; these keep every answer JSON.
 	methodNotAllowed := func(allow string) http.HandlerFunc {
@@ -262,27 +262,38 @@ type exchange struct {
 	keep       bool // kept in rejects if refused
 }
 
-func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp string, byPath bool) {
-	x := &exchange{start: time.Now(), receivedAt: h.now().UTC(), label: appAny}
+// webhook serves one webhook route ({app} in the path when byPath) within the in-flight
+// limit. A refusal is answered, counted and kept (refuse) while the request still holds
+// its slot: keeping a reject is part of what a request costs.
+func (h *handler) webhook(byPath bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		x := &exchange{start: time.Now(), receivedAt: h.now().UTC(), label: appAny}
+		select {
+		case h.sem <- struct{}{}:
+			defer func() { <-h.sem }()
+		default:
+			// The body is not read: refusing must cost less than serving.
+			h.refuse(w, r, x, errBusy)
+			return
+		}
+		h.m.inflight.Inc()
+		defer h.m.inflight.Dec()
+		if err := h.serveWebhook(w, r, x, byPath); err != nil {
+			h.refuse(w, r, x, err)
+		}
+	})
+}
 
-	select {
-	case h.sem <- struct{}{}:
-		defer func() { <-h.sem }()
-	default:
-		// The body is not read: refusing must cost less than serving.
-		h.refuse(w, r, x, errBusy)
-		return
-	}
-	h.m.inflight.Inc()
-	defer h.m.inflight.Dec()
-
+// serveWebhook answers 200 once the log has the event, or returns why not; it writes
+// nothing when it returns an error.
+func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchange, byPath bool) error {
 	apps := h.apps.all
 	if byPath {
+		pathApp := r.PathValue("app")
 		var ok bool
 		if apps, ok = h.apps.lookup(pathApp); !ok {
 			x.label = appUnknown
-			h.refuse(w, r, x, errNoApp)
-			return
+			return errNoApp
 		}
 		x.pathApp = pathApp
 	}
@@ -298,14 +309,12 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 	// authentic, and a raised limit can recover it.
 	x.body, x.keep = body, domain.KindOf(err) != domain.KindTooLarge
 	if err != nil {
-		h.refuse(w, r, x, err)
-		return
+		return err
 	}
 
 	app, ev, msgID, err := openAny(apps, body, r.Header.Get(allpass.SignatureHeader), x.receivedAt, h.opt)
 	if err != nil {
-		h.refuse(w, r, x, err)
-		return
+		return err
 	}
 	x.label = app.Name
 
@@ -319,8 +328,7 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 		h.appends.record(err == nil, h.now())
 	}
 	if err != nil {
-		h.refuse(w, r, x, errAppend(err))
-		return
+		return errAppend(err)
 	}
 
 	if dup {
@@ -328,11 +336,12 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathApp s
 	} else {
 		h.m.appends.Inc()
 	}
-	writeJSON(w, http.StatusOK, appendResult{Seq: seq, Duplicate: dup})
+	httperr.WriteJSON(w, http.StatusOK, appendResult{Seq: seq, Duplicate: dup})
 	h.m.requests.WithLabelValues(x.label, outcomeOf(http.StatusOK, dup)).Inc()
 	h.m.duration.Observe(time.Since(x.start).Seconds())
 	h.logger.Debug("webhook appended", zap.String("app", x.label), zap.Uint64("seq", seq),
 		zap.Bool("duplicate", dup), zap.String("remote", r.RemoteAddr))
+	return nil
 }
 
 // isReady: no append failed recently without a good one since, and the log answers.
@@ -491,7 +500,14 @@ func progress(err error) int {
 // refuse answers err, counts and logs the refusal, and keeps the request in the rejects
 // stream when x says so.
 func (h *handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
-	status, code, msg := writeError(w, err)
+	var status int
+	var code, msg string
+	if errors.Is(err, errMethod) {
+		httperr.MethodNotAllowed(w, w.Header().Get("Allow"), errMethod.msg)
+		status, code, msg = http.StatusMethodNotAllowed, CodeMethodNotAllowed, errMethod.msg
+	} else {
+		status, code, msg = errs.Write(w, r, public(err))
+	}
 	h.m.requests.WithLabelValues(x.label, outcomeOf(status, false)).Inc()
 	h.m.rejects.WithLabelValues(code).Inc()
 
@@ -545,61 +561,21 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 	}
 }
 
-// writeError is the one place an error becomes an HTTP answer: the status from its kind,
-// the code from Code (or the handler's own code), and a message that names the problem.
-// Messages come from the errors' texts, which never hold keys, signatures or plaintext.
-// It returns what it answered.
-func writeError(w http.ResponseWriter, err error) (status int, code, msg string) {
-	status = statusOf(err)
-	code = codeOf(err)
+// public gives err the code and caller-safe message of its answer: the handler's own
+// (codedError), else the wire format's (Code, and the text of its allpass.Error, which never
+// holds a key, signature or plaintext). An error with neither message is answered with
+// its kind's generic one; a 5xx's message never reaches the caller (internal/httperr).
+func public(err error) error {
 	var c *codedError
 	var we *allpass.Error
+	var msg string
 	switch {
 	case errors.As(err, &c) && c.msg != "":
 		msg = c.msg
-	case status >= 500 && status != http.StatusServiceUnavailable:
-		msg = "internal error" // the cause is logged, not sent
 	case errors.As(err, &we):
 		msg = we.Message // the wire format's caller-safe text, without the operation
-	default:
-		msg = err.Error()
 	}
-	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", retryAfter)
-	}
-	var body struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	body.Error.Code, body.Error.Message = code, msg
-	writeJSON(w, status, body)
-	return status, code, msg
-}
-
-// statusOf maps an error's kind to its HTTP status.
-func statusOf(err error) int {
-	if errors.Is(err, errMethod) {
-		return http.StatusMethodNotAllowed
-	}
-	switch domain.KindOf(err) {
-	case domain.KindInvalid:
-		return http.StatusBadRequest
-	case domain.KindUnauthorized:
-		return http.StatusUnauthorized
-	case domain.KindForbidden:
-		return http.StatusForbidden
-	case domain.KindNotFound:
-		return http.StatusNotFound
-	case domain.KindTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case domain.KindUnprocessable:
-		return http.StatusUnprocessableEntity
-	case domain.KindUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
+	return httperr.Wrap(err, codeOf(err), msg)
 }
 
 // codeOf is the answer's code: the handler's own for the errors it makes, else Code's.
@@ -609,18 +585,4 @@ func codeOf(err error) string {
 		return c.code
 	}
 	return Code(err)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only the handler's own fixed types are written; this is a bug.
-		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"internal error"}}`)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/ingest/allpass/allpasstest"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -189,12 +190,7 @@ func decodeAnswer(tb testing.TB, status int, header http.Header, raw []byte) ans
 		a.seq, a.duplicate = *ok.Seq, *ok.Duplicate
 		return a
 	}
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var e httperr.Body
 	if err := json.Unmarshal(raw, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
 		tb.Fatalf("status %d: body %q is not a JSON error: %v", status, raw, err)
 	}
@@ -1003,12 +999,26 @@ func TestNewHandlerConfig(t *testing.T) {
 	}
 }
 
-// TestStatusOf pins the one mapping from error kinds to HTTP statuses.
+// TestStatusOf pins how ingest answers its errors: each kind through the one mapping of
+// kinds to statuses (internal/httperr.Status, tested there; a conflict is 409 as on the
+// read API), the method refusal 405, and the append path's classification: what the log
+// cannot classify is 503, a kind the append should never meet (a conflict, ids the log
+// refuses) is a broken invariant, 500.
 func TestStatusOf(t *testing.T) {
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &handler{logger: zap.NewNop(), m: m}
+	statusOf := func(err error) int {
+		rec := httptest.NewRecorder()
+		h.refuse(rec, httptest.NewRequest(http.MethodPost, "/webhooks/allpass", nil), &exchange{label: appAny}, err)
+		return rec.Code
+	}
 	cases := map[domain.ErrorKind]int{
 		domain.KindInvalid: 400, domain.KindUnauthorized: 401, domain.KindNotFound: 404,
 		domain.KindTooLarge: 413, domain.KindUnprocessable: 422, domain.KindUnavailable: 503,
-		domain.KindInternal: 500, domain.KindOther: 500, domain.KindConflict: 500,
+		domain.KindInternal: 500, domain.KindOther: 500, domain.KindConflict: 409,
 	}
 	for k, want := range cases {
 		if got := statusOf(domain.E("op", k, "x")); got != want {
@@ -1023,6 +1033,9 @@ func TestStatusOf(t *testing.T) {
 	}
 	if got := statusOf(errAppend(domain.E("op", domain.KindInvalid, "x"))); got != 500 {
 		t.Errorf("append refusing validated ids: %d, want 500", got)
+	}
+	if got := statusOf(errAppend(domain.E("op", domain.KindConflict, "x"))); got != 500 {
+		t.Errorf("append meeting a conflict: %d, want 500", got)
 	}
 }
 

@@ -2,38 +2,16 @@ package sim
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 )
-
-// seqHeader is the read API's header naming the last stream sequence applied (DESIGN.md
-// section 7).
-const seqHeader = "X-Kycstate-Seq"
-
-// apiState is the part of GET /v1/applicants/{id} the check compares.
-type apiState struct {
-	ApplicantID    domain.ApplicantID `json:"applicantId"`
-	AppKey         domain.AppKey      `json:"appKey"`
-	ExternalUserID *string            `json:"externalUserId"`
-	Status         *string            `json:"status"`
-	LastSeq        uint64             `json:"lastSeq"`
-	Events         int                `json:"events"`
-	StepsPassed    []string           `json:"stepsPassed"`
-	Flags          []string           `json:"flags"`
-	Warnings       []string           `json:"warnings"`
-	Anomalies      int                `json:"anomalies"`
-}
 
 // check waits until the read API has applied rep.MaxSeq, then compares every applicant
 // that lost no webhook with its expected state, Concurrency at a time.
@@ -47,6 +25,11 @@ func (r *runner) check(ctx context.Context, results []*result, rep *Report) erro
 	if len(todo) == 0 {
 		return nil
 	}
+	api, err := client.New(r.cfg.APIURL, r.cfg.Token, client.WithHTTPClient(r.client), client.WithUserAgent("kycstate-sim"))
+	if err != nil {
+		return fmt.Errorf("read API %s: %v", r.cfg.APIURL, err)
+	}
+	r.api = api
 	if err := r.waitCaughtUp(ctx, todo[0].id, rep.MaxSeq); err != nil {
 		return err
 	}
@@ -119,54 +102,33 @@ func (r *runner) waitCaughtUp(ctx context.Context, probe domain.ApplicantID, seq
 }
 
 // getState reads one applicant from the read API, waiting for minSeq if not 0. found is
-// false on 404. Any answer other than 200 and 404 is an error that names it.
-func (r *runner) getState(ctx context.Context, id domain.ApplicantID, minSeq uint64) (apiState, bool, error) {
-	u := strings.TrimRight(r.cfg.APIURL, "/") + "/v1/applicants/" + url.PathEscape(string(id))
-	if minSeq > 0 {
-		u += "?minSeq=" + strconv.FormatUint(minSeq, 10)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return apiState{}, false, err
-	}
-	req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
-	req.Header.Set("User-Agent", "kycstate-sim")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return apiState{}, false, fmt.Errorf("read API: %w", err)
-	}
-	defer resp.Body.Close()
-	if s, err := strconv.ParseUint(resp.Header.Get(seqHeader), 10, 64); err == nil {
-		for {
-			old := r.lastSeen.Load()
-			if s <= old || r.lastSeen.CompareAndSwap(old, s) {
-				break
-			}
+// false when the API answers not_found. Any other answer but 200 is an error that names
+// it.
+func (r *runner) getState(ctx context.Context, id domain.ApplicantID, minSeq uint64) (client.State, bool, error) {
+	st, seq, err := r.api.State(ctx, id, client.StateQuery{MinSeq: minSeq})
+	for {
+		old := r.lastSeen.Load()
+		if seq <= old || r.lastSeen.CompareAndSwap(old, seq) {
+			break
 		}
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return apiState{}, false, fmt.Errorf("read API: reading the answer: %w", err)
+	var e *client.Error
+	switch {
+	case err == nil:
+		return st, true, nil
+	case !errors.As(err, &e):
+		return client.State{}, false, fmt.Errorf("read API: %w", err)
+	case e.Code == client.CodeNotFound:
+		return client.State{}, false, nil
+	case e.Code == client.CodeUnauthorized || e.Code == client.CodeForbidden:
+		return client.State{}, false, fmt.Errorf("read API refused the token (%d): give a reader or auditor token of the service", e.Status)
 	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		return apiState{}, false, nil
-	case http.StatusUnauthorized, http.StatusForbidden:
-		return apiState{}, false, fmt.Errorf("read API refused the token (%d): give a reader or auditor token of the service", resp.StatusCode)
-	default:
-		return apiState{}, false, fmt.Errorf("read API answered %d to GET %s: %s", resp.StatusCode, req.URL.Path, firstLine(b))
-	}
-	var st apiState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return apiState{}, false, fmt.Errorf("read API: decoding applicant %s: %w", id, err)
-	}
-	return st, true, nil
+	return client.State{}, false, fmt.Errorf("read API answered %d to GET /v1/applicants/%s: %s", e.Status, id, e.Message)
 }
 
 // compare lists the differences between the expected state and what the API serves.
 // The digest is not compared: it chains the stored bytes, which only the service has.
-func compare(want domain.State, got apiState) []string {
+func compare(want domain.State, got client.State) []string {
 	var out []string
 	diff := func(field string, w, g any) {
 		out = append(out, fmt.Sprintf("applicant %s: %s: want %v, got %v", want.ApplicantID, field, w, g))
@@ -224,14 +186,6 @@ func orNull(s string) string {
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}
-	}
-	return s
-}
-
-func firstLine(b []byte) string {
-	s, _, _ := strings.Cut(string(b), "\n")
-	if len(s) > 200 {
-		s = s[:200] + "..."
 	}
 	return s
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/httperr"
 )
 
 // result is what one journey did and what the service should now hold for it.
@@ -349,12 +350,7 @@ func (r *runner) post(ctx context.Context, s sealed) answer {
 		a.seq, a.dup = *ok.Seq, ok.Duplicate
 		return a
 	}
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var e httperr.Body
 	if json.Unmarshal(b, &e) == nil {
 		a.code, a.message = e.Error.Code, e.Error.Message
 	}

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
 )
@@ -222,6 +223,7 @@ type runner struct {
 	done atomic.Int64 // journeys finished, for progress
 	// lastSeen is the highest X-Kycstate-Seq the read API has answered with.
 	lastSeen atomic.Uint64
+	api      *client.Client // the read API, once check starts
 }
 
 // plan makes journey i. Its shape comes from the seed and i alone; its ids are fresh.

@@ -252,6 +252,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Projection: proj, Tokens: apiTokens(r), Logger: lg,
 				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
+				Lag:    pj.Lag,
 				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) },
 			})
 			return err

@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/kycstate/kycstate/api"
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 )
 
@@ -23,9 +21,9 @@ import (
 
 // verifyViaAPI asks the read API at base to verify its projection against the log.
 // Errors say what to do: a refused or non-auditor token, an address nothing answers on,
-// a node that does not verify.
+// a node that does not verify. They branch on the answer's code, never its message.
 func verifyViaAPI(ctx context.Context, base, token string) (domain.VerifyResult, error) {
-	u, err := verifyURL(base)
+	c, err := client.New(base, token, client.WithUserAgent("kycstate-verify"))
 	if err != nil {
 		return domain.VerifyResult{}, fmt.Errorf("%w: --api %s: %v", errUsage, base, err)
 	}
@@ -33,107 +31,36 @@ func verifyViaAPI(ctx context.Context, base, token string) (domain.VerifyResult,
 	// sending the answer. This bound only catches a server that never answers.
 	ctx, cancel := context.WithTimeout(ctx, api.DefaultVerifyTimeout+time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return domain.VerifyResult{}, fmt.Errorf("%w: --api %s: %v", errUsage, base, err)
+	res, _, err := c.Verify(ctx)
+	if err == nil {
+		return res.Result(), nil
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Accept", "application/json")
-	// No redirects: the token is for this address only.
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return domain.VerifyResult{}, fmt.Errorf("verify through %s: no answer: %w", base, ctx.Err())
-		}
+	var e *client.Error
+	var bad *client.BadAnswerError
+	switch {
+	case errors.As(err, &e):
+	case errors.As(err, &bad):
+		return domain.VerifyResult{}, err
+	case ctx.Err() != nil:
+		return domain.VerifyResult{}, fmt.Errorf("verify through %s: no answer: %w", base, ctx.Err())
+	default:
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
 		return domain.VerifyResult{}, fmt.Errorf("cannot reach the read API at %s: %v; is the service running, with api.listen at that address?", base, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		return decodeVerify(resp.Body, base)
-	}
-	msg := errorMessage(resp)
-	switch resp.StatusCode {
-	case http.StatusUnauthorized:
-		return domain.VerifyResult{}, fmt.Errorf("the read API at %s refused the token (401: %s): pass an auditor token of its api.tokens with --token", base, msg)
-	case http.StatusForbidden:
-		return domain.VerifyResult{}, fmt.Errorf("verify needs an auditor token; the read API at %s says this one may not (403: %s): pass an auditor token with --token", base, msg)
-	case http.StatusNotFound:
-		if strings.Contains(msg, "does not verify") {
-			return domain.VerifyResult{}, fmt.Errorf("the read API at %s does not verify (404: %s); verify offline on the stopped node's data dir", base, msg)
-		}
-		return domain.VerifyResult{}, fmt.Errorf("%s has no /v1/verify (404: %s); is that the read API's address (api.listen), of a kycstate that has verify?", base, msg)
-	}
-	return domain.VerifyResult{}, fmt.Errorf("the read API at %s answered %s: %s", base, resp.Status, msg)
-}
-
-// verifyURL returns base's /v1/verify. base may omit the scheme (127.0.0.1:8081) and may
-// carry a path prefix (a proxy's).
-func verifyURL(base string) (string, error) {
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		return "", errors.New("not a URL such as http://127.0.0.1:8081")
-	}
 	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "", errors.New("must be an http or https URL, such as http://127.0.0.1:8081")
-	case u.Host == "":
-		return "", errors.New("has no host; give one such as http://127.0.0.1:8081")
-	case u.RawQuery != "" || u.Fragment != "":
-		return "", errors.New("must not carry a query or fragment")
-	case u.User != nil:
-		return "", errors.New("must not carry credentials; give the token with --token")
+	case e.Code == client.CodeUnauthorized || e.Status == http.StatusUnauthorized:
+		return domain.VerifyResult{}, fmt.Errorf("the read API at %s refused the token (401: %s): pass an auditor token of its api.tokens with --token", base, e.Message)
+	case e.Code == client.CodeForbidden || e.Status == http.StatusForbidden:
+		return domain.VerifyResult{}, fmt.Errorf("verify needs an auditor token; the read API at %s says this one may not (403: %s): pass an auditor token with --token", base, e.Message)
+	case e.Code == client.CodeVerifyDisabled:
+		return domain.VerifyResult{}, fmt.Errorf("the read API at %s does not verify (404: %s); verify offline on the stopped node's data dir", base, e.Message)
+	case e.Status == http.StatusNotFound:
+		return domain.VerifyResult{}, fmt.Errorf("%s has no /v1/verify (404: %s); is that the read API's address (api.listen), of a kycstate that has verify?", base, e.Message)
 	}
-	return u.JoinPath("v1", "verify").String(), nil
-}
-
-// decodeVerify reads GET /v1/verify's answer. Unknown fields are ignored, so a newer
-// service's answer still reads.
-func decodeVerify(r io.Reader, base string) (domain.VerifyResult, error) {
-	var v struct {
-		Checkpoint  *uint64 `json:"checkpoint"`
-		LogLast     uint64  `json:"logLast"`
-		Applicants  int     `json:"applicants"`
-		Events      uint64  `json:"events"`
-		Differences *[]struct {
-			Kind        domain.DifferenceKind `json:"kind"`
-			ApplicantID *string               `json:"applicantId"`
-			Log         string                `json:"log"`
-			Projection  string                `json:"projection"`
-		} `json:"differences"`
-	}
-	if err := json.NewDecoder(r).Decode(&v); err != nil || v.Checkpoint == nil || v.Differences == nil {
-		return domain.VerifyResult{}, fmt.Errorf("the read API at %s answered /v1/verify with something that is not a verify result; is that kycstate's read API?", base)
-	}
-	res := domain.VerifyResult{Checkpoint: *v.Checkpoint, LogLast: v.LogLast, Applicants: v.Applicants, Events: v.Events}
-	for _, d := range *v.Differences {
-		vd := domain.VerifyDifference{Kind: d.Kind, Log: d.Log, Projection: d.Projection}
-		if d.ApplicantID != nil {
-			vd.ApplicantID = domain.ApplicantID(*d.ApplicantID)
-		}
-		res.Differences = append(res.Differences, vd)
-	}
-	return res, nil
-}
-
-// errorMessage returns the message of the API's {"error":{"code","message"}} body, or the
-// status text when the body is not one.
-func errorMessage(resp *http.Response) string {
-	var e struct {
-		Error struct{ Message string } `json:"error"`
-	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(b, &e) != nil || e.Error.Message == "" {
-		return http.StatusText(resp.StatusCode)
-	}
-	return e.Error.Message
+	return domain.VerifyResult{}, fmt.Errorf("the read API at %s answered %d %s: %s", base, e.Status, http.StatusText(e.Status), e.Message)
 }
 
 // verifyToken is --token (literal, env:NAME or file:PATH), or else the first auditor

@@ -9,31 +9,6 @@ import (
 	"testing"
 )
 
-func TestVerifyURL(t *testing.T) {
-	for _, c := range []struct{ in, want, bad string }{
-		{in: "http://127.0.0.1:8081", want: "http://127.0.0.1:8081/v1/verify"},
-		{in: "http://127.0.0.1:8081/", want: "http://127.0.0.1:8081/v1/verify"},
-		{in: "127.0.0.1:8081", want: "http://127.0.0.1:8081/v1/verify"},
-		{in: "localhost:8081", want: "http://localhost:8081/v1/verify"},
-		{in: "https://kyc.internal/query/", want: "https://kyc.internal/query/v1/verify"},
-		{in: "ftp://127.0.0.1:8081", bad: "http or https"},
-		{in: "http://", bad: "no host"},
-		{in: "http://127.0.0.1:8081/?x=1", bad: "query"},
-		{in: "http://audit:secret@127.0.0.1:8081", bad: "--token"},
-		{in: "http://[::1", bad: "not a URL"},
-	} {
-		got, err := verifyURL(c.in)
-		switch {
-		case c.bad == "" && (err != nil || got != c.want):
-			t.Errorf("verifyURL(%q) = %q, %v; want %q", c.in, got, err, c.want)
-		case c.bad != "" && (err == nil || !strings.Contains(err.Error(), c.bad)):
-			t.Errorf("verifyURL(%q) = %q, %v; want an error naming %q", c.in, got, err, c.bad)
-		case c.bad != "" && strings.Contains(err.Error(), "secret"):
-			t.Errorf("verifyURL(%q): the error shows the password: %v", c.in, err)
-		}
-	}
-}
-
 // The token is --token when given (literal, env: or file:), else the config's first
 // auditor token, never a reader's.
 func TestVerifyToken(t *testing.T) {
@@ -86,50 +61,4 @@ func TestVerifyUsage(t *testing.T) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
 	}
-}
-
-func TestDecodeVerify(t *testing.T) {
-	good := `{"checkpoint":22,"logLast":21,"applicants":5,"events":21,"future":true,"differences":[
-		{"kind":"checkpoint","applicantId":null,"log":"ends at sequence 21","projection":"checkpoint 22"},
-		{"kind":"extra","applicantId":"5f81a364-b072-41d3-8465-fffffffffff6","log":"no events","projection":"digest 00, 1 events, last seq 22"}]}`
-	res, err := decodeVerify(strings.NewReader(good), "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"checkpoint: log ends at sequence 21, projection checkpoint 22",
-		"extra 5f81a364-b072-41d3-8465-fffffffffff6: log no events, projection digest 00, 1 events, last seq 22"}
-	if res.Checkpoint != 22 || res.LogLast != 21 || res.Applicants != 5 || res.Events != 21 || len(res.Differences) != 2 {
-		t.Fatalf("decoded %+v", res)
-	}
-	for i, d := range res.Differences {
-		if d.String() != want[i] {
-			t.Errorf("difference %d prints %q, want %q", i, d.String(), want[i])
-		}
-	}
-	for _, bad := range []string{``, `{}`, `[]`, `{"checkpoint":1}`, `{"differences":[]}`, `{"checkpoint":1,"differences":null}`,
-		`{"checkpoint":"1","differences":[]}`, `<html>`, `{"error":{"code":"x","message":"y"}}`} {
-		if _, err := decodeVerify(strings.NewReader(bad), "x"); err == nil {
-			t.Errorf("decodeVerify(%q) accepted it", bad)
-		}
-	}
-}
-
-func FuzzDecodeVerify(f *testing.F) {
-	f.Add([]byte(`{"checkpoint":3,"logLast":3,"applicants":1,"events":3,"differences":[]}`))
-	f.Add([]byte(`{"checkpoint":3,"differences":[{"kind":"digest","applicantId":"a","log":"x","projection":"y"}]}`))
-	f.Add([]byte(`{"checkpoint":3,"differences":[{"applicantId":7}]}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		res, err := decodeVerify(bytes.NewReader(b), "x")
-		if err != nil {
-			if !strings.Contains(err.Error(), "not a verify result") {
-				t.Fatalf("unclear error: %v", err)
-			}
-			return
-		}
-		for _, d := range res.Differences {
-			if d.String() == "" {
-				t.Fatalf("difference %+v prints nothing", d)
-			}
-		}
-	})
 }

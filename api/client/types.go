@@ -1,0 +1,151 @@
+package client
+
+import (
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+// The response bodies of the read API (DESIGN.md section 7, api/openapi.yaml). The API
+// encodes these very types, so a field added there is a field here. They are views, not
+// the domain types: domain.State carries the fold's bookkeeping, and the wire form is a
+// contract that must not change when the store's does. "None" is null (a nil pointer),
+// lists are never null, times are RFC 3339 UTC.
+
+// State is one applicant's state: GET /v1/applicants/{id}.
+type State struct {
+	ApplicantID    domain.ApplicantID `json:"applicantId"`
+	AppKey         domain.AppKey      `json:"appKey"`
+	ExternalUserID *string            `json:"externalUserId"` // null: Allpass never sent one
+	Status         *string            `json:"status"`         // null: no status event applied yet
+	StatusAt       *Time              `json:"statusAt"`       // eventAt of the latest applied status event; null with status
+	LastEventAt    Time               `json:"lastEventAt"`
+	LastSeq        uint64             `json:"lastSeq"`
+	Events         int                `json:"events"`
+	StepsPassed    []string           `json:"stepsPassed"`
+	Flags          []string           `json:"flags"`
+	Warnings       []string           `json:"warnings"`
+	Anomalies      int                `json:"anomalies"`
+	Digest         string             `json:"digest"`
+	Erased         bool               `json:"erased"`       // personal data erased (DESIGN.md section 11)
+	ReconciledAt   *Time              `json:"reconciledAt"` // eventAt of the latest reconciled event; null: never
+}
+
+// Event is one line of an applicant's history.
+type Event struct {
+	Seq           uint64           `json:"seq"`
+	Type          domain.EventType `json:"type"`
+	Origin        domain.Origin    `json:"origin"` // webhook, openapi or operator
+	EventAt       Time             `json:"eventAt"`
+	EventAtSource string           `json:"eventAtSource"`
+	ReceivedAt    Time             `json:"receivedAt"`
+	Outcome       domain.Outcome   `json:"outcome"`
+	From          *string          `json:"from"` // null: no status before
+	To            *string          `json:"to"`   // null: still no status after
+	StepName      *string          `json:"stepName"`
+	Warnings      []string         `json:"warnings"`
+}
+
+// History is one page of GET /v1/applicants/{id}/history.
+type History struct {
+	ApplicantID domain.ApplicantID `json:"applicantId"`
+	Events      []Event            `json:"events"`
+	Next        *uint64            `json:"next"` // null: this page is the last
+}
+
+// Anomaly is an irregular event with the applicant it belongs to.
+type Anomaly struct {
+	ApplicantID    domain.ApplicantID `json:"applicantId"`
+	AppKey         domain.AppKey      `json:"appKey"`
+	ExternalUserID *string            `json:"externalUserId"`
+	Event
+}
+
+// Anomalies is one page of GET /v1/anomalies.
+type Anomalies struct {
+	Anomalies []Anomaly `json:"anomalies"`
+	Next      *uint64   `json:"next"` // null: this page is the last
+}
+
+// Applicants is one page of GET /v1/applicants.
+type Applicants struct {
+	Applicants []State `json:"applicants"`
+	Next       *string `json:"next"` // null: this page is the last
+}
+
+// Change is one status change of the feed.
+type Change struct {
+	Seq            uint64             `json:"seq"`
+	ApplicantID    domain.ApplicantID `json:"applicantId"`
+	AppKey         domain.AppKey      `json:"appKey"`
+	ExternalUserID *string            `json:"externalUserId"`
+	From           *string            `json:"from"` // null: the applicant's first status
+	To             string             `json:"to"`
+	At             Time               `json:"at"`
+}
+
+// Changes is one answer of GET /v1/changes.
+type Changes struct {
+	Changes []Change `json:"changes"`
+	// Next is the stream position to pass as ?after next time; never null.
+	Next uint64 `json:"next"`
+}
+
+// Verify is what GET /v1/verify found: domain.VerifyResult in the wire form.
+type Verify struct {
+	Checkpoint  uint64       `json:"checkpoint"`
+	LogLast     uint64       `json:"logLast"`
+	Applicants  int          `json:"applicants"`
+	Events      uint64       `json:"events"`
+	Differences []Difference `json:"differences"`
+}
+
+// Difference is one disagreement between the log and the projection.
+type Difference struct {
+	Kind        domain.DifferenceKind `json:"kind"`
+	ApplicantID *string               `json:"applicantId"` // null: the checkpoint, not an applicant
+	Log         string                `json:"log"`
+	Projection  string                `json:"projection"`
+}
+
+// Result is the answer in domain terms, as `kycstate verify` prints it offline too.
+func (v Verify) Result() domain.VerifyResult {
+	res := domain.VerifyResult{Checkpoint: v.Checkpoint, LogLast: v.LogLast, Applicants: v.Applicants, Events: v.Events}
+	for _, d := range v.Differences {
+		vd := domain.VerifyDifference{Kind: d.Kind, Log: d.Log, Projection: d.Projection}
+		if d.ApplicantID != nil {
+			vd.ApplicantID = domain.ApplicantID(*d.ApplicantID)
+		}
+		res.Differences = append(res.Differences, vd)
+	}
+	return res
+}
+
+// Health is the body of /healthz and of a ready /readyz.
+type Health struct {
+	Status string `json:"status"`
+}
+
+// Time is a time encoded as RFC 3339 in UTC, with as many fractional digits as it has.
+type Time time.Time
+
+// MarshalJSON writes the RFC 3339 UTC form.
+func (t Time) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, len(time.RFC3339Nano)+2)
+	b = append(b, '"')
+	b = time.Time(t).UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), nil
+}
+
+// UnmarshalJSON reads an RFC 3339 time.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	var v time.Time
+	if err := v.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	*t = Time(v)
+	return nil
+}
+
+// Time returns t as a time.Time.
+func (t Time) Time() time.Time { return time.Time(t) }

@@ -1,0 +1,126 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/kycstate/kycstate/api/console"
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/httperr"
+)
+
+// newConsole builds the auditor console over this server's own reads.
+func newConsole(s *server, key []byte) (http.Handler, error) {
+	return console.New(console.Config{
+		Backend:     consoleBackend{s},
+		Logger:      s.log,
+		StatusFor:   httperr.Status,
+		SessionKey:  key,
+		VerifyBound: s.verifyTimeout + writeMargin,
+	})
+}
+
+// consoleBackend is console.Backend over the server: the same token check, projection
+// queries, point-in-time fold and verify as the JSON routes, so a page shows what the
+// API answers. The console checks roles before calling it, as require does for routes.
+type consoleBackend struct{ s *server }
+
+var _ console.Backend = consoleBackend{}
+
+func (b consoleBackend) Authenticate(token string) (console.Principal, error) {
+	p, err := b.s.authenticateToken(token)
+	if err != nil {
+		return console.Principal{}, domain.E("token", domain.KindUnauthorized, err)
+	}
+	return console.Principal{Name: p.name, Role: console.Role(p.role)}, nil
+}
+
+func (b consoleBackend) State(ctx context.Context, id domain.ApplicantID) (domain.State, error) {
+	st, found, err := b.s.proj.State(id)
+	switch {
+	case err != nil:
+		return domain.State{}, err
+	case !found:
+		return domain.State{}, domain.E("id", domain.KindNotFound, "no applicant "+string(id))
+	}
+	return st, nil
+}
+
+func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as console.AsOf) (domain.State, error) {
+	keep := keepReceivedBy(as.Time)
+	if as.Seq != 0 {
+		keep = keepUpToSeq(as.Seq)
+	}
+	st, found, err := b.s.stateAt(ctx, id, keep)
+	switch {
+	case err != nil:
+		return domain.State{}, err
+	case !found:
+		return domain.State{}, domain.E("id", domain.KindNotFound, "applicant "+string(id)+" had no events by then")
+	}
+	return st, nil
+}
+
+func (b consoleBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) ([]domain.Record, bool, error) {
+	recs, next, err := b.s.proj.History(id, after, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(recs) == 0 {
+		if _, err := b.State(ctx, id); err != nil {
+			return nil, false, err // an empty page of an unknown applicant is a 404, as in handleHistory
+		}
+	}
+	return recs, next != 0 && len(recs) > 0, nil
+}
+
+func (b consoleBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error) {
+	switch {
+	case ext == "":
+		return nil, domain.E("externalUserId", domain.KindInvalid, "must not be empty")
+	case len(ext) > maxExtIDBytes:
+		return nil, domain.E("externalUserId", domain.KindInvalid, fmt.Sprintf("longer than %d bytes", maxExtIDBytes))
+	}
+	return b.s.proj.ByExternalUserID(ext, "", min(limit, maxLimit))
+}
+
+func (b consoleBackend) Anomalies(ctx context.Context, after uint64, limit int) ([]domain.Record, bool, error) {
+	recs, next, err := b.s.proj.Anomalies(after, min(limit, maxLimit))
+	return recs, next != 0 && len(recs) > 0, err
+}
+
+func (b consoleBackend) Changes(ctx context.Context, after uint64, limit int) ([]domain.Change, error) {
+	return b.s.proj.Changes(after, min(limit, maxLimit))
+}
+
+func (b consoleBackend) Health(ctx context.Context) console.Health {
+	h := console.Health{Checkpoint: b.s.proj.Checkpoint()}
+	if b.s.lag != nil {
+		h.Lag, h.LagKnown = b.s.lag(), true
+	}
+	// Reconciliation (DESIGN.md section 10) is not built yet: SweepConfigured stays false.
+	return h
+}
+
+// Verify runs s.verify under the same one-at-a-time rule and bound as GET /v1/verify.
+func (b consoleBackend) Verify(ctx context.Context) (domain.VerifyResult, error) {
+	s := b.s
+	if s.verify == nil {
+		return domain.VerifyResult{}, domain.E("verify", domain.KindNotFound, "this node does not verify: it was started without an event log to compare with")
+	}
+	select {
+	case s.verifying <- struct{}{}:
+		defer func() { <-s.verifying }()
+	default:
+		return domain.VerifyResult{}, domain.E("verify", domain.KindConflict, "a verify is already running on this node; try again when it has answered")
+	}
+	vctx, cancel := context.WithTimeout(ctx, s.verifyTimeout)
+	defer cancel()
+	res, err := s.verify(vctx)
+	if err != nil && vctx.Err() != nil && ctx.Err() == nil {
+		return domain.VerifyResult{}, domain.E("verify", domain.KindUnavailable, fmt.Sprintf(
+			"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout))
+	}
+	return res, err
+}

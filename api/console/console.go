@@ -1,0 +1,224 @@
+// Package console is kycstate's auditor console (DESIGN.md section 12): server-rendered
+// pages over the read API's data, for compliance officers who read history in a browser
+// rather than with curl.
+//
+// The pages are html/template, so everything the log holds (an externalUserId, a warning,
+// a step name) reaches the browser as text; the stylesheet and the one script (the live
+// change view) are embedded files served from /console/static/, and the
+// Content-Security-Policy allows nothing else: no inline script or style, no other
+// origin. Every page but the change view works without JavaScript.
+//
+// The console reads through Backend, which package api implements over its own handlers'
+// functions, so a page shows exactly what the API answers, limited by the same roles.
+// A session is a signed, expiring cookie naming the token's name and role, never the
+// token; it holds no server state but a bounded list of signed-out sessions.
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"go.uber.org/zap"
+)
+
+// Role is what a session may see. Roles are ordered: each may do what the ones before it
+// may (reader < auditor < admin), as the API's roles are.
+type Role string
+
+const (
+	// RoleReader sees applicants' current state, lookups, the change feed and the ops page.
+	RoleReader Role = "reader"
+	// RoleAuditor also sees history, point-in-time state, anomalies and runs verify.
+	RoleAuditor Role = "auditor"
+	// RoleAdmin may also erase (DESIGN.md section 11), once the API offers it.
+	RoleAdmin Role = "admin"
+)
+
+// rank orders the roles; 0 is no role.
+func (r Role) rank() int {
+	switch r {
+	case RoleReader:
+		return 1
+	case RoleAuditor:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool { return r.rank() > 0 }
+
+// Allows reports whether a session of role r may see what needs role need.
+func (r Role) Allows(need Role) bool { return r.Valid() && r.rank() >= need.rank() }
+
+// Principal is who signed in: the configured token's name (shown and logged) and role.
+type Principal struct {
+	Name string
+	Role Role
+}
+
+// AsOf is a point in time of the service's knowledge: every event up to stream sequence
+// Seq, or every event received by Time. Exactly one is set.
+type AsOf struct {
+	Seq  uint64
+	Time time.Time
+}
+
+// Health is what the ops page shows about the projection.
+type Health struct {
+	Checkpoint uint64 // the last stream sequence applied
+	// Lag is how many sequences the projection is behind the log; meaningful only when
+	// LagKnown (a node without a projector to ask cannot say).
+	Lag      uint64
+	LagKnown bool
+	// LastSweep is when the last reconciliation sweep (DESIGN.md section 10) finished;
+	// meaningful only when SweepConfigured.
+	LastSweep       time.Time
+	SweepConfigured bool
+}
+
+// Backend is what the console reads. Every error is a domain error whose kind the console
+// maps to an HTTP status with Config.StatusFor; the messages of kinds other than
+// KindInternal are shown to the user, so they name what to fix and hold no secret.
+type Backend interface {
+	// Authenticate returns who holds token. Errors: KindUnauthorized when no configured
+	// token matches. It takes the same time whichever token, if any, matches.
+	Authenticate(token string) (Principal, error)
+	// State returns an applicant's current state. Errors: KindNotFound.
+	State(ctx context.Context, id domain.ApplicantID) (domain.State, error)
+	// StateAt returns the state as the service knew it at as. Errors: KindNotFound when
+	// the applicant had no events by then; KindUnprocessable for a history too long to
+	// fold on request.
+	StateAt(ctx context.Context, id domain.ApplicantID, as AsOf) (domain.State, error)
+	// History returns up to limit records of id with a sequence above after, in stream
+	// order, and whether more follow. Errors: KindNotFound for an unknown applicant.
+	History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) ([]domain.Record, bool, error)
+	// Lookup returns the applicants (of any app) with this externalUserId, at most limit.
+	// Errors: KindInvalid for an empty or oversized id.
+	Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error)
+	// Anomalies returns up to limit irregular events with a sequence above after, in
+	// stream order, and whether more follow.
+	Anomalies(ctx context.Context, after uint64, limit int) ([]domain.Record, bool, error)
+	// Changes returns up to limit status changes with a sequence above after, in stream
+	// order.
+	Changes(ctx context.Context, after uint64, limit int) ([]domain.Change, error)
+	// Health returns the projection's checkpoint, lag and reconciliation state. It does
+	// not block.
+	Health(ctx context.Context) Health
+	// Verify folds the log afresh and compares it with the projection. Errors:
+	// KindNotFound when this node cannot verify; KindConflict while another verify runs;
+	// KindUnavailable past its bound.
+	Verify(ctx context.Context) (domain.VerifyResult, error)
+}
+
+// Defaults of Config.
+const (
+	DefaultSessionTTL = 8 * time.Hour // a working day: a forgotten session ends by itself
+	// Failed sign-ins per remote address: a burst of 5, then one more every 12 s. A person
+	// mistyping a token is not slowed; guessing a 128-bit token is hopeless anyway, and
+	// this keeps the log of failures small.
+	defaultFailBurst = 5
+	defaultFailEvery = 12 * time.Second
+	// defaultLimiterSize bounds the addresses the limiter remembers; past it the ones
+	// unknown share a single budget, so a spray of addresses costs bounded memory.
+	defaultLimiterSize = 10_000
+)
+
+// Config holds the console's dependencies.
+type Config struct {
+	Backend Backend     // required
+	Logger  *zap.Logger // nil: no logs
+	// StatusFor maps an error kind to its HTTP status: the API's own mapping, so a page
+	// answers with the status the same error gets from the API. Required.
+	StatusFor func(domain.ErrorKind) int
+	// SessionKey signs sessions and CSRF tokens; at least 32 bytes. Nil: a random key per
+	// process, so sessions end when the process does and cannot be carried to another
+	// query node. A configured key makes sessions valid on every node sharing it.
+	SessionKey []byte
+	// SessionTTL is how long a session lasts (default DefaultSessionTTL).
+	SessionTTL time.Duration
+	// SecureCookies marks cookies Secure even on plain HTTP requests, for a console served
+	// behind a TLS-terminating proxy. Requests that arrive over TLS always get Secure.
+	SecureCookies bool
+	// VerifyBound is how long a verify run may take to answer; the request's write
+	// deadline is moved past it. Zero: the server's deadline stands.
+	VerifyBound time.Duration
+	// Now is the clock of sessions and the limiter (default time.Now).
+	Now func() time.Time
+}
+
+// Console serves the pages under /console/.
+type Console struct {
+	b           Backend
+	log         *zap.Logger
+	statusFor   func(domain.ErrorKind) int
+	keys        keys
+	ttl         time.Duration
+	secure      bool
+	verifyBound time.Duration
+	now         func() time.Time
+	pages       pages
+	limiter     *limiter
+	revoked     *revocations
+	mux         *http.ServeMux
+}
+
+// New builds the console. It refuses a config without a backend or status mapping, or
+// with a session key shorter than 32 bytes.
+func New(cfg Config) (*Console, error) {
+	const op = "console.New"
+	if cfg.Backend == nil {
+		return nil, domain.E(op, domain.KindInvalid, "no backend")
+	}
+	if cfg.StatusFor == nil {
+		return nil, domain.E(op, domain.KindInvalid, "no status mapping")
+	}
+	key := cfg.SessionKey
+	if key == nil {
+		key = make([]byte, 32)
+		rand.Read(key) // never fails (crypto/rand documents it)
+	} else if len(key) < 32 {
+		return nil, domain.E(op, domain.KindInvalid, "session key shorter than 32 bytes")
+	}
+	pg, err := parsePages()
+	if err != nil {
+		return nil, domain.E(op, domain.KindInternal, err)
+	}
+	c := &Console{
+		b:           cfg.Backend,
+		log:         cfg.Logger,
+		statusFor:   cfg.StatusFor,
+		keys:        deriveKeys(key),
+		ttl:         cfg.SessionTTL,
+		secure:      cfg.SecureCookies,
+		verifyBound: cfg.VerifyBound,
+		now:         cfg.Now,
+		pages:       pg,
+		mux:         http.NewServeMux(),
+	}
+	if c.log == nil {
+		c.log = zap.NewNop()
+	}
+	c.log = c.log.Named("console")
+	if c.ttl <= 0 {
+		c.ttl = DefaultSessionTTL
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	c.limiter = newLimiter(defaultFailBurst, defaultFailEvery, defaultLimiterSize)
+	c.revoked = newRevocations(defaultLimiterSize)
+	c.routes()
+	return c, nil
+}
+
+// ServeHTTP serves a request under /console/, with the console's headers on every answer.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	setHeaders(w)
+	c.mux.ServeHTTP(w, r)
+}

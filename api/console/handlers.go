@@ -1,0 +1,452 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"go.uber.org/zap"
+)
+
+// routes is the console's whole surface. Every page but sign-in and the static files
+// needs a session; what each shows depends on the session's role, as in the API.
+func (c *Console) routes() {
+	c.mux.Handle("GET /console/static/", static())
+	c.mux.HandleFunc("GET /console/signin", c.signinPage)
+	c.mux.HandleFunc("POST /console/signin", c.signin)
+	c.mux.Handle("POST /console/signout", c.post(RoleReader, c.signout))
+	c.mux.Handle("GET /console/{$}", c.page(RoleReader, c.search))
+	c.mux.Handle("GET /console/applicants/{id}", c.page(RoleReader, c.applicant))
+	c.mux.Handle("GET /console/anomalies", c.page(RoleAuditor, c.anomalies))
+	c.mux.Handle("GET /console/changes", c.page(RoleReader, c.changes))
+	c.mux.Handle("GET /console/changes/feed", c.feed()) // JSON for changes.js
+	c.mux.Handle("GET /console/ops", c.page(RoleReader, c.ops))
+	c.mux.Handle("POST /console/ops/verify", c.post(RoleAuditor, c.verify))
+	c.mux.Handle("/console/", c.page(RoleReader, func(w http.ResponseWriter, r *http.Request, s session) {
+		c.fail(w, r, &s, domain.E("path", domain.KindNotFound, "no console page "+quote(r.URL.Path)))
+	}))
+}
+
+// sessionHandler is a page handler that runs with a valid session.
+type sessionHandler func(w http.ResponseWriter, r *http.Request, s session)
+
+// page runs h for requests with a session whose role allows need. Without one (none,
+// expired, forged, signed out) it redirects to sign-in, coming back here afterwards.
+func (c *Console) page(need Role, h sessionHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := c.sessionOf(r)
+		if !ok {
+			c.toSignin(w, r)
+			return
+		}
+		if !s.Role.Allows(need) {
+			c.fail(w, r, &s, domain.E("role", domain.KindForbidden,
+				fmt.Sprintf("this page needs the %s role; %s is signed in as %s", need, s.Name, s.Role)))
+			return
+		}
+		h(w, r, s)
+	})
+}
+
+// post is page for form POSTs: also the body bounded and the session's CSRF token.
+func (c *Console) post(need Role, h sessionHandler) http.Handler {
+	return c.page(need, func(w http.ResponseWriter, r *http.Request, s session) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		if err := r.ParseForm(); err != nil {
+			c.fail(w, r, &s, domain.E("form", domain.KindInvalid, "malformed or oversized form"))
+			return
+		}
+		if !c.keys.checkCSRF(s, r.PostForm.Get("csrf")) {
+			c.fail(w, r, &s, domain.E("csrf", domain.KindForbidden, "the form's CSRF token does not match this session; reload the page and try again"))
+			return
+		}
+		h(w, r, s)
+	})
+}
+
+// toSignin drops any stale session cookie and sends the browser to the sign-in page.
+func (c *Console) toSignin(w http.ResponseWriter, r *http.Request) {
+	if _, err := r.Cookie(sessionCookie); err == nil {
+		http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))
+	}
+	target := "/console/signin"
+	if r.Method == http.MethodGet {
+		if next := safeNext(r.URL.RequestURI()); next != "/console/" {
+			target += "?next=" + url.QueryEscape(next)
+		}
+	}
+	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+type signinData struct {
+	Next  string
+	Token string // the sign-in form's CSRF token
+}
+
+func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
+	p, err := parseParams(r.URL.RawQuery)
+	next := "/console/"
+	if err == nil {
+		next = safeNext(p.v.Get("next"))
+	}
+	c.renderSignin(w, r, http.StatusOK, next, "")
+}
+
+// renderSignin shows the sign-in form with a fresh pre-session nonce and its CSRF token.
+func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status int, next, msg string) {
+	nonce := randomHex(16)
+	http.SetCookie(w, c.cookie(r, preCookie, nonce, int(preTTL/time.Second)))
+	c.render(w, r, status, "signin", view{Title: "Sign in", Error: msg,
+		Data: signinData{Next: next, Token: c.keys.signinToken(nonce)}})
+}
+
+// signin checks the token and starts a session. Failures are rate-limited per address
+// and logged with the address, never with what was typed.
+func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
+	addr, now := remoteKey(r), c.now()
+	if ok, wait := c.limiter.allow(addr, now); !ok {
+		secs := int(wait/time.Second) + 1
+		w.Header().Set("Retry-After", fmt.Sprint(secs))
+		c.log.Warn("console sign-in rate-limited", zap.String("remote", addr))
+		c.renderSignin(w, r, http.StatusTooManyRequests, "/console/",
+			fmt.Sprintf("Too many failed sign-ins from your address; try again in %d seconds.", secs))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		c.renderSignin(w, r, http.StatusBadRequest, "/console/", "The sign-in form was malformed or too large.")
+		return
+	}
+	next := safeNext(r.PostForm.Get("next"))
+	pre, _ := r.Cookie(preCookie)
+	if pre == nil || !c.keys.checkSignin(pre.Value, r.PostForm.Get("csrf")) {
+		c.renderSignin(w, r, http.StatusForbidden, next, "The sign-in form expired or did not come from this console; try again.")
+		return
+	}
+	tok := strings.TrimSpace(r.PostForm.Get("token"))
+	if tok == "" || len(tok) > maxTokenBytes {
+		c.limiter.fail(addr, now)
+		c.renderSignin(w, r, http.StatusUnauthorized, next, "Enter an API token.")
+		return
+	}
+	p, err := c.b.Authenticate(tok)
+	if err == nil && !p.Role.Valid() {
+		err = domain.E("console.signin", domain.KindForbidden, "token has a role the console does not know")
+	}
+	if err != nil {
+		c.limiter.fail(addr, now)
+		c.log.Warn("console sign-in refused", zap.String("remote", addr))
+		c.renderSignin(w, r, http.StatusUnauthorized, next, "That token is not valid here.")
+		return
+	}
+	s := session{Name: p.Name, Role: p.Role, Expires: now.Add(c.ttl).Unix(), ID: randomHex(16)}
+	http.SetCookie(w, c.cookie(r, sessionCookie, c.keys.encode(s), int(c.ttl/time.Second)))
+	http.SetCookie(w, c.cookie(r, preCookie, "", -1))
+	c.log.Info("console sign-in", zap.String("token", p.Name), zap.String("role", string(p.Role)), zap.String("remote", addr))
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *Console) signout(w http.ResponseWriter, r *http.Request, s session) {
+	c.revoked.add(s.ID, s.Expires, c.now())
+	http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))
+	c.log.Info("console sign-out", zap.String("token", s.Name))
+	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
+}
+
+// base is the view every signed-in page starts from.
+func (c *Console) base(s session, title, nav string) view {
+	p := s.principal()
+	return view{Title: title, Nav: nav, User: &p, CSRF: c.keys.csrfToken(s)}
+}
+
+type searchData struct {
+	Query   string
+	Matches []domain.State
+}
+
+// search is the home page: a box for an applicant id or an externalUserId. One match
+// opens the applicant; several are listed; none is said plainly.
+func (c *Console) search(w http.ResponseWriter, r *http.Request, s session) {
+	p, err := parseParams(r.URL.RawQuery)
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	v := c.base(s, "Search", "search")
+	q, err := parseSearch(p.v.Get("q"))
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	d := searchData{Query: q}
+	v.Data = &d
+	if q == "" {
+		c.render(w, r, http.StatusOK, "search", v)
+		return
+	}
+	ctx := r.Context()
+	if id, err := domain.ParseApplicantID(q); err == nil {
+		switch _, err := c.b.State(ctx, id); {
+		case err == nil:
+			http.Redirect(w, r, "/console/applicants/"+string(id), http.StatusSeeOther)
+			return
+		case domain.KindOf(err) != domain.KindNotFound:
+			c.fail(w, r, &s, err)
+			return
+		}
+		// Not an applicant id we know: it may still be someone's externalUserId.
+	}
+	d.Matches, err = c.b.Lookup(ctx, domain.ExternalUserID(q), lookupLimit)
+	switch {
+	case err != nil:
+		c.fail(w, r, &s, err)
+	case len(d.Matches) == 1:
+		http.Redirect(w, r, "/console/applicants/"+string(d.Matches[0].ApplicantID), http.StatusSeeOther)
+	case len(d.Matches) == 0:
+		v.Error = "No applicant has the id or externalUserId " + quote(q) + "."
+		c.render(w, r, http.StatusNotFound, "search", v)
+	default:
+		c.render(w, r, http.StatusOK, "search", v)
+	}
+}
+
+type applicantData struct {
+	ID      domain.ApplicantID
+	State   domain.State
+	AsOf    *AsOf // nil: current state
+	SeqIn   string
+	AtIn    string
+	History []domain.Record // nil for a reader
+	After   uint64          // the page's ?after
+	Next    uint64          // 0: last page
+}
+
+// Included reports whether r is part of the state shown (all of it without an as-of).
+func (d *applicantData) Included(r domain.Record) bool {
+	switch {
+	case d.AsOf == nil:
+		return true
+	case d.AsOf.Seq != 0:
+		return r.Seq <= d.AsOf.Seq
+	}
+	return !r.ReceivedAt.After(d.AsOf.Time)
+}
+
+// applicant shows one applicant: the state (current, or as of ?seq / ?at for auditors)
+// and, for auditors, the history timeline, a page of it at a time.
+func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
+	p, err := parseParams(r.URL.RawQuery)
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	id, err := domain.ParseApplicantID(r.PathValue("id"))
+	if err != nil {
+		c.fail(w, r, &s, domain.E("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
+		return
+	}
+	as, hasAsOf, err := p.asOf()
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	after, err := p.seq("after")
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	auditor := s.Role.Allows(RoleAuditor)
+	if hasAsOf && !auditor {
+		c.fail(w, r, &s, domain.E("seq", domain.KindForbidden, "point-in-time state needs the auditor role"))
+		return
+	}
+	if p.has("after") && !auditor {
+		c.fail(w, r, &s, domain.E("after", domain.KindForbidden, "history needs the auditor role"))
+		return
+	}
+	ctx := r.Context()
+	d := applicantData{ID: id, After: after, SeqIn: p.get("seq"), AtIn: p.get("at")}
+	if hasAsOf {
+		d.AsOf = &as
+		d.State, err = c.b.StateAt(ctx, id, as)
+	} else {
+		d.State, err = c.b.State(ctx, id)
+	}
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	if auditor {
+		var more bool
+		d.History, more, err = c.b.History(ctx, id, after, pageSize)
+		if err != nil {
+			c.fail(w, r, &s, err)
+			return
+		}
+		if more && len(d.History) > 0 {
+			d.Next = d.History[len(d.History)-1].Seq
+		}
+	}
+	v := c.base(s, "Applicant "+string(id), "search")
+	v.Data = &d
+	c.render(w, r, http.StatusOK, "applicant", v)
+}
+
+type listData struct {
+	Records []domain.Record
+	Changes []domain.Change
+	After   uint64
+	Next    uint64 // 0: no further page known
+	Latest  uint64 // the checkpoint, for "follow from now"
+}
+
+func (c *Console) anomalies(w http.ResponseWriter, r *http.Request, s session) {
+	p, err := parseParams(r.URL.RawQuery)
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	after, err := p.seq("after")
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	recs, more, err := c.b.Anomalies(r.Context(), after, pageSize)
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	d := listData{Records: recs, After: after}
+	if more && len(recs) > 0 {
+		d.Next = recs[len(recs)-1].Seq
+	}
+	v := c.base(s, "Irregular events", "anomalies")
+	v.Data = &d
+	c.render(w, r, http.StatusOK, "anomalies", v)
+}
+
+// changes lists status changes after ?after; changes.js then follows the feed from the
+// last one shown. Without JavaScript the page offers the next page and a refresh link.
+func (c *Console) changes(w http.ResponseWriter, r *http.Request, s session) {
+	p, err := parseParams(r.URL.RawQuery)
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	after, err := p.seq("after")
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	changes, err := c.b.Changes(r.Context(), after, pageSize)
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	d := listData{Changes: changes, After: after, Next: after, Latest: c.b.Health(r.Context()).Checkpoint}
+	if n := len(changes); n > 0 {
+		d.Next = changes[n-1].Seq
+	}
+	v := c.base(s, "Live changes", "changes")
+	v.Data = &d
+	c.render(w, r, http.StatusOK, "changes", v)
+}
+
+// feedChange is one change as changes.js reads it; the script writes every field as text.
+type feedChange struct {
+	Seq            uint64 `json:"seq"`
+	ApplicantID    string `json:"applicantId"`
+	ExternalUserID string `json:"externalUserId"`
+	From           string `json:"from"`
+	To             string `json:"to"`
+	At             string `json:"at"`
+}
+
+type feedBody struct {
+	Changes []feedChange `json:"changes"`
+	Next    uint64       `json:"next"`
+	Error   string       `json:"error,omitempty"`
+}
+
+// feed answers changes.js: JSON, with the session cookie. Without a session it answers
+// 401 rather than a redirect, which a script cannot follow to a sign-in form.
+func (c *Console) feed() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answer := func(status int, b feedBody) {
+			body, _ := json.Marshal(b)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write(body)
+		}
+		if _, ok := c.sessionOf(r); !ok {
+			answer(http.StatusUnauthorized, feedBody{Changes: []feedChange{}, Error: "signed out: sign in again"})
+			return
+		}
+		p, err := parseParams(r.URL.RawQuery)
+		var after uint64
+		if err == nil {
+			after, err = p.seq("after")
+		}
+		if err != nil {
+			answer(c.statusFor(domain.KindOf(err)), feedBody{Changes: []feedChange{}, Error: err.Error()})
+			return
+		}
+		changes, err := c.b.Changes(r.Context(), after, pageSize)
+		if err != nil {
+			status := c.statusFor(domain.KindOf(err))
+			c.log.Warn("console feed failed", zap.Error(err))
+			answer(status, feedBody{Changes: []feedChange{}, Next: after, Error: http.StatusText(status)})
+			return
+		}
+		b := feedBody{Changes: make([]feedChange, len(changes)), Next: after}
+		for i, ch := range changes {
+			b.Changes[i] = feedChange{Seq: ch.Seq, ApplicantID: string(ch.ApplicantID), ExternalUserID: string(ch.ExternalUserID),
+				From: statusText(ch.From), To: string(ch.To), At: ch.At.UTC().Format(time.RFC3339Nano)}
+			b.Next = ch.Seq
+		}
+		answer(http.StatusOK, b)
+	})
+}
+
+type opsData struct {
+	Health   Health
+	Verified *domain.VerifyResult
+	Took     time.Duration
+}
+
+func (c *Console) ops(w http.ResponseWriter, r *http.Request, s session) {
+	v := c.base(s, "Operations", "ops")
+	v.Data = &opsData{Health: c.b.Health(r.Context())}
+	c.render(w, r, http.StatusOK, "ops", v)
+}
+
+// verify runs one verify and shows its result on the ops page. It may read the whole
+// log, so the write deadline moves past the backend's bound.
+func (c *Console) verify(w http.ResponseWriter, r *http.Request, s session) {
+	if c.verifyBound > 0 {
+		err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(c.verifyBound))
+		if err != nil && !errors.Is(err, http.ErrNotSupported) {
+			c.log.Warn("verify: cannot extend the write deadline", zap.Error(err))
+		}
+	}
+	start := time.Now()
+	res, err := c.b.Verify(r.Context())
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		return // the browser went away; no one to answer
+	}
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	c.log.Info("console verify", zap.String("token", s.Name), zap.Uint64("checkpoint", res.Checkpoint),
+		zap.Int("differences", len(res.Differences)))
+	v := c.base(s, "Operations", "ops")
+	v.Data = &opsData{Health: c.b.Health(r.Context()), Verified: &res, Took: time.Since(start).Round(time.Millisecond)}
+	c.render(w, r, http.StatusOK, "ops", v)
+}

@@ -1,0 +1,165 @@
+package console
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"go.uber.org/zap"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// csp allows the console's own files and nothing else: no inline script or style (so
+// markup that slipped through could not run), no other origin, no framing, forms only to
+// the console itself.
+const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"connect-src 'self'; font-src 'none'; object-src 'none'; base-uri 'none'; " +
+	"form-action 'self'; frame-ancestors 'none'"
+
+// setHeaders puts the console's security headers on a response. Cache-Control is
+// no-store: every page but the static files shows log data, and the static handler
+// relaxes it.
+func setHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", csp)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+}
+
+// statusText shows a status; "none" before the first status event.
+func statusText(s domain.Status) string {
+	if s == domain.StatusNone {
+		return "none"
+	}
+	return string(s)
+}
+
+// pages are the parsed templates, one set per page, each with the shared layout.
+type pages map[string]*template.Template
+
+var funcs = template.FuncMap{
+	"time": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	},
+	"status": statusText,
+	"ext": func(e domain.ExternalUserID) string {
+		if e == "" {
+			return "—"
+		}
+		return string(e)
+	},
+	// record is a history record as indented JSON, for the auditor's raw view.
+	"record": func(r domain.Record) string {
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return err.Error()
+		}
+		return string(b)
+	},
+	"allows": func(p *Principal, need Role) bool { return p != nil && p.Role.Allows(need) },
+}
+
+func parsePages() (pages, error) {
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	out := pages{}
+	for _, n := range names {
+		base := n[len("templates/") : len(n)-len(".html")]
+		if base == "layout" {
+			continue
+		}
+		t, err := template.New(base).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		if err != nil {
+			return nil, err
+		}
+		out[base] = t
+	}
+	return out, nil
+}
+
+// view is what every page template receives.
+type view struct {
+	Title string
+	Nav   string     // the nav item to mark current
+	User  *Principal // nil: not signed in
+	CSRF  string     // the session's CSRF token, for the sign-out form and other POSTs
+	Error string     // shown with data-test="error"
+	Data  any        // the page's own data
+}
+
+// render writes page with status. The page is executed into a buffer first, so a
+// template error becomes a 500 and never half a page.
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, page string, v view) {
+	t, ok := c.pages[page]
+	if !ok {
+		c.log.Error("no such page", zap.String("page", page))
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
+		c.log.Error("page failed to render", zap.String("page", page), zap.Error(err))
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// fail renders an error page for err with the status the API gives its kind. Messages of
+// internal errors are logged, never shown.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, s *session, err error) {
+	kind := domain.KindOf(err)
+	status := c.statusFor(kind)
+	msg := err.Error()
+	if status >= 500 && kind != domain.KindUnavailable {
+		c.log.Error("console request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		msg = "internal error"
+	}
+	v := view{Title: http.StatusText(status), Error: msg}
+	if s != nil {
+		p := s.principal()
+		v.User, v.CSRF = &p, c.keys.csrfToken(*s)
+	}
+	c.render(w, r, status, "error", v)
+}
+
+// static serves the embedded stylesheet and script.
+func static() http.Handler {
+	sub, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		panic(fmt.Sprint("console: embedded static files: ", err)) // a build defect
+	}
+	files := http.StripPrefix("/console/static/", http.FileServerFS(sub))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r) // no directory listings
+			return
+		}
+		// The files change only with the binary; revalidate rather than store them blind.
+		w.Header().Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,107 @@
+package httperr
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+// Every kind has exactly one status, and the kinds that are no caller's doing are 5xx.
+func TestStatus(t *testing.T) {
+	want := map[domain.ErrorKind]int{
+		domain.KindOther: 500, domain.KindInvalid: 400, domain.KindUnauthorized: 401,
+		domain.KindForbidden: 403, domain.KindNotFound: 404, domain.KindTooLarge: 413,
+		domain.KindUnprocessable: 422, domain.KindConflict: 409, domain.KindUnavailable: 503,
+		domain.KindInternal: 500, domain.ErrorKind(99): 500,
+	}
+	for k, s := range want {
+		if got := Status(k); got != s {
+			t.Errorf("Status(%v) = %d, want %d", k, got, s)
+		}
+	}
+}
+
+func TestWrite(t *testing.T) {
+	internals := domain.E("store.Projection.State", domain.KindUnavailable, errors.New("bolt: database not open at /data/projection.db"))
+	for _, c := range []struct {
+		name       string
+		err        error
+		status     int
+		code, msg  string
+		retryAfter string
+	}{
+		{"public", New(domain.KindInvalid, "", "limit: must be an integer"), 400, "invalid", "limit: must be an integer", ""},
+		{"own code", New(domain.KindNotFound, "verify_disabled", "verify: off"), 404, "verify_disabled", "verify: off", ""},
+		{"wrapped public", fmt.Errorf("ctx: %w", New(domain.KindForbidden, "", "role reader may not")), 403, "forbidden", "role reader may not", ""},
+		{"internals of a 503", internals, 503, "unavailable", "temporarily unavailable; retry later", "5"},
+		{"internals given a message", Wrap(internals, "", "the log did not confirm"), 503, "unavailable", "the log did not confirm", "5"},
+		{"500 never shows its message", New(domain.KindInternal, "invalid_config", "key is 31 bytes"), 500, "invalid_config", "internal error", ""},
+		{"kindless", errors.New("boom at 0xdeadbeef"), 500, "internal", "internal error", ""},
+		{"conflict", New(domain.KindConflict, "", "verify: already running"), 409, "conflict", "verify: already running", ""},
+		{"conflict without a message", domain.E("store.Builder", domain.KindConflict, "builder finished"), 409, "conflict", "conflicts with the current state; ask again later", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			status, code, msg := Writer{RetryAfter: "5"}.Write(rec, httptest.NewRequest(http.MethodGet, "/x", nil), c.err)
+			var b Body
+			dec := json.NewDecoder(rec.Body)
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&b); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Code != c.status || status != c.status || b.Error.Code != c.code || code != c.code || b.Error.Message != c.msg || msg != c.msg {
+				t.Errorf("answered %d %+v (returned %d %q %q), want %d %q %q", rec.Code, b.Error, status, code, msg, c.status, c.code, c.msg)
+			}
+			if got := rec.Header().Get("Retry-After"); got != c.retryAfter {
+				t.Errorf("Retry-After %q, want %q", got, c.retryAfter)
+			}
+			if strings.Contains(rec.Body.String(), "store.") || strings.Contains(rec.Body.String(), "0xdeadbeef") {
+				t.Errorf("internals reached the caller: %s", rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+		})
+	}
+}
+
+// The kind of an error made here is the kind it was given, so tests go on asserting on
+// kinds; the cause stays reachable for the logs.
+func TestKindsAndCauses(t *testing.T) {
+	if k := domain.KindOf(New(domain.KindUnprocessable, "x", "y")); k != domain.KindUnprocessable {
+		t.Errorf("New: kind %v", k)
+	}
+	cause := errors.New("cause")
+	w := Wrap(domain.E("op", domain.KindUnavailable, cause), "c", "m")
+	if domain.KindOf(w) != domain.KindUnavailable || !errors.Is(w, cause) || !strings.Contains(w.Error(), "cause") {
+		t.Errorf("Wrap: kind %v, cause reachable %v, text %q", domain.KindOf(w), errors.Is(w, cause), w.Error())
+	}
+}
+
+func TestHandle(t *testing.T) {
+	h := Writer{}.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		if r.URL.Path == "/ok" {
+			WriteJSON(w, http.StatusOK, map[string]int{"n": 1})
+			return nil
+		}
+		return New(domain.KindNotFound, "", "no "+r.URL.Path)
+	})
+	for path, want := range map[string]int{"/ok": 200, "/nope": 404} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != want {
+			t.Errorf("%s: %d %s, want %d", path, rec.Code, rec.Body, want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	MethodNotAllowed(rec, "POST", "GET /x: only POST")
+	if rec.Code != 405 || rec.Header().Get("Allow") != "POST" || !strings.Contains(rec.Body.String(), `"method_not_allowed"`) {
+		t.Errorf("MethodNotAllowed: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}
