@@ -18,6 +18,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/httperr"
+	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -90,6 +91,10 @@ type Config struct {
 	// ConsoleSessionKey signs the console's session cookies (at least 32 bytes). Nil: a
 	// random key per process, so sessions end with it.
 	ConsoleSessionKey []byte
+	// Reconcile answers POST /v1/applicants/{id}/reconcile (auditor): one check against
+	// Allpass's Open API (reconcile.Reconciler.Check). Nil: the route answers 404
+	// (CodeReconcileDisabled) after the same authentication.
+	Reconcile func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
 	// VerifyTimeout bounds one GET /v1/verify (default DefaultVerifyTimeout). The
 	// request's write deadline is moved past it, so the server's WriteTimeout does not
 	// cut the answer.
@@ -108,6 +113,7 @@ type server struct {
 	maxWait        time.Duration
 	maxChangesWait time.Duration
 	verify         func(ctx context.Context) (domain.VerifyResult, error)
+	reconcile      func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
 	verifyTimeout  time.Duration
 	verifying      chan struct{} // holds a token while a verify runs: one at a time
 	lag            func() uint64
@@ -143,6 +149,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		maxChangesWait: cfg.MaxChangesWait,
 		gatherer:       cfg.Gatherer,
 		verify:         cfg.Verify,
+		reconcile:      cfg.Reconcile,
 		verifyTimeout:  cfg.VerifyTimeout,
 		verifying:      make(chan struct{}, 1),
 		lag:            cfg.Lag,

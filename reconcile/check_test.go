@@ -29,16 +29,16 @@ func TestCheckAppendsWhatTheWebhooksMissed(t *testing.T) {
 			f.api.set(id, domain.StatusApproved) // applicantApproved never arrived
 
 			dry, err := f.rec.Check(context.Background(), id, CheckOptions{DryRun: true})
-			if err != nil || dry.Action != ActionAppended || !dry.DryRun || dry.Seq != nil || f.lastSeq() != 2 {
+			if err != nil || dry.Action != ActionAppended || !dry.DryRun || dry.Seq != 0 || f.lastSeq() != 2 {
 				t.Fatalf("dry run: %+v, %v, last seq %d", dry, err, f.lastSeq())
 			}
 			rep, err := f.rec.Check(context.Background(), id, CheckOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rep.Action != ActionAppended || rep.Seq == nil || *rep.Seq != 3 || rep.Error != nil ||
-				*rep.Projection.Status != domain.StatusInProgress || *rep.OpenAPI.Status != domain.StatusApproved ||
-				rep.OpenAPI.UpdatedAt.Format(time.RFC3339) != "2026-02-01T10:00:00Z" || rep.AppKey != testAppKey {
+			if rep.Action != ActionAppended || rep.Seq != 3 || rep.Error != "" ||
+				rep.ProjectionStatus != domain.StatusInProgress || rep.OpenAPIStatus != domain.StatusApproved ||
+				rep.OpenAPIUpdatedAt.Format(time.RFC3339) != "2026-02-01T10:00:00Z" || rep.AppKey != testAppKey {
 				t.Fatalf("report %+v", rep)
 			}
 			evs, err := f.log.Applicant(context.Background(), testAppKey, id)
@@ -61,7 +61,7 @@ func TestCheckAppendsWhatTheWebhooksMissed(t *testing.T) {
 				t.Fatalf("history %+v", hist[2])
 			}
 			again, err := f.rec.Check(context.Background(), id, CheckOptions{})
-			if err != nil || again.Action != ActionInSync || again.Seq != nil || f.lastSeq() != 3 {
+			if err != nil || again.Action != ActionInSync || again.Seq != 0 || f.lastSeq() != 3 {
 				t.Fatalf("second check: %+v, %v", again, err)
 			}
 			if f.counter("checks", "main", "appended") != 1 || f.counter("checks", "main", "in_sync") != 1 ||
@@ -200,17 +200,17 @@ func TestCheckFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rep.Action != c.action || rep.Seq != nil || f.lastSeq() != before {
+			if rep.Action != c.action || rep.Seq != 0 || f.lastSeq() != before {
 				t.Fatalf("report %+v; log %d -> %d", rep, before, f.lastSeq())
 			}
 			if c.action == ActionError {
-				if rep.Error == nil || rep.Reason != c.reason {
+				if rep.Error == "" || rep.Reason != c.reason {
 					t.Fatalf("report %+v, want reason %s", rep, c.reason)
 				}
 				if f.counter("errors", "main", c.reason) < 1 {
 					t.Fatalf("not counted under %s", c.reason)
 				}
-				if strings.Contains(*rep.Error, testPrivateKey) {
+				if strings.Contains(rep.Error, testPrivateKey) {
 					t.Fatal("the report holds the private key")
 				}
 			}

@@ -98,38 +98,30 @@ const (
 )
 
 // Report is the answer of one check, as POST /v1/applicants/{id}/reconcile and
-// kycstate reconcile give it.
+// kycstate reconcile give it (the API's wire form is api/client.Reconcile).
 type Report struct {
-	ApplicantID domain.ApplicantID `json:"applicantId"`
-	AppKey      domain.AppKey      `json:"appKey"`
-	Action      Action             `json:"action"`
-	Projection  ProjectionSide     `json:"projection"`
-	OpenAPI     OpenAPISide        `json:"openApi"`
-	// Seq is the appended event's sequence (the original's, when the log already had it);
-	// nil when nothing was appended.
-	Seq *uint64 `json:"seq"`
-	// Error says what failed, without a key or the answer's content; nil on success.
-	Error *string `json:"error"`
+	ApplicantID domain.ApplicantID
+	AppKey      domain.AppKey
+	Action      Action
+	// The projection's status as the check read it (StatusNone: none yet).
+	ProjectionStatus   domain.Status
+	ProjectionStatusAt time.Time
+	// The Open API's status and updatedAt (StatusNone: it gave none).
+	OpenAPIStatus    domain.Status
+	OpenAPIUpdatedAt time.Time
+	// Seq is the appended event's sequence (the original's, when the log already had
+	// it); 0 when nothing was appended.
+	Seq uint64
+	// Error says what failed, without a key or the answer's content; "" on success.
+	Error string
 	// DryRun marks a check that appended nothing on purpose; Action says what it found.
-	DryRun bool `json:"dryRun,omitempty"`
+	DryRun bool
 	// Reason is the error's label in the metrics.
-	Reason string `json:"-"`
-}
-
-// ProjectionSide is the projection's status as the check read it.
-type ProjectionSide struct {
-	Status   *domain.Status `json:"status"`
-	StatusAt *time.Time     `json:"statusAt"`
-}
-
-// OpenAPISide is the Open API's status as the check read it; nil fields when it gave none.
-type OpenAPISide struct {
-	Status    *domain.Status `json:"status"`
-	UpdatedAt *time.Time     `json:"updatedAt"`
+	Reason string
 }
 
 func (r *Report) fail(reason, msg string) {
-	r.Action, r.Reason, r.Error = ActionError, reason, &msg
+	r.Action, r.Reason, r.Error = ActionError, reason, msg
 }
 
 // Reconciler checks applicants of the configured apps. Its methods are safe for
@@ -262,10 +254,9 @@ func (r *Reconciler) Check(ctx context.Context, id domain.ApplicantID, opt Check
 }
 
 func newReport(st domain.State) Report {
-	rep := Report{ApplicantID: st.ApplicantID, AppKey: st.AppKey}
+	rep := Report{ApplicantID: st.ApplicantID, AppKey: st.AppKey, ProjectionStatus: st.Status}
 	if st.Status != domain.StatusNone {
-		s, at := st.Status, st.StatusAt.UTC()
-		rep.Projection = ProjectionSide{Status: &s, StatusAt: &at}
+		rep.ProjectionStatusAt = st.StatusAt.UTC()
 	}
 	return rep
 }
@@ -308,8 +299,7 @@ func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, op
 		return rep
 	}
 	a.succeeded()
-	s, upd := resp.Status, resp.UpdatedAt.UTC()
-	rep.OpenAPI = OpenAPISide{Status: &s, UpdatedAt: &upd}
+	rep.OpenAPIStatus, rep.OpenAPIUpdatedAt = resp.Status, resp.UpdatedAt.UTC()
 	if resp.Status == st.Status {
 		rep.Action = ActionInSync
 		return rep
@@ -327,7 +317,7 @@ func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, op
 		rep.fail(ReasonAppend, "the event log did not confirm the append: "+err.Error())
 		return rep
 	}
-	rep.Seq = &seq
+	rep.Seq = seq
 	r.log.Info("status reconciled from the Open API", zap.String("app", a.name),
 		zap.String("applicantId", string(st.ApplicantID)), zap.String("from", string(st.Status)),
 		zap.String("to", string(resp.Status)), zap.Uint64("seq", seq), zap.Bool("duplicate", dup))
@@ -435,18 +425,18 @@ func (r Report) String() string {
 	if r.DryRun && r.Action == ActionAppended {
 		s += " (dry run: would append)"
 	}
-	st := func(p *domain.Status) string {
-		if p == nil {
+	st := func(s domain.Status) string {
+		if s == domain.StatusNone {
 			return "none"
 		}
-		return string(*p)
+		return string(s)
 	}
-	s += fmt.Sprintf(" (projection %s, Open API %s)", st(r.Projection.Status), st(r.OpenAPI.Status))
-	if r.Seq != nil {
-		s += fmt.Sprintf(" seq %d", *r.Seq)
+	s += fmt.Sprintf(" (projection %s, Open API %s)", st(r.ProjectionStatus), st(r.OpenAPIStatus))
+	if r.Seq != 0 {
+		s += fmt.Sprintf(" seq %d", r.Seq)
 	}
-	if r.Error != nil {
-		s += ": " + *r.Error
+	if r.Error != "" {
+		s += ": " + r.Error
 	}
 	return s
 }

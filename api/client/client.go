@@ -39,6 +39,8 @@ const (
 	CodeVerifyDisabled = "verify_disabled"
 	// CodeConflict (409): a verify is already running on this node; ask again later.
 	CodeConflict = "conflict"
+	// CodeReconcileDisabled (404): this node has no Open API configured for any app.
+	CodeReconcileDisabled = "reconcile_disabled"
 )
 
 // Error is an answer other than 200. Code is "" when the body was not the API's error
@@ -214,6 +216,33 @@ func (c *Client) Verify(ctx context.Context) (res Verify, seq uint64, err error)
 	return v.Verify, seq, err
 }
 
+// Reconcile asks the node to check one applicant against Allpass's Open API now and to
+// append the Open API's status if it differs (auditor); dryRun compares only. A check
+// that failed is a 200 whose report says so (Action "error"); an applicant kycstate
+// never saw is a 404 with CodeNotFound.
+func (c *Client) Reconcile(ctx context.Context, id domain.ApplicantID, dryRun bool) (rep Reconcile, seq uint64, err error) {
+	var v url.Values
+	if dryRun {
+		v = url.Values{"dryRun": {"true"}}
+	}
+	var strict reconcileStrict
+	seq, err = c.do(ctx, http.MethodPost, "reconcile report", &strict, v, "v1", "applicants", string(id), "reconcile")
+	return strict.Reconcile, seq, err
+}
+
+// reconcileStrict refuses an answer without an action.
+type reconcileStrict struct{ Reconcile }
+
+func (r *reconcileStrict) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &r.Reconcile); err != nil {
+		return err
+	}
+	if r.Action == "" {
+		return errors.New("no action")
+	}
+	return nil
+}
+
 // verifyStrict refuses a verify answer without its checkpoint or differences (a JSON
 // object of another service, say), which the plain type would read as a clean result.
 type verifyStrict struct{ Verify }
@@ -249,9 +278,14 @@ const maxBody = 64 << 20
 // get GETs the path with query q and decodes a 200 into out; what names out in errors.
 // Unknown fields are ignored, so a newer service's answers still read.
 func (c *Client) get(ctx context.Context, what string, out any, q url.Values, path ...string) (uint64, error) {
+	return c.do(ctx, http.MethodGet, what, out, q, path...)
+}
+
+// do is get with another method (and no body).
+func (c *Client) do(ctx context.Context, method, what string, out any, q url.Values, path ...string) (uint64, error) {
 	u := c.base.JoinPath(path...)
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
 	if err != nil {
 		return 0, err
 	}
