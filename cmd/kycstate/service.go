@@ -15,6 +15,7 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
+	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,7 @@ const (
 	stepNATS        = "nats"
 	stepEventLog    = "event log"
 	stepProjection  = "projection"
+	stepReconcile   = "reconcile"
 	stepAPI         = "api"
 	stepIngest      = "ingest"
 	stepListenAPI   = "listen api"
@@ -246,9 +248,40 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
 		}, lg, reg)
 		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
+		// Reconciliation (DESIGN.md section 10): the endpoint on every query node with an
+		// Open API configured, the sweep beside the projector unless reconcile.every is 0,
+		// one node at a time through the lease.
+		var checkOne func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
+		if len(r.OpenAPIs) > 0 {
+			if err := step(stepReconcile, func() error {
+				rec, err := reconcile.New(reconcileConfig(r), proj, elog, r.OpenAPIs, lg, reg)
+				if err != nil {
+					return err
+				}
+				*undo = append(*undo, func() error { rec.Close(); return nil })
+				checkOne = func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error) {
+					return rec.Check(ctx, id, reconcile.CheckOptions{DryRun: dryRun})
+				}
+				if rec.Every() == 0 {
+					return nil
+				}
+				leases, err := eventlog.OpenLeases(ctx, conn, r.NATS.Replicas)
+				if err != nil {
+					return err
+				}
+				holder := leaseHolder(m.mode.Name)
+				c.background = append(c.background, namedLoop{name: "reconcile", run: func(ctx context.Context) error {
+					return rec.Run(ctx, leases, reconcile.RunOptions{Holder: holder})
+				}})
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+		}
 		var h http.Handler
 		if err := step(stepAPI, func() (err error) {
 			h, err = api.NewServer(api.Config{
+				Reconcile:  checkOne,
 				Projection: proj, Tokens: apiTokens(r), Logger: lg,
 				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/api"
+	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -39,6 +40,21 @@ func logConfig(r *Resolved) eventlog.Config {
 		Replicas: r.NATS.Replicas, DuplicateWindow: time.Duration(r.NATS.DuplicateWindow),
 		RejectsMaxBytes: r.NATS.RejectsMaxBytes,
 	}
+}
+
+func reconcileConfig(r *Resolved) reconcile.Config {
+	return reconcile.Config{
+		Every: time.Duration(r.Reconcile.Every), StaleAfter: time.Duration(r.Reconcile.StaleAfter),
+		FullEvery: time.Duration(r.Reconcile.FullEvery), Rate: r.Reconcile.Rate,
+		KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
+	}
+}
+
+// leaseHolder names this process in a lease: mode, host and pid, and a random suffix so
+// that a restarted process with the same pid is a new holder.
+func leaseHolder(mode string) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s@%s/%d/%s", mode, host, os.Getpid(), randHex(4))
 }
 
 func apiTokens(r *Resolved) []api.Token {
