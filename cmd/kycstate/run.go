@@ -37,6 +37,7 @@ func commands() []command {
 		{"rebuild", "fold the whole log into a new projection file and swap it in", cmdRebuild},
 		{"export", "write the log as JSON lines, one per event", cmdExport},
 		{"rejects", "list or reprocess refused webhooks (rejects list|reprocess)", cmdRejects},
+		{"reconcile", "check applicants against Allpass's Open API and append what differs", cmdReconcile},
 		{"sim", "an Allpass simulator and load generator", cmdSim},
 		{"keygen", "print fresh app keys and API tokens", cmdKeygen},
 		{"version", "print the version", cmdVersion},
@@ -72,7 +73,7 @@ Usage: kycstate <command> [flags]
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Every command takes --config FILE (YAML); every key can be overridden by KYCSTATE_* variables.
