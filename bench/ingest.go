@@ -18,23 +18,48 @@ import (
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ingestSenders is the concurrency of both sides of the ingest comparison.
-const ingestSenders = 16
+// Concurrency of the two ingest comparisons: steady (ingest) and a burst (ingest_burst),
+// where group commit carries many webhooks per write.
+const (
+	ingestSenders = 16
+	burstSenders  = 256
+)
 
 // phaseIngest measures webhooks/s through the real handler (ingest.NewHandler behind
 // ingest.NewHTTPServer on a loopback port; 16 keep-alive connections, each webhook
 // distinct and sealed beforehand) beside JetStream's synchronous Publish of the bytes
-// the handler stored, from 16 goroutines, on the same embedded server fsyncing every
-// write. Rounds alternate the two sides so that drift of the machine falls on both.
+// the handler stored, from 16 goroutines on one NATS connection, on the same embedded
+// server fsyncing every write. Rounds alternate the two sides so that drift of the
+// machine falls on both.
 func phaseIngest(ctx context.Context, o options, r *result) error {
 	n, rounds := 24_000, 24
 	if o.Quick {
 		n, rounds = 8_000, 8
 	}
-	const warm = 2 * ingestSenders * 4
+	return ingestRun(ctx, o, r, "ingest", ingestSenders, 1, n, rounds)
+}
+
+// phaseIngestBurst is phaseIngest with 256 senders against 256 raw clients publishing
+// one message at a time: what a burst of Allpass retries meets.
+func phaseIngestBurst(ctx context.Context, o options, r *result) error {
+	n, rounds := 40_000, 10
+	if o.Quick {
+		n, rounds = 12_000, 4
+	}
+	return ingestRun(ctx, o, r, "ingest_burst", burstSenders, burstSenders, n, rounds)
+}
+
+// ingestRun runs one ingest comparison: senders HTTP senders against senders raw
+// publishers over conns NATS connections. The steady comparison shares one connection,
+// as the handler does (and as the figure was first measured); the burst one gives each
+// raw publisher its own, as `nats bench js pub sync --clients=256` does.
+func ingestRun(ctx context.Context, o options, r *result, name string, senders, conns, n, rounds int) error {
+	warm := 2 * senders * 4
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed, app, 2_000)
 	ds := make([]delivery, n+warm)
@@ -45,7 +70,7 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	dir, err := phaseDir(o, "ingest")
+	dir, err := phaseDir(o, name)
 	if err != nil {
 		return err
 	}
@@ -55,8 +80,9 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	defer c.Close()
+	reg := prometheus.NewRegistry()
 	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: l, Logger: lg,
-		Metrics: prometheus.NewRegistry(), KeepRaw: true})
+		Metrics: reg, KeepRaw: true})
 	if err != nil {
 		return err
 	}
@@ -66,14 +92,29 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 	}
 	defer stop()
 	url := base + "/webhooks/allpass/" + app.Name
-	client := keepAliveClient(ingestSenders)
+	client := keepAliveClient(senders)
 	defer client.CloseIdleConnections()
+	clients := make([]jetstream.JetStream, senders)
+	for i := range clients {
+		clients[i] = c.JS
+	}
+	if conns > 1 {
+		own, closeClients, err := rawClients(c, conns)
+		if err != nil {
+			return err
+		}
+		defer closeClients()
+		for i := range clients {
+			clients[i] = own[i%conns]
+		}
+	}
 
 	// Warm up: connections open, the stream's first block created.
-	if _, _, _, err := postAll(ctx, client, url, hooks[:warm], ingestSenders); err != nil {
+	if _, _, _, err := postAll(ctx, client, url, hooks[:warm], senders); err != nil {
 		return err
 	}
 	hooks = hooks[warm:]
+	writes0, webhooks0 := histogram(reg, "kycstate_ingest_commit_batch_size")
 
 	probe, err := os.Create(filepath.Join(dir, "fsync-probe"))
 	if err != nil {
@@ -91,11 +132,11 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 		syncLat = append(syncLat, lat...)
 
 		part := hooks[k*n/rounds : (k+1)*n/rounds]
-		stopProf, err := profile(o, fmt.Sprintf("ingest-handler-%d", k))
+		stopProf, err := profile(o, fmt.Sprintf("%s-handler-%d", name, k))
 		if err != nil {
 			return err
 		}
-		hTook, lat, first, err := postAll(ctx, client, url, part, ingestSenders)
+		hTook, lat, first, err := postAll(ctx, client, url, part, senders)
 		if err := stopProf(); err != nil {
 			return err
 		}
@@ -108,7 +149,7 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 		if err != nil {
 			return err
 		}
-		took, lat, err := publishAll(ctx, c, msgs, ingestSenders)
+		took, lat, err := publishAll(ctx, clients, msgs)
 		if err != nil {
 			return err
 		}
@@ -117,6 +158,9 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 		progress("round %d/%d: handler %.0f/s, raw publish %.0f/s", k+1, rounds,
 			float64(len(part))/hTook.Seconds(), float64(len(part))/took.Seconds())
 	}
+	writes, webhooks := histogram(reg, "kycstate_ingest_commit_batch_size")
+	r.set("per_write", (webhooks-webhooks0)/(writes-writes0))
+	r.set("senders", float64(senders))
 	oursRate, rawRate := float64(n)/ours.Seconds(), float64(n)/raw.Seconds()
 	r.set("webhooks", float64(n))
 	r.set("rate", oursRate)
@@ -283,15 +327,63 @@ func storedSince(ctx context.Context, l *eventlog.EventLog, first uint64, n int)
 	return out, nil
 }
 
+// rawClients opens n NATS connections to the embedded server of c, in process, each
+// with its own JetStream context: the baseline's clients, one per sender, as `nats
+// bench js pub sync --clients=N` runs them.
+func rawClients(c *eventlog.Conn, n int) ([]jetstream.JetStream, func(), error) {
+	ns := c.Server()
+	var conns []*nats.Conn
+	closeAll := func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}
+	var out []jetstream.JetStream
+	for range n {
+		nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.Name("kycstate-bench-raw"))
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns = append(conns, nc)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		out = append(out, js)
+	}
+	return out, closeAll, nil
+}
+
+// histogram returns the sample count and sum of the histogram name in reg.
+func histogram(reg *prometheus.Registry, name string) (count, sum float64) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				if h := m.GetHistogram(); h != nil {
+					count += float64(h.GetSampleCount())
+					sum += h.GetSampleSum()
+				}
+			}
+		}
+	}
+	return count, sum
+}
+
 // publishAll publishes msgs with JetStream's synchronous Publish (no header, no message
-// id) from senders goroutines.
-func publishAll(ctx context.Context, c *eventlog.Conn, msgs []rawMsg, senders int) (time.Duration, []time.Duration, error) {
+// id), one message at a time per client, every client at once.
+func publishAll(ctx context.Context, clients []jetstream.JetStream, msgs []rawMsg) (time.Duration, []time.Duration, error) {
 	var next atomic.Int64
-	lats := make([][]time.Duration, senders)
+	lats := make([][]time.Duration, len(clients))
 	errs := newErrFirst()
 	var wg sync.WaitGroup
 	start := time.Now()
-	for s := range senders {
+	for s, js := range clients {
 		wg.Go(func() {
 			labelGoroutine(ctx, "rawclient")
 			for {
@@ -300,7 +392,7 @@ func publishAll(ctx context.Context, c *eventlog.Conn, msgs []rawMsg, senders in
 					return
 				}
 				t0 := time.Now()
-				if _, err := c.JS.Publish(ctx, msgs[i].subject, msgs[i].data); err != nil {
+				if _, err := js.Publish(ctx, msgs[i].subject, msgs[i].data); err != nil {
 					errs.put(err)
 					return
 				}

@@ -78,6 +78,8 @@ type phaseSpec struct {
 func phases() []phaseSpec {
 	return []phaseSpec{
 		{"ingest", "ingest", phaseIngest},
+		{"ingest_burst", "ingest", phaseIngestBurst},
+		{"burst", "ingest", phaseBurst},
 		{"load", "rebuild", phaseLoad},
 		{"drain", "rebuild", phaseDrain},
 		{"rebuild", "rebuild", phaseRebuild},

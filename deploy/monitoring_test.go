@@ -85,7 +85,8 @@ type nopLog struct{}
 func (nopLog) Append(context.Context, *domain.Event, string) (uint64, bool, error) {
 	return 0, false, nil
 }
-func (nopLog) Reject(context.Context, domain.Reject) error { return nil }
+func (nopLog) AppendBatch(context.Context, []*domain.Pending) {}
+func (nopLog) Reject(context.Context, domain.Reject) error    { return nil }
 func (nopLog) Rejects(context.Context, uint64, func(domain.Reject) error) error {
 	return nil
 }

@@ -29,6 +29,10 @@ type EventLog interface {
 	// then the original's). Errors: KindUnavailable when the write cannot be confirmed;
 	// the caller must then not claim it.
 	Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error)
+	// AppendBatch appends several events at once, as Append would each, and sets on each
+	// Pending its sequence (and Duplicate) or its error; a sequence only ever comes from
+	// the stream's acknowledgement of that message. The group commit calls it.
+	AppendBatch(ctx context.Context, batch []*domain.Pending)
 	// Reject keeps a refused request in the size-bounded rejects stream.
 	Reject(ctx context.Context, r domain.Reject) error
 	// Rejects calls fn for each kept reject in order from sequence from, up to the last
@@ -41,6 +45,7 @@ const (
 	DefaultMaxBody       = 1 << 20 // DESIGN.md section 3
 	DefaultMaxInFlight   = 256
 	DefaultAppendTimeout = 5 * time.Second
+	DefaultQueueWait     = 2 * time.Second
 )
 
 // retryAfter is the Retry-After of every 503, in seconds. Allpass ignores it (its own
@@ -63,10 +68,18 @@ type HandlerConfig struct {
 	Metrics prometheus.Registerer // nil: collectors are not registered
 	// MaxBody bounds a request body (default 1 MiB); larger bodies are answered 413.
 	MaxBody int64
-	// MaxInFlight bounds the requests handled at once (default 256). Past it a request is
-	// answered 503 at once rather than queued: a queue would hold Allpass's connections
-	// past its timeout while the log is slow, and its retry comes anyway.
+	// MaxInFlight bounds the requests handled at once (default 256): bodies read, webhooks
+	// opened and appends waiting for the log. It bounds memory and the size of one group
+	// commit. Past it a request waits for a slot, up to QueueWait, without its body read.
 	MaxInFlight int
+	// QueueWait is how long a request past MaxInFlight waits for a slot before it is
+	// answered 503 with Retry-After (default 2 s; DESIGN.md section 3, "Under load"). A
+	// burst (Allpass retrying everything after an outage) is then absorbed rather than
+	// bounced: with group commit the log takes a few hundred webhooks per write, so a
+	// slot frees within milliseconds, and 2 s stays well inside Allpass's request
+	// timeout. A log that cannot confirm still gets 503 from the append timeout; the
+	// queue only waits for a slot.
+	QueueWait time.Duration
 	// AppendTimeout bounds the wait for the log's acknowledgement (default 5 s); past it
 	// the answer is 503 and nothing is claimed.
 	AppendTimeout time.Duration
@@ -87,14 +100,21 @@ type HandlerConfig struct {
 // handler serves the webhook routes. It keeps no per-request state between requests
 // beyond the in-flight semaphore and the metrics.
 type handler struct {
-	ready         func(ctx context.Context) error
-	appends       appendHealth
-	apps          appIndex
-	events        EventLog
-	logger        *zap.Logger
-	m             *metrics
-	maxBody       int64
-	sem           chan struct{}
+	ready     func(ctx context.Context) error
+	appends   appendHealth
+	apps      appIndex
+	events    EventLog
+	logger    *zap.Logger
+	m         *metrics
+	maxBody   int64
+	sem       chan struct{}
+	queueWait time.Duration
+	commit    *committer
+	// closing is closed when the HTTP server shuts down (NewHTTPServer registers
+	// stopQueue): requests waiting for a slot are refused at once, so the log can close
+	// once the ones in flight are answered.
+	closing       chan struct{}
+	closeOnce     sync.Once
 	appendTimeout time.Duration
 	opt           allpass.Options
 	now           func() time.Time
@@ -148,6 +168,11 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		inflight = DefaultMaxInFlight
 	}
 	h.sem = make(chan struct{}, inflight)
+	h.queueWait = cfg.QueueWait
+	if h.queueWait <= 0 {
+		h.queueWait = DefaultQueueWait
+	}
+	h.closing = make(chan struct{})
 	if h.appendTimeout <= 0 {
 		h.appendTimeout = DefaultAppendTimeout
 	}
@@ -157,8 +182,24 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if h.m, err = newMetrics(cfg.Metrics); err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
-	return h.routes(), nil
+	// One write can carry every request in flight; the log splits what is over its own
+	// batch limits.
+	h.commit = newCommitter(h.events, inflight, func(n int) { h.m.batch.Observe(float64(n)) })
+	return &server{mux: h.routes(), h: h}, nil
 }
+
+// server is the handler NewHandler returns: its routes, and the hook by which
+// NewHTTPServer refuses queued requests on shutdown.
+type server struct {
+	mux http.Handler
+	h   *handler
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// stopQueue refuses, at once, every request waiting for an in-flight slot, and every
+// one that arrives later; the requests in flight finish. Safe to call twice.
+func (s *server) stopQueue() { s.h.closeOnce.Do(func() { close(s.h.closing) }) }
 
 // routes is the whole HTTP surface of ingest.
 func (h *handler) routes() http.Handler {
@@ -200,7 +241,8 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	// CodeNoRoute: no such path. 404.
 	CodeNoRoute = "not_found"
-	// CodeBusy: the in-flight limit is reached; retry. 503.
+	// CodeBusy: the in-flight limit was reached and no slot freed within the queue wait,
+	// or the server is shutting down; retry. 503.
 	CodeBusy = "busy"
 	// CodeBodyUnreadable: the body broke off or could not be read. 400.
 	CodeBodyUnreadable = "body_unreadable"
@@ -263,19 +305,17 @@ type exchange struct {
 }
 
 // webhook serves one webhook route ({app} in the path when byPath) within the in-flight
-// limit. A refusal is answered, counted and kept (refuse) while the request still holds
+// limit, waiting up to the queue wait for a slot (acquire). A refusal is answered, counted and kept (refuse) while the request still holds
 // its slot: keeping a reject is part of what a request costs.
 func (h *handler) webhook(byPath bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := &exchange{start: time.Now(), receivedAt: h.now().UTC(), label: appAny}
-		select {
-		case h.sem <- struct{}{}:
-			defer func() { <-h.sem }()
-		default:
+		if !h.acquire(r.Context()) {
 			// The body is not read: refusing must cost less than serving.
 			h.refuse(w, r, x, errBusy)
 			return
 		}
+		defer func() { <-h.sem }()
 		h.m.inflight.Inc()
 		defer h.m.inflight.Dec()
 		if err := h.serveWebhook(w, r, x, byPath); err != nil {
@@ -322,7 +362,7 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 		h.beforeAppend()
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.appendTimeout)
-	seq, dup, err := h.events.Append(ctx, &ev, msgID)
+	seq, dup, err := h.commit.append(ctx, &ev, msgID)
 	cancel()
 	if r.Context().Err() == nil { // a client that went away says nothing about the log
 		h.appends.record(err == nil, h.now())
@@ -342,6 +382,33 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 	h.logger.Debug("webhook appended", zap.String("app", x.label), zap.Uint64("seq", seq),
 		zap.Bool("duplicate", dup), zap.String("remote", r.RemoteAddr))
 	return nil
+}
+
+// acquire takes an in-flight slot, waiting for one up to the queue wait. It gives up
+// when the wait is over, the client has gone, or the server is shutting down.
+func (h *handler) acquire(ctx context.Context) bool {
+	select {
+	case <-h.closing:
+		return false
+	default:
+	}
+	select {
+	case h.sem <- struct{}{}:
+		return true
+	default:
+	}
+	h.m.queued.Inc()
+	defer h.m.queued.Dec()
+	t := time.NewTimer(h.queueWait)
+	defer t.Stop()
+	select {
+	case h.sem <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	case <-h.closing:
+	}
+	return false
 }
 
 // isReady: no append failed recently without a good one since, and the log answers.

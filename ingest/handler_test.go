@@ -105,8 +105,14 @@ func newEnv(tb testing.TB, opts ...envOption) *env {
 
 func newEnvAt(tb testing.TB, dir string, opts ...envOption) *env {
 	tb.Helper()
+	return newEnvServer(tb, dir, nil, opts...)
+}
+
+// newEnvServer is newEnvAt with the JetStream server's options.
+func newEnvServer(tb testing.TB, dir string, js []jstest.Option, opts ...envOption) *env {
+	tb.Helper()
 	e := &env{dir: dir, reg: prometheus.NewRegistry()}
-	e.conn, e.eventLog = mustLog(tb, dir)
+	e.conn, e.eventLog = mustLog(tb, dir, js...)
 	e.cbc, e.gcm = mustApps(tb, mustVectors(tb))
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
@@ -809,60 +815,6 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 	}
 	if n := len(e.events(t)); n != 3 {
 		t.Fatalf("%d events after reprocessing twice", n)
-	}
-}
-
-// TestInFlightLimit: past MaxInFlight a request is answered 503 at once, without waiting
-// for a slot; the held requests then complete with 200.
-func TestInFlightLimit(t *testing.T) {
-	const limit = 2
-	arrived, release := make(chan struct{}, limit), make(chan struct{})
-	e := newEnv(t, func(c *HandlerConfig) {
-		c.MaxInFlight = limit
-		c.beforeAppend = func() { arrived <- struct{}{}; <-release }
-	})
-	answers := make(chan answer, limit)
-	for i := range limit {
-		body, sig := seal(t, e.cbc, payload(e.cbc, i, "applicantCreated"), "2026-03-01T10:00:00Z")
-		go func() {
-			req, _ := http.NewRequest("POST", e.srv.URL+"/webhooks/allpass/cbc", bytes.NewReader(body))
-			req.Header.Set("x-allpass-signature", sig)
-			resp, err := e.client.Do(req)
-			if err != nil {
-				answers <- answer{status: -1, raw: []byte(err.Error())}
-				return
-			}
-			raw, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			answers <- answer{status: resp.StatusCode, raw: raw}
-		}()
-	}
-	for range limit {
-		<-arrived
-	}
-	if got := e.metric(t, "kycstate_ingest_inflight", nil); got != limit {
-		t.Fatalf("inflight gauge %v, want %d", got, limit)
-	}
-	body, sig := seal(t, e.cbc, payload(e.cbc, 99, "applicantCreated"), "2026-03-01T10:00:00Z")
-	a := e.post(t, "/webhooks/allpass/cbc", body, sig)
-	if a.status != 503 || a.errCode != CodeBusy || a.header.Get("Retry-After") == "" {
-		t.Fatalf("over the limit: %d %s", a.status, a.raw)
-	}
-	close(release)
-	for range limit {
-		if a := <-answers; a.status != 200 {
-			t.Fatalf("held request: %d %s", a.status, a.raw)
-		}
-	}
-	if n := len(e.rejects(t)); n != 0 {
-		t.Fatalf("%d rejects kept for busy answers", n)
-	}
-	if got := e.metric(t, "kycstate_ingest_inflight", nil); got != 0 {
-		t.Fatalf("inflight gauge %v after all answered", got)
-	}
-	// The refused one is welcome once a slot is free.
-	if a := e.post(t, "/webhooks/allpass/cbc", body, sig); a.status != 200 {
-		t.Fatalf("after release: %d %s", a.status, a.raw)
 	}
 }
 

@@ -31,6 +31,8 @@ type metrics struct {
 	duplicates prometheus.Counter
 	rejects    *prometheus.CounterVec
 	inflight   prometheus.Gauge
+	queued     prometheus.Gauge
+	batch      prometheus.Histogram
 }
 
 // newMetrics builds the collectors and registers them on reg; a nil reg keeps them
@@ -64,12 +66,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kycstate_ingest_inflight",
 			Help: "Webhook requests being handled now (bounded by the in-flight limit).",
 		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kycstate_ingest_queued",
+			Help: "Webhook requests waiting for an in-flight slot (at most ingest.queue_wait each).",
+		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kycstate_ingest_commit_batch_size",
+			Help:    "Webhooks written to the log by one group-commit write.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.appends, m.duplicates, m.rejects, m.inflight} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.appends, m.duplicates, m.rejects, m.inflight, m.queued, m.batch} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

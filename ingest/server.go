@@ -22,9 +22,12 @@ const (
 )
 
 // NewHTTPServer returns the server for the ingest handler h on addr, with timeouts and a
-// header size limit set. The caller runs ListenAndServe and Shutdown.
+// header size limit set. The caller runs ListenAndServe and Shutdown. When h is
+// NewHandler's, Shutdown refuses at once the requests waiting in its queue (503 with
+// Retry-After) while it waits for the ones in flight, so every queued request is
+// answered before the caller closes the log.
 func NewHTTPServer(addr string, h http.Handler) *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Addr:              addr,
 		Handler:           h,
 		ReadHeaderTimeout: serverReadHeaderTimeout,
@@ -33,4 +36,8 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 		IdleTimeout:       serverIdleTimeout,
 		MaxHeaderBytes:    serverMaxHeaderBytes,
 	}
+	if s, ok := h.(interface{ stopQueue() }); ok {
+		srv.RegisterOnShutdown(s.stopQueue)
+	}
+	return srv
 }

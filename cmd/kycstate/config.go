@@ -77,9 +77,11 @@ type NATSConfig struct {
 }
 
 type IngestConfig struct {
-	Listen        string   `yaml:"listen"`
-	MaxBody       int64    `yaml:"max_body"`
-	MaxInFlight   int      `yaml:"max_in_flight"`
+	Listen      string `yaml:"listen"`
+	MaxBody     int64  `yaml:"max_body"`
+	MaxInFlight int    `yaml:"max_in_flight"`
+	// QueueWait is how long a request past max_in_flight waits for a slot before 503.
+	QueueWait     Duration `yaml:"queue_wait"`
 	AppendTimeout Duration `yaml:"append_timeout"`
 	// KeepRaw keeps the original body and signature in each stored event so auditors can
 	// re-verify authenticity offline. Default true.
@@ -161,7 +163,7 @@ func defaultConfig() Config {
 		NATS: NATSConfig{Replicas: 1, SyncInterval: "always",
 			DuplicateWindow: Duration(eventlog.DefaultDuplicateWindow), RejectsMaxBytes: eventlog.DefaultRejectsMaxBytes},
 		Ingest: IngestConfig{Listen: ":8080", MaxBody: ingest.DefaultMaxBody, MaxInFlight: ingest.DefaultMaxInFlight,
-			AppendTimeout: Duration(ingest.DefaultAppendTimeout)},
+			QueueWait: Duration(ingest.DefaultQueueWait), AppendTimeout: Duration(ingest.DefaultAppendTimeout)},
 		API: APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(api.DefaultMaxWait), ReadyLag: 1000},
 		Projector: ProjectorConfig{Batch: projector.DefaultMaxBatch,
 			BatchWait: Duration(projector.DefaultMaxWait)},
@@ -387,6 +389,11 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	}
 	if cfg.Ingest.MaxInFlight <= 0 {
 		return nil, cfgErr("ingest.max_in_flight", "must be positive")
+	}
+	if qw := time.Duration(cfg.Ingest.QueueWait); qw <= 0 || qw > shutdownTimeout/2 {
+		// Shutdown waits for queued requests too; a wait past half its bound could
+		// leave a queued request unanswered when the log closes.
+		return nil, cfgErr("ingest.queue_wait", "must be positive and at most %s", shutdownTimeout/2)
 	}
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -2,13 +2,13 @@ package main
 
 import (
 	"fmt"
-	"time"
-
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/reconcile"
 )
 
@@ -58,12 +58,14 @@ func TestConfigDesignExample(t *testing.T) {
 	path := writeFile(t, "c.yaml", strings.ReplaceAll(goodYAML, "TOKENFILE", tokenFile))
 	getenv, environ := envFunc("KYCSTATE_PRODUCT_TOKEN", "product-token-0123456789",
 		"ALLPASS_SECRET_KEY", testSecret, "ALLPASS_HMAC_KEY", testHMAC,
-		"KYCSTATE_NATS_REPLICAS", "3", "KYCSTATE_INGEST_LISTEN", ":9090", "KYCSTATE_APPS_0_NAME", "renamed")
+		"KYCSTATE_NATS_REPLICAS", "3", "KYCSTATE_INGEST_LISTEN", ":9090", "KYCSTATE_APPS_0_NAME", "renamed",
+		"KYCSTATE_INGEST_QUEUE_WAIT", "750ms")
 	cfg, err := loadConfig(path, getenv, environ)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.NATS.Replicas != 3 || cfg.Ingest.Listen != ":9090" || cfg.Apps[0].Name != "renamed" {
+	if cfg.NATS.Replicas != 3 || cfg.Ingest.Listen != ":9090" || cfg.Apps[0].Name != "renamed" ||
+		time.Duration(cfg.Ingest.QueueWait) != 750*time.Millisecond {
 		t.Fatalf("env overrides not applied: %+v", cfg)
 	}
 	r, err := resolveConfig(cfg, getenv, true, true)
@@ -75,6 +77,18 @@ func TestConfigDesignExample(t *testing.T) {
 	}
 	if len(r.Apps) != 1 || len(r.Apps[0].Keys) != 1 || len(r.Apps[0].Keys[0].HMAC) != 32 {
 		t.Fatalf("app not resolved: %+v", r.Apps)
+	}
+}
+
+// TestConfigQueueWaitDefault: with no key, the queue wait is ingest's default.
+func TestConfigQueueWaitDefault(t *testing.T) {
+	getenv, environ := envFunc()
+	cfg, err := loadConfig("", getenv, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(cfg.Ingest.QueueWait) != ingest.DefaultQueueWait {
+		t.Fatalf("queue_wait %s, want %s", time.Duration(cfg.Ingest.QueueWait), ingest.DefaultQueueWait)
 	}
 }
 
@@ -93,6 +107,8 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 		{"bad role", "api: {tokens: [{name: x, role: admin, token: " + leaked + "}]}", nil, "role"},
 		{"short token", "api: {tokens: [{name: x, role: reader, token: short}]}", nil, "api.tokens[0].token"},
 		{"replicas", "nats: {replicas: 9}", nil, "nats.replicas"},
+		{"queue wait", "ingest: {queue_wait: 0s}", nil, "ingest.queue_wait"},
+		{"queue wait env", "", []string{"KYCSTATE_INGEST_QUEUE_WAIT", "1h"}, "ingest.queue_wait"},
 		{"unknown key", "natz: {}", nil, "natz"},
 		{"env typo", "", []string{"KYCSTATE_NATS_URLS", "x"}, "KYCSTATE_NATS_URLS"},
 		{"env type", "", []string{"KYCSTATE_NATS_REPLICAS", "three"}, "KYCSTATE_NATS_REPLICAS"},

@@ -299,7 +299,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		if err := step(stepIngest, func() (err error) {
 			h, err = ingest.NewHandler(ingest.HandlerConfig{
 				Apps: r.Apps, Events: elog, Logger: lg, Metrics: reg,
-				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight,
+				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight, QueueWait: time.Duration(r.Ingest.QueueWait),
 				AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
 				Ready: func(ctx context.Context) error { _, err := elog.LastSeq(ctx); return err },
 			})
@@ -307,11 +307,14 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}); err != nil {
 			return nil, err
 		}
+		// The server is made over the handler itself, so that its Shutdown refuses the
+		// requests queued for a slot; the metrics wrapper then goes around it.
+		srv := ingest.NewHTTPServer(r.Ingest.Listen, h)
 		if !m.mode.Query {
-			h = withMetrics(h, reg)
+			srv.Handler = withMetrics(h, reg)
 		}
 		// First in the list: the webhook endpoint is the first to stop.
-		c.servers = append([]namedServer{{name: stepListenHooks, srv: ingest.NewHTTPServer(r.Ingest.Listen, h)}}, c.servers...)
+		c.servers = append([]namedServer{{name: stepListenHooks, srv: srv}}, c.servers...)
 	}
 
 	c.background = append(c.background, m.extraLoops...)

@@ -68,6 +68,9 @@ type EventLog struct {
 	rejects jetstream.Stream
 	cfg     Config
 	log     *zap.Logger
+	// atomic: KYC_EVENTS takes atomic batches (AppendBatch); false only when an existing
+	// stream could not be updated to allow them, and then AppendBatch publishes one by one.
+	atomic bool
 
 	readIdle       time.Duration // defaultReadIdle; tests shorten it
 	requestTimeout time.Duration // defaultRequestTimeout; tests shorten it
@@ -95,6 +98,9 @@ func EventStreamConfig(cfg Config) jetstream.StreamConfig {
 		Replicas:          cfg.Replicas,
 		Duplicates:        cfg.DuplicateWindow,
 		AllowDirect:       true,
+		// Group commit (ingest, AppendBatch) sends many webhooks as one atomic batch: one
+		// write and one fsync for all of them, all stored or none.
+		AllowAtomicPublish: true,
 	}
 }
 
@@ -124,11 +130,15 @@ func RejectStreamConfig(cfg Config) jetstream.StreamConfig {
 }
 
 // Open creates or updates KYC_EVENTS and KYC_REJECTS idempotently. Settings of an
-// existing stream that differ from cfg are logged, not overwritten.
+// existing stream that differ from cfg are logged, not overwritten, with one exception.
 //
-// A stream that exists is never updated: changing retention or discard on the source of
-// truth is an operator's decision, so each difference is logged as a warning (one per
-// setting) and the stream is used as it is. Errors: KindInvalid when the server refuses
+// A stream that exists is not otherwise updated: changing retention or discard on the
+// source of truth is an operator's decision, so each difference is logged as a warning
+// (one per setting) and the stream is used as it is. The exception is atomic batch
+// publish on KYC_EVENTS, which only adds a way to write and changes nothing stored: a
+// stream made by an earlier version is updated to allow it, so group commit works on
+// old data dirs too. If that update fails, Open logs it and the log appends one message
+// at a time. Errors: KindInvalid when the server refuses
 // the configuration (say replicas 3 on a single server), KindUnavailable otherwise.
 func Open(ctx context.Context, c *Conn, cfg Config, log *zap.Logger) (*EventLog, error) {
 	const op = "eventlog.Open"
@@ -145,6 +155,7 @@ func Open(ctx context.Context, c *Conn, cfg Config, log *zap.Logger) (*EventLog,
 	if l.events, err = l.ensureStream(ctx, op, EventStreamConfig(cfg)); err != nil {
 		return nil, err
 	}
+	l.events, l.atomic = l.allowAtomic(ctx, l.events)
 	if l.rejects, err = l.ensureStream(ctx, op, RejectStreamConfig(cfg)); err != nil {
 		return nil, err
 	}
@@ -175,6 +186,25 @@ func (l *EventLog) ensureStream(ctx context.Context, op string, want jetstream.S
 			zap.String("want", d.Want), zap.String("have", d.Have))
 	}
 	return s, nil
+}
+
+// allowAtomic updates an existing KYC_EVENTS that does not allow atomic batches to allow
+// them, leaving every other setting as the stream has it. It reports whether the stream
+// now allows them.
+func (l *EventLog) allowAtomic(ctx context.Context, s jetstream.Stream) (jetstream.Stream, bool) {
+	have := s.CachedInfo().Config
+	if have.AllowAtomicPublish {
+		return s, true
+	}
+	have.AllowAtomicPublish = true
+	updated, err := l.js.UpdateStream(ctx, have)
+	if err != nil {
+		l.log.Warn("stream not updated to allow atomic batches; appending one message at a time",
+			zap.String("stream", have.Name), zap.Error(err))
+		return s, false
+	}
+	l.log.Info("stream updated to allow atomic batches", zap.String("stream", have.Name))
+	return updated, true
 }
 
 func streamErr(op, name string, err error) error {
@@ -212,6 +242,7 @@ func StreamDifferences(want, have jetstream.StreamConfig) []Difference {
 	check("max_bytes", want.MaxBytes, have.MaxBytes)
 	check("max_msgs_per_subject", want.MaxMsgsPerSubject, have.MaxMsgsPerSubject)
 	check("allow_direct", want.AllowDirect, have.AllowDirect)
+	check("allow_atomic", want.AllowAtomicPublish, have.AllowAtomicPublish)
 	return ds
 }
 
