@@ -95,6 +95,9 @@ type Config struct {
 	// Allpass's Open API (reconcile.Reconciler.Check). Nil: the route answers 404
 	// (CodeReconcileDisabled) after the same authentication.
 	Reconcile func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
+	// LastSweep says when the last reconciliation sweep ended (zero: none yet), for the
+	// console's ops page. Nil: this node does not sweep.
+	LastSweep func() time.Time
 	// VerifyTimeout bounds one GET /v1/verify (default DefaultVerifyTimeout). The
 	// request's write deadline is moved past it, so the server's WriteTimeout does not
 	// cut the answer.
@@ -117,6 +120,7 @@ type server struct {
 	verifyTimeout  time.Duration
 	verifying      chan struct{} // holds a token while a verify runs: one at a time
 	lag            func() uint64
+	lastSweep      func() time.Time
 	console        http.Handler
 	mux            *http.ServeMux
 }
@@ -150,6 +154,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		gatherer:       cfg.Gatherer,
 		verify:         cfg.Verify,
 		reconcile:      cfg.Reconcile,
+		lastSweep:      cfg.LastSweep,
 		verifyTimeout:  cfg.VerifyTimeout,
 		verifying:      make(chan struct{}, 1),
 		lag:            cfg.Lag,

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
@@ -135,6 +136,23 @@ type Reconciler struct {
 	apps   map[domain.AppKey]*appState
 	order  []*appState // in configuration order
 	now    func() time.Time
+	// lastEnd is when the last complete sweep ended (Unix nanoseconds; 0: none known),
+	// for the console's ops page; the metric says the same to Prometheus.
+	lastEnd atomic.Int64
+}
+
+// LastSweep returns when the last complete sweep ended, as this node knows it (its own
+// sweeps, or the progress saved with the lease it took over); zero if none.
+func (r *Reconciler) LastSweep() time.Time {
+	if n := r.lastEnd.Load(); n != 0 {
+		return time.Unix(0, n).UTC()
+	}
+	return time.Time{}
+}
+
+func (r *Reconciler) setLastSweep(t time.Time) {
+	r.lastEnd.Store(t.UnixNano())
+	r.m.lastSweep.Set(float64(t.Unix()))
 }
 
 // appState is one app's client, rate limiter and back-off.

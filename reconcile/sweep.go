@@ -179,7 +179,7 @@ func (r *Reconciler) Sweep(ctx context.Context, opt SweepOptions, prog *Progress
 			prog.LastFull = prog.Started
 		}
 		prog.Started, prog.Full, prog.After, prog.Done = time.Time{}, false, nil, nil
-		r.m.lastSweep.Set(float64(end.Unix()))
+		r.setLastSweep(end)
 	}
 	saveLocked(true)
 	r.log.Info("sweep ended", zap.Int("checked", res.Checked), zap.Int("appended", res.Results[ActionAppended]),
@@ -369,7 +369,7 @@ func (r *Reconciler) hold(ctx context.Context, lease *eventlog.Lease, ttl time.D
 		}
 	}
 	if !prog.LastEnd.IsZero() {
-		r.m.lastSweep.Set(float64(prog.LastEnd.Unix()))
+		r.setLastSweep(prog.LastEnd)
 	}
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()

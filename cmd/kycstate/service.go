@@ -252,6 +252,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		// Open API configured, the sweep beside the projector unless reconcile.every is 0,
 		// one node at a time through the lease.
 		var checkOne func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
+		var lastSweep func() time.Time
 		if len(r.OpenAPIs) > 0 {
 			if err := step(stepReconcile, func() error {
 				rec, err := reconcile.New(reconcileConfig(r), proj, elog, r.OpenAPIs, lg, reg)
@@ -265,6 +266,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				if rec.Every() == 0 {
 					return nil
 				}
+				lastSweep = rec.LastSweep
 				leases, err := eventlog.OpenLeases(ctx, conn, r.NATS.Replicas)
 				if err != nil {
 					return err
@@ -282,6 +284,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		if err := step(stepAPI, func() (err error) {
 			h, err = api.NewServer(api.Config{
 				Reconcile:  checkOne,
+				LastSweep:  lastSweep,
 				Projection: proj, Tokens: apiTokens(r), Logger: lg,
 				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
