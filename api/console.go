@@ -122,7 +122,9 @@ func (b consoleBackend) Health(ctx context.Context) console.Health {
 	if b.s.lag != nil {
 		h.Lag, h.LagKnown = b.s.lag(), true
 	}
-	// Reconciliation (DESIGN.md section 10) is not built yet: SweepConfigured stays false.
+	if b.s.lastSweep != nil {
+		h.LastSweep, h.SweepConfigured = b.s.lastSweep(), true
+	}
 	return h
 }
 

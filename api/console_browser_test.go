@@ -452,7 +452,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got := b.text("ops-lag"); got != "0 sequences behind the log" {
 			t.Errorf("lag %q", got)
 		}
-		if got := b.text("ops-sweep"); got != "not configured" {
+		if got := b.text("ops-sweep"); got != "not configured on this node" {
 			t.Errorf("sweep %q", got)
 		}
 		b.do(b.marked(), chromedp.Click(hook("verify-submit")), b.fresh("verify-result"))

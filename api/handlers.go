@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -430,6 +431,47 @@ func (s *server) handleVerify() http.Handler {
 			zap.Duration("took", time.Since(start)))
 		setSeq(w, res.Checkpoint)
 		writeJSON(w, http.StatusOK, newVerifyView(res))
+		return nil
+	})
+}
+
+// handleReconcile answers POST /v1/applicants/{id}/reconcile: this applicant checked
+// against Allpass's Open API now, the Open API's status appended if it differs
+// (?dryRun=true: compared only), and the check's report. A failed check is a 200 whose
+// report says what failed: the report is the answer, and the node did what it could.
+func (s *server) handleReconcile() http.Handler {
+	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		q, err := parseQuery(r)
+		if err != nil {
+			return err
+		}
+		id, err := parseUUID("id", r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		dryRun := false
+		if q.has("dryRun") {
+			if dryRun, err = strconv.ParseBool(q.get("dryRun")); err != nil {
+				return errParam("dryRun", domain.KindInvalid, "must be true or false")
+			}
+		}
+		if s.reconcile == nil {
+			return errCode("reconcile", domain.KindNotFound, client.CodeReconcileDisabled,
+				"this node does not reconcile: no app has open_api configured")
+		}
+		rep, err := s.reconcile(r.Context(), domain.ApplicantID(id), dryRun)
+		switch {
+		case r.Context().Err() != nil:
+			return nil // the client went away
+		case domain.KindOf(err) == domain.KindNotFound:
+			return errParam("id", domain.KindNotFound, "kycstate has no events of this applicant")
+		case err != nil:
+			return err
+		}
+		p, _ := principalFrom(r.Context())
+		s.log.Info("reconciled", zap.String("token", p.name), zap.String("applicantId", id),
+			zap.String("action", string(rep.Action)), zap.Bool("dryRun", dryRun))
+		writeJSON(w, http.StatusOK, NewReconcileView(rep))
 		return nil
 	})
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/httperr"
+	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -111,6 +112,13 @@ type Config struct {
 	// Erase answers POST /v1/applicants/{id}/erase (admin). Nil: the route answers 404,
 	// after authentication, saying this node does not erase.
 	Erase EraseFunc
+	// Reconcile answers POST /v1/applicants/{id}/reconcile (auditor): one check against
+	// Allpass's Open API (reconcile.Reconciler.Check). Nil: the route answers 404
+	// (CodeReconcileDisabled) after the same authentication.
+	Reconcile func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
+	// LastSweep says when the last reconciliation sweep ended (zero: none yet), for the
+	// console's ops page. Nil: this node does not sweep.
+	LastSweep func() time.Time
 	// VerifyTimeout bounds one GET /v1/verify (default DefaultVerifyTimeout). The
 	// request's write deadline is moved past it, so the server's WriteTimeout does not
 	// cut the answer.
@@ -129,11 +137,13 @@ type server struct {
 	maxWait        time.Duration
 	maxChangesWait time.Duration
 	verify         func(ctx context.Context) (domain.VerifyResult, error)
+	reconcile      func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
 	verifyTimeout  time.Duration
 	verifying      chan struct{} // holds a token while a verify runs: one at a time
 	lag            func() uint64
 	keys           Keys
 	erase          EraseFunc
+	lastSweep      func() time.Time
 	console        http.Handler
 	mux            *http.ServeMux
 }
@@ -166,6 +176,8 @@ func NewServer(cfg Config) (http.Handler, error) {
 		maxChangesWait: cfg.MaxChangesWait,
 		gatherer:       cfg.Gatherer,
 		verify:         cfg.Verify,
+		reconcile:      cfg.Reconcile,
+		lastSweep:      cfg.LastSweep,
 		verifyTimeout:  cfg.VerifyTimeout,
 		verifying:      make(chan struct{}, 1),
 		lag:            cfg.Lag,

@@ -3,6 +3,7 @@ package api
 import (
 	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/reconcile"
 )
 
 // The response bodies are the types of api/client, so the API and its Go client share
@@ -99,6 +100,20 @@ func newVerifyView(r domain.VerifyResult) client.Verify {
 		Differences: make([]client.Difference, len(r.Differences))}
 	for i, d := range r.Differences {
 		v.Differences[i] = client.Difference{Kind: d.Kind, ApplicantID: strPtr(d.ApplicantID), Log: d.Log, Projection: d.Projection}
+	}
+	return v
+}
+
+// NewReconcileView is a check's report in the wire form, as the API answers it and
+// kycstate reconcile prints it offline.
+func NewReconcileView(r reconcile.Report) client.Reconcile {
+	v := client.Reconcile{ApplicantID: r.ApplicantID, AppKey: r.AppKey, Action: string(r.Action), DryRun: r.DryRun,
+		Projection: client.ReconcileProjection{Status: strPtr(r.ProjectionStatus), StatusAt: timePtr(r.ProjectionStatusAt)},
+		OpenAPI:    client.ReconcileOpenAPI{Status: strPtr(r.OpenAPIStatus), UpdatedAt: timePtr(r.OpenAPIUpdatedAt)},
+		Error:      strPtr(r.Error)}
+	if r.Seq != 0 {
+		seq := r.Seq
+		v.Seq = &seq
 	}
 	return v
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 )
 
 // Concurrency of the two ingest comparisons: steady (ingest) and a burst (ingest_burst),
@@ -41,7 +42,7 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 	if o.Quick {
 		n, rounds = 8_000, 8
 	}
-	return ingestRun(ctx, o, r, "ingest", ingestSenders, 1, n, rounds)
+	return ingestRun(ctx, o, r, "ingest", embeddedTarget(), ingestSenders, 1, n, rounds)
 }
 
 // phaseIngestBurst is phaseIngest with 256 senders against 256 raw clients publishing
@@ -51,14 +52,39 @@ func phaseIngestBurst(ctx context.Context, o options, r *result) error {
 	if o.Quick {
 		n, rounds = 12_000, 4
 	}
-	return ingestRun(ctx, o, r, "ingest_burst", burstSenders, burstSenders, n, rounds)
+	return ingestRun(ctx, o, r, "ingest_burst", embeddedTarget(), burstSenders, burstSenders, n, rounds)
 }
 
-// ingestRun runs one ingest comparison: senders HTTP senders against senders raw
-// publishers over conns NATS connections. The steady comparison shares one connection,
-// as the handler does (and as the figure was first measured); the burst one gives each
-// raw publisher its own, as `nats bench js pub sync --clients=256` does.
-func ingestRun(ctx context.Context, o options, r *result, name string, senders, conns, n, rounds int) error {
+// logTarget is where an ingest comparison's stream lives, so that the R1 phases (one
+// embedded server) and the R3 phases (a 3-node cluster) measure with the same code.
+type logTarget struct {
+	// open starts what the stream needs under dir and opens the handler's connection and
+	// log; the returned function stops everything it started.
+	open func(ctx context.Context, r *result, dir string, lg *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error)
+	// raw opens n connections of the baseline's clients to the server the handler's
+	// connection c uses.
+	raw func(c *eventlog.Conn, n int) ([]jetstream.JetStream, func(), error)
+}
+
+// embeddedTarget is the embedded server that fsyncs every write, as `kycstate serve` runs it.
+func embeddedTarget() logTarget {
+	return logTarget{
+		open: func(ctx context.Context, _ *result, dir string, lg *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error) {
+			c, l, err := openLog(ctx, dir, false, lg)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			return c, l, func() { c.Close() }, nil
+		},
+		raw: rawClients,
+	}
+}
+
+// ingestRun runs one ingest comparison on target: senders HTTP senders against senders
+// raw publishers over conns NATS connections. The steady comparison shares one
+// connection, as the handler does (and as the figure was first measured); the burst one
+// gives each raw publisher its own, as `nats bench js pub sync --clients=256` does.
+func ingestRun(ctx context.Context, o options, r *result, name string, target logTarget, senders, conns, n, rounds int) error {
 	warm := 2 * senders * 4
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed, app, 2_000)
@@ -75,11 +101,11 @@ func ingestRun(ctx context.Context, o options, r *result, name string, senders, 
 		return err
 	}
 	lg := newLogger()
-	c, l, err := openLog(ctx, dir, false, lg)
+	c, l, closeLog, err := target.open(ctx, r, dir, lg)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer closeLog()
 	reg := prometheus.NewRegistry()
 	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: l, Logger: lg,
 		Metrics: reg, KeepRaw: true})
@@ -99,7 +125,7 @@ func ingestRun(ctx context.Context, o options, r *result, name string, senders, 
 		clients[i] = c.JS
 	}
 	if conns > 1 {
-		own, closeClients, err := rawClients(c, conns)
+		own, closeClients, err := target.raw(c, conns)
 		if err != nil {
 			return err
 		}

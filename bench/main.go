@@ -8,7 +8,9 @@
 //     1,000 webhooks/s, against the ingest latency of the same pacing alone;
 //  4. api: GET /v1/applicants/{id} through api.NewServer against a bare net/http handler
 //     serving the same bytes after the same token check;
-//  5. the peak RSS of each phase.
+//  5. ingest_r3 and ingest_burst_r3: the two ingest comparisons on a 3-node cluster of
+//     nats-server processes on loopback, KYC_EVENTS with three replicas;
+//  6. the peak RSS of each phase.
 //
 // Each phase runs in its own child process (this binary again, with -phase), so each
 // peak RSS (VmHWM) is that phase's own and no phase inherits another's heap or caches.
@@ -16,7 +18,7 @@
 //
 // Run it through bench/run, which builds it first:
 //
-//	bench/run [--quick] [--profile DIR] [--only ingest,rebuild,lag,api]
+//	bench/run [--quick] [--profile DIR] [--only ingest,rebuild,lag,api,r3]
 package main
 
 import (
@@ -45,6 +47,10 @@ type options struct {
 	Dir     string // scratch directory shared by the phases of one run
 	Profile string // directory for CPU profiles; empty: none
 	Seed    uint64
+	// NATSServer and NATSConf are the nats-server binary and the cluster configuration
+	// (deploy/nats/nats-cluster.conf) of the r3 phases; bench/run sets both.
+	NATSServer string
+	NATSConf   string
 }
 
 // result is what a phase reports to the parent: named figures, notes, its peak RSS.
@@ -86,6 +92,8 @@ func phases() []phaseSpec {
 		{"drain2", "rebuild", phaseDrain},
 		{"lag", "lag", phaseLag},
 		{"api", "api", phaseAPI},
+		{"ingest_r3", "r3", phaseIngestR3},
+		{"ingest_burst_r3", "r3", phaseIngestBurstR3},
 	}
 }
 
@@ -94,11 +102,13 @@ const resultPrefix = "RESULT "
 func main() {
 	var o options
 	phase := flag.String("phase", "", "run one phase and print its result (internal: the parent runs each phase this way)")
-	only := flag.String("only", "", "comma-separated groups to run: ingest, rebuild, lag, api (default all)")
+	only := flag.String("only", "", "comma-separated groups to run: ingest, rebuild, lag, api, r3 (default all)")
 	flag.BoolVar(&o.Quick, "quick", false, "smaller sizes, under 3 minutes on 2 cores")
 	flag.StringVar(&o.Dir, "dir", "", "scratch directory (default: a new temporary directory, removed afterwards)")
 	flag.StringVar(&o.Profile, "profile", "", "write CPU profiles of the measured sections into this directory")
 	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the workload")
+	flag.StringVar(&o.NATSServer, "nats-server", "", "nats-server binary for the r3 phases' cluster")
+	flag.StringVar(&o.NATSConf, "nats-conf", "", "nats-server configuration of each cluster node (deploy/nats/nats-cluster.conf)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -167,8 +177,11 @@ func parent(ctx context.Context, o options, only string, out io.Writer) error {
 	}
 	for g := range groups {
 		if !slices.ContainsFunc(phases(), func(p phaseSpec) bool { return p.group == g }) {
-			return fmt.Errorf("--only: no group %q (ingest, rebuild, lag, api)", g)
+			return fmt.Errorf("--only: no group %q (ingest, rebuild, lag, api, r3)", g)
 		}
+	}
+	if (len(groups) == 0 || groups["r3"]) && (o.NATSServer == "" || o.NATSConf == "") {
+		return errors.New("the r3 phases need -nats-server and -nats-conf (bench/run builds and passes them)")
 	}
 	if o.Dir == "" {
 		dir, err := os.MkdirTemp("", "kycstate-bench-")
@@ -238,6 +251,9 @@ func runChild(ctx context.Context, self, name string, o options) (*result, error
 	if o.Profile != "" {
 		args = append(args, "-profile", o.Profile)
 	}
+	if o.NATSServer != "" {
+		args = append(args, "-nats-server", o.NATSServer, "-nats-conf", o.NATSConf)
+	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr
 	var stdout bytes.Buffer
@@ -268,7 +284,12 @@ func peakRSS() int64 {
 	if err != nil {
 		return -1
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
+	return vmHWM(b)
+}
+
+// vmHWM finds the peak RSS in KiB in the text of a /proc/PID/status file, or -1.
+func vmHWM(status []byte) int64 {
+	for line := range strings.SplitSeq(string(status), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			var kib int64
 			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kib); err == nil {

@@ -107,10 +107,23 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 			v("api", "p99_ms")/v("api", "bare_p99_ms"), "")
 		ratios = append(ratios, ratio{"api", x})
 	}
+	for _, name := range []string{"ingest_r3", "ingest_burst_r3"} {
+		if res[name] == nil {
+			continue
+		}
+		x := v(name, "ratio")
+		row(name, fmt.Sprintf("webhooks/s, handler over HTTP, %.0f senders, R3", v(name, "senders")), v(name, "rate"), "%.0f",
+			fmt.Sprintf("sync js.Publish, %.0f clients, same R3 stream", v(name, "senders")), v(name, "raw_rate"), "%.0f", x, "")
+		row(name, "latency p99 ms", v(name, "p99_ms"), "%.1f", "js.Publish p99 ms", v(name, "raw_p99_ms"), "%.1f",
+			v(name, "p99_ms")/v(name, "raw_p99_ms"), "")
+		row(name, "webhooks per log write (group commit)", v(name, "per_write"), "%.1f", "", nan, "", nan, "")
+		ratios = append(ratios, ratio{name, x})
+	}
 	tw.Flush()
 
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "memory, MiB: peak RSS = VmHWM of each phase's own process (the embedded nats-server runs inside it);")
+	fmt.Fprintln(out, "memory, MiB: peak RSS = VmHWM of each phase's own process (the embedded nats-server runs inside it;")
+	fmt.Fprintln(out, "the r3 phases' three servers are processes of their own, their peaks under what ran);")
 	fmt.Fprintln(out, "max anon / file = largest anonymous and file-backed (mmap) resident sets seen, sampled every 200 ms")
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "phase\tpeak RSS MiB\tmax anon\tmax file\tmax Go heap\twall s\twhat ran")
@@ -136,7 +149,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		notes = append(notes, fmt.Sprintf("lag: %.0f of %.0f sends started more than 10 ms after their slot: the service did not keep the pace",
 			r.Values["behind"], r.Values["sent"]))
 	}
-	for _, name := range []string{"ingest", "ingest_burst", "api"} {
+	for _, name := range []string{"ingest", "ingest_burst", "ingest_r3", "ingest_burst_r3", "api"} {
 		if r := res[name]; r != nil {
 			notes = append(notes, fmt.Sprintf("%s: ratio is the median of %.0f paired rounds (range %.2f to %.2f); the totals give %.2f",
 				name, r.Values["rounds"], r.Values["ratio_min"], r.Values["ratio_max"], r.Values["ratio_totals"]))
@@ -166,6 +179,9 @@ func phaseWhat(name string, r *result) string {
 		return fmt.Sprintf("%.0f webhooks (%.0f B bodies) each side, %.0f senders, fsync always", x["webhooks"], x["body_bytes"], x["senders"])
 	case "burst":
 		return fmt.Sprintf("%d webhooks at once, each on its own connection, %.0f rounds with and without the queue; 503s retried until stored", burstSize, x["rounds"])
+	case "ingest_r3", "ingest_burst_r3":
+		return fmt.Sprintf("%.0f webhooks (%.0f B bodies) each side, %.0f senders; 3 nats-server processes, R3, fsync always; each server's peak RSS up to %.0f MiB (not in this row)",
+			x["webhooks"], x["body_bytes"], x["senders"], x["nats_peak_mib"])
 	case "load":
 		return fmt.Sprintf("%.0f events over %.0f applicants, %.0f B each, %.0f MiB stream; %.0f events/s async, window 4096, sync relaxed to 1m for the load only",
 			x["events"], x["applicants"], x["event_bytes"], x["stream_mib"], x["rate"])

@@ -151,6 +151,18 @@ func (t EventType) Target() (Status, bool) {
 	return s, ok
 }
 
+// Event returns the status event that leads to s (APPROVED: applicantApproved), and
+// false for StatusNone or a value that is not a status. Reconciliation appends it when
+// Allpass's Open API reports s (DESIGN.md section 10).
+func (s Status) Event() (EventType, bool) {
+	for t, to := range statusOf {
+		if to == s {
+			return t, true
+		}
+	}
+	return "", false
+}
+
 // statusOf maps each status event to its destination. Read-only after package init
 // (a composite literal, no init function).
 var statusOf = map[EventType]Status{

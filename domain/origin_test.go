@@ -109,3 +109,22 @@ func TestSealedExternalUserID(t *testing.T) {
 		t.Fatalf("refold: %+v, want %+v", got, want)
 	}
 }
+
+// Every status has exactly the event that leads to it, and that event's target is it.
+func TestStatusEvent(t *testing.T) {
+	for _, s := range domain.Statuses() {
+		e, ok := s.Event()
+		if !ok {
+			t.Fatalf("%s has no event", s)
+		}
+		if to, _ := e.Target(); to != s {
+			t.Errorf("%s -> %s -> %s", s, e, to)
+		}
+	}
+	if _, ok := domain.StatusNone.Event(); ok {
+		t.Error("no status has an event")
+	}
+	if _, ok := domain.Status("approved").Event(); ok {
+		t.Error("a lower-case status is not a status")
+	}
+}

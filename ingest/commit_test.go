@@ -3,15 +3,19 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/jstest"
+	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"go.uber.org/zap"
 )
 
@@ -118,11 +122,54 @@ func checkDeliveries(t *testing.T, l *eventlog.EventLog, ds []delivery) map[int]
 	return seqOf
 }
 
+// checkProjected runs the projector over l into a projection file in t.TempDir() until it
+// has applied the stream's last sequence, then checks that every webhook answered 200 is
+// its applicant's one event in the projection, at the seq it was answered with: state
+// and history, as the read API serves them.
+func checkProjected(t *testing.T, l *eventlog.EventLog, seqOf map[int]uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	last, err := l.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj, err := projection.Open(filepath.Join(t.TempDir(), "projection.db"), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proj.Close()
+	run, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- projector.New(l, proj, projector.Config{}, zap.NewNop(), nil).Run(run) }()
+	for proj.Checkpoint() < last && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("projector: %v", err)
+	}
+	if cp := proj.Checkpoint(); cp < last {
+		t.Fatalf("projection reached seq %d of %d", cp, last)
+	}
+	for n, seq := range seqOf {
+		id := domain.ApplicantID(applicant(n))
+		st, ok, err := proj.State(id)
+		if err != nil || !ok || st.Events != 1 || st.LastSeq != seq {
+			t.Fatalf("webhook %d answered seq %d: projected state %+v, found %v, %v", n, seq, st, ok, err)
+		}
+		recs, _, err := proj.History(id, 0, 10)
+		if err != nil || len(recs) != 1 || recs[0].Seq != seq {
+			t.Fatalf("webhook %d answered seq %d: projected history %+v, %v", n, seq, recs, err)
+		}
+	}
+}
+
 // TestGroupCommitUnderLoad: 256 senders at once, with retries of the same webhook mixed
 // in (from the same sender and from others, so duplicates land inside atomic batches):
-// every webhook is answered 200, is in the stream exactly once, and every answer for it
-// carries its one seq; exactly one answer per webhook says it is new. The writes did
-// go as batches.
+// every webhook is answered 200, is in the stream exactly once and in the projection the
+// projector folds from it, and every answer for it carries its one seq; exactly one
+// answer per webhook says it is new. The writes did go as batches.
 func TestGroupCommitUnderLoad(t *testing.T) {
 	const senders, each = 256, 8
 	e := newEnvServer(t, t.TempDir(), []jstest.Option{jstest.SyncAlways()})
@@ -146,6 +193,7 @@ func TestGroupCommitUnderLoad(t *testing.T) {
 	if len(seqOf) != senders*each {
 		t.Fatalf("%d webhooks answered, want %d", len(seqOf), senders*each)
 	}
+	checkProjected(t, e.eventLog, seqOf)
 	news := map[int]int{}
 	for _, d := range ds {
 		if !d.dup {
@@ -169,7 +217,7 @@ func TestGroupCommitUnderLoad(t *testing.T) {
 
 // TestGroupCommitServerKilledMidBatch: the server shuts down while 256 senders keep
 // posting; no webhook is answered 200 unless its batch committed, and after a restart
-// every 200 is in the stream at the seq it was answered with, once.
+// every 200 is in the stream at the seq it was answered with, once, and in the projection.
 func TestGroupCommitServerKilledMidBatch(t *testing.T) {
 	const senders = 256
 	dir := t.TempDir()
@@ -209,5 +257,5 @@ func TestGroupCommitServerKilledMidBatch(t *testing.T) {
 	e.conn.Close()
 	js := jstest.StartIn(t, dir)
 	l := js.EventLog(t, eventlog.Config{}, zap.NewNop())
-	checkDeliveries(t, l, ds)
+	checkProjected(t, l, checkDeliveries(t, l, ds))
 }

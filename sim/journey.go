@@ -35,6 +35,8 @@ type step struct {
 	ev   int  // the event delivered or forged
 	of   int  // stepResend: the index of the stepDeliver whose body is sent again
 	late bool // stepDeliver: the event is delivered after a newer status event
+	// giveUp (stepDeliver): never sent, as if Allpass's ten attempts had all failed.
+	giveUp bool
 	// wrongKey (stepForge): sealed with a key the service does not have, rather than
 	// carrying a damaged signature.
 	wrongKey bool

@@ -34,6 +34,15 @@ type Report struct {
 	Outcomes map[domain.Outcome]int
 	// Lost counts genuine deliveries never acknowledged, even after retries.
 	Lost int
+	// GivenUp counts deliveries never sent (Config.GiveUpShare); GaveUpOn the applicants
+	// that missed at least one.
+	GivenUp, GaveUpOn int
+	// Reconciled counts the service's checks by action (appended: a divergence found and
+	// fixed), OpenAPICalls the calls the sim's Open API answered during them, and
+	// ReconcileElapsed how long they took. Empty without a reconciliation.
+	Reconciled       map[string]int
+	OpenAPICalls     int
+	ReconcileElapsed time.Duration
 	// Checked is how many applicants were compared with the read API.
 	Checked int
 	// Mismatches lists each difference between the read API and the expectation, one
@@ -77,6 +86,10 @@ func (r *Report) add(res *result) {
 	if res.lost {
 		r.Lost++
 	}
+	r.GivenUp += res.givenUp
+	if res.givenUp > 0 {
+		r.GaveUpOn++
+	}
 	r.MaxSeq = max(r.MaxSeq, res.maxSeq)
 	for o, n := range res.outcomes {
 		r.Outcomes[o] += n
@@ -119,6 +132,15 @@ func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "expected outcomes  %s\n", strings.Join(outs, ", "))
 	fmt.Fprintf(w, "highest seq        %d\n", r.MaxSeq)
 	fmt.Fprintf(w, "applicants         %d planned, %d checked, %d with a lost webhook\n", r.Applicants, r.Checked, r.Lost)
+	if r.GivenUp > 0 {
+		fmt.Fprintf(w, "given up           %d webhooks never delivered, of %d applicants\n", r.GivenUp, r.GaveUpOn)
+	}
+	if r.Reconciled != nil {
+		fmt.Fprintf(w, "reconciled         %d checked in %s: appended %d (divergences fixed), in_sync %d, not_found %d, error %d; %d Open API calls\n",
+			r.Reconciled["appended"]+r.Reconciled["in_sync"]+r.Reconciled["not_found"]+r.Reconciled["error"],
+			r.ReconcileElapsed.Round(time.Millisecond), r.Reconciled["appended"], r.Reconciled["in_sync"],
+			r.Reconciled["not_found"], r.Reconciled["error"], r.OpenAPICalls)
+	}
 	fmt.Fprintf(w, "mismatches         %d\n", len(r.Mismatches))
 	list(w, r.Mismatches)
 	fmt.Fprintf(w, "problems           %d\n", len(r.Problems))

@@ -35,6 +35,13 @@ type result struct {
 	// lost: a genuine delivery was never answered 200, so what the service holds for this
 	// applicant is unknown and it is not checked.
 	lost bool
+	// givenUp counts deliveries never sent (Config.GiveUpShare); truth is what the sim's
+	// Open API says of the applicant (nil without one); reconciled is the action of the
+	// service's check, reconcileErr its error.
+	givenUp      int
+	truth        *truth
+	reconciled   string
+	reconcileErr string
 
 	answers                              Answers
 	latencies                            []time.Duration
@@ -79,6 +86,9 @@ func (a answer) String() string {
 // service refuses a genuine webhook outright or ctx ends.
 func (r *runner) runJourney(ctx context.Context, j *journey, folder *domain.Folder) (*result, error) {
 	res := &result{id: j.id, seqs: map[uint64]bool{}, outcomes: map[domain.Outcome]int{}}
+	if r.openAPI != nil {
+		res.truth = r.openAPI.add(j)
+	}
 	err := r.sendSteps(ctx, j, res)
 	res.finish(folder)
 	return res, err
@@ -107,6 +117,14 @@ func (r *runner) sendSteps(ctx context.Context, j *journey, res *result) error {
 		ev := j.events[st.ev]
 		switch st.kind {
 		case stepDeliver:
+			// Allpass's state moves first, then it tries to tell.
+			if res.truth != nil {
+				res.truth.reach(st.ev)
+			}
+			if st.giveUp {
+				res.givenUp++
+				continue
+			}
 			s, err := r.seal(r.cfg.App.Keys[0], j, ev)
 			if err != nil {
 				return err
@@ -140,6 +158,9 @@ func (r *runner) sendSteps(ctx context.Context, j *journey, res *result) error {
 			}
 
 		case stepResend:
+			if bodies[st.of].body == nil {
+				continue // its delivery was given up: there is nothing to resend
+			}
 			a, err := r.send(ctx, bodies[st.of], false, res)
 			if err != nil {
 				return err

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -65,6 +66,20 @@ type Config struct {
 	HTTPClient *http.Client
 	// CatchUpTimeout bounds the wait for the projection before the check; default 2 min.
 	CatchUpTimeout time.Duration
+	// GiveUpShare is the share of genuine deliveries never sent, as if all ten of
+	// Allpass's attempts had failed: only the Open API knows of them. From 0 to 1.
+	GiveUpShare float64
+	// OpenAPI, when set, serves Allpass's Open API on this listener for the applicants
+	// the sim drives, until Run returns: each one's status as far as its journey got,
+	// sealed with App's keys like Allpass. OpenAPIKey is the x-private-app-key it
+	// demands ("": any).
+	OpenAPI    net.Listener
+	OpenAPIKey string
+	// ReconcileToken is an auditor token. With OpenAPI and Check, once every webhook is
+	// applied, the sim asks the service to reconcile every applicant
+	// (POST /v1/applicants/{id}/reconcile) and checks that each one's status is its
+	// journey's: what the given-up webhooks said is recovered.
+	ReconcileToken string
 	// MaxAttempts bounds the sends of one webhook answered 5xx, 429 or not at all;
 	// default 8. The backoff between them starts at 20 ms and doubles up to 1 s.
 	MaxAttempts int
@@ -98,10 +113,13 @@ func (c *Config) validate() error {
 	for _, s := range []struct {
 		name string
 		v    float64
-	}{{"resend share", c.ResendShare}, {"late share", c.LateShare}, {"bad signature share", c.BadSigShare}} {
+	}{{"resend share", c.ResendShare}, {"late share", c.LateShare}, {"bad signature share", c.BadSigShare}, {"give-up share", c.GiveUpShare}} {
 		if !(s.v >= 0 && s.v <= 1) {
 			return bad(s.name + " must be between 0 and 1")
 		}
+	}
+	if c.ReconcileToken != "" && (c.OpenAPI == nil || !c.Check) {
+		return bad("reconciling needs the Open API listener and the check")
 	}
 	if c.CatchUpTimeout <= 0 {
 		c.CatchUpTimeout = 2 * time.Minute
@@ -149,6 +167,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	r.webhookURL = strings.TrimRight(cfg.IngestURL, "/") + "/webhooks/allpass/" + url.PathEscape(cfg.AppName)
 	if cfg.Rate > 0 {
 		r.pace = &pacer{interval: time.Duration(float64(time.Second) / cfg.Rate)}
+	}
+	if cfg.OpenAPI != nil {
+		r.openAPI = &openAPI{app: cfg.App, key: cfg.OpenAPIKey, byID: map[domain.ApplicantID]*truth{}}
+		defer serveOpenAPI(cfg.OpenAPI, r.openAPI)()
 	}
 
 	rep := Report{Applicants: cfg.Applicants, Outcomes: map[domain.Outcome]int{}}
@@ -221,6 +243,8 @@ type runner struct {
 
 	sent atomic.Int64 // webhook requests, for progress
 	done atomic.Int64 // journeys finished, for progress
+	// openAPI is the Open API the sim serves, nil without cfg.OpenAPI.
+	openAPI *openAPI
 	// lastSeen is the highest X-Kycstate-Seq the read API has answered with.
 	lastSeen atomic.Uint64
 	api      *client.Client // the read API, once check starts
@@ -233,13 +257,21 @@ func (r *runner) plan(i int, now time.Time) *journey {
 	start := now.Add(-7 * 24 * time.Hour).Add(time.Duration(rng.Int64N(int64(5 * 24 * time.Hour)))).
 		UTC().Truncate(time.Millisecond)
 	evs := newEvents(rng, start)
-	return &journey{
+	j := &journey{
 		id:        domain.ApplicantID(domain.NewUUID()),
 		ext:       domain.ExternalUserID(fmt.Sprintf("sim-%s-%06d", r.runID, i)),
 		createdAt: start,
 		events:    evs,
 		steps:     newSteps(rng, evs, shares{resend: r.cfg.ResendShare, late: r.cfg.LateShare, badSig: r.cfg.BadSigShare}),
 	}
+	// Give-ups are drawn apart, so a seed keeps its shapes whatever the share.
+	giveUp := mrand.New(mrand.NewPCG(r.cfg.Seed^0x9e3779b97f4a7c15, uint64(i)))
+	for k := range j.steps {
+		if j.steps[k].kind == stepDeliver && r.cfg.GiveUpShare > 0 && giveUp.Float64() < r.cfg.GiveUpShare {
+			j.steps[k].giveUp = true
+		}
+	}
+	return j
 }
 
 // startProgress prints a line every two seconds until the returned function is called;

@@ -40,6 +40,8 @@ const (
 	CodeVerifyDisabled = "verify_disabled"
 	// CodeConflict (409): a verify is already running on this node; ask again later.
 	CodeConflict = "conflict"
+	// CodeReconcileDisabled (404): this node has no Open API configured for any app.
+	CodeReconcileDisabled = "reconcile_disabled"
 )
 
 // Error is an answer other than 200. Code is "" when the body was not the API's error
@@ -171,7 +173,7 @@ func (c *Client) History(ctx context.Context, id domain.ApplicantID, after uint6
 // reason: its state keeps status and history, and says erased from then on. A repeated
 // erasure is harmless. Codes: invalid (no reason), not_found, forbidden.
 func (c *Client) Erase(ctx context.Context, id domain.ApplicantID, reason string) (e Erasure, seq uint64, err error) {
-	seq, err = c.do(ctx, http.MethodPost, map[string]string{"reason": reason}, "erasure", &e, nil, "v1", "applicants", string(id), "erase")
+	seq, err = c.doBody(ctx, http.MethodPost, map[string]string{"reason": reason}, "erasure", &e, nil, "v1", "applicants", string(id), "erase")
 	return e, seq, err
 }
 
@@ -223,6 +225,33 @@ func (c *Client) Verify(ctx context.Context) (res Verify, seq uint64, err error)
 	return v.Verify, seq, err
 }
 
+// Reconcile asks the node to check one applicant against Allpass's Open API now and to
+// append the Open API's status if it differs (auditor); dryRun compares only. A check
+// that failed is a 200 whose report says so (Action "error"); an applicant kycstate
+// never saw is a 404 with CodeNotFound.
+func (c *Client) Reconcile(ctx context.Context, id domain.ApplicantID, dryRun bool) (rep Reconcile, seq uint64, err error) {
+	var v url.Values
+	if dryRun {
+		v = url.Values{"dryRun": {"true"}}
+	}
+	var strict reconcileStrict
+	seq, err = c.do(ctx, http.MethodPost, "reconcile report", &strict, v, "v1", "applicants", string(id), "reconcile")
+	return strict.Reconcile, seq, err
+}
+
+// reconcileStrict refuses an answer without an action.
+type reconcileStrict struct{ Reconcile }
+
+func (r *reconcileStrict) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &r.Reconcile); err != nil {
+		return err
+	}
+	if r.Action == "" {
+		return errors.New("no action")
+	}
+	return nil
+}
+
 // verifyStrict refuses a verify answer without its checkpoint or differences (a JSON
 // object of another service, say), which the plain type would read as a clean result.
 type verifyStrict struct{ Verify }
@@ -258,11 +287,16 @@ const maxBody = 64 << 20
 // get GETs the path with query q and decodes a 200 into out; what names out in errors.
 // Unknown fields are ignored, so a newer service's answers still read.
 func (c *Client) get(ctx context.Context, what string, out any, q url.Values, path ...string) (uint64, error) {
-	return c.do(ctx, http.MethodGet, nil, what, out, q, path...)
+	return c.do(ctx, http.MethodGet, what, out, q, path...)
 }
 
-// do is get for any method, with body (JSON) sent when not nil.
-func (c *Client) do(ctx context.Context, method string, body any, what string, out any, q url.Values, path ...string) (uint64, error) {
+// do is get with another method (and no body).
+func (c *Client) do(ctx context.Context, method, what string, out any, q url.Values, path ...string) (uint64, error) {
+	return c.doBody(ctx, method, nil, what, out, q, path...)
+}
+
+// doBody is do with body (JSON) sent when not nil.
+func (c *Client) doBody(ctx context.Context, method string, body any, what string, out any, q url.Values, path ...string) (uint64, error) {
 	u := c.base.JoinPath(path...)
 	u.RawQuery = q.Encode()
 	var rd io.Reader

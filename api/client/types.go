@@ -132,6 +132,33 @@ type Erasure struct {
 	Pending      bool `json:"pending"`
 }
 
+// Reconcile is the report of one check against Allpass's Open API:
+// POST /v1/applicants/{id}/reconcile (DESIGN.md section 10).
+type Reconcile struct {
+	ApplicantID domain.ApplicantID `json:"applicantId"`
+	AppKey      domain.AppKey      `json:"appKey"`
+	// Action is appended, in_sync, not_found or error.
+	Action     string              `json:"action"`
+	Projection ReconcileProjection `json:"projection"`
+	OpenAPI    ReconcileOpenAPI    `json:"openApi"`
+	Seq        *uint64             `json:"seq"`   // the appended event's sequence; null: nothing appended
+	Error      *string             `json:"error"` // what failed; null on success
+	// DryRun is true for ?dryRun=true: nothing was appended, Action says what was found.
+	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// ReconcileProjection is the projection's side of a check.
+type ReconcileProjection struct {
+	Status   *string `json:"status"` // null: no status yet
+	StatusAt *Time   `json:"statusAt"`
+}
+
+// ReconcileOpenAPI is the Open API's side of a check; null fields when it answered none.
+type ReconcileOpenAPI struct {
+	Status    *string `json:"status"`
+	UpdatedAt *Time   `json:"updatedAt"`
+}
+
 // Health is the body of /healthz and of a ready /readyz.
 type Health struct {
 	Status string `json:"status"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/projector"
+	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"go.yaml.in/yaml/v3"
 )
@@ -34,6 +36,7 @@ type Config struct {
 	Apps      []AppConfig     `yaml:"apps"`
 	Keys      KeysConfig      `yaml:"keys"`
 	Retention RetentionConfig `yaml:"retention"`
+	Reconcile ReconcileConfig `yaml:"reconcile"`
 }
 
 // KeysConfig is the master key of the data-key ring (DESIGN.md section 11).
@@ -54,6 +57,26 @@ type RetentionConfig struct {
 	EraseAfter Duration `yaml:"erase_after"`
 	// Every is how often the sweep runs, default 1h.
 	Every Duration `yaml:"every"`
+}
+
+// ReconcileConfig is the reconciliation with Allpass's Open API (DESIGN.md section 10).
+type ReconcileConfig struct {
+	// Every is the background sweep's period on query nodes (serve included); 0 switches
+	// the sweep off (POST /v1/applicants/{id}/reconcile and kycstate reconcile still work).
+	Every Duration `yaml:"every"`
+	// StaleAfter: applicants not APPROVED/REJECTED whose last event is older are checked.
+	StaleAfter Duration `yaml:"stale_after"`
+	// FullEvery: every applicant is checked once in this period.
+	FullEvery Duration `yaml:"full_every"`
+	// Rate is the most Open API calls per second per app.
+	Rate float64 `yaml:"rate"`
+}
+
+// OpenAPIConfig is an app's Allpass Open API.
+type OpenAPIConfig struct {
+	BaseURL    string   `yaml:"base_url"`    // Allpass's API host; empty: no reconciliation for this app
+	PrivateKey Secret   `yaml:"private_key"` // sent as x-private-app-key
+	Timeout    Duration `yaml:"timeout"`     // one call, body included; default 10s
 }
 
 type LogConfig struct {
@@ -118,6 +141,8 @@ type AppConfig struct {
 	HMACKey   Secret `yaml:"hmac_key"`
 	// PreviousKeys are older generations still accepted (key rotation), newest first.
 	PreviousKeys []KeyConfig `yaml:"previous_keys"`
+	// OpenAPI enables reconciliation of this app's applicants.
+	OpenAPI OpenAPIConfig `yaml:"open_api"`
 }
 
 type KeyConfig struct {
@@ -170,6 +195,8 @@ func defaultConfig() Config {
 		Projector: ProjectorConfig{Batch: projector.DefaultMaxBatch,
 			BatchWait: Duration(projector.DefaultMaxWait)},
 		Retention: RetentionConfig{Every: Duration(erase.DefaultSweepEvery)},
+		Reconcile: ReconcileConfig{Every: Duration(reconcile.DefaultEvery), StaleAfter: Duration(reconcile.DefaultStaleAfter),
+			FullEvery: Duration(reconcile.DefaultFullEvery), Rate: reconcile.DefaultRate},
 	}
 }
 
@@ -296,6 +323,12 @@ func setPath(v reflect.Value, path, val, envName string) error {
 			return cfgErr(envName, "not an integer")
 		}
 		v.SetInt(n)
+	case reflect.Float64:
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			return cfgErr(envName, "not a number")
+		}
+		v.SetFloat(f)
 	case reflect.Uint64:
 		n, err := strconv.ParseUint(val, 10, 64)
 		if err != nil {
@@ -342,8 +375,10 @@ type Resolved struct {
 	Config
 	Apps   []*allpass.App
 	Tokens []resolvedToken
-	URLs   []string
-	Sync   time.Duration // 0: fsync every write
+	// OpenAPIs are the apps with open_api configured, for reconciliation.
+	OpenAPIs []reconcile.App
+	URLs     []string
+	Sync     time.Duration // 0: fsync every write
 	// Keys are keys.master and keys.previous, nil when keys.master is not set.
 	Keys *eventlog.MasterKeys
 }
@@ -433,6 +468,24 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 			seen[id] = key
 		}
 		r.Apps = append(r.Apps, app)
+		oa, err := resolveOpenAPI(key+".open_api", a.OpenAPI, getenv)
+		if err != nil {
+			return nil, err
+		}
+		if oa.BaseURL != "" {
+			r.OpenAPIs = append(r.OpenAPIs, reconcile.App{App: app, OpenAPI: oa})
+		}
+	}
+	rc := cfg.Reconcile
+	switch {
+	case rc.Every < 0:
+		return nil, cfgErr("reconcile.every", "must not be negative (0 switches the sweep off)")
+	case rc.StaleAfter <= 0:
+		return nil, cfgErr("reconcile.stale_after", "must be positive")
+	case rc.FullEvery <= 0:
+		return nil, cfgErr("reconcile.full_every", "must be positive")
+	case !(rc.Rate > 0) || rc.Rate > 1000:
+		return nil, cfgErr("reconcile.rate", "must be more than 0 and at most 1000 calls per second")
 	}
 	if needApps && len(r.Apps) == 0 {
 		return nil, cfgErr("apps", "at least one Allpass app is needed to accept webhooks")
@@ -499,6 +552,36 @@ func resolveKeys(r *Resolved, kc KeysConfig, getenv func(string) string) error {
 	}
 	r.Keys = keys
 	return nil
+}
+
+// resolveOpenAPI checks an app's open_api and reads its private key; an empty base_url
+// leaves reconciliation off for the app (and then nothing else may be set).
+func resolveOpenAPI(key string, c OpenAPIConfig, getenv func(string) string) (reconcile.OpenAPI, error) {
+	if c.BaseURL == "" {
+		if c.PrivateKey != "" {
+			return reconcile.OpenAPI{}, cfgErr(key+".base_url", "must be set with private_key")
+		}
+		return reconcile.OpenAPI{}, nil
+	}
+	u, err := url.Parse(c.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return reconcile.OpenAPI{}, cfgErr(key+".base_url", "must be an http or https URL with a host, without credentials or query")
+	}
+	if c.PrivateKey == "" {
+		return reconcile.OpenAPI{}, cfgErr(key+".private_key", "must be set with base_url")
+	}
+	pk, err := c.PrivateKey.resolve(key+".private_key", getenv)
+	if err != nil {
+		return reconcile.OpenAPI{}, err
+	}
+	if c.Timeout < 0 {
+		return reconcile.OpenAPI{}, cfgErr(key+".timeout", "must not be negative")
+	}
+	t := time.Duration(c.Timeout)
+	if t == 0 {
+		t = reconcile.DefaultTimeout
+	}
+	return reconcile.OpenAPI{BaseURL: c.BaseURL, PrivateKey: pk, Timeout: t}, nil
 }
 
 func resolveApp(key string, a AppConfig, getenv func(string) string) (*allpass.App, error) {

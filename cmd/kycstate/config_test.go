@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/reconcile"
 )
 
 const testSecret = "92763834fe1288c9c1dcbdd3f8f9d1dbb949590adaffbad810d933422ed0e16b"
@@ -111,6 +112,15 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 		{"unknown key", "natz: {}", nil, "natz"},
 		{"env typo", "", []string{"KYCSTATE_NATS_URLS", "x"}, "KYCSTATE_NATS_URLS"},
 		{"env type", "", []string{"KYCSTATE_NATS_REPLICAS", "three"}, "KYCSTATE_NATS_REPLICAS"},
+		{"open_api unknown key", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: " + testSecret + ", hmac_key: " + testHMAC + ", open_api: {base_url: 'https://x', privat_key: y}}]", nil, "privat_key"},
+		{"open_api bad url", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: " + testSecret + ", hmac_key: " + testHMAC + ", open_api: {base_url: 'ftp://x', private_key: " + leaked + "}}]", nil, "apps[0] (a).open_api.base_url"},
+		{"open_api without key", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: " + testSecret + ", hmac_key: " + testHMAC + ", open_api: {base_url: 'https://x'}}]", nil, "open_api.private_key"},
+		{"open_api key env unset", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: " + testSecret + ", hmac_key: " + testHMAC + ", open_api: {base_url: 'https://x', private_key: 'env:NO_SUCH_KEY'}}]", nil, "NO_SUCH_KEY"},
+		{"reconcile unknown key", "reconcile: {evry: 1m}", nil, "evry"},
+		{"reconcile rate", "reconcile: {rate: 0}", nil, "reconcile.rate"},
+		{"reconcile negative every", "reconcile: {every: -1m}", nil, "reconcile.every"},
+		{"reconcile env typo", "", []string{"KYCSTATE_RECONCILE_RATES", "5"}, "KYCSTATE_RECONCILE_RATES"},
+		{"reconcile env type", "", []string{"KYCSTATE_RECONCILE_RATE", "fast"}, "KYCSTATE_RECONCILE_RATE"},
 		{"yaml secret in syntax error", "apps: [{secret_key: [" + leaked, nil, "config"},
 	}
 	for _, c := range cases {
@@ -131,6 +141,43 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 				t.Errorf("error echoes the secret: %q", err)
 			}
 		})
+	}
+}
+
+// apps[].open_api and reconcile: read from YAML, every key overridable by KYCSTATE_*,
+// defaults from the reconcile package, the private key resolved like every secret.
+func TestConfigReconcile(t *testing.T) {
+	yml := goodYAML + `    open_api:
+      base_url: "https://api.example"
+      private_key: "env:ALLPASS_PRIVATE_KEY"
+reconcile: { every: 0, rate: 2.5 }
+`
+	tokenFile := writeFile(t, "audit", "audit-token-0123456789\n")
+	path := writeFile(t, "c.yaml", strings.ReplaceAll(yml, "TOKENFILE", tokenFile))
+	getenv, environ := envFunc("KYCSTATE_PRODUCT_TOKEN", "product-token-0123456789",
+		"ALLPASS_SECRET_KEY", testSecret, "ALLPASS_HMAC_KEY", testHMAC, "ALLPASS_PRIVATE_KEY", "the-private-key",
+		"KYCSTATE_APPS_0_OPEN_API_TIMEOUT", "3s", "KYCSTATE_RECONCILE_STALE_AFTER", "2h")
+	cfg, err := loadConfig(path, getenv, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := resolveConfig(cfg, getenv, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.OpenAPIs) != 1 || r.OpenAPIs[0].OpenAPI.PrivateKey != "the-private-key" ||
+		r.OpenAPIs[0].OpenAPI.Timeout != 3*time.Second || r.OpenAPIs[0].App != r.Apps[0] {
+		t.Fatalf("open_api: %+v", r.OpenAPIs)
+	}
+	rc := reconcileConfig(r)
+	if rc.Every != 0 || rc.Rate != 2.5 || rc.StaleAfter != 2*time.Hour || rc.FullEvery != reconcile.DefaultFullEvery {
+		t.Fatalf("reconcile: %+v", rc)
+	}
+	// Defaults: section 10's.
+	d := defaultConfig().Reconcile
+	if time.Duration(d.Every) != 15*time.Minute || time.Duration(d.StaleAfter) != time.Hour ||
+		time.Duration(d.FullEvery) != 24*time.Hour || d.Rate != 5 {
+		t.Fatalf("defaults %+v", d)
 	}
 }
 

@@ -59,6 +59,8 @@ func ensureDevConfig(dataDir, path string) (bool, error) {
 	cfg.Apps = []AppConfig{{
 		Name: "dev", AppKey: domain.NewUUID(), Method: string(allpass.MethodCBC),
 		SecretKey: Secret(randHex(32)), HMACKey: Secret(randHex(32)),
+		// "kycstate sim --open-api 127.0.0.1:8082" serves this app's Open API.
+		OpenAPI: OpenAPIConfig{BaseURL: "http://127.0.0.1:8082", PrivateKey: Secret(randHex(24))},
 	}}
 	cfg.API.Tokens = []TokenConfig{
 		{Name: "dev-reader", Role: "reader", Token: Secret(randHex(24))},

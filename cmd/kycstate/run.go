@@ -37,6 +37,7 @@ func commands() []command {
 		{"rebuild", "fold the whole log into a new projection file and swap it in", cmdRebuild},
 		{"export", "write the log as JSON lines, one per event", cmdExport},
 		{"rejects", "list or reprocess refused webhooks (rejects list|reprocess)", cmdRejects},
+		{"reconcile", "check applicants against Allpass's Open API and append what differs", cmdReconcile},
 		{"erase", "erase an applicant's personal data (--applicant ID --reason TEXT)", cmdErase},
 		{"keys", "rewrap every data key under keys.master after a rotation (keys rewrap)", cmdKeys},
 		{"sim", "an Allpass simulator and load generator", cmdSim},
@@ -74,7 +75,7 @@ Usage: kycstate <command> [flags]
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Every command takes --config FILE (YAML); every key can be overridden by KYCSTATE_* variables.

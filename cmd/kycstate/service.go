@@ -16,6 +16,7 @@ import (
 	"github.com/kycstate/kycstate/erase"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
+	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,7 @@ const (
 	stepEventLog    = "event log"
 	stepProjection  = "projection"
 	stepErase       = "erase"
+	stepReconcile   = "reconcile"
 	stepAPI         = "api"
 	stepIngest      = "ingest"
 	stepListenAPI   = "listen api"
@@ -253,11 +255,22 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}); err != nil {
 			return nil, err
 		}
+		// Erasure (DESIGN.md section 11): the endpoint, and beside the projector the loop
+		// that finishes interrupted erasures and, with retention.erase_after, sweeps one
+		// node at a time through a lease like reconciliation's.
 		var eraser *erase.Eraser
 		if err := step(stepErase, func() (err error) {
+			var mayRun func(ctx context.Context) (bool, error)
+			if r.Retention.EraseAfter > 0 {
+				leases, err := eventlog.OpenLeases(ctx, conn, r.NATS.Replicas)
+				if err != nil {
+					return err
+				}
+				mayRun = retentionLease(leases, leaseHolder(m.mode.Name), time.Duration(r.Retention.Every))
+			}
 			eraser, err = erase.New(erase.Config{Log: elog, Projection: proj,
 				EraseAfter: time.Duration(r.Retention.EraseAfter), SweepEvery: time.Duration(r.Retention.Every),
-				Logger: lg, Metrics: reg, AfterAppend: m.afterEraseAppend})
+				MayRun: mayRun, Logger: lg, Metrics: reg, AfterAppend: m.afterEraseAppend})
 			return err
 		}); err != nil {
 			return nil, err
@@ -267,9 +280,43 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
 		}, lg, reg)
 		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
+		// Reconciliation (DESIGN.md section 10): the endpoint on every query node with an
+		// Open API configured, the sweep beside the projector unless reconcile.every is 0,
+		// one node at a time through the lease.
+		var checkOne func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
+		var lastSweep func() time.Time
+		if len(r.OpenAPIs) > 0 {
+			if err := step(stepReconcile, func() error {
+				rec, err := reconcile.New(reconcileConfig(r), proj, elog, r.OpenAPIs, lg, reg)
+				if err != nil {
+					return err
+				}
+				*undo = append(*undo, func() error { rec.Close(); return nil })
+				checkOne = func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error) {
+					return rec.Check(ctx, id, reconcile.CheckOptions{DryRun: dryRun})
+				}
+				if rec.Every() == 0 {
+					return nil
+				}
+				lastSweep = rec.LastSweep
+				leases, err := eventlog.OpenLeases(ctx, conn, r.NATS.Replicas)
+				if err != nil {
+					return err
+				}
+				holder := leaseHolder(m.mode.Name)
+				c.background = append(c.background, namedLoop{name: "reconcile", run: func(ctx context.Context) error {
+					return rec.Run(ctx, leases, reconcile.RunOptions{Holder: holder})
+				}})
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+		}
 		var h http.Handler
 		if err := step(stepAPI, func() (err error) {
 			h, err = api.NewServer(api.Config{
+				Reconcile:  checkOne,
+				LastSweep:  lastSweep,
 				Projection: proj, Tokens: apiTokens(r), Logger: lg,
 				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },

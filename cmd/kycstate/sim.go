@@ -28,7 +28,17 @@ applicants run in parallel. Mixed in, as shares of the deliveries:
   --resend         the identical body sent again: must be answered 200 duplicate:true
   --late           a status event delivered after a newer one: the fold marks it stale
   --bad-signature  a forged copy sent first: must be answered 401 and stored nowhere
+  --give-up        never sent at all, as if Allpass's ten attempts had all failed
 Answers 5xx, 408, 429 or none are retried with a short backoff, up to 8 attempts.
+
+With --open-api ADDR it also serves Allpass's Open API there (GET
+/api/public/applicant/{id}, sealed with the app's keys like Allpass) for the applicants it
+drives: each one's status as far as its journey got, given-up webhooks included. Point the
+service's apps[].open_api.base_url at it (the development config uses 127.0.0.1:8082). With
+the check on, once every webhook is applied it asks the service to reconcile every
+applicant (POST /v1/applicants/{id}/reconcile, the config's first auditor token; the service
+paces the Open API calls to reconcile.rate) and checks that every status is its journey's:
+the given-up webhooks recovered.
 
 With --check (default) it then waits until the read API has applied every acknowledged
 webhook, folds each applicant's acknowledged events with the service's own fold, and
@@ -57,6 +67,8 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	seed := fs.Uint64("seed", 0, "seed of the journeys' shapes, to repeat a run (default: a random one, printed; applicant ids are always fresh)")
 	check := fs.Bool("check", true, "compare every applicant's state in the read API with the expected one")
 	method := fs.String("method", "", "encrypt with aes-256-cbc or aes-256-gcm instead of the app's method")
+	giveUp := fs.Float64("give-up", 0, "share of deliveries never sent, as if every attempt failed (0 to 1); only the Open API knows them")
+	openAPIAddr := fs.String("open-api", "", "serve Allpass's Open API for the simulated applicants on this address, e.g. 127.0.0.1:8082, and reconcile at the end (default: off)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -101,6 +113,39 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 		}
 	}
 
+	var (
+		openAPI        net.Listener
+		openAPIKey     string
+		reconcileToken string
+	)
+	if *openAPIAddr != "" {
+		for _, oa := range r.OpenAPIs {
+			if oa.App.AppKey == app.AppKey {
+				openAPIKey = oa.OpenAPI.PrivateKey
+			}
+		}
+		if *check {
+			for _, t := range r.Tokens {
+				if t.Role == "auditor" {
+					reconcileToken = t.Secret
+					break
+				}
+			}
+			if reconcileToken == "" {
+				return fmt.Errorf("%w: reconciling through the API needs an auditor token in the config's api.tokens (or --check=false)", errUsage)
+			}
+		}
+		ln, err := net.Listen("tcp", *openAPIAddr)
+		if err != nil {
+			return fmt.Errorf("--open-api %s: %w", *openAPIAddr, err)
+		}
+		defer ln.Close()
+		openAPI = ln
+		fmt.Fprintf(e.stderr, "sim: Open API on http://%s\n", ln.Addr())
+	} else if *giveUp > 0 && *check {
+		fmt.Fprintln(e.stderr, "sim: --give-up without --open-api: applicants that missed a webhook are checked against what was delivered")
+	}
+
 	var progress io.Writer
 	if p := newProgress(e, "sim"); p.on {
 		progress = e.stderr
@@ -111,6 +156,7 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 		Applicants: *applicants, Concurrency: *concurrency, Rate: *rate,
 		ResendShare: *resend, LateShare: *late, BadSigShare: *badSig,
 		Seed: *seed, Check: *check,
+		GiveUpShare: *giveUp, OpenAPI: openAPI, OpenAPIKey: openAPIKey, ReconcileToken: reconcileToken,
 	}, progress)
 	if rep.Webhooks > 0 {
 		rep.Print(e.stdout)

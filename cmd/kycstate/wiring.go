@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/api"
+	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,6 +43,21 @@ func logConfig(r *Resolved) eventlog.Config {
 		RejectsMaxBytes: r.NATS.RejectsMaxBytes, RejectsMaxAge: time.Duration(r.NATS.RejectsMaxAge),
 		Keys: r.Keys,
 	}
+}
+
+func reconcileConfig(r *Resolved) reconcile.Config {
+	return reconcile.Config{
+		Every: time.Duration(r.Reconcile.Every), StaleAfter: time.Duration(r.Reconcile.StaleAfter),
+		FullEvery: time.Duration(r.Reconcile.FullEvery), Rate: r.Reconcile.Rate,
+		KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
+	}
+}
+
+// leaseHolder names this process in a lease: mode, host and pid, and a random suffix so
+// that a restarted process with the same pid is a new holder.
+func leaseHolder(mode string) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s@%s/%d/%s", mode, host, os.Getpid(), randHex(4))
 }
 
 func apiTokens(r *Resolved) []api.Token {
@@ -83,4 +101,17 @@ func lockDataDir(dir string) (func(), error) {
 
 func promhttpHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// retentionLease is the retention sweep's MayRun: this node sweeps while it holds the
+// lease "retention", taken for a round and a minute and taken again each round, so the
+// holder keeps it and another node takes over a round after the holder is gone.
+func retentionLease(leases *eventlog.Leases, holder string, every time.Duration) func(ctx context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		_, err := leases.Acquire(ctx, "retention", holder, every+time.Minute)
+		if errors.Is(err, eventlog.ErrLeaseHeld) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 }

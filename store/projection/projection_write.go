@@ -18,16 +18,8 @@ import (
 // entries are kept in memory, so an applicant seen several times in the transaction folds
 // from its newest state, and written once, in key order, by flush.
 type writer struct {
-	folder     *domain.Folder
-	states     *bolt.Bucket
-	history    *bolt.Bucket
-	ext        *bolt.Bucket
-	extIndex   *bolt.Bucket
-	apps       *bolt.Bucket
-	status     *bolt.Bucket
-	anomalies  *bolt.Bucket
-	changes    *bolt.Bucket
-	meta       *bolt.Bucket
+	folder *domain.Folder
+	writerBuckets
 	checkpoint uint64 // the last sequence folded (the file's checkpoint when the writer starts)
 
 	touched map[domain.ApplicantID]*touched
@@ -43,6 +35,47 @@ type writer struct {
 	extOps, extIndexOps, statusOps []indexOp
 	// appsIndexed are the appKeys known to be in the apps bucket in this transaction.
 	appsIndexed map[domain.AppKey]bool
+}
+
+// bucket is what a writer uses of a bbolt bucket. A Builder hands its writer recorders
+// instead, which another goroutine replays into the file (rebuild.go).
+type bucket interface {
+	Get(key []byte) []byte
+	Put(key, value []byte) error
+	Delete(key []byte) error
+}
+
+// writerBuckets are the buckets a writer writes to.
+type writerBuckets struct {
+	states, history, ext, status, anomalies, changes, meta bucket
+	extIndex, apps                                         bucket
+}
+
+// txBuckets returns tx's buckets for a writer. Keys only ever grow in history, anomalies
+// and changes: their pages are packed full, with no later splits.
+func txBuckets(tx *bolt.Tx) (writerBuckets, error) {
+	var bs writerBuckets
+	for _, x := range []struct {
+		dst  *bucket
+		name []byte
+		full bool
+	}{
+		{&bs.states, bucketStates, false}, {&bs.history, bucketHistory, true},
+		{&bs.ext, bucketExt, false}, {&bs.status, bucketStatus, false},
+		{&bs.anomalies, bucketAnomalies, true}, {&bs.changes, bucketChanges, true},
+		{&bs.meta, bucketMeta, false},
+		{&bs.extIndex, bucketExtIndex, false}, {&bs.apps, bucketApps, false},
+	} {
+		b := tx.Bucket(x.name)
+		if b == nil {
+			return bs, fmt.Errorf("%w: bucket %s is missing", errCorruptValue, x.name)
+		}
+		if x.full {
+			b.FillPercent = 1.0
+		}
+		*x.dst = b
+	}
+	return bs, nil
 }
 
 type indexOp struct {
@@ -83,38 +116,31 @@ func (pk *parking) full() bool { return pk.bytes > pk.budget }
 const maxApplicantID = 128
 
 func newWriter(tx *bolt.Tx, f *domain.Folder, mem *arena, park *parking) (*writer, error) {
+	bs, err := txBuckets(tx)
+	if err != nil {
+		return nil, err
+	}
+	return newBucketWriter(bs, f, mem, park)
+}
+
+// newBucketWriter starts a writer at the checkpoint in bs.meta.
+func newBucketWriter(bs writerBuckets, f *domain.Folder, mem *arena, park *parking) (*writer, error) {
 	w := &writer{
-		folder:      f,
-		states:      tx.Bucket(bucketStates),
-		history:     tx.Bucket(bucketHistory),
-		ext:         tx.Bucket(bucketExt),
-		extIndex:    tx.Bucket(bucketExtIndex),
-		apps:        tx.Bucket(bucketApps),
-		status:      tx.Bucket(bucketStatus),
-		anomalies:   tx.Bucket(bucketAnomalies),
-		changes:     tx.Bucket(bucketChanges),
-		meta:        tx.Bucket(bucketMeta),
-		touched:     make(map[domain.ApplicantID]*touched),
-		appsIndexed: map[domain.AppKey]bool{},
-		mem:         mem,
-		park:        park,
+		folder:        f,
+		writerBuckets: bs,
+		touched:       make(map[domain.ApplicantID]*touched),
+		appsIndexed:   map[domain.AppKey]bool{},
+		mem:           mem,
+		park:          park,
 	}
 	if w.mem == nil {
 		w.mem = &arena{}
-	}
-	if w.states == nil || w.history == nil || w.ext == nil || w.extIndex == nil || w.apps == nil || w.status == nil ||
-		w.anomalies == nil || w.changes == nil || w.meta == nil {
-		return nil, fmt.Errorf("%w: a bucket is missing", errCorruptValue)
 	}
 	cp, ok := keySeq(w.meta.Get(keyCheckpoint))
 	if !ok {
 		return nil, fmt.Errorf("%w: checkpoint missing", errCorruptValue)
 	}
 	w.checkpoint = cp
-	// Keys only ever grow in these buckets: full pages, no later splits.
-	w.history.FillPercent = 1.0
-	w.anomalies.FillPercent = 1.0
-	w.changes.FillPercent = 1.0
 	return w, nil
 }
 
@@ -257,7 +283,7 @@ func (w *writer) spill() error {
 
 func (w *writer) applyIndexOps() error {
 	for _, x := range []struct {
-		b   *bolt.Bucket
+		b   bucket
 		ops *[]indexOp
 	}{{w.ext, &w.extOps}, {w.extIndex, &w.extIndexOps}, {w.status, &w.statusOps}} {
 		slices.SortFunc(*x.ops, func(a, b indexOp) int { return bytes.Compare(a.key, b.key) })

@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,15 +24,24 @@ import (
 // to the file and later chunks fold those applicants from there, as Apply does. Memory
 // is so bounded by the chunk and the budget, not by the log. A Builder belongs to one
 // goroutine.
+//
+// Until states are first written to the file, the fold needs nothing from it: the
+// writer's puts are recorded, and a goroutine of the Builder's own (a chunkWriter)
+// replays each chunk into the file in one transaction while the next chunk folds. The
+// replay makes the same puts in the same order as a writer on the transaction would,
+// so the file is the same. From the first spill on, chunks fold and write in the
+// calling goroutine as before, since the fold reads states the previous chunk wrote.
 type Builder struct {
 	path    string
 	db      *bolt.DB
-	tx      *bolt.Tx
+	tx      *bolt.Tx   // the open transaction, once states are in the file
+	ops     *[]chunkOp // the open chunk's recorded puts, until then
+	cw      *chunkWriter
 	w       *writer
 	folder  *domain.Folder
 	park    *parking
 	spilled bool // some states are in the file: chunks read and rewrite them there
-	events  int  // folded in the open transaction
+	events  int  // folded in the open chunk
 	err     error
 	done    bool
 
@@ -67,24 +77,135 @@ func NewBuilder(path string) (*Builder, error) {
 	b := &Builder{path: path, db: db, folder: domain.NewFolder(),
 		park:        &parking{states: make(map[domain.ApplicantID][]byte), budget: defaultParkBudget},
 		chunkEvents: defaultChunkEvents, chunkApplicants: defaultChunkApplicants}
+	if err := db.Update(createBuckets); err != nil {
+		db.Close()
+		os.Remove(path)
+		return nil, domain.E(op, domain.KindUnavailable, err)
+	}
 	if err := b.begin(); err != nil {
-		db.Close()
-		os.Remove(path)
-		return nil, domain.E(op, domain.KindUnavailable, err)
-	}
-	if err := createBuckets(b.tx); err != nil {
-		b.tx.Rollback()
-		db.Close()
-		os.Remove(path)
-		return nil, domain.E(op, domain.KindUnavailable, err)
-	}
-	if b.w, err = newWriter(b.tx, b.folder, nil, b.park); err != nil {
-		b.tx.Rollback()
+		b.stopWriter()
 		db.Close()
 		os.Remove(path)
 		return nil, domain.E(op, domain.KindInternal, err)
 	}
 	return b, nil
+}
+
+// chunkOp is one recorded put or delete, into writerBuckets' field number b.
+type chunkOp struct {
+	key, val []byte
+	b        uint8
+	del      bool
+}
+
+// recorder is a bucket that records the writer's puts in the open chunk. Get finds
+// nothing: it is used only while the file holds no states (the other buckets are only
+// written), except that meta answers the checkpoint the chunk starts from.
+type recorder struct {
+	ops        *[]chunkOp
+	b          uint8
+	checkpoint []byte
+}
+
+func (r *recorder) Get(key []byte) []byte {
+	if r.checkpoint != nil && bytes.Equal(key, keyCheckpoint) {
+		return r.checkpoint
+	}
+	return nil
+}
+
+func (r *recorder) Put(key, val []byte) error {
+	*r.ops = append(*r.ops, chunkOp{key: key, val: val, b: r.b})
+	return nil
+}
+
+func (r *recorder) Delete(key []byte) error {
+	*r.ops = append(*r.ops, chunkOp{key: key, b: r.b, del: true})
+	return nil
+}
+
+// The order of writerBuckets' fields, as chunkOp.b numbers them.
+func (bs *writerBuckets) list() [9]*bucket {
+	return [9]*bucket{&bs.states, &bs.history, &bs.ext, &bs.status, &bs.anomalies, &bs.changes, &bs.meta, &bs.extIndex, &bs.apps}
+}
+
+// chunkWriter replays recorded chunks into a file, one transaction each, in a goroutine
+// that write starts and stop ends; the Builder calls stop on every way out (Finish,
+// Abort, an error, the first spill). After an error it writes nothing more and write
+// and stop return it.
+type chunkWriter struct {
+	chunks chan []chunkOp
+	failed chan struct{} // closed once err is set
+	done   chan struct{} // closed when the goroutine has returned
+	err    error
+}
+
+// startWriter starts a chunkWriter on b.db; the Builder leaves b.db alone until stop.
+// One chunk may wait while another is written: the fold runs at most one chunk ahead.
+func (b *Builder) startWriter() {
+	cw := &chunkWriter{chunks: make(chan []chunkOp, 1), failed: make(chan struct{}), done: make(chan struct{})}
+	db := b.db
+	go func() {
+		defer close(cw.done)
+		for ops := range cw.chunks {
+			if cw.err != nil {
+				continue // drained until stop
+			}
+			if err := writeChunk(db, ops); err != nil {
+				cw.err = err
+				close(cw.failed)
+			}
+		}
+	}()
+	b.cw = cw
+}
+
+// write hands over a chunk, waiting while the one before it waits.
+func (cw *chunkWriter) write(ops []chunkOp) error {
+	select {
+	case cw.chunks <- ops:
+		return nil
+	case <-cw.failed:
+		return cw.err
+	}
+}
+
+// stopWriter waits for the chunks handed over to be written and the goroutine to end.
+func (b *Builder) stopWriter() error {
+	cw := b.cw
+	if cw == nil {
+		return nil
+	}
+	b.cw = nil
+	close(cw.chunks)
+	<-cw.done
+	return cw.err
+}
+
+func writeChunk(db *bolt.DB, ops []chunkOp) error {
+	tx, err := db.Begin(true)
+	if err != nil {
+		return err
+	}
+	bs, err := txBuckets(tx)
+	if err != nil {
+		tx.Rollback()
+		return err
+	}
+	list := bs.list()
+	for _, op := range ops {
+		dst := *list[op.b]
+		if op.del {
+			err = dst.Delete(op.key)
+		} else {
+			err = dst.Put(op.key, op.val)
+		}
+		if err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // removeUnused removes path unless something holds its lock.
@@ -127,13 +248,38 @@ func (b *Builder) reopen(op string) error {
 	return nil
 }
 
+// begin opens the next chunk and its writer: recorded, until states are in the file.
 func (b *Builder) begin() error {
-	tx, err := b.db.Begin(true)
-	if err != nil {
+	var cp uint64
+	if b.w != nil {
+		cp = b.w.checkpoint
+	}
+	b.events = 0
+	if b.spilled {
+		tx, err := b.db.Begin(true)
+		if err != nil {
+			return err
+		}
+		b.tx = tx
+		b.w, err = newWriter(tx, b.folder, nil, b.park)
 		return err
 	}
-	b.tx, b.events = tx, 0
-	return nil
+	if b.cw == nil {
+		b.startWriter()
+	}
+	ops := make([]chunkOp, 0, 2*b.chunkEvents+16)
+	b.ops = &ops
+	var bs writerBuckets
+	for i, dst := range bs.list() {
+		r := &recorder{ops: b.ops, b: uint8(i)}
+		if dst == &bs.meta {
+			r.checkpoint = seqKey(cp)
+		}
+		*dst = r
+	}
+	var err error
+	b.w, err = newBucketWriter(bs, b.folder, nil, b.park)
+	return err
 }
 
 // Add folds a batch of events (in stream order). Events at or below the sequence already
@@ -163,17 +309,15 @@ func (b *Builder) Add(events []domain.Event) error {
 			if err := b.begin(); err != nil {
 				return b.fail(op, err)
 			}
-			var err error
-			if b.w, err = newWriter(b.tx, b.folder, nil, b.park); err != nil {
-				return b.fail(op, err)
-			}
 		}
 	}
 	return nil
 }
 
 // commit writes (or parks) the chunk's states, and the checkpoint, and commits without
-// fsync. With spill, every parked state is written to the file as well.
+// fsync, or hands the recorded chunk to the chunkWriter. With spill, every parked state
+// is written to the file as well, and the chunkWriter is stopped once it has written
+// everything: later chunks read states from the file.
 func (b *Builder) commit(spill bool) error {
 	if err := b.w.flush(); err != nil {
 		return err
@@ -182,8 +326,20 @@ func (b *Builder) commit(spill bool) error {
 		if err := b.w.spill(); err != nil {
 			return err
 		}
-		b.spilled = true
 	}
+	if b.tx == nil {
+		ops := *b.ops
+		b.ops = nil
+		if err := b.cw.write(ops); err != nil {
+			return err
+		}
+		if spill {
+			b.spilled = true
+			return b.stopWriter()
+		}
+		return nil
+	}
+	b.spilled = b.spilled || spill
 	tx := b.tx
 	b.tx = nil
 	return tx.Commit()
@@ -199,6 +355,7 @@ func (b *Builder) fail(op string, err error) error {
 		err = domain.E(op, domain.KindUnavailable, err)
 	}
 	b.err = err
+	b.stopWriter() // its error, if any, is err or came after it
 	return err
 }
 
@@ -235,6 +392,7 @@ func (b *Builder) Finish() error {
 
 // Abort closes and removes the partial file.
 func (b *Builder) Abort() error {
+	b.stopWriter()
 	if b.tx != nil {
 		b.tx.Rollback()
 		b.tx = nil

@@ -317,7 +317,10 @@ func TestRebuildCrashBeforeRename(t *testing.T) {
 	if err := b.Add(events); err != nil {
 		t.Fatal(err)
 	}
-	b.tx.Rollback()
+	b.stopWriter()
+	if b.tx != nil {
+		b.tx.Rollback()
+	}
 	b.db.Close() // the process is gone: its lock goes with it, its file stays
 
 	p := mustOpen(t, path, Options{})
