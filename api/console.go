@@ -8,7 +8,6 @@ import (
 	"github.com/kycstate/kycstate/api/console"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/httperr"
-	"go.uber.org/zap"
 )
 
 // newConsole builds the auditor console over this server's own reads.
@@ -149,30 +148,4 @@ func (b consoleBackend) Verify(ctx context.Context) (domain.VerifyResult, error)
 			"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout))
 	}
 	return res, err
-}
-
-// Erase runs s.erase as POST /v1/applicants/{id}/erase does, then waits (bounded, as
-// ?minSeq does) until the projection shows the erasure, so the page shown next says so.
-func (b consoleBackend) Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (uint64, error) {
-	s := b.s
-	if s.erase == nil {
-		return 0, domain.E("erase", domain.KindNotFound, "this node does not erase: it was started without the key ring")
-	}
-	st, found, err := s.proj.State(id)
-	if err != nil {
-		return 0, err
-	}
-	if !found {
-		return 0, domain.E("id", domain.KindNotFound, "no applicant "+string(id))
-	}
-	seq, pending, err := s.erase(ctx, st.AppKey, st.ApplicantID, by, reason)
-	if err != nil {
-		return 0, err
-	}
-	s.log.Info("applicant erased", zap.String("applicantId", string(id)), zap.String("token", by),
-		zap.Uint64("seq", seq), zap.Bool("keyPending", pending), zap.String("via", "console"))
-	wctx, cancel := context.WithTimeout(ctx, s.maxWait)
-	defer cancel()
-	s.proj.WaitFor(wctx, seq)
-	return seq, nil
 }

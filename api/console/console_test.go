@@ -273,52 +273,6 @@ func TestRemoteKey(t *testing.T) {
 	}
 }
 
-// Erasure (DESIGN.md section 12) is an admin's POST with this session's CSRF token and a
-// reason; an auditor sees no form and is refused; nothing is erased on a bad request.
-func TestErase(t *testing.T) {
-	h := newHarness(t)
-	admin, auditor := h.signIn(t, adminTok), h.signIn(t, auditorTok)
-	page := "/console/applicants/" + string(idOne)
-	if rec := h.do("GET", page, nil, admin); !strings.Contains(rec.Body.String(), `data-test="erase-submit"`) {
-		t.Errorf("admin sees no erase form:\n%s", rec.Body)
-	}
-	if rec := h.do("GET", page, nil, auditor); strings.Contains(rec.Body.String(), `data-test="erase-submit"`) {
-		t.Error("an auditor sees the erase form")
-	}
-	target := page + "/erase"
-	for name, c := range map[string]struct {
-		form url.Values
-		who  *http.Cookie
-		want int
-	}{
-		"auditor":       {url.Values{"csrf": {h.csrfOf(t, auditor)}, "reason": {"x"}}, auditor, http.StatusForbidden},
-		"no csrf":       {url.Values{"reason": {"x"}}, admin, http.StatusForbidden},
-		"no reason":     {url.Values{"csrf": {h.csrfOf(t, admin)}}, admin, http.StatusBadRequest},
-		"blank reason":  {url.Values{"csrf": {h.csrfOf(t, admin)}, "reason": {"  \t "}}, admin, http.StatusBadRequest},
-		"long reason":   {url.Values{"csrf": {h.csrfOf(t, admin)}, "reason": {strings.Repeat("é", maxReasonChars+1)}}, admin, http.StatusBadRequest},
-		"not a uuid id": {url.Values{"csrf": {h.csrfOf(t, admin)}, "reason": {"x"}}, admin, http.StatusBadRequest},
-	} {
-		tgt := target
-		if name == "not a uuid id" {
-			tgt = "/console/applicants/nope/erase"
-		}
-		rec := h.do("POST", tgt, c.form, c.who)
-		if rec.Code != c.want || !strings.Contains(rec.Body.String(), `data-test="error"`) {
-			t.Errorf("%s: %d, want %d with an error shown", name, rec.Code, c.want)
-		}
-	}
-	if len(h.b.erasures) != 0 {
-		t.Fatalf("erased on a refused request: %v", h.b.erasures)
-	}
-	rec := h.do("POST", target, url.Values{"csrf": {h.csrfOf(t, admin)}, "reason": {"retention period over"}}, admin)
-	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != page {
-		t.Errorf("erase: %d to %q, want 303 to %s", rec.Code, rec.Header().Get("Location"), page)
-	}
-	if want := string(idOne) + " dpo retention period over"; len(h.b.erasures) != 1 || h.b.erasures[0] != want {
-		t.Errorf("erasures %q, want [%q]", h.b.erasures, want)
-	}
-}
-
 func TestPostsNeedTheSessionsCSRF(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.signIn(t, auditorTok), h.signIn(t, auditorTok)

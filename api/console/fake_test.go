@@ -20,7 +20,6 @@ import (
 const (
 	readerTok  = "reader-secret-0123456789"
 	auditorTok = "auditor-secret-9876543210"
-	adminTok   = "admin-secret-5555555555"
 	idOne      = domain.ApplicantID("0a3c5e1f-6b2d-4c8e-9f10-aaaaaaaaaaa1")
 	idTwo      = domain.ApplicantID("1b4d6f20-7c3e-4d9f-8021-bbbbbbbbbbb2")
 	idThree    = domain.ApplicantID("2c5e7031-8d4f-4ea0-9132-ccccccccccc3")
@@ -35,7 +34,6 @@ var t0 = time.Date(2024, 5, 1, 9, 0, 0, 0, time.UTC)
 type fakeBackend struct {
 	mu       sync.Mutex
 	verifies int
-	erasures []string // "id by reason"
 }
 
 func (f *fakeBackend) Authenticate(tok string) (Principal, error) {
@@ -44,8 +42,6 @@ func (f *fakeBackend) Authenticate(tok string) (Principal, error) {
 		return Principal{Name: "product", Role: RoleReader}, nil
 	case auditorTok:
 		return Principal{Name: "audit", Role: RoleAuditor}, nil
-	case adminTok:
-		return Principal{Name: "dpo", Role: RoleAdmin}, nil
 	}
 	return Principal{}, domain.E("token", domain.KindUnauthorized, "invalid token")
 }
@@ -149,16 +145,6 @@ func (f *fakeBackend) Verify(ctx context.Context) (domain.VerifyResult, error) {
 	f.verifies++
 	f.mu.Unlock()
 	return domain.VerifyResult{Checkpoint: 3, LogLast: 3, Applicants: 3, Events: 3}, nil
-}
-
-func (f *fakeBackend) Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (uint64, error) {
-	if _, ok := f.states()[id]; !ok {
-		return 0, domain.E("id", domain.KindNotFound, "no applicant "+string(id))
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.erasures = append(f.erasures, string(id)+" "+by+" "+reason)
-	return 9, nil
 }
 
 // statusOf is a stand-in for the API's kind-to-status map.

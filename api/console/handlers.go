@@ -28,7 +28,6 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /console/changes/feed", c.feed()) // JSON for changes.js
 	c.mux.Handle("GET /console/ops", c.page(RoleReader, c.ops))
 	c.mux.Handle("POST /console/ops/verify", c.post(RoleAuditor, c.verify))
-	c.mux.Handle("POST /console/applicants/{id}/erase", c.post(RoleAdmin, c.erase))
 	c.mux.Handle("/console/", c.page(RoleReader, func(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, &s, domain.E("path", domain.KindNotFound, "no console page "+quote(r.URL.Path)))
 	}))
@@ -297,35 +296,6 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
 	v := c.base(s, "Applicant "+string(id), "search")
 	v.Data = &d
 	c.render(w, r, http.StatusOK, "applicant", v)
-}
-
-// maxReasonChars bounds an erasure's reason, as the API does.
-const maxReasonChars = 1000
-
-// erase erases the applicant's personal data (admin, CSRF-checked by post) and shows the
-// applicant page again, which then says so.
-func (c *Console) erase(w http.ResponseWriter, r *http.Request, s session) {
-	id, err := domain.ParseApplicantID(r.PathValue("id"))
-	if err != nil {
-		c.fail(w, r, &s, domain.E("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
-		return
-	}
-	reason := strings.TrimSpace(r.PostForm.Get("reason"))
-	switch {
-	case reason == "":
-		c.fail(w, r, &s, domain.E("reason", domain.KindInvalid, "an erasure needs a reason"))
-		return
-	case len([]rune(reason)) > maxReasonChars:
-		c.fail(w, r, &s, domain.E("reason", domain.KindInvalid, fmt.Sprintf("the reason is over %d characters", maxReasonChars)))
-		return
-	}
-	seq, err := c.b.Erase(r.Context(), id, s.Name, reason)
-	if err != nil {
-		c.fail(w, r, &s, err)
-		return
-	}
-	c.log.Info("console erase", zap.String("token", s.Name), zap.String("applicantId", string(id)), zap.Uint64("seq", seq))
-	http.Redirect(w, r, "/console/applicants/"+string(id), http.StatusSeeOther)
 }
 
 type listData struct {
