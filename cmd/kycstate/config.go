@@ -395,6 +395,9 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 		// leave a queued request unanswered when the log closes.
 		return nil, cfgErr("ingest.queue_wait", "must be positive and at most %s", shutdownTimeout/2)
 	}
+	if at := time.Duration(cfg.Ingest.AppendTimeout); at <= 0 || at+time.Duration(cfg.Ingest.QueueWait) > ingest.MaxHold {
+		return nil, cfgErr("ingest.append_timeout", "must be positive, and with ingest.queue_wait at most %s, so a held webhook is answered before the connection's write timeout", ingest.MaxHold)
+	}
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
