@@ -497,6 +497,16 @@ func (s *server) handleNotFound() http.Handler {
 				return nil
 			}
 		}
+		// The actions (reconcile, erase) are POST only: another method on their path is
+		// a 405 naming POST, not an unknown path.
+		if r.Method != http.MethodPost {
+			probe := r.Clone(r.Context())
+			probe.Method = http.MethodPost
+			if _, pattern := s.mux.Handler(probe); strings.HasPrefix(pattern, "POST ") {
+				httperr.MethodNotAllowed(w, "POST", r.Method+" "+strings.TrimPrefix(pattern, "POST ")+": only POST")
+				return nil
+			}
+		}
 		return errParam("path", domain.KindNotFound, "no route "+quote(r.URL.Path))
 	})
 }
