@@ -238,8 +238,8 @@ func (s *server) handleApplicants() http.Handler {
 			return nil
 		}
 
-		st := domain.Status(strings.ToUpper(q.get("status")))
-		if !st.Valid() {
+		st, ok := domain.ParseStatus(q.get("status"))
+		if !ok {
 			return errParam("status", domain.KindInvalid, fmt.Sprintf("must be one of %s, got %s", statusList(), quote(q.get("status"))))
 		}
 		if q.has("appKey") {

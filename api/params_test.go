@@ -53,6 +53,7 @@ func badCases() []badCase {
 		{"/v1/applicants?externalUserId=u&appKey=nope", "appKey"},
 		{"/v1/applicants?externalUserId=u&cursor=" + string(idA), "cursor"},
 		{"/v1/applicants?status=DONE", "status"},
+		{"/v1/applicants?status=%C4%B1nit", "status"}, // dotless i: not INIT
 		{"/v1/applicants?status=", "status"},
 		{"/v1/applicants?status=APPROVED&cursor=xyz", "cursor"},
 		{"/v1/applicants?status=APPROVED&appKey=" + string(app1), "appKey"},
