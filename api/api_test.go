@@ -353,7 +353,7 @@ func TestNewServerRefuses(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"no projection": {Tokens: []Token{ok}},
 		"no tokens":     {Projection: f.proj},
-		"bad role":      {Projection: f.proj, Tokens: []Token{{Name: "x", Role: "admin", Secret: secret}}},
+		"bad role":      {Projection: f.proj, Tokens: []Token{{Name: "x", Role: "root", Secret: secret}}},
 		"empty secret":  {Projection: f.proj, Tokens: []Token{{Name: "x", Role: RoleReader}}},
 		"same secret":   {Projection: f.proj, Tokens: []Token{ok, {Name: "y", Role: RoleAuditor, Secret: secret}}},
 		"metrics twice": {Projection: f.proj, Tokens: []Token{ok}, Metrics: f.reg},

@@ -44,7 +44,7 @@ func (b consoleBackend) State(ctx context.Context, id domain.ApplicantID) (domai
 	case !found:
 		return domain.State{}, domain.E("id", domain.KindNotFound, "no applicant "+string(id))
 	}
-	return st, nil
+	return b.s.openState(ctx, st)
 }
 
 func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as console.AsOf) (domain.State, error) {
@@ -59,7 +59,7 @@ func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as c
 	case !found:
 		return domain.State{}, domain.E("id", domain.KindNotFound, "applicant "+string(id)+" had no events by then")
 	}
-	return st, nil
+	return b.s.openState(ctx, st)
 }
 
 func (b consoleBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) ([]domain.Record, bool, error) {
@@ -82,7 +82,16 @@ func (b consoleBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, l
 	case len(ext) > maxExtIDBytes:
 		return nil, domain.E("externalUserId", domain.KindInvalid, fmt.Sprintf("longer than %d bytes", maxExtIDBytes))
 	}
-	return b.s.proj.ByExternalUserID(ext, "", min(limit, maxLimit))
+	states, err := b.s.byExternalUserID(ctx, ext, "", min(limit, maxLimit))
+	if err != nil {
+		return nil, err
+	}
+	for i := range states {
+		if states[i], err = b.s.openState(ctx, states[i]); err != nil {
+			return nil, err
+		}
+	}
+	return states, nil
 }
 
 func (b consoleBackend) Anomalies(ctx context.Context, after uint64, limit int) ([]domain.Record, bool, error) {
@@ -91,7 +100,21 @@ func (b consoleBackend) Anomalies(ctx context.Context, after uint64, limit int) 
 }
 
 func (b consoleBackend) Changes(ctx context.Context, after uint64, limit int) ([]domain.Change, error) {
-	return b.s.proj.Changes(after, min(limit, maxLimit))
+	cs, err := b.s.proj.Changes(after, min(limit, maxLimit))
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range cs {
+		ext, err := b.s.externalUserID(ctx, c.AppKey, c.ApplicantID, c.ExternalUserID, c.SealedExternalUserID)
+		if err != nil {
+			return nil, err
+		}
+		cs[i].ExternalUserID = ""
+		if ext != nil {
+			cs[i].ExternalUserID = domain.ExternalUserID(*ext)
+		}
+	}
+	return cs, nil
 }
 
 func (b consoleBackend) Health(ctx context.Context) console.Health {

@@ -98,7 +98,7 @@ func fixtureEvents(tb testing.TB, first uint64, specs []spec) []domain.Event {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		ev := domain.Event{V: domain.StoredVersion, Provider: "allpass", AppKey: s.app, ApplicantID: s.id,
+		ev := domain.Event{V: domain.StoredVersionClear, Provider: "allpass", AppKey: s.app, ApplicantID: s.id,
 			ExternalUserID: s.ext, Type: s.typ, StepName: s.step, Warnings: s.warnings,
 			EventAt: base.Add(s.at), EventAtSource: src, ReceivedAt: base.Add(s.recv), Payload: payload,
 			Seq: first + uint64(i)}

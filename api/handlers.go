@@ -68,7 +68,11 @@ func (s *server) handleState() http.Handler {
 		case !found:
 			return errParam("id", domain.KindNotFound, "no applicant "+id)
 		}
-		writeJSON(w, http.StatusOK, newStateView(st))
+		v, err := s.stateView(r.Context(), st)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, v)
 		return nil
 	})
 }
@@ -230,11 +234,15 @@ func (s *server) handleApplicants() http.Handler {
 					return err
 				}
 			}
-			states, err := s.proj.ByExternalUserID(domain.ExternalUserID(ext), domain.AppKey(app), limit)
+			states, err := s.byExternalUserID(r.Context(), domain.ExternalUserID(ext), domain.AppKey(app), limit)
 			if err != nil {
 				return err
 			}
-			writeJSON(w, http.StatusOK, client.Applicants{Applicants: newStateViews(states)})
+			views, err := s.stateViews(r.Context(), states)
+			if err != nil {
+				return err
+			}
+			writeJSON(w, http.StatusOK, client.Applicants{Applicants: views})
 			return nil
 		}
 
@@ -255,7 +263,11 @@ func (s *server) handleApplicants() http.Handler {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, client.Applicants{Applicants: newStateViews(states), Next: strPtr(next)})
+		views, err := s.stateViews(r.Context(), states)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, client.Applicants{Applicants: views, Next: strPtr(next)})
 		return nil
 	})
 }
@@ -291,7 +303,11 @@ func (s *server) handleAnomalies() http.Handler {
 		if err != nil {
 			return err
 		}
-		v := client.Anomalies{Anomalies: newAnomalyViews(recs)}
+		views, err := s.anomalyViews(r.Context(), recs)
+		if err != nil {
+			return err
+		}
+		v := client.Anomalies{Anomalies: views}
 		if next != 0 && len(recs) > 0 {
 			v.Next = uintPtr(recs[len(recs)-1].Seq)
 		}
@@ -351,7 +367,11 @@ func (s *server) handleChanges() http.Handler {
 				if len(changes) < limit {
 					next = max(next, cp)
 				}
-				writeJSON(w, http.StatusOK, client.Changes{Changes: newChangeViews(changes), Next: next})
+				views, err := s.changeViews(ctx, changes)
+				if err != nil {
+					return err
+				}
+				writeJSON(w, http.StatusOK, client.Changes{Changes: views, Next: next})
 				return nil
 			}
 			// Nothing yet: sleep until the next commit or the deadline, then look again.

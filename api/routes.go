@@ -12,6 +12,7 @@ func (s *server) routes() {
 	s.handle("GET /v1/changes", s.require(RoleReader, s.handleChanges()))
 	s.handle("GET /v1/verify", s.require(RoleAuditor, s.handleVerify()))                        // 404 inside when cfg.Verify is nil
 	s.handle("POST /v1/applicants/{id}/reconcile", s.require(RoleAuditor, s.handleReconcile())) // 404 inside when cfg.Reconcile is nil
+	s.handle("POST /v1/applicants/{id}/erase", s.require(RoleAdmin, s.handleErase()))           // 404 inside when cfg.Erase is nil
 
 	// The auditor console (api/console): pages behind a session cookie rather than a
 	// bearer token, reading through consoleBackend, so it shows what these routes show.

@@ -32,14 +32,29 @@ const (
 	RoleReader Role = "reader"
 	// RoleAuditor may read everything: also history, anomalies and point-in-time state.
 	RoleAuditor Role = "auditor"
+	// RoleAdmin may do what an auditor may, and erase (DESIGN.md section 11).
+	RoleAdmin Role = "admin"
 )
 
-// Valid reports whether r is one of the two roles.
-func (r Role) Valid() bool { return r == RoleReader || r == RoleAuditor }
+// Valid reports whether r is one of the three roles.
+func (r Role) Valid() bool { return r == RoleReader || r == RoleAuditor || r == RoleAdmin }
+
+// rank orders the roles: reader ⊂ auditor ⊂ admin.
+func (r Role) rank() int {
+	switch r {
+	case RoleReader:
+		return 1
+	case RoleAuditor:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
 
 // allows reports whether a token of role r may use a route that needs role need.
 func (r Role) allows(need Role) bool {
-	return r == RoleAuditor || r == need
+	return r.rank() > 0 && r.rank() >= need.rank()
 }
 
 // Token is one configured bearer token. Name appears in logs; Secret never does.
@@ -91,6 +106,12 @@ type Config struct {
 	// ConsoleSessionKey signs the console's session cookies (at least 32 bytes). Nil: a
 	// random key per process, so sessions end with it.
 	ConsoleSessionKey []byte
+	// Keys opens sealed externalUserIds at the edge and hashes lookups (the event log's
+	// key ring). Nil: only ids stored in clear (stored version 1) are shown and found.
+	Keys Keys
+	// Erase answers POST /v1/applicants/{id}/erase (admin). Nil: the route answers 404,
+	// after authentication, saying this node does not erase.
+	Erase EraseFunc
 	// Reconcile answers POST /v1/applicants/{id}/reconcile (auditor): one check against
 	// Allpass's Open API (reconcile.Reconciler.Check). Nil: the route answers 404
 	// (CodeReconcileDisabled) after the same authentication.
@@ -120,6 +141,8 @@ type server struct {
 	verifyTimeout  time.Duration
 	verifying      chan struct{} // holds a token while a verify runs: one at a time
 	lag            func() uint64
+	keys           Keys
+	erase          EraseFunc
 	lastSweep      func() time.Time
 	console        http.Handler
 	mux            *http.ServeMux
@@ -158,6 +181,8 @@ func NewServer(cfg Config) (http.Handler, error) {
 		verifyTimeout:  cfg.VerifyTimeout,
 		verifying:      make(chan struct{}, 1),
 		lag:            cfg.Lag,
+		keys:           cfg.Keys,
+		erase:          cfg.Erase,
 		mux:            http.NewServeMux(),
 	}
 	if s.log == nil {
@@ -182,7 +207,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		}
 		switch {
 		case !t.Role.Valid():
-			return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("token %s: role %q is not reader or auditor", name, t.Role))
+			return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("token %s: role %q is not reader, auditor or admin", name, t.Role))
 		case t.Secret == "":
 			return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("token %s: empty secret", name))
 		}

@@ -44,7 +44,12 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 		return err
 	}
 	path := filepath.Join(dir, "projection.db")
-	ids, err := buildProjection(o, path, events)
+	c, l, err := openLog(ctx, filepath.Join(dir, "keys"), true, newLogger())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ids, err := buildProjection(ctx, l.Keys(), o, path, events)
 	if err != nil {
 		return err
 	}
@@ -55,7 +60,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 	defer proj.Close()
 	h, err := api.NewServer(api.Config{Projection: proj, Logger: newLogger(), Metrics: prometheus.NewRegistry(),
 		Tokens: []api.Token{{Name: "product", Role: api.RoleReader, Secret: readerTok},
-			{Name: "audit", Role: api.RoleAuditor, Secret: auditorTok}}})
+			{Name: "audit", Role: api.RoleAuditor, Secret: auditorTok}}, Keys: l.Keys()})
 	if err != nil {
 		return err
 	}
@@ -142,7 +147,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 // buildProjection writes a projection of n generated events with projection.NewBuilder (the
 // events sealed and opened as ingest does, encoded as the log stores them) and returns
 // the applicants in it.
-func buildProjection(o options, path string, n int) ([]domain.ApplicantID, error) {
+func buildProjection(ctx context.Context, ring *eventlog.Keyring, o options, path string, n int) ([]domain.ApplicantID, error) {
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed+3, app, 2_000)
 	b, err := projection.NewBuilder(path)
@@ -158,7 +163,7 @@ func buildProjection(o options, path string, n int) ([]domain.ApplicantID, error
 		for i := range ds {
 			ds[i] = w.next()
 		}
-		st, err := storedEvents(app, ds)
+		st, err := storedEvents(ctx, ring, app, ds)
 		if err != nil {
 			b.Abort()
 			return nil, err

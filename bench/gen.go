@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -239,7 +240,7 @@ func seal(app *allpass.App, ds []delivery) ([]webhook, error) {
 }
 
 // stored is one event in the form the event log keeps it: what allpass.Open makes of the
-// sealed webhook, with the version Append stamps, encoded as Append encodes it.
+// sealed webhook, sealed by the key ring and encoded as Append encodes it.
 type stored struct {
 	subject string
 	typ     domain.EventType
@@ -249,7 +250,7 @@ type stored struct {
 
 // storedEvents seals each delivery, opens it as the ingest handler does, and encodes
 // the event as EventLog.Append would store it. It runs on every core.
-func storedEvents(app *allpass.App, ds []delivery) ([]stored, error) {
+func storedEvents(ctx context.Context, ring *eventlog.Keyring, app *allpass.App, ds []delivery) ([]stored, error) {
 	out := make([]stored, len(ds))
 	err := parallel(len(ds), func(i int) error {
 		body, sig, err := allpass.Seal(app.Method, app.Keys[0], ds[i].plaintext, ds[i].envTime, nil)
@@ -260,8 +261,10 @@ func storedEvents(app *allpass.App, ds []delivery) ([]stored, error) {
 		if err != nil {
 			return err
 		}
-		ev.V = domain.StoredVersion
-		data, err := json.Marshal(ev)
+		if err := ring.Seal(ctx, &ev); err != nil {
+			return err
+		}
+		data, err := eventlog.EncodeEvent(&ev)
 		if err != nil {
 			return err
 		}

@@ -44,7 +44,7 @@ func phaseLoad(ctx context.Context, o options, r *result) error {
 	const chunk, window = 10_000, 4096
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed+1, app, n/100) // about 1% of applicants cut short at the end
-	c, _, err := openLog(ctx, filepath.Join(o.Dir, "stream"), true, newLogger())
+	c, l, err := openLog(ctx, filepath.Join(o.Dir, "stream"), true, newLogger())
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func phaseLoad(ctx context.Context, o options, r *result) error {
 			for i := range ds {
 				ds[i] = w.next()
 			}
-			evs, err := storedEvents(app, ds)
+			evs, err := storedEvents(pctx, l.Keys(), app, ds)
 			select {
 			case chunks <- batch{evs, err}:
 			case <-pctx.Done():

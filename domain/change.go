@@ -8,7 +8,9 @@ type Change struct {
 	ApplicantID    ApplicantID    `json:"applicantId"`
 	AppKey         AppKey         `json:"appKey"`
 	ExternalUserID ExternalUserID `json:"externalUserId"`
-	From           Status         `json:"from"`
-	To             Status         `json:"to"`
-	At             time.Time      `json:"at"` // the event's eventAt
+	// SealedExternalUserID replaces ExternalUserID when the applicant's id is sealed.
+	SealedExternalUserID SealedExternalUserID `json:"sealedExt,omitempty"`
+	From                 Status               `json:"from"`
+	To                   Status               `json:"to"`
+	At                   time.Time            `json:"at"` // the event's eventAt
 }

@@ -19,6 +19,18 @@ type ApplicantID string
 // ExternalUserID is the product's own id for the user, as Allpass echoes it. Free text.
 type ExternalUserID string
 
+// SealedExternalUserID is an externalUserId encrypted under its applicant's data key
+// (DESIGN.md section 11), bound to the applicant so it cannot be moved to another. The
+// fold carries it as an opaque value; only the key ring (store/eventlog) opens it, at
+// the edge, and once the key is destroyed nothing does.
+type SealedExternalUserID string
+
+// ExternalUserIndex is the keyed blind index of (appKey, externalUserId): an HMAC under
+// a key only the key ring holds. The projection finds applicants by it, so it never
+// needs the externalUserId in clear, and the fold stays pure: it copies the index from
+// the event like any other field.
+type ExternalUserIndex string
+
 // EventType is an Allpass webhook event name, e.g. "applicantApproved".
 type EventType string
 
@@ -179,7 +191,14 @@ var statusOf = map[EventType]Status{
 }
 
 // StoredVersion is the version of the stored message format written by this build.
-const StoredVersion = 1
+// Version 2 (DESIGN.md section 11) keeps externalUserId, payload and raw encrypted under
+// the applicant's data key (sealedExt, sealed) beside the blind index extIndex; version 1
+// kept them in clear, and is still read.
+const StoredVersion = 2
+
+// StoredVersionClear is the first stored format: every field in clear. It is what an
+// event log without a key ring writes, and what logs written before version 2 hold.
+const StoredVersionClear = 1
 
 // Event is one event as the event log stores it (DESIGN.md section 3): a webhook, a
 // status reconciled from the Open API, or an operator's erasure (Origin says which). The JSON form
@@ -199,8 +218,16 @@ type Event struct {
 	EventAt       time.Time       `json:"eventAt"`
 	EventAtSource string          `json:"eventAtSource"`
 	ReceivedAt    time.Time       `json:"receivedAt"`
-	Payload       json.RawMessage `json:"payload"`
+	Payload       json.RawMessage `json:"payload,omitempty"`
 	Raw           *Raw            `json:"raw,omitempty"`
+
+	// Version 2 only. ExternalUserIndex is the blind index of the externalUserId, in
+	// clear; SealedExternalUserID the id itself, sealed; Sealed the payload and raw,
+	// sealed together (base64). A version 2 event read without its key has these and no
+	// ExternalUserID, Payload or Raw; the fold needs none of the three.
+	ExternalUserIndex    ExternalUserIndex    `json:"extIndex,omitempty"`
+	SealedExternalUserID SealedExternalUserID `json:"sealedExt,omitempty"`
+	Sealed               string               `json:"sealed,omitempty"`
 
 	// Seq is the stream sequence the event was stored at (0 before it is stored).
 	Seq uint64 `json:"-"`

@@ -83,16 +83,20 @@ type State struct {
 	ApplicantID    ApplicantID    `json:"applicantId"`
 	AppKey         AppKey         `json:"appKey"`
 	ExternalUserID ExternalUserID `json:"externalUserId"`
-	Status         Status         `json:"status"`
-	StatusAt       time.Time      `json:"statusAt"`    // eventAt of the latest applied status event
-	LastEventAt    time.Time      `json:"lastEventAt"` // latest eventAt of any event
-	LastSeq        uint64         `json:"lastSeq"`
-	Events         int            `json:"events"` // every event folded, whatever its outcome
-	StepsPassed    []string       `json:"stepsPassed"`
-	Flags          []string       `json:"flags"`
-	Warnings       []string       `json:"warnings"`
-	Anomalies      int            `json:"anomalies"`
-	Digest         Digest         `json:"digest"`
+	// SealedExternalUserID and ExternalUserIndex replace ExternalUserID for an applicant
+	// whose latest externalUserId came in a version 2 event: one or the other is set.
+	SealedExternalUserID SealedExternalUserID `json:"sealedExt,omitempty"`
+	ExternalUserIndex    ExternalUserIndex    `json:"extIndex,omitempty"`
+	Status               Status               `json:"status"`
+	StatusAt             time.Time            `json:"statusAt"`    // eventAt of the latest applied status event
+	LastEventAt          time.Time            `json:"lastEventAt"` // latest eventAt of any event
+	LastSeq              uint64               `json:"lastSeq"`
+	Events               int                  `json:"events"` // every event folded, whatever its outcome
+	StepsPassed          []string             `json:"stepsPassed"`
+	Flags                []string             `json:"flags"`
+	Warnings             []string             `json:"warnings"`
+	Anomalies            int                  `json:"anomalies"`
+	Digest               Digest               `json:"digest"`
 	// ReconciledAt is the eventAt of the latest reconciled event (zero: never).
 	ReconciledAt time.Time `json:"reconciledAt"`
 	// Erased is set by the applicant's erasure and never cleared: ExternalUserID stays
@@ -112,17 +116,20 @@ type Record struct {
 	ApplicantID    ApplicantID    `json:"applicantId"`
 	AppKey         AppKey         `json:"appKey"`
 	ExternalUserID ExternalUserID `json:"externalUserId,omitempty"`
-	Type           EventType      `json:"type"`
-	Origin         Origin         `json:"origin"`
-	EventAt        time.Time      `json:"eventAt"`
-	EventAtSource  string         `json:"eventAtSource"`
-	ReceivedAt     time.Time      `json:"receivedAt"`
-	Outcome        Outcome        `json:"outcome"`
-	From           Status         `json:"from"`
-	To             Status         `json:"to"`
-	StepName       string         `json:"stepName,omitempty"`
-	Warnings       []string       `json:"warnings"`
-	Digest         Digest         `json:"digest"`
+	// SealedExternalUserID and ExternalUserIndex are the event's, as in Event.
+	SealedExternalUserID SealedExternalUserID `json:"sealedExt,omitempty"`
+	ExternalUserIndex    ExternalUserIndex    `json:"extIndex,omitempty"`
+	Type                 EventType            `json:"type"`
+	Origin               Origin               `json:"origin"`
+	EventAt              time.Time            `json:"eventAt"`
+	EventAtSource        string               `json:"eventAtSource"`
+	ReceivedAt           time.Time            `json:"receivedAt"`
+	Outcome              Outcome              `json:"outcome"`
+	From                 Status               `json:"from"`
+	To                   Status               `json:"to"`
+	StepName             string               `json:"stepName,omitempty"`
+	Warnings             []string             `json:"warnings"`
+	Digest               Digest               `json:"digest"`
 }
 
 // StatusChanged reports whether the record moved the applicant to a different status.
@@ -201,6 +208,7 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 
 	rec := Record{
 		Seq: e.Seq, ApplicantID: e.ApplicantID, AppKey: e.AppKey, ExternalUserID: e.ExternalUserID,
+		SealedExternalUserID: e.SealedExternalUserID, ExternalUserIndex: e.ExternalUserIndex,
 		Type: e.Type, Origin: e.Origin.OrDefault(), EventAt: e.EventAt, EventAtSource: e.EventAtSource, ReceivedAt: e.ReceivedAt,
 		From: s.Status, To: s.Status, StepName: e.StepName, Warnings: nonNil(e.Warnings),
 		Digest: next.Digest,
@@ -223,9 +231,18 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 	next.markSeen(fp)
 	// An unknown event has no effect (DESIGN.md section 5), and that includes the
 	// externalUserId it may carry: its meaning is not known until the name is catalogued.
-	// After an erasure no event brings personal data back.
-	if e.ExternalUserID != "" && class != ClassUnknown && !next.Erased {
-		next.ExternalUserID = e.ExternalUserID
+	// After an erasure no event brings personal data back. A version 2 event carries
+	// the id sealed, with its blind index; a version 1 event in clear: the state keeps
+	// whichever came last, never both.
+	if class != ClassUnknown && !next.Erased {
+		switch {
+		case e.SealedExternalUserID != "":
+			next.ExternalUserID = ""
+			next.SealedExternalUserID, next.ExternalUserIndex = e.SealedExternalUserID, e.ExternalUserIndex
+		case e.ExternalUserID != "":
+			next.ExternalUserID = e.ExternalUserID
+			next.SealedExternalUserID, next.ExternalUserIndex = "", ""
+		}
 	}
 	switch class {
 	case ClassStatus:
@@ -248,6 +265,7 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 		rec.Outcome = OutcomeErased
 		next.Erased = true
 		next.ExternalUserID = ""
+		next.SealedExternalUserID, next.ExternalUserIndex = "", ""
 	case ClassAnnotation:
 		rec.Outcome = OutcomeAnnotated
 		if e.Type == EventStepPassed {
@@ -280,6 +298,7 @@ func (f *Folder) Refold(records []Record) State {
 func (r Record) Event() Event {
 	return Event{
 		Seq: r.Seq, AppKey: r.AppKey, ApplicantID: r.ApplicantID, ExternalUserID: r.ExternalUserID,
+		SealedExternalUserID: r.SealedExternalUserID, ExternalUserIndex: r.ExternalUserIndex,
 		Type: r.Type, Origin: r.Origin, StepName: r.StepName, Warnings: r.Warnings, EventAt: r.EventAt,
 		EventAtSource: r.EventAtSource, ReceivedAt: r.ReceivedAt,
 	}

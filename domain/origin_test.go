@@ -66,6 +66,50 @@ func TestErased(t *testing.T) {
 	}
 }
 
+// A version 2 event carries the externalUserId sealed with its blind index: the state
+// keeps whichever form came last, never both, and an erasure drops both for good.
+func TestSealedExternalUserID(t *testing.T) {
+	sealed := func(s domain.SealedExternalUserID, idx domain.ExternalUserIndex) func(*domain.Event) {
+		return func(e *domain.Event) { e.SealedExternalUserID, e.ExternalUserIndex = s, idx }
+	}
+	f := domain.NewFolder()
+	var s domain.State
+	s, rec := f.Apply(s, ev(t, 1, "applicantCreated", at(0), withExt("user-1")))
+	if s.ExternalUserID != "user-1" || s.SealedExternalUserID != "" {
+		t.Fatalf("clear event: %+v", s)
+	}
+	s, rec = f.Apply(s, ev(t, 2, "applicantInProgress", at(1), sealed("ct-1", "ix-1")))
+	if s.ExternalUserID != "" || s.SealedExternalUserID != "ct-1" || s.ExternalUserIndex != "ix-1" {
+		t.Fatalf("sealed event after a clear one: %+v", s)
+	}
+	if rec.SealedExternalUserID != "ct-1" || rec.ExternalUserIndex != "ix-1" {
+		t.Fatalf("record does not carry the sealed id: %+v", rec)
+	}
+	s, _ = f.Apply(s, ev(t, 3, "applicantStepPassed", at(2), withStep("selfie")))
+	if s.SealedExternalUserID != "ct-1" {
+		t.Fatalf("an event without an id dropped it: %+v", s)
+	}
+	s, _ = f.Apply(s, ev(t, 4, "somethingNew", at(3), sealed("ct-2", "ix-2")))
+	if s.SealedExternalUserID != "ct-1" {
+		t.Fatalf("an unknown event changed the id: %+v", s)
+	}
+	s, _ = f.Apply(s, ev(t, 5, "applicantErased", at(4), withOrigin(domain.OriginOperator)))
+	s, _ = f.Apply(s, ev(t, 6, "applicantApproved", at(5), sealed("ct-3", "ix-3")))
+	if s.SealedExternalUserID != "" || s.ExternalUserIndex != "" || s.ExternalUserID != "" || !s.Erased {
+		t.Fatalf("after erasure: %+v", s)
+	}
+	// Refold from the records gives the same state: the records carry the sealed form.
+	var evs []domain.Event
+	for i, o := range []func(*domain.Event){withExt("user-1"), sealed("ct-1", "ix-1")} {
+		evs = append(evs, ev(t, uint64(i+1), "applicantCreated", at(i), o))
+	}
+	want, recs := fold(evs)
+	got := f.Refold(recs)
+	if got.SealedExternalUserID != want.SealedExternalUserID || got.ExternalUserIndex != want.ExternalUserIndex {
+		t.Fatalf("refold: %+v, want %+v", got, want)
+	}
+}
+
 // Every status has exactly the event that leads to it, and that event's target is it.
 func TestStatusEvent(t *testing.T) {
 	for _, s := range domain.Statuses() {

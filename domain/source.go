@@ -17,7 +17,7 @@ type EventSource interface {
 	// Guarantees: sequences strictly increase, within a batch and across batches; no
 	// event is delivered twice; no event the log holds in the range is skipped (a jump
 	// in sequence means the log holds nothing in between). Each event carries the fold's
-	// inputs and Stored; Raw may be left out. fn owns each slice it receives.
+	// inputs and Stored; Raw and Sealed may be left out. fn owns each slice it receives.
 	//
 	// Errors: fn's error as it is (Read stops at the first); ctx.Err() when ctx ends;
 	// KindInvalid for a batch below 1; KindInternal for a stored message that is not an

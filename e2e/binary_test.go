@@ -334,7 +334,7 @@ apps:
 		{name: "secret from a missing file", yaml: config(map[string]string{"hmac": "file:" + filepath.Join(dir, "no-such-secret")}),
 			wants: []string{"hmac_key", "no-such-secret"}},
 		{name: "secret as a map", yaml: config(map[string]string{"secret": "{ nested: " + planted + " }"}), wants: []string{"config"}},
-		{name: "bad role", yaml: config(map[string]string{"role": "admin"}), wants: []string{"role"}},
+		{name: "bad role", yaml: config(map[string]string{"role": "root"}), wants: []string{"role"}},
 		{name: "short token", yaml: config(map[string]string{"token": "tiny-" + planted[:6]}), wants: []string{"token"}},
 		{name: "bad method", yaml: config(map[string]string{"method": "rot13"}), wants: []string{"method"}},
 		{name: "app key not a uuid", yaml: config(map[string]string{"app_key": "main-app"}), wants: []string{"app_key"}},

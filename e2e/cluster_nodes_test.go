@@ -198,6 +198,9 @@ func clStartServices(t *testing.T, c *clCluster, app clApp) *clServices {
 		"ALLPASS_HMAC_KEY=" + app.hmacHx,
 		"READER_TOKEN=" + s.reader,
 		"AUDITOR_TOKEN=" + s.auditor,
+		"ADMIN_TOKEN=" + clRandHex(t, 20),
+		// Every node of the cluster shares keys.master (DESIGN.md section 11).
+		"KYCSTATE_MASTER_KEY=" + clRandHex(t, 32),
 	}
 	var procs []*proc
 	names := []string{"ingest"}

@@ -170,8 +170,19 @@ func TestOpsOffline(t *testing.T) {
 	})
 
 	t.Run("export", func(t *testing.T) {
+		sealedPath := filepath.Join(t.TempDir(), "sealed.jsonl")
+		s.mustOps(t, "export", "--out", sealedPath)
+		sealed, err := os.ReadFile(sealedPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range f.hooks {
+			if bytes.Contains(sealed, []byte(h.nonce)) {
+				t.Fatalf("export without --open shows a payload in clear: %s", h.nonce)
+			}
+		}
 		path := filepath.Join(t.TempDir(), "log.jsonl")
-		s.mustOps(t, "export", "--out", path)
+		s.mustOps(t, "export", "--open", "--out", path)
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)

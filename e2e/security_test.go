@@ -349,6 +349,8 @@ func TestSecurityLogsKeepSecrets(t *testing.T) {
 	}
 	secrets.add("reader token", s.reader)
 	secrets.add("auditor token", s.auditor)
+	secrets.add("admin token", s.admin)
+	secrets.add("master key", s.master)
 
 	client := &http.Client{Timeout: 30 * time.Second}
 	marker := func(what string) string {
@@ -461,9 +463,10 @@ func TestSecurityLogsKeepSecrets(t *testing.T) {
 	}
 
 	// Read back every signature and plaintext that went through: the log keeps each
-	// accepted webhook's plaintext and signature, the rejects stream each refused one's.
+	// accepted webhook's plaintext and signature (sealed: export --open opens them), the
+	// rejects stream each refused one's.
 	exportPath := t.TempDir() + "/export.jsonl"
-	_, exportErr, err := secRun(t, s, "export", "--out", exportPath)
+	_, exportErr, err := secRun(t, s, "export", "--open", "--out", exportPath)
 	if err != nil {
 		t.Fatalf("export: %v\n%s", err, exportErr)
 	}

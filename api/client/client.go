@@ -5,6 +5,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -168,6 +169,14 @@ func (c *Client) History(ctx context.Context, id domain.ApplicantID, after uint6
 	return h, seq, err
 }
 
+// Erase erases an applicant's personal data (admin role; DESIGN.md section 11) for
+// reason: its state keeps status and history, and says erased from then on. A repeated
+// erasure is harmless. Codes: invalid (no reason), not_found, forbidden.
+func (c *Client) Erase(ctx context.Context, id domain.ApplicantID, reason string) (e Erasure, seq uint64, err error) {
+	seq, err = c.doBody(ctx, http.MethodPost, map[string]string{"reason": reason}, "erasure", &e, nil, "v1", "applicants", string(id), "erase")
+	return e, seq, err
+}
+
 // ApplicantsByExternalUserID lists the applicants of a product's user id, in one app if
 // appKey is not "".
 func (c *Client) ApplicantsByExternalUserID(ctx context.Context, ext domain.ExternalUserID, appKey domain.AppKey, limit int) (a Applicants, seq uint64, err error) {
@@ -283,11 +292,27 @@ func (c *Client) get(ctx context.Context, what string, out any, q url.Values, pa
 
 // do is get with another method (and no body).
 func (c *Client) do(ctx context.Context, method, what string, out any, q url.Values, path ...string) (uint64, error) {
+	return c.doBody(ctx, method, nil, what, out, q, path...)
+}
+
+// doBody is do with body (JSON) sent when not nil.
+func (c *Client) doBody(ctx context.Context, method string, body any, what string, out any, q url.Values, path ...string) (uint64, error) {
 	u := c.base.JoinPath(path...)
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")

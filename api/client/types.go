@@ -121,6 +121,17 @@ func (v Verify) Result() domain.VerifyResult {
 	return res
 }
 
+// Erasure is the answer of POST /v1/applicants/{id}/erase.
+type Erasure struct {
+	ApplicantID domain.ApplicantID `json:"applicantId"`
+	Erased      bool               `json:"erased"` // always true: applicantErased is in the log
+	Seq         uint64             `json:"seq"`    // of the applicantErased event
+	// KeyDestroyed: the data key is gone. Pending: its destruction did not complete yet;
+	// it is retried until it does (kycstate_erasures_pending).
+	KeyDestroyed bool `json:"keyDestroyed"`
+	Pending      bool `json:"pending"`
+}
+
 // Reconcile is the report of one check against Allpass's Open API:
 // POST /v1/applicants/{id}/reconcile (DESIGN.md section 10).
 type Reconcile struct {

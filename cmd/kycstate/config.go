@@ -14,6 +14,7 @@ import (
 
 	"github.com/kycstate/kycstate/api"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/erase"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/projector"
@@ -33,7 +34,29 @@ type Config struct {
 	API       APIConfig       `yaml:"api"`
 	Projector ProjectorConfig `yaml:"projector"`
 	Apps      []AppConfig     `yaml:"apps"`
+	Keys      KeysConfig      `yaml:"keys"`
+	Retention RetentionConfig `yaml:"retention"`
 	Reconcile ReconcileConfig `yaml:"reconcile"`
+}
+
+// KeysConfig is the master key of the data-key ring (DESIGN.md section 11).
+type KeysConfig struct {
+	// Master wraps every applicant's data key: 32 bytes, 64 hex characters or base64.
+	// serve without it uses one generated under data_dir (development); ingest and
+	// query nodes refuse to start without it. Every node of a cluster needs the same.
+	Master Secret `yaml:"master"`
+	// Previous are older master keys, still unwrapping what they wrapped, after a
+	// rotation and until "kycstate keys rewrap" has run.
+	Previous []Secret `yaml:"previous"`
+}
+
+// RetentionConfig is the retention sweep of query nodes.
+type RetentionConfig struct {
+	// EraseAfter erases applicants whose last event is older than this (e.g. 43800h,
+	// five years); 0 (the default) switches retention off.
+	EraseAfter Duration `yaml:"erase_after"`
+	// Every is how often the sweep runs, default 1h.
+	Every Duration `yaml:"every"`
 }
 
 // ReconcileConfig is the reconciliation with Allpass's Open API (DESIGN.md section 10).
@@ -74,6 +97,9 @@ type NATSConfig struct {
 	// RejectsMaxBytes bounds KYC_REJECTS (oldest dropped first). JetStream reserves it on
 	// disk when the stream is created, so it also sets the least free disk serve needs.
 	RejectsMaxBytes int64 `yaml:"rejects_max_bytes"`
+	// RejectsMaxAge is how long KYC_REJECTS keeps a refused webhook (default 7 days):
+	// the bodies hold personal data. Applied to an existing stream too.
+	RejectsMaxAge Duration `yaml:"rejects_max_age"`
 }
 
 type IngestConfig struct {
@@ -161,12 +187,14 @@ func defaultConfig() Config {
 		DataDir: "./data",
 		Log:     LogConfig{Level: "info", Format: "json"},
 		NATS: NATSConfig{Replicas: 1, SyncInterval: "always",
-			DuplicateWindow: Duration(eventlog.DefaultDuplicateWindow), RejectsMaxBytes: eventlog.DefaultRejectsMaxBytes},
+			DuplicateWindow: Duration(eventlog.DefaultDuplicateWindow), RejectsMaxBytes: eventlog.DefaultRejectsMaxBytes,
+			RejectsMaxAge: Duration(eventlog.DefaultRejectsMaxAge)},
 		Ingest: IngestConfig{Listen: ":8080", MaxBody: ingest.DefaultMaxBody, MaxInFlight: ingest.DefaultMaxInFlight,
 			QueueWait: Duration(ingest.DefaultQueueWait), AppendTimeout: Duration(ingest.DefaultAppendTimeout)},
 		API: APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(api.DefaultMaxWait), ReadyLag: 1000},
 		Projector: ProjectorConfig{Batch: projector.DefaultMaxBatch,
 			BatchWait: Duration(projector.DefaultMaxWait)},
+		Retention: RetentionConfig{Every: Duration(erase.DefaultSweepEvery)},
 		Reconcile: ReconcileConfig{Every: Duration(reconcile.DefaultEvery), StaleAfter: Duration(reconcile.DefaultStaleAfter),
 			FullEvery: Duration(reconcile.DefaultFullEvery), Rate: reconcile.DefaultRate},
 	}
@@ -400,6 +428,8 @@ type Resolved struct {
 	OpenAPIs []reconcile.App
 	URLs     []string
 	Sync     time.Duration // 0: fsync every write
+	// Keys are keys.master and keys.previous, nil when keys.master is not set.
+	Keys *eventlog.MasterKeys
 }
 
 type resolvedToken struct{ Name, Role, Secret string }
@@ -429,6 +459,21 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	}
 	if cfg.NATS.RejectsMaxBytes < 1<<20 {
 		return nil, cfgErr("nats.rejects_max_bytes", "must be at least 1048576 (1 MiB)")
+	}
+	if time.Duration(cfg.NATS.RejectsMaxAge) < time.Minute {
+		return nil, cfgErr("nats.rejects_max_age", "must be at least 1m; 168h (7 days) is the default")
+	}
+	if cfg.Retention.EraseAfter < 0 {
+		return nil, cfgErr("retention.erase_after", "must not be negative; 0 switches retention off")
+	}
+	if cfg.Retention.EraseAfter > 0 && cfg.Retention.EraseAfter < Duration(time.Second) {
+		return nil, cfgErr("retention.erase_after", "must be 0 (off) or at least 1s; AML's retention is years (43800h)")
+	}
+	if cfg.Retention.Every <= 0 {
+		return nil, cfgErr("retention.every", "must be positive")
+	}
+	if err := resolveKeys(r, cfg.Keys, getenv); err != nil {
+		return nil, err
 	}
 	if time.Duration(cfg.NATS.DuplicateWindow) < time.Minute {
 		return nil, cfgErr("nats.duplicate_window", "must be at least 1m; Allpass retries for hours, 24h is the default")
@@ -508,8 +553,8 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 			return nil, cfgErr(key+".name", "%q used twice", t.Name)
 		}
 		names[t.Name] = true
-		if t.Role != "reader" && t.Role != "auditor" {
-			return nil, cfgErr(key+".role", "must be reader or auditor")
+		if t.Role != "reader" && t.Role != "auditor" && t.Role != "admin" {
+			return nil, cfgErr(key+".role", "must be reader, auditor or admin")
 		}
 		sec, err := t.Token.resolve(key+".token", getenv)
 		if err != nil {
@@ -524,6 +569,41 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 		return nil, cfgErr("api.tokens", "at least one token is needed to serve the read API")
 	}
 	return r, nil
+}
+
+// resolveKeys parses keys.master and keys.previous. Errors name the key, never the value.
+func resolveKeys(r *Resolved, kc KeysConfig, getenv func(string) string) error {
+	if kc.Master == "" {
+		if len(kc.Previous) > 0 {
+			return cfgErr("keys.master", "must be set when keys.previous is")
+		}
+		return nil
+	}
+	parse := func(key string, s Secret) (eventlog.MasterKey, error) {
+		v, err := s.resolve(key, getenv)
+		if err != nil {
+			return eventlog.MasterKey{}, err
+		}
+		m, err := eventlog.ParseMasterKey(v)
+		if err != nil {
+			return eventlog.MasterKey{}, cfgErr(key, "%v", err)
+		}
+		return m, nil
+	}
+	cur, err := parse("keys.master", kc.Master)
+	if err != nil {
+		return err
+	}
+	keys := &eventlog.MasterKeys{Current: cur}
+	for i, p := range kc.Previous {
+		m, err := parse(fmt.Sprintf("keys.previous[%d]", i), p)
+		if err != nil {
+			return err
+		}
+		keys.Previous = append(keys.Previous, m)
+	}
+	r.Keys = keys
+	return nil
 }
 
 // resolveOpenAPI checks an app's open_api and reads its private key; an empty base_url

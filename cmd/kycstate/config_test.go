@@ -105,7 +105,7 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 		{"missing env", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: env:NOPE, hmac_key: x}]", nil, "NOPE"},
 		{"bad app key", "apps: [{name: a, app_key: " + leaked + ", secret_key: " + testSecret + ", hmac_key: " + testHMAC + "}]", nil, "app_key"},
 		{"bad method", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, method: rot13, secret_key: " + testSecret + ", hmac_key: " + testHMAC + "}]", nil, "method"},
-		{"bad role", "api: {tokens: [{name: x, role: admin, token: " + leaked + "}]}", nil, "role"},
+		{"bad role", "api: {tokens: [{name: x, role: root, token: " + leaked + "}]}", nil, "role"},
 		{"short token", "api: {tokens: [{name: x, role: reader, token: short}]}", nil, "api.tokens[0].token"},
 		{"replicas", "nats: {replicas: 9}", nil, "nats.replicas"},
 		{"queue wait", "ingest: {queue_wait: 0s}", nil, "ingest.queue_wait"},

@@ -78,6 +78,7 @@ func ensureDevConfig(dataDir, path string) (bool, error) {
 	cfg.API.Tokens = []TokenConfig{
 		{Name: "dev-reader", Role: "reader", Token: Secret(randHex(24))},
 		{Name: "dev-auditor", Role: "auditor", Token: Secret(randHex(24))},
+		{Name: "dev-admin", Role: "admin", Token: Secret(randHex(24))},
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {

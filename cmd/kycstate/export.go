@@ -3,24 +3,30 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/store/eventlog"
 )
 
 func cmdExport(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "export", `Writes every event of the log as JSON lines, in stream order: the stored message
 exactly as kept (raw body and signature included, so authenticity can be re-verified offline)
-with its stream sequence added as "seq".`+offlineNote)
+with its stream sequence added as "seq". Events stored sealed (version 2) are written sealed,
+as kept, so their digests can be checked; with --open their externalUserId, payload and raw
+are opened under the applicant's data key (keys.master needed) and the sealed values left
+out. An erased applicant's events have no key left and are written without them.`+offlineNote)
 	cfgPath := fs.String("config", "", "YAML config file")
+	openSealed := fs.Bool("open", false, "open sealed personal fields (needs keys.master)")
 	outPath := fs.String("out", "", "file to write (default: standard output)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	o, err := openOps(ctx, e, *cfgPath, false, false)
+	o, err := openOps(ctx, e, *cfgPath, false, false, *openSealed)
 	if err != nil {
 		return err
 	}
@@ -43,11 +49,17 @@ with its stream sequence added as "seq".`+offlineNote)
 	n := 0
 	err = o.log.Read(ctx, 1, 1000, func(batch []domain.Event) error {
 		for _, ev := range batch {
+			stored := ev.Stored
+			if *openSealed {
+				if stored, err = openedEvent(ctx, o.log, ev); err != nil {
+					return err
+				}
+			}
 			out.WriteString(`{"seq":`)
 			out.WriteString(strconv.FormatUint(ev.Seq, 10))
-			if len(ev.Stored) > 2 {
+			if len(stored) > 2 {
 				out.WriteByte(',')
-				out.Write(ev.Stored[1:])
+				out.Write(stored[1:])
 			} else {
 				out.WriteByte('}')
 			}
@@ -73,4 +85,24 @@ with its stream sequence added as "seq".`+offlineNote)
 		fmt.Fprintf(e.stderr, "exported %d events to %s\n", n, *outPath)
 	}
 	return nil
+}
+
+// openedEvent is ev's stored message with its sealed fields opened (export --open); an
+// erased applicant's event comes without them.
+func openedEvent(ctx context.Context, l *eventlog.EventLog, ev domain.Event) ([]byte, error) {
+	if ev.V != domain.StoredVersion {
+		return ev.Stored, nil
+	}
+	full, err := eventlog.DecodeEvent(ev.Seq, ev.Stored) // Read leaves Sealed out
+	if err != nil {
+		return nil, err
+	}
+	if full.Sealed == "" && full.SealedExternalUserID == "" {
+		return ev.Stored, nil
+	}
+	if err := l.Keys().Open(ctx, &full); err != nil && !errors.Is(err, eventlog.ErrErased) {
+		return nil, err
+	}
+	full.Sealed, full.SealedExternalUserID, full.ExternalUserIndex = "", "", ""
+	return eventlog.EncodeEvent(&full)
 }

@@ -27,11 +27,20 @@ type opsSetup struct {
 
 // openOps loads the config and opens the log. The data dir's lock is taken when the log is
 // read offline (the embedded store must not have two servers) and when ownsProjection says
-// the command reads or replaces <data_dir>/projection.db.
-func openOps(ctx context.Context, e *env, cfgPath string, needApps, ownsProjection bool) (*opsSetup, error) {
+// the command reads or replaces <data_dir>/projection.db. The key ring is opened when a
+// master key is known (keys.master, or a serve's development key); needKeys, for the
+// commands that write the log or the ring, refuses to go on without one, so that nothing
+// is ever written in clear.
+func openOps(ctx context.Context, e *env, cfgPath string, needApps, ownsProjection bool, needKeys ...bool) (*opsSetup, error) {
 	r, err := opsConfig(e, cfgPath, needApps)
 	if err != nil {
 		return nil, err
+	}
+	if err := opsMasterKey(r); err != nil {
+		return nil, err
+	}
+	if r.Keys == nil && (needApps || (len(needKeys) > 0 && needKeys[0])) {
+		return nil, errNoMasterKey("a command that writes the log")
 	}
 	r.Log.Level = "warn"
 	lg, err := newLogger(r.Log, e.stderr)

@@ -38,6 +38,8 @@ func commands() []command {
 		{"export", "write the log as JSON lines, one per event", cmdExport},
 		{"rejects", "list or reprocess refused webhooks (rejects list|reprocess)", cmdRejects},
 		{"reconcile", "check applicants against Allpass's Open API and append what differs", cmdReconcile},
+		{"erase", "erase an applicant's personal data (--applicant ID --reason TEXT)", cmdErase},
+		{"keys", "rewrap every data key under keys.master after a rotation (keys rewrap)", cmdKeys},
 		{"sim", "an Allpass simulator and load generator", cmdSim},
 		{"keygen", "print fresh app keys and API tokens", cmdKeygen},
 		{"version", "print the version", cmdVersion},

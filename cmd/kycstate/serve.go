@@ -52,12 +52,23 @@ func runService(ctx context.Context, e *env, args []string, mode Mode, help stri
 	if err != nil {
 		return err
 	}
+	if r.Keys == nil {
+		if !mode.Embedded {
+			return errNoMasterKey(mode.Name + " nodes")
+		}
+		if err := useDevMasterKey(e, r); err != nil {
+			return err
+		}
+	}
 	lg, err := newLogger(r.Log, e.stderr)
 	if err != nil {
 		return err
 	}
 	defer lg.Sync() //nolint:errcheck // stderr sync errors are not actionable
 	m := NewMain(mode, r, lg.With(zap.String("mode", mode.Name)))
+	if e.getenv(holdAfterEraseAppendEnv) == "1" {
+		m.afterEraseAppend = holdAfterEraseAppend(e)
+	}
 	defer m.Close()
 	return m.Run(ctx)
 }

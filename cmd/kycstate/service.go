@@ -13,6 +13,7 @@ import (
 
 	"github.com/kycstate/kycstate/api"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/erase"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/reconcile"
@@ -40,6 +41,7 @@ const (
 	stepNATS        = "nats"
 	stepEventLog    = "event log"
 	stepProjection  = "projection"
+	stepErase       = "erase"
 	stepReconcile   = "reconcile"
 	stepAPI         = "api"
 	stepIngest      = "ingest"
@@ -71,6 +73,10 @@ type Main struct {
 	// extraLoops, set by tests, run beside the projector: one that fails shows what a
 	// component failing at run time does to the others.
 	extraLoops []namedLoop
+	// afterEraseAppend, set only by the crash tests' environment variable
+	// (holdAfterEraseAppendEnv), holds every erasure between its append and the key's
+	// destruction.
+	afterEraseAppend func(ctx context.Context) error
 
 	started chan struct{}       // closed once every component runs
 	addrs   map[string]net.Addr // listen address by step, written before started closes
@@ -194,6 +200,11 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 	if !m.mode.Embedded && len(r.URLs) == 0 {
 		return nil, cfgErr("nats.url", "%s needs an external NATS; use serve for the embedded one", m.mode.Name)
 	}
+	if r.Keys == nil {
+		// Nothing is stored in clear: without the key ring there is no node (serve's
+		// development key is given before Main runs, by runService).
+		return nil, errNoMasterKey(m.mode.Name + " nodes")
+	}
 	c := &components{embedded: len(r.URLs) == 0}
 
 	if err := step(stepDataDir, func() error { return os.MkdirAll(r.DataDir, 0o700) }); err != nil {
@@ -244,6 +255,27 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}); err != nil {
 			return nil, err
 		}
+		// Erasure (DESIGN.md section 11): the endpoint, and beside the projector the loop
+		// that finishes interrupted erasures and, with retention.erase_after, sweeps one
+		// node at a time through a lease like reconciliation's.
+		var eraser *erase.Eraser
+		if err := step(stepErase, func() (err error) {
+			var mayRun func(ctx context.Context) (bool, error)
+			if r.Retention.EraseAfter > 0 {
+				leases, err := eventlog.OpenLeases(ctx, conn, r.NATS.Replicas)
+				if err != nil {
+					return err
+				}
+				mayRun = retentionLease(leases, leaseHolder(m.mode.Name), time.Duration(r.Retention.Every))
+			}
+			eraser, err = erase.New(erase.Config{Log: elog, Projection: proj,
+				EraseAfter: time.Duration(r.Retention.EraseAfter), SweepEvery: time.Duration(r.Retention.Every),
+				MayRun: mayRun, Logger: lg, Metrics: reg, AfterAppend: m.afterEraseAppend})
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		c.background = append(c.background, namedLoop{name: "erase", run: eraser.Run})
 		pj := projector.New(elog, proj, projector.Config{
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
 		}, lg, reg)
@@ -290,6 +322,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
 				Lag:    pj.Lag,
 				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) },
+				Keys:   elog.Keys(), Erase: eraser.Erase,
 			})
 			return err
 		}); err != nil {

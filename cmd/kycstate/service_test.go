@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 const (
 	testAppKey      = "71f2c0c6-c720-423b-8df0-7763102ad57e"
 	testReaderToken = "reader-token-0123456789"
+	testMasterKey   = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
 )
 
 // serveConfig is a serve config on a fresh data dir with both listeners on free ports.
@@ -43,6 +44,7 @@ func serveConfig(t *testing.T, dataDir string) *Resolved {
 	cfg.Apps = []AppConfig{{Name: "main", AppKey: testAppKey, Method: "aes-256-cbc",
 		SecretKey: testSecret, HMACKey: testHMAC}}
 	cfg.API.Tokens = []TokenConfig{{Name: "product", Role: "reader", Token: testReaderToken}}
+	cfg.Keys.Master = testMasterKey
 	r, err := resolveConfig(cfg, func(string) string { return "" }, true, true)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +194,7 @@ func TestCloseStopsRun(t *testing.T) {
 // lock is released, so the next start on the same dir succeeds.
 func TestFailedStartLeavesNothing(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	steps := []string{stepDataDir, stepLock, stepNATS, stepEventLog, stepProjection, stepAPI,
+	steps := []string{stepDataDir, stepLock, stepNATS, stepEventLog, stepProjection, stepErase, stepAPI,
 		stepIngest, stepListenAPI, stepListenHooks}
 	injected := errors.New("injected failure")
 	dir := t.TempDir()

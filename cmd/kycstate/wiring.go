@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,7 +40,8 @@ func natsConfig(r *Resolved, name string) eventlog.NATSConfig {
 func logConfig(r *Resolved) eventlog.Config {
 	return eventlog.Config{
 		Replicas: r.NATS.Replicas, DuplicateWindow: time.Duration(r.NATS.DuplicateWindow),
-		RejectsMaxBytes: r.NATS.RejectsMaxBytes,
+		RejectsMaxBytes: r.NATS.RejectsMaxBytes, RejectsMaxAge: time.Duration(r.NATS.RejectsMaxAge),
+		Keys: r.Keys,
 	}
 }
 
@@ -98,4 +101,17 @@ func lockDataDir(dir string) (func(), error) {
 
 func promhttpHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// retentionLease is the retention sweep's MayRun: this node sweeps while it holds the
+// lease "retention", taken for a round and a minute and taken again each round, so the
+// holder keeps it and another node takes over a round after the holder is gone.
+func retentionLease(leases *eventlog.Leases, holder string, every time.Duration) func(ctx context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		_, err := leases.Acquire(ctx, "retention", holder, every+time.Minute)
+		if errors.Is(err, eventlog.ErrLeaseHeld) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 }

@@ -39,14 +39,16 @@ func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
 // drifts from the first. A ctx without a deadline gets the JetStream client's default
 // request timeout (5 s), so no Append waits forever.
 //
-// Append stamps ev.V with domain.StoredVersion (the format this build writes) and
-// refuses an event that claims another version. For a duplicate, ev is replaced by the
+// Append stamps ev.V with the format this log writes, whichever version the caller
+// built (an unknown one is refused): domain.StoredVersion, sealed by the log's Keyring,
+// or StoredVersionClear for a log opened without master keys; ev itself keeps its
+// personal fields in clear, ev.Stored holds them sealed. For a duplicate, ev is replaced by the
 // original as stored (its receivedAt is the first delivery's), so ev.Stored is always
 // the exact bytes at ev.Seq; if the original cannot be read back, ev.Stored is nil.
 // KindTooLarge when the message exceeds the server's maximum payload.
 func (l *EventLog) Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error) {
 	const op = "eventlog.EventLog.Append"
-	msg, err := l.message(op, ev, msgID)
+	msg, err := l.message(ctx, op, ev, msgID)
 	if err != nil {
 		return 0, false, err
 	}
@@ -75,8 +77,10 @@ func (l *EventLog) acknowledged(ctx context.Context, op string, ev *domain.Event
 }
 
 // message checks ev and msgID and encodes ev as the message Append publishes, with its
-// type header; the caller adds the publish headers. Errors: KindInvalid, KindTooLarge.
-func (l *EventLog) message(op string, ev *domain.Event, msgID string) (*nats.Msg, error) {
+// type header; the caller adds the publish headers. With a key ring, the stored form is
+// ev sealed (stored version 2; the applicant's first event makes its key, which is why
+// this takes ctx). Errors: KindInvalid, KindTooLarge, and the ring's (Keyring.Seal).
+func (l *EventLog) message(ctx context.Context, op string, ev *domain.Event, msgID string) (*nats.Msg, error) {
 	if ev == nil {
 		return nil, domain.E(op, domain.KindInvalid, "no event")
 	}
@@ -88,14 +92,22 @@ func (l *EventLog) message(op string, ev *domain.Event, msgID string) (*nats.Msg
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
 	switch ev.V {
-	case 0:
-		ev.V = domain.StoredVersion
-	case domain.StoredVersion:
+	case 0, domain.StoredVersionClear, domain.StoredVersion:
 	default:
 		return nil, domain.E(op, domain.KindInvalid,
 			fmt.Sprintf("event version %d; this build writes %d", ev.V, domain.StoredVersion))
 	}
-	data, err := appendStoredEvent(make([]byte, 0, 512+len(ev.Payload)+rawLen(ev)), ev)
+	// The event is sealed on a copy: ev keeps its personal fields, so a caller retrying
+	// with it after a failure retries with them.
+	stored := *ev
+	stored.V = domain.StoredVersionClear
+	if l.keys != nil {
+		if err := l.keys.Seal(ctx, &stored); err != nil {
+			return nil, err
+		}
+	}
+	ev.V = stored.V
+	data, err := appendStoredEvent(make([]byte, 0, 640+len(ev.Payload)*4/3+rawLen(ev)*4/3), &stored)
 	if err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}

@@ -87,7 +87,7 @@ func TestAppendStoresAndDeduplicates(t *testing.T) {
 	if err != nil || dup || seq != 1 {
 		t.Fatalf("Append = %d, %v, %v", seq, dup, err)
 	}
-	if ev.Seq != 1 || ev.V != domain.StoredVersion || len(ev.Stored) == 0 {
+	if ev.Seq != 1 || ev.V != domain.StoredVersionClear || len(ev.Stored) == 0 {
 		t.Fatalf("event after Append: seq %d v %d stored %d bytes", ev.Seq, ev.V, len(ev.Stored))
 	}
 	m, err := l.events.GetMsg(ctx, 1)

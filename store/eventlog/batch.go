@@ -78,9 +78,12 @@ func (l *EventLog) AppendBatch(ctx context.Context, batch []*domain.Pending) {
 	const op = "eventlog.EventLog.AppendBatch"
 	msgs := make([]*nats.Msg, 0, len(batch))
 	todo := make([]*domain.Pending, 0, len(batch))
+	if l.keys != nil {
+		l.keys.prepare(ctx, batch)
+	}
 	for _, p := range batch {
 		p.Seq, p.Duplicate, p.Err = 0, false, nil
-		msg, err := l.message(op, p.Event, p.MsgID)
+		msg, err := l.message(ctx, op, p.Event, p.MsgID)
 		if err != nil {
 			p.Err = err
 			continue

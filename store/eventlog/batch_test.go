@@ -261,7 +261,7 @@ func BenchmarkAppendBatch(b *testing.B) {
 					ps := pendingOf(evs...)
 					msgs := make([]*nats.Msg, 0, n)
 					for _, p := range ps {
-						m, err := l.message("bench", p.Event, p.MsgID)
+						m, err := l.message(context.Background(), "bench", p.Event, p.MsgID)
 						if err != nil {
 							b.Fatal(err)
 						}

@@ -23,8 +23,12 @@ var errPayloadNotJSON = errors.New("payload is not valid JSON")
 // verbatim, and encoding/json compacts and HTML-escapes a json.RawMessage on the way out:
 // the stored payload would no longer be the bytes Allpass sent. Field names and order
 // match domain.Event's JSON tags, so encoding/json and DecodeEvent read it back.
+//
+// A version 2 event (sealed by a Keyring) has its personal fields in extIndex, sealedExt
+// and sealed, written last, and a payload only when it holds none (an operator's).
 func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
-	if !json.Valid(ev.Payload) {
+	withPayload := ev.V < domain.StoredVersion || len(ev.Payload) > 0
+	if withPayload && !json.Valid(ev.Payload) {
 		return nil, errPayloadNotJSON
 	}
 	b = append(b, `{"v":`...)
@@ -55,8 +59,10 @@ func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
 	b = appendTimeField(b, "eventAt", ev.EventAt)
 	b = appendField(b, "eventAtSource", ev.EventAtSource)
 	b = appendTimeField(b, "receivedAt", ev.ReceivedAt)
-	b = append(b, `,"payload":`...)
-	b = append(b, ev.Payload...)
+	if withPayload {
+		b = append(b, `,"payload":`...)
+		b = append(b, ev.Payload...)
+	}
 	if ev.Raw != nil {
 		b = append(b, `,"raw":{"body":`...)
 		b = appendJSONString(b, ev.Raw.Body)
@@ -65,7 +71,26 @@ func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
 		}
 		b = append(b, '}')
 	}
+	if ev.ExternalUserIndex != "" {
+		b = appendField(b, "extIndex", string(ev.ExternalUserIndex))
+	}
+	if ev.SealedExternalUserID != "" {
+		b = appendField(b, "sealedExt", string(ev.SealedExternalUserID))
+	}
+	if ev.Sealed != "" {
+		b = appendField(b, "sealed", ev.Sealed)
+	}
 	return append(b, '}'), nil
+}
+
+// EncodeEvent writes ev in the stored message's form, as Append would store it (without
+// sealing it): what export --open writes for an event it has opened.
+func EncodeEvent(ev *domain.Event) ([]byte, error) {
+	b, err := appendStoredEvent(nil, ev)
+	if err != nil {
+		return nil, domain.E("eventlog.EncodeEvent", domain.KindInvalid, err)
+	}
+	return b, nil
 }
 
 func appendField(b []byte, key, val string) []byte {
@@ -140,7 +165,8 @@ func appendJSONString(b []byte, s string) []byte {
 //
 // data is copied, so the caller may reuse its buffer (a bbolt value, say). Errors:
 // KindInternal when data is not a stored event, KindConflict when it was written in a
-// format version this build does not read.
+// format version this build does not read. Both versions are read: a version 2 event
+// comes back sealed (Keyring.Open opens it), a version 1 event in clear.
 func DecodeEvent(seq uint64, data []byte) (domain.Event, error) {
 	return decodeEvent(seq, slices.Clone(data))
 }
@@ -155,7 +181,7 @@ func decodeEvent(seq uint64, data []byte) (domain.Event, error) {
 	return decodeStored(seq, data, false)
 }
 
-// decodeFoldInputs is decodeEvent without ev.Raw: Read and Follow feed the fold, the
+// decodeFoldInputs is decodeEvent without ev.Raw and ev.Sealed: Read and Follow feed the fold, the
 // projection and exports, which read the fold's inputs and ev.Stored but never the original
 // body, and unescaping that body (JSON inside a JSON string) was the largest single cost
 // of a rebuild's decode. DecodeEvent(ev.Seq, ev.Stored) gives it back when wanted.
@@ -172,12 +198,12 @@ func decodeStored(seq uint64, data []byte, skipRaw bool) (domain.Event, error) {
 			return domain.Event{}, domain.E(op, domain.KindInternal, fmt.Errorf("seq %d is not a stored event: %w", seq, err))
 		}
 		if skipRaw {
-			ev.Raw = nil
+			ev.Raw, ev.Sealed = nil, ""
 		}
 	}
-	if ev.V != domain.StoredVersion {
+	if ev.V != domain.StoredVersion && ev.V != domain.StoredVersionClear {
 		return domain.Event{}, domain.E(op, domain.KindConflict,
-			fmt.Sprintf("seq %d has stored format version %d; this build reads version %d", seq, ev.V, domain.StoredVersion))
+			fmt.Sprintf("seq %d has stored format version %d; this build reads versions %d and %d", seq, ev.V, domain.StoredVersionClear, domain.StoredVersion))
 	}
 	ev.Seq, ev.Stored = seq, data
 	return ev, nil
@@ -197,13 +223,13 @@ func fastDecodeEvent(data []byte, ev *domain.Event, skipRaw bool) bool {
 	if d.eat('}') {
 		return d.i == len(d.data)
 	}
-	var seen uint16
+	var seen uint32
 	for {
 		key, ok := d.key()
 		if !ok {
 			return false
 		}
-		var bit uint16
+		var bit uint32
 		var s string
 		switch string(key) {
 		case "v":
@@ -250,6 +276,21 @@ func fastDecodeEvent(data []byte, ev *domain.Event, skipRaw bool) bool {
 		case "payload":
 			bit = 1 << 11
 			ev.Payload, ok = d.rawValue()
+		case "extIndex":
+			bit = 1 << 14
+			s, ok = d.str()
+			ev.ExternalUserIndex = domain.ExternalUserIndex(s)
+		case "sealedExt":
+			bit = 1 << 15
+			s, ok = d.str()
+			ev.SealedExternalUserID = domain.SealedExternalUserID(s)
+		case "sealed":
+			bit = 1 << 16
+			if skipRaw {
+				ok = d.skipValue(0) // a rebuild never opens it; copying it was most of the decode
+			} else {
+				ev.Sealed, ok = d.str()
+			}
 		case "raw":
 			bit = 1 << 12
 			if skipRaw {

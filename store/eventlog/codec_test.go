@@ -14,7 +14,7 @@ import (
 
 func encTestEvent(payload string) domain.Event {
 	return domain.Event{
-		V: domain.StoredVersion, Provider: "allpass",
+		V: domain.StoredVersionClear, Provider: "allpass",
 		AppKey:         "71f2c0c6-c720-423b-8df0-7763102ad57e",
 		ApplicantID:    "ea0562d3-00f9-4fce-88c3-6bbae056eed6",
 		ExternalUserID: "user <a&b> \"quoted\" \u2028 \x01",
@@ -141,7 +141,7 @@ func TestDecodeEvent(t *testing.T) {
 		"not json":    {"webhook", domain.KindInternal},
 		"wrong shape": {`{"v":1,"eventAt":"yesterday"}`, domain.KindInternal},
 		"old version": {`{"v":0,"type":"applicantCreated"}`, domain.KindConflict},
-		"new version": {`{"v":2,"type":"applicantCreated"}`, domain.KindConflict},
+		"new version": {`{"v":3,"type":"applicantCreated"}`, domain.KindConflict},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := DecodeEvent(7, []byte(tc.data))
@@ -169,7 +169,7 @@ func FuzzDecodeEvent(f *testing.F) {
 			}
 			return
 		}
-		if ev.V != domain.StoredVersion || ev.Seq != 1 || !bytes.Equal(ev.Stored, data) {
+		if (ev.V != domain.StoredVersion && ev.V != domain.StoredVersionClear) || ev.Seq != 1 || !bytes.Equal(ev.Stored, data) {
 			t.Fatalf("decoded %+v", ev)
 		}
 	})
@@ -306,6 +306,7 @@ func FuzzFastDecodeEventMatchesJSON(f *testing.F) {
 	f.Add([]byte(`{"type":"a\ud800b"}`))
 	f.Add([]byte(`{"payload":"\xff"}`))
 	f.Add([]byte(`{"eventAt":"2025-01-01T00:00:00+01:00","receivedAt":"2025-01-01T00:00:00.5Z"}`))
+	f.Add([]byte(`{"v":2,"type":"applicantCreated","extIndex":"00ff","sealedExt":"AAEC+/==","sealed":"\u0041"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var fast domain.Event
 		if !fastDecodeEvent(data, &fast, false) {
@@ -323,7 +324,7 @@ func FuzzFastDecodeEventMatchesJSON(f *testing.F) {
 		if !fastDecodeEvent(data, &lean, true) {
 			t.Fatalf("fast path without raw refused what it accepts with raw: %q", data)
 		}
-		slow.Raw = nil
+		slow.Raw, slow.Sealed = nil, ""
 		if !reflect.DeepEqual(lean, slow) {
 			t.Fatalf("decodes without raw differ for %q\nlean %#v\njson %#v", data, lean, slow)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -58,8 +59,8 @@ func (l *EventLog) Applicant(ctx context.Context, app domain.AppKey, id domain.A
 
 // Read calls fn for every event from sequence from (inclusive) up to the last sequence at
 // the time of the call, in order, in batches of at most batch events. It stops at the first
-// error fn returns. Events carry the fold's inputs, the payload and Stored; ev.Raw is not
-// decoded (DecodeEvent(ev.Seq, ev.Stored) has it).
+// error fn returns. Events carry the fold's inputs, the payload and Stored; ev.Raw and a
+// version 2 event's ev.Sealed are not decoded (DecodeEvent(ev.Seq, ev.Stored) has them).
 //
 // fn's error is returned as it is; otherwise ctx.Err() when ctx ends, KindInvalid for a
 // batch below 1, KindInternal for a message that is not a stored event, KindUnavailable
@@ -410,4 +411,28 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// AppKeyOf returns the app an applicant's events are stored under (the last event's,
+// should two apps share an applicant id), and false when the log holds none of it.
+// Errors: KindInvalid for a bad id, KindUnavailable when the stream does not answer.
+func (l *EventLog) AppKeyOf(ctx context.Context, id domain.ApplicantID) (domain.AppKey, bool, error) {
+	const op = "eventlog.EventLog.AppKeyOf"
+	if !domain.IsCanonicalUUID(string(id)) {
+		return "", false, domain.E(op, domain.KindInvalid, "applicantId is not a lower-case UUID")
+	}
+	rctx, cancel := context.WithTimeout(ctx, l.requestTimeout)
+	defer cancel()
+	m, err := l.events.GetLastMsgForSubject(rctx, "kyc.events.allpass.*."+string(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, domain.E(op, domain.KindUnavailable, err)
+	}
+	parts := strings.Split(m.Subject, ".")
+	if len(parts) != 5 || !domain.IsCanonicalUUID(parts[3]) {
+		return "", false, domain.E(op, domain.KindInternal, fmt.Sprintf("seq %d has subject %q", m.Sequence, m.Subject))
+	}
+	return domain.AppKey(parts[3]), true, nil
 }

@@ -29,6 +29,10 @@ const (
 	// JetStream reserves it on disk when the stream is created, so it is kept small
 	// enough for a modest disk; at about 2 KiB a reject it holds some 30,000 webhooks.
 	DefaultRejectsMaxBytes = 64 << 20
+	// DefaultRejectsMaxAge is how long a refused webhook is kept: long enough for an
+	// operator to notice a misconfigured key over a weekend and reprocess, short enough
+	// that personal data in refused bodies does not pile up.
+	DefaultRejectsMaxAge = 7 * 24 * time.Hour
 
 	// rejectsDuplicateWindow is short: rejects carry no natural message id, and the
 	// window only needs to absorb the client's own publish retries.
@@ -44,6 +48,14 @@ type Config struct {
 	Replicas        int           // 1 embedded, 3 on a cluster
 	DuplicateWindow time.Duration // default 24h
 	RejectsMaxBytes int64         // size bound of KYC_REJECTS, default 64 MiB
+	// RejectsMaxAge is how long KYC_REJECTS keeps a refused webhook, default 7 days:
+	// its body holds personal data, readable with the app's key.
+	RejectsMaxAge time.Duration
+	// Keys, when set, opens the data-key ring (KYC_KEYS), and Append seals every event
+	// under it (stored version 2). Nil: events are stored in clear (version 1).
+	Keys *MasterKeys
+	// KeyCache tunes the ring's cache of unwrapped keys.
+	KeyCache KeyringConfig
 }
 
 func (c Config) withDefaults() Config {
@@ -56,6 +68,9 @@ func (c Config) withDefaults() Config {
 	if c.RejectsMaxBytes <= 0 {
 		c.RejectsMaxBytes = DefaultRejectsMaxBytes
 	}
+	if c.RejectsMaxAge <= 0 {
+		c.RejectsMaxAge = DefaultRejectsMaxAge
+	}
 	return c
 }
 
@@ -66,6 +81,7 @@ type EventLog struct {
 	js      jetstream.JetStream
 	events  jetstream.Stream
 	rejects jetstream.Stream
+	keys    *Keyring // nil: events stored in clear
 	cfg     Config
 	log     *zap.Logger
 	// atomic: KYC_EVENTS takes atomic batches (AppendBatch); false only when an existing
@@ -118,7 +134,7 @@ func RejectStreamConfig(cfg Config) jetstream.StreamConfig {
 		MaxConsumers:      -1,
 		MaxMsgs:           -1,
 		MaxBytes:          cfg.RejectsMaxBytes,
-		MaxAge:            0,
+		MaxAge:            cfg.RejectsMaxAge,
 		MaxMsgsPerSubject: -1,
 		MaxMsgSize:        -1,
 		Discard:           jetstream.DiscardOld,
@@ -159,7 +175,36 @@ func Open(ctx context.Context, c *Conn, cfg Config, log *zap.Logger) (*EventLog,
 	if l.rejects, err = l.ensureStream(ctx, op, RejectStreamConfig(cfg)); err != nil {
 		return nil, err
 	}
+	if err := l.updateRejectsMaxAge(ctx, op); err != nil {
+		return nil, err
+	}
+	if cfg.Keys != nil {
+		if l.keys, err = openKeyring(ctx, l, *cfg.Keys, cfg.KeyCache); err != nil {
+			return nil, err
+		}
+	}
 	return l, nil
+}
+
+// Keys returns the log's data-key ring, nil when it was opened without master keys.
+func (l *EventLog) Keys() *Keyring { return l.keys }
+
+// updateRejectsMaxAge applies nats.rejects_max_age to an existing KYC_REJECTS. Unlike the
+// event log's settings this one is updated: the age bound is what keeps refused bodies,
+// personal data, from being kept forever, and a stream created before it had none.
+func (l *EventLog) updateRejectsMaxAge(ctx context.Context, op string) error {
+	have := l.rejects.CachedInfo().Config
+	if have.MaxAge == l.cfg.RejectsMaxAge {
+		return nil
+	}
+	have.MaxAge = l.cfg.RejectsMaxAge
+	s, err := l.js.UpdateStream(ctx, have)
+	if err != nil {
+		return streamErr(op, RejectStream, err)
+	}
+	l.log.Info("stream max age updated", zap.String("stream", RejectStream), zap.Duration("maxAge", have.MaxAge))
+	l.rejects = s
+	return nil
 }
 
 func (l *EventLog) ensureStream(ctx context.Context, op string, want jetstream.StreamConfig) (jetstream.Stream, error) {
@@ -181,6 +226,9 @@ func (l *EventLog) ensureStream(ctx context.Context, op string, want jetstream.S
 		return nil, streamErr(op, want.Name, err)
 	}
 	for _, d := range StreamDifferences(want, s.CachedInfo().Config) {
+		if want.Name == RejectStream && d.Setting == "max_age" {
+			continue // updated by updateRejectsMaxAge
+		}
 		l.log.Warn("stream setting differs from configuration; left unchanged",
 			zap.String("stream", want.Name), zap.String("setting", d.Setting),
 			zap.String("want", d.Want), zap.String("have", d.Have))

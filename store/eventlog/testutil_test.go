@@ -100,7 +100,7 @@ func logEvent(app domain.AppKey, id domain.ApplicantID, typ domain.EventType, n 
 		cipher = hex.AppendEncode(cipher, sum[:])
 	}
 	return &domain.Event{
-		V:              domain.StoredVersion,
+		V:              domain.StoredVersionClear,
 		Provider:       "allpass",
 		AppKey:         app,
 		ApplicantID:    id,

@@ -22,26 +22,31 @@ import (
 // Layouts (uvarint lengths and counts; times as zigzag varint Unix seconds + uvarint
 // nanoseconds, read back in UTC):
 //
-//	state:  0x02 digest[32] lastSeq events anomalies applicantId appKey externalUserId
-//	        status statusAt lastEventAt reconciledAt erased(0|1) stepsPassed flags warnings
-//	        seen(count, 8 bytes each, ascending) seqs(count, first, deltas > 0)
-//	record: 0x02 seq applicantId appKey externalUserId type origin eventAt eventAtSource
-//	        receivedAt outcome from to stepName warnings digest[32]
-//	change: 0x01 seq applicantId appKey externalUserId from to at
+//	state:  0x03 digest[32] lastSeq events anomalies applicantId appKey externalUserId
+//	        sealedExt extIndex status statusAt lastEventAt reconciledAt erased(0|1)
+//	        stepsPassed flags warnings seen(count, 8 bytes each, ascending)
+//	        seqs(count, first, deltas > 0)
+//	record: 0x03 seq applicantId appKey externalUserId sealedExt extIndex type origin
+//	        eventAt eventAtSource receivedAt outcome from to stepName warnings digest[32]
+//	change: 0x02 seq applicantId appKey externalUserId sealedExt from to at
 //
 // Format 1 of states and records (before origins, reconciliation and erasure) lacks
 // reconciledAt, erased and origin; it is still read, as "never reconciled, not erased,
 // a webhook", so a projection written by an older build keeps serving until rebuilt.
+// Format 2 of states and records, and 1 of changes, lack the sealed externalUserId and
+// its blind index (stored version 2 events, DESIGN.md section 11); they are read as
+// holding the id in clear, as the events they were folded from did.
 //
 // Decoders check every length against the bytes left, so a scribbled value gives an
 // error, never a panic or a huge allocation.
 const (
-	stateFormat  = 2
-	recordFormat = 2
-	changeFormat = 1
+	stateFormat  = 3
+	recordFormat = 3
+	changeFormat = 2
 
 	stateFormatV1  = 1
 	recordFormatV1 = 1
+	changeFormatV1 = 1
 )
 
 // errCorruptValue marks a value that does not decode: the file was damaged or written by
@@ -69,6 +74,8 @@ func appendState(b []byte, r *stateRec) []byte {
 	b = appendString(b, string(r.ApplicantID))
 	b = appendString(b, string(r.AppKey))
 	b = appendString(b, string(r.ExternalUserID))
+	b = appendString(b, string(r.SealedExternalUserID))
+	b = appendString(b, string(r.ExternalUserIndex))
 	b = appendString(b, string(r.Status))
 	b = appendTime(b, r.StatusAt)
 	b = appendTime(b, r.LastEventAt)
@@ -94,7 +101,7 @@ func decodeState(b []byte) (stateRec, error) {
 	var r stateRec
 	d := decoder{b: b}
 	v := d.byte()
-	if v != stateFormat && v != stateFormatV1 {
+	if v < stateFormatV1 || v > stateFormat {
 		return r, d.failf("state format %d", v)
 	}
 	copy(r.Digest[:], d.bytes(len(r.Digest)))
@@ -104,6 +111,10 @@ func decodeState(b []byte) (stateRec, error) {
 	r.ApplicantID = domain.ApplicantID(d.string())
 	r.AppKey = domain.AppKey(d.string())
 	r.ExternalUserID = domain.ExternalUserID(d.string())
+	if v >= 3 {
+		r.SealedExternalUserID = domain.SealedExternalUserID(d.string())
+		r.ExternalUserIndex = domain.ExternalUserIndex(d.string())
+	}
 	r.Status = domain.Status(d.string())
 	r.StatusAt = d.time()
 	r.LastEventAt = d.time()
@@ -151,7 +162,7 @@ func decodeState(b []byte) (stateRec, error) {
 // stateDigest reads the digest of an encoded state without decoding the rest.
 func stateDigest(b []byte) (domain.Digest, error) {
 	var dg domain.Digest
-	if len(b) < digestOffset+len(dg) || (b[0] != stateFormat && b[0] != stateFormatV1) {
+	if len(b) < digestOffset+len(dg) || b[0] < stateFormatV1 || b[0] > stateFormat {
 		return dg, fmt.Errorf("%w: state too short or format %d", errCorruptValue, firstByte(b))
 	}
 	copy(dg[:], b[digestOffset:])
@@ -164,6 +175,8 @@ func appendRecord(b []byte, r *domain.Record) []byte {
 	b = appendString(b, string(r.ApplicantID))
 	b = appendString(b, string(r.AppKey))
 	b = appendString(b, string(r.ExternalUserID))
+	b = appendString(b, string(r.SealedExternalUserID))
+	b = appendString(b, string(r.ExternalUserIndex))
 	b = appendString(b, string(r.Type))
 	b = appendString(b, string(r.Origin))
 	b = appendTime(b, r.EventAt)
@@ -181,13 +194,17 @@ func decodeRecord(b []byte) (domain.Record, error) {
 	var r domain.Record
 	d := decoder{b: b}
 	v := d.byte()
-	if v != recordFormat && v != recordFormatV1 {
+	if v < recordFormatV1 || v > recordFormat {
 		return r, d.failf("record format %d", v)
 	}
 	r.Seq = d.uvarint()
 	r.ApplicantID = domain.ApplicantID(d.string())
 	r.AppKey = domain.AppKey(d.string())
 	r.ExternalUserID = domain.ExternalUserID(d.string())
+	if v >= 3 {
+		r.SealedExternalUserID = domain.SealedExternalUserID(d.string())
+		r.ExternalUserIndex = domain.ExternalUserIndex(d.string())
+	}
 	r.Type = domain.EventType(d.string())
 	r.Origin = domain.OriginWebhook
 	if v >= 2 {
@@ -220,6 +237,7 @@ func appendChange(b []byte, c *domain.Change) []byte {
 	b = appendString(b, string(c.ApplicantID))
 	b = appendString(b, string(c.AppKey))
 	b = appendString(b, string(c.ExternalUserID))
+	b = appendString(b, string(c.SealedExternalUserID))
 	b = appendString(b, string(c.From))
 	b = appendString(b, string(c.To))
 	return appendTime(b, c.At)
@@ -228,13 +246,17 @@ func appendChange(b []byte, c *domain.Change) []byte {
 func decodeChange(b []byte) (domain.Change, error) {
 	var c domain.Change
 	d := decoder{b: b}
-	if v := d.byte(); v != changeFormat {
+	v := d.byte()
+	if v != changeFormat && v != changeFormatV1 {
 		return c, d.failf("change format %d", v)
 	}
 	c.Seq = d.uvarint()
 	c.ApplicantID = domain.ApplicantID(d.string())
 	c.AppKey = domain.AppKey(d.string())
 	c.ExternalUserID = domain.ExternalUserID(d.string())
+	if v >= 2 {
+		c.SealedExternalUserID = domain.SealedExternalUserID(d.string())
+	}
 	c.From = domain.Status(d.string())
 	c.To = domain.Status(d.string())
 	c.At = d.time()

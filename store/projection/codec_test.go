@@ -85,15 +85,15 @@ func goldenValues() (stateRec, domain.Record, domain.Change) {
 		dg[i] = byte(i)
 	}
 	st := stateRec{State: domain.State{ApplicantID: "0d4c1c8e-6f7e-4e43-9a42-3f2a1f9f0c11",
-		AppKey: "71f2c0c6-c720-423b-8df0-7763102ad57e", ExternalUserID: "user-42", Status: domain.StatusApproved,
+		AppKey: "71f2c0c6-c720-423b-8df0-7763102ad57e", SealedExternalUserID: "c2VhbGVk", ExternalUserIndex: "00ff", Status: domain.StatusApproved,
 		StatusAt: at, LastEventAt: at.Add(time.Minute), LastSeq: 300, Events: 3,
 		StepsPassed: []string{"IDENTITY"}, Flags: []string{"expiredDocument"}, Warnings: []string{"GLARE"},
 		Anomalies: 1, Digest: dg, Seen: []uint64{7, 1 << 40}, ReconciledAt: at, Erased: true}, Seqs: []uint64{1, 200, 300}}
-	rec := domain.Record{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, ExternalUserID: "user-42",
+	rec := domain.Record{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, SealedExternalUserID: "c2VhbGVk", ExternalUserIndex: "00ff",
 		Type: domain.EventApproved, Origin: domain.OriginWebhook, EventAt: at, EventAtSource: domain.SourcePayloadUpdatedAt,
 		ReceivedAt: at.Add(time.Second), Outcome: domain.OutcomeIrregular, From: domain.StatusInit,
 		To: domain.StatusApproved, StepName: "", Warnings: []string{"GLARE"}, Digest: dg}
-	ch := domain.Change{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, ExternalUserID: "user-42",
+	ch := domain.Change{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, SealedExternalUserID: "c2VhbGVk",
 		From: domain.StatusInit, To: domain.StatusApproved, At: at}
 	return st, rec, ch
 }
@@ -140,6 +140,7 @@ func TestCodecReadsFormat1(t *testing.T) {
 	}
 	st, rec, _ := goldenValues()
 	st.ReconciledAt, st.Erased = time.Time{}, false
+	clearExt(&st.State, &rec, nil)
 	gotSt, err := decodeState(enc["state"])
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +157,44 @@ func TestCodecReadsFormat1(t *testing.T) {
 	}
 	if dg, err := stateDigest(enc["state"]); err != nil || dg != st.Digest {
 		t.Errorf("stateDigest(format 1) = %v, %v", dg, err)
+	}
+}
+
+// clearExt turns golden values into what formats before 3 held: the id in clear.
+func clearExt(st *domain.State, rec *domain.Record, ch *domain.Change) {
+	st.ExternalUserID, st.SealedExternalUserID, st.ExternalUserIndex = "user-42", "", ""
+	rec.ExternalUserID, rec.SealedExternalUserID, rec.ExternalUserIndex = "user-42", "", ""
+	if ch != nil {
+		ch.ExternalUserID, ch.SealedExternalUserID = "user-42", ""
+	}
+}
+
+// Values written in format 2 (states, records) and 1 (changes), before sealed ids, still
+// decode, with the id in clear.
+func TestCodecReadsFormat2(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "projection", "codec_v2.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := map[string][]byte{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		name, h, _ := strings.Cut(line, " ")
+		v, err := hex.DecodeString(strings.TrimSpace(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc[name] = v
+	}
+	st, rec, ch := goldenValues()
+	clearExt(&st.State, &rec, &ch)
+	if got, err := decodeState(enc["state"]); err != nil || !reflect.DeepEqual(got, st) {
+		t.Errorf("format 2 state:\n got %+v (%v)\nwant %+v", got, err, st)
+	}
+	if got, err := decodeRecord(enc["record"]); err != nil || !reflect.DeepEqual(got, rec) {
+		t.Errorf("format 2 record:\n got %+v (%v)\nwant %+v", got, err, rec)
+	}
+	if got, err := decodeChange(enc["change"]); err != nil || !reflect.DeepEqual(got, ch) {
+		t.Errorf("format 1 change:\n got %+v (%v)\nwant %+v", got, err, ch)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,9 +37,17 @@ var (
 	bucketStatus    = []byte("status")    // status 0x00 applicantId -> empty
 	bucketAnomalies = []byte("anomalies") // seq -> empty; the record is in history
 	bucketChanges   = []byte("changes")   // seq -> change; append-only
+	// bucketExtIndex is the blind index of sealed externalUserIds (stored version 2):
+	// extIndex 0x00 applicantId -> appKey. bucketApps lists the appKeys it holds entries
+	// of, so a lookup without an appKey knows which (appKey, externalUserId) to hash.
+	bucketExtIndex = []byte("extIndex")
+	bucketApps     = []byte("apps") // appKey -> empty
 
 	allBuckets = [][]byte{bucketMeta, bucketStates, bucketHistory, bucketExt, bucketStatus,
-		bucketAnomalies, bucketChanges}
+		bucketAnomalies, bucketChanges, bucketExtIndex, bucketApps}
+	// laterBuckets came after schema version 1 without changing it: a writable open adds
+	// them to an older file, and a read-only one reads their absence as empty.
+	laterBuckets = [][]byte{bucketExtIndex, bucketApps}
 
 	keySchema     = []byte("schema")
 	keyCheckpoint = []byte("checkpoint")
@@ -188,6 +197,21 @@ func (p *Projection) prepare(op string) (cp uint64, err error) {
 			return 0, err
 		}
 	}
+	if !fresh && !p.readOnly {
+		if err := p.update(op, func(tx *bolt.Tx) error {
+			if tx.Bucket(bucketMeta) == nil {
+				return nil // not ours: checkSchema says so
+			}
+			for _, name := range laterBuckets {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return 0, err
+		}
+	}
 	err = p.view(op, func(tx *bolt.Tx) error {
 		var err error
 		cp, err = checkSchema(tx, p.path)
@@ -229,7 +253,7 @@ func checkSchema(tx *bolt.Tx, path string) (uint64, error) {
 		return 0, domain.E("", domain.KindConflict, fmt.Sprintf("projection %s has schema version %d, this build reads %d: run kycstate rebuild", path, v, SchemaVersion))
 	}
 	for _, name := range allBuckets {
-		if tx.Bucket(name) == nil {
+		if tx.Bucket(name) == nil && !slices.ContainsFunc(laterBuckets, func(b []byte) bool { return bytes.Equal(b, name) }) {
 			return 0, fmt.Errorf("%w: bucket %s missing", errCorruptValue, name)
 		}
 	}
@@ -459,6 +483,96 @@ func (p *Projection) ByExternalUserID(ext domain.ExternalUserID, app domain.AppK
 		return nil, err
 	}
 	return out, nil
+}
+
+// ByExternalUserIndex returns the applicants whose sealed externalUserId has the blind
+// index index(appKey): of app if it is not empty, else of every app the index holds, in
+// applicant id order, at most limit of them (all when limit <= 0). index is the key
+// ring's (the projection holds no key); the caller checks each match by opening its id,
+// as two ids could in principle share an index.
+func (p *Projection) ByExternalUserIndex(index func(domain.AppKey) domain.ExternalUserIndex, app domain.AppKey, limit int) ([]domain.State, error) {
+	const op = "projection.Projection.ByExternalUserIndex"
+	var out []domain.State
+	err := p.view(op, func(tx *bolt.Tx) error {
+		b, apps := tx.Bucket(bucketExtIndex), tx.Bucket(bucketApps)
+		if b == nil || apps == nil {
+			return nil
+		}
+		var keys []domain.AppKey
+		if app != "" {
+			keys = []domain.AppKey{app}
+		} else if err := apps.ForEach(func(k, _ []byte) error {
+			keys = append(keys, domain.AppKey(k))
+			return nil
+		}); err != nil {
+			return err
+		}
+		c := b.Cursor()
+		for _, a := range keys {
+			prefix := indexKey(string(index(a)), "")
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				id, ok := indexID(k, prefix)
+				if !ok || string(v) != string(a) {
+					continue
+				}
+				st, found, err := getState(tx, id)
+				if err != nil {
+					return err
+				}
+				if !found {
+					return fmt.Errorf("%w: ext index names unknown applicant %s", errCorruptValue, id)
+				}
+				out = append(out, st.State)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b domain.State) int { return strings.Compare(string(a.ApplicantID), string(b.ApplicantID)) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// States returns up to limit applicants' states in applicant id order after the cursor
+// ("" from the start), and the next cursor ("" at the end): what a sweep over every
+// applicant (retention) reads, a page per transaction.
+func (p *Projection) States(cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error) {
+	const op = "projection.Projection.States"
+	limit = max(limit, 1)
+	var (
+		out  []domain.State
+		next domain.ApplicantID
+	)
+	err := p.view(op, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketStates).Cursor()
+		k, v := c.First()
+		if cursor != "" {
+			k, v = c.Seek([]byte(cursor))
+			if k != nil && string(k) == string(cursor) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil; k, v = c.Next() {
+			if len(out) == limit {
+				next = out[len(out)-1].ApplicantID
+				break
+			}
+			st, err := decodeState(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, st.State)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
 }
 
 // ByStatus returns up to limit applicants in status s, ordered by applicant id, after the

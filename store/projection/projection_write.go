@@ -32,7 +32,9 @@ type writer struct {
 	// index changes of one flush or spill, applied in key order: bbolt keeps a node's
 	// entries in one slice until the commit splits it, so entries put out of order into
 	// a large node cost a copy of the slice each.
-	extOps, statusOps []indexOp
+	extOps, extIndexOps, statusOps []indexOp
+	// appsIndexed are the appKeys known to be in the apps bucket in this transaction.
+	appsIndexed map[domain.AppKey]bool
 }
 
 // bucket is what a writer uses of a bbolt bucket. A Builder hands its writer recorders
@@ -46,6 +48,7 @@ type bucket interface {
 // writerBuckets are the buckets a writer writes to.
 type writerBuckets struct {
 	states, history, ext, status, anomalies, changes, meta bucket
+	extIndex, apps                                         bucket
 }
 
 // txBuckets returns tx's buckets for a writer. Keys only ever grow in history, anomalies
@@ -61,6 +64,7 @@ func txBuckets(tx *bolt.Tx) (writerBuckets, error) {
 		{&bs.ext, bucketExt, false}, {&bs.status, bucketStatus, false},
 		{&bs.anomalies, bucketAnomalies, true}, {&bs.changes, bucketChanges, true},
 		{&bs.meta, bucketMeta, false},
+		{&bs.extIndex, bucketExtIndex, false}, {&bs.apps, bucketApps, false},
 	} {
 		b := tx.Bucket(x.name)
 		if b == nil {
@@ -86,6 +90,7 @@ type touched struct {
 	rec           stateRec
 	inFile        bool
 	indexedExt    domain.ExternalUserID
+	indexedIdx    domain.ExternalUserIndex
 	indexedStatus domain.Status
 }
 
@@ -124,6 +129,7 @@ func newBucketWriter(bs writerBuckets, f *domain.Folder, mem *arena, park *parki
 		folder:        f,
 		writerBuckets: bs,
 		touched:       make(map[domain.ApplicantID]*touched),
+		appsIndexed:   map[domain.AppKey]bool{},
 		mem:           mem,
 		park:          park,
 	}
@@ -167,7 +173,8 @@ func (w *writer) event(e *domain.Event) (rec domain.Record, ok bool, err error) 
 	}
 	if rec.StatusChanged() {
 		c := domain.Change{Seq: e.Seq, ApplicantID: next.ApplicantID, AppKey: next.AppKey,
-			ExternalUserID: next.ExternalUserID, From: rec.From, To: rec.To, At: rec.EventAt}
+			ExternalUserID: next.ExternalUserID, SealedExternalUserID: next.SealedExternalUserID,
+			From: rec.From, To: rec.To, At: rec.EventAt}
 		w.scratch = appendChange(w.scratch[:0], &c)
 		if err := w.changes.Put(key, w.mem.copy(w.scratch)); err != nil {
 			return rec, false, err
@@ -196,7 +203,7 @@ func (w *writer) load(id domain.ApplicantID) (*touched, error) {
 		if rec.ApplicantID != id {
 			return nil, fmt.Errorf("%w: state under %s names %s", errCorruptValue, id, rec.ApplicantID)
 		}
-		t.rec, t.inFile, t.indexedExt, t.indexedStatus = rec, true, rec.ExternalUserID, rec.Status
+		t.rec, t.inFile, t.indexedExt, t.indexedIdx, t.indexedStatus = rec, true, rec.ExternalUserID, rec.ExternalUserIndex, rec.Status
 	}
 	w.touched[id] = t
 	return t, nil
@@ -235,10 +242,10 @@ func (w *writer) flush() error {
 			w.park.put(id, bytes.Clone(w.scratch))
 			continue
 		}
-		if err := w.store(id, w.scratch, &t.rec.State, t.indexedExt, t.indexedStatus); err != nil {
+		if err := w.store(id, w.scratch, &t.rec.State, t.indexedExt, t.indexedIdx, t.indexedStatus); err != nil {
 			return err
 		}
-		t.inFile, t.indexedExt, t.indexedStatus = true, t.rec.ExternalUserID, t.rec.Status
+		t.inFile, t.indexedExt, t.indexedIdx, t.indexedStatus = true, t.rec.ExternalUserID, t.rec.ExternalUserIndex, t.rec.Status
 	}
 	if err := w.applyIndexOps(); err != nil {
 		return err
@@ -263,11 +270,11 @@ func (w *writer) spill() error {
 		if err != nil {
 			return err
 		}
-		if err := w.store(id, enc, &rec.State, "", domain.StatusNone); err != nil {
+		if err := w.store(id, enc, &rec.State, "", "", domain.StatusNone); err != nil {
 			return err
 		}
 		if t := w.touched[id]; t != nil {
-			t.inFile, t.indexedExt, t.indexedStatus = true, rec.ExternalUserID, rec.Status
+			t.inFile, t.indexedExt, t.indexedIdx, t.indexedStatus = true, rec.ExternalUserID, rec.ExternalUserIndex, rec.Status
 		}
 	}
 	w.park.states, w.park.bytes = make(map[domain.ApplicantID][]byte), 0
@@ -278,7 +285,7 @@ func (w *writer) applyIndexOps() error {
 	for _, x := range []struct {
 		b   bucket
 		ops *[]indexOp
-	}{{w.ext, &w.extOps}, {w.status, &w.statusOps}} {
+	}{{w.ext, &w.extOps}, {w.extIndex, &w.extIndexOps}, {w.status, &w.statusOps}} {
 		slices.SortFunc(*x.ops, func(a, b indexOp) int { return bytes.Compare(a.key, b.key) })
 		for _, op := range *x.ops {
 			var err error
@@ -297,10 +304,22 @@ func (w *writer) applyIndexOps() error {
 }
 
 // store puts an applicant's encoded state in the file and queues the index changes from
-// indexedExt and indexedStatus (what the file's indexes hold for it) to its current ones.
-func (w *writer) store(id domain.ApplicantID, enc []byte, st *domain.State, indexedExt domain.ExternalUserID, indexedStatus domain.Status) error {
+// indexedExt, indexedIdx and indexedStatus (what the file's indexes hold for it) to its
+// current ones.
+func (w *writer) store(id domain.ApplicantID, enc []byte, st *domain.State, indexedExt domain.ExternalUserID, indexedIdx domain.ExternalUserIndex, indexedStatus domain.Status) error {
 	if err := w.states.Put(w.mem.copyString(string(id)), w.mem.copy(enc)); err != nil {
 		return err
+	}
+	if idx := st.ExternalUserIndex; idx != indexedIdx {
+		if indexedIdx != "" {
+			w.extIndexOps = append(w.extIndexOps, indexOp{key: indexKey(string(indexedIdx), id), del: true})
+		}
+		if idx != "" && len(idx) <= maxIndexedExt {
+			w.extIndexOps = append(w.extIndexOps, indexOp{key: w.mem.copy(indexKey(string(idx), id)), val: w.mem.copyString(string(st.AppKey))})
+			if err := w.indexApp(st.AppKey); err != nil {
+				return err
+			}
+		}
 	}
 	if ext := st.ExternalUserID; ext != indexedExt {
 		if indexableExt(indexedExt) {
@@ -319,6 +338,18 @@ func (w *writer) store(id domain.ApplicantID, enc []byte, st *domain.State, inde
 		}
 	}
 	return nil
+}
+
+// indexApp records that the blind index holds entries of app.
+func (w *writer) indexApp(app domain.AppKey) error {
+	if w.appsIndexed[app] {
+		return nil
+	}
+	w.appsIndexed[app] = true
+	if w.apps.Get([]byte(app)) != nil {
+		return nil
+	}
+	return w.apps.Put(w.mem.copyString(string(app)), []byte{})
 }
 
 func indexableExt(ext domain.ExternalUserID) bool {

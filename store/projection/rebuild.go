@@ -125,8 +125,8 @@ func (r *recorder) Delete(key []byte) error {
 }
 
 // The order of writerBuckets' fields, as chunkOp.b numbers them.
-func (bs *writerBuckets) list() [7]*bucket {
-	return [7]*bucket{&bs.states, &bs.history, &bs.ext, &bs.status, &bs.anomalies, &bs.changes, &bs.meta}
+func (bs *writerBuckets) list() [9]*bucket {
+	return [9]*bucket{&bs.states, &bs.history, &bs.ext, &bs.status, &bs.anomalies, &bs.changes, &bs.meta, &bs.extIndex, &bs.apps}
 }
 
 // chunkWriter replays recorded chunks into a file, one transaction each, in a goroutine

@@ -1,0 +1,217 @@
+package erase
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/jstest"
+	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const master = "5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1"
+
+var (
+	app  = domain.AppKey("71f2c0c6-c720-423b-8df0-7763102ad57e")
+	base = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func applicant(n int) domain.ApplicantID {
+	return domain.ApplicantID(fmt.Sprintf("0a3c5e1f-6b2d-4c8e-9f10-%012d", n))
+}
+
+func keyedLog(t *testing.T) *eventlog.EventLog {
+	t.Helper()
+	m, err := eventlog.ParseMasterKey(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jstest.Start(t).EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: m}}, zaptest.NewLogger(t))
+}
+
+func webhook(t *testing.T, l *eventlog.EventLog, id domain.ApplicantID, typ domain.EventType, n int, at time.Time) uint64 {
+	t.Helper()
+	ev := &domain.Event{Provider: "allpass", AppKey: app, ApplicantID: id, ExternalUserID: domain.ExternalUserID("secret-user-" + string(id[len(id)-4:])),
+		Type: typ, EventAt: at, EventAtSource: domain.SourcePayloadUpdatedAt, ReceivedAt: at,
+		Payload: json.RawMessage(fmt.Sprintf(`{"type":%q,"id":%q,"n":%d,"name":"Jane Secret"}`, typ, id, n)),
+		Raw:     &domain.Raw{Body: "body-secret", Signature: "sig"}}
+	seq, _, err := l.Append(context.Background(), ev, fmt.Sprintf("%s-%d", id, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+func events(t *testing.T, l *eventlog.EventLog) []domain.Event {
+	t.Helper()
+	var out []domain.Event
+	if err := l.Read(context.Background(), 1, 100, func(b []domain.Event) error { out = append(out, b...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func project(t *testing.T, l *eventlog.EventLog) *projection.Projection {
+	t.Helper()
+	p, err := projection.Open(filepath.Join(t.TempDir(), "p.db"), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	if _, err := p.Apply(events(t, l), domain.NewFolder()); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Killed between the append of applicantErased and the key's destruction (here: the
+// hook stops the erasure there), the erasure is reported pending and finished by
+// ResumePending, with one applicantErased in the log and the key gone.
+func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
+	l := keyedLog(t)
+	ctx := context.Background()
+	id := applicant(1)
+	webhook(t, l, id, domain.EventCreated, 1, base)
+	reg := prometheus.NewRegistry()
+	stop := errors.New("killed")
+	e, err := New(Config{Log: l, Metrics: reg, Logger: zaptest.NewLogger(t), AfterAppend: func(context.Context) error { return stop }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, pending, err := e.Erase(ctx, app, id, "dpo", "request 7")
+	if err != nil || !pending || seq == 0 {
+		t.Fatalf("Erase = %d, %v, %v; want pending", seq, pending, err)
+	}
+	if got := gauge(e.pending); got != 1 {
+		t.Fatalf("pending gauge %v", got)
+	}
+	if pend, err := l.Keys().PendingErasures(ctx); err != nil || len(pend) != 1 {
+		t.Fatalf("pending erasures %v, %v; want the interrupted one", pend, err)
+	}
+
+	// "Restart": a new Eraser without the hook finds the erasure under way.
+	e2, err := New(Config{Log: l, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := e2.ResumePending(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("ResumePending = %d, %v", n, err)
+	}
+	if got := gauge(e2.pending); got != 0 {
+		t.Fatalf("pending after resume %v", got)
+	}
+	ev := events(t, l)[0]
+	if err := l.Keys().Open(ctx, &ev); !errors.Is(err, eventlog.ErrErased) {
+		t.Fatalf("after resume: %v", err)
+	}
+	evs := events(t, l)
+	erasures := 0
+	for _, ev := range evs {
+		if ev.Type == domain.EventErased {
+			erasures++
+			if ev.Origin != domain.OriginOperator || !strings.Contains(string(ev.Payload), `"by":"dpo","reason":"request 7"`) {
+				t.Fatalf("erasure event: %+v %s", ev, ev.Payload)
+			}
+		}
+	}
+	if erasures != 1 {
+		t.Fatalf("%d applicantErased events, want 1", erasures)
+	}
+	st, _, _ := project(t, l).State(id)
+	if !st.Erased || st.SealedExternalUserID != "" || st.Status != domain.StatusInit {
+		t.Fatalf("state %+v", st)
+	}
+	// A second erasure is harmless: another event, nothing left to destroy.
+	if _, pending, err := e2.Erase(ctx, app, id, "dpo", "again"); err != nil || pending {
+		t.Fatalf("repeated erasure: %v %v", pending, err)
+	}
+}
+
+// Retention erases applicants whose last event is older than erase_after, and only those.
+func TestRetentionSweep(t *testing.T) {
+	l := keyedLog(t)
+	now := base.Add(10 * 365 * 24 * time.Hour)
+	webhook(t, l, applicant(1), domain.EventCreated, 1, base)                   // old
+	webhook(t, l, applicant(2), domain.EventCreated, 2, base)                   // old, but
+	webhook(t, l, applicant(2), domain.EventInProgress, 3, now.Add(-time.Hour)) // recent again
+	webhook(t, l, applicant(3), domain.EventCreated, 4, now.Add(-48*time.Hour)) // recent
+	p := project(t, l)
+	e, err := New(Config{Log: l, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+		Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.Sweep(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v", n, err)
+	}
+	erasedNow, _ := l.Keys().Erased(context.Background(), app, applicant(1))
+	keep2, _ := l.Keys().Erased(context.Background(), app, applicant(2))
+	keep3, _ := l.Keys().Erased(context.Background(), app, applicant(3))
+	if !erasedNow || keep2 || keep3 {
+		t.Fatalf("erased: 1 %v, 2 %v, 3 %v", erasedNow, keep2, keep3)
+	}
+}
+
+// An erasure racing webhooks of the same applicant: whatever the interleaving, the
+// applicant ends erased, its key gone, no event holds its data in clear or under a key
+// that still exists, and KYC_KEYS keeps only its tombstone.
+func TestErasureRacingWebhooks(t *testing.T) {
+	l := keyedLog(t)
+	ctx := context.Background()
+	id := applicant(9)
+	webhook(t, l, id, domain.EventCreated, 0, base)
+	e, err := New(Config{Log: l, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 1; i <= 20; i++ {
+		wg.Go(func() { webhook(t, l, id, domain.EventStepPassed, i, base.Add(time.Duration(i)*time.Second)) })
+	}
+	wg.Go(func() {
+		if _, pending, err := e.Erase(ctx, app, id, "dpo", "race"); err != nil || pending {
+			t.Errorf("Erase: %v %v", pending, err)
+		}
+	})
+	wg.Wait()
+	for _, ev := range events(t, l) {
+		if strings.Contains(string(ev.Stored), "secret") || strings.Contains(string(ev.Stored), "Jane") {
+			t.Fatalf("seq %d holds personal data in clear: %s", ev.Seq, ev.Stored)
+		}
+		full, _ := eventlog.DecodeEvent(ev.Seq, ev.Stored)
+		if err := l.Keys().Open(ctx, &full); err == nil && full.Sealed != "" {
+			t.Fatalf("seq %d still opens after the erasure", ev.Seq)
+		}
+	}
+	st, _, _ := project(t, l).State(id)
+	if !st.Erased || st.Events != 22 {
+		t.Fatalf("state %+v", st)
+	}
+	if pend, err := l.Keys().PendingErasures(ctx); err != nil || len(pend) != 0 {
+		t.Fatalf("pending %v %v", pend, err)
+	}
+}
+
+func gauge(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetGauge().GetValue()
+}

@@ -1,0 +1,873 @@
+package eventlog
+
+import (
+	"container/list"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// The data-key ring (DESIGN.md section 11). Each applicant's personal data is sealed
+// under a key of its own; erasing the applicant destroys that key, which erases every
+// copy of the data at once while the log, its digests and the decision trail stay.
+//
+// KYC_KEYS holds, per applicant, one subject kyc.keys.app.<appKey>.<applicantId> with
+// the data key wrapped (AES-256-GCM) under the master key keys.master, and after an
+// erasure a tombstone beside it, so that no key is ever made for that applicant again.
+// kyc.keys.index holds the key of the blind index, wrapped likewise; kyc.keys.pending.*
+// records an erasure under way until its key is gone, so that an erasure interrupted
+// by a crash is found and finished on restart.
+
+// Stream and subjects of the key ring.
+const (
+	KeyStream   = "KYC_KEYS"
+	KeySubjects = "kyc.keys.>"
+
+	keyIndexSubject   = "kyc.keys.index"
+	keyPendingSubject = "kyc.keys.pending.>"
+)
+
+// Defaults of KeyringConfig.
+const (
+	// DefaultKeyCacheSize bounds the data keys a process keeps unwrapped in memory; each
+	// costs well under a kilobyte.
+	DefaultKeyCacheSize = 50_000
+	// DefaultKeyCacheTTL is how long a process uses a data key before reading it again.
+	// It bounds how long a key can outlive its erasure in the memory of a process other
+	// than the one that erased (an ingest node that cached it): the erasing process drops
+	// its own copy at once.
+	DefaultKeyCacheTTL = time.Minute
+)
+
+// Errors of the key ring, under a domain kind.
+var (
+	// ErrErased: the applicant's data key is destroyed; its personal data is gone.
+	ErrErased = errors.New("the applicant is erased: its data key is destroyed")
+	// ErrNoKey: the applicant has no data key (nothing of it was ever sealed).
+	ErrNoKey = errors.New("the applicant has no data key")
+)
+
+// MasterKey is keys.master or one of keys.previous: 32 bytes and the id recorded beside
+// every key wrapped under it.
+type MasterKey struct {
+	id   string
+	aead cipher.AEAD
+}
+
+// ParseMasterKey reads a master key given as 64 hex characters or base64 of 32 bytes.
+// The error never holds the value.
+func ParseMasterKey(s string) (MasterKey, error) {
+	s = strings.TrimSpace(s)
+	var raw []byte
+	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
+		raw = b
+	} else if b, err := base64.StdEncoding.DecodeString(s); err == nil && len(b) == 32 {
+		raw = b
+	} else if b, err := base64.RawStdEncoding.DecodeString(s); err == nil && len(b) == 32 {
+		raw = b
+	} else {
+		return MasterKey{}, errors.New("must be 64 hex characters or base64 of 32 bytes")
+	}
+	return newMasterKey(raw)
+}
+
+// NewMasterKeyHex returns a fresh random master key, hex-encoded (serve's development
+// mode writes one under data_dir).
+func NewMasterKeyHex() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newMasterKey(raw []byte) (MasterKey, error) {
+	aead, err := newAEAD(raw)
+	if err != nil {
+		return MasterKey{}, err
+	}
+	sum := sha256.Sum256(append([]byte("kycstate master key id\x00"), raw...))
+	return MasterKey{id: hex.EncodeToString(sum[:8]), aead: aead}, nil
+}
+
+// ID is the master key's id: a hash of it, safe to log and recorded with every key
+// wrapped under it.
+func (m MasterKey) ID() string { return m.id }
+
+// MasterKeys are keys.master (Current, which wraps every new key) and keys.previous
+// (older keys, which still unwrap what they wrapped until `kycstate keys rewrap`).
+type MasterKeys struct {
+	Current  MasterKey
+	Previous []MasterKey
+}
+
+// KeyringConfig tunes the ring's cache.
+type KeyringConfig struct {
+	CacheSize int           // default DefaultKeyCacheSize
+	CacheTTL  time.Duration // default DefaultKeyCacheTTL
+}
+
+// Keyring is the data-key ring of one process. Safe for concurrent use.
+type Keyring struct {
+	l       *EventLog
+	stream  jetstream.Stream
+	current MasterKey
+	masters map[string]MasterKey
+	index   []byte // the blind index's HMAC key
+	cache   *keyCache
+	log     *zap.Logger
+}
+
+// KeyStreamConfig is KYC_KEYS: file storage, replicated like KYC_EVENTS, nothing ever
+// evicted by a limit (Discard New): a key lost to a limit would be an erasure no one
+// asked for. Direct gets are off so that every read of a key goes to the stream leader
+// and sees the latest write: two nodes making the first key of one applicant must agree.
+func KeyStreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg = cfg.withDefaults()
+	return jetstream.StreamConfig{
+		Name:              KeyStream,
+		Description:       "kycstate data keys, one per applicant, wrapped under keys.master",
+		Subjects:          []string{KeySubjects},
+		Retention:         jetstream.LimitsPolicy,
+		MaxConsumers:      -1,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxAge:            0,
+		MaxMsgsPerSubject: -1,
+		MaxMsgSize:        -1,
+		Discard:           jetstream.DiscardNew,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		Duplicates:        2 * time.Minute,
+		AllowDirect:       false,
+	}
+}
+
+// openKeyring creates or opens KYC_KEYS and reads (or, the first time, makes) the blind
+// index key. A master key that does not open the ring is refused here, at start, with an
+// error naming keys.master: KindConflict, never a key made under the wrong master.
+func openKeyring(ctx context.Context, l *EventLog, keys MasterKeys, kc KeyringConfig) (*Keyring, error) {
+	const op = "eventlog.Open"
+	if keys.Current.aead == nil {
+		return nil, domain.E(op, domain.KindInvalid, "keys.master is not set")
+	}
+	s, err := l.ensureStream(ctx, op, KeyStreamConfig(l.cfg))
+	if err != nil {
+		return nil, err
+	}
+	if kc.CacheSize <= 0 {
+		kc.CacheSize = DefaultKeyCacheSize
+	}
+	if kc.CacheTTL <= 0 {
+		kc.CacheTTL = DefaultKeyCacheTTL
+	}
+	k := &Keyring{l: l, stream: s, current: keys.Current, masters: map[string]MasterKey{},
+		cache: newKeyCache(kc.CacheSize, kc.CacheTTL), log: l.log.Named("keys")}
+	for _, m := range append([]MasterKey{keys.Current}, keys.Previous...) {
+		if m.aead == nil {
+			return nil, domain.E(op, domain.KindInvalid, "keys.previous holds an empty key")
+		}
+		k.masters[m.id] = m
+	}
+	idx, err := k.dataKey(ctx, keyIndexSubject, true)
+	if err != nil {
+		return nil, err
+	}
+	k.index = idx.raw
+	return k, nil
+}
+
+// keyMsg is one message of KYC_KEYS (JSON). Kind says which: a wrapped key (data, index),
+// an erased applicant's tombstone, or an erasure under way (pending).
+type keyMsg struct {
+	V      int       `json:"v"`
+	Kind   string    `json:"kind"`
+	App    string    `json:"app,omitempty"`
+	ID     string    `json:"id,omitempty"`
+	KeyID  string    `json:"kid,omitempty"`
+	Key    []byte    `json:"key,omitempty"` // nonce || AES-256-GCM(master, data key)
+	By     string    `json:"by,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+const (
+	kindData    = "data"
+	kindIndex   = "index"
+	kindErased  = "erased"
+	kindPending = "pending"
+)
+
+func appKeySubject(app domain.AppKey, id domain.ApplicantID) (string, error) {
+	if !domain.IsCanonicalUUID(string(app)) || !domain.IsCanonicalUUID(string(id)) {
+		return "", domain.E("eventlog.keySubject", domain.KindInvalid, "appKey and applicantId must be lower-case UUIDs")
+	}
+	return "kyc.keys.app." + string(app) + "." + string(id), nil
+}
+
+func pendingSubject(app domain.AppKey, id domain.ApplicantID) string {
+	return "kyc.keys.pending." + string(app) + "." + string(id)
+}
+
+// key is an unwrapped data key, or the news that there is none.
+type key struct {
+	raw    []byte
+	aead   cipher.AEAD
+	erased bool
+	seq    uint64 // of the message read
+}
+
+// dataKey returns the key on subject: from the cache, else from the stream; with create,
+// it makes one when the subject holds none. Two processes creating at once agree: the
+// key is published only if the subject is still empty (expected last subject sequence
+// 0), and the loser reads the winner's back.
+func (k *Keyring) dataKey(ctx context.Context, subject string, create bool) (*key, error) {
+	const op = "eventlog.Keyring"
+	if c := k.cache.get(subject); c != nil {
+		return c, nil
+	}
+	for attempt := 0; ; attempt++ {
+		got, err := k.readKey(ctx, subject)
+		if err != nil {
+			return nil, err
+		}
+		if got != nil {
+			k.cache.put(subject, got)
+			return got, nil
+		}
+		if !create {
+			return nil, domain.E(op, domain.KindNotFound, ErrNoKey)
+		}
+		if attempt > 2 {
+			return nil, domain.E(op, domain.KindUnavailable, "the data key was neither created nor readable")
+		}
+		raw := make([]byte, 32)
+		rand.Read(raw)
+		m := keyMsg{V: 1, Kind: kindData, KeyID: k.current.id, Key: wrap(k.current, raw, subject), At: time.Now().UTC()}
+		if subject == keyIndexSubject {
+			m.Kind = kindIndex
+		} else {
+			parts := strings.Split(subject, ".")
+			m.App, m.ID = parts[3], parts[4]
+		}
+		data, _ := json.Marshal(m)
+		ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data},
+			jetstream.WithExpectStream(KeyStream), jetstream.WithExpectLastSequencePerSubject(0))
+		switch {
+		case err == nil:
+			// Stored while the subject was empty: this key is the applicant's.
+			aead, err := newAEAD(raw)
+			if err != nil {
+				return nil, domain.E(op, domain.KindInternal, err)
+			}
+			got := &key{raw: raw, aead: aead, seq: ack.Sequence}
+			k.cache.put(subject, got)
+			return got, nil
+		case !isWrongLastSeq(err):
+			return nil, domain.E(op, domain.KindUnavailable, fmt.Errorf("store data key: %w", err))
+		}
+		// Another process was first: read back what the stream holds.
+	}
+}
+
+// readKey reads the last message on subject: nil when there is none.
+func (k *Keyring) readKey(ctx context.Context, subject string) (*key, error) {
+	const op = "eventlog.Keyring"
+	rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+	defer cancel()
+	msg, err := k.stream.GetLastMsgForSubject(rctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, domain.E(op, domain.KindUnavailable, fmt.Errorf("read data key: %w", err))
+	}
+	var m keyMsg
+	if err := json.Unmarshal(msg.Data, &m); err != nil {
+		return nil, domain.E(op, domain.KindInternal, fmt.Errorf("%s seq %d is not a key message", KeyStream, msg.Sequence))
+	}
+	switch m.Kind {
+	case kindErased:
+		return &key{erased: true, seq: msg.Sequence}, nil
+	case kindData, kindIndex:
+	default:
+		return nil, domain.E(op, domain.KindInternal, fmt.Sprintf("%s seq %d has kind %q", KeyStream, msg.Sequence, m.Kind))
+	}
+	master, ok := k.masters[m.KeyID]
+	if !ok {
+		return nil, domain.E(op, domain.KindConflict, fmt.Sprintf(
+			"keys.master does not open the key ring: %s seq %d is wrapped under master key id %s, and keys.master (id %s) and keys.previous are other keys",
+			KeyStream, msg.Sequence, m.KeyID, k.current.id))
+	}
+	raw, err := unwrap(master, m.Key, subject)
+	if err != nil {
+		return nil, domain.E(op, domain.KindConflict, fmt.Sprintf(
+			"%s seq %d does not unwrap under master key id %s: the key or the message is damaged", KeyStream, msg.Sequence, m.KeyID))
+	}
+	aead, err := newAEAD(raw)
+	if err != nil {
+		return nil, domain.E(op, domain.KindInternal, err)
+	}
+	return &key{raw: raw, aead: aead, seq: msg.Sequence}, nil
+}
+
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+func newAEAD(raw []byte) (cipher.AEAD, error) {
+	if len(raw) != 32 {
+		return nil, errors.New("key must be 32 bytes")
+	}
+	b, err := aes.NewCipher(raw)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
+}
+
+// wrap seals a data key under a master key, bound to its subject (the applicant): a
+// wrapped key copied to another applicant's subject does not unwrap.
+func wrap(m MasterKey, raw []byte, subject string) []byte {
+	return seal(m.aead, raw, []byte("kycstate.datakey.v1\x00"+subject))
+}
+
+func unwrap(m MasterKey, wrapped []byte, subject string) ([]byte, error) {
+	return open(m.aead, wrapped, []byte("kycstate.datakey.v1\x00"+subject))
+}
+
+func seal(a cipher.AEAD, plain, aad []byte) []byte {
+	out := make([]byte, a.NonceSize(), a.NonceSize()+len(plain)+a.Overhead())
+	rand.Read(out)
+	return a.Seal(out, out, plain, aad)
+}
+
+var errOpen = errors.New("ciphertext does not open")
+
+func open(a cipher.AEAD, sealed, aad []byte) ([]byte, error) {
+	if len(sealed) < a.NonceSize()+a.Overhead() {
+		return nil, errOpen
+	}
+	plain, err := a.Open(nil, sealed[:a.NonceSize()], sealed[a.NonceSize():], aad)
+	if err != nil {
+		return nil, errOpen
+	}
+	return plain, nil
+}
+
+// Index returns the blind index of (app, ext): HMAC-SHA256 under the ring's index key,
+// 128 bits, hex. Equal inputs give equal indexes in every process of the cluster.
+func (k *Keyring) Index(app domain.AppKey, ext domain.ExternalUserID) domain.ExternalUserIndex {
+	h := hmac.New(sha256.New, k.index)
+	h.Write([]byte(app))
+	h.Write([]byte{0})
+	h.Write([]byte(ext))
+	var sum [sha256.Size]byte
+	return domain.ExternalUserIndex(hex.EncodeToString(h.Sum(sum[:0])[:16]))
+}
+
+func extAAD(app domain.AppKey, id domain.ApplicantID) []byte {
+	return []byte("kycstate.ext.v2\x00" + string(app) + "\x00" + string(id))
+}
+
+// Seal turns ev into a version 2 event before it is stored: the externalUserId is
+// replaced by its blind index and its sealed form, payload and raw by one sealed value
+// bound to every clear field of the event (so it cannot be moved to another event or
+// applicant, nor the clear fields changed under it). The applicant's data key is made on
+// its first event. For an erased applicant no key is made again: the event is stored
+// without its personal fields. An operator's event (an erasure) carries no personal
+// data and keeps its payload in clear, so that who erased and why stay readable.
+//
+// Errors: KindUnavailable when KYC_KEYS does not answer (the event is not stored),
+// KindConflict when keys.master does not open the applicant's key.
+func (k *Keyring) Seal(ctx context.Context, ev *domain.Event) error {
+	const op = "eventlog.Keyring.Seal"
+	ev.V = domain.StoredVersion
+	ev.ExternalUserIndex, ev.SealedExternalUserID, ev.Sealed = "", "", ""
+	if ev.Origin == domain.OriginOperator {
+		ev.ExternalUserID, ev.Raw = "", nil
+		return nil
+	}
+	subject, err := appKeySubject(ev.AppKey, ev.ApplicantID)
+	if err != nil {
+		return err
+	}
+	dk, err := k.dataKey(ctx, subject, true)
+	if err != nil {
+		return err
+	}
+	ext, payload, raw := ev.ExternalUserID, ev.Payload, ev.Raw
+	ev.ExternalUserID, ev.Payload, ev.Raw = "", nil, nil
+	if dk.erased {
+		return nil
+	}
+	if ext != "" {
+		ev.ExternalUserIndex = k.Index(ev.AppKey, ext)
+		ev.SealedExternalUserID = domain.SealedExternalUserID(base64.StdEncoding.EncodeToString(
+			seal(dk.aead, []byte(ext), extAAD(ev.AppKey, ev.ApplicantID))))
+	}
+	if len(payload) > 0 && !json.Valid(payload) {
+		return domain.E(op, domain.KindInvalid, errPayloadNotJSON)
+	}
+	body := appendSealedBody(nil, payload, raw)
+	ev.Sealed = base64.StdEncoding.EncodeToString(seal(dk.aead, body, bodyAAD(ev)))
+	return nil
+}
+
+// bodyAAD binds the sealed payload and raw to the event's clear fields: the stored
+// message as written, up to the sealed value itself.
+func bodyAAD(ev *domain.Event) []byte {
+	clear := *ev
+	clear.Sealed = ""
+	b, _ := appendStoredEvent([]byte("kycstate.body.v2\x00"), &clear)
+	return b
+}
+
+// Open fills a version 2 event's externalUserId, payload and raw from their sealed
+// forms (a version 1 event has them already). Errors: KindNotFound wrapping ErrErased
+// when the applicant's key is destroyed (the event keeps only its clear fields);
+// KindInternal when a sealed value does not open under the applicant's key (tampered,
+// or moved from another event or applicant: nothing is filled in); KindUnavailable
+// when KYC_KEYS does not answer; KindConflict when keys.master does not open the key.
+func (k *Keyring) Open(ctx context.Context, ev *domain.Event) error {
+	const op = "eventlog.Keyring.Open"
+	if ev.V != domain.StoredVersion || (ev.SealedExternalUserID == "" && ev.Sealed == "") {
+		return nil
+	}
+	subject, err := appKeySubject(ev.AppKey, ev.ApplicantID)
+	if err != nil {
+		return err
+	}
+	dk, err := k.dataKey(ctx, subject, false)
+	if err != nil {
+		return err
+	}
+	if dk.erased {
+		return domain.E(op, domain.KindNotFound, ErrErased)
+	}
+	var ext domain.ExternalUserID
+	if ev.SealedExternalUserID != "" {
+		if ext, err = k.openExt(dk, ev.AppKey, ev.ApplicantID, ev.SealedExternalUserID); err != nil {
+			return domain.E(op, domain.KindInternal, fmt.Errorf("seq %d: %w", ev.Seq, err))
+		}
+	}
+	var payload json.RawMessage
+	var raw *domain.Raw
+	if ev.Sealed != "" {
+		ct, err := base64.StdEncoding.DecodeString(ev.Sealed)
+		if err != nil {
+			return domain.E(op, domain.KindInternal, fmt.Errorf("seq %d: sealed value is not base64", ev.Seq))
+		}
+		body, err := open(dk.aead, ct, bodyAAD(ev))
+		if err != nil {
+			return domain.E(op, domain.KindInternal, fmt.Errorf(
+				"seq %d: sealed payload does not open under applicant %s's key: tampered, or moved from another event", ev.Seq, ev.ApplicantID))
+		}
+		if payload, raw, err = decodeSealedBody(body); err != nil {
+			return domain.E(op, domain.KindInternal, fmt.Errorf("seq %d: %w", ev.Seq, err))
+		}
+	}
+	ev.ExternalUserID, ev.Payload, ev.Raw = ext, payload, raw
+	return nil
+}
+
+// OpenExternalUserID opens a sealed externalUserId of applicant (app, id), as the state
+// and the change feed carry it. Errors as Open's.
+func (k *Keyring) OpenExternalUserID(ctx context.Context, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error) {
+	const op = "eventlog.Keyring.OpenExternalUserID"
+	subject, err := appKeySubject(app, id)
+	if err != nil {
+		return "", err
+	}
+	dk, err := k.dataKey(ctx, subject, false)
+	if err != nil {
+		return "", err
+	}
+	if dk.erased {
+		return "", domain.E(op, domain.KindNotFound, ErrErased)
+	}
+	ext, err := k.openExt(dk, app, id, s)
+	if err != nil {
+		return "", domain.E(op, domain.KindInternal, err)
+	}
+	return ext, nil
+}
+
+func (k *Keyring) openExt(dk *key, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error) {
+	ct, err := base64.StdEncoding.DecodeString(string(s))
+	if err != nil {
+		return "", errors.New("sealed externalUserId is not base64")
+	}
+	plain, err := open(dk.aead, ct, extAAD(app, id))
+	if err != nil {
+		return "", fmt.Errorf("sealed externalUserId does not open under applicant %s's key: tampered, or moved from another applicant", id)
+	}
+	return domain.ExternalUserID(plain), nil
+}
+
+// appendSealedBody encodes what Sealed holds: {"payload":...,"raw":{...}}, the payload
+// verbatim (see appendStoredEvent).
+func appendSealedBody(b []byte, payload json.RawMessage, raw *domain.Raw) []byte {
+	b = append(b, '{')
+	if len(payload) > 0 {
+		b = append(b, `"payload":`...)
+		b = append(b, payload...)
+	}
+	if raw != nil {
+		if len(payload) > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `"raw":{"body":`...)
+		b = appendJSONString(b, raw.Body)
+		if raw.Signature != "" {
+			b = appendField(b, "signature", raw.Signature)
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+func decodeSealedBody(b []byte) (json.RawMessage, *domain.Raw, error) {
+	var v struct {
+		Payload json.RawMessage `json:"payload"`
+		Raw     *domain.Raw     `json:"raw"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, nil, errors.New("sealed payload is not the sealed form")
+	}
+	return v.Payload, v.Raw, nil
+}
+
+// Erased reports whether the applicant is erased (its subject holds a tombstone).
+func (k *Keyring) Erased(ctx context.Context, app domain.AppKey, id domain.ApplicantID) (bool, error) {
+	subject, err := appKeySubject(app, id)
+	if err != nil {
+		return false, err
+	}
+	dk, err := k.dataKey(ctx, subject, false)
+	if errors.Is(err, ErrNoKey) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return dk.erased, nil
+}
+
+// Erasure is one erasure under way, as recorded on kyc.keys.pending.* until its data key
+// is destroyed.
+type Erasure struct {
+	AppKey      domain.AppKey
+	ApplicantID domain.ApplicantID
+	By, Reason  string
+	At          time.Time
+	Seq         uint64 // the pending record's sequence in KYC_KEYS
+}
+
+// BeginErasure records an erasure under way, then writes the applicant's tombstone, so
+// that from then on no key is made for it and its new events are stored without
+// personal fields. An erasure already under way for the applicant is returned as it is.
+// Errors: KindUnavailable when KYC_KEYS does not answer.
+func (k *Keyring) BeginErasure(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (Erasure, error) {
+	const op = "eventlog.Keyring.BeginErasure"
+	subject, err := appKeySubject(app, id)
+	if err != nil {
+		return Erasure{}, err
+	}
+	pend := pendingSubject(app, id)
+	e, found, err := k.pending(ctx, pend)
+	if err != nil {
+		return Erasure{}, err
+	}
+	if !found {
+		m := keyMsg{V: 1, Kind: kindPending, App: string(app), ID: string(id), By: by, Reason: reason, At: time.Now().UTC()}
+		data, _ := json.Marshal(m)
+		ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: pend, Data: data}, jetstream.WithExpectStream(KeyStream))
+		if err != nil {
+			return Erasure{}, domain.E(op, domain.KindUnavailable, err)
+		}
+		e = Erasure{AppKey: app, ApplicantID: id, By: by, Reason: reason, At: m.At, Seq: ack.Sequence}
+	}
+	if err := k.tombstone(ctx, subject, app, id); err != nil {
+		return Erasure{}, err
+	}
+	return e, nil
+}
+
+// tombstone writes the erased mark on subject unless it is already its last message.
+func (k *Keyring) tombstone(ctx context.Context, subject string, app domain.AppKey, id domain.ApplicantID) error {
+	const op = "eventlog.Keyring.tombstone"
+	k.cache.drop(subject)
+	got, err := k.readKey(ctx, subject)
+	if err != nil && domain.KindOf(err) != domain.KindConflict {
+		return err
+	}
+	if got != nil && got.erased {
+		k.cache.put(subject, got)
+		return nil
+	}
+	data, _ := json.Marshal(keyMsg{V: 1, Kind: kindErased, App: string(app), ID: string(id), At: time.Now().UTC()})
+	ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithExpectStream(KeyStream))
+	if err != nil {
+		return domain.E(op, domain.KindUnavailable, err)
+	}
+	k.cache.put(subject, &key{erased: true, seq: ack.Sequence})
+	return nil
+}
+
+// DestroyKey securely deletes every data key message of the applicant: JetStream
+// overwrites the message in its file with random bytes rather than only marking it
+// deleted. It is idempotent. Errors: KindUnavailable when a deletion is not confirmed.
+func (k *Keyring) DestroyKey(ctx context.Context, app domain.AppKey, id domain.ApplicantID) error {
+	const op = "eventlog.Keyring.DestroyKey"
+	subject, err := appKeySubject(app, id)
+	if err != nil {
+		return err
+	}
+	k.cache.drop(subject)
+	defer k.cache.drop(subject)
+	for seq := uint64(1); ; {
+		rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+		msg, err := k.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(subject))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return domain.E(op, domain.KindUnavailable, fmt.Errorf("find data key: %w", err))
+		}
+		seq = msg.Sequence + 1
+		var m keyMsg
+		if json.Unmarshal(msg.Data, &m) == nil && m.Kind == kindErased {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+		err = k.stream.SecureDeleteMsg(dctx, msg.Sequence)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return domain.E(op, domain.KindUnavailable, fmt.Errorf("secure delete of %s seq %d: %w", KeyStream, msg.Sequence, err))
+		}
+		k.log.Info("data key destroyed", zap.String("applicantId", string(id)), zap.Uint64("keySeq", msg.Sequence))
+	}
+}
+
+// EndErasure removes the record of an erasure under way, once its key is destroyed.
+func (k *Keyring) EndErasure(ctx context.Context, e Erasure) error {
+	const op = "eventlog.Keyring.EndErasure"
+	err := k.stream.DeleteMsg(ctx, e.Seq)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return domain.E(op, domain.KindUnavailable, err)
+	}
+	return nil
+}
+
+// PendingErasures lists the erasures under way: begun, their key not yet destroyed (a
+// crash, or KYC_KEYS refusing the deletion). Errors: KindUnavailable.
+func (k *Keyring) PendingErasures(ctx context.Context) ([]Erasure, error) {
+	const op = "eventlog.Keyring.PendingErasures"
+	var out []Erasure
+	for seq := uint64(1); ; {
+		rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+		msg, err := k.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(keyPendingSubject))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, domain.E(op, domain.KindUnavailable, err)
+		}
+		seq = msg.Sequence + 1
+		if e, ok := decodePending(msg); ok {
+			out = append(out, e)
+		}
+	}
+}
+
+// pending returns the erasure under way on the pending subject, if any.
+func (k *Keyring) pending(ctx context.Context, subject string) (Erasure, bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+	defer cancel()
+	msg, err := k.stream.GetLastMsgForSubject(rctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Erasure{}, false, nil
+	}
+	if err != nil {
+		return Erasure{}, false, domain.E("eventlog.Keyring", domain.KindUnavailable, err)
+	}
+	e, ok := decodePending(msg)
+	return e, ok, nil
+}
+
+func decodePending(msg *jetstream.RawStreamMsg) (Erasure, bool) {
+	var m keyMsg
+	if json.Unmarshal(msg.Data, &m) != nil || m.Kind != kindPending {
+		return Erasure{}, false
+	}
+	return Erasure{AppKey: domain.AppKey(m.App), ApplicantID: domain.ApplicantID(m.ID),
+		By: m.By, Reason: m.Reason, At: m.At, Seq: msg.Sequence}, true
+}
+
+// Rewrap wraps every key of the ring under keys.master that is wrapped under another
+// (a key of keys.previous), after a rotation: each is published anew on its subject
+// (only if nothing was written there since, so a concurrent erasure wins), then the old
+// message is securely deleted. It returns how many keys it rewrapped. Once it has run,
+// keys.previous can be emptied. Errors: KindUnavailable; KindConflict for a key wrapped
+// under a master key that is not configured.
+func (k *Keyring) Rewrap(ctx context.Context) (int, error) {
+	const op = "eventlog.Keyring.Rewrap"
+	n := 0
+	for seq := uint64(1); ; {
+		rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+		msg, err := k.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(KeySubjects))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n, nil
+		}
+		if err != nil {
+			return n, domain.E(op, domain.KindUnavailable, err)
+		}
+		seq = msg.Sequence + 1
+		var m keyMsg
+		if json.Unmarshal(msg.Data, &m) != nil || (m.Kind != kindData && m.Kind != kindIndex) || m.KeyID == k.current.id {
+			continue
+		}
+		master, ok := k.masters[m.KeyID]
+		if !ok {
+			return n, domain.E(op, domain.KindConflict, fmt.Sprintf("%s seq %d is wrapped under master key id %s, which is neither keys.master nor in keys.previous", KeyStream, msg.Sequence, m.KeyID))
+		}
+		raw, err := unwrap(master, m.Key, msg.Subject)
+		if err != nil {
+			return n, domain.E(op, domain.KindConflict, fmt.Sprintf("%s seq %d does not unwrap under master key id %s", KeyStream, msg.Sequence, m.KeyID))
+		}
+		m.KeyID, m.Key = k.current.id, wrap(k.current, raw, msg.Subject)
+		data, _ := json.Marshal(m)
+		_, err = k.l.js.PublishMsg(ctx, &nats.Msg{Subject: msg.Subject, Data: data},
+			jetstream.WithExpectStream(KeyStream), jetstream.WithExpectLastSequencePerSubject(msg.Sequence))
+		if isWrongLastSeq(err) {
+			continue // erased or rewrapped meanwhile
+		}
+		if err != nil {
+			return n, domain.E(op, domain.KindUnavailable, err)
+		}
+		if err := k.stream.SecureDeleteMsg(ctx, msg.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n, domain.E(op, domain.KindUnavailable, err)
+		}
+		k.cache.drop(msg.Subject)
+		n++
+	}
+}
+
+// keyCache is a bounded LRU of unwrapped keys, each used for at most ttl. A tombstone is
+// cached as long as it stays in the LRU: an erasure is never undone.
+type keyCache struct {
+	mu    sync.Mutex
+	size  int
+	ttl   time.Duration
+	ll    *list.List
+	items map[string]*list.Element
+}
+
+type cacheEntry struct {
+	subject string
+	k       *key
+	at      time.Time
+}
+
+func newKeyCache(size int, ttl time.Duration) *keyCache {
+	return &keyCache{size: size, ttl: ttl, ll: list.New(), items: map[string]*list.Element{}}
+}
+
+func (c *keyCache) get(subject string) *key {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[subject]
+	if !ok {
+		return nil
+	}
+	e := el.Value.(*cacheEntry)
+	if !e.k.erased && time.Since(e.at) > c.ttl {
+		c.ll.Remove(el)
+		delete(c.items, subject)
+		return nil
+	}
+	c.ll.MoveToFront(el)
+	return e.k
+}
+
+func (c *keyCache) put(subject string, k *key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[subject]; ok {
+		el.Value = &cacheEntry{subject: subject, k: k, at: time.Now()}
+		c.ll.MoveToFront(el)
+		return
+	}
+	c.items[subject] = c.ll.PushFront(&cacheEntry{subject: subject, k: k, at: time.Now()})
+	for c.ll.Len() > c.size {
+		old := c.ll.Back()
+		c.ll.Remove(old)
+		delete(c.items, old.Value.(*cacheEntry).subject)
+	}
+}
+
+func (c *keyCache) drop(subject string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[subject]; ok {
+		c.ll.Remove(el)
+		delete(c.items, subject)
+	}
+}
+
+// prepareConcurrency bounds the KYC_KEYS requests prepare has in flight.
+const prepareConcurrency = 32
+
+// prepare looks up, and makes where missing, the data keys of a batch's applicants
+// concurrently, so that sealing the batch finds them cached: an applicant's first event
+// costs a KYC_KEYS round trip (and a write), and a group commit of many first events
+// would otherwise wait for those one after the other. Failures are left for Seal, which
+// reports them per event.
+func (k *Keyring) prepare(ctx context.Context, batch []*domain.Pending) {
+	seen := map[string]bool{}
+	var subjects []string
+	for _, p := range batch {
+		if p.Event == nil || p.Event.Origin == domain.OriginOperator {
+			continue
+		}
+		s, err := appKeySubject(p.Event.AppKey, p.Event.ApplicantID)
+		if err != nil || seen[s] || k.cache.get(s) != nil {
+			continue
+		}
+		seen[s] = true
+		subjects = append(subjects, s)
+	}
+	if len(subjects) < 2 {
+		return
+	}
+	sem := make(chan struct{}, prepareConcurrency)
+	var wg sync.WaitGroup
+	for _, s := range subjects {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_, _ = k.dataKey(ctx, s, true)
+		})
+	}
+	wg.Wait()
+}

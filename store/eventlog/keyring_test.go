@@ -1,0 +1,442 @@
+package eventlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func mustMaster(tb testing.TB, s string) MasterKey {
+	tb.Helper()
+	m, err := ParseMasterKey(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+var (
+	testMasterA = strings.Repeat("a1", 32)
+	testMasterB = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xb2}, 32))
+)
+
+// keyedLog opens an event log with the key ring over c, under master (and previous).
+func keyedLog(tb testing.TB, c *Conn, master string, previous ...string) *EventLog {
+	tb.Helper()
+	keys := &MasterKeys{Current: mustMaster(tb, master)}
+	for _, p := range previous {
+		keys.Previous = append(keys.Previous, mustMaster(tb, p))
+	}
+	return logOpen(tb, c, Config{Keys: keys}, nil)
+}
+
+func readAll(tb testing.TB, l *EventLog) []domain.Event {
+	tb.Helper()
+	var out []domain.Event
+	if err := l.Read(context.Background(), 1, 100, func(evs []domain.Event) error {
+		out = append(out, evs...)
+		return nil
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+func TestParseMasterKey(t *testing.T) {
+	for _, s := range []string{testMasterA, testMasterB, strings.TrimRight(testMasterB, "=")} {
+		if _, err := ParseMasterKey(s); err != nil {
+			t.Errorf("%q: %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "abc", strings.Repeat("a", 63), base64.StdEncoding.EncodeToString(make([]byte, 16))} {
+		_, err := ParseMasterKey(s)
+		if err == nil {
+			t.Errorf("%q accepted", s)
+		} else if strings.Contains(err.Error(), s) && s != "" {
+			t.Errorf("error %q echoes the value", err)
+		}
+	}
+	if mustMaster(t, testMasterA).ID() == mustMaster(t, testMasterB).ID() {
+		t.Error("two keys, one id")
+	}
+}
+
+// A sealed event keeps nothing personal in clear and opens back to what was appended;
+// everything the fold reads stays in clear.
+func TestSealedEventRoundTrip(t *testing.T) {
+	l := keyedLog(t, natsStart(t, NATSConfig{}), testMasterA)
+	ctx := context.Background()
+	orig := logEvent(logApp(0), logApplicant(0), domain.EventCreated, 0)
+	orig.Warnings = []string{"glare"}
+	want := *orig
+	logAppend(t, l, orig)
+	if orig.V != domain.StoredVersion || orig.ExternalUserID != want.ExternalUserID || orig.Sealed != "" {
+		t.Fatalf("Append changed the caller's event beyond its version: %+v", orig)
+	}
+	for _, secret := range []string{string(want.ExternalUserID), `"n":0`, want.Raw.Body[:40], want.Raw.Signature} {
+		if bytes.Contains(orig.Stored, []byte(secret)) {
+			t.Errorf("stored message holds %q in clear: %s", secret, orig.Stored)
+		}
+	}
+	evs := readAll(t, l)
+	if len(evs) != 1 {
+		t.Fatalf("%d events", len(evs))
+	}
+	ev := evs[0]
+	if ev.Type != want.Type || ev.AppKey != want.AppKey || ev.ApplicantID != want.ApplicantID || ev.StepName != want.StepName ||
+		!ev.EventAt.Equal(want.EventAt) || ev.Warnings[0] != "glare" || ev.ExternalUserIndex == "" || ev.SealedExternalUserID == "" {
+		t.Fatalf("clear fields: %+v", ev)
+	}
+	if ev.ExternalUserIndex != l.Keys().Index(want.AppKey, want.ExternalUserID) {
+		t.Error("index is not the ring's Index of (appKey, externalUserId)")
+	}
+	full, err := DecodeEvent(ev.Seq, ev.Stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Keys().Open(ctx, &full); err != nil {
+		t.Fatal(err)
+	}
+	if full.ExternalUserID != want.ExternalUserID || string(full.Payload) != string(want.Payload) || *full.Raw != *want.Raw {
+		t.Fatalf("opened %+v", full)
+	}
+	ext, err := l.Keys().OpenExternalUserID(ctx, ev.AppKey, ev.ApplicantID, ev.SealedExternalUserID)
+	if err != nil || ext != want.ExternalUserID {
+		t.Fatalf("OpenExternalUserID = %q, %v", ext, err)
+	}
+	// A version 1 event opens to itself.
+	v1 := *logEvent(logApp(0), logApplicant(1), domain.EventCreated, 1)
+	v1.V = domain.StoredVersionClear
+	if err := l.Keys().Open(ctx, &v1); err != nil || v1.ExternalUserID == "" {
+		t.Fatalf("v1: %v", err)
+	}
+}
+
+// Concurrent first events of one applicant, through two processes' rings, agree on one
+// key: each event opens under either ring, and KYC_KEYS holds one key for it.
+func TestConcurrentFirstEventsAgreeOnOneKey(t *testing.T) {
+	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
+	l1, l2 := keyedLog(t, c, testMasterA), keyedLog(t, c, testMasterA)
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	for i := range 2 * n {
+		l := l1
+		if i%2 == 1 {
+			l = l2
+		}
+		wg.Go(func() {
+			ev := logEvent(logApp(0), logApplicant(7), domain.EventStepPassed, i)
+			if _, _, err := l.Append(context.Background(), ev, logMsgID(ev)); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, l := range []*EventLog{l1, l2} {
+		l.Keys().cache.drop("kyc.keys.app." + string(logApp(0)) + "." + string(logApplicant(7)))
+		for _, ev := range readAll(t, l1) {
+			full, _ := DecodeEvent(ev.Seq, ev.Stored)
+			if err := l.Keys().Open(context.Background(), &full); err != nil {
+				t.Fatalf("seq %d: %v", ev.Seq, err)
+			}
+		}
+	}
+	info, err := l1.Keys().stream.Info(context.Background(), jetstream.WithSubjectFilter("kyc.keys.app.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != 1 {
+		t.Fatalf("KYC_KEYS subjects %v", info.State.Subjects)
+	}
+	for subj, n := range info.State.Subjects {
+		if n != 1 {
+			t.Fatalf("%s holds %d keys for one applicant", subj, n)
+		}
+	}
+}
+
+// A master key that is not the ring's is refused at open with an error naming
+// keys.master; a rotated one opens with the old key in keys.previous, and after Rewrap
+// without it.
+func TestMasterKeyWrongAndRotated(t *testing.T) {
+	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
+	ctx := context.Background()
+	la := keyedLog(t, c, testMasterA)
+	logAppend(t, la, logEvent(logApp(0), logApplicant(0), domain.EventCreated, 0))
+
+	_, err := Open(ctx, c, Config{Keys: &MasterKeys{Current: mustMaster(t, testMasterB)}}, nil)
+	if domain.KindOf(err) != domain.KindConflict || !strings.Contains(err.Error(), "keys.master") {
+		t.Fatalf("wrong master: %v", err)
+	}
+	if _, err := Open(ctx, c, Config{}, nil); err != nil {
+		t.Fatalf("no keys at all still opens the log (clear): %v", err)
+	}
+
+	lb := keyedLog(t, c, testMasterB, testMasterA)
+	ev, _ := DecodeEvent(1, readAll(t, lb)[0].Stored)
+	if err := lb.Keys().Open(ctx, &ev); err != nil || ev.ExternalUserID == "" {
+		t.Fatalf("rotated, old key in previous: %v", err)
+	}
+	n, err := lb.Keys().Rewrap(ctx)
+	if err != nil || n != 2 { // the applicant's key and the index key
+		t.Fatalf("Rewrap = %d, %v", n, err)
+	}
+	if n, err := lb.Keys().Rewrap(ctx); err != nil || n != 0 {
+		t.Fatalf("second Rewrap = %d, %v", n, err)
+	}
+	lb2 := keyedLog(t, c, testMasterB)
+	ev, _ = DecodeEvent(1, readAll(t, lb2)[0].Stored)
+	if err := lb2.Keys().Open(ctx, &ev); err != nil || ev.ExternalUserID == "" {
+		t.Fatalf("after rewrap, new key alone: %v", err)
+	}
+	if lb2.Keys().Index(ev.AppKey, ev.ExternalUserID) != ev.ExternalUserIndex {
+		t.Fatal("the blind index changed with the master key")
+	}
+	if _, err := Open(ctx, c, Config{Keys: &MasterKeys{Current: mustMaster(t, testMasterA)}}, nil); domain.KindOf(err) != domain.KindConflict {
+		t.Fatalf("old master after rewrap: %v", err)
+	}
+}
+
+// A sealed value that was changed, or moved to another event or applicant, does not
+// open: a clear error, nothing filled in.
+func TestSealedValueTamperedOrMoved(t *testing.T) {
+	l := keyedLog(t, natsStart(t, NATSConfig{SyncInterval: time.Minute}), testMasterA)
+	ctx := context.Background()
+	logAppend(t, l, logEvent(logApp(0), logApplicant(0), domain.EventCreated, 0))
+	logAppend(t, l, logEvent(logApp(0), logApplicant(1), domain.EventCreated, 1))
+	logAppend(t, l, logEvent(logApp(0), logApplicant(0), domain.EventInProgress, 2))
+	var evs []domain.Event
+	for _, ev := range readAll(t, l) {
+		full, err := DecodeEvent(ev.Seq, ev.Stored) // Read leaves Sealed out
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, full)
+	}
+	a0, b0, a1 := evs[0], evs[1], evs[2]
+
+	flip := func(s string) string {
+		b, _ := base64.StdEncoding.DecodeString(s)
+		b[len(b)/2] ^= 1
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	cases := map[string]func(e *domain.Event){
+		"payload flipped": func(e *domain.Event) { e.Sealed = flip(e.Sealed) },
+		"ext flipped": func(e *domain.Event) {
+			e.SealedExternalUserID = domain.SealedExternalUserID(flip(string(e.SealedExternalUserID)))
+		},
+		"payload from another event":   func(e *domain.Event) { e.Sealed = a1.Sealed },
+		"payload from other applicant": func(e *domain.Event) { e.Sealed = b0.Sealed },
+		"ext from other applicant":     func(e *domain.Event) { e.SealedExternalUserID = b0.SealedExternalUserID },
+		"clear type changed":           func(e *domain.Event) { e.Type = domain.EventApproved },
+		"not base64":                   func(e *domain.Event) { e.Sealed = "%%%" },
+		"truncated":                    func(e *domain.Event) { e.Sealed = e.Sealed[:8] },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := a0
+			mutate(&e)
+			err := l.Keys().Open(ctx, &e)
+			if domain.KindOf(err) != domain.KindInternal {
+				t.Fatalf("Open = %v, want an internal error", err)
+			}
+			if e.ExternalUserID != "" || e.Payload != nil || e.Raw != nil {
+				t.Fatalf("filled in after a failure: %+v", e)
+			}
+		})
+	}
+	if _, err := l.Keys().OpenExternalUserID(ctx, b0.AppKey, b0.ApplicantID, a0.SealedExternalUserID); domain.KindOf(err) != domain.KindInternal {
+		t.Fatalf("ext of another applicant: %v", err)
+	}
+	if _, err := l.Keys().OpenExternalUserID(ctx, logApp(0), logApplicant(9), a0.SealedExternalUserID); domain.KindOf(err) != domain.KindNotFound {
+		t.Fatalf("applicant without a key: %v", err)
+	}
+}
+
+// An erasure leaves the ring remembering it: the key is gone, the events no longer
+// open, a later event is stored without personal fields and no key is made again.
+func TestErasureDestroysKeyAndIsRemembered(t *testing.T) {
+	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
+	l := keyedLog(t, c, testMasterA)
+	other := keyedLog(t, c, testMasterA) // another process, its cache warm
+	ctx := context.Background()
+	app, id := logApp(0), logApplicant(0)
+	logAppend(t, l, logEvent(app, id, domain.EventCreated, 0))
+	ev0, _ := DecodeEvent(1, readAll(t, other)[0].Stored)
+	if err := other.Keys().Open(ctx, &ev0); err != nil {
+		t.Fatal(err)
+	}
+	keyMsgBefore, err := l.Keys().stream.GetLastMsgForSubject(ctx, "kyc.keys.app."+string(app)+"."+string(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	e, err := l.Keys().BeginErasure(ctx, app, id, "admin", "GDPR request 42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := l.Keys().BeginErasure(ctx, app, id, "admin", "twice")
+	if err != nil || again.Seq != e.Seq {
+		t.Fatalf("second BeginErasure = %+v, %v; want the first", again, err)
+	}
+	pend, err := l.Keys().PendingErasures(ctx)
+	if err != nil || len(pend) != 1 || pend[0].ApplicantID != id || pend[0].Reason != "GDPR request 42" {
+		t.Fatalf("pending = %+v, %v", pend, err)
+	}
+	if err := l.Keys().DestroyKey(ctx, app, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Keys().DestroyKey(ctx, app, id); err != nil {
+		t.Fatalf("DestroyKey twice: %v", err)
+	}
+	if err := l.Keys().EndErasure(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if pend, _ := l.Keys().PendingErasures(ctx); len(pend) != 0 {
+		t.Fatalf("still pending: %+v", pend)
+	}
+	if _, err := l.Keys().stream.GetMsg(ctx, keyMsgBefore.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("key message still readable: %v", err)
+	}
+
+	ev, _ := DecodeEvent(1, readAll(t, l)[0].Stored)
+	if err := l.Keys().Open(ctx, &ev); !errors.Is(err, ErrErased) || domain.KindOf(err) != domain.KindNotFound {
+		t.Fatalf("Open after erasure = %v", err)
+	}
+	if erased, err := l.Keys().Erased(ctx, app, id); err != nil || !erased {
+		t.Fatalf("Erased = %v, %v", erased, err)
+	}
+	later := logEvent(app, id, domain.EventApproved, 5)
+	logAppend(t, l, later)
+	if bytes.Contains(later.Stored, []byte(`"sealed`)) || bytes.Contains(later.Stored, []byte(`"extIndex"`)) ||
+		bytes.Contains(later.Stored, []byte("user-")) || bytes.Contains(later.Stored, []byte(`"payload"`)) {
+		t.Fatalf("event after erasure stored with personal fields: %s", later.Stored)
+	}
+	info, err := l.Keys().stream.Info(ctx, jetstream.WithSubjectFilter("kyc.keys.app.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for subj, n := range info.State.Subjects {
+		if n != 1 {
+			t.Errorf("%s holds %d messages, want the tombstone alone", subj, n)
+		}
+	}
+	// The other process's cached key expires; it then reads the tombstone.
+	other.Keys().cache.ttl = 0
+	if err := other.Keys().Open(ctx, &ev); !errors.Is(err, ErrErased) {
+		t.Fatalf("other process after its cache: %v", err)
+	}
+}
+
+// An operator's event is not sealed: who erased and why stay readable, and no key is made.
+func TestOperatorEventNotSealed(t *testing.T) {
+	l := keyedLog(t, natsStart(t, NATSConfig{SyncInterval: time.Minute}), testMasterA)
+	ev := &domain.Event{Provider: "allpass", Origin: domain.OriginOperator, AppKey: logApp(0), ApplicantID: logApplicant(3),
+		Type: domain.EventErased, EventAt: logBase, EventAtSource: domain.SourceReceived, ReceivedAt: logBase,
+		Payload: json.RawMessage(`{"by":"admin","reason":"retention"}`)}
+	logAppend(t, l, ev)
+	got := readAll(t, l)[0]
+	if string(got.Payload) != `{"by":"admin","reason":"retention"}` || got.Sealed != "" {
+		t.Fatalf("operator event: %+v", got)
+	}
+	if _, err := l.Keys().OpenExternalUserID(context.Background(), logApp(0), logApplicant(3), "x"); !errors.Is(err, ErrNoKey) {
+		t.Fatalf("a key was made for an operator's event: %v", err)
+	}
+}
+
+// memKeyring is a ring whose one applicant's key sits in its cache: Open needs no NATS.
+func memKeyring(tb testing.TB, app domain.AppKey, id domain.ApplicantID) *Keyring {
+	tb.Helper()
+	raw := bytes.Repeat([]byte{7}, 32)
+	aead, err := newAEAD(raw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k := &Keyring{index: []byte("index"), cache: newKeyCache(8, time.Hour)}
+	subject, _ := appKeySubject(app, id)
+	k.cache.put(subject, &key{raw: raw, aead: aead})
+	return k
+}
+
+// FuzzDecodeSealedEvent: whatever bytes a version 2 message holds, decoding and opening
+// it gives an error or an event, never a panic; and what opens was sealed by this key
+// for these clear fields.
+func FuzzDecodeSealedEvent(f *testing.F) {
+	app, id := logApp(0), logApplicant(0)
+	k := memKeyring(f, app, id)
+	ev := logEvent(app, id, domain.EventCreated, 0)
+	if err := k.Seal(context.Background(), ev); err != nil {
+		f.Fatal(err)
+	}
+	good, err := appendStoredEvent(nil, ev)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(`{"v":2,"appKey":"` + string(app) + `","applicantId":"` + string(id) + `","sealed":"AAAA"}`))
+	f.Add([]byte(`{"v":2,"sealedExt":"","sealed":null}`))
+	f.Add(bytes.Replace(good, []byte(`"type":"applicantCreated"`), []byte(`"type":"applicantApproved"`), 1))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ev, err := DecodeEvent(1, data)
+		if err != nil {
+			return
+		}
+		var viaStd domain.Event
+		if json.Unmarshal(data, &viaStd) != nil {
+			t.Fatalf("DecodeEvent accepts what encoding/json refuses: %q", data)
+		}
+		if viaStd.Sealed != ev.Sealed || viaStd.SealedExternalUserID != ev.SealedExternalUserID || viaStd.ExternalUserIndex != ev.ExternalUserIndex {
+			t.Fatalf("sealed fields differ from encoding/json's: %+v vs %+v", ev, viaStd)
+		}
+		before := ev
+		if err := k.Open(context.Background(), &ev); err != nil {
+			if ev.ExternalUserID != before.ExternalUserID || string(ev.Payload) != string(before.Payload) {
+				t.Fatalf("a failed Open changed the event")
+			}
+			return
+		}
+		if ev.V == domain.StoredVersion && ev.Sealed != "" && ev.Type != domain.EventCreated {
+			t.Fatalf("a sealed payload opened under changed clear fields: %q", data)
+		}
+	})
+}
+
+// A group commit of many applicants' first events seals every one, each under its own
+// applicant's key (the keys made concurrently before the batch is encoded).
+func TestAppendBatchSealsEveryEvent(t *testing.T) {
+	l := keyedLog(t, natsStart(t, NATSConfig{SyncInterval: time.Minute}), testMasterA)
+	var evs []*domain.Event
+	for i := range 40 {
+		evs = append(evs, logEvent(logApp(0), logApplicant(i%20), domain.EventStepPassed, i))
+	}
+	ps := pendingOf(evs...)
+	l.AppendBatch(context.Background(), ps)
+	for i, p := range ps {
+		if p.Err != nil || p.Seq == 0 {
+			t.Fatalf("event %d: seq %d, %v", i, p.Seq, p.Err)
+		}
+	}
+	for _, ev := range readAll(t, l) {
+		full, _ := DecodeEvent(ev.Seq, ev.Stored)
+		if full.V != domain.StoredVersion || full.Sealed == "" || bytes.Contains(full.Stored, []byte("user-")) {
+			t.Fatalf("seq %d not sealed: %s", ev.Seq, full.Stored)
+		}
+		if err := l.Keys().Open(context.Background(), &full); err != nil {
+			t.Fatalf("seq %d: %v", ev.Seq, err)
+		}
+	}
+}
