@@ -225,6 +225,11 @@ func TestConfigContractKeysYAMLAndEnv(t *testing.T) {
 		{"reconcile.stale_after", "reconcile: {stale_after: 2h}", "KYCSTATE_RECONCILE_STALE_AFTER", "2h"},
 		{"reconcile.full_every", "reconcile: {full_every: 48h}", "KYCSTATE_RECONCILE_FULL_EVERY", "48h"},
 		{"reconcile.rate", "reconcile: {rate: 2.5}", "KYCSTATE_RECONCILE_RATE", "2.5"},
+		{"keys.master", "keys: {master: 'env:M'}", "KYCSTATE_KEYS_MASTER", "env:M"},
+		{"keys.previous", "keys: {previous: ['file:/p']}", "KYCSTATE_KEYS_PREVIOUS_0", "file:/p"},
+		{"retention.erase_after", "retention: {erase_after: 43800h}", "KYCSTATE_RETENTION_ERASE_AFTER", "43800h"},
+		{"nats.rejects_max_age", "nats: {rejects_max_age: 72h}", "KYCSTATE_NATS_REJECTS_MAX_AGE", "72h"},
+		{"api.tokens[].role admin", "api: {tokens: [{role: admin}]}", "KYCSTATE_API_TOKENS_0_ROLE", "admin"},
 	}
 	getenv, environ := envFunc()
 	defaults, err := loadConfig("", getenv, environ)
