@@ -71,6 +71,12 @@ type Projector struct {
 
 	last    atomic.Uint64 // stream's last sequence, as last read
 	failing atomic.Bool   // the last commit or read failed and has not succeeded since
+	// caughtUp is set once the projection has reached the log's end as Ready first saw it
+	// (catchUpTo): until then a node that starts on an empty or old projection is not
+	// ready, however small its lag, since it would answer 404 for applicants it has not
+	// folded yet. After that the lag bound alone decides.
+	caughtUp  atomic.Bool
+	catchUpTo atomic.Uint64 // that end + 1; 0 until Ready first reads the log
 
 	// Test hooks (nil in production): beforeApply runs before a batch is folded and
 	// committed, afterCommit right after the commit, before the next batch is fetched. An
@@ -201,6 +207,9 @@ func (p *Projector) Lag() uint64 {
 // ErrBehind is returned by Ready when the projection is further behind than allowed.
 var ErrBehind = errors.New("projection is behind the event log")
 
+// ErrCatchingUp is returned by Ready until the projection has first caught up with the log.
+var ErrCatchingUp = errors.New("projection is catching up with the event log since the node started")
+
 // Ready reports whether the log is reachable, the projection file is sound, and the
 // projection is within maxLag sequences of the log and not stalled.
 func (p *Projector) Ready(ctx context.Context, maxLag uint64) error {
@@ -214,7 +223,15 @@ func (p *Projector) Ready(ctx context.Context, maxLag uint64) error {
 	if p.failing.Load() {
 		return domain.E("projector.Ready", domain.KindUnavailable, "projection commits are failing")
 	}
-	if cp := p.proj.Checkpoint(); last > cp+maxLag {
+	cp := p.proj.Checkpoint()
+	if !p.caughtUp.Load() {
+		p.catchUpTo.CompareAndSwap(0, last+1)
+		if cp+1 < p.catchUpTo.Load() {
+			return domain.E("projector.Ready", domain.KindUnavailable, ErrCatchingUp)
+		}
+		p.caughtUp.Store(true)
+	}
+	if last > cp+maxLag {
 		return domain.E("projector.Ready", domain.KindUnavailable, ErrBehind)
 	}
 	return nil

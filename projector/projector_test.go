@@ -301,3 +301,24 @@ func TestProjectorReady(t *testing.T) {
 		t.Fatalf("lag %d after catching up", p.Lag())
 	}
 }
+
+// A node started on an empty (or old) projection is not ready until it has caught up with
+// the log as it stood when first asked, however small its lag: it would answer 404 for
+// applicants it has not folded yet. Once caught up, the lag bound alone decides.
+func TestProjectorNotReadyUntilFirstCaughtUp(t *testing.T) {
+	f := newFixture(t)
+	appendLog(t, f.events, 0, 20, 5)
+	p := New(f.events, f.proj, Config{}, f.lg, nil)
+	if err := p.Ready(context.Background(), 1000); !errors.Is(err, ErrCatchingUp) {
+		t.Fatalf("ready with 20 of 20 events unapplied and a lag bound of 1000: %v", err)
+	}
+	run(t, p)
+	waitCheckpoint(t, f.proj, 20)
+	if err := p.Ready(context.Background(), 1000); err != nil {
+		t.Fatalf("not ready after catching up: %v", err)
+	}
+	appendLog(t, f.events, 20, 25, 5) // new events within the bound keep it ready
+	if err := p.Ready(context.Background(), 1000); err != nil {
+		t.Fatalf("not ready with a lag within the bound after catching up: %v", err)
+	}
+}
