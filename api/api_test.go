@@ -320,6 +320,14 @@ func TestMethodNotAllowed(t *testing.T) {
 	if rec := f.do(t.Context(), http.MethodHead, "/v1/applicants/"+string(idA), readerToken); rec.Code != http.StatusOK {
 		t.Errorf("HEAD state: %d", rec.Code)
 	}
+	// An action's path asked with another method names the method it takes.
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+		rec := f.do(t.Context(), m, "/v1/applicants/"+string(idA)+"/reconcile", auditorToken)
+		if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "POST" {
+			t.Errorf("%s reconcile: %d Allow %q", m, rec.Code, rec.Header().Get("Allow"))
+		}
+		checkErrorBody(t, rec, "method_not_allowed", "/reconcile")
+	}
 }
 
 // checkErrorBody asserts {"error":{"code","message"}} with the code and a message naming want.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/kycstate/kycstate/api/console"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/httperr"
+	"go.uber.org/zap"
 )
 
 // newConsole builds the auditor console over this server's own reads.
@@ -148,4 +150,31 @@ func (b consoleBackend) Verify(ctx context.Context) (domain.VerifyResult, error)
 			"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout))
 	}
 	return res, err
+}
+
+func (b consoleBackend) Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (uint64, error) {
+	if b.s.erase == nil {
+		return 0, domain.E("erase", domain.KindNotFound, "this node does not erase: it was started without the key ring")
+	}
+	if utf8.RuneCountInString(reason) > maxReasonChars {
+		return 0, domain.E("reason", domain.KindInvalid, fmt.Sprintf("longer than %d characters", maxReasonChars))
+	}
+	st, found, err := b.s.proj.State(id)
+	switch {
+	case err != nil:
+		return 0, err
+	case !found:
+		return 0, domain.E("id", domain.KindNotFound, "no applicant "+string(id))
+	}
+	seq, pending, err := b.s.erase(ctx, st.AppKey, st.ApplicantID, by, reason)
+	if err != nil {
+		return 0, err
+	}
+	b.s.log.Info("applicant erased", zap.String("applicantId", string(id)), zap.String("token", by),
+		zap.Uint64("seq", seq), zap.Bool("keyPending", pending))
+	// Wait as the API's erase does, so the page shown next says erased.
+	wctx, cancel := context.WithTimeout(ctx, b.s.maxWait)
+	defer cancel()
+	b.s.proj.WaitFor(wctx, seq)
+	return seq, nil
 }

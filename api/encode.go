@@ -66,17 +66,30 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// query holds a request's parsed query string. Unknown parameters are ignored; of a
-// repeated parameter the first value counts.
+// query holds a request's parsed query string. Unknown parameters are ignored.
 type query struct {
 	v url.Values
 }
 
-// parseQuery decodes the query string, refusing one that is not well formed.
+// knownParams are the query parameters some route reads. One given twice is refused
+// rather than resolved: with ?after=3&after=x, a proxy, a log reader and this service could
+// each take a different value, and an auditor's request must mean one thing.
+func knownParams() []string {
+	return []string{"minSeq", "at", "seq", "after", "limit", "cursor",
+		"externalUserId", "appKey", "status", "wait", "dryRun"}
+}
+
+// parseQuery decodes the query string, refusing one that is not well formed or that
+// repeats a known parameter.
 func parseQuery(r *http.Request) (query, error) {
 	v, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return query{}, errParam("query", domain.KindInvalid, "malformed query string")
+	}
+	for _, name := range knownParams() {
+		if len(v[name]) > 1 {
+			return query{}, errParam(name, domain.KindInvalid, fmt.Sprintf("given %d times; give it once", len(v[name])))
+		}
 	}
 	return query{v: v}, nil
 }

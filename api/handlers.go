@@ -246,8 +246,8 @@ func (s *server) handleApplicants() http.Handler {
 			return nil
 		}
 
-		st := domain.Status(strings.ToUpper(q.get("status")))
-		if !st.Valid() {
+		st, ok := domain.ParseStatus(q.get("status"))
+		if !ok {
 			return errParam("status", domain.KindInvalid, fmt.Sprintf("must be one of %s, got %s", statusList(), quote(q.get("status"))))
 		}
 		if q.has("appKey") {
@@ -514,6 +514,16 @@ func (s *server) handleNotFound() http.Handler {
 			probe.Method = http.MethodGet
 			if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
 				httperr.MethodNotAllowed(w, "GET, HEAD", r.Method+" "+strings.TrimPrefix(pattern, "GET ")+": only GET and HEAD")
+				return nil
+			}
+		}
+		// The actions (reconcile, erase) are POST only: another method on their path is
+		// a 405 naming POST, not an unknown path.
+		if r.Method != http.MethodPost {
+			probe := r.Clone(r.Context())
+			probe.Method = http.MethodPost
+			if _, pattern := s.mux.Handler(probe); strings.HasPrefix(pattern, "POST ") {
+				httperr.MethodNotAllowed(w, "POST", r.Method+" "+strings.TrimPrefix(pattern, "POST ")+": only POST")
 				return nil
 			}
 		}

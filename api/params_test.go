@@ -53,6 +53,7 @@ func badCases() []badCase {
 		{"/v1/applicants?externalUserId=u&appKey=nope", "appKey"},
 		{"/v1/applicants?externalUserId=u&cursor=" + string(idA), "cursor"},
 		{"/v1/applicants?status=DONE", "status"},
+		{"/v1/applicants?status=%C4%B1nit", "status"}, // dotless i: not INIT
 		{"/v1/applicants?status=", "status"},
 		{"/v1/applicants?status=APPROVED&cursor=xyz", "cursor"},
 		{"/v1/applicants?status=APPROVED&appKey=" + string(app1), "appKey"},
@@ -68,6 +69,14 @@ func badCases() []badCase {
 		{"/v1/changes?wait=-1", "wait"},
 		{"/v1/changes?wait=1s", "wait"},
 		{"/v1/changes?a=%zz", "query"},
+		{A + "?minSeq=1&minSeq=2", "minSeq"},
+		{A + "?seq=1&seq=1", "seq"},
+		{A + "/history?after=3&after=x", "after"},
+		{A + "/history?limit=1&limit=1", "limit"},
+		{"/v1/applicants?status=APPROVED&status=REJECTED", "status"},
+		{"/v1/applicants?externalUserId=u&externalUserId=v", "externalUserId"},
+		{"/v1/changes?wait=1&wait=60", "wait"},
+		{"/v1/anomalies?cursor=1&cursor=2", "cursor"},
 	}
 }
 
@@ -85,7 +94,7 @@ func TestBadRequests(t *testing.T) {
 }
 
 // Parameters out of range that are served rather than refused: limits above 1000 are
-// capped, unknown parameters ignored, repeated ones take the first value.
+// capped, unknown parameters ignored (even repeated).
 func TestLenientParams(t *testing.T) {
 	f := newFixture(t, nil)
 	A := "/v1/applicants/" + string(idA)
@@ -94,7 +103,7 @@ func TestLenientParams(t *testing.T) {
 		{A + "/history?limit=5000", A + "/history?limit=1000"},
 		{A + "/history?limit=99999999999999999999999", A + "/history?limit=1000"},
 		{A + "/history?limit=0002", A + "/history?limit=2"},
-		{A + "/history?after=3&after=x", A + "/history?after=3"},
+		{A + "/history?after=3&foo=1&foo=2", A + "/history?after=3"},
 		{"/v1/changes?limit=1001&x=1", "/v1/changes?limit=1000"},
 		{"/v1/changes?wait=0", "/v1/changes"},
 		{"/v1/anomalies?limit=100000", "/v1/anomalies?limit=1000"},

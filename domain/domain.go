@@ -66,6 +66,20 @@ func (s Status) Valid() bool {
 	return false
 }
 
+// ParseStatus reads a status name in any ASCII case ("approved", "In_Review"). Only
+// ASCII letters are folded: strings.ToUpper would also turn "ınit" (dotless i) into INIT
+// and "ſ" (long s) into S, so a name no client meant would pass as a status.
+func ParseStatus(s string) (Status, bool) {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - ('a' - 'A')
+		}
+	}
+	st := Status(b)
+	return st, st.Valid()
+}
+
 // Status events.
 const (
 	EventCreated    EventType = "applicantCreated"

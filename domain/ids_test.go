@@ -55,3 +55,16 @@ func FuzzParseUUID(f *testing.F) {
 		}
 	})
 }
+
+func TestParseStatus(t *testing.T) {
+	for in, want := range map[string]Status{
+		"APPROVED": StatusApproved, "approved": StatusApproved, "In_Review": StatusInReview,
+		"in_progress": StatusInProgress, "init": StatusInit,
+		"ınit": "", "ın_revıew": "", "IN_PROGREſſ": "", "ＡPPROVED": "", "": "", "APPROVED ": "", "NONE": "",
+	} {
+		got, ok := ParseStatus(in)
+		if ok != (want != "") || (ok && got != want) {
+			t.Errorf("ParseStatus(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}

@@ -11,14 +11,14 @@ import (
 
 // ReprocessResult counts what one Reprocess run did.
 type ReprocessResult struct {
-	Seen       int // rejects read
-	Recovered  int // opened with the current keys and appended as new events
-	Duplicates int // opened, and the log already had them (reprocessed before, or retried by Allpass)
-	Failing    int // still refused with the current keys
+	Seen       int `json:"seen"`       // rejects read
+	Recovered  int `json:"recovered"`  // opened with the current keys and appended as new events
+	Duplicates int `json:"duplicates"` // opened, and the log already had them (reprocessed before, or retried by Allpass)
+	Failing    int `json:"failing"`    // still refused with the current keys
 	// FailingByReason counts the still-failing rejects by the code they fail with now.
-	FailingByReason map[string]int
+	FailingByReason map[string]int `json:"failingByReason"`
 	// Next is the reject sequence to resume from: one past the last reject handled.
-	Next uint64
+	Next uint64 `json:"next"`
 }
 
 // Reprocess re-opens each kept reject from sequence from on with the current keys of

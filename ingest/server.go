@@ -16,6 +16,10 @@ const (
 	// connection instead of answering 503.
 	serverWriteTimeout = 30 * time.Second
 	serverIdleTimeout  = 120 * time.Second
+	// MaxHold bounds a webhook's queue wait plus append timeout: held longer, its 503
+	// would be written after WriteTimeout has cut the connection, and Allpass would see a
+	// reset instead of Retry-After. The margin leaves time to read the body.
+	MaxHold = serverWriteTimeout - 10*time.Second
 	// MaxHeaderBytes: Allpass sends a handful of headers; anything past 64 KiB is answered
 	// 431 by net/http before the handler runs.
 	serverMaxHeaderBytes = 64 << 10

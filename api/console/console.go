@@ -33,7 +33,7 @@ const (
 	RoleReader Role = "reader"
 	// RoleAuditor also sees history, point-in-time state, anomalies and runs verify.
 	RoleAuditor Role = "auditor"
-	// RoleAdmin may also erase (DESIGN.md section 11), once the API offers it.
+	// RoleAdmin may also erase (DESIGN.md section 11).
 	RoleAdmin Role = "admin"
 )
 
@@ -114,6 +114,12 @@ type Backend interface {
 	// KindNotFound when this node cannot verify; KindConflict while another verify runs;
 	// KindUnavailable past its bound.
 	Verify(ctx context.Context) (domain.VerifyResult, error)
+	// Erase erases an applicant's personal data (DESIGN.md section 11) on behalf of by,
+	// for reason, and returns once the projection shows it erased (or its wait bound has
+	// passed). Errors: KindNotFound for an unknown applicant or a node that does not
+	// erase; KindInvalid for an empty or oversized reason; KindUnavailable when the
+	// erasure could not be appended (nothing was erased; retry).
+	Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (seq uint64, err error)
 }
 
 // Defaults of Config.

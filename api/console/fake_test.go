@@ -20,6 +20,7 @@ import (
 const (
 	readerTok  = "reader-secret-0123456789"
 	auditorTok = "auditor-secret-9876543210"
+	adminTok   = "admin-secret-5555555555555"
 	idOne      = domain.ApplicantID("0a3c5e1f-6b2d-4c8e-9f10-aaaaaaaaaaa1")
 	idTwo      = domain.ApplicantID("1b4d6f20-7c3e-4d9f-8021-bbbbbbbbbbb2")
 	idThree    = domain.ApplicantID("2c5e7031-8d4f-4ea0-9132-ccccccccccc3")
@@ -34,6 +35,12 @@ var t0 = time.Date(2024, 5, 1, 9, 0, 0, 0, time.UTC)
 type fakeBackend struct {
 	mu       sync.Mutex
 	verifies int
+	erased   []erasure
+}
+
+type erasure struct {
+	id         domain.ApplicantID
+	by, reason string
 }
 
 func (f *fakeBackend) Authenticate(tok string) (Principal, error) {
@@ -42,6 +49,8 @@ func (f *fakeBackend) Authenticate(tok string) (Principal, error) {
 		return Principal{Name: "product", Role: RoleReader}, nil
 	case auditorTok:
 		return Principal{Name: "audit", Role: RoleAuditor}, nil
+	case adminTok:
+		return Principal{Name: "dpo", Role: RoleAdmin}, nil
 	}
 	return Principal{}, domain.E("token", domain.KindUnauthorized, "invalid token")
 }
@@ -139,6 +148,13 @@ func (f *fakeBackend) Changes(ctx context.Context, after uint64, limit int) ([]d
 }
 
 func (f *fakeBackend) Health(ctx context.Context) Health { return Health{Checkpoint: 3} }
+
+func (f *fakeBackend) Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.erased = append(f.erased, erasure{id: id, by: by, reason: reason})
+	return 1, nil
+}
 
 func (f *fakeBackend) Verify(ctx context.Context) (domain.VerifyResult, error) {
 	f.mu.Lock()

@@ -28,6 +28,7 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /console/changes/feed", c.feed()) // JSON for changes.js
 	c.mux.Handle("GET /console/ops", c.page(RoleReader, c.ops))
 	c.mux.Handle("POST /console/ops/verify", c.post(RoleAuditor, c.verify))
+	c.mux.Handle("POST /console/applicants/{id}/erase", c.post(RoleAdmin, c.erase))
 	c.mux.Handle("/console/", c.page(RoleReader, func(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, &s, domain.E("path", domain.KindNotFound, "no console page "+quote(r.URL.Path)))
 	}))
@@ -449,4 +450,26 @@ func (c *Console) verify(w http.ResponseWriter, r *http.Request, s session) {
 	v := c.base(s, "Operations", "ops")
 	v.Data = &opsData{Health: c.b.Health(r.Context()), Verified: &res, Took: time.Since(start).Round(time.Millisecond)}
 	c.render(w, r, http.StatusOK, "ops", v)
+}
+
+// erase erases the applicant's personal data (admin, a POST with the session's CSRF
+// token, as every console form) and shows the applicant again, now erased.
+func (c *Console) erase(w http.ResponseWriter, r *http.Request, s session) {
+	id, err := domain.ParseApplicantID(r.PathValue("id"))
+	if err != nil {
+		c.fail(w, r, &s, domain.E("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
+		return
+	}
+	reason := strings.TrimSpace(r.PostForm.Get("reason"))
+	if reason == "" {
+		c.fail(w, r, &s, domain.E("reason", domain.KindInvalid, "an erasure needs a reason"))
+		return
+	}
+	seq, err := c.b.Erase(r.Context(), id, s.Name, reason)
+	if err != nil {
+		c.fail(w, r, &s, err)
+		return
+	}
+	c.log.Info("console erase", zap.String("token", s.Name), zap.String("applicantId", string(id)), zap.Uint64("seq", seq))
+	http.Redirect(w, r, "/console/applicants/"+string(id), http.StatusSeeOther)
 }

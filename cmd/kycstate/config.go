@@ -208,6 +208,12 @@ func loadConfig(path string, getenv func(string) string, environ []string) (Conf
 		if err != nil {
 			return cfg, fmt.Errorf("config: %w", err)
 		}
+		var doc yaml.Node
+		if err := yaml.Unmarshal(b, &doc); err == nil && len(doc.Content) == 1 {
+			if key, line := unknownKey(doc.Content[0], reflect.TypeFor[Config](), ""); key != "" {
+				return cfg, fmt.Errorf("config %s: line %d: unknown key %s", path, line, key)
+			}
+		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
@@ -218,6 +224,49 @@ func loadConfig(path string, getenv func(string) string, environ []string) (Conf
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// unknownKey walks a YAML node alongside the config type t and returns the dotted path
+// (apps[0].open_api.privat_key) and line of the first key t does not have, or "". The
+// decoder's own message names only the Go type the key was not found in.
+func unknownKey(n *yaml.Node, t reflect.Type, path string) (string, int) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			f, ok := fieldByYAMLKey(t, k.Value)
+			key := k.Value
+			if path != "" {
+				key = path + "." + k.Value
+			}
+			if !ok {
+				return key, k.Line
+			}
+			if p, line := unknownKey(v, f.Type, key); p != "" {
+				return p, line
+			}
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for i, v := range n.Content {
+			if p, line := unknownKey(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p, line
+			}
+		}
+	}
+	return "", 0
+}
+
+func fieldByYAMLKey(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name := strings.Split(f.Tag.Get("yaml"), ",")[0]; name == key && f.IsExported() {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // yamlMessage keeps yaml's line-numbered message but drops quoted values, which may be secrets.
@@ -439,6 +488,9 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 		// Shutdown waits for queued requests too; a wait past half its bound could
 		// leave a queued request unanswered when the log closes.
 		return nil, cfgErr("ingest.queue_wait", "must be positive and at most %s", shutdownTimeout/2)
+	}
+	if at := time.Duration(cfg.Ingest.AppendTimeout); at <= 0 || at+time.Duration(cfg.Ingest.QueueWait) > ingest.MaxHold {
+		return nil, cfgErr("ingest.append_timeout", "must be positive, and with ingest.queue_wait at most %s, so a held webhook is answered before the connection's write timeout", ingest.MaxHold)
 	}
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -108,8 +109,14 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 		{"short token", "api: {tokens: [{name: x, role: reader, token: short}]}", nil, "api.tokens[0].token"},
 		{"replicas", "nats: {replicas: 9}", nil, "nats.replicas"},
 		{"queue wait", "ingest: {queue_wait: 0s}", nil, "ingest.queue_wait"},
+		{"append timeout zero", "ingest: {append_timeout: 0s}", nil, "ingest.append_timeout"},
+		{"append timeout past the write timeout", "ingest: {append_timeout: 1h}", nil, "ingest.append_timeout"},
+		{"append timeout with queue wait", "ingest: {append_timeout: 10s, queue_wait: 15s}", nil, "ingest.append_timeout"},
 		{"queue wait env", "", []string{"KYCSTATE_INGEST_QUEUE_WAIT", "1h"}, "ingest.queue_wait"},
 		{"unknown key", "natz: {}", nil, "natz"},
+		{"unknown nested key by its path", "ingest: {listen: ':1', bogus_key: 1}", nil, "line 1: unknown key ingest.bogus_key"},
+		{"unknown key in a list by its path", "apps: [{name: a, open_api: {privat_key: y}}]", nil, "unknown key apps[0].open_api.privat_key"},
+		{"unknown token key by its path", "api:\n  tokens:\n    - {name: a, rol: reader}", nil, "line 3: unknown key api.tokens[0].rol"},
 		{"env typo", "", []string{"KYCSTATE_NATS_URLS", "x"}, "KYCSTATE_NATS_URLS"},
 		{"env type", "", []string{"KYCSTATE_NATS_REPLICAS", "three"}, "KYCSTATE_NATS_REPLICAS"},
 		{"open_api unknown key", "apps: [{name: a, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: " + testSecret + ", hmac_key: " + testHMAC + ", open_api: {base_url: 'https://x', privat_key: y}}]", nil, "privat_key"},
@@ -191,3 +198,62 @@ func TestSecretNeverPrints(t *testing.T) {
 }
 
 func fmtV(v any) string { return fmt.Sprintf("%v %+v %#v", v, v, v) }
+
+// TestConfigContractKeysYAMLAndEnv: every key DESIGN.md section 8 names is read from the
+// YAML file under exactly that name, and its KYCSTATE_* variable sets the same value.
+func TestConfigContractKeysYAMLAndEnv(t *testing.T) {
+	cases := []struct{ key, yaml, env, val string }{
+		{"data_dir", "data_dir: /x", "KYCSTATE_DATA_DIR", "/x"},
+		{"nats.url", "nats: {url: 'nats://h:1'}", "KYCSTATE_NATS_URL", "nats://h:1"},
+		{"nats.replicas", "nats: {replicas: 3}", "KYCSTATE_NATS_REPLICAS", "3"},
+		{"ingest.listen", "ingest: {listen: ':1'}", "KYCSTATE_INGEST_LISTEN", ":1"},
+		{"ingest.queue_wait", "ingest: {queue_wait: 3s}", "KYCSTATE_INGEST_QUEUE_WAIT", "3s"},
+		{"ingest.max_in_flight", "ingest: {max_in_flight: 7}", "KYCSTATE_INGEST_MAX_IN_FLIGHT", "7"},
+		{"api.listen", "api: {listen: ':2'}", "KYCSTATE_API_LISTEN", ":2"},
+		{"api.tokens[].name", "api: {tokens: [{name: n}]}", "KYCSTATE_API_TOKENS_0_NAME", "n"},
+		{"api.tokens[].role", "api: {tokens: [{role: auditor}]}", "KYCSTATE_API_TOKENS_0_ROLE", "auditor"},
+		{"api.tokens[].token", "api: {tokens: [{token: 'env:T'}]}", "KYCSTATE_API_TOKENS_0_TOKEN", "env:T"},
+		{"apps[].name", "apps: [{name: a}]", "KYCSTATE_APPS_0_NAME", "a"},
+		{"apps[].app_key", "apps: [{app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e}]", "KYCSTATE_APPS_0_APP_KEY", "71f2c0c6-c720-423b-8df0-7763102ad57e"},
+		{"apps[].method", "apps: [{method: aes-256-gcm}]", "KYCSTATE_APPS_0_METHOD", "aes-256-gcm"},
+		{"apps[].secret_key", "apps: [{secret_key: 'file:/s'}]", "KYCSTATE_APPS_0_SECRET_KEY", "file:/s"},
+		{"apps[].hmac_key", "apps: [{hmac_key: 'env:H'}]", "KYCSTATE_APPS_0_HMAC_KEY", "env:H"},
+		{"apps[].open_api.base_url", "apps: [{open_api: {base_url: 'http://o'}}]", "KYCSTATE_APPS_0_OPEN_API_BASE_URL", "http://o"},
+		{"apps[].open_api.private_key", "apps: [{open_api: {private_key: 'env:P'}}]", "KYCSTATE_APPS_0_OPEN_API_PRIVATE_KEY", "env:P"},
+		{"apps[].open_api.timeout", "apps: [{open_api: {timeout: 4s}}]", "KYCSTATE_APPS_0_OPEN_API_TIMEOUT", "4s"},
+		{"reconcile.every", "reconcile: {every: 0s}", "KYCSTATE_RECONCILE_EVERY", "0s"},
+		{"reconcile.stale_after", "reconcile: {stale_after: 2h}", "KYCSTATE_RECONCILE_STALE_AFTER", "2h"},
+		{"reconcile.full_every", "reconcile: {full_every: 48h}", "KYCSTATE_RECONCILE_FULL_EVERY", "48h"},
+		{"reconcile.rate", "reconcile: {rate: 2.5}", "KYCSTATE_RECONCILE_RATE", "2.5"},
+		{"keys.master", "keys: {master: 'env:M'}", "KYCSTATE_KEYS_MASTER", "env:M"},
+		{"keys.previous", "keys: {previous: ['file:/p']}", "KYCSTATE_KEYS_PREVIOUS_0", "file:/p"},
+		{"retention.erase_after", "retention: {erase_after: 43800h}", "KYCSTATE_RETENTION_ERASE_AFTER", "43800h"},
+		{"nats.rejects_max_age", "nats: {rejects_max_age: 72h}", "KYCSTATE_NATS_REJECTS_MAX_AGE", "72h"},
+		{"api.tokens[].role admin", "api: {tokens: [{role: admin}]}", "KYCSTATE_API_TOKENS_0_ROLE", "admin"},
+	}
+	getenv, environ := envFunc()
+	defaults, err := loadConfig("", getenv, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		t.Run(c.key, func(t *testing.T) {
+			getenv, environ := envFunc()
+			fromYAML, err := loadConfig(writeFile(t, "c.yaml", c.yaml), getenv, environ)
+			if err != nil {
+				t.Fatalf("yaml %q: %v", c.yaml, err)
+			}
+			getenv, environ = envFunc(c.env, c.val)
+			fromEnv, err := loadConfig("", getenv, environ)
+			if err != nil {
+				t.Fatalf("%s=%s: %v", c.env, c.val, err)
+			}
+			if reflect.DeepEqual(fromYAML, defaults) {
+				t.Fatalf("yaml %q changed nothing", c.yaml)
+			}
+			if !reflect.DeepEqual(fromYAML, fromEnv) {
+				t.Fatalf("%s=%s gives\n%+v\nbut yaml %q gives\n%+v", c.env, c.val, fromEnv, c.yaml, fromYAML)
+			}
+		})
+	}
+}

@@ -19,11 +19,13 @@ import (
 // devConfigName is the development-mode config written under data_dir.
 const devConfigName = "dev.yaml"
 
-// loadServiceConfig loads --config, or, when there is none and the environment names no
-// app, the development config under data_dir (generated on first start).
+// loadServiceConfig loads --config, or, when there is none and the environment defines no
+// app (no KYCSTATE_APPS_<n>_APP_KEY), the development config under data_dir (generated on
+// first start), with the KYCSTATE_* variables over it: KYCSTATE_APPS_0_OPEN_API_BASE_URL
+// points the development app at another Open API rather than leaving a nameless app.
 func loadServiceConfig(e *env, path string, allowDev bool) (Config, error) {
 	cfg, err := loadConfig(path, e.getenv, e.environ)
-	if err != nil || path != "" || !allowDev || len(cfg.Apps) > 0 {
+	if err != nil || path != "" || !allowDev || definesApp(cfg) {
 		return cfg, err
 	}
 	devPath := filepath.Join(cfg.DataDir, devConfigName)
@@ -41,6 +43,17 @@ func loadServiceConfig(e *env, path string, allowDev bool) (Config, error) {
 		fmt.Fprintf(e.stderr, "kycstate: development mode, keys and tokens in %s\n", devPath)
 	}
 	return cfg, nil
+}
+
+// definesApp reports whether cfg names an app of its own, rather than overriding
+// fields of the development app.
+func definesApp(cfg Config) bool {
+	for _, a := range cfg.Apps {
+		if a.AppKey != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // ensureDevConfig writes a development config with fresh keys if none exists yet.

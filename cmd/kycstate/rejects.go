@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,7 +19,9 @@ import (
 func cmdRejects(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "reprocess") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(e.stderr, "Usage: kycstate rejects list|reprocess [flags]")
+			fmt.Fprintln(e.stderr, "Usage: kycstate rejects list|reprocess [flags]\n\n"+
+				"list prints the refused webhooks kept in KYC_REJECTS; reprocess appends those that open\n"+
+				"with the keys configured now. \"kycstate rejects list --help\" shows the flags."+offlineNote)
 			return nil
 		}
 		return fmt.Errorf("%w: rejects list|reprocess", errUsage)
@@ -28,9 +33,12 @@ open; a webhook already in the log is recognised as a duplicate, so reprocessing
 nothing.`+offlineNote)
 	cfgPath := fs.String("config", "", "YAML config file")
 	from := fs.Uint64("from", 1, "first reject sequence")
-	format := fs.String("format", "table", "table or jsonl (list)")
+	format := fs.String("format", "table", "table or jsonl (reprocess: a summary line, or its counts as JSON)")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
+	}
+	if *format != "table" && *format != "jsonl" {
+		return fmt.Errorf("%w: --format must be table or jsonl", errUsage)
 	}
 	o, err := openOps(ctx, e, *cfgPath, sub == "reprocess", false)
 	if err != nil {
@@ -42,7 +50,10 @@ nothing.`+offlineNote)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "%+v\n", res)
+		if *format == "jsonl" {
+			return json.NewEncoder(e.stdout).Encode(res)
+		}
+		fmt.Fprintln(e.stdout, reprocessSummary(res))
 		return nil
 	}
 	out := bufio.NewWriter(e.stdout)
@@ -61,6 +72,24 @@ nothing.`+offlineNote)
 	})
 	tw.Flush()
 	return err
+}
+
+// reprocessSummary is reprocess's result for people: the counts, the still-failing ones by
+// reason in a stable order, and where a later run resumes.
+func reprocessSummary(res ingest.ReprocessResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "reprocessed %d rejects: recovered: %d, duplicates: %d, failing: %d",
+		res.Seen, res.Recovered, res.Duplicates, res.Failing)
+	if len(res.FailingByReason) > 0 {
+		reasons := slices.Sorted(maps.Keys(res.FailingByReason))
+		parts := make([]string, len(reasons))
+		for i, r := range reasons {
+			parts[i] = fmt.Sprintf("%s: %d", r, res.FailingByReason[r])
+		}
+		fmt.Fprintf(&b, " (%s)", strings.Join(parts, ", "))
+	}
+	fmt.Fprintf(&b, "; next run: --from %d", res.Next)
+	return b.String()
 }
 
 func orAny(s string) string {

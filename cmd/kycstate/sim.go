@@ -174,7 +174,7 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 // loadSimConfig loads --config, or without one the development config a serve wrote.
 func loadSimConfig(e *env, path string) (Config, error) {
 	cfg, err := loadConfig(path, e.getenv, e.environ)
-	if err != nil || path != "" || len(cfg.Apps) > 0 {
+	if err != nil || path != "" || definesApp(cfg) {
 		return cfg, err
 	}
 	dev := filepath.Join(cfg.DataDir, devConfigName)

@@ -89,7 +89,7 @@ func opsConfig(e *env, cfgPath string, needApps bool) (*Resolved, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfgPath == "" && len(cfg.Apps) == 0 {
+	if cfgPath == "" && !definesApp(cfg) {
 		dev := filepath.Join(cfg.DataDir, devConfigName)
 		if _, err := os.Stat(dev); err == nil {
 			if cfg, err = loadConfig(dev, e.getenv, e.environ); err != nil {

@@ -69,10 +69,7 @@ type OpenAPIApplicant struct {
 // underscore between words ("In review", "IN_REVIEW", "in_review"). False for anything
 // that is not one of the eight statuses.
 func ParseStatus(s string) (domain.Status, bool) {
-	s = strings.ToUpper(strings.TrimSpace(s))
-	s = strings.ReplaceAll(s, " ", "_")
-	st := domain.Status(s)
-	return st, st.Valid()
+	return domain.ParseStatus(strings.ReplaceAll(strings.TrimSpace(s), " ", "_"))
 }
 
 // ParseOpenAPIResponse parses, verifies and decrypts one answer of
