@@ -1,7 +1,7 @@
 package eventlog
 
 import (
-	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -644,45 +644,64 @@ func (d *fastDec) literal(lit string) bool {
 }
 
 // skipString checks a JSON string: valid escapes, no control characters; other bytes are
-// kept as they are (a json.RawMessage is not unescaped).
+// kept as they are (a json.RawMessage is not unescaped). The bytes that stand for
+// themselves are passed over eight at a time (plainWord): a rebuild skips a sealed body
+// of a kilobyte or more in every event.
 func (d *fastDec) skipString() bool {
 	if !d.eat('"') {
 		return false
 	}
-	for d.i < len(d.data) {
-		j := bytes.IndexAny(d.data[d.i:], "\"\\")
-		if j < 0 {
+	b, i := d.data, d.i
+	for {
+		for i+8 <= len(b) && plainWord(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		for i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\' {
+			i++
+		}
+		if i >= len(b) {
 			return false
 		}
-		for _, c := range d.data[d.i : d.i+j] {
-			if c < 0x20 {
-				return false
-			}
-		}
-		d.i += j
-		if d.data[d.i] == '"' {
-			d.i++
+		switch b[i] {
+		case '"':
+			d.i = i + 1
 			return true
+		case '\\':
+		default:
+			return false // a control character
 		}
-		if d.i+1 >= len(d.data) {
+		if i+1 >= len(b) {
 			return false
 		}
-		switch d.data[d.i+1] {
+		switch b[i+1] {
 		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			d.i += 2
+			i += 2
 		case 'u':
-			if d.i+6 > len(d.data) {
+			if i+6 > len(b) {
 				return false
 			}
-			if _, ok := hex4(d.data[d.i+2 : d.i+6]); !ok {
+			if _, ok := hex4(b[i+2 : i+6]); !ok {
 				return false
 			}
-			d.i += 6
+			i += 6
 		default:
 			return false
 		}
 	}
-	return false
+}
+
+// plainWord reports whether none of the eight bytes of w ends or escapes a JSON string
+// or is a control character: none is below 0x20, a quote or a backslash. The tests are
+// the exact ones for "some byte is zero" (x-ones & ^x & highs) and "some byte is below
+// n" for n <= 128; each says whether, not which.
+func plainWord(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below20 := (w - ones*0x20) & ^w & highs
+	q := w ^ (ones * '"')
+	quote := (q - ones) & ^q & highs
+	bs := w ^ (ones * '\\')
+	backslash := (bs - ones) & ^bs & highs
+	return below20|quote|backslash == 0
 }
 
 // skipNumber checks -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
