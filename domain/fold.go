@@ -164,19 +164,46 @@ func Lifecycle() fsm.Events {
 func NewMachine() *fsm.FSM { return fsm.NewFSM(fsmNew, Lifecycle(), nil) }
 
 // Folder applies events to states. It reuses one FSM (building one costs about ten
-// times a transition), so a Folder belongs to one goroutine at a time.
+// times a transition) and remembers the machine's answers (a transition costs more
+// than the rest of a fold but for the digest), so a Folder belongs to one goroutine at
+// a time.
 type Folder struct {
-	m *fsm.FSM
+	m       *fsm.FSM
+	answers map[transition]bool // Regular's answers, at most maxAnswers of them
 }
 
+// transition is one question Regular asks the machine.
+type transition struct {
+	from Status
+	t    EventType
+}
+
+// maxAnswers bounds what a Folder remembers: event types are free text from payloads,
+// and a log full of invented ones must not grow the map without end.
+const maxAnswers = 1024
+
 // NewFolder returns a Folder with its own lifecycle machine.
-func NewFolder() *Folder { return &Folder{m: NewMachine()} }
+func NewFolder() *Folder { return &Folder{m: NewMachine(), answers: map[transition]bool{}} }
 
 // Apply folds one event into s with a throwaway Folder. Use a Folder in loops.
 func Apply(s State, e Event) (State, Record) { return NewFolder().Apply(s, e) }
 
-// Regular reports whether the lifecycle table lists the transition from -> event.
+// Regular reports whether the lifecycle table lists the transition from -> event. The
+// machine decides; its answer to each question is remembered, since the table is fixed.
 func (f *Folder) Regular(from Status, t EventType) bool {
+	q := transition{from, t}
+	if ok, known := f.answers[q]; known {
+		return ok
+	}
+	ok := f.ask(from, t)
+	if len(f.answers) < maxAnswers {
+		f.answers[q] = ok
+	}
+	return ok
+}
+
+// ask puts the question to the machine.
+func (f *Folder) ask(from Status, t EventType) bool {
 	cur := string(from)
 	if from == StatusNone {
 		cur = fsmNew

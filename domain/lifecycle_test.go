@@ -3,6 +3,7 @@ package domain_test
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -209,5 +210,40 @@ func TestDocDiagram(t *testing.T) {
 	}
 	if got := doc[start : start+n]; !bytes.Equal(got, golden) {
 		t.Errorf("the diagram in %s differs from %s (run go test ./domain -update):\n%s", lifecycleDoc, goldenDiagram, got)
+	}
+}
+
+// TestRegularRemembers: a Folder that remembers the machine's answers gives the same
+// answer as a fresh machine for every question, asked again, in reverse order, and
+// after more invented event types than it remembers.
+func TestRegularRemembers(t *testing.T) {
+	f := domain.NewFolder()
+	var types []domain.EventType
+	for typ := range statusTargets {
+		types = append(types, typ)
+	}
+	types = append(types, domain.EventStepPassed, "somethingInvented")
+	statuses := append([]domain.Status{domain.StatusNone}, domain.Statuses()...)
+	check := func(from domain.Status, typ domain.EventType) {
+		t.Helper()
+		if got, want := f.Regular(from, typ), domain.NewFolder().Regular(from, typ); got != want {
+			t.Errorf("Regular(%q, %s) = %v, a fresh machine says %v", from, typ, got, want)
+		}
+	}
+	for range 2 {
+		for _, from := range statuses {
+			for _, typ := range types {
+				check(from, typ)
+			}
+		}
+		slices.Reverse(statuses)
+	}
+	for i := range 3000 {
+		check(statuses[i%len(statuses)], domain.EventType(fmt.Sprintf("invented%d", i)))
+	}
+	for _, from := range statuses {
+		for _, typ := range types {
+			check(from, typ)
+		}
 	}
 }
