@@ -191,15 +191,16 @@ func decodeFoldInputs(seq uint64, data []byte) (domain.Event, error) {
 
 func decodeStored(seq uint64, data []byte, skipRaw bool) (domain.Event, error) {
 	const op = "eventlog.DecodeEvent"
-	var ev domain.Event
+	var ev domain.Event // on the stack: the fallback decodes into one of its own
 	if !fastDecodeEvent(data, &ev, skipRaw) {
-		ev = domain.Event{}
-		if err := json.Unmarshal(data, &ev); err != nil {
+		slow := new(domain.Event)
+		if err := json.Unmarshal(data, slow); err != nil {
 			return domain.Event{}, domain.E(op, domain.KindInternal, fmt.Errorf("seq %d is not a stored event: %w", seq, err))
 		}
 		if skipRaw {
-			ev.Raw, ev.Sealed = nil, ""
+			slow.Raw, slow.Sealed = nil, ""
 		}
+		ev = *slow
 	}
 	if ev.V != domain.StoredVersion && ev.V != domain.StoredVersionClear {
 		return domain.Event{}, domain.E(op, domain.KindConflict,
