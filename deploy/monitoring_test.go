@@ -84,6 +84,7 @@ func (nopLog) Append(context.Context, *domain.Event, string) (uint64, bool, erro
 	return 0, false, nil
 }
 func (nopLog) AppendBatch(context.Context, []*domain.Pending) {}
+func (nopLog) Prepare(context.Context, *domain.Pending) error { return nil }
 func (nopLog) Reject(context.Context, domain.Reject) error    { return nil }
 func (nopLog) Rejects(context.Context, uint64, func(domain.Reject) error) error {
 	return nil

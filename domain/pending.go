@@ -9,6 +9,9 @@ package domain
 type Pending struct {
 	Event *Event
 	MsgID string
+	// Stored is the event's stored form when the log prepared it ahead of the write (the
+	// log's Prepare), so that the write itself only carries bytes; nil until then.
+	Stored []byte
 
 	Seq       uint64 // the event's stream sequence; the original's when Duplicate
 	Duplicate bool   // the stream already held MsgID inside its duplicate window

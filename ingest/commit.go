@@ -49,6 +49,13 @@ func newCommitter(events EventLog, maxBatch int, observe func(int)) *committer {
 // append is EventLog.Append through the group commit.
 func (c *committer) append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error) {
 	me := &call{p: domain.Pending{Event: ev, MsgID: msgID}, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	// Encoded and sealed here, on this request's goroutine, before it joins a batch: the
+	// CPU is spread over the requests, and an applicant's first event (which makes its
+	// data key in KYC_KEYS) holds up only its own request, not every webhook gathered
+	// with it.
+	if err := c.events.Prepare(ctx, &me.p); err != nil {
+		return 0, false, err
+	}
 	c.mu.Lock()
 	c.queue = append(c.queue, me)
 	if c.writing {
@@ -114,16 +121,11 @@ func (c *committer) write(ctx context.Context) {
 		wctx, cancel = context.WithDeadline(wctx, deadline)
 		defer cancel()
 	}
-	if n == 1 {
-		p := &batch[0].p
-		p.Seq, p.Duplicate, p.Err = c.events.Append(wctx, p.Event, p.MsgID)
-	} else {
-		ps := make([]*domain.Pending, n)
-		for i, b := range batch {
-			ps[i] = &b.p
-		}
-		c.events.AppendBatch(wctx, ps)
+	ps := make([]*domain.Pending, n)
+	for i, b := range batch {
+		ps[i] = &b.p
 	}
+	c.events.AppendBatch(wctx, ps)
 	if c.observe != nil {
 		c.observe(n)
 	}

@@ -33,6 +33,9 @@ type EventLog interface {
 	// Pending its sequence (and Duplicate) or its error; a sequence only ever comes from
 	// the stream's acknowledgement of that message. The group commit calls it.
 	AppendBatch(ctx context.Context, batch []*domain.Pending)
+	// Prepare encodes (and seals) a Pending's event ahead of its write, into p.Stored;
+	// it refuses what Append would refuse before publishing.
+	Prepare(ctx context.Context, p *domain.Pending) error
 	// Reject keeps a refused request in the size-bounded rejects stream.
 	Reject(ctx context.Context, r domain.Reject) error
 	// Rejects calls fn for each kept reject in order from sequence from, up to the last

@@ -81,14 +81,47 @@ func (l *EventLog) acknowledged(ctx context.Context, op string, ev *domain.Event
 // ev sealed (stored version 2; the applicant's first event makes its key, which is why
 // this takes ctx). Errors: KindInvalid, KindTooLarge, and the ring's (Keyring.Seal).
 func (l *EventLog) message(ctx context.Context, op string, ev *domain.Event, msgID string) (*nats.Msg, error) {
+	data, err := l.encode(ctx, op, ev, msgID)
+	if err != nil {
+		return nil, err
+	}
+	return l.messageOf(ev, data), nil
+}
+
+// messageOf is the message that stores data, ev's stored form.
+func (l *EventLog) messageOf(ev *domain.Event, data []byte) *nats.Msg {
+	// Subject cannot fail here: encode checked both ids.
+	subject, _ := Subject(ev.AppKey, ev.ApplicantID)
+	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 6)}
+	msg.Header.Set(HeaderType, headerValue(string(ev.Type)))
+	return msg
+}
+
+// Prepare encodes p's event as AppendBatch stores it, sealed under the applicant's data
+// key (made here for an applicant's first event), and keeps the bytes in p.Stored. The
+// group commit prepares each webhook on its own request's goroutine before it joins a
+// batch: the sealing's CPU is then spread over the requests, and the KYC_KEYS round trip
+// of one applicant's first event delays that request alone, not every webhook gathered
+// with it. Errors are Append's for an event it refuses before publishing: KindInvalid,
+// KindTooLarge, and the ring's.
+func (l *EventLog) Prepare(ctx context.Context, p *domain.Pending) error {
+	data, err := l.encode(ctx, "eventlog.EventLog.Prepare", p.Event, p.MsgID)
+	if err != nil {
+		return err
+	}
+	p.Stored = data
+	return nil
+}
+
+// encode checks ev and msgID and returns ev's stored form. See message.
+func (l *EventLog) encode(ctx context.Context, op string, ev *domain.Event, msgID string) ([]byte, error) {
 	if ev == nil {
 		return nil, domain.E(op, domain.KindInvalid, "no event")
 	}
 	if msgID == "" {
 		return nil, domain.E(op, domain.KindInvalid, "empty message id")
 	}
-	subject, err := Subject(ev.AppKey, ev.ApplicantID)
-	if err != nil {
+	if _, err := Subject(ev.AppKey, ev.ApplicantID); err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
 	switch ev.V {
@@ -115,9 +148,7 @@ func (l *EventLog) message(ctx context.Context, op string, ev *domain.Event, msg
 		return nil, domain.E(op, domain.KindTooLarge,
 			fmt.Sprintf("stored event of %d bytes exceeds the server's maximum payload %d", len(data), max))
 	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 6)}
-	msg.Header.Set(HeaderType, headerValue(string(ev.Type)))
-	return msg, nil
+	return data, nil
 }
 
 func rawLen(ev *domain.Event) int {

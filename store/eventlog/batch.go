@@ -73,6 +73,9 @@ const (
 // connection) may or may not have been stored: each of its messages gets
 // KindUnavailable, and a retry under the same message ids is answered as a duplicate.
 //
+// A Pending whose Stored is set (Prepare) is published as those bytes; the others are
+// encoded and sealed here first.
+//
 // ctx bounds every wait, as for Append.
 func (l *EventLog) AppendBatch(ctx context.Context, batch []*domain.Pending) {
 	const op = "eventlog.EventLog.AppendBatch"
@@ -83,10 +86,15 @@ func (l *EventLog) AppendBatch(ctx context.Context, batch []*domain.Pending) {
 	}
 	for _, p := range batch {
 		p.Seq, p.Duplicate, p.Err = 0, false, nil
-		msg, err := l.message(ctx, op, p.Event, p.MsgID)
-		if err != nil {
-			p.Err = err
-			continue
+		var msg *nats.Msg
+		if p.Stored != nil && p.Event != nil {
+			msg = l.messageOf(p.Event, p.Stored)
+		} else {
+			var err error
+			if msg, err = l.message(ctx, op, p.Event, p.MsgID); err != nil {
+				p.Err = err
+				continue
+			}
 		}
 		msg.Header.Set(jetstream.MsgIDHeader, p.MsgID)
 		msg.Header.Set(jetstream.ExpectedStreamHeader, EventStream)

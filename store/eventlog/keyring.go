@@ -847,7 +847,7 @@ func (k *Keyring) prepare(ctx context.Context, batch []*domain.Pending) {
 	seen := map[string]bool{}
 	var subjects []string
 	for _, p := range batch {
-		if p.Event == nil || p.Event.Origin == domain.OriginOperator {
+		if p.Event == nil || p.Event.Origin == domain.OriginOperator || p.Stored != nil {
 			continue
 		}
 		s, err := appKeySubject(p.Event.AppKey, p.Event.ApplicantID)

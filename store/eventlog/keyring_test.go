@@ -440,3 +440,56 @@ func TestAppendBatchSealsEveryEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestPrepareThenAppendBatch: events prepared one by one (sealed, with their applicants'
+// keys made, as ingest prepares each webhook before its batch) are stored as exactly the
+// prepared bytes, open under their keys, and a batch of prepared and unprepared events
+// together stores both; a refused event is refused by Prepare, before any batch.
+func TestPrepareThenAppendBatch(t *testing.T) {
+	l := keyedLog(t, natsStart(t, NATSConfig{SyncInterval: time.Minute}), testMasterA)
+	ctx := context.Background()
+	var evs []*domain.Event
+	for i := range 2 * MinAtomicBatch {
+		evs = append(evs, logEvent(logApp(0), logApplicant(i%7), domain.EventStepPassed, i))
+	}
+	ps := pendingOf(evs...)
+	for i, p := range ps {
+		if i%3 == 2 {
+			continue // left for AppendBatch to seal
+		}
+		if err := l.Prepare(ctx, p); err != nil {
+			t.Fatalf("prepare %d: %v", i, err)
+		}
+		if p.Stored == nil || bytes.Contains(p.Stored, []byte("user-")) {
+			t.Fatalf("prepared %d is not sealed: %s", i, p.Stored)
+		}
+	}
+	prepared := make([][]byte, len(ps))
+	for i, p := range ps {
+		prepared[i] = p.Stored
+	}
+	l.AppendBatch(ctx, ps)
+	for i, p := range ps {
+		if p.Err != nil || p.Seq == 0 {
+			t.Fatalf("event %d: seq %d, %v", i, p.Seq, p.Err)
+		}
+		m, err := l.events.GetMsg(ctx, p.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prepared[i] != nil && !bytes.Equal(m.Data, prepared[i]) {
+			t.Fatalf("seq %d does not hold the prepared bytes", p.Seq)
+		}
+		full, err := DecodeEvent(p.Seq, m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Keys().Open(ctx, &full); err != nil || full.ExternalUserID != evs[i].ExternalUserID {
+			t.Fatalf("seq %d: opened %q, %v", p.Seq, full.ExternalUserID, err)
+		}
+	}
+	bad := &domain.Pending{Event: logEvent(logApp(0), "not-a-uuid", domain.EventCreated, 99), MsgID: "x"}
+	if err := l.Prepare(ctx, bad); domain.KindOf(err) != domain.KindInvalid || bad.Stored != nil {
+		t.Fatalf("prepare of a bad applicant id: %v, stored %d bytes", err, len(bad.Stored))
+	}
+}
