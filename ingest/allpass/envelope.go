@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/jsonscan"
 )
 
 // envelopeMaxDepth bounds the nesting of a body. Allpass's envelope is one flat object;
@@ -130,15 +131,10 @@ func skipSpace(b []byte, i int) int {
 // stringEnd returns the index just past the JSON string starting at b[i] == '"'.
 // b must be valid JSON.
 func stringEnd(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
+	if j := stringEnd8(b, i+1); j < len(b) {
+		return j + 1
 	}
-	return i
+	return len(b)
 }
 
 // valueEnd returns the index just past the JSON value starting at b[i]. b must be valid.
@@ -196,22 +192,10 @@ func jsonString(raw json.RawMessage) (string, bool) {
 // validate b (the decoder does that afterwards).
 func depthAtMost(b []byte, max int) bool {
 	depth := 0
-	inString, escaped := false, false
-	for _, c := range b {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
 		case '"':
-			inString = true
+			i = stringEnd8(b, i+1)
 		case '{', '[':
 			depth++
 			if depth > max {
@@ -222,6 +206,28 @@ func depthAtMost(b []byte, max int) bool {
 		}
 	}
 	return true
+}
+
+// stringEnd8 returns the index of the quote that ends the string whose first byte is at
+// i (a backslash escapes the byte after it), or len(b) when none does. Eight bytes with
+// neither a quote nor a backslash are passed over at once: the envelope is mostly one
+// long hex string.
+func stringEnd8(b []byte, i int) int {
+	for i < len(b) {
+		if i+8 <= len(b) && jsonscan.Quiet(jsonscan.Word(b, i)) {
+			i += 8
+			continue
+		}
+		switch b[i] {
+		case '"':
+			return i
+		case '\\':
+			i += 2
+		default:
+			i++
+		}
+	}
+	return len(b)
 }
 
 func isNull(raw json.RawMessage) bool { return string(raw) == "null" }

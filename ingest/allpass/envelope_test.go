@@ -2,6 +2,7 @@ package allpass
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -131,6 +132,54 @@ func TestDecodeObjectMatchesEncodingJSON(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("decodeObject(%s) = %q, encoding/json %q", in, got, want)
+		}
+	}
+}
+
+// TestDepthAtMostMatchesByteScan holds the word-at-a-time depthAtMost to the plain
+// byte-by-byte scan it replaced, on random strings of the bytes that matter to it
+// (quotes, backslashes, brackets) among filler, long runs included.
+func TestDepthAtMostMatchesByteScan(t *testing.T) {
+	byByte := func(b []byte, max int) bool {
+		depth := 0
+		inString, escaped := false, false
+		for _, c := range b {
+			if inString {
+				switch {
+				case escaped:
+					escaped = false
+				case c == '\\':
+					escaped = true
+				case c == '"':
+					inString = false
+				}
+				continue
+			}
+			switch c {
+			case '"':
+				inString = true
+			case '{', '[':
+				depth++
+				if depth > max {
+					return false
+				}
+			case '}', ']':
+				depth--
+			}
+		}
+		return true
+	}
+	parts := []string{`"`, `\`, `\"`, `\\`, "{", "[", "}", "]", "a", "0123456789abcdef", "é", "\x00"}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 200_000 {
+		var b []byte
+		for range r.IntN(40) {
+			b = append(b, parts[r.IntN(len(parts))]...)
+		}
+		for max := range 4 {
+			if got, want := depthAtMost(b, max), byByte(b, max); got != want {
+				t.Fatalf("depthAtMost(%q, %d) = %v, the byte scan says %v", b, max, got, want)
+			}
 		}
 	}
 }

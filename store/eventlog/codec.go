@@ -1,7 +1,6 @@
 package eventlog
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/jsonscan"
 )
 
 // errPayloadNotJSON refuses an event whose payload is not one JSON value: splicing it into
@@ -646,7 +646,7 @@ func (d *fastDec) literal(lit string) bool {
 
 // skipString checks a JSON string: valid escapes, no control characters; other bytes are
 // kept as they are (a json.RawMessage is not unescaped). The bytes that stand for
-// themselves are passed over eight at a time (plainWord): a rebuild skips a sealed body
+// themselves are passed over eight at a time (jsonscan.Plain): a rebuild skips a sealed body
 // of a kilobyte or more in every event.
 func (d *fastDec) skipString() bool {
 	if !d.eat('"') {
@@ -654,7 +654,7 @@ func (d *fastDec) skipString() bool {
 	}
 	b, i := d.data, d.i
 	for {
-		for i+8 <= len(b) && plainWord(binary.LittleEndian.Uint64(b[i:])) {
+		for i+8 <= len(b) && jsonscan.Plain(jsonscan.Word(b, i)) {
 			i += 8
 		}
 		for i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\' {
@@ -689,20 +689,6 @@ func (d *fastDec) skipString() bool {
 			return false
 		}
 	}
-}
-
-// plainWord reports whether none of the eight bytes of w ends or escapes a JSON string
-// or is a control character: none is below 0x20, a quote or a backslash. The tests are
-// the exact ones for "some byte is zero" (x-ones & ^x & highs) and "some byte is below
-// n" for n <= 128; each says whether, not which.
-func plainWord(w uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	below20 := (w - ones*0x20) & ^w & highs
-	q := w ^ (ones * '"')
-	quote := (q - ones) & ^q & highs
-	bs := w ^ (ones * '\\')
-	backslash := (bs - ones) & ^bs & highs
-	return below20|quote|backslash == 0
 }
 
 // skipNumber checks -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?

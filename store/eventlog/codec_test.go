@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
@@ -360,38 +359,5 @@ func BenchmarkDecodeFoldInputs(b *testing.B) {
 		if _, err := decodeFoldInputs(1, data); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// TestPlainWord checks the eight-bytes-at-a-time test against the byte-by-byte one: every
-// byte value at every place among plain bytes, and random words.
-func TestPlainWord(t *testing.T) {
-	plain := func(c byte) bool { return c >= 0x20 && c != '"' && c != '\\' }
-	check := func(w [8]byte) {
-		want := true
-		for _, c := range w {
-			want = want && plain(c)
-		}
-		if got := plainWord(binary.LittleEndian.Uint64(w[:])); got != want {
-			t.Fatalf("plainWord(%q) = %v, want %v", w[:], got, want)
-		}
-	}
-	for _, fill := range []byte{'A', 0x20, 0x7f, 0x80, 0xff, '"' + 1, '\\' - 1} {
-		for c := range 256 {
-			for at := range 8 {
-				var w [8]byte
-				for i := range w {
-					w[i] = fill
-				}
-				w[at] = byte(c)
-				check(w)
-			}
-		}
-	}
-	r := rand.New(rand.NewPCG(1, 2))
-	for range 1_000_000 {
-		var w [8]byte
-		binary.LittleEndian.PutUint64(w[:], r.Uint64())
-		check(w)
 	}
 }

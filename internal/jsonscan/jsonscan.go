@@ -1,0 +1,32 @@
+// Package jsonscan holds the word-at-a-time tests that let hand-written JSON scanners
+// pass over the inside of long strings (hex or base64 blobs, mostly) eight bytes at a
+// time. Each test is exact: it says whether some byte of the word is of a kind, never
+// which one, so a scanner that finds a word that fails goes on byte by byte.
+package jsonscan
+
+import "encoding/binary"
+
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// Word returns the eight bytes of b at i as one word; i+8 must not pass len(b).
+func Word(b []byte, i int) uint64 { return binary.LittleEndian.Uint64(b[i:]) }
+
+// hasByte reports whether some byte of w is c (the zero-byte test on w^c).
+func hasByte(w uint64, c byte) bool {
+	x := w ^ (ones * uint64(c))
+	return (x-ones)&^x&highs != 0
+}
+
+// hasBelow reports whether some byte of w is below n; exact for n <= 128.
+func hasBelow(w uint64, n byte) bool { return (w-ones*uint64(n))&^w&highs != 0 }
+
+// Plain reports whether every byte of w stands for itself inside a JSON string: none is
+// a control character (below 0x20), a quote or a backslash.
+func Plain(w uint64) bool { return !hasBelow(w, 0x20) && !hasByte(w, '"') && !hasByte(w, '\\') }
+
+// Quiet reports whether no byte of w is a quote or a backslash: what a scanner that
+// only looks for a string's end must stop at.
+func Quiet(w uint64) bool { return !hasByte(w, '"') && !hasByte(w, '\\') }
