@@ -14,6 +14,13 @@ const (
 // Word returns the eight bytes of b at i as one word; i+8 must not pass len(b).
 func Word(b []byte, i int) uint64 { return binary.LittleEndian.Uint64(b[i:]) }
 
+// WordString is Word for a string.
+func WordString(s string, i int) uint64 {
+	_ = s[i+7]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+}
+
 // hasByte reports whether some byte of w is c (the zero-byte test on w^c).
 func hasByte(w uint64, c byte) bool {
 	x := w ^ (ones * uint64(c))
@@ -26,6 +33,10 @@ func hasBelow(w uint64, n byte) bool { return (w-ones*uint64(n))&^w&highs != 0 }
 // Plain reports whether every byte of w stands for itself inside a JSON string: none is
 // a control character (below 0x20), a quote or a backslash.
 func Plain(w uint64) bool { return !hasBelow(w, 0x20) && !hasByte(w, '"') && !hasByte(w, '\\') }
+
+// PlainASCII reports whether every byte of w is ASCII and stands for itself inside a
+// JSON string: what an encoder may copy without a look at UTF-8.
+func PlainASCII(w uint64) bool { return w&highs == 0 && Plain(w) }
 
 // Quiet reports whether no byte of w is a quote or a backslash: what a scanner that
 // only looks for a string's end must stop at.

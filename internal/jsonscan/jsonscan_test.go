@@ -11,13 +11,21 @@ import (
 func TestWords(t *testing.T) {
 	plain := func(c byte) bool { return c >= 0x20 && c != '"' && c != '\\' }
 	quiet := func(c byte) bool { return c != '"' && c != '\\' }
+	ascii := func(c byte) bool { return plain(c) && c < 0x80 }
 	check := func(w [8]byte) {
-		wantPlain, wantQuiet := true, true
+		wantPlain, wantQuiet, wantASCII := true, true, true
 		for _, c := range w {
 			wantPlain = wantPlain && plain(c)
 			wantQuiet = wantQuiet && quiet(c)
+			wantASCII = wantASCII && ascii(c)
 		}
 		x := Word(w[:], 0)
+		if y := WordString(string(w[:]), 0); y != x {
+			t.Fatalf("WordString(%q) = %#x, Word %#x", w[:], y, x)
+		}
+		if got := PlainASCII(x); got != wantASCII {
+			t.Fatalf("PlainASCII(%q) = %v, want %v", w[:], got, wantASCII)
+		}
 		if got := Plain(x); got != wantPlain {
 			t.Fatalf("Plain(%q) = %v, want %v", w[:], got, wantPlain)
 		}

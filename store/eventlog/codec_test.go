@@ -78,6 +78,8 @@ func TestStoredEventRefusesInvalidPayload(t *testing.T) {
 func FuzzStoredEvent(f *testing.F) {
 	f.Add("user-1", "selfie", "warning", `{"type":"x"}`, "body", "sig")
 	f.Add("\x00\"\\\u2029", "\xff", "<>&", ` [1, 2 ,"\u00e9"] `, "\n", "")
+	f.Add("0123456789abcdef\"0123456789abcdef", "0123456\u2028789abcdef", "01234567\xff89abcdef", `{}`,
+		"0123456789abcdef0123456789abcdef\\0123456789abcdef\x1f0123456789", "0123456789abcdefé")
 	f.Fuzz(func(t *testing.T, ext, step, warn, payload, body, sig string) {
 		if !json.Valid([]byte(payload)) {
 			return
@@ -360,4 +362,19 @@ func BenchmarkDecodeFoldInputs(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkEncodeStoredEvent encodes an event as Append stores it, kept with a raw body
+// of 700 bytes of hex as Allpass's envelopes are (the sealed form encodes it likewise).
+func BenchmarkEncodeStoredEvent(b *testing.B) {
+	ev := logNth(5, 3)
+	ev.Raw = &domain.Raw{Body: `{"data":"` + strings.Repeat("0123456789abcdef", 43) + `"}`, Signature: strings.Repeat("ab", 32)}
+	buf := make([]byte, 0, 4096)
+	for b.Loop() {
+		var err error
+		if buf, err = appendStoredEvent(buf[:0], ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(buf)))
 }
