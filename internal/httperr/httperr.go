@@ -11,9 +11,12 @@
 package httperr
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"sync"
 
 	"github.com/kycstate/kycstate/domain"
 	"go.uber.org/zap"
@@ -190,15 +193,32 @@ func (wr Writer) Handle(h HandlerFunc) http.Handler {
 // answer of both listeners, errors or not, goes through it, so all carry the same
 // headers: not cached, not sniffed.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	buf := bodies.Get().(*bytes.Buffer)
+	defer putBody(buf)
+	buf.Reset()
+	if err := json.NewEncoder(buf).Encode(v); err != nil { // as json.Marshal, and a newline
+		buf.Reset()
+		buf.WriteString(`{"error":{"code":"internal","message":"internal error"}}` + "\n")
 		status = http.StatusInternalServerError
 	}
 	// Canonical keys set directly, sharing one backing array: this runs on every response.
-	vals := []string{"application/json", "no-store", "nosniff"}
+	vals := []string{"application/json", "no-store", "nosniff", strconv.Itoa(buf.Len())}
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["X-Content-Type-Options"] = vals[0:1:1], vals[1:2:2], vals[2:3:3]
+	h["Content-Length"] = vals[3:4:4]
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
+}
+
+// bodies holds the buffers WriteJSON encodes into: a response's body is written once
+// and the buffer reused, instead of json.Marshal's slice and the copy that appending the
+// newline made.
+var bodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putBody gives buf back, unless one large answer (a long history page) grew it past
+// what is worth keeping.
+func putBody(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		bodies.Put(buf)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -103,5 +104,37 @@ func TestHandle(t *testing.T) {
 	MethodNotAllowed(rec, "POST", "GET /x: only POST")
 	if rec.Code != 405 || rec.Header().Get("Allow") != "POST" || !strings.Contains(rec.Body.String(), `"method_not_allowed"`) {
 		t.Errorf("MethodNotAllowed: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}
+
+// TestWriteJSON: the body is json.Marshal's and a newline, with its length and the shared
+// headers; a value that cannot be encoded is a 500 with the internal error body; a
+// reused buffer carries nothing of an earlier, longer answer.
+func TestWriteJSON(t *testing.T) {
+	write := func(status int, v any) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		WriteJSON(rec, status, v)
+		return rec
+	}
+	long := map[string]string{"a": strings.Repeat("<x>", 5000)}
+	for _, v := range []any{long, map[string]int{"seq": 7}, []string{}, "é\u2028"} {
+		rec := write(http.StatusOK, v)
+		want, _ := json.Marshal(v)
+		want = append(want, '\n')
+		if rec.Code != http.StatusOK || rec.Body.String() != string(want) {
+			t.Fatalf("%v: %d %q, want %q", v, rec.Code, rec.Body.String(), want)
+		}
+		if got := rec.Header().Get("Content-Length"); got != strconv.Itoa(len(want)) {
+			t.Fatalf("Content-Length %s for %d bytes", got, len(want))
+		}
+		if rec.Header().Get("Content-Type") != "application/json" || rec.Header().Get("Cache-Control") != "no-store" ||
+			rec.Header().Get("X-Content-Type-Options") != "nosniff" {
+			t.Fatalf("headers %v", rec.Header())
+		}
+	}
+	rec := write(http.StatusOK, map[string]any{"f": func() {}})
+	if rec.Code != http.StatusInternalServerError ||
+		rec.Body.String() != `{"error":{"code":"internal","message":"internal error"}}`+"\n" {
+		t.Fatalf("unencodable: %d %q", rec.Code, rec.Body.String())
 	}
 }
