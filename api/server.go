@@ -103,7 +103,8 @@ type Config struct {
 	// Lag reports how many sequences the projection is behind the log (the projector's
 	// Lag), for the console's ops page. Nil: shown as unknown.
 	Lag func() uint64
-	// ConsoleSessionKey signs the console's session cookies (at least 32 bytes). Nil: a
+	// ConsoleSessionKey signs the console's session cookies (at least 32 bytes); the
+	// service gives every query node the same one (derived from keys.master). Nil: a
 	// random key per process, so sessions end with it.
 	ConsoleSessionKey []byte
 	// Keys opens sealed externalUserIds at the edge and hashes lookups (the event log's

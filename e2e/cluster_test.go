@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +47,7 @@ func TestClusterLeaderKilled(t *testing.T) {
 	t.Logf("first 200 to a webhook sent after the kill: %s after it", clFirstOKAfter(ds, killedAt))
 
 	clVerify(t, c, svc, ds)
+	clConsoleAcrossNodes(t, svc)
 	// The node that was killed catches up from its own fsynced store and the leader.
 	clEventually(t, 60*time.Second, "every replica current", func() error { return c.replicasCurrent() })
 	t.Logf("done in %s", time.Since(began).Round(time.Millisecond))
@@ -428,4 +432,60 @@ func clReport(t *testing.T, what string, bad []string) {
 		t.Errorf("%s: %s", what, b)
 	}
 	t.Fatalf("%s: %d problems", what, len(bad))
+}
+
+// clConsoleAcrossNodes: a console sign-in started on one query node and finished on the
+// other is accepted, and the session works on both: the nodes share keys.master, and the
+// console's keys derive from it, so a load balancer may send an officer to either.
+func clConsoleAcrossNodes(t *testing.T, svc *clServices) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	a, b := svc.queryURLs[0], svc.queryURLs[1]
+	resp, err := client.Get(a + "/console/signin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var pre *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "kycstate_console_pre" {
+			pre = c
+		}
+	}
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	if pre == nil || m == nil {
+		t.Fatalf("sign-in page of %s: %d, no pre-session cookie or CSRF token", a, resp.StatusCode)
+	}
+	req, _ := http.NewRequest("POST", b+"/console/signin",
+		strings.NewReader(url.Values{"token": {svc.auditor}, "csrf": {string(m[1])}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(pre)
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "kycstate_console" {
+			session = c
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || session == nil {
+		t.Fatalf("sign-in on %s with %s's form: %d, session cookie %v", b, a, resp.StatusCode, session != nil)
+	}
+	for _, node := range []string{a, b} {
+		req, _ := http.NewRequest("GET", node+"/console/anomalies", nil)
+		req.AddCookie(session)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s/console/anomalies with the session from %s: %d (%s)", node, b, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
 }

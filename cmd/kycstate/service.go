@@ -323,6 +323,8 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Lag:    pj.Lag,
 				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) },
 				Keys:   elog.Keys(), Erase: eraser.Erase,
+				// Every query node with the same keys.master accepts the same sessions.
+				ConsoleSessionKey: r.Keys.Current.SessionKey(),
 			})
 			return err
 		}); err != nil {

@@ -1,10 +1,12 @@
 package eventlog
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -66,8 +68,9 @@ var (
 // MasterKey is keys.master or one of keys.previous: 32 bytes and the id recorded beside
 // every key wrapped under it.
 type MasterKey struct {
-	id   string
-	aead cipher.AEAD
+	id      string
+	aead    cipher.AEAD
+	session []byte // derived: signs the console's sessions (SessionKey)
 }
 
 // ParseMasterKey reads a master key given as 64 hex characters or base64 of 32 bytes.
@@ -101,8 +104,18 @@ func newMasterKey(raw []byte) (MasterKey, error) {
 		return MasterKey{}, err
 	}
 	sum := sha256.Sum256(append([]byte("kycstate master key id\x00"), raw...))
-	return MasterKey{id: hex.EncodeToString(sum[:8]), aead: aead}, nil
+	session, err := hkdf.Key(sha256.New, raw, nil, "kycstate console session v1", 32)
+	if err != nil {
+		return MasterKey{}, err
+	}
+	return MasterKey{id: hex.EncodeToString(sum[:8]), aead: aead, session: session}, nil
 }
+
+// SessionKey is a key for signing the console's sessions, derived from this master key
+// (HKDF-SHA256, its own label): every query node given the same keys.master signs and
+// accepts the same sessions, so a load balancer may send a signed-in officer to any of
+// them. It opens nothing: knowing it gives no key that wraps data.
+func (m MasterKey) SessionKey() []byte { return bytes.Clone(m.session) }
 
 // ID is the master key's id: a hash of it, safe to log and recorded with every key
 // wrapped under it.

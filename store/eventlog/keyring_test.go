@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -491,5 +492,35 @@ func TestPrepareThenAppendBatch(t *testing.T) {
 	bad := &domain.Pending{Event: logEvent(logApp(0), "not-a-uuid", domain.EventCreated, 99), MsgID: "x"}
 	if err := l.Prepare(ctx, bad); domain.KindOf(err) != domain.KindInvalid || bad.Stored != nil {
 		t.Fatalf("prepare of a bad applicant id: %v, stored %d bytes", err, len(bad.Stored))
+	}
+}
+
+// TestMasterKeySessionKey: the console's session key is the same for the same master key
+// however it is written, differs between master keys, is 32 bytes, is not the master key
+// itself, and a caller cannot change it.
+func TestMasterKeySessionKey(t *testing.T) {
+	raw := bytes.Repeat([]byte{7}, 32)
+	a, err := ParseMasterKey(hex.EncodeToString(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseMasterKey(base64.StdEncoding.EncodeToString(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ParseMasterKey(NewMasterKeyHex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka := a.SessionKey()
+	if len(ka) != 32 || !bytes.Equal(ka, b.SessionKey()) {
+		t.Fatalf("session keys of one master key: %x and %x", ka, b.SessionKey())
+	}
+	if bytes.Equal(ka, other.SessionKey()) || bytes.Equal(ka, raw) {
+		t.Fatal("the session key is another master key's, or the master key itself")
+	}
+	ka[0] ^= 0xff
+	if bytes.Equal(ka, a.SessionKey()) {
+		t.Fatal("changing the returned key changed the master key's")
 	}
 }
