@@ -85,16 +85,22 @@ func (l *EventLog) message(ctx context.Context, op string, ev *domain.Event, msg
 	if err != nil {
 		return nil, err
 	}
-	return l.messageOf(ev, data), nil
+	return messageOf(op, ev, msgID, data)
 }
 
-// messageOf is the message that stores data, ev's stored form.
-func (l *EventLog) messageOf(ev *domain.Event, data []byte) *nats.Msg {
-	// Subject cannot fail here: encode checked both ids.
-	subject, _ := Subject(ev.AppKey, ev.ApplicantID)
+// messageOf is the message that stores data, ev's stored form, under msgID. The checks
+// repeat encode's cheap ones, for bytes prepared earlier (Prepare).
+func messageOf(op string, ev *domain.Event, msgID string, data []byte) (*nats.Msg, error) {
+	if ev == nil || msgID == "" {
+		return nil, domain.E(op, domain.KindInvalid, "no event or no message id")
+	}
+	subject, err := Subject(ev.AppKey, ev.ApplicantID)
+	if err != nil {
+		return nil, domain.E(op, domain.KindInvalid, err)
+	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 6)}
 	msg.Header.Set(HeaderType, headerValue(string(ev.Type)))
-	return msg
+	return msg, nil
 }
 
 // Prepare encodes p's event as AppendBatch stores it, sealed under the applicant's data

@@ -87,14 +87,15 @@ func (l *EventLog) AppendBatch(ctx context.Context, batch []*domain.Pending) {
 	for _, p := range batch {
 		p.Seq, p.Duplicate, p.Err = 0, false, nil
 		var msg *nats.Msg
-		if p.Stored != nil && p.Event != nil {
-			msg = l.messageOf(p.Event, p.Stored)
+		var err error
+		if p.Stored != nil {
+			msg, err = messageOf(op, p.Event, p.MsgID, p.Stored)
 		} else {
-			var err error
-			if msg, err = l.message(ctx, op, p.Event, p.MsgID); err != nil {
-				p.Err = err
-				continue
-			}
+			msg, err = l.message(ctx, op, p.Event, p.MsgID)
+		}
+		if err != nil {
+			p.Err = err
+			continue
 		}
 		msg.Header.Set(jetstream.MsgIDHeader, p.MsgID)
 		msg.Header.Set(jetstream.ExpectedStreamHeader, EventStream)

@@ -493,6 +493,18 @@ func TestPrepareThenAppendBatch(t *testing.T) {
 	if err := l.Prepare(ctx, bad); domain.KindOf(err) != domain.KindInvalid || bad.Stored != nil {
 		t.Fatalf("prepare of a bad applicant id: %v, stored %d bytes", err, len(bad.Stored))
 	}
+	// Bytes set without Prepare still meet its checks at the write.
+	forged := []*domain.Pending{
+		{Event: logEvent(logApp(0), "not-a-uuid", domain.EventCreated, 98), MsgID: "y", Stored: []byte(`{}`)},
+		{Event: logEvent(logApp(0), logApplicant(1), domain.EventCreated, 97), Stored: []byte(`{}`)},
+		{MsgID: "z", Stored: []byte(`{}`)},
+	}
+	l.AppendBatch(ctx, forged)
+	for i, p := range forged {
+		if domain.KindOf(p.Err) != domain.KindInvalid || p.Seq != 0 {
+			t.Fatalf("forged pending %d: seq %d, %v", i, p.Seq, p.Err)
+		}
+	}
 }
 
 // TestMasterKeySessionKey: the console's session key is the same for the same master key
