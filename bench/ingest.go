@@ -358,6 +358,14 @@ func storedSince(ctx context.Context, l *eventlog.EventLog, first uint64, n int)
 // bench js pub sync --clients=N` runs them.
 func rawClients(c *eventlog.Conn, n int) ([]jetstream.JetStream, func(), error) {
 	ns := c.Server()
+	return jsClients(n, func() (*nats.Conn, error) {
+		return nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.Name("kycstate-bench-raw"))
+	})
+}
+
+// jsClients opens n connections with connect, each with its own JetStream context; the
+// returned function closes them all.
+func jsClients(n int, connect func() (*nats.Conn, error)) ([]jetstream.JetStream, func(), error) {
 	var conns []*nats.Conn
 	closeAll := func() {
 		for _, nc := range conns {
@@ -366,7 +374,7 @@ func rawClients(c *eventlog.Conn, n int) ([]jetstream.JetStream, func(), error) 
 	}
 	var out []jetstream.JetStream
 	for range n {
-		nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.Name("kycstate-bench-raw"))
+		nc, err := connect()
 		if err != nil {
 			closeAll()
 			return nil, nil, err

@@ -314,28 +314,7 @@ func procPeakRSS(pid int) int64 {
 // tcpClients opens n NATS connections to url, each with its own JetStream context: the
 // baseline's clients on the cluster, as `nats bench js pub sync --clients=N` runs them.
 func tcpClients(url string, n int) ([]jetstream.JetStream, func(), error) {
-	var conns []*nats.Conn
-	closeAll := func() {
-		for _, nc := range conns {
-			nc.Close()
-		}
-	}
-	var out []jetstream.JetStream
-	for range n {
-		nc, err := nats.Connect(url, nats.Name("kycstate-bench-raw"))
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		conns = append(conns, nc)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		out = append(out, js)
-	}
-	return out, closeAll, nil
+	return jsClients(n, func() (*nats.Conn, error) { return nats.Connect(url, nats.Name("kycstate-bench-raw")) })
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
