@@ -98,7 +98,20 @@ func (b consoleBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, l
 
 func (b consoleBackend) Anomalies(ctx context.Context, after uint64, limit int) ([]domain.Record, bool, error) {
 	recs, next, err := b.s.proj.Anomalies(after, min(limit, maxLimit))
-	return recs, next != 0 && len(recs) > 0, err
+	if err != nil {
+		return nil, false, err
+	}
+	for i, r := range recs {
+		ext, err := b.s.externalUserID(ctx, r.AppKey, r.ApplicantID, r.ExternalUserID, r.SealedExternalUserID)
+		if err != nil {
+			return nil, false, err
+		}
+		recs[i].ExternalUserID = ""
+		if ext != nil {
+			recs[i].ExternalUserID = domain.ExternalUserID(*ext)
+		}
+	}
+	return recs, next != 0 && len(recs) > 0, nil
 }
 
 func (b consoleBackend) Changes(ctx context.Context, after uint64, limit int) ([]domain.Change, error) {
