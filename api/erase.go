@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,7 +57,7 @@ func (s *server) handleErase() http.Handler {
 		if s.erase == nil {
 			return errParam("erase", domain.KindNotFound, "this node does not erase: it was started without the key ring")
 		}
-		reason, err := readReason(r)
+		reason, err := readReason(w, r)
 		if err != nil {
 			return err
 		}
@@ -75,15 +76,14 @@ func (s *server) handleErase() http.Handler {
 		s.log.Info("applicant erased", zap.String("applicantId", id), zap.String("token", p.name),
 			zap.Uint64("seq", seq), zap.Bool("keyPending", pending))
 		s.waitFor(r.Context(), w, seq)
-		setSeq(w, max(seq, s.proj.Checkpoint()))
 		writeJSON(w, http.StatusOK, client.Erasure{ApplicantID: st.ApplicantID, Erased: true, Seq: seq,
 			KeyDestroyed: !pending, Pending: pending})
 		return nil
 	})
 }
 
-func readReason(r *http.Request) (string, error) {
-	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxEraseBody))
+func readReason(w http.ResponseWriter, r *http.Request) (string, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEraseBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -94,9 +94,9 @@ func readReason(r *http.Request) (string, error) {
 	var body struct {
 		Reason *string `json:"reason"`
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
+	if err := dec.Decode(&body); err != nil || dec.More() {
 		return "", errParam("body", domain.KindInvalid, `must be a JSON object {"reason":"..."}`)
 	}
 	if body.Reason == nil || strings.TrimSpace(*body.Reason) == "" {

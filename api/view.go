@@ -35,14 +35,6 @@ func newStateView(s domain.State) client.State {
 	return v
 }
 
-func newStateViews(ss []domain.State) []client.State {
-	out := make([]client.State, len(ss))
-	for i, s := range ss {
-		out[i] = newStateView(s)
-	}
-	return out
-}
-
 func newEventView(r domain.Record) client.Event {
 	return client.Event{
 		Seq:           r.Seq,
