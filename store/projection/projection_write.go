@@ -152,6 +152,10 @@ func (w *writer) event(e *domain.Event) (rec domain.Record, ok bool, err error) 
 	if e.ApplicantID == "" || len(e.ApplicantID) > maxApplicantID || slices.Contains([]byte(e.ApplicantID), 0) {
 		return rec, false, domain.E("", domain.KindInvalid, fmt.Sprintf("event %d has no valid applicant id", e.Seq))
 	}
+	if len(e.AppKey) > maxApplicantID || (e.ExternalUserIndex != "" && e.AppKey == "") {
+		// The appKey is a key of the apps bucket once the event carries a blind index.
+		return rec, false, domain.E("", domain.KindInvalid, fmt.Sprintf("event %d has no valid appKey", e.Seq))
+	}
 	t, err := w.load(e.ApplicantID)
 	if err != nil {
 		return rec, false, err
@@ -344,6 +348,9 @@ func (w *writer) store(id domain.ApplicantID, enc []byte, st *domain.State, inde
 func (w *writer) indexApp(app domain.AppKey) error {
 	if w.appsIndexed[app] {
 		return nil
+	}
+	if app == "" {
+		return domain.E("", domain.KindInvalid, "a blind-indexed applicant has no appKey")
 	}
 	w.appsIndexed[app] = true
 	if w.apps.Get([]byte(app)) != nil {
