@@ -178,8 +178,9 @@ type transition struct {
 	t    EventType
 }
 
-// maxAnswers bounds what a Folder remembers: event types are free text from payloads,
-// and a log full of invented ones must not grow the map without end.
+// maxAnswers bounds what a Folder remembers. Apply asks only about status events (some
+// 72 questions), but Regular is exported and event types are free text: a caller asking
+// about invented ones must not grow the map without end.
 const maxAnswers = 1024
 
 // NewFolder returns a Folder with its own lifecycle machine.

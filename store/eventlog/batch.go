@@ -74,16 +74,15 @@ const (
 // KindUnavailable, and a retry under the same message ids is answered as a duplicate.
 //
 // A Pending whose Stored is set (Prepare) is published as those bytes; the others are
-// encoded and sealed here first.
+// encoded and sealed here first, one after another (ingest prepares each webhook on its
+// own request, so that an applicant's first event, which makes its data key, holds up
+// no batch).
 //
 // ctx bounds every wait, as for Append.
 func (l *EventLog) AppendBatch(ctx context.Context, batch []*domain.Pending) {
 	const op = "eventlog.EventLog.AppendBatch"
 	msgs := make([]*nats.Msg, 0, len(batch))
 	todo := make([]*domain.Pending, 0, len(batch))
-	if l.keys != nil {
-		l.keys.prepare(ctx, batch)
-	}
 	for _, p := range batch {
 		p.Seq, p.Duplicate, p.Err = 0, false, nil
 		var msg *nats.Msg

@@ -421,6 +421,10 @@ func (k *Keyring) Seal(ctx context.Context, ev *domain.Event) error {
 	if err != nil {
 		return err
 	}
+	// Refused before the applicant's key is made: a bad payload must leave nothing behind.
+	if len(ev.Payload) > 0 && !json.Valid(ev.Payload) {
+		return domain.E(op, domain.KindInvalid, errPayloadNotJSON)
+	}
 	dk, err := k.dataKey(ctx, subject, true)
 	if err != nil {
 		return err
@@ -434,9 +438,6 @@ func (k *Keyring) Seal(ctx context.Context, ev *domain.Event) error {
 		ev.ExternalUserIndex = k.Index(ev.AppKey, ext)
 		ev.SealedExternalUserID = domain.SealedExternalUserID(base64.StdEncoding.EncodeToString(
 			seal(dk.aead, []byte(ext), extAAD(ev.AppKey, ev.ApplicantID))))
-	}
-	if len(payload) > 0 && !json.Valid(payload) {
-		return domain.E(op, domain.KindInvalid, errPayloadNotJSON)
 	}
 	body := appendSealedBody(nil, payload, raw)
 	ev.Sealed = base64.StdEncoding.EncodeToString(seal(dk.aead, body, bodyAAD(ev)))
@@ -846,41 +847,4 @@ func (c *keyCache) drop(subject string) {
 		c.ll.Remove(el)
 		delete(c.items, subject)
 	}
-}
-
-// prepareConcurrency bounds the KYC_KEYS requests prepare has in flight.
-const prepareConcurrency = 32
-
-// prepare looks up, and makes where missing, the data keys of a batch's applicants
-// concurrently, so that sealing the batch finds them cached: an applicant's first event
-// costs a KYC_KEYS round trip (and a write), and a group commit of many first events
-// would otherwise wait for those one after the other. Failures are left for Seal, which
-// reports them per event.
-func (k *Keyring) prepare(ctx context.Context, batch []*domain.Pending) {
-	seen := map[string]bool{}
-	var subjects []string
-	for _, p := range batch {
-		if p.Event == nil || p.Event.Origin == domain.OriginOperator || p.Stored != nil {
-			continue
-		}
-		s, err := appKeySubject(p.Event.AppKey, p.Event.ApplicantID)
-		if err != nil || seen[s] || k.cache.get(s) != nil {
-			continue
-		}
-		seen[s] = true
-		subjects = append(subjects, s)
-	}
-	if len(subjects) < 2 {
-		return
-	}
-	sem := make(chan struct{}, prepareConcurrency)
-	var wg sync.WaitGroup
-	for _, s := range subjects {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			_, _ = k.dataKey(ctx, s, true)
-		})
-	}
-	wg.Wait()
 }
