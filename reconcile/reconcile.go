@@ -233,9 +233,6 @@ func (r *Reconciler) Close() {
 	}
 }
 
-// Apps reports how many apps have an Open API configured.
-func (r *Reconciler) Apps() int { return len(r.order) }
-
 // Every is the configured background sweep period (0: off).
 func (r *Reconciler) Every() time.Duration { return r.cfg.Every }
 
@@ -299,7 +296,7 @@ func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, op
 		r.backOff(a, ce)
 		return rep
 	case err != nil: // ctx ended
-		rep.fail("canceled", "the check was cancelled: "+err.Error())
+		rep.fail("canceled", "the check was cancelled")
 		return rep
 	}
 	resp, err := a.App.App.ParseOpenAPIResponse(f.body, f.signature, st.ApplicantID)
@@ -332,7 +329,10 @@ func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, op
 	defer cancel()
 	seq, dup, err := r.events.Append(actx, &ev, msgID)
 	if err != nil {
-		rep.fail(ReasonAppend, "the event log did not confirm the append: "+err.Error())
+		// The log's error text stays in the log: a report is answered to API callers.
+		r.log.Warn("reconciled event not appended", zap.String("app", a.name),
+			zap.String("applicantId", string(st.ApplicantID)), zap.Error(err))
+		rep.fail(ReasonAppend, "the event log did not confirm the append")
 		return rep
 	}
 	rep.Seq = seq
