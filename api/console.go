@@ -1,9 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"fmt"
 	"net/http"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/kycstate/kycstate/api/console"
@@ -18,9 +22,29 @@ func newConsole(s *server, key []byte) (http.Handler, error) {
 		Backend:     consoleBackend{s},
 		Logger:      s.log,
 		StatusFor:   httperr.Status,
-		SessionKey:  key,
+		SessionKey:  sessionKeyFor(key, s.tokens),
 		VerifyBound: s.verifyTimeout + writeMargin,
 	})
+}
+
+// sessionKeyFor binds the console's session key to the configured tokens: a session
+// names its token and role, and must end when that token is removed, its secret rotated
+// or its role changed, even though the key itself (derived from keys.master) outlives a
+// restart. Nodes with the same key and the same tokens, in any order, agree. Nil stays
+// nil (a random key per process).
+func sessionKeyFor(key []byte, tokens []tokenHash) []byte {
+	if key == nil {
+		return nil
+	}
+	ts := slices.Clone(tokens)
+	slices.SortFunc(ts, func(a, b tokenHash) int { return bytes.Compare(a.sum[:], b.sum[:]) })
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("kycstate console tokens v1\x00"))
+	for _, t := range ts {
+		fmt.Fprintf(m, "%d:%s\x00%s\x00", len(t.name), t.name, t.role)
+		m.Write(t.sum[:])
+	}
+	return m.Sum(nil)
 }
 
 // consoleBackend is console.Backend over the server: the same token check, projection
