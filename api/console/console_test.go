@@ -473,3 +473,18 @@ func TestRolesOrdered(t *testing.T) {
 		}
 	}
 }
+
+// TestServerErrorTextNotShown: a store's error (here unavailable, naming a path) is
+// answered with its status and a fixed message; its text stays out of the page.
+func TestServerErrorTextNotShown(t *testing.T) {
+	h := newHarness(t)
+	auditor := h.signIn(t, auditorTok)
+	rec := h.do("GET", "/console/applicants/"+string(idBroken), nil, auditor)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", rec.Code)
+	}
+	body := rec.Body.String()
+	if strings.Contains(body, "bolt") || strings.Contains(body, "/secret/path") || !strings.Contains(body, "unavailable") {
+		t.Fatalf("page shows the store's error or no reason:\n%s", body)
+	}
+}

@@ -23,9 +23,11 @@ const (
 	adminTok   = "admin-secret-5555555555555"
 	idOne      = domain.ApplicantID("0a3c5e1f-6b2d-4c8e-9f10-aaaaaaaaaaa1")
 	idTwo      = domain.ApplicantID("1b4d6f20-7c3e-4d9f-8021-bbbbbbbbbbb2")
-	idThree    = domain.ApplicantID("2c5e7031-8d4f-4ea0-9132-ccccccccccc3")
-	idUnknown  = domain.ApplicantID("5f81a364-b072-41d3-8465-fffffffffff6")
-	hostile    = `<script>window.__x=1</script><img src=x onerror="window.__y=1">`
+	// idBroken is an applicant whose state the backend cannot read: the store's error.
+	idBroken  = domain.ApplicantID("3d6f8142-9e50-4fb1-a243-ddddddddddd4")
+	idThree   = domain.ApplicantID("2c5e7031-8d4f-4ea0-9132-ccccccccccc3")
+	idUnknown = domain.ApplicantID("5f81a364-b072-41d3-8465-fffffffffff6")
+	hostile   = `<script>window.__x=1</script><img src=x onerror="window.__y=1">`
 )
 
 var t0 = time.Date(2024, 5, 1, 9, 0, 0, 0, time.UTC)
@@ -78,6 +80,9 @@ func (f *fakeBackend) records(id domain.ApplicantID) []domain.Record {
 }
 
 func (f *fakeBackend) State(ctx context.Context, id domain.ApplicantID) (domain.State, error) {
+	if id == idBroken {
+		return domain.State{}, domain.E("projection.Projection.State", domain.KindUnavailable, "bolt: database not open at /secret/path")
+	}
 	st, ok := f.states()[id]
 	if !ok {
 		return domain.State{}, domain.E("id", domain.KindNotFound, "no applicant "+string(id))

@@ -129,12 +129,17 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, pag
 }
 
 // fail renders an error page for err with the status the API gives its kind. Messages of
-// internal errors are logged, never shown.
+// server-side errors (the projection's, the key ring's) are logged, never shown: they
+// carry the stores' own text, as the API's internal/httperr keeps them off the wire too.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, s *session, err error) {
 	kind := domain.KindOf(err)
 	status := c.statusFor(kind)
 	msg := err.Error()
-	if status >= 500 && kind != domain.KindUnavailable {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		c.log.Warn("console request unavailable", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		msg = "The service is unavailable for a moment; try again shortly."
+	case status >= 500:
 		c.log.Error("console request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 		msg = "internal error"
 	}
