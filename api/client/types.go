@@ -169,10 +169,13 @@ type Time time.Time
 
 // MarshalJSON writes the RFC 3339 UTC form.
 func (t Time) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, len(time.RFC3339Nano)+2)
+	return t.appendJSON(make([]byte, 0, len(time.RFC3339Nano)+2)), nil
+}
+
+func (t Time) appendJSON(b []byte) []byte {
 	b = append(b, '"')
 	b = time.Time(t).UTC().AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"'), nil
+	return append(b, '"')
 }
 
 // UnmarshalJSON reads an RFC 3339 time.

@@ -191,12 +191,16 @@ func (wr Writer) Handle(h HandlerFunc) http.Handler {
 // WriteJSON answers v as JSON with status. Encoding happens before the header is sent,
 // so a value that cannot be encoded turns into a 500 rather than half a body. Every
 // answer of both listeners, errors or not, goes through it, so all carry the same
-// headers: not cached, not sniffed.
+// headers: not cached, not sniffed. A value with an AppendJSON method (an Appender) is
+// encoded by it.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	buf := bodies.Get().(*bytes.Buffer)
 	defer putBody(buf)
 	buf.Reset()
-	if err := json.NewEncoder(buf).Encode(v); err != nil { // as json.Marshal, and a newline
+	if a, ok := v.(Appender); ok {
+		buf.Write(a.AppendJSON(buf.AvailableBuffer()))
+		buf.WriteByte('\n')
+	} else if err := json.NewEncoder(buf).Encode(v); err != nil { // as json.Marshal, and a newline
 		buf.Reset()
 		buf.WriteString(`{"error":{"code":"internal","message":"internal error"}}` + "\n")
 		status = http.StatusInternalServerError
@@ -208,6 +212,12 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	h["Content-Length"] = vals[3:4:4]
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// Appender is a value that encodes itself as JSON, appending to b exactly what
+// json.Marshal would give for it (api/client.State: the API's most read answer).
+type Appender interface {
+	AppendJSON(b []byte) []byte
 }
 
 // bodies holds the buffers WriteJSON encodes into: a response's body is written once
