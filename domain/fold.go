@@ -64,7 +64,14 @@ func (d *Digest) UnmarshalText(b []byte) error {
 	return err
 }
 
-func (d Digest) String() string { b, _ := d.MarshalText(); return string(b) }
+func (d Digest) String() string {
+	if d == (Digest{}) {
+		return ""
+	}
+	var b [2 * len(d)]byte
+	hex.Encode(b[:], d[:])
+	return string(b[:])
+}
 
 // Next chains one event's stored bytes onto d.
 func (d Digest) Next(stored []byte) Digest {

@@ -397,6 +397,9 @@ func TestDigestText(t *testing.T) {
 	if b, err := zero.MarshalText(); err != nil || len(b) != 0 {
 		t.Errorf("zero digest marshals to %q, %v; want empty", b, err)
 	}
+	if s := zero.String(); s != "" {
+		t.Errorf("zero digest prints as %q, want empty", s)
+	}
 	d := zero.Next([]byte("stored"))
 	if want := sha256.Sum256([]byte("stored")); [32]byte(d) != want || d.String() != hex.EncodeToString(want[:]) {
 		t.Errorf("Next on the zero digest = %s, want %x", d, want)

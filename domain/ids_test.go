@@ -42,8 +42,13 @@ func TestParseUUID(t *testing.T) {
 func FuzzParseUUID(f *testing.F) {
 	f.Add("71f2c0c6-c720-423b-8df0-7763102ad57e")
 	f.Add("71F2C0C6-C720-423B-8DF0-7763102AD57E")
+	f.Add("71f2c0c6-c720-423b-8df0-7763102ad57g")
+	f.Add("71f2c0c6+c720-423b-8df0-7763102ad57e")
 	f.Fuzz(func(t *testing.T, s string) {
 		u, ok := ParseUUID(s)
+		if want := ok && u == s; IsCanonicalUUID(s) != want {
+			t.Fatalf("IsCanonicalUUID(%q) = %v, want %v", s, !want, want)
+		}
 		if !ok {
 			return
 		}
