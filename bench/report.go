@@ -102,7 +102,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 	if res["api"] != nil {
 		x := v("api", "ratio")
 		row("api", fmt.Sprintf("GET /v1/applicants/{id} req/s, %d conns", apiConns), v("api", "rate"), "%.0f",
-			"bare net/http, same bytes+token check", v("api", "bare_rate"), "%.0f", x, ">= 0.7")
+			"bare net/http, same bytes+token check", v("api", "bare_rate"), "%.0f", x, ">= 0.8")
 		row("api", "latency p99 ms", v("api", "p99_ms"), "%.2f", "bare p99 ms", v("api", "bare_p99_ms"), "%.2f",
 			v("api", "p99_ms")/v("api", "bare_p99_ms"), "")
 		ratios = append(ratios, ratio{"api", x})
