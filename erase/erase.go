@@ -131,13 +131,14 @@ func New(cfg Config) (*Eraser, error) {
 func (e *Eraser) Erase(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (seq uint64, pending bool, err error) {
 	er, err := e.ring.BeginErasure(ctx, app, id, by, reason)
 	if err != nil {
-		e.total.WithLabelValues(ResultFailed).Inc()
+		e.failed(id, by, "erasure not recorded; nothing erased", err)
 		return 0, false, err
 	}
 	seq, err = e.finish(ctx, er)
 	switch {
 	case seq == 0:
-		e.total.WithLabelValues(ResultFailed).Inc()
+		// Recorded: Run finishes it (kycstate_erasures_pending counts it meanwhile).
+		e.failed(id, by, "erasure recorded but not appended; retrying", err)
 		return 0, false, err
 	case err != nil:
 		e.total.WithLabelValues(ResultPending).Inc()
@@ -148,6 +149,17 @@ func (e *Eraser) Erase(ctx context.Context, app domain.AppKey, id domain.Applica
 	e.total.WithLabelValues(ResultErased).Inc()
 	e.log.Info("applicant erased", zap.String("applicantId", string(id)), zap.String("by", by), zap.Uint64("seq", seq))
 	return seq, false, nil
+}
+
+// failed counts an erasure that appended nothing and logs it: the alert on
+// kycstate_erasures_total{result="failed"} sends an operator to this line, which names
+// the applicant (an invalid id is the caller's error, not the service's, and is only
+// counted).
+func (e *Eraser) failed(id domain.ApplicantID, by, msg string, err error) {
+	e.total.WithLabelValues(ResultFailed).Inc()
+	if domain.KindOf(err) != domain.KindInvalid {
+		e.log.Error(msg, zap.String("applicantId", string(id)), zap.String("by", by), zap.Error(err))
+	}
 }
 
 // finish runs the steps after BeginErasure: append, destroy, end. seq is 0 when the

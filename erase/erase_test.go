@@ -18,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -214,4 +216,45 @@ func gauge(g prometheus.Gauge) float64 {
 		panic(err)
 	}
 	return m.GetGauge().GetValue()
+}
+
+// An erasure that cannot be recorded (the server is down) appends nothing, is counted
+// failed and logged at error level with the applicant's id: what the
+// KycstateErasureFailed alert sends an operator to. A refused id is counted, not logged.
+func TestErasureFailedIsCountedAndLogged(t *testing.T) {
+	m, err := eventlog.ParseMasterKey(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := jstest.Start(t)
+	l := srv.EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: m}}, zaptest.NewLogger(t))
+	core, logs := observer.New(zap.ErrorLevel)
+	reg := prometheus.NewRegistry()
+	e, err := New(Config{Log: l, Metrics: reg, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := applicant(7)
+	webhook(t, l, id, domain.EventCreated, 1, base)
+	srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if seq, _, err := e.Erase(ctx, app, id, "officer", "asked"); err == nil || seq != 0 {
+		t.Fatalf("Erase with the server down = %d, %v; want an error and no seq", seq, err)
+	}
+	if _, _, err := e.Erase(ctx, app, "not-a-uuid", "officer", "asked"); domain.KindOf(err) != domain.KindInvalid {
+		t.Fatalf("Erase of a bad id: %v, want KindInvalid", err)
+	}
+	var failed dto.Metric
+	if err := e.total.WithLabelValues(ResultFailed).Write(&failed); err != nil {
+		t.Fatal(err)
+	}
+	if got := failed.GetCounter().GetValue(); got != 2 {
+		t.Fatalf("failed erasures counted %v, want 2", got)
+	}
+	entries := logs.All()
+	if len(entries) != 1 || entries[0].ContextMap()["applicantId"] != string(id) || entries[0].ContextMap()["by"] != "officer" {
+		t.Fatalf("error log %v; want one line naming %s and who asked", entries, id)
+	}
 }
