@@ -148,8 +148,9 @@ type Config struct {
 	SessionKey []byte
 	// SessionTTL is how long a session lasts (default DefaultSessionTTL).
 	SessionTTL time.Duration
-	// SecureCookies marks cookies Secure even on plain HTTP requests, for a console served
-	// behind a TLS-terminating proxy. Requests that arrive over TLS always get Secure.
+	// SecureCookies marks cookies Secure on every request. Without it, cookies are Secure
+	// on requests that arrive over TLS or through a proxy that says it terminated TLS
+	// (X-Forwarded-Proto or Forwarded: https).
 	SecureCookies bool
 	// VerifyBound is how long a verify run may take to answer; the request's write
 	// deadline is moved past it. Zero: the server's deadline stands.

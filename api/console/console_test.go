@@ -136,18 +136,24 @@ func TestRedirectComesBack(t *testing.T) {
 func TestSessionCookie(t *testing.T) {
 	h := newHarness(t)
 	pre, csrf := h.signinForm(t)
-	for _, overTLS := range []bool{false, true} {
+	// Over TLS, or behind a TLS-terminating proxy that says so, the cookie is Secure;
+	// over plain HTTP (a forwarded "http" too) it is not.
+	for i, via := range []string{"http", "tls", "X-Forwarded-Proto: HTTPS", "Forwarded: for=192.0.2.9;proto=https",
+		"X-Forwarded-Proto: http", "Forwarded: proto=http, proto=http"} {
+		overTLS := i >= 1 && i <= 3
 		r, _ := http.NewRequest("POST", "/console/signin", strings.NewReader(url.Values{"token": {auditorTok}, "csrf": {csrf}}.Encode()))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		r.RemoteAddr = "192.0.2.1:1234"
 		r.AddCookie(pre)
-		if overTLS {
+		if via == "tls" {
 			r = tlsRequest(r)
+		} else if k, v, ok := strings.Cut(via, ": "); ok {
+			r.Header.Set(k, v)
 		}
 		rec := httptest.NewRecorder()
 		h.c.ServeHTTP(rec, r)
 		if rec.Code != http.StatusSeeOther {
-			t.Fatalf("tls=%v: %d %s", overTLS, rec.Code, rec.Body)
+			t.Fatalf("%s: %d %s", via, rec.Code, rec.Body)
 		}
 		c := cookieNamed(rec, sessionCookie)
 		switch {
@@ -156,7 +162,7 @@ func TestSessionCookie(t *testing.T) {
 		case !c.HttpOnly, c.SameSite != http.SameSiteStrictMode, c.Path != "/console/":
 			t.Errorf("cookie %+v: want HttpOnly, SameSite=Strict, Path=/console/", c)
 		case c.Secure != overTLS:
-			t.Errorf("tls=%v: Secure=%v", overTLS, c.Secure)
+			t.Errorf("%s: Secure=%v", via, c.Secure)
 		case c.MaxAge != int(DefaultSessionTTL/time.Second):
 			t.Errorf("MaxAge %d", c.MaxAge)
 		}

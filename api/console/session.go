@@ -123,8 +123,30 @@ func randomHex(n int) string {
 func (c *Console) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{
 		Name: name, Value: value, Path: cookiePath, MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.secure || r.TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.secure || overHTTPS(r),
 	}
+}
+
+// overHTTPS reports whether the browser reached the console over HTTPS: TLS here, or a
+// TLS-terminating proxy that says so (X-Forwarded-Proto, or Forwarded's proto). The
+// headers are trusted without knowing the proxy because Secure only narrows where the
+// browser sends the cookie: a client that forges them only keeps its own cookie off
+// plain HTTP.
+func overHTTPS(r *http.Request) bool {
+	if r.TLS != nil || strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https") {
+		return true
+	}
+	for _, f := range r.Header.Values("Forwarded") {
+		for _, elem := range strings.Split(f, ",") {
+			for _, pair := range strings.Split(elem, ";") {
+				k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
+				if strings.EqualFold(k, "proto") && strings.EqualFold(strings.Trim(v, `"`), "https") {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // sessionOf returns the request's session, if it has a valid one that was not signed out.
