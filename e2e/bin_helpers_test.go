@@ -52,6 +52,9 @@ type binService struct {
 	admin     string // admin token
 	master    string // keys.master, hex
 	env       []string
+	// appExtra is added to the app's entry (indented under it, e.g. its open_api), and
+	// extra to the end of the config (top-level sections).
+	appExtra, extra string
 }
 
 // newBinService writes a config with a fresh app, fresh tokens and free ports.
@@ -97,7 +100,8 @@ apps:
     method: %s
     secret_key: %q
     hmac_key: %q
-`, s.dataDir, s.ingestAdr, s.apiAdr, s.reader, s.auditor, s.admin, s.master, s.app.Name, s.app.AppKey, s.app.Method, s.secretHex, s.hmacHex)
+%s%s`, s.dataDir, s.ingestAdr, s.apiAdr, s.reader, s.auditor, s.admin, s.master, s.app.Name, s.app.AppKey, s.app.Method, s.secretHex, s.hmacHex,
+		s.appExtra, s.extra)
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
