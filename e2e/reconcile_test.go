@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -177,4 +178,31 @@ func TestReconcileBinary(t *testing.T) {
 		t.Fatalf("%d Open API calls without the configured private key", bad)
 	}
 	s.mustOps(t, "verify")
+}
+
+// kycstate sim --give-up drops a share of webhooks for good and serves the Open API for
+// its applicants (--open-api); against the built binary configured to reconcile there,
+// its check passes: every given-up status recovered through reconciliation.
+func TestSimGiveUpRecoveredByReconcile(t *testing.T) {
+	needBins(t)
+	s := newBinService(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s.appExtra = fmt.Sprintf("    open_api: { base_url: %q, private_key: %q, timeout: 5s }\n", "http://"+addr, randomHex(16))
+	s.extra = "reconcile: { every: 0, rate: 200 }\n"
+	s.setKeys(t, testKeys{s.secretHex, s.hmacHex})
+	p := s.start(t)
+	out, err := runCmd(t, s.dir, nil, 2*time.Minute, bins.kycstate, "sim", "--config", s.cfgPath, "--ingest", s.ingestURL,
+		"--api", s.apiURL, "--applicants", "40", "--seed", "7", "--give-up", "0.25", "--open-api", addr)
+	if err != nil {
+		t.Fatalf("kycstate sim --give-up: %v\n%s\nservice:\n%s", err, out, tail(p.Output(), 3000))
+	}
+	// The report: webhooks were given up, reconciliation appended what they carried, and
+	// every applicant's state then matched its journey.
+	for _, want := range []string{`given up\s+[1-9][0-9]* webhooks never delivered`, `reconciled .*appended [1-9]`,
+		`mismatches\s+0\n`, `result\s+OK`} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Fatalf("the sim's report does not match %q:\n%s", want, out)
+		}
+	}
+	p.mustTerm(t)
 }
