@@ -40,6 +40,10 @@ const (
 	sweepPage = 500
 )
 
+// sweepCatchUp bounds a retention sweep's wait for the projection to fold the log (a
+// variable for tests).
+var sweepCatchUp = time.Minute
+
 // Config holds an Eraser's dependencies.
 type Config struct {
 	// Log is the event log, opened with its key ring (eventlog.Config.Keys). Required.
@@ -238,9 +242,26 @@ func cmpErr(first, err error) error {
 // Sweep erases every applicant not yet erased whose last event is older than
 // EraseAfter (retention). It returns how many it erased. Off (0, nil) without
 // EraseAfter or a projection.
+//
+// It first waits (at most sweepCatchUp) for the projection to fold everything the log
+// holds: a last event time read from a projection behind the log may be older than the
+// applicant's real last event, and an erasure cannot be undone. Behind after the wait,
+// it erases nothing and returns KindUnavailable (the next round tries again).
 func (e *Eraser) Sweep(ctx context.Context) (int, error) {
+	const op = "erase.Sweep"
 	if e.cfg.EraseAfter <= 0 || e.cfg.Projection == nil {
 		return 0, nil
+	}
+	last, err := e.cfg.Log.LastSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, sweepCatchUp)
+	cp := e.cfg.Projection.WaitFor(wctx, last)
+	cancel()
+	if cp < last {
+		return 0, domain.E(op, domain.KindUnavailable, fmt.Sprintf(
+			"the projection is at seq %d and the log at %d: applicants' last events may not all be folded; nothing erased", cp, last))
 	}
 	cutoff := e.cfg.Now().Add(-e.cfg.EraseAfter)
 	n := 0
@@ -272,7 +293,9 @@ func (e *Eraser) Sweep(ctx context.Context) (int, error) {
 }
 
 // Run finishes pending erasures at once and then every RetryEvery, and sweeps for
-// retention every SweepEvery (when this node may), until ctx ends; it returns nil then.
+// retention at once and then every SweepEvery (when this node may), until ctx ends; it
+// returns nil then. The first sweep runs at start so that retention switched on, or a
+// node restarted, acts without waiting a whole period.
 // Failures are logged and retried on the next round, never fatal.
 func (e *Eraser) Run(ctx context.Context) error {
 	retry := time.NewTicker(e.cfg.RetryEvery)
@@ -284,6 +307,9 @@ func (e *Eraser) Run(ctx context.Context) error {
 		sweep = t.C
 	}
 	e.resume(ctx)
+	if sweep != nil {
+		e.sweep(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():

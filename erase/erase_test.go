@@ -258,3 +258,73 @@ func TestErasureFailedIsCountedAndLogged(t *testing.T) {
 		t.Fatalf("error log %v; want one line naming %s and who asked", entries, id)
 	}
 }
+
+// The sweep erases nothing while the projection is behind the log: the last event time
+// it would read could be older than the applicant's real last event. Once the
+// projection has folded the log, the recent event keeps the applicant.
+func TestRetentionSweepWaitsForTheProjection(t *testing.T) {
+	defer func(d time.Duration) { sweepCatchUp = d }(sweepCatchUp)
+	sweepCatchUp = 200 * time.Millisecond
+	l := keyedLog(t)
+	now := base.Add(10 * 365 * 24 * time.Hour)
+	webhook(t, l, applicant(1), domain.EventCreated, 1, base)
+	p, err := projection.Open(filepath.Join(t.TempDir(), "p.db"), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Apply(events(t, l), domain.NewFolder()); err != nil {
+		t.Fatal(err)
+	}
+	// Active again, but the projection has not folded it yet.
+	webhook(t, l, applicant(1), domain.EventInProgress, 2, now.Add(-time.Hour))
+	e, err := New(Config{Log: l, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+		Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if n, err := e.Sweep(ctx); n != 0 || domain.KindOf(err) != domain.KindUnavailable {
+		t.Fatalf("Sweep with the projection behind = %d, %v; want 0 and KindUnavailable", n, err)
+	}
+	if erased, _ := l.Keys().Erased(ctx, app, applicant(1)); erased {
+		t.Fatal("erased from a projection behind the log")
+	}
+	if _, err := p.Apply(events(t, l)[1:], domain.NewFolder()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.Sweep(ctx); n != 0 || err != nil {
+		t.Fatalf("Sweep caught up = %d, %v; want nothing erased", n, err)
+	}
+}
+
+// Run sweeps once at start, not only after a whole SweepEvery.
+func TestRunSweepsAtStart(t *testing.T) {
+	l := keyedLog(t)
+	now := base.Add(10 * 365 * 24 * time.Hour)
+	webhook(t, l, applicant(1), domain.EventCreated, 1, base)
+	e, err := New(Config{Log: l, Projection: project(t, l), EraseAfter: 5 * 365 * 24 * time.Hour, SweepEvery: time.Hour,
+		Now: func() time.Time { return now }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if erased, _ := l.Keys().Erased(ctx, app, applicant(1)); erased {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatal("Run did not sweep at start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
