@@ -229,7 +229,7 @@ func (f *Folder) ask(from Status, t EventType) bool {
 // s is not modified; the returned state shares no slices with it. Apply assumes events
 // arrive in stream order (e.Seq increasing) and uses nothing but s and e.
 func (f *Folder) Apply(s State, e Event) (State, Record) {
-	next := s.clone()
+	next := s.Clone()
 	if next.ApplicantID == "" {
 		next.ApplicantID = e.ApplicantID
 		next.AppKey = e.AppKey
@@ -339,7 +339,9 @@ func (r Record) Event() Event {
 	}
 }
 
-func (s State) clone() State {
+// Clone returns s with its own copies of the lists: changing one leaves the other as it
+// was.
+func (s State) Clone() State {
 	s.StepsPassed = slices.Clone(nonNil(s.StepsPassed))
 	s.Flags = slices.Clone(nonNil(s.Flags))
 	s.Warnings = slices.Clone(nonNil(s.Warnings))
