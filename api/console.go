@@ -17,13 +17,14 @@ import (
 )
 
 // newConsole builds the auditor console over this server's own reads.
-func newConsole(s *server, key []byte) (http.Handler, error) {
+func newConsole(s *server, key []byte, signOuts console.SignOuts) (http.Handler, error) {
 	return console.New(console.Config{
 		Backend:     consoleBackend{s},
 		Logger:      s.log,
 		StatusFor:   httperr.Status,
 		SessionKey:  sessionKeyFor(key, s.tokens),
 		VerifyBound: s.verifyTimeout + writeMargin,
+		SignOuts:    signOuts,
 	})
 }
 

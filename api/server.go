@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kycstate/kycstate/api/console"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/kycstate/kycstate/reconcile"
@@ -107,6 +108,9 @@ type Config struct {
 	// service gives every query node the same one (derived from keys.master). Nil: a
 	// random key per process, so sessions end with it.
 	ConsoleSessionKey []byte
+	// ConsoleSignOuts shares console sign-outs between query nodes (KYC_SIGNOUTS). Nil:
+	// each node refuses only the sessions signed out on it.
+	ConsoleSignOuts console.SignOuts
 	// Keys opens sealed externalUserIds at the edge and hashes lookups (the event log's
 	// key ring). Nil: only ids stored in clear (stored version 1) are shown and found.
 	Keys Keys
@@ -236,7 +240,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		return nil, domain.E(op, domain.KindConflict, err)
 	}
 	s.metrics = m
-	if s.console, err = newConsole(s, cfg.ConsoleSessionKey); err != nil {
+	if s.console, err = newConsole(s, cfg.ConsoleSessionKey, cfg.ConsoleSignOuts); err != nil {
 		return nil, err
 	}
 

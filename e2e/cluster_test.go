@@ -488,4 +488,36 @@ func clConsoleAcrossNodes(t *testing.T, svc *clServices) {
 			t.Fatalf("%s/console/anomalies with the session from %s: %d (%s)", node, b, resp.StatusCode, resp.Header.Get("Location"))
 		}
 	}
+
+	// Signed out on one node, the session (a copy of the cookie) is refused by the other:
+	// the nodes share sign-outs through KYC_SIGNOUTS.
+	req, _ = http.NewRequest("GET", a+"/console/ops", nil)
+	req.AddCookie(session)
+	if resp, err = client.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if m = regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page); m == nil {
+		t.Fatalf("%s/console/ops: %d, no CSRF token", a, resp.StatusCode)
+	}
+	req, _ = http.NewRequest("POST", a+"/console/signout", strings.NewReader(url.Values{"csrf": {string(m[1])}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(session)
+	if resp, err = client.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-out on %s: %d", a, resp.StatusCode)
+	}
+	req, _ = http.NewRequest("GET", b+"/console/anomalies", nil)
+	req.AddCookie(session)
+	if resp, err = client.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/console/signin") {
+		t.Fatalf("%s after sign-out on %s: %d (%s), want 303 to sign-in", b, a, resp.StatusCode, resp.Header.Get("Location"))
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/rand"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
@@ -157,6 +158,22 @@ type Config struct {
 	VerifyBound time.Duration
 	// Now is the clock of sessions and the limiter (default time.Now).
 	Now func() time.Time
+	// SignOuts, when set, shares sign-outs between query nodes (eventlog.SignOuts): a
+	// session signed out on one node is refused by every node that shares them. Nil:
+	// each node refuses only the sessions signed out on it.
+	SignOuts SignOuts
+}
+
+// SignOuts is where sign-outs are shared between nodes. The console remembers its own
+// sign-outs in any case; when the shared store does not answer, a session is judged by
+// those alone (and the failure logged), so an outage of the store does not sign every
+// officer out.
+type SignOuts interface {
+	// SignOut records session id as signed out until expires.
+	SignOut(ctx context.Context, id string, expires time.Time) error
+	// SignedOut reports whether session id was signed out and would not have expired
+	// by now.
+	SignedOut(ctx context.Context, id string, now time.Time) (bool, error)
 }
 
 // Console serves the pages under /console/.
@@ -172,6 +189,8 @@ type Console struct {
 	pages       pages
 	limiter     *limiter
 	revoked     *revocations
+	signOuts    SignOuts
+	warned      atomic.Int64 // Unix seconds of the last "sign-outs not shared" warning
 	mux         *http.ServeMux
 }
 
@@ -206,6 +225,7 @@ func New(cfg Config) (*Console, error) {
 		verifyBound: cfg.VerifyBound,
 		now:         cfg.Now,
 		pages:       pg,
+		signOuts:    cfg.SignOuts,
 		mux:         http.NewServeMux(),
 	}
 	if c.log == nil {

@@ -208,7 +208,10 @@ type harness struct {
 	clock *clock
 }
 
-func newHarness(tb testing.TB) *harness {
+func newHarness(tb testing.TB) *harness { return newHarnessWith(tb, nil) }
+
+// newHarnessWith is newHarness with cfg changed by adjust (nil: as it is).
+func newHarnessWith(tb testing.TB, adjust func(*Config)) *harness {
 	tb.Helper()
 	h := &harness{b: &fakeBackend{}, clock: &clock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	var err error
@@ -216,7 +219,11 @@ func newHarness(tb testing.TB) *harness {
 	if t, ok := tb.(*testing.T); ok {
 		log = zaptest.NewLogger(t)
 	}
-	h.c, err = New(Config{Backend: h.b, Logger: log, StatusFor: statusOf, Now: h.clock.Now})
+	cfg := Config{Backend: h.b, Logger: log, StatusFor: statusOf, Now: h.clock.Now}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	h.c, err = New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -154,7 +154,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) signout(w http.ResponseWriter, r *http.Request, s session) {
-	c.revoked.add(s.ID, s.Expires, c.now())
+	c.signOut(r.Context(), s)
 	http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))
 	c.log.Info("console sign-out", zap.String("token", s.Name))
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Cookie names. Both are scoped to /console/, HttpOnly and SameSite=Strict.
@@ -160,7 +163,45 @@ func (c *Console) sessionOf(r *http.Request) (session, bool) {
 	if !ok || c.revoked.has(s.ID, now) {
 		return session{}, false
 	}
+	if c.signOuts != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), signOutWait)
+		out, err := c.signOuts.SignedOut(ctx, s.ID, now)
+		cancel()
+		switch {
+		case err != nil:
+			c.warnSignOuts("shared sign-outs not checked; only this node's apply", err)
+		case out:
+			c.revoked.add(s.ID, s.Expires, now) // no need to ask again
+			return session{}, false
+		}
+	}
 	return s, true
+}
+
+// signOutWait bounds the shared sign-out store's answers, as part of a page's time.
+const signOutWait = 2 * time.Second
+
+// signOut ends s on this node and, when they are shared, on the others.
+func (c *Console) signOut(ctx context.Context, s session) {
+	c.revoked.add(s.ID, s.Expires, c.now())
+	if c.signOuts == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, signOutWait)
+	defer cancel()
+	if err := c.signOuts.SignOut(ctx, s.ID, time.Unix(s.Expires, 0)); err != nil {
+		c.log.Warn("sign-out not shared with the other query nodes; they accept the session until it expires",
+			zap.String("token", s.Name), zap.Error(err))
+	}
+}
+
+// warnSignOuts logs a failure of the shared sign-outs at most once a minute: during an
+// outage every page would log it.
+func (c *Console) warnSignOuts(msg string, err error) {
+	now := c.now().Unix()
+	if last := c.warned.Load(); now-last >= 60 && c.warned.CompareAndSwap(last, now) {
+		c.log.Warn(msg, zap.Error(err))
+	}
 }
 
 // revocations remembers signed-out sessions until they would have expired, so a copied

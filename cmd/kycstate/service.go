@@ -314,6 +314,11 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}
 		var h http.Handler
 		if err := step(stepAPI, func() (err error) {
+			// A console session signed out on one query node ends on all of them.
+			signOuts, err := eventlog.OpenSignOuts(ctx, conn, r.NATS.Replicas)
+			if err != nil {
+				return err
+			}
 			h, err = api.NewServer(api.Config{
 				Reconcile:  checkOne,
 				LastSweep:  lastSweep,
@@ -325,6 +330,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Keys:   elog.Keys(), Erase: eraser.Erase,
 				// Every query node with the same keys.master accepts the same sessions.
 				ConsoleSessionKey: r.Keys.Current.SessionKey(),
+				ConsoleSignOuts:   signOuts,
 			})
 			return err
 		}); err != nil {
