@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -201,5 +203,50 @@ func TestEraseDisabled(t *testing.T) {
 	}
 	if rec := f.get(t, "/v1/applicants/"+string(idA)+"/history", adminToken); rec.Code != http.StatusOK {
 		t.Fatalf("admin may read what an auditor may: %d", rec.Code)
+	}
+}
+
+// consoleSignIn signs in to the console served by f's handler and returns the session
+// cookie.
+func consoleSignIn(t *testing.T, f *fixture, token string) *http.Cookie {
+	t.Helper()
+	rec := f.get(t, "/console/signin", "")
+	var pre *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == "kycstate_console_pre" {
+			pre = c
+		}
+	}
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(rec.Body.String())
+	if pre == nil || m == nil {
+		t.Fatalf("console sign-in page: %d, no pre-session cookie or CSRF token", rec.Code)
+	}
+	req := httptest.NewRequest("POST", "/console/signin", strings.NewReader(url.Values{"token": {token}, "csrf": {m[1]}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(pre)
+	out := httptest.NewRecorder()
+	f.h.ServeHTTP(out, req)
+	for _, c := range out.Result().Cookies() {
+		if c.Name == "kycstate_console" && c.MaxAge > 0 {
+			return c
+		}
+	}
+	t.Fatalf("console sign-in: %d, no session cookie", out.Code)
+	return nil
+}
+
+// The console shows sealed (stored version 2) externalUserIds opened, on the pages that
+// name them: the anomalies and the changes.
+func TestConsoleOpensSealedIDs(t *testing.T) {
+	f, _, _ := sealedFixture(t)
+	s := consoleSignIn(t, f, auditorToken)
+	for page, want := range map[string]string{"/console/anomalies": "user-1", "/console/changes": "user-2"} {
+		req := httptest.NewRequest("GET", page, nil)
+		req.AddCookie(s)
+		rec := httptest.NewRecorder()
+		f.h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s: %d, want %s shown opened\n%s", page, rec.Code, want, rec.Body)
+		}
 	}
 }
