@@ -9,6 +9,7 @@ import (
 
 	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
+	"go.uber.org/zap/zaptest"
 )
 
 // Two query nodes sharing sign-outs through KYC_SIGNOUTS (a real embedded server): a
@@ -18,7 +19,7 @@ func TestSignOutSharedAcrossNodes(t *testing.T) {
 	srv := jstest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	shared, err := eventlog.OpenSignOuts(ctx, srv.Conn(t), 1)
+	shared, err := eventlog.OpenSignOuts(ctx, srv.EventLog(t, eventlog.Config{}, zaptest.NewLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

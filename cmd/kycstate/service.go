@@ -315,7 +315,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		var h http.Handler
 		if err := step(stepAPI, func() (err error) {
 			// A console session signed out on one query node ends on all of them.
-			signOuts, err := eventlog.OpenSignOuts(ctx, conn, r.NATS.Replicas)
+			signOuts, err := eventlog.OpenSignOuts(ctx, elog)
 			if err != nil {
 				return err
 			}

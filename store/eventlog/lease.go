@@ -43,30 +43,20 @@ func OpenLeases(ctx context.Context, c *Conn, replicas int) (*Leases, error) {
 	if replicas <= 0 {
 		replicas = 1
 	}
-	kv, err := openBucket(ctx, c, jetstream.KeyValueConfig{
-		Bucket: LeaseBucket, Description: "kycstate leases: which node runs a periodic job",
-		History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
-	})
-	if err != nil {
-		return nil, domain.E(op, domain.KindUnavailable, err)
-	}
-	return &Leases{kv: kv}, nil
-}
-
-// openBucket opens the key-value bucket of cfg, creating it when it does not exist yet
-// (two nodes creating it at once agree: the loser opens the winner's).
-func openBucket(ctx context.Context, c *Conn, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := c.JS.KeyValue(ctx, cfg.Bucket)
+	kv, err := c.JS.KeyValue(ctx, LeaseBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = c.JS.CreateKeyValue(ctx, cfg)
+		kv, err = c.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: LeaseBucket, Description: "kycstate leases: which node runs a periodic job",
+			History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = c.JS.KeyValue(ctx, cfg.Bucket)
+			kv, err = c.JS.KeyValue(ctx, LeaseBucket)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+		return nil, domain.E(op, domain.KindUnavailable, fmt.Errorf("bucket %s: %w", LeaseBucket, err))
 	}
-	return kv, nil
+	return &Leases{kv: kv}, nil
 }
 
 // leaseValue is a lease as stored.

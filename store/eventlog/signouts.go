@@ -7,71 +7,96 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// SignOuts are the console sessions signed out, shared by every query node through a
-// JetStream key-value bucket: a session cookie signed out on one node stops working on
-// all of them (the cookies are signed statelessly, so each node would otherwise go on
-// accepting a copied cookie until it expires). An entry names a session id and when the
-// session would have expired; the bucket forgets entries after SignOutMaxAge.
+// SignOuts are the console sessions signed out, shared by every query node through the
+// stream KYC_SIGNOUTS: a session cookie signed out on one node stops working on all of
+// them (the cookies are signed statelessly, so each node would otherwise go on accepting
+// a copied cookie until it expires). A message on kyc.signouts.<session id> says when the
+// session would have expired; the stream forgets it after SignOutMaxAge.
 type SignOuts struct {
-	kv jetstream.KeyValue
+	stream jetstream.Stream
+	js     jetstream.JetStream
 }
 
-// SignOutBucket is the key-value bucket of signed-out console sessions.
-const SignOutBucket = "KYC_SIGNOUTS"
+// The stream of signed-out console sessions.
+const (
+	SignOutStream   = "KYC_SIGNOUTS"
+	SignOutSubjects = "kyc.signouts.>"
+)
 
-// SignOutMaxAge is how long the bucket keeps a sign-out: longer than any console session
-// lasts (8 hours by default), so a session is never accepted again before it expires.
+// SignOutMaxAge is how long a sign-out is kept: longer than any console session lasts
+// (8 hours by default), so a session is never accepted again before it expires.
 const SignOutMaxAge = 24 * time.Hour
 
-// OpenSignOuts creates or opens the sign-out bucket with the log's replicas. Errors:
-// KindInvalid without a connection, KindUnavailable.
-func OpenSignOuts(ctx context.Context, c *Conn, replicas int) (*SignOuts, error) {
-	const op = "eventlog.OpenSignOuts"
-	if c == nil || c.JS == nil {
-		return nil, domain.E(op, domain.KindInvalid, "no NATS connection")
+// SignOutStreamConfig is KYC_SIGNOUTS: file storage, replicated like KYC_EVENTS, the last
+// message of each session kept for SignOutMaxAge. Direct gets are off, as for KYC_KEYS:
+// every read goes to the stream leader and sees the latest sign-out, where a direct get
+// may be answered by a replica still catching up (after a node's restart, say) that has
+// not got it yet.
+func SignOutStreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg = cfg.withDefaults()
+	return jetstream.StreamConfig{
+		Name:              SignOutStream,
+		Description:       "kycstate console sessions signed out, until they would have expired",
+		Subjects:          []string{SignOutSubjects},
+		Retention:         jetstream.LimitsPolicy,
+		MaxConsumers:      -1,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxAge:            SignOutMaxAge,
+		MaxMsgsPerSubject: 1,
+		MaxMsgSize:        -1,
+		Discard:           jetstream.DiscardOld,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		Duplicates:        2 * time.Minute,
+		AllowDirect:       false,
 	}
-	kv, err := openBucket(ctx, c, jetstream.KeyValueConfig{
-		Bucket: SignOutBucket, Description: "kycstate console sessions signed out, until they would have expired",
-		History: 1, TTL: SignOutMaxAge, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
-	})
+}
+
+// OpenSignOuts creates or opens KYC_SIGNOUTS beside l's streams. Errors: KindUnavailable.
+func OpenSignOuts(ctx context.Context, l *EventLog) (*SignOuts, error) {
+	s, err := l.ensureStream(ctx, "eventlog.OpenSignOuts", SignOutStreamConfig(l.cfg))
 	if err != nil {
-		return nil, domain.E(op, domain.KindUnavailable, err)
+		return nil, err
 	}
-	return &SignOuts{kv: kv}, nil
+	return &SignOuts{stream: s, js: l.js}, nil
 }
 
 // SignOut records that session id is signed out; expires is when it would have expired.
-// Errors: KindInvalid for an id that is not a key ([-_=a-zA-Z0-9], at most 128
-// characters), KindUnavailable when the bucket does not answer.
+// Errors: KindInvalid for an id that is not a subject token ([-_=a-zA-Z0-9], at most 128
+// characters), KindUnavailable when the stream does not confirm it.
 func (s *SignOuts) SignOut(ctx context.Context, id string, expires time.Time) error {
 	const op = "eventlog.SignOuts.SignOut"
 	if !validSessionID(id) {
-		return domain.E(op, domain.KindInvalid, "session id is not a key")
+		return domain.E(op, domain.KindInvalid, "session id is not a subject token")
 	}
-	if _, err := s.kv.Put(ctx, id, expires.UTC().AppendFormat(nil, time.RFC3339)); err != nil {
-		return domain.E(op, domain.KindUnavailable, fmt.Errorf("bucket %s: %w", SignOutBucket, err))
+	msg := &nats.Msg{Subject: "kyc.signouts." + id, Data: expires.UTC().AppendFormat(nil, time.RFC3339)}
+	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(SignOutStream)); err != nil {
+		return domain.E(op, domain.KindUnavailable, fmt.Errorf("%s: %w", SignOutStream, err))
 	}
 	return nil
 }
 
 // SignedOut reports whether session id was signed out (on any node) and would not have
-// expired by now. An id that is not a key was never signed out. Errors: KindUnavailable.
+// expired by now. An id that is not a subject token was never signed out. Errors:
+// KindUnavailable.
 func (s *SignOuts) SignedOut(ctx context.Context, id string, now time.Time) (bool, error) {
 	const op = "eventlog.SignOuts.SignedOut"
 	if !validSessionID(id) {
 		return false, nil
 	}
-	e, err := s.kv.Get(ctx, id)
+	m, err := s.stream.GetLastMsgForSubject(ctx, "kyc.signouts."+id)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return false, nil
 	case err != nil:
-		return false, domain.E(op, domain.KindUnavailable, fmt.Errorf("bucket %s: %w", SignOutBucket, err))
+		return false, domain.E(op, domain.KindUnavailable, fmt.Errorf("%s: %w", SignOutStream, err))
 	}
-	expires, err := time.Parse(time.RFC3339, string(e.Value()))
+	expires, err := time.Parse(time.RFC3339, string(m.Data))
 	if err != nil {
 		return true, nil // unreadable: keep it signed out
 	}

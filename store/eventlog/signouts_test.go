@@ -10,19 +10,22 @@ import (
 )
 
 // A sign-out recorded through one node's SignOuts is seen through another's (the same
-// bucket), until the session would have expired; ids that are not keys are refused to
-// record and never signed out.
+// stream), until the session would have expired; ids that are not subject tokens are
+// refused to record and never signed out. The stream reads from its leader only.
 func TestSignOutsShared(t *testing.T) {
-	c := natsStart(t, NATSConfig{})
+	l := startLog(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	a, err := OpenSignOuts(ctx, c, 1)
+	a, err := OpenSignOuts(ctx, l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := OpenSignOuts(ctx, c, 1) // a second node opens the same bucket
+	b, err := OpenSignOuts(ctx, l) // a second node opens the same stream
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg := b.stream.CachedInfo().Config; cfg.AllowDirect || cfg.MaxAge != SignOutMaxAge || cfg.MaxMsgsPerSubject != 1 {
+		t.Fatalf("KYC_SIGNOUTS: direct %v, max age %s, per subject %d", cfg.AllowDirect, cfg.MaxAge, cfg.MaxMsgsPerSubject)
 	}
 	now := time.Now()
 	if out, err := b.SignedOut(ctx, "0123abcd", now); err != nil || out {
