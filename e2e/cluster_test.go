@@ -275,12 +275,17 @@ func clReadStream(t *testing.T, c *clCluster, last uint64) (map[uint64]clKey, ma
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// Right after nodes return, JetStream may still answer "temporarily unavailable":
-	// the check reads the stream when the cluster can serve it, within the minute.
+	// Right after nodes return, JetStream may still answer "temporarily unavailable", or
+	// not answer a request at all (sent to a node still rejoining): the check reads the
+	// stream when the cluster can serve it, within the minute, asking again every 5 s at
+	// most.
 	var cons jetstream.Consumer
 	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 		var err error
-		if cons, err = c.js.OrderedConsumer(ctx, clStream, jetstream.OrderedConsumerConfig{}); err == nil {
+		cons, err = c.js.OrderedConsumer(actx, clStream, jetstream.OrderedConsumerConfig{})
+		acancel()
+		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
