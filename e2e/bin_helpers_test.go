@@ -51,6 +51,7 @@ type binService struct {
 	auditor   string // auditor token
 	admin     string // admin token
 	master    string // keys.master, hex
+	previous  string // keys.previous, hex ("": none)
 	env       []string
 	// appExtra is added to the app's entry (indented under it, e.g. its open_api), and
 	// extra to the end of the config (top-level sections).
@@ -93,18 +94,26 @@ api:
     - { name: reader, role: reader, token: %q }
     - { name: auditor, role: auditor, token: %q }
     - { name: dpo, role: admin, token: %q }
-keys: { master: %q }
+keys: { master: %q%s }
 apps:
   - name: %s
     app_key: %s
     method: %s
     secret_key: %q
     hmac_key: %q
-%s%s`, s.dataDir, s.ingestAdr, s.apiAdr, s.reader, s.auditor, s.admin, s.master, s.app.Name, s.app.AppKey, s.app.Method, s.secretHex, s.hmacHex,
-		s.appExtra, s.extra)
+%s%s`, s.dataDir, s.ingestAdr, s.apiAdr, s.reader, s.auditor, s.admin, s.master, previousKeys(s.previous),
+		s.app.Name, s.app.AppKey, s.app.Method, s.secretHex, s.hmacHex, s.appExtra, s.extra)
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// previousKeys is the keys.previous entry of the config for one old master key.
+func previousKeys(hex string) string {
+	if hex == "" {
+		return ""
+	}
+	return fmt.Sprintf(", previous: [%q]", hex)
 }
 
 // start runs serve and waits until both ports answer /healthz.
