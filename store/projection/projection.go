@@ -326,9 +326,6 @@ func (p *Projection) Apply(events []domain.Event, f *domain.Folder) ([]domain.Re
 		cp   uint64
 	)
 	var touched []domain.ApplicantID
-	// Whatever came of the batch, its applicants' cached states go before the
-	// checkpoint advances: a reader that waited for cp never gets a state from before it.
-	defer func() { p.states.drop(touched) }()
 	err := p.update(op, func(tx *bolt.Tx) error {
 		w, err := newWriter(tx, f, nil, nil)
 		if err != nil {
@@ -361,14 +358,16 @@ func (p *Projection) Apply(events []domain.Event, f *domain.Folder) ([]domain.Re
 		}
 		return nil
 	})
+	// Whatever came of the batch (a commit that failed may still have reached the file),
+	// its applicants' cached states go before the checkpoint advances: a reader that
+	// waited for cp never gets a state from before it.
+	p.states.drop(touched)
 	if errors.Is(err, errNothingToApply) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	p.states.drop(touched)
-	touched = nil
 	p.advance(cp)
 	return recs, nil
 }
