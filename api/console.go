@@ -127,13 +127,8 @@ func (b consoleBackend) Anomalies(ctx context.Context, after uint64, limit int) 
 		return nil, false, err
 	}
 	for i, r := range recs {
-		ext, err := b.s.externalUserID(ctx, r.AppKey, r.ApplicantID, r.ExternalUserID, r.SealedExternalUserID)
-		if err != nil {
+		if recs[i].ExternalUserID, err = b.s.openedID(ctx, r.AppKey, r.ApplicantID, r.ExternalUserID, r.SealedExternalUserID); err != nil {
 			return nil, false, err
-		}
-		recs[i].ExternalUserID = ""
-		if ext != nil {
-			recs[i].ExternalUserID = domain.ExternalUserID(*ext)
 		}
 	}
 	return recs, next != 0 && len(recs) > 0, nil
@@ -145,13 +140,8 @@ func (b consoleBackend) Changes(ctx context.Context, after uint64, limit int) ([
 		return nil, err
 	}
 	for i, c := range cs {
-		ext, err := b.s.externalUserID(ctx, c.AppKey, c.ApplicantID, c.ExternalUserID, c.SealedExternalUserID)
-		if err != nil {
+		if cs[i].ExternalUserID, err = b.s.openedID(ctx, c.AppKey, c.ApplicantID, c.ExternalUserID, c.SealedExternalUserID); err != nil {
 			return nil, err
-		}
-		cs[i].ExternalUserID = ""
-		if ext != nil {
-			cs[i].ExternalUserID = domain.ExternalUserID(*ext)
 		}
 	}
 	return cs, nil

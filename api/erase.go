@@ -154,12 +154,20 @@ func (s *server) stateViews(ctx context.Context, ss []domain.State) ([]client.St
 // openState fills st.ExternalUserID from its sealed form, for the console, which shows
 // domain states.
 func (s *server) openState(ctx context.Context, st domain.State) (domain.State, error) {
-	ext, err := s.externalUserID(ctx, st.AppKey, st.ApplicantID, st.ExternalUserID, st.SealedExternalUserID)
-	st.ExternalUserID = ""
-	if ext != nil {
-		st.ExternalUserID = domain.ExternalUserID(*ext)
-	}
+	var err error
+	st.ExternalUserID, err = s.openedID(ctx, st.AppKey, st.ApplicantID, st.ExternalUserID, st.SealedExternalUserID)
 	return st, err
+}
+
+// openedID is externalUserID in the domain's form, for the console's rows: "" for none,
+// or for an erased applicant's.
+func (s *server) openedID(ctx context.Context, app domain.AppKey, id domain.ApplicantID,
+	clear domain.ExternalUserID, sealed domain.SealedExternalUserID) (domain.ExternalUserID, error) {
+	ext, err := s.externalUserID(ctx, app, id, clear, sealed)
+	if ext == nil || err != nil {
+		return "", err
+	}
+	return domain.ExternalUserID(*ext), nil
 }
 
 // byExternalUserID finds the applicants of ext (of app, if not empty): those whose id is
