@@ -22,7 +22,7 @@ func TestRetentionBinary(t *testing.T) {
 	now := time.Now().UTC()
 	mustPost(t, s.ingestURL, s.app.Name, sealHook(t, s.app, s.app.Keys[0], old, "applicantCreated", "", now.Add(-3*time.Hour), "rt0001"))
 	mustPost(t, s.ingestURL, s.app.Name, sealHook(t, s.app, s.app.Keys[0], active, "applicantCreated", "", now.Add(-3*time.Hour), "rt0002"))
-	last := mustPost(t, s.ingestURL, s.app.Name, sealHook(t, s.app, s.app.Keys[0], active, "applicantPending", "", now.Add(-time.Minute), "rt0003")).seq
+	last := mustPost(t, s.ingestURL, s.app.Name, sealHook(t, s.app, s.app.Keys[0], active, "applicantInProgress", "", now.Add(-time.Minute), "rt0003")).seq
 	reader, _ := client.New(s.apiURL, s.reader)
 	ctx := context.Background()
 	if _, _, err := reader.State(ctx, domain.ApplicantID(active), client.StateQuery{MinSeq: last}); err != nil {
