@@ -78,6 +78,37 @@ func BenchmarkApply(b *testing.B) {
 	b.ReportMetric(freshPerEvent/perEvent, "x-speedup-vs-new-fsm")
 }
 
+// BenchmarkFold is BenchmarkApply with Fold, in place, as the projection's writer folds:
+// beside it, Apply over the same events in the same run, as a ratio.
+func BenchmarkFold(b *testing.B) {
+	log := realisticLog(b, rand.New(rand.NewPCG(42, 42)), 500)
+	f := domain.NewFolder()
+	b.ReportAllocs()
+	n := 0
+	states := make(map[domain.ApplicantID]*domain.State, 512)
+	for b.Loop() {
+		k := n % len(log)
+		if k == 0 {
+			clear(states)
+		}
+		e := &log[k]
+		s := states[e.ApplicantID]
+		if s == nil {
+			s = new(domain.State)
+			states[e.ApplicantID] = s
+		}
+		f.Fold(s, e)
+		n++
+	}
+	perEvent := float64(b.Elapsed()) / float64(n)
+	b.StopTimer()
+	applied := timeIt(baselineEvents, func(n int) {
+		foldRealistic(log, n, func(s domain.State, e domain.Event) domain.State { s, _ = f.Apply(s, e); return s })
+	})
+	b.ReportMetric(1e9/perEvent, "events/s")
+	b.ReportMetric(float64(applied)/baselineEvents/perEvent, "x-speedup-vs-apply")
+}
+
 // BenchmarkApplyNewFSMPerEvent is the package-level Apply on the same log, for the
 // ns/op and allocation figures of building a machine per event.
 func BenchmarkApplyNewFSMPerEvent(b *testing.B) {

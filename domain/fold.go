@@ -230,23 +230,34 @@ func (f *Folder) ask(from Status, t EventType) bool {
 // arrive in stream order (e.Seq increasing) and uses nothing but s and e.
 func (f *Folder) Apply(s State, e Event) (State, Record) {
 	next := s.Clone()
-	if next.ApplicantID == "" {
-		next.ApplicantID = e.ApplicantID
-		next.AppKey = e.AppKey
+	rec := f.Fold(&next, &e)
+	return next, rec
+}
+
+// Fold is Apply in place: it folds e into *s and returns the history record. The lists
+// of *s are changed where they stand, so a caller that keeps the state as it was before
+// uses Apply. The record shares e's warnings, as Apply's does. A rebuild folds each
+// applicant's state this way, without a copy of it per event.
+func (f *Folder) Fold(s *State, e *Event) Record {
+	prev, prevAt := s.Status, s.StatusAt
+	s.StepsPassed, s.Flags, s.Warnings = nonNil(s.StepsPassed), nonNil(s.Flags), nonNil(s.Warnings)
+	if s.ApplicantID == "" {
+		s.ApplicantID = e.ApplicantID
+		s.AppKey = e.AppKey
 	}
-	next.Events++
-	next.LastSeq = e.Seq
-	next.Digest = s.Digest.Next(e.Stored)
-	if e.EventAt.After(next.LastEventAt) {
-		next.LastEventAt = e.EventAt
+	s.Events++
+	s.LastSeq = e.Seq
+	s.Digest = s.Digest.Next(e.Stored)
+	if e.EventAt.After(s.LastEventAt) {
+		s.LastEventAt = e.EventAt
 	}
 
 	rec := Record{
 		Seq: e.Seq, ApplicantID: e.ApplicantID, AppKey: e.AppKey, ExternalUserID: e.ExternalUserID,
 		SealedExternalUserID: e.SealedExternalUserID, ExternalUserIndex: e.ExternalUserIndex,
 		Type: e.Type, Origin: e.Origin.OrDefault(), EventAt: e.EventAt, EventAtSource: e.EventAtSource, ReceivedAt: e.ReceivedAt,
-		From: s.Status, To: s.Status, StepName: e.StepName, Warnings: nonNil(e.Warnings),
-		Digest: next.Digest,
+		From: prev, To: prev, StepName: e.StepName, Warnings: nonNil(e.Warnings),
+		Digest: s.Digest,
 	}
 
 	fp := fingerprint(e)
@@ -255,28 +266,28 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 		class = ClassUnknown // only an operator erases; a webhook of that name is unknown
 	}
 	switch {
-	case next.seen(fp):
+	case s.seen(fp):
 		rec.Outcome = OutcomeDuplicate
-		return next, rec
-	case class == ClassStatus && s.Status != StatusNone && e.EventAt.Before(s.StatusAt):
+		return rec
+	case class == ClassStatus && prev != StatusNone && e.EventAt.Before(prevAt):
 		rec.Outcome = OutcomeStale
-		return next, rec
+		return rec
 	}
 
-	next.markSeen(fp)
+	s.markSeen(fp)
 	// An unknown event has no effect (DESIGN.md section 5), and that includes the
 	// externalUserId it may carry: its meaning is not known until the name is catalogued.
 	// After an erasure no event brings personal data back. A version 2 event carries
 	// the id sealed, with its blind index; a version 1 event in clear: the state keeps
 	// whichever came last, never both.
-	if class != ClassUnknown && !next.Erased {
+	if class != ClassUnknown && !s.Erased {
 		switch {
 		case e.SealedExternalUserID != "":
-			next.ExternalUserID = ""
-			next.SealedExternalUserID, next.ExternalUserIndex = e.SealedExternalUserID, e.ExternalUserIndex
+			s.ExternalUserID = ""
+			s.SealedExternalUserID, s.ExternalUserIndex = e.SealedExternalUserID, e.ExternalUserIndex
 		case e.ExternalUserID != "":
-			next.ExternalUserID = e.ExternalUserID
-			next.SealedExternalUserID, next.ExternalUserIndex = "", ""
+			s.ExternalUserID = e.ExternalUserID
+			s.SealedExternalUserID, s.ExternalUserIndex = "", ""
 		}
 	}
 	switch class {
@@ -284,37 +295,37 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 		to, _ := e.Type.Target()
 		rec.Outcome = OutcomeApplied
 		switch {
-		case to == s.Status:
+		case to == prev:
 		case rec.Origin == OriginOpenAPI:
 			// Rule 7: the Open API is Allpass's current truth, reached by steps no webhook
 			// told; rules 1 and 2 (duplicate, stale) have already had their say.
 			rec.Outcome = OutcomeReconciled
-			next.ReconciledAt = e.EventAt
-		case !f.Regular(s.Status, e.Type):
+			s.ReconciledAt = e.EventAt
+		case !f.Regular(prev, e.Type):
 			rec.Outcome = OutcomeIrregular
-			next.Anomalies++
+			s.Anomalies++
 		}
-		next.Status, next.StatusAt, rec.To = to, e.EventAt, to
-		next.Warnings = appendNew(next.Warnings, e.Warnings...)
+		s.Status, s.StatusAt, rec.To = to, e.EventAt, to
+		s.Warnings = appendNew(s.Warnings, e.Warnings...)
 	case ClassErasure:
 		rec.Outcome = OutcomeErased
-		next.Erased = true
-		next.ExternalUserID = ""
-		next.SealedExternalUserID, next.ExternalUserIndex = "", ""
+		s.Erased = true
+		s.ExternalUserID = ""
+		s.SealedExternalUserID, s.ExternalUserIndex = "", ""
 	case ClassAnnotation:
 		rec.Outcome = OutcomeAnnotated
 		if e.Type == EventStepPassed {
 			if e.StepName != "" {
-				next.StepsPassed = appendNew(next.StepsPassed, e.StepName)
+				s.StepsPassed = appendNew(s.StepsPassed, e.StepName)
 			}
 		} else {
-			next.Flags = appendNew(next.Flags, string(e.Type))
+			s.Flags = appendNew(s.Flags, string(e.Type))
 		}
-		next.Warnings = appendNew(next.Warnings, e.Warnings...)
+		s.Warnings = appendNew(s.Warnings, e.Warnings...)
 	default:
 		rec.Outcome = OutcomeUnknown
 	}
-	return next, rec
+	return rec
 }
 
 // Refold rebuilds the state that a run of history records describes, in order. It is how
@@ -362,7 +373,7 @@ func (s *State) markSeen(fp uint64) {
 }
 
 // fingerprint identifies an event for the duplicate rule: type, stepName and eventAt.
-func fingerprint(e Event) uint64 {
+func fingerprint(e *Event) uint64 {
 	h := sha256.New()
 	h.Write([]byte(e.Type))
 	h.Write([]byte{0})

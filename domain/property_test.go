@@ -166,6 +166,33 @@ func TestApplyDoesNotMutate(t *testing.T) {
 	}
 }
 
+// TestFoldInPlaceEqualsApply: Fold, which changes the state it is given, gives the same
+// states and records as Apply along whole logs, with one Folder for both (they share
+// its hasher) and with the lists of the state in place grown as they go.
+func TestFoldInPlaceEqualsApply(t *testing.T) {
+	for _, seed := range propertySeeds {
+		events := randomLog(t, rand.New(rand.NewPCG(seed, 4)), 300)
+		checkFoldInPlace(t, events)
+	}
+}
+
+func checkFoldInPlace(t *testing.T, events []domain.Event) {
+	t.Helper()
+	f := domain.NewFolder()
+	var applied, inPlace domain.State
+	for i, e := range events {
+		var want domain.Record
+		applied, want = f.Apply(applied, e)
+		got := f.Fold(&inPlace, &e)
+		if a, b := mustJSON(t, want), mustJSON(t, got); !bytes.Equal(a, b) {
+			t.Fatalf("event %d (%s): Fold's record\n%s\nApply's\n%s", i, e.Type, b, a)
+		}
+		if a, b := mustJSON(t, applied), mustJSON(t, inPlace); !bytes.Equal(a, b) {
+			t.Fatalf("event %d (%s): Fold's state\n%s\nApply's\n%s", i, e.Type, b, a)
+		}
+	}
+}
+
 func deepCopy(s domain.State) domain.State {
 	s.StepsPassed = slices.Clone(s.StepsPassed)
 	s.Flags = slices.Clone(s.Flags)
@@ -204,7 +231,8 @@ func decodeEvents(tb testing.TB, data []byte) []domain.Event {
 }
 
 // FuzzApply folds fuzzed event sequences: no panic, exactly one of the six outcomes per
-// event and the model's decisions, the same bytes when folded twice, and Refold agreeing.
+// event and the model's decisions, the same bytes when folded twice, Refold agreeing,
+// and Fold in place agreeing with Apply.
 func FuzzApply(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, 10, 0, 2, 10, 0, 8, 5, 1, 8, 5, 2, 5, 10, 0, 4, 10, 4, 6, 10, 0})   // a happy path
@@ -220,5 +248,6 @@ func FuzzApply(f *testing.F) {
 		if got := domain.NewFolder().Refold(recs); !bytes.Equal(mustJSON(t, got), mustJSON(t, s)) {
 			t.Fatalf("Refold\n got %s\nwant %s", mustJSON(t, got), mustJSON(t, s))
 		}
+		checkFoldInPlace(t, events)
 	})
 }

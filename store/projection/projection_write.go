@@ -160,9 +160,9 @@ func (w *writer) event(e *domain.Event) (rec domain.Record, ok bool, err error) 
 	if err != nil {
 		return rec, false, err
 	}
-	var next domain.State
-	next, rec = w.folder.Apply(t.rec.State, *e)
-	t.rec.State = next
+	// In place: the touched state is the writer's own, decoded for this transaction.
+	rec = w.folder.Fold(&t.rec.State, e)
+	next := &t.rec.State
 	t.rec.Seqs = append(t.rec.Seqs, e.Seq)
 
 	key := w.mem.seqKey(e.Seq)
