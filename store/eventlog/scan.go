@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -300,11 +301,14 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 			}
 			return false, err
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
+		seq, pending, ok := ackSequences(msg.Reply())
+		if !ok {
+			_, err := msg.Metadata() // says what is wrong with it
+			if err == nil {
+				err = fmt.Errorf("%w: %q", jetstream.ErrNotJSMessage, msg.Reply())
+			}
 			return false, err
 		}
-		seq := meta.Sequence.Stream
 		s.received.Add(1)
 		if seq < s.next {
 			// Never hand an event over twice; ordered consumers should make this impossible.
@@ -333,7 +337,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 		}
 		s.batch = append(s.batch, v)
 		s.next = seq + 1
-		caughtUp = meta.NumPending == 0
+		caughtUp = pending == 0
 		if len(s.batch) >= s.sp.maxBatch {
 			if err := s.flush(ctx); err != nil {
 				return true, err
@@ -435,4 +439,53 @@ func (l *EventLog) AppKeyOf(ctx context.Context, id domain.ApplicantID) (domain.
 		return "", false, domain.E(op, domain.KindInternal, fmt.Sprintf("seq %d has subject %q", m.Sequence, m.Subject))
 	}
 	return domain.AppKey(parts[3]), true, nil
+}
+
+// ackSequences reads a delivered message's stream sequence and the number of messages
+// pending after it from its reply subject, as jetstream.Msg.Metadata does, without
+// building the metadata: a rebuild reads a million of them. The subject is
+// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending> (9 tokens), or
+// from newer servers $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.
+// <sseq>.<cseq>.<time>.<pending>, then any further tokens (11 or more). ok is false for
+// anything else, and for a sequence that is not a positive number.
+func ackSequences(reply string) (seq, pending uint64, ok bool) {
+	const prefix = "$JS.ACK."
+	if len(reply) <= len(prefix) || reply[:len(prefix)] != prefix {
+		return 0, 0, false
+	}
+	tokens := 1 + strings.Count(reply, ".")
+	var first int // the token index of <delivered>
+	switch {
+	case tokens == 9:
+		first = 4
+	case tokens >= 11:
+		first = 6
+	default:
+		return 0, 0, false
+	}
+	rest := reply
+	for range first {
+		_, rest, _ = strings.Cut(rest, ".")
+	}
+	var fields [5]string // delivered, sseq, cseq, time, pending
+	for i := range fields {
+		fields[i], rest, _ = strings.Cut(rest, ".")
+	}
+	seq, ok = parseDecimal(fields[1])
+	if !ok || seq == 0 {
+		return 0, 0, false
+	}
+	if pending, ok = parseDecimal(fields[4]); !ok {
+		return 0, 0, false
+	}
+	return seq, pending, true
+}
+
+// parseDecimal reads a non-empty run of decimal digits that fits in a uint64.
+func parseDecimal(s string) (uint64, bool) {
+	if s == "" || len(s) > 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
 }

@@ -535,3 +535,77 @@ func TestReadWhenServerDiesIsUnavailable(t *testing.T) {
 	}
 	logCheckSeqs(t, col.seqs, 1, uint64(col.count())) // what was delivered is a clean prefix
 }
+
+// TestAckSequences reads the sequences of real deliveries, from a consumer on the test
+// server, as Metadata does, and refuses subjects that are not acknowledgement subjects.
+func TestAckSequences(t *testing.T) {
+	l := startLogFast(t)
+	ctx := context.Background()
+	logFill(t, l, 5, 2)
+	cons, err := l.events.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, pending, ok := ackSequences(msg.Reply())
+		if !ok || seq != meta.Sequence.Stream || pending != meta.NumPending || seq != uint64(i+1) {
+			t.Fatalf("%q: %d %d %v, Metadata says %d %d", msg.Reply(), seq, pending, ok,
+				meta.Sequence.Stream, meta.NumPending)
+		}
+	}
+
+	for _, c := range []struct {
+		reply        string
+		seq, pending uint64
+		ok           bool
+	}{
+		{"$JS.ACK.KYC_EVENTS.c.1.42.7.1700000000000000000.3", 42, 3, true},
+		{"$JS.ACK._.HASH.KYC_EVENTS.c.1.42.7.1700000000000000000.3", 42, 3, true},
+		{"$JS.ACK._.HASH.KYC_EVENTS.c.1.42.7.1700000000000000000.3.tok", 42, 3, true},
+		{"$JS.ACK.d.HASH.KYC_EVENTS.c.1.42.7.1700000000000000000.0.tok.more", 42, 0, true},
+		{"$JS.ACK.KYC_EVENTS.c.1.18446744073709551615.7.1.0", math.MaxUint64, 0, true},
+		{"", 0, 0, false},
+		{"_INBOX.abc", 0, 0, false},
+		{"$JS.ACK.", 0, 0, false},
+		{"$JS.ACK.KYC_EVENTS.c.1.42.7.1", 0, 0, false},                     // 8 tokens
+		{"$JS.ACK._.KYC_EVENTS.c.1.42.7.1.3", 0, 0, false},                 // 10 tokens
+		{"$JS.ACK.KYC_EVENTS.c.1.0.7.1.3", 0, 0, false},                    // sequence 0
+		{"$JS.ACK.KYC_EVENTS.c.1.-4.7.1.3", 0, 0, false},                   // not digits
+		{"$JS.ACK.KYC_EVENTS.c.1.+4.7.1.3", 0, 0, false},                   // a sign
+		{"$JS.ACK.KYC_EVENTS.c.1.4.7.1.", 0, 0, false},                     // no pending
+		{"$JS.ACK.KYC_EVENTS.c.1.18446744073709551616.7.1.0", 0, 0, false}, // past uint64
+		{"$JS.ACK.KYC_EVENTS.c.1.42.7.1.3x", 0, 0, false},                  // trailing junk
+		{"$js.ack.KYC_EVENTS.c.1.42.7.1.3", 0, 0, false},                   // the prefix's case
+	} {
+		seq, pending, ok := ackSequences(c.reply)
+		if seq != c.seq || pending != c.pending || ok != c.ok {
+			t.Errorf("%q: %d %d %v, want %d %d %v", c.reply, seq, pending, ok, c.seq, c.pending, c.ok)
+		}
+	}
+}
+
+// FuzzAckSequences: no subject panics ackSequences, and what it accepts has the shape of
+// an acknowledgement subject and a positive sequence.
+func FuzzAckSequences(f *testing.F) {
+	f.Add("$JS.ACK.KYC_EVENTS.c.1.42.7.1700000000000000000.3")
+	f.Add("$JS.ACK._.HASH.KYC_EVENTS.c.1.42.7.1700000000000000000.3.tok")
+	f.Add("$JS.ACK.........")
+	f.Fuzz(func(t *testing.T, reply string) {
+		seq, _, ok := ackSequences(reply)
+		if !ok {
+			return
+		}
+		n := strings.Count(reply, ".") + 1
+		if !strings.HasPrefix(reply, "$JS.ACK.") || seq == 0 || (n != 9 && n < 11) {
+			t.Fatalf("accepted %q (seq %d)", reply, seq)
+		}
+	})
+}
