@@ -86,7 +86,7 @@ func phaseBurst(ctx context.Context, o options, r *result) error {
 				var buf bytes.Buffer
 				<-gate
 				for try := 0; ; try++ {
-					_, err := post(ctx, client, url, hooks[i], &buf)
+					_, err := post(ctx, client, url, hooks[i], i, &buf)
 					if err == nil {
 						mu.Lock()
 						if try == 0 {

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,6 +122,25 @@ func ingestRun(ctx context.Context, o options, r *result, name string, target lo
 	url := base + "/webhooks/allpass/" + app.Name
 	client := keepAliveClient(senders)
 	defer client.CloseIdleConnections()
+
+	// Two bare net/http handlers beside the real one, same senders and bodies: the relay
+	// publishes one stored event per request (js.Publish on the handler's connection, no
+	// open, seal or group commit), the echo only answers. They show what the HTTP hop
+	// alone costs here, and so how far any handler can get against the raw publishers.
+	var roundMsgs atomic.Pointer[[]rawMsg]
+	relayBase, stopRelay, err := serve(&http.Server{Handler: relayHandler(c.JS, &roundMsgs)}, "relay")
+	if err != nil {
+		return err
+	}
+	defer stopRelay()
+	echoBase, stopEcho, err := serve(&http.Server{Handler: relayHandler(nil, nil)}, "echo")
+	if err != nil {
+		return err
+	}
+	defer stopEcho()
+	relayClient, echoClient := keepAliveClient(senders), keepAliveClient(senders)
+	defer relayClient.CloseIdleConnections()
+	defer echoClient.CloseIdleConnections()
 	clients := make([]jetstream.JetStream, senders)
 	for i := range clients {
 		clients[i] = c.JS
@@ -139,6 +160,9 @@ func ingestRun(ctx context.Context, o options, r *result, name string, target lo
 	if _, _, _, err := postAll(ctx, client, url, hooks[:warm], senders); err != nil {
 		return err
 	}
+	if _, _, _, err := postAll(ctx, echoClient, echoBase, hooks[:warm], senders); err != nil {
+		return err
+	}
 	hooks = hooks[warm:]
 	writes0, webhooks0 := histogram(reg, "kycstate_ingest_commit_batch_size")
 
@@ -147,8 +171,8 @@ func ingestRun(ctx context.Context, o options, r *result, name string, target lo
 		return err
 	}
 	defer probe.Close()
-	var ours, raw time.Duration
-	var oursLat, rawLat, syncLat []time.Duration
+	var ours, raw, relay, echo time.Duration
+	var oursLat, rawLat, syncLat, relayLat, echoLat []time.Duration
 	var pairs []float64 // each round's handler rate over the raw rate of its own bytes
 	for k := range rounds {
 		lat, err := fsyncProbe(probe, 50)
@@ -181,9 +205,26 @@ func ingestRun(ctx context.Context, o options, r *result, name string, target lo
 		}
 		raw, rawLat = raw+took, append(rawLat, lat...)
 		pairs = append(pairs, took.Seconds()/hTook.Seconds())
-		progress("round %d/%d: handler %.0f/s, raw publish %.0f/s", k+1, rounds,
-			float64(len(part))/hTook.Seconds(), float64(len(part))/took.Seconds())
+
+		roundMsgs.Store(&msgs)
+		rTook, lat, _, err := postAll(ctx, relayClient, relayBase, part, senders)
+		if err != nil {
+			return fmt.Errorf("bare relay: %w", err)
+		}
+		relay, relayLat = relay+rTook, append(relayLat, lat...)
+		eTook, lat, _, err := postAll(ctx, echoClient, echoBase, part, senders)
+		if err != nil {
+			return fmt.Errorf("bare echo: %w", err)
+		}
+		echo, echoLat = echo+eTook, append(echoLat, lat...)
+		progress("round %d/%d: handler %.0f/s, raw publish %.0f/s, bare relay %.0f/s, bare echo %.0f/s", k+1, rounds,
+			float64(len(part))/hTook.Seconds(), float64(len(part))/took.Seconds(),
+			float64(len(part))/rTook.Seconds(), float64(len(part))/eTook.Seconds())
 	}
+	r.set("relay_rate", float64(n)/relay.Seconds())
+	r.set("relay_p50_ms", ms(percentile(relayLat, 0.5)))
+	r.set("echo_rate", float64(n)/echo.Seconds())
+	r.set("echo_p50_ms", ms(percentile(echoLat, 0.5)))
 	writes, webhooks := histogram(reg, "kycstate_ingest_commit_batch_size")
 	r.set("per_write", (webhooks-webhooks0)/(writes-writes0))
 	r.set("senders", float64(senders))
@@ -252,7 +293,7 @@ func postAll(ctx context.Context, client *http.Client, url string, hooks []webho
 					return
 				}
 				t0 := time.Now()
-				ack, err := post(ctx, client, url, hooks[i], &buf)
+				ack, err := post(ctx, client, url, hooks[i], i, &buf)
 				if err != nil {
 					errs.put(err)
 					return
@@ -287,14 +328,15 @@ type ingestAck struct {
 	Duplicate bool   `json:"duplicate"`
 }
 
-// post sends one webhook and requires a 200 for a new event.
-func post(ctx context.Context, client *http.Client, url string, h webhook, buf *bytes.Buffer) (ingestAck, error) {
+// post sends one webhook, the i-th of its round, and requires a 200 for a new event.
+func post(ctx context.Context, client *http.Client, url string, h webhook, i int, buf *bytes.Buffer) (ingestAck, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(h.body))
 	if err != nil {
 		return ingestAck{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("x-allpass-signature", h.sig)
+	req.Header.Set(benchIndexHeader, strconv.Itoa(i))
 	resp, err := client.Do(req)
 	if err != nil {
 		return ingestAck{}, err
@@ -318,6 +360,39 @@ func post(ctx context.Context, client *http.Client, url string, h webhook, buf *
 		return ack, fmt.Errorf("webhook answer %s: want a new event", buf.Bytes())
 	}
 	return ack, nil
+}
+
+// benchIndexHeader tells the bare relay which stored event of the round to publish.
+const benchIndexHeader = "X-Bench-Index"
+
+// relayHandler reads the body and answers {"seq":N,"duplicate":false}, as the webhook
+// handler does; with js it first publishes the stored event msgs names by the request's
+// benchIndexHeader and answers its sequence, without js it answers seq 1.
+func relayHandler(js jetstream.JetStream, msgs *atomic.Pointer[[]rawMsg]) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		labelGoroutine(r.Context(), "bare")
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		seq := uint64(1)
+		if js != nil {
+			i, err := strconv.Atoi(r.Header.Get(benchIndexHeader))
+			round := *msgs.Load()
+			if err != nil || i < 0 || i >= len(round) {
+				http.Error(w, "no stored event for this index", http.StatusBadRequest)
+				return
+			}
+			ack, err := js.Publish(r.Context(), round[i].subject, round[i].data)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			seq = ack.Sequence
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(fmt.Appendf(nil, `{"seq":%d,"duplicate":false}`, seq))
+	})
 }
 
 // errUnavailable is a 503: the log did not confirm the write in time (or the in-flight

@@ -206,7 +206,7 @@ func paced(ctx context.Context, client *http.Client, url string, hooks []webhook
 					behind.Add(1)
 				}
 				t0 := time.Now()
-				ack, err := post(ctx, client, url, hooks[i], &buf)
+				ack, err := post(ctx, client, url, hooks[i], i, &buf)
 				t200 := time.Now()
 				if errors.Is(err, errUnavailable) {
 					refused.Add(1)

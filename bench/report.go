@@ -40,6 +40,16 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		fmt.Fprintf(tw, "%s\t%s\t"+vfmt+"\t%s\t%s\t%s\t%s\n", phase, figure, value, baseName, bs, rs, goal)
 	}
 	nan := math.NaN()
+	// The bare handlers of an ingest phase: what the HTTP hop alone reaches against the
+	// raw publishers, with (relay) and without (echo) a js.Publish per request.
+	bare := func(phase string, senders float64) {
+		row(phase, fmt.Sprintf("bare net/http relay, js.Publish per request, %.0f senders", senders), v(phase, "relay_rate"), "%.0f",
+			"raw publish (as above)", v(phase, "raw_rate"), "%.0f", v(phase, "relay_rate")/v(phase, "raw_rate"), "")
+		row(phase, "bare relay latency p50 ms", v(phase, "relay_p50_ms"), "%.1f", "", nan, "", nan, "")
+		row(phase, fmt.Sprintf("bare net/http echo, no log, %.0f senders", senders), v(phase, "echo_rate"), "%.0f",
+			"raw publish (as above)", v(phase, "raw_rate"), "%.0f", v(phase, "echo_rate")/v(phase, "raw_rate"), "")
+		row(phase, "bare echo latency p50 ms", v(phase, "echo_p50_ms"), "%.1f", "", nan, "", nan, "")
+	}
 
 	if r := res["ingest"]; r != nil {
 		x := v("ingest", "ratio")
@@ -51,6 +61,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 			v("ingest", "p99_ms")/v("ingest", "raw_p99_ms"), "")
 		row("ingest", "fsync of a 1 KiB append p50 ms (bound)", v("ingest", "fsync_p50_ms"), "%.2f", "=> writes/s one at a time", 1000/v("ingest", "fsync_p50_ms"), "%.0f", nan, "")
 		row("ingest", "webhooks per log write (group commit)", v("ingest", "per_write"), "%.1f", "", nan, "", nan, "")
+		bare("ingest", ingestSenders)
 		ratios = append(ratios, ratio{"ingest", x})
 	}
 	if r := res["ingest_burst"]; r != nil {
@@ -60,6 +71,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		row("ingest_burst", "latency p99 ms", v("ingest_burst", "p99_ms"), "%.1f", "js.Publish p99 ms", v("ingest_burst", "raw_p99_ms"), "%.1f",
 			v("ingest_burst", "p99_ms")/v("ingest_burst", "raw_p99_ms"), "")
 		row("ingest_burst", "webhooks per log write (group commit)", v("ingest_burst", "per_write"), "%.1f", "", nan, "", nan, "")
+		bare("ingest_burst", burstSenders)
 		ratios = append(ratios, ratio{"ingest_burst", x})
 	}
 	if r := res["burst"]; r != nil {
@@ -117,6 +129,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		row(name, "latency p99 ms", v(name, "p99_ms"), "%.1f", "js.Publish p99 ms", v(name, "raw_p99_ms"), "%.1f",
 			v(name, "p99_ms")/v(name, "raw_p99_ms"), "")
 		row(name, "webhooks per log write (group commit)", v(name, "per_write"), "%.1f", "", nan, "", nan, "")
+		bare(name, v(name, "senders"))
 		ratios = append(ratios, ratio{name, x})
 	}
 	tw.Flush()
