@@ -36,13 +36,19 @@ const (
 	// DefaultSweepEvery is how often the retention sweep runs when retention is on: the
 	// bound is years, so an hour late is nothing, and a sweep reads every state.
 	DefaultSweepEvery = time.Hour
-	// sweepPage is how many states one sweep reads per projection transaction.
-	sweepPage = 500
 )
 
-// sweepCatchUp bounds a retention sweep's wait for the projection to fold the log (a
-// variable for tests).
-var sweepCatchUp = time.Minute
+// Variables for tests.
+var (
+	// sweepCatchUp bounds a retention sweep's wait for the projection to fold the log.
+	sweepCatchUp = time.Minute
+	// sweepPage is how many states one sweep reads per projection transaction.
+	sweepPage = 500
+	// sweepRecheck is how often a long sweep asks MayRun again, between pages: the lease
+	// behind it is taken for a round and a minute, and a sweep of many applicants can
+	// outlast that; asking again renews it, or stops the sweep once another node holds it.
+	sweepRecheck = time.Minute
+)
 
 // Config holds an Eraser's dependencies.
 type Config struct {
@@ -243,6 +249,9 @@ func cmpErr(first, err error) error {
 // EraseAfter (retention). It returns how many it erased. Off (0, nil) without
 // EraseAfter or a projection.
 //
+// With MayRun set, a sweep that lasts asks it again now and then (sweepRecheck), which
+// renews a lease behind it, and stops with KindConflict once it says no.
+//
 // It first waits (at most sweepCatchUp) for the projection to fold everything the log
 // holds: a last event time read from a projection behind the log may be older than the
 // applicant's real last event, and an erasure cannot be undone. Behind after the wait,
@@ -266,7 +275,18 @@ func (e *Eraser) Sweep(ctx context.Context) (int, error) {
 	cutoff := e.cfg.Now().Add(-e.cfg.EraseAfter)
 	n := 0
 	var cursor domain.ApplicantID
+	checked := time.Now()
 	for {
+		if e.cfg.MayRun != nil && time.Since(checked) >= sweepRecheck {
+			ok, err := e.cfg.MayRun(ctx)
+			if err != nil {
+				return n, err
+			}
+			if !ok {
+				return n, domain.E(op, domain.KindConflict, "another node holds the retention lease now; it sweeps")
+			}
+			checked = time.Now()
+		}
 		page, next, err := e.cfg.Projection.States(cursor, sweepPage)
 		if err != nil {
 			return n, err

@@ -170,6 +170,50 @@ func TestRetentionSweep(t *testing.T) {
 	}
 }
 
+// A sweep that lasts asks MayRun again between pages: while it says yes (the lease is
+// renewed) the sweep goes on; once it says no (another node holds the lease) the sweep
+// stops there with KindConflict, and what is left is that node's.
+func TestLongSweepAsksMayRunAgain(t *testing.T) {
+	defer func(page int, d time.Duration) { sweepPage, sweepRecheck = page, d }(sweepPage, sweepRecheck)
+	sweepPage, sweepRecheck = 2, 0
+	l := keyedLog(t)
+	now := base.Add(10 * 365 * 24 * time.Hour)
+	for i := 1; i <= 5; i++ {
+		webhook(t, l, applicant(i), domain.EventCreated, i, base)
+	}
+	p := project(t, l)
+	ctx := context.Background()
+	for _, c := range []struct {
+		yes, wantErased, wantCalls int
+		wantKind                   domain.ErrorKind
+	}{
+		{yes: 2, wantErased: 4, wantCalls: 3, wantKind: domain.KindConflict}, // pages of 2, 2, then refused
+		{yes: 99, wantErased: 1, wantCalls: 3},                               // the fifth; the erased are paged past
+	} {
+		calls := 0
+		e, err := New(Config{Log: l, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+			Logger: zaptest.NewLogger(t), MayRun: func(context.Context) (bool, error) { calls++; return calls <= c.yes, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := e.Sweep(ctx)
+		if n != c.wantErased || calls != c.wantCalls || domain.KindOf(err) != c.wantKind || (c.wantKind == domain.KindOther) != (err == nil) {
+			t.Fatalf("MayRun yes %d times: Sweep = %d, %v after %d calls; want %d erased, %d calls, kind %v",
+				c.yes, n, err, calls, c.wantErased, c.wantCalls, c.wantKind)
+		}
+		// The projection folds the erasures, as the node's projector would.
+		folded := p.Checkpoint()
+		if _, err := p.Apply(events(t, l)[folded:], domain.NewFolder()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 5; i++ {
+		if erased, _ := l.Keys().Erased(ctx, app, applicant(i)); !erased {
+			t.Errorf("applicant %d not erased after both sweeps", i)
+		}
+	}
+}
+
 // An erasure racing webhooks of the same applicant: whatever the interleaving, the
 // applicant ends erased, its key gone, no event holds its data in clear or under a key
 // that still exists, and KYC_KEYS keeps only its tombstone.
