@@ -92,6 +92,10 @@ key can be removed from keys.previous. Safe to run on a running cluster (through
 and to run twice; offline, it works on a stopped serve's data dir.`+offlineNote)
 	cfgPath := fs.String("config", "", "YAML config file")
 	if len(args) == 0 || args[0] != "rewrap" {
+		if len(args) > 0 && isHelp(args[0]) {
+			fs.Usage()
+			return nil
+		}
 		fs.Usage()
 		return fmt.Errorf("%w: kycstate keys rewrap [--config FILE]", errUsage)
 	}

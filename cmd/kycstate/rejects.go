@@ -18,7 +18,7 @@ import (
 
 func cmdRejects(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "reprocess") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		if len(args) > 0 && isHelp(args[0]) {
 			fmt.Fprintln(e.stderr, "Usage: kycstate rejects list|reprocess [flags]\n\n"+
 				"list prints the refused webhooks kept in KYC_REJECTS; reprocess appends those that open\n"+
 				"with the keys configured now. \"kycstate rejects list --help\" shows the flags."+offlineNote)

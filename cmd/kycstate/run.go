@@ -87,12 +87,21 @@ Run "kycstate <command> --help" for a command's flags.
 // newFlags returns a flag set whose --help prints the command's description.
 func newFlags(e *env, name, description string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	// The flag package's own line about a bad flag goes nowhere: parse returns the same
+	// error, which is printed once, after the usage.
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "Usage: kycstate %s [flags]\n\n%s\n\nFlags:\n", name, strings.TrimSpace(description))
+		fs.SetOutput(e.stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
+}
+
+// isHelp reports whether arg asks for help, as the flag package reads -h and --help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help"
 }
 
 // parse parses flags; --help is not an error.

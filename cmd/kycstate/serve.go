@@ -12,7 +12,7 @@ endpoint (ingest.listen, default :8080), the projector, and the read API (api.li
 127.0.0.1:8081). Data lives under data_dir (default ./data).
 
 With no --config and no app defined by KYCSTATE_APPS_<n>_APP_KEY it starts in development
-mode: it generates an Allpass app's keys and two API tokens, writes them to
+mode: it generates an Allpass app's keys and three API tokens (reader, auditor, admin), writes them to
 <data_dir>/dev.yaml, and prints them once. "kycstate sim" picks them up from there. Other
 KYCSTATE_* variables apply over that file (KYCSTATE_APPS_0_OPEN_API_BASE_URL, say).
 
