@@ -13,6 +13,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/reconcile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -69,11 +70,15 @@ func ensureDevConfig(dataDir, path string) (bool, error) {
 	cfg := defaultConfig()
 	cfg.DataDir = dataDir
 	cfg.Log.Format = "console"
+	// Written out, so that the file shows the defaults the service runs with.
+	keepRaw := true
+	cfg.Ingest.KeepRaw = &keepRaw
 	cfg.Apps = []AppConfig{{
 		Name: "dev", AppKey: domain.NewUUID(), Method: string(allpass.MethodCBC),
 		SecretKey: Secret(randHex(32)), HMACKey: Secret(randHex(32)),
 		// "kycstate sim --open-api 127.0.0.1:8082" serves this app's Open API.
-		OpenAPI: OpenAPIConfig{BaseURL: "http://127.0.0.1:8082", PrivateKey: Secret(randHex(24))},
+		OpenAPI: OpenAPIConfig{BaseURL: "http://127.0.0.1:8082", PrivateKey: Secret(randHex(24)),
+			Timeout: Duration(reconcile.DefaultTimeout)},
 	}}
 	cfg.API.Tokens = []TokenConfig{
 		{Name: "dev-reader", Role: "reader", Token: Secret(randHex(24))},
