@@ -56,7 +56,7 @@ moves from and to. It does not read or change the projection.`+offlineNote)
 					rec.ApplicantID, rec.Type, rec.EventAt.Format(time.RFC3339Nano), rec.Outcome, orDash(rec.From), orDash(rec.To))
 				continue
 			}
-			if err := enc.Encode(rec); err != nil {
+			if err := enc.Encode(newReplayLine(rec)); err != nil {
 				return err
 			}
 		}
@@ -93,4 +93,23 @@ func orDash(s domain.Status) string {
 		return "-"
 	}
 	return string(s)
+}
+
+// replayLine is a history record as replay --format jsonl writes it: "from" and "to" are
+// null where there is no status yet, as the read API writes them.
+type replayLine struct {
+	domain.Record
+	From *domain.Status `json:"from"`
+	To   *domain.Status `json:"to"`
+}
+
+func newReplayLine(rec domain.Record) replayLine {
+	line := replayLine{Record: rec}
+	if rec.From != domain.StatusNone {
+		line.From = &rec.From
+	}
+	if rec.To != domain.StatusNone {
+		line.To = &rec.To
+	}
+	return line
 }
