@@ -317,7 +317,7 @@ func (r *runner) send(ctx context.Context, s sealed, forged bool, res *result) (
 			return a, nil
 		}
 		res.retries++
-		backoff := min(time.Second, 20*time.Millisecond<<(attempt-1))
+		backoff := min(5*time.Second, 20*time.Millisecond<<(attempt-1))
 		backoff += time.Duration(mrand.Int64N(int64(backoff)/2 + 1))
 		if err := sleep(ctx, backoff); err != nil {
 			return a, err

@@ -81,12 +81,13 @@ type Config struct {
 	// journey's: what the given-up webhooks said is recovered.
 	ReconcileToken string
 	// MaxAttempts bounds the sends of one webhook answered 5xx, 429 or not at all;
-	// default 8. The backoff between them starts at 20 ms and doubles up to 1 s.
+	// default 10, as Allpass makes. The backoff between them starts at 20 ms and doubles
+	// up to 5 s: about 10 s in all, so a restart of the service loses nothing.
 	MaxAttempts int
 }
 
 func (c *Config) validate() error {
-	const op = "sim.Config"
+	const op = "sim"
 	bad := func(msg string) error { return domain.E(op, domain.KindInvalid, msg) }
 	if err := c.App.Validate(); err != nil {
 		return domain.E(op, domain.KindInvalid, err)
@@ -125,7 +126,7 @@ func (c *Config) validate() error {
 		c.CatchUpTimeout = 2 * time.Minute
 	}
 	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 8
+		c.MaxAttempts = 10
 	}
 	if c.AppName == "" {
 		c.AppName = c.App.Name

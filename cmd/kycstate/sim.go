@@ -29,7 +29,8 @@ applicants run in parallel. Mixed in, as shares of the deliveries:
   --late           a status event delivered after a newer one: the fold marks it stale
   --bad-signature  a forged copy sent first: must be answered 401 and stored nowhere
   --give-up        never sent at all, as if Allpass's ten attempts had all failed
-Answers 5xx, 408, 429 or none are retried with a short backoff, up to 8 attempts.
+Answers 5xx, 408, 429 or none are retried with a backoff from 20 ms doubling up to 5 s, up to
+10 attempts (about 10 s in all: a restart of the service loses nothing).
 
 With --open-api ADDR it also serves Allpass's Open API there (GET
 /api/public/applicant/{id}, sealed with the app's keys like Allpass) for the applicants it
