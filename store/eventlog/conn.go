@@ -132,7 +132,7 @@ func connectEmbedded(ctx context.Context, op string, cfg NATSConfig, log *zap.Lo
 		return nil, domain.E(op, domain.KindUnavailable, err)
 	}
 	c := &Conn{srv: ns, stop: stop, closed: make(chan struct{})}
-	nopts := c.natsOptions(cfg, log)
+	nopts := c.natsOptions(cfg, log, true)
 	nopts = append(nopts, nats.InProcessServer(ns))
 	nc, err := nats.Connect(ns.ClientURL(), nopts...)
 	if err != nil {
@@ -155,7 +155,7 @@ func connectExternal(ctx context.Context, op string, cfg NATSConfig, log *zap.Lo
 		timeout = DefaultConnectTimeout
 	}
 	c := &Conn{closed: make(chan struct{})}
-	nopts := c.natsOptions(cfg, log)
+	nopts := c.natsOptions(cfg, log, false)
 	// Keep trying the first connection too; Connect then returns at once and the loop
 	// below waits, bounded by ConnectTimeout and ctx.
 	nopts = append(nopts, nats.RetryOnFailedConnect(true))
@@ -192,8 +192,10 @@ func connectExternal(ctx context.Context, op string, cfg NATSConfig, log *zap.Lo
 }
 
 // natsOptions are the client options shared by both modes: reconnect forever, and log
-// each state change once (the handlers fire once per transition, not per attempt).
-func (c *Conn) natsOptions(cfg NATSConfig, log *zap.Logger) []nats.Option {
+// each state change once (the handlers fire once per transition, not per attempt). An
+// in-process connection is logged as such: its URL is the server's placeholder, on which
+// nothing listens.
+func (c *Conn) natsOptions(cfg NATSConfig, log *zap.Logger, inProcess bool) []nats.Option {
 	name := cfg.Name
 	if name == "" {
 		name = "kycstate"
@@ -205,6 +207,10 @@ func (c *Conn) natsOptions(cfg NATSConfig, log *zap.Logger) []nats.Option {
 		nats.ReconnectWait(reconnectWait),
 		nats.DrainTimeout(drainTimeout),
 		nats.ConnectHandler(func(nc *nats.Conn) {
+			if inProcess {
+				log.Info("nats connected", zap.String("url", "in process (embedded server)"))
+				return
+			}
 			log.Info("nats connected", zap.String("url", nc.ConnectedUrlRedacted()))
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
