@@ -123,7 +123,7 @@ func (q query) limit() (int, error) {
 	}
 	s := q.get("limit")
 	if s == "" || strings.TrimLeft(s, "0123456789") != "" || strings.TrimLeft(s, "0") == "" {
-		return 0, errParam("limit", domain.KindInvalid, fmt.Sprintf("must be an integer from 1 to %d, got %s", maxLimit, quote(s)))
+		return 0, errParam("limit", domain.KindInvalid, fmt.Sprintf("must be a positive integer (more than %d gives %d), got %s", maxLimit, maxLimit, quote(s)))
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n > maxLimit { // all digits: err is overflow, i.e. huge

@@ -97,7 +97,12 @@ func readReason(w http.ResponseWriter, r *http.Request) (string, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil || dec.More() {
-		return "", errParam("body", domain.KindInvalid, `must be a JSON object {"reason":"..."}`)
+		msg := `must be a JSON object {"reason":"..."}`
+		// The decoder names a field it does not know; the name is the caller's own input.
+		if field, ok := strings.CutPrefix(fmt.Sprint(err), "json: unknown field "); ok && len(field) <= 66 {
+			msg = "unknown field " + field + ": " + msg
+		}
+		return "", errParam("body", domain.KindInvalid, msg)
 	}
 	if body.Reason == nil || strings.TrimSpace(*body.Reason) == "" {
 		return "", errParam("reason", domain.KindInvalid, "an erasure needs a reason")

@@ -157,6 +157,10 @@ func TestEraseAndSealedIDs(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d", tc.name, rec.Code, rec.Body, tc.want)
 		}
 	}
+	// An unknown field is named, so the caller knows what to drop.
+	if rec := f.post(t, "/v1/applicants/"+string(idA)+"/erase", adminToken, `{"reason":"x","force":true}`); !strings.Contains(rec.Body.String(), `unknown field \"force\"`) {
+		t.Errorf("unknown field: %s, want it named", rec.Body)
+	}
 	if len(*calls) != 0 {
 		t.Fatalf("refused requests erased: %v", *calls)
 	}
