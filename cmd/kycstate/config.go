@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,8 @@ import (
 
 // Config is the YAML file of DESIGN.md section 8. Every key can be overridden by an
 // environment variable: the key path in upper case joined by "_" after KYCSTATE_, with list
-// elements by index (KYCSTATE_NATS_URL, KYCSTATE_APPS_0_SECRET_KEY).
+// elements by index (KYCSTATE_NATS_URL, KYCSTATE_APPS_0_SECRET_KEY). A list of strings can
+// also be given whole, comma-separated (KYCSTATE_KEYS_PREVIOUS=env:OLD1,env:OLD2).
 type Config struct {
 	DataDir   string          `yaml:"data_dir"`
 	Log       LogConfig       `yaml:"log"`
@@ -159,13 +161,29 @@ func (Secret) GoString() string { return "[secret]" }
 // Duration reads "5s" or "1m" in YAML and env.
 type Duration time.Duration
 
+const notDuration = "not a duration (like 5s or 2m)"
+
+// UnmarshalText reads the environment's form. The error holds no value: a value in the
+// wrong variable may be a secret.
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("not a duration (like 5s or 2m): %q", b)
+		return errors.New(notDuration)
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// UnmarshalYAML reads the file's form. Its error is a *yaml.TypeError, so it carries the
+// line, as yaml's own type errors do, and lets the decoder go on to report other keys.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if v, err := time.ParseDuration(n.Value); err == nil {
+			*d = Duration(v)
+			return nil
+		}
+	}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, notDuration)}}
 }
 
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
@@ -213,6 +231,9 @@ func loadConfig(path string, getenv func(string) string, environ []string) (Conf
 			if key, line := unknownKey(doc.Content[0], reflect.TypeFor[Config](), ""); key != "" {
 				return cfg, fmt.Errorf("config %s: line %d: unknown key %s", path, line, key)
 			}
+			if key, line, want := typeError(doc.Content[0], reflect.TypeFor[Config](), ""); key != "" {
+				return cfg, fmt.Errorf("config %s: line %d: %s: must be %s", path, line, key, want)
+			}
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
@@ -259,6 +280,70 @@ func unknownKey(n *yaml.Node, t reflect.Type, path string) (string, int) {
 	return "", 0
 }
 
+// typeError walks a YAML node alongside the config type t, as unknownKey does, decodes each
+// leaf on its own and returns the dotted path and line of the first that does not fit, with
+// what it must be. yaml's own message gives the line but not the key, which a flow mapping
+// (ingest: {max_body: abc, max_in_flight: 7}) leaves ambiguous, and it quotes the value,
+// which may be a secret; "what it must be" comes from the type, so no value is shown.
+func typeError(n *yaml.Node, t reflect.Type, path string) (key string, line int, want string) {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			f, ok := fieldByYAMLKey(t, k.Value)
+			if !ok {
+				continue // unknownKey's to report
+			}
+			key := k.Value
+			if path != "" {
+				key = path + "." + k.Value
+			}
+			if p, line, want := typeError(v, f.Type, key); p != "" {
+				return p, line, want
+			}
+		}
+		return "", 0, ""
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for i, v := range n.Content {
+			if p, line, want := typeError(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p, line, want
+			}
+		}
+		return "", 0, ""
+	}
+	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		return path, n.Line, typeWant(t)
+	}
+	return "", 0, ""
+}
+
+// typeWant says what a value of config type t looks like.
+func typeWant(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[Duration]():
+		return "a duration (like 5s or 2m)"
+	case t.Kind() == reflect.Struct:
+		return "a mapping of keys"
+	case t.Kind() == reflect.Slice:
+		return "a list"
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() == reflect.Float64:
+		return "a number"
+	case t.Kind() == reflect.Uint64:
+		return "a non-negative integer"
+	case t.Kind() == reflect.Int || t.Kind() == reflect.Int64:
+		return "an integer"
+	}
+	return "a string"
+}
+
 func fieldByYAMLKey(t reflect.Type, key string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -282,8 +367,17 @@ func yamlMessage(err error) string {
 	return strings.Join(out, "; ")
 }
 
-// applyEnv sets every KYCSTATE_<PATH> variable onto the matching key.
+// applyEnv sets every KYCSTATE_<PATH> variable onto the matching key. Variables apply in
+// name order, whatever order the environment holds them in, so a whole list
+// (KYCSTATE_KEYS_PREVIOUS) comes before an index into it (KYCSTATE_KEYS_PREVIOUS_2).
 func applyEnv(cfg *Config, environ []string) error {
+	environ = slices.Clone(environ)
+	slices.SortStableFunc(environ, func(a, b string) int {
+		a, _, _ = strings.Cut(a, "=")
+		b, _, _ = strings.Cut(b, "=")
+		return strings.Compare(a, b)
+	})
+	st := envState{fillers: map[string]filler{}, set: map[string]bool{}}
 	for _, kv := range environ {
 		name, val, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(name, "KYCSTATE_") {
@@ -294,11 +388,47 @@ func applyEnv(cfg *Config, environ []string) error {
 			// Not ours: a secret that a config value names with env:, say.
 			continue
 		}
-		if err := setPath(reflect.ValueOf(cfg).Elem(), path, val, name); err != nil {
+		if err := setPath(reflect.ValueOf(cfg).Elem(), path, "", val, name, &st); err != nil {
 			return err
 		}
 	}
-	return nil
+	return st.gap()
+}
+
+// envState is what applyEnv learns across variables: the list elements that an index
+// created only to reach itself, and the elements some variable set.
+type envState struct {
+	fillers map[string]filler // by element path, apps[3]
+	set     map[string]bool
+}
+
+type filler struct {
+	list         string // apps[0].previous_keys
+	index        int    // the filler's
+	envName      string // the variable whose index made it
+	envNameIndex int    // that variable's index
+}
+
+// gap returns an error for a filler no variable set: the list would have a zero element
+// there, which resolveConfig would report under a name the user never wrote. Checked after
+// every variable, since KYCSTATE_APPS_2_NAME may come before KYCSTATE_APPS_1_NAME.
+func (st *envState) gap() error {
+	var gaps []filler
+	for p, f := range st.fillers {
+		if !st.set[p] {
+			gaps = append(gaps, f)
+		}
+	}
+	if len(gaps) == 0 {
+		return nil
+	}
+	f := slices.MinFunc(gaps, func(a, b filler) int {
+		if c := strings.Compare(a.list, b.list); c != 0 {
+			return c
+		}
+		return a.index - b.index
+	})
+	return cfgErr(f.envName, "index %d leaves a gap in %s: the next index is %d", f.envNameIndex, f.list, f.index)
 }
 
 // isConfigKey reports whether path starts with a top-level config key. Variables under a
@@ -314,8 +444,9 @@ func isConfigKey(path string) bool {
 	return false
 }
 
-// setPath walks path ("apps_0_secret_key") through v's yaml keys and sets the leaf.
-func setPath(v reflect.Value, path, val, envName string) error {
+// setPath walks path ("apps_0_secret_key") through v's yaml keys and sets the leaf; key is
+// the dotted path walked so far (apps[0]), for envState.
+func setPath(v reflect.Value, path, key, val, envName string, st *envState) error {
 	for path != "" {
 		switch v.Kind() {
 		case reflect.Pointer:
@@ -325,20 +456,15 @@ func setPath(v reflect.Value, path, val, envName string) error {
 			v = v.Elem()
 			continue
 		case reflect.Struct:
-			t := v.Type()
-			found := false
-			for i := range t.NumField() {
-				key := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-				if path == key || strings.HasPrefix(path, key+"_") {
-					v = v.Field(i)
-					path = strings.TrimPrefix(strings.TrimPrefix(path, key), "_")
-					found = true
-					break
-				}
-			}
-			if !found {
+			i, rest, ok := fieldByEnvPath(v.Type(), path)
+			if !ok {
 				return cfgErr(envName, "no such config key")
 			}
+			name := strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0]
+			if key != "" {
+				name = key + "." + name
+			}
+			v, path, key = v.Field(i), rest, name
 			continue
 		case reflect.Slice:
 			idxStr, rest, _ := strings.Cut(path, "_")
@@ -346,14 +472,53 @@ func setPath(v reflect.Value, path, val, envName string) error {
 			if err != nil || idx < 0 || idx > 64 {
 				return cfgErr(envName, "list index must be a number from 0 to 64")
 			}
-			for v.Len() <= idx {
+			for v.Len() < idx {
+				st.fillers[fmt.Sprintf("%s[%d]", key, v.Len())] = filler{list: key, index: v.Len(), envName: envName, envNameIndex: idx}
 				v.Set(reflect.Append(v, reflect.Zero(v.Type().Elem())))
 			}
-			v = v.Index(idx)
-			path = rest
+			if v.Len() == idx {
+				v.Set(reflect.Append(v, reflect.Zero(v.Type().Elem())))
+			}
+			key = fmt.Sprintf("%s[%d]", key, idx)
+			st.set[key] = true
+			v, path = v.Index(idx), rest
 			continue
 		}
 		return cfgErr(envName, "no such config key")
+	}
+	return setLeaf(v, val, envName)
+}
+
+// fieldByEnvPath finds the field of struct type t that path ("batch_wait", "apps_0_name")
+// starts with: a key equal to path, else the longest key followed by "_", so batch_wait
+// is not read as batch. It returns the field's index and the rest of path.
+func fieldByEnvPath(t reflect.Type, path string) (int, string, bool) {
+	best, bestLen := -1, 0
+	for i := range t.NumField() {
+		key := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if path == key {
+			return i, "", true
+		}
+		if strings.HasPrefix(path, key+"_") && len(key) > bestLen {
+			best, bestLen = i, len(key)
+		}
+	}
+	if best < 0 {
+		return 0, "", false
+	}
+	return best, path[bestLen+1:], true
+}
+
+// setLeaf sets v from one variable's value, parsed as v's type.
+func setLeaf(v reflect.Value, val, envName string) error {
+	if v.Kind() == reflect.Pointer {
+		// Set like the element; the pointer is only how the file tells unset from false.
+		p := reflect.New(v.Type().Elem())
+		if err := setLeaf(p.Elem(), val, envName); err != nil {
+			return err
+		}
+		v.Set(p)
+		return nil
 	}
 	if v.CanAddr() {
 		if u, ok := v.Addr().Interface().(interface{ UnmarshalText([]byte) error }); ok {
@@ -390,10 +555,38 @@ func setPath(v reflect.Value, path, val, envName string) error {
 			return cfgErr(envName, "not true or false")
 		}
 		v.SetBool(b)
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Struct {
+			return cfgErr(envName, "is a list of mappings: set its elements by index, like %s",
+				firstKeyEnv(envName+"_0", v.Type().Elem()))
+		}
+		if v.Type().Elem().Kind() != reflect.String {
+			return cfgErr(envName, "cannot be set from the environment")
+		}
+		// A whole list, comma-separated, replacing the file's; empty is the empty list.
+		l := reflect.MakeSlice(v.Type(), 0, 0)
+		if val != "" {
+			for i, s := range strings.Split(val, ",") {
+				if s = strings.TrimSpace(s); s == "" {
+					return cfgErr(envName, "element %d of the comma-separated list is empty", i)
+				}
+				e := reflect.New(v.Type().Elem()).Elem()
+				e.SetString(s)
+				l = reflect.Append(l, e)
+			}
+		}
+		v.Set(l)
+	case reflect.Struct:
+		return cfgErr(envName, "is a mapping: set its keys, like %s", firstKeyEnv(envName, v.Type()))
 	default:
 		return cfgErr(envName, "cannot be set from the environment")
 	}
 	return nil
+}
+
+// firstKeyEnv names the variable of struct type t's first key under prefix, for examples.
+func firstKeyEnv(prefix string, t reflect.Type) string {
+	return prefix + "_" + strings.ToUpper(strings.Split(t.Field(0).Tag.Get("yaml"), ",")[0])
 }
 
 // resolve returns the secret's value: literal, env:NAME or file:PATH. Errors name the key

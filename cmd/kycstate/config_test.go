@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +130,16 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 		{"reconcile env typo", "", []string{"KYCSTATE_RECONCILE_RATES", "5"}, "KYCSTATE_RECONCILE_RATES"},
 		{"reconcile env type", "", []string{"KYCSTATE_RECONCILE_RATE", "fast"}, "KYCSTATE_RECONCILE_RATE"},
 		{"yaml secret in syntax error", "apps: [{secret_key: [" + leaked, nil, "config"},
+		{"yaml type by its key", "data_dir: x\ningest: { max_body: abc }", nil, "line 2: ingest.max_body"},
+		{"yaml list type by its key", "api: { tokens: 5 }", nil, "line 1: api.tokens"},
+		{"yaml quoted type by its key", `nats: { replicas: "three" }`, nil, "line 1: nats.replicas"},
+		{"yaml quoted secret in a type error", `nats: { replicas: "` + leaked + `" }`, nil, "line 1: nats.replicas"},
+		{"yaml duration by its key", "data_dir: x\ningest: { queue_wait: banana }", nil, "line 2: ingest.queue_wait"},
+		{"yaml secret in a duration", "ingest:\n  queue_wait: " + leaked, nil, "line 2: ingest.queue_wait"},
+		{"yaml duration in a list by its path", "apps:\n  - name: a\n    open_api: { timeout: banana }", nil, "line 3: apps[0].open_api.timeout"},
+		{"env list of apps without index", "", []string{"KYCSTATE_APPS", "x"}, "KYCSTATE_APPS_0_NAME"},
+		{"env list of tokens without index", "", []string{"KYCSTATE_API_TOKENS", "x"}, "KYCSTATE_API_TOKENS_0_NAME"},
+		{"env list of previous keys without index", "", []string{"KYCSTATE_APPS_0_PREVIOUS_KEYS", leaked}, "KYCSTATE_APPS_0_PREVIOUS_KEYS_0_SECRET_KEY"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -230,6 +241,11 @@ func TestConfigContractKeysYAMLAndEnv(t *testing.T) {
 		{"retention.erase_after", "retention: {erase_after: 43800h}", "KYCSTATE_RETENTION_ERASE_AFTER", "43800h"},
 		{"nats.rejects_max_age", "nats: {rejects_max_age: 72h}", "KYCSTATE_NATS_REJECTS_MAX_AGE", "72h"},
 		{"api.tokens[].role admin", "api: {tokens: [{role: admin}]}", "KYCSTATE_API_TOKENS_0_ROLE", "admin"},
+		{"projector.batch", "projector: {batch: 7}", "KYCSTATE_PROJECTOR_BATCH", "7"},
+		{"projector.batch_wait", "projector: {batch_wait: 2ms}", "KYCSTATE_PROJECTOR_BATCH_WAIT", "2ms"},
+		{"ingest.keep_raw", "ingest: {keep_raw: false}", "KYCSTATE_INGEST_KEEP_RAW", "false"},
+		{"keys.previous as a list", "keys: {previous: ['file:/p', 'env:Q']}", "KYCSTATE_KEYS_PREVIOUS", "file:/p,env:Q"},
+		{"apps[].previous_keys[].secret_key", "apps: [{previous_keys: [{secret_key: 'env:S'}]}]", "KYCSTATE_APPS_0_PREVIOUS_KEYS_0_SECRET_KEY", "env:S"},
 	}
 	getenv, environ := envFunc()
 	defaults, err := loadConfig("", getenv, environ)
@@ -255,5 +271,119 @@ func TestConfigContractKeysYAMLAndEnv(t *testing.T) {
 				t.Fatalf("%s=%s gives\n%+v\nbut yaml %q gives\n%+v", c.env, c.val, fromEnv, c.yaml, fromYAML)
 			}
 		})
+	}
+}
+
+// TestConfigEnvSetsEveryKey: every leaf of Config, found by walking its type, can be set
+// from its KYCSTATE_* variable, so a key added later cannot lose its override.
+func TestConfigEnvSetsEveryKey(t *testing.T) {
+	getenv, environ := envFunc()
+	defaults, err := loadConfig("", getenv, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(t reflect.Type, name string, visit func(name, val string))
+	walk = func(t reflect.Type, name string, visit func(name, val string)) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case t == reflect.TypeFor[Duration]():
+			visit(name, "3s")
+		case t.Kind() == reflect.Struct:
+			for i := range t.NumField() {
+				key := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+				walk(t.Field(i).Type, name+"_"+strings.ToUpper(key), visit)
+			}
+		case t.Kind() == reflect.Slice:
+			if t.Elem().Kind() == reflect.String {
+				visit(name, "a,b")
+			}
+			walk(t.Elem(), name+"_0", visit)
+		case t.Kind() == reflect.String:
+			visit(name, "x")
+		case t.Kind() == reflect.Bool:
+			visit(name, "false")
+		case t.Kind() == reflect.Float64:
+			visit(name, "2.5")
+		default:
+			visit(name, "3")
+		}
+	}
+	n := 0
+	walk(reflect.TypeFor[Config](), "KYCSTATE", func(name, val string) {
+		n++
+		t.Run(name, func(t *testing.T) {
+			getenv, environ := envFunc(name, val)
+			cfg, err := loadConfig("", getenv, environ)
+			if err != nil {
+				t.Fatalf("%s=%s: %v", name, val, err)
+			}
+			if reflect.DeepEqual(cfg, defaults) {
+				t.Fatalf("%s=%s changed nothing", name, val)
+			}
+		})
+	})
+	if n < 40 {
+		t.Fatalf("walked only %d keys", n)
+	}
+}
+
+// TestConfigEnvIndexGap: an element that only fills the room up to a variable's index, and
+// that no variable sets, is refused by the variable that made it, naming the index that
+// comes next, whatever the order of the environment.
+func TestConfigEnvIndexGap(t *testing.T) {
+	oneApp := "apps: [{name: a}]"
+	cases := []struct {
+		name, yaml string
+		env        []string
+		want       []string // substrings of the error; none: accepted
+	}{
+		{"past the file's list", oneApp, []string{"KYCSTATE_APPS_5_NAME=x"}, []string{"KYCSTATE_APPS_5_NAME", "next index is 1"}},
+		{"past an empty list", "", []string{"KYCSTATE_API_TOKENS_1_NAME=x"}, []string{"KYCSTATE_API_TOKENS_1_NAME", "next index is 0"}},
+		{"nested", oneApp, []string{"KYCSTATE_APPS_0_PREVIOUS_KEYS_2_SECRET_KEY=x"}, []string{"KYCSTATE_APPS_0_PREVIOUS_KEYS_2_SECRET_KEY", "next index is 0"}},
+		{"partly filled", oneApp, []string{"KYCSTATE_APPS_4_NAME=x", "KYCSTATE_APPS_1_NAME=y"}, []string{"KYCSTATE_APPS_4_NAME", "next index is 2"}},
+		{"after a whole list", "", []string{"KYCSTATE_KEYS_PREVIOUS_3=c", "KYCSTATE_KEYS_PREVIOUS=a,b"}, []string{"KYCSTATE_KEYS_PREVIOUS_3", "next index is 2"}},
+		{"filled later", oneApp, []string{"KYCSTATE_APPS_2_NAME=x", "KYCSTATE_APPS_1_NAME=y"}, nil},
+		{"extends a whole list", "", []string{"KYCSTATE_KEYS_PREVIOUS_2=c", "KYCSTATE_KEYS_PREVIOUS=a,b"}, nil},
+	}
+	for _, c := range cases {
+		for _, reverse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/reverse=%v", c.name, reverse), func(t *testing.T) {
+				environ := append([]string(nil), c.env...)
+				if reverse {
+					slices.Reverse(environ)
+				}
+				_, err := loadConfig(writeFile(t, "c.yaml", c.yaml), func(string) string { return "" }, environ)
+				if c.want == nil {
+					if err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				for _, w := range c.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not say %q", err, w)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestConfigEnvList: a list of strings without an index is read comma-separated and
+// replaces the file's list; an index then sets one element of the result.
+func TestConfigEnvList(t *testing.T) {
+	path := writeFile(t, "c.yaml", "keys: {previous: ['env:OLD1', 'env:OLD2', 'env:OLD3']}")
+	environ := []string{"KYCSTATE_KEYS_PREVIOUS_1=env:C", "KYCSTATE_KEYS_PREVIOUS=env:A, env:B"}
+	cfg, err := loadConfig(path, func(string) string { return "" }, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Secret{"env:A", "env:C"}; !slices.Equal(cfg.Keys.Previous, want) {
+		t.Fatalf("keys.previous %q, want %q", cfg.Keys.Previous, want)
 	}
 }
