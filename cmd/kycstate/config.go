@@ -228,11 +228,8 @@ func loadConfig(path string, getenv func(string) string, environ []string) (Conf
 		}
 		var doc yaml.Node
 		if err := yaml.Unmarshal(b, &doc); err == nil && len(doc.Content) == 1 {
-			if key, line := unknownKey(doc.Content[0], reflect.TypeFor[Config](), ""); key != "" {
-				return cfg, fmt.Errorf("config %s: line %d: unknown key %s", path, line, key)
-			}
-			if key, line, want := typeError(doc.Content[0], reflect.TypeFor[Config](), ""); key != "" {
-				return cfg, fmt.Errorf("config %s: line %d: %s: must be %s", path, line, key, want)
+			if line, problem := fileProblem(doc.Content[0], reflect.TypeFor[Config](), ""); line != 0 {
+				return cfg, fmt.Errorf("config %s: line %d: %s", path, line, problem)
 			}
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -247,45 +244,14 @@ func loadConfig(path string, getenv func(string) string, environ []string) (Conf
 	return cfg, nil
 }
 
-// unknownKey walks a YAML node alongside the config type t and returns the dotted path
-// (apps[0].open_api.privat_key) and line of the first key t does not have, or "". The
-// decoder's own message names only the Go type the key was not found in.
-func unknownKey(n *yaml.Node, t reflect.Type, path string) (string, int) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch {
-	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			f, ok := fieldByYAMLKey(t, k.Value)
-			key := k.Value
-			if path != "" {
-				key = path + "." + k.Value
-			}
-			if !ok {
-				return key, k.Line
-			}
-			if p, line := unknownKey(v, f.Type, key); p != "" {
-				return p, line
-			}
-		}
-	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
-		for i, v := range n.Content {
-			if p, line := unknownKey(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" {
-				return p, line
-			}
-		}
-	}
-	return "", 0
-}
-
-// typeError walks a YAML node alongside the config type t, as unknownKey does, decodes each
-// leaf on its own and returns the dotted path and line of the first that does not fit, with
-// what it must be. yaml's own message gives the line but not the key, which a flow mapping
-// (ingest: {max_body: abc, max_in_flight: 7}) leaves ambiguous, and it quotes the value,
-// which may be a secret; "what it must be" comes from the type, so no value is shown.
-func typeError(n *yaml.Node, t reflect.Type, path string) (key string, line int, want string) {
+// fileProblem walks a YAML node alongside the config type t and returns the line of the
+// first key t does not have, or of the first value that does not fit its key's type, and
+// what is wrong, with the key's dotted path (apps[0].open_api.privat_key); line 0 when all
+// is well. yaml's own messages name only the Go type a key was not found in, and for a
+// value the line but not the key (which a flow mapping, ingest: {max_body: abc,
+// max_in_flight: 7}, leaves ambiguous) and they quote the value, which may be a secret:
+// what a value must be comes from the type here, so no value is shown.
+func fileProblem(n *yaml.Node, t reflect.Type, path string) (line int, problem string) {
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -296,31 +262,34 @@ func typeError(n *yaml.Node, t reflect.Type, path string) (key string, line int,
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			f, ok := fieldByYAMLKey(t, k.Value)
-			if !ok {
-				continue // unknownKey's to report
-			}
 			key := k.Value
 			if path != "" {
 				key = path + "." + k.Value
 			}
-			if p, line, want := typeError(v, f.Type, key); p != "" {
-				return p, line, want
+			f, ok := fieldByYAMLKey(t, k.Value)
+			if !ok {
+				return k.Line, "unknown key " + key
+			}
+			if line, problem := fileProblem(v, f.Type, key); line != 0 {
+				return line, problem
 			}
 		}
-		return "", 0, ""
+		return 0, ""
 	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
 		for i, v := range n.Content {
-			if p, line, want := typeError(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" {
-				return p, line, want
+			if line, problem := fileProblem(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); line != 0 {
+				return line, problem
 			}
 		}
-		return "", 0, ""
+		return 0, ""
 	}
 	if err := n.Decode(reflect.New(t).Interface()); err != nil {
-		return path, n.Line, typeWant(t)
+		if path == "" {
+			return n.Line, "the file must be " + typeWant(t)
+		}
+		return n.Line, path + ": must be " + typeWant(t)
 	}
-	return "", 0, ""
+	return 0, ""
 }
 
 // typeWant says what a value of config type t looks like.

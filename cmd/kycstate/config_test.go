@@ -115,6 +115,7 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 		{"append timeout with queue wait", "ingest: {append_timeout: 10s, queue_wait: 15s}", nil, "ingest.append_timeout"},
 		{"queue wait env", "", []string{"KYCSTATE_INGEST_QUEUE_WAIT", "1h"}, "ingest.queue_wait"},
 		{"unknown key", "natz: {}", nil, "natz"},
+		{"not a mapping", "just words", nil, "line 1: the file must be a mapping of keys"},
 		{"unknown nested key by its path", "ingest: {listen: ':1', bogus_key: 1}", nil, "line 1: unknown key ingest.bogus_key"},
 		{"unknown key in a list by its path", "apps: [{name: a, open_api: {privat_key: y}}]", nil, "unknown key apps[0].open_api.privat_key"},
 		{"unknown token key by its path", "api:\n  tokens:\n    - {name: a, rol: reader}", nil, "line 3: unknown key api.tokens[0].rol"},
