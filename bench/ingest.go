@@ -377,8 +377,11 @@ func relayHandler(js jetstream.JetStream, msgs *atomic.Pointer[[]rawMsg]) http.H
 		}
 		seq := uint64(1)
 		if js != nil {
+			var round []rawMsg
+			if p := msgs.Load(); p != nil {
+				round = *p
+			}
 			i, err := strconv.Atoi(r.Header.Get(benchIndexHeader))
-			round := *msgs.Load()
 			if err != nil || i < 0 || i >= len(round) {
 				http.Error(w, "no stored event for this index", http.StatusBadRequest)
 				return
