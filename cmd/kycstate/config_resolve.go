@@ -1,0 +1,289 @@
+// Validation: resolveConfig checks every value, reads the secrets and parses the keys,
+// so that serve and the tools start only on a config they can run with.
+
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest"
+	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/reconcile"
+	"github.com/kycstate/kycstate/store/eventlog"
+)
+
+// Resolved is the configuration with secrets read and keys parsed.
+type Resolved struct {
+	Config
+	Apps   []*allpass.App
+	Tokens []resolvedToken
+	// OpenAPIs are the apps with open_api configured, for reconciliation.
+	OpenAPIs []reconcile.App
+	URLs     []string
+	Sync     time.Duration // 0: fsync every write
+	// Keys are keys.master and keys.previous, nil when keys.master is not set.
+	Keys *eventlog.MasterKeys
+}
+
+type resolvedToken struct{ Name, Role, Secret string }
+
+// resolve validates cfg and reads its secrets. needApps / needTokens say what the mode uses.
+func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens bool) (*Resolved, error) {
+	r := &Resolved{Config: cfg}
+	if cfg.DataDir == "" {
+		return nil, cfgErr("data_dir", "must not be empty")
+	}
+	for _, u := range strings.Split(cfg.NATS.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			r.URLs = append(r.URLs, u)
+		}
+	}
+	if cfg.NATS.Replicas < 1 || cfg.NATS.Replicas > 5 {
+		return nil, cfgErr("nats.replicas", "must be 1 to 5, got %d", cfg.NATS.Replicas)
+	}
+	switch s := cfg.NATS.SyncInterval; s {
+	case "", "always":
+	default:
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, cfgErr("nats.sync_interval", "must be \"always\" or a positive duration")
+		}
+		r.Sync = d
+	}
+	if cfg.NATS.RejectsMaxBytes < 1<<20 {
+		return nil, cfgErr("nats.rejects_max_bytes", "must be at least 1048576 (1 MiB)")
+	}
+	if time.Duration(cfg.NATS.RejectsMaxAge) < time.Minute {
+		return nil, cfgErr("nats.rejects_max_age", "must be at least 1m; 168h (7 days) is the default")
+	}
+	if cfg.Retention.EraseAfter < 0 {
+		return nil, cfgErr("retention.erase_after", "must not be negative; 0 switches retention off")
+	}
+	if cfg.Retention.EraseAfter > 0 && cfg.Retention.EraseAfter < Duration(time.Second) {
+		return nil, cfgErr("retention.erase_after", "must be 0 (off) or at least 1s; AML's retention is years (43800h)")
+	}
+	if cfg.Retention.Every <= 0 {
+		return nil, cfgErr("retention.every", "must be positive")
+	}
+	if err := resolveKeys(r, cfg.Keys, getenv); err != nil {
+		return nil, err
+	}
+	if time.Duration(cfg.NATS.DuplicateWindow) < time.Minute {
+		return nil, cfgErr("nats.duplicate_window", "must be at least 1m; Allpass retries for hours, 24h is the default")
+	}
+	if cfg.Ingest.MaxBody <= 0 {
+		return nil, cfgErr("ingest.max_body", "must be positive")
+	}
+	if cfg.Ingest.MaxInFlight <= 0 {
+		return nil, cfgErr("ingest.max_in_flight", "must be positive")
+	}
+	if qw := time.Duration(cfg.Ingest.QueueWait); qw <= 0 || qw > shutdownTimeout/2 {
+		// Shutdown waits for queued requests too; a wait past half its bound could
+		// leave a queued request unanswered when the log closes.
+		return nil, cfgErr("ingest.queue_wait", "must be positive and at most %s", shutdownTimeout/2)
+	}
+	if at := time.Duration(cfg.Ingest.AppendTimeout); at <= 0 || at+time.Duration(cfg.Ingest.QueueWait) > ingest.MaxHold {
+		return nil, cfgErr("ingest.append_timeout", "must be positive, and with ingest.queue_wait at most %s, so a held webhook is answered before the connection's write timeout", ingest.MaxHold)
+	}
+	switch cfg.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, cfgErr("log.level", "must be debug, info, warn or error")
+	}
+	switch cfg.Log.Format {
+	case "json", "console":
+	default:
+		return nil, cfgErr("log.format", "must be json or console")
+	}
+
+	seen := map[string]string{}
+	for i, a := range cfg.Apps {
+		key := fmt.Sprintf("apps[%d]", i)
+		if a.Name != "" {
+			key = fmt.Sprintf("apps[%d] (%s)", i, a.Name)
+		}
+		app, err := resolveApp(key, a, getenv)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range []string{app.Name, string(app.AppKey)} {
+			if prev, dup := seen[id]; dup {
+				return nil, cfgErr(key, "name or app_key %q already used by %s", id, prev)
+			}
+			seen[id] = key
+		}
+		r.Apps = append(r.Apps, app)
+		oa, err := resolveOpenAPI(key+".open_api", a.OpenAPI, getenv)
+		if err != nil {
+			return nil, err
+		}
+		if oa.BaseURL != "" {
+			r.OpenAPIs = append(r.OpenAPIs, reconcile.App{App: app, OpenAPI: oa})
+		}
+	}
+	rc := cfg.Reconcile
+	switch {
+	case rc.Every < 0:
+		return nil, cfgErr("reconcile.every", "must not be negative (0 switches the sweep off)")
+	case rc.StaleAfter <= 0:
+		return nil, cfgErr("reconcile.stale_after", "must be positive")
+	case rc.FullEvery <= 0:
+		return nil, cfgErr("reconcile.full_every", "must be positive")
+	case !(rc.Rate > 0) || rc.Rate > 1000:
+		return nil, cfgErr("reconcile.rate", "must be more than 0 and at most 1000 calls per second")
+	}
+	if needApps && len(r.Apps) == 0 {
+		return nil, cfgErr("apps", "at least one Allpass app is needed to accept webhooks")
+	}
+
+	names := map[string]bool{}
+	for i, t := range cfg.API.Tokens {
+		key := fmt.Sprintf("api.tokens[%d]", i)
+		if t.Name == "" {
+			return nil, cfgErr(key+".name", "must not be empty")
+		}
+		if names[t.Name] {
+			return nil, cfgErr(key+".name", "%q used twice", t.Name)
+		}
+		names[t.Name] = true
+		if t.Role != "reader" && t.Role != "auditor" && t.Role != "admin" {
+			return nil, cfgErr(key+".role", "must be reader, auditor or admin")
+		}
+		sec, err := t.Token.resolve(key+".token", getenv)
+		if err != nil {
+			return nil, err
+		}
+		if len(sec) < 16 {
+			return nil, cfgErr(key+".token", "must be at least 16 characters")
+		}
+		r.Tokens = append(r.Tokens, resolvedToken{Name: t.Name, Role: t.Role, Secret: sec})
+	}
+	if needTokens && len(r.Tokens) == 0 {
+		return nil, cfgErr("api.tokens", "at least one token is needed to serve the read API")
+	}
+	return r, nil
+}
+
+// resolveKeys parses keys.master and keys.previous. Errors name the key, never the value.
+func resolveKeys(r *Resolved, kc KeysConfig, getenv func(string) string) error {
+	if kc.Master == "" {
+		if len(kc.Previous) > 0 {
+			return cfgErr("keys.master", "must be set when keys.previous is")
+		}
+		return nil
+	}
+	parse := func(key string, s Secret) (eventlog.MasterKey, error) {
+		v, err := s.resolve(key, getenv)
+		if err != nil {
+			return eventlog.MasterKey{}, err
+		}
+		m, err := eventlog.ParseMasterKey(v)
+		if err != nil {
+			return eventlog.MasterKey{}, cfgErr(key, "%v", err)
+		}
+		return m, nil
+	}
+	cur, err := parse("keys.master", kc.Master)
+	if err != nil {
+		return err
+	}
+	keys := &eventlog.MasterKeys{Current: cur}
+	for i, p := range kc.Previous {
+		m, err := parse(fmt.Sprintf("keys.previous[%d]", i), p)
+		if err != nil {
+			return err
+		}
+		keys.Previous = append(keys.Previous, m)
+	}
+	r.Keys = keys
+	return nil
+}
+
+// resolveOpenAPI checks an app's open_api and reads its private key; an empty base_url
+// leaves reconciliation off for the app (and then nothing else may be set).
+func resolveOpenAPI(key string, c OpenAPIConfig, getenv func(string) string) (reconcile.OpenAPI, error) {
+	if c.BaseURL == "" {
+		if c.PrivateKey != "" {
+			return reconcile.OpenAPI{}, cfgErr(key+".base_url", "must be set with private_key")
+		}
+		return reconcile.OpenAPI{}, nil
+	}
+	u, err := url.Parse(c.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return reconcile.OpenAPI{}, cfgErr(key+".base_url", "must be an http or https URL with a host, without credentials or query")
+	}
+	if c.PrivateKey == "" {
+		return reconcile.OpenAPI{}, cfgErr(key+".private_key", "must be set with base_url")
+	}
+	pk, err := c.PrivateKey.resolve(key+".private_key", getenv)
+	if err != nil {
+		return reconcile.OpenAPI{}, err
+	}
+	if c.Timeout < 0 {
+		return reconcile.OpenAPI{}, cfgErr(key+".timeout", "must not be negative")
+	}
+	t := time.Duration(c.Timeout)
+	if t == 0 {
+		t = reconcile.DefaultTimeout
+	}
+	return reconcile.OpenAPI{BaseURL: c.BaseURL, PrivateKey: pk, Timeout: t}, nil
+}
+
+func resolveApp(key string, a AppConfig, getenv func(string) string) (*allpass.App, error) {
+	if a.Name == "" {
+		return nil, cfgErr(key+".name", "must not be empty")
+	}
+	appKey, err := domain.ParseAppKey(a.AppKey)
+	if err != nil {
+		return nil, cfgErr(key+".app_key", "must be a UUID")
+	}
+	app := &allpass.App{Name: a.Name, AppKey: appKey, Method: allpass.Method(a.Method)}
+	switch app.Method {
+	case allpass.MethodCBC, allpass.MethodGCM:
+	case "":
+		app.Method = allpass.MethodCBC
+	default:
+		return nil, cfgErr(key+".method", "must be aes-256-cbc or aes-256-gcm")
+	}
+	gens := append([]KeyConfig{{SecretKey: a.SecretKey, HMACKey: a.HMACKey}}, a.PreviousKeys...)
+	for g, kc := range gens {
+		field := ".secret_key"
+		hfield := ".hmac_key"
+		if g > 0 {
+			field = fmt.Sprintf(".previous_keys[%d].secret_key", g-1)
+			hfield = fmt.Sprintf(".previous_keys[%d].hmac_key", g-1)
+		}
+		sec, err := kc.SecretKey.resolve(key+field, getenv)
+		if err != nil {
+			return nil, err
+		}
+		if sec == "" {
+			return nil, cfgErr(key+field, "must be set")
+		}
+		k, err := allpass.ParseKey(a.Name, field[1:], sec)
+		if err != nil {
+			return nil, cfgErr(key+field, "must be 64 hex characters or base64 of 32 bytes")
+		}
+		keys := allpass.Keys{Secret: k}
+		if app.Method == allpass.MethodCBC {
+			h, err := kc.HMACKey.resolve(key+hfield, getenv)
+			if err != nil {
+				return nil, err
+			}
+			if h == "" {
+				return nil, cfgErr(key+hfield, "must be set for aes-256-cbc")
+			}
+			hk, err := allpass.ParseKey(a.Name, hfield[1:], h)
+			if err != nil {
+				return nil, cfgErr(key+hfield, "must be 64 hex characters or base64 of 32 bytes")
+			}
+			keys.HMAC = hk[:]
+		}
+		app.Keys = append(app.Keys, keys)
+	}
+	return app, nil
+}
