@@ -211,6 +211,11 @@ type Event struct {
 	ApplicantID    ApplicantID    `json:"applicantId"`
 	ExternalUserID ExternalUserID `json:"externalUserId,omitempty"`
 	Type           EventType      `json:"type"`
+	// ProviderStatus is the provider's own status as the event states it (Sumsub's
+	// review answer, Persona's inquiry status, Veriff's decision, Onfido's workflow run
+	// status; DESIGN.md section 13), verbatim. Allpass events have none: their type is
+	// their status. The fold maps (provider, type, providerStatus) to the common status.
+	ProviderStatus string `json:"providerStatus,omitempty"`
 	// StepName and Warnings are copied out of the payload at ingest so that the fold does
 	// not parse the payload again; the payload stays the authority.
 	StepName      string          `json:"stepName,omitempty"`
