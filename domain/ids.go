@@ -88,3 +88,36 @@ func NewUUID() string {
 	h := hex.EncodeToString(b[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
+
+// MaxProviderID is the longest id a provider other than Allpass may give an applicant or
+// an app (DESIGN.md section 13).
+const MaxProviderID = 64
+
+// IsSubjectToken reports whether s can stand as one token of a NATS subject and a bbolt
+// key as it is: 1 to MaxProviderID characters of [A-Za-z0-9_-]. No '.', '*', '>', space
+// or control character passes, so a subject built from it has exactly the tokens meant.
+// It allocates nothing.
+func IsSubjectToken(s string) bool {
+	if len(s) == 0 || len(s) > MaxProviderID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ParseProviderID parses the applicant id a provider other than Allpass gives (Sumsub's
+// applicantId, Persona's inquiry id, Veriff's session id, Onfido's workflow run id): kept
+// verbatim, case included, when IsSubjectToken accepts it. Errors: KindInvalid.
+func ParseProviderID(s string) (ApplicantID, error) {
+	if !IsSubjectToken(s) {
+		return "", E("domain.ParseProviderID", KindInvalid, "applicant id is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
+	}
+	return ApplicantID(s), nil
+}

@@ -1,6 +1,9 @@
 package domain
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseUUID(t *testing.T) {
 	for _, tc := range []struct {
@@ -70,6 +73,30 @@ func TestParseStatus(t *testing.T) {
 		got, ok := ParseStatus(in)
 		if ok != (want != "") || (ok && got != want) {
 			t.Errorf("ParseStatus(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
+
+func TestParseProviderID(t *testing.T) {
+	long := strings.Repeat("a", MaxProviderID)
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"inq_ABC123", true}, {"5f1a-B_9", true}, {long, true},
+		{"", false}, {long + "a", false}, {"a.b", false}, {"a*", false}, {"a>", false},
+		{"a b", false}, {"a\x00", false}, {"é", false}, {"a/b", false},
+	} {
+		id, err := ParseProviderID(tc.in)
+		if tc.ok != (err == nil) {
+			t.Errorf("ParseProviderID(%q) = %q, %v; want ok %v", tc.in, id, err, tc.ok)
+			continue
+		}
+		if err == nil && string(id) != tc.in {
+			t.Errorf("ParseProviderID(%q) = %q; want it verbatim", tc.in, id)
+		}
+		if err != nil && KindOf(err) != KindInvalid {
+			t.Errorf("ParseProviderID(%q): kind %v, want invalid", tc.in, KindOf(err))
 		}
 	}
 }
