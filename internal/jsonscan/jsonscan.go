@@ -1,6 +1,9 @@
-// Package jsonscan holds the word-at-a-time tests that let hand-written JSON scanners
-// pass over the inside of long strings (hex or base64 blobs, mostly) eight bytes at a
-// time. Each test is exact: it says whether some byte of the word is of a kind, never
+// Package jsonscan holds what kycstate's hand-written JSON code shares: the
+// word-at-a-time tests that let scanners pass over the inside of long strings (hex or
+// base64 blobs, mostly) eight bytes at a time, AppendString, which quotes as
+// encoding/json does, and Object, which splits one untrusted JSON object into its members
+// with a depth bound and no known member twice (the provider adapters read webhooks with
+// it). Each word test is exact: it says whether some byte of the word is of a kind, never
 // which one, so a scanner that finds a word that fails goes on byte by byte.
 package jsonscan
 
