@@ -349,13 +349,13 @@ func checkErrorBody(tb testing.TB, rec *httptest.ResponseRecorder, code, want st
 func TestNewServerRefuses(t *testing.T) {
 	f := newFixture(t, nil)
 	const secret = "sekret-value"
-	ok := Token{Name: "x", Role: RoleReader, Secret: secret}
+	ok := Token{Name: "x", Role: domain.RoleReader, Secret: secret}
 	for name, cfg := range map[string]Config{
 		"no projection": {Tokens: []Token{ok}},
 		"no tokens":     {Projection: f.proj},
 		"bad role":      {Projection: f.proj, Tokens: []Token{{Name: "x", Role: "root", Secret: secret}}},
-		"empty secret":  {Projection: f.proj, Tokens: []Token{{Name: "x", Role: RoleReader}}},
-		"same secret":   {Projection: f.proj, Tokens: []Token{ok, {Name: "y", Role: RoleAuditor, Secret: secret}}},
+		"empty secret":  {Projection: f.proj, Tokens: []Token{{Name: "x", Role: domain.RoleReader}}},
+		"same secret":   {Projection: f.proj, Tokens: []Token{ok, {Name: "y", Role: domain.RoleAuditor, Secret: secret}}},
 		"metrics twice": {Projection: f.proj, Tokens: []Token{ok}, Metrics: f.reg},
 	} {
 		h, err := NewServer(cfg)

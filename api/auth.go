@@ -13,7 +13,7 @@ import (
 // principal is who made a request: the token's name (for logs) and role.
 type principal struct {
 	name string
-	role Role
+	role domain.Role
 }
 
 type principalKey struct{}
@@ -26,7 +26,7 @@ func principalFrom(ctx context.Context) (principal, bool) {
 
 // require lets through requests bearing a token whose role may use a route needing need:
 // 401 (with WWW-Authenticate: Bearer) without a valid token, 403 when the role may not.
-func (s *server) require(need Role, h http.Handler) http.Handler {
+func (s *server) require(need domain.Role, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.authenticate(r)
 		if err != nil {
@@ -38,7 +38,7 @@ func (s *server) require(need Role, h http.Handler) http.Handler {
 			s.errs.Write(w, r, errParam("Authorization", domain.KindUnauthorized, err.Error()))
 			return
 		}
-		if !p.role.allows(need) {
+		if !p.role.Allows(need) {
 			s.errs.Write(w, r, errParam("Authorization", domain.KindForbidden,
 				"role "+string(p.role)+" may not use this route; it needs "+string(need)))
 			return

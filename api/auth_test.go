@@ -5,27 +5,29 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/kycstate/kycstate/domain"
 )
 
 // route is one route of the surface with the role it needs ("" for none).
 type route struct {
 	target string
-	need   Role
+	need   domain.Role
 }
 
 func authRoutes() []route {
 	A := string(idA)
 	return []route{
-		{"/v1/applicants/" + A, RoleReader},
-		{"/v1/applicants/" + A + "?minSeq=1", RoleReader},
-		{"/v1/applicants/" + A + "?at=2024-05-01T09:10:00Z", RoleAuditor},
-		{"/v1/applicants/" + A + "?seq=5", RoleAuditor},
-		{"/v1/applicants/" + A + "/history", RoleAuditor},
-		{"/v1/applicants?externalUserId=user-1", RoleReader},
-		{"/v1/applicants?status=APPROVED", RoleReader},
-		{"/v1/anomalies", RoleAuditor},
-		{"/v1/changes", RoleReader},
-		{"/v1/verify", RoleAuditor},
+		{"/v1/applicants/" + A, domain.RoleReader},
+		{"/v1/applicants/" + A + "?minSeq=1", domain.RoleReader},
+		{"/v1/applicants/" + A + "?at=2024-05-01T09:10:00Z", domain.RoleAuditor},
+		{"/v1/applicants/" + A + "?seq=5", domain.RoleAuditor},
+		{"/v1/applicants/" + A + "/history", domain.RoleAuditor},
+		{"/v1/applicants?externalUserId=user-1", domain.RoleReader},
+		{"/v1/applicants?status=APPROVED", domain.RoleReader},
+		{"/v1/anomalies", domain.RoleAuditor},
+		{"/v1/changes", domain.RoleReader},
+		{"/v1/verify", domain.RoleAuditor},
 		{"/healthz", ""},
 		{"/readyz", ""},
 		{"/metrics", ""},
@@ -70,7 +72,7 @@ func TestAuth(t *testing.T) {
 			// A reader on an auditor route: 403.
 			rec := f.get(t, r.target, readerToken)
 			switch r.need {
-			case RoleAuditor:
+			case domain.RoleAuditor:
 				if rec.Code != http.StatusForbidden {
 					t.Errorf("reader: %d, want 403", rec.Code)
 				}
@@ -119,15 +121,15 @@ func TestAuthHeaderForms(t *testing.T) {
 func TestAuthFindsEveryToken(t *testing.T) {
 	// The constant-time loop picks the matching token wherever it sits in the list.
 	tokens := []Token{
-		{Name: "a", Role: RoleReader, Secret: "t-a"},
-		{Name: "b", Role: RoleAuditor, Secret: "t-b"},
-		{Name: "c", Role: RoleReader, Secret: "t-c"},
-		{Name: "d", Role: RoleAuditor, Secret: "t-d"},
+		{Name: "a", Role: domain.RoleReader, Secret: "t-a"},
+		{Name: "b", Role: domain.RoleAuditor, Secret: "t-b"},
+		{Name: "c", Role: domain.RoleReader, Secret: "t-c"},
+		{Name: "d", Role: domain.RoleAuditor, Secret: "t-d"},
 	}
 	f := newFixture(t, func(c *Config) { c.Tokens = tokens })
 	for _, tok := range tokens {
 		want := http.StatusOK
-		if tok.Role == RoleReader {
+		if tok.Role == domain.RoleReader {
 			want = http.StatusForbidden
 		}
 		if rec := f.get(t, "/v1/anomalies", tok.Secret); rec.Code != want {

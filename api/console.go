@@ -60,7 +60,7 @@ func (b consoleBackend) Authenticate(token string) (console.Principal, error) {
 	if err != nil {
 		return console.Principal{}, domain.E("token", domain.KindUnauthorized, err)
 	}
-	return console.Principal{Name: p.name, Role: console.Role(p.role)}, nil
+	return console.Principal{Name: p.name, Role: p.role}, nil
 }
 
 func (b consoleBackend) State(ctx context.Context, id domain.ApplicantID) (domain.State, error) {

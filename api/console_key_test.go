@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"testing"
+
+	"github.com/kycstate/kycstate/domain"
 )
 
 // TestSessionKeyFor: the console's session key is the same for the same tokens in any
@@ -11,19 +13,19 @@ import (
 // changed; without a configured key it stays nil (a key per process).
 func TestSessionKeyFor(t *testing.T) {
 	key := bytes.Repeat([]byte{1}, 32)
-	tok := func(name string, role Role, secret string) tokenHash {
+	tok := func(name string, role domain.Role, secret string) tokenHash {
 		return tokenHash{name: name, role: role, sum: sha256.Sum256([]byte(secret))}
 	}
-	a, b := tok("ops", RoleAdmin, "s1"), tok("audit", RoleAuditor, "s2")
+	a, b := tok("ops", domain.RoleAdmin, "s1"), tok("audit", domain.RoleAuditor, "s2")
 	base := sessionKeyFor(key, []tokenHash{a, b})
 	if len(base) != 32 || !bytes.Equal(base, sessionKeyFor(key, []tokenHash{b, a})) {
 		t.Fatal("the key depends on the order of the tokens")
 	}
 	for name, ts := range map[string][]tokenHash{
 		"removed": {a},
-		"rotated": {a, tok("audit", RoleAuditor, "s3")},
-		"role":    {a, tok("audit", RoleReader, "s2")},
-		"renamed": {a, tok("audit2", RoleAuditor, "s2")},
+		"rotated": {a, tok("audit", domain.RoleAuditor, "s3")},
+		"role":    {a, tok("audit", domain.RoleReader, "s2")},
+		"renamed": {a, tok("audit2", domain.RoleAuditor, "s2")},
 	} {
 		if bytes.Equal(base, sessionKeyFor(key, ts)) {
 			t.Errorf("%s token: same session key", name)

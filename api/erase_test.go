@@ -62,7 +62,7 @@ func sealedFixture(t *testing.T) (*fixture, *fakeKeys, *[]string) {
 	var calls []string
 	var f *fixture
 	f = buildFixture(t, evs, func(c *Config) {
-		c.Tokens = append(c.Tokens, Token{Name: "dpo", Role: RoleAdmin, Secret: adminToken})
+		c.Tokens = append(c.Tokens, Token{Name: "dpo", Role: domain.RoleAdmin, Secret: adminToken})
 		c.Keys = keys
 		c.Erase = func(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (uint64, bool, error) {
 			calls = append(calls, string(id)+" by "+by+": "+reason)
@@ -200,7 +200,7 @@ func TestEraseAndSealedIDs(t *testing.T) {
 // A node without an erase function answers 404 after authentication.
 func TestEraseDisabled(t *testing.T) {
 	f := newFixture(t, func(c *Config) {
-		c.Tokens = append(c.Tokens, Token{Name: "dpo", Role: RoleAdmin, Secret: adminToken})
+		c.Tokens = append(c.Tokens, Token{Name: "dpo", Role: domain.RoleAdmin, Secret: adminToken})
 	})
 	if rec := f.post(t, "/v1/applicants/"+string(idA)+"/erase", adminToken, `{"reason":"x"}`); rec.Code != http.StatusNotFound {
 		t.Fatalf("%d %s", rec.Code, rec.Body)

@@ -148,8 +148,8 @@ func buildFixture(tb testing.TB, events []domain.Event, mod func(*Config)) *fixt
 	cfg := Config{
 		Projection: proj,
 		Tokens: []Token{
-			{Name: "product", Role: RoleReader, Secret: readerToken},
-			{Name: "audit", Role: RoleAuditor, Secret: auditorToken},
+			{Name: "product", Role: domain.RoleReader, Secret: readerToken},
+			{Name: "audit", Role: domain.RoleAuditor, Secret: auditorToken},
 		},
 		Logger:  zaptest.NewLogger(tb),
 		Metrics: f.reg,

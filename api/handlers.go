@@ -38,7 +38,7 @@ func (s *server) handleState() http.Handler {
 			if !q.has("at") {
 				param = "seq"
 			}
-			if p, _ := principalFrom(r.Context()); !p.role.allows(RoleAuditor) {
+			if p, _ := principalFrom(r.Context()); !p.role.Allows(domain.RoleAuditor) {
 				return errParam(param, domain.KindForbidden, "point-in-time state needs the auditor role")
 			}
 			if keep, err = pointInTime(q); err != nil {

@@ -1,18 +1,22 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/kycstate/kycstate/domain"
+)
 
 // routes is the API's whole surface (DESIGN.md section 7; openapi.yaml documents each).
 // GET patterns also answer HEAD.
 func (s *server) routes() {
-	s.handle("GET /v1/applicants/{id}", s.require(RoleReader, s.handleState())) // ?at, ?seq: auditor, checked inside
-	s.handle("GET /v1/applicants/{id}/history", s.require(RoleAuditor, s.handleHistory()))
-	s.handle("GET /v1/applicants", s.require(RoleReader, s.handleApplicants()))
-	s.handle("GET /v1/anomalies", s.require(RoleAuditor, s.handleAnomalies()))
-	s.handle("GET /v1/changes", s.require(RoleReader, s.handleChanges()))
-	s.handle("GET /v1/verify", s.require(RoleAuditor, s.handleVerify()))                        // 404 inside when cfg.Verify is nil
-	s.handle("POST /v1/applicants/{id}/reconcile", s.require(RoleAuditor, s.handleReconcile())) // 404 inside when cfg.Reconcile is nil
-	s.handle("POST /v1/applicants/{id}/erase", s.require(RoleAdmin, s.handleErase()))           // 404 inside when cfg.Erase is nil
+	s.handle("GET /v1/applicants/{id}", s.require(domain.RoleReader, s.handleState())) // ?at, ?seq: auditor, checked inside
+	s.handle("GET /v1/applicants/{id}/history", s.require(domain.RoleAuditor, s.handleHistory()))
+	s.handle("GET /v1/applicants", s.require(domain.RoleReader, s.handleApplicants()))
+	s.handle("GET /v1/anomalies", s.require(domain.RoleAuditor, s.handleAnomalies()))
+	s.handle("GET /v1/changes", s.require(domain.RoleReader, s.handleChanges()))
+	s.handle("GET /v1/verify", s.require(domain.RoleAuditor, s.handleVerify()))                        // 404 inside when cfg.Verify is nil
+	s.handle("POST /v1/applicants/{id}/reconcile", s.require(domain.RoleAuditor, s.handleReconcile())) // 404 inside when cfg.Reconcile is nil
+	s.handle("POST /v1/applicants/{id}/erase", s.require(domain.RoleAdmin, s.handleErase()))           // 404 inside when cfg.Erase is nil
 
 	// The auditor console (api/console): pages behind a session cookie rather than a
 	// bearer token, reading through consoleBackend, so it shows what these routes show.

@@ -59,8 +59,8 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 	}
 	defer proj.Close()
 	h, err := api.NewServer(api.Config{Projection: proj, Logger: newLogger(), Metrics: prometheus.NewRegistry(),
-		Tokens: []api.Token{{Name: "product", Role: api.RoleReader, Secret: readerTok},
-			{Name: "audit", Role: api.RoleAuditor, Secret: auditorTok}}, Keys: l.Keys()})
+		Tokens: []api.Token{{Name: "product", Role: domain.RoleReader, Secret: readerTok},
+			{Name: "audit", Role: domain.RoleAuditor, Secret: auditorTok}}, Keys: l.Keys()})
 	if err != nil {
 		return err
 	}

@@ -126,7 +126,7 @@ func registered(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	if _, err := api.NewServer(api.Config{Projection: proj, Metrics: rec, Gatherer: rec.Registry,
-		Tokens: []api.Token{{Name: "t", Role: api.RoleReader, Secret: "secret"}}}); err != nil {
+		Tokens: []api.Token{{Name: "t", Role: domain.RoleReader, Secret: "secret"}}}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -78,7 +78,7 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	if err != nil {
 		t.Fatal(err)
 	}
-	ah, err := api.NewServer(api.Config{Projection: proj, Tokens: []api.Token{{Name: "r", Role: api.RoleReader, Secret: readerToken}}})
+	ah, err := api.NewServer(api.Config{Projection: proj, Tokens: []api.Token{{Name: "r", Role: domain.RoleReader, Secret: readerToken}}})
 	if err != nil {
 		t.Fatal(err)
 	}

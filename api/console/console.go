@@ -25,42 +25,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// Role is what a session may see. Roles are ordered: each may do what the ones before it
-// may (reader < auditor < admin), as the API's roles are.
-type Role string
-
-const (
-	// RoleReader sees applicants' current state, lookups, the change feed and the ops page.
-	RoleReader Role = "reader"
-	// RoleAuditor also sees history, point-in-time state, anomalies and runs verify.
-	RoleAuditor Role = "auditor"
-	// RoleAdmin may also erase (DESIGN.md section 11).
-	RoleAdmin Role = "admin"
-)
-
-// rank orders the roles; 0 is no role.
-func (r Role) rank() int {
-	switch r {
-	case RoleReader:
-		return 1
-	case RoleAuditor:
-		return 2
-	case RoleAdmin:
-		return 3
-	}
-	return 0
-}
-
-// Valid reports whether r is a known role.
-func (r Role) Valid() bool { return r.rank() > 0 }
-
-// Allows reports whether a session of role r may see what needs role need.
-func (r Role) Allows(need Role) bool { return r.Valid() && r.rank() >= need.rank() }
-
 // Principal is who signed in: the configured token's name (shown and logged) and role.
 type Principal struct {
 	Name string
-	Role Role
+	Role domain.Role
 }
 
 // AsOf is a point in time of the service's knowledge: every event up to stream sequence

@@ -464,22 +464,6 @@ func TestConfiguredKeySharesSessions(t *testing.T) {
 	}
 }
 
-func TestRolesOrdered(t *testing.T) {
-	for _, tc := range []struct {
-		r, need Role
-		want    bool
-	}{
-		{RoleReader, RoleReader, true}, {RoleReader, RoleAuditor, false}, {RoleReader, RoleAdmin, false},
-		{RoleAuditor, RoleReader, true}, {RoleAuditor, RoleAuditor, true}, {RoleAuditor, RoleAdmin, false},
-		{RoleAdmin, RoleReader, true}, {RoleAdmin, RoleAuditor, true}, {RoleAdmin, RoleAdmin, true},
-		{"", RoleReader, false}, {"root", RoleReader, false},
-	} {
-		if got := tc.r.Allows(tc.need); got != tc.want {
-			t.Errorf("%q.Allows(%q) = %v", tc.r, tc.need, got)
-		}
-	}
-}
-
 // TestServerErrorTextNotShown: a store's error (here unavailable, naming a path) is
 // answered with its status and a fixed message; its text stays out of the page.
 func TestServerErrorTextNotShown(t *testing.T) {

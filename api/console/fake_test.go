@@ -48,11 +48,11 @@ type erasure struct {
 func (f *fakeBackend) Authenticate(tok string) (Principal, error) {
 	switch tok {
 	case readerTok:
-		return Principal{Name: "product", Role: RoleReader}, nil
+		return Principal{Name: "product", Role: domain.RoleReader}, nil
 	case auditorTok:
-		return Principal{Name: "audit", Role: RoleAuditor}, nil
+		return Principal{Name: "audit", Role: domain.RoleAuditor}, nil
 	case adminTok:
-		return Principal{Name: "dpo", Role: RoleAdmin}, nil
+		return Principal{Name: "dpo", Role: domain.RoleAdmin}, nil
 	}
 	return Principal{}, domain.E("token", domain.KindUnauthorized, "invalid token")
 }

@@ -20,16 +20,16 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /console/static/", static())
 	c.mux.HandleFunc("GET /console/signin", c.signinPage)
 	c.mux.HandleFunc("POST /console/signin", c.signin)
-	c.mux.Handle("POST /console/signout", c.post(RoleReader, c.signout))
-	c.mux.Handle("GET /console/{$}", c.page(RoleReader, c.search))
-	c.mux.Handle("GET /console/applicants/{id}", c.page(RoleReader, c.applicant))
-	c.mux.Handle("GET /console/anomalies", c.page(RoleAuditor, c.anomalies))
-	c.mux.Handle("GET /console/changes", c.page(RoleReader, c.changes))
+	c.mux.Handle("POST /console/signout", c.post(domain.RoleReader, c.signout))
+	c.mux.Handle("GET /console/{$}", c.page(domain.RoleReader, c.search))
+	c.mux.Handle("GET /console/applicants/{id}", c.page(domain.RoleReader, c.applicant))
+	c.mux.Handle("GET /console/anomalies", c.page(domain.RoleAuditor, c.anomalies))
+	c.mux.Handle("GET /console/changes", c.page(domain.RoleReader, c.changes))
 	c.mux.Handle("GET /console/changes/feed", c.feed()) // JSON for changes.js
-	c.mux.Handle("GET /console/ops", c.page(RoleReader, c.ops))
-	c.mux.Handle("POST /console/ops/verify", c.post(RoleAuditor, c.verify))
-	c.mux.Handle("POST /console/applicants/{id}/erase", c.post(RoleAdmin, c.erase))
-	c.mux.Handle("/console/", c.page(RoleReader, func(w http.ResponseWriter, r *http.Request, s session) {
+	c.mux.Handle("GET /console/ops", c.page(domain.RoleReader, c.ops))
+	c.mux.Handle("POST /console/ops/verify", c.post(domain.RoleAuditor, c.verify))
+	c.mux.Handle("POST /console/applicants/{id}/erase", c.post(domain.RoleAdmin, c.erase))
+	c.mux.Handle("/console/", c.page(domain.RoleReader, func(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, &s, domain.E("path", domain.KindNotFound, "no console page "+quote(r.URL.Path)))
 	}))
 }
@@ -39,7 +39,7 @@ type sessionHandler func(w http.ResponseWriter, r *http.Request, s session)
 
 // page runs h for requests with a session whose role allows need. Without one (none,
 // expired, forged, signed out) it redirects to sign-in, coming back here afterwards.
-func (c *Console) page(need Role, h sessionHandler) http.Handler {
+func (c *Console) page(need domain.Role, h sessionHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, ok := c.sessionOf(r)
 		if !ok {
@@ -56,7 +56,7 @@ func (c *Console) page(need Role, h sessionHandler) http.Handler {
 }
 
 // post is page for form POSTs: also the body bounded and the session's CSRF token.
-func (c *Console) post(need Role, h sessionHandler) http.Handler {
+func (c *Console) post(need domain.Role, h sessionHandler) http.Handler {
 	return c.page(need, func(w http.ResponseWriter, r *http.Request, s session) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 		if err := r.ParseForm(); err != nil {
@@ -262,7 +262,7 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, &s, err)
 		return
 	}
-	auditor := s.Role.Allows(RoleAuditor)
+	auditor := s.Role.Allows(domain.RoleAuditor)
 	if hasAsOf && !auditor {
 		c.fail(w, r, &s, domain.E("seq", domain.KindForbidden, "point-in-time state needs the auditor role"))
 		return

@@ -75,7 +75,7 @@ var funcs = template.FuncMap{
 		}
 		return string(b)
 	},
-	"allows": func(p *Principal, need Role) bool { return p != nil && p.Role.Allows(need) },
+	"allows": func(p *Principal, need domain.Role) bool { return p != nil && p.Role.Allows(need) },
 }
 
 func parsePages() (pages, error) {

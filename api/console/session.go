@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kycstate/kycstate/domain"
 	"go.uber.org/zap"
 )
 
@@ -58,10 +59,10 @@ var b64 = base64.RawURLEncoding
 // session is what the cookie carries: who signed in, until when, and a random id that
 // CSRF tokens and sign-out are tied to. Never the token.
 type session struct {
-	Name    string `json:"n"`
-	Role    Role   `json:"r"`
-	Expires int64  `json:"e"` // Unix seconds
-	ID      string `json:"s"` // 16 random bytes, hex
+	Name    string      `json:"n"`
+	Role    domain.Role `json:"r"`
+	Expires int64       `json:"e"` // Unix seconds
+	ID      string      `json:"s"` // 16 random bytes, hex
 }
 
 func (s session) principal() Principal { return Principal{Name: s.Name, Role: s.Role} }
