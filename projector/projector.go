@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/clock"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
@@ -154,10 +155,8 @@ func (p *Projector) Run(ctx context.Context) error {
 		p.failures.Inc()
 		p.lg.Error("projection stalled, retrying from checkpoint",
 			zap.Uint64("checkpoint", p.proj.Checkpoint()), zap.Duration("retryIn", backoff), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
+		if err := clock.Sleep(ctx, backoff); err != nil {
+			return err
 		}
 		backoff = min(backoff*2, p.cfg.RetryMax)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/clock"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -415,18 +416,7 @@ func (a *appState) wait(ctx context.Context, rate float64, notBefore time.Time) 
 	}
 	a.next = at.Add(time.Duration(float64(time.Second) / rate))
 	a.mu.Unlock()
-	d := time.Until(at)
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return clock.Sleep(ctx, time.Until(at))
 }
 
 // status returns why the app's sweep is stopped ("" if it is not) and until when it is

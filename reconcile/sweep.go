@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/clock"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"go.uber.org/zap"
 )
@@ -352,7 +353,7 @@ func (r *Reconciler) Run(ctx context.Context, leases *eventlog.Leases, opt RunOp
 		case ctx.Err() == nil:
 			r.log.Warn("reconcile lease bucket not answering", zap.Error(err))
 		}
-		if sleepCtx(ctx, retry) != nil {
+		if clock.Sleep(ctx, retry) != nil {
 			return ctx.Err()
 		}
 	}
@@ -433,19 +434,8 @@ func (r *Reconciler) hold(ctx context.Context, lease *eventlog.Lease, ttl time.D
 			r.log.Warn("sweep failed; retried at the next period", zap.Error(err))
 		}
 		setLatest(prog)
-		if sleepCtx(hctx, r.cfg.Every) != nil {
+		if clock.Sleep(hctx, r.cfg.Every) != nil {
 			return
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

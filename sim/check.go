@@ -11,6 +11,7 @@ import (
 
 	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/clock"
 )
 
 // check waits until the read API has applied rep.MaxSeq, then compares every applicant
@@ -117,7 +118,7 @@ func (r *runner) waitCaughtUp(ctx context.Context, probe domain.ApplicantID, seq
 		if r.lastSeen.Load() >= seq {
 			return nil
 		}
-		if sleep(ctx, 100*time.Millisecond) != nil {
+		if clock.Sleep(ctx, 100*time.Millisecond) != nil {
 			break
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/clock"
 	"github.com/kycstate/kycstate/internal/httperr"
 )
 
@@ -319,7 +320,7 @@ func (r *runner) send(ctx context.Context, s sealed, forged bool, res *result) (
 		res.retries++
 		backoff := min(5*time.Second, 20*time.Millisecond<<(attempt-1))
 		backoff += time.Duration(mrand.Int64N(int64(backoff)/2 + 1))
-		if err := sleep(ctx, backoff); err != nil {
+		if err := clock.Sleep(ctx, backoff); err != nil {
 			return a, err
 		}
 	}

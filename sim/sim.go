@@ -30,6 +30,7 @@ import (
 	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/clock"
 )
 
 // Config says what to simulate and against which service.
@@ -323,21 +324,7 @@ func (p *pacer) wait(ctx context.Context) error {
 	at := p.next
 	p.next = p.next.Add(p.interval)
 	p.mu.Unlock()
-	return sleep(ctx, time.Until(at))
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return clock.Sleep(ctx, time.Until(at))
 }
 
 func randHex(n int) string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/clock"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -231,12 +232,7 @@ func (l *EventLog) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAc
 	defer cancel()
 	resp, err := l.conn.NC.RequestMsgWithContext(ctx, msg)
 	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < publishRetries; r++ {
-		t := time.NewTimer(publishRetryWait)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+		_ = clock.Sleep(ctx, publishRetryWait) // a cancelled ctx fails the request that follows
 		resp, err = l.conn.NC.RequestMsgWithContext(ctx, msg)
 	}
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/clock"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -190,7 +191,7 @@ func (s *scanner[T]) run(ctx context.Context) error {
 			s.l.log.Debug("ordered read failed again; resuming", zap.String("op", s.sp.op),
 				zap.Uint64("next", s.next), zap.Int("failures", failures), zap.Error(err))
 		}
-		if werr := sleepCtx(ctx, backoff(failures, s.sp.bounded())); werr != nil {
+		if werr := clock.Sleep(ctx, backoff(failures, s.sp.bounded())); werr != nil {
 			return werr
 		}
 	}
@@ -404,17 +405,6 @@ func backoff(failures int, bounded bool) time.Duration {
 	}
 	d := 50 * time.Millisecond << min(failures, 10)
 	return min(d, limit)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // AppKeyOf returns the app an applicant's events are stored under (the last event's,
