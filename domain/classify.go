@@ -15,6 +15,8 @@ func (p Provider) Classify(t EventType, providerStatus string) (Class, Status) {
 		return t.Class(), s
 	case ProviderVeriff:
 		return classifyVeriff(t, providerStatus)
+	case ProviderOnfido:
+		return classifyOnfido(t, providerStatus)
 	}
 	return ClassUnknown, StatusNone
 }

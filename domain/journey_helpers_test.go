@@ -126,6 +126,7 @@ func TestJourneysReachEveryClassifiedStatus(t *testing.T) {
 		journey fsm.Events
 	}{
 		{ProviderVeriff, veriffClassifyTable, journeyVeriff()},
+		{ProviderOnfido, onfidoClassifyTable, journeyOnfido()},
 	} {
 		reached := map[Status]bool{}
 		for _, row := range parseClassifyTable(t, c.table) {
