@@ -738,3 +738,122 @@ func TestReadsDuringApply(t *testing.T) {
 		}
 	}
 }
+
+// A limit cuts every index lookup to the first applicants in id order, whichever index
+// it walks.
+func TestIndexLookupLimits(t *testing.T) {
+	events := genLog(5, 120, 2000)
+	exp := foldLog(events)
+	dir := t.TempDir()
+	clear := mustOpen(t, filepath.Join(dir, "clear.db"), Options{})
+	applyBatches(t, clear, events, 5, 50)
+	sealed := mustOpen(t, filepath.Join(dir, "sealed.db"), Options{})
+	applyBatches(t, sealed, sealLog(events), 5, 50)
+
+	byExt := map[domain.ExternalUserID][]domain.ApplicantID{}
+	for id, st := range exp.states {
+		if st.ExternalUserID != "" {
+			byExt[st.ExternalUserID] = append(byExt[st.ExternalUserID], id)
+		}
+	}
+	checked := 0
+	for ext, want := range byExt {
+		if len(want) < 2 {
+			continue
+		}
+		checked++
+		slices.Sort(want)
+		for n := 1; n <= len(want)+1; n++ {
+			got, err := clear.ByExternalUserID(ext, "", n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ids := stateIDs(got); !slices.Equal(ids, want[:min(n, len(want))]) {
+				t.Fatalf("ByExternalUserID(%s, limit %d) = %v, want the first of %v", ext, n, ids, want)
+			}
+			index := func(app domain.AppKey) domain.ExternalUserIndex { return testIndex(app, ext) }
+			got, err = sealed.ByExternalUserIndex(index, "", n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ids := stateIDs(got); !slices.Equal(ids, want[:min(n, len(want))]) {
+				t.Fatalf("ByExternalUserIndex(%s, limit %d) = %v, want the first of %v", ext, n, ids, want)
+			}
+		}
+	}
+	if checked < 5 {
+		t.Fatalf("only %d externalUserIds with several applicants", checked)
+	}
+}
+
+func stateIDs(sts []domain.State) []domain.ApplicantID {
+	ids := make([]domain.ApplicantID, len(sts))
+	for i, st := range sts {
+		ids[i] = st.ApplicantID
+	}
+	return ids
+}
+
+// An externalUserId may hold a 0x00, so a key under "user-1" 0x00 that names no applicant
+// belongs to a longer id and is passed over; a status holds none, so there it is damage,
+// as is an entry of either index naming an applicant without a state.
+func TestIndexEntriesThatNameNoApplicant(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	events := genLog(9, 40, 400)
+	exp := foldLog(events)
+	p := mustOpen(t, path, Options{})
+	applyBatches(t, p, events, 9, 50)
+	var someone domain.State
+	for _, st := range exp.states {
+		if st.ExternalUserID != "" && st.Status == domain.StatusApproved {
+			someone = st
+			break
+		}
+	}
+	if someone.ApplicantID == "" {
+		t.Fatal("no approved applicant with an externalUserId")
+	}
+	before, err := p.ByExternalUserID(someone.ExternalUserID, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketExt).Put(indexKey(string(someone.ExternalUserID)+"\x00longer", "an-id"), []byte(someone.AppKey))
+	})
+	p = mustOpen(t, path, Options{})
+	after, err := p.ByExternalUserID(someone.ExternalUserID, "", 0)
+	if err != nil || !slices.Equal(stateIDs(after), stateIDs(before)) {
+		t.Fatalf("with a longer id's entry: %v, %v; want %v", stateIDs(after), err, stateIDs(before))
+	}
+	p.Close()
+
+	damage := []struct {
+		name   string
+		bucket []byte
+		key    []byte
+		lookup func(*Projection) error
+		want   string
+	}{
+		{"status key naming no applicant", bucketStatus, indexKey(string(domain.StatusApproved), "a\x00b"),
+			func(p *Projection) error { _, _, err := p.ByStatus(domain.StatusApproved, "", 0); return err }, "status index key"},
+		{"status entry of an unknown applicant", bucketStatus, indexKey(string(domain.StatusApproved), "no-such-applicant"),
+			func(p *Projection) error { _, _, err := p.ByStatus(domain.StatusApproved, "", 0); return err }, "status index names unknown applicant"},
+		{"ext entry of an unknown applicant", bucketExt, indexKey(string(someone.ExternalUserID), "no-such-applicant"),
+			func(p *Projection) error { _, err := p.ByExternalUserID(someone.ExternalUserID, "", 0); return err }, "ext index names unknown applicant"},
+	}
+	for _, d := range damage {
+		t.Run(d.name, func(t *testing.T) {
+			rawUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(d.bucket).Put(d.key, []byte(someone.AppKey)) })
+			defer rawUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(d.bucket).Delete(d.key) })
+			p := mustOpen(t, path, Options{})
+			defer p.Close()
+			err := d.lookup(p)
+			if !isKind(err, domain.KindInternal) || !strings.Contains(err.Error(), d.want) {
+				t.Fatalf("lookup: %v; want KindInternal saying %q", err, d.want)
+			}
+		})
+	}
+}

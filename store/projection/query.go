@@ -81,26 +81,9 @@ func (p *Projection) ByExternalUserID(ext domain.ExternalUserID, app domain.AppK
 	}
 	var out []domain.State
 	err := p.view(op, func(tx *bolt.Tx) error {
-		prefix := indexKey(string(ext), "")
-		c := tx.Bucket(bucketExt).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			id, ok := indexID(k, prefix)
-			if !ok || (app != "" && string(v) != string(app)) {
-				continue
-			}
-			st, found, err := getState(tx, id)
-			if err != nil {
-				return err
-			}
-			if !found {
-				return fmt.Errorf("%w: ext index names unknown applicant %s", errCorruptValue, id)
-			}
-			out = append(out, st.State)
-			if limit > 0 && len(out) == limit {
-				break
-			}
-		}
-		return nil
+		var err error
+		out, _, err = indexScan{b: tx.Bucket(bucketExt), name: "ext", value: string(ext), app: app, limit: limit}.run(tx)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -130,23 +113,12 @@ func (p *Projection) ByExternalUserIndex(index func(domain.AppKey) domain.Extern
 		}); err != nil {
 			return err
 		}
-		c := b.Cursor()
 		for _, a := range keys {
-			prefix := indexKey(string(index(a)), "")
-			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-				id, ok := indexID(k, prefix)
-				if !ok || string(v) != string(a) {
-					continue
-				}
-				st, found, err := getState(tx, id)
-				if err != nil {
-					return err
-				}
-				if !found {
-					return fmt.Errorf("%w: ext index names unknown applicant %s", errCorruptValue, id)
-				}
-				out = append(out, st.State)
+			found, _, err := indexScan{b: b, name: "ext", value: string(index(a)), app: a}.run(tx)
+			if err != nil {
+				return err
 			}
+			out = append(out, found...)
 		}
 		return nil
 	})
@@ -211,31 +183,10 @@ func (p *Projection) ByStatus(s domain.Status, cursor domain.ApplicantID, limit 
 		next domain.ApplicantID
 	)
 	err := p.view(op, func(tx *bolt.Tx) error {
-		prefix := indexKey(string(s), "")
-		c := tx.Bucket(bucketStatus).Cursor()
-		k, _ := c.Seek(indexKey(string(s), cursor))
-		if cursor != "" && k != nil && bytes.Equal(k, indexKey(string(s), cursor)) {
-			k, _ = c.Next()
-		}
-		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			id, ok := indexID(k, prefix)
-			if !ok {
-				return fmt.Errorf("%w: status index key %q", errCorruptValue, k)
-			}
-			if limit > 0 && len(out) == limit {
-				next = out[len(out)-1].ApplicantID
-				break
-			}
-			st, found, err := getState(tx, id)
-			if err != nil {
-				return err
-			}
-			if !found {
-				return fmt.Errorf("%w: status index names unknown applicant %s", errCorruptValue, id)
-			}
-			out = append(out, st.State)
-		}
-		return nil
+		var err error
+		out, next, err = indexScan{b: tx.Bucket(bucketStatus), name: "status", value: string(s), after: cursor,
+			strict: true, limit: limit}.run(tx)
+		return err
 	})
 	if err != nil {
 		return nil, "", err
@@ -405,4 +356,55 @@ func seqsAfter(b *bolt.Bucket, after uint64, limit int) ([]uint64, bool, error) 
 		out = append(out, s)
 	}
 	return out, false, nil
+}
+
+// indexScan is one walk of an index bucket whose keys are indexKey(value, applicantId)
+// (ext and extIndex, whose entries hold the appKey; status, whose entries are empty): the
+// applicants filed under one value, in applicant id order, each answered with its state.
+type indexScan struct {
+	b     *bolt.Bucket
+	name  string             // the index, as a damaged entry's error names it
+	value string             // the indexed value
+	after domain.ApplicantID // start after this applicant; "" from the first
+	app   domain.AppKey      // if set, only the entries that hold this appKey
+	// strict makes a key under the value that names no applicant damage. Otherwise it is
+	// an entry of a longer value that starts with this one and a 0x00 (an externalUserId
+	// may hold one), and is skipped.
+	strict bool
+	limit  int // at most this many states; all when <= 0
+}
+
+// run returns the states and the cursor to go on from: the last applicant returned when
+// the limit cut the walk short before another entry, else "". An entry naming an
+// applicant without a state is damage.
+func (s indexScan) run(tx *bolt.Tx) ([]domain.State, domain.ApplicantID, error) {
+	var out []domain.State
+	prefix := indexKey(s.value, "")
+	from := indexKey(s.value, s.after)
+	c := s.b.Cursor()
+	k, v := c.Seek(from)
+	if s.after != "" && k != nil && bytes.Equal(k, from) {
+		k, v = c.Next()
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		id, ok := indexID(k, prefix)
+		if !ok && s.strict {
+			return nil, "", fmt.Errorf("%w: %s index key %q", errCorruptValue, s.name, k)
+		}
+		if !ok || (s.app != "" && string(v) != string(s.app)) {
+			continue
+		}
+		if s.limit > 0 && len(out) == s.limit {
+			return out, out[len(out)-1].ApplicantID, nil
+		}
+		st, found, err := getState(tx, id)
+		if err != nil {
+			return nil, "", err
+		}
+		if !found {
+			return nil, "", fmt.Errorf("%w: %s index names unknown applicant %s", errCorruptValue, s.name, id)
+		}
+		out = append(out, st.State)
+	}
+	return out, "", nil
 }
