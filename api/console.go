@@ -10,6 +10,7 @@ import (
 	"slices"
 	"unicode/utf8"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/api/console"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/httperr"
@@ -89,17 +90,8 @@ func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as c
 	return b.s.openState(ctx, st)
 }
 
-func (b consoleBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) ([]domain.Record, bool, error) {
-	recs, next, err := b.s.proj.History(id, after, limit)
-	if err != nil {
-		return nil, false, err
-	}
-	if len(recs) == 0 {
-		if _, err := b.State(ctx, id); err != nil {
-			return nil, false, err // an empty page of an unknown applicant is a 404, as in handleHistory
-		}
-	}
-	return recs, next != 0 && len(recs) > 0, nil
+func (b consoleBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) (client.History, error) {
+	return b.s.history(id, after, min(limit, maxLimit))
 }
 
 func (b consoleBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error) {
@@ -121,17 +113,8 @@ func (b consoleBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, l
 	return states, nil
 }
 
-func (b consoleBackend) Anomalies(ctx context.Context, after uint64, limit int) ([]domain.Record, bool, error) {
-	recs, next, err := b.s.proj.Anomalies(after, min(limit, maxLimit))
-	if err != nil {
-		return nil, false, err
-	}
-	for i, r := range recs {
-		if recs[i].ExternalUserID, err = b.s.openedID(ctx, r.AppKey, r.ApplicantID, r.ExternalUserID, r.SealedExternalUserID); err != nil {
-			return nil, false, err
-		}
-	}
-	return recs, next != 0 && len(recs) > 0, nil
+func (b consoleBackend) Anomalies(ctx context.Context, after uint64, limit int) (client.Anomalies, error) {
+	return b.s.anomalies(ctx, after, min(limit, maxLimit))
 }
 
 func (b consoleBackend) Changes(ctx context.Context, after uint64, limit int) ([]domain.Change, error) {

@@ -176,30 +176,41 @@ func (s *server) handleHistory() http.Handler {
 		if err != nil {
 			return err
 		}
-		recs, next, err := s.proj.History(domain.ApplicantID(id), after, limit)
+		v, err := s.history(domain.ApplicantID(id), after, limit)
 		if err != nil {
 			return err
-		}
-		if len(recs) == 0 {
-			// An empty page of a known applicant is an answer; of an unknown one, a 404.
-			_, found, err := s.proj.State(domain.ApplicantID(id))
-			if err != nil {
-				return err
-			}
-			if !found {
-				return errParam("id", domain.KindNotFound, "no applicant "+id)
-			}
-		}
-		v := client.History{ApplicantID: domain.ApplicantID(id), Events: make([]client.Event, len(recs))}
-		for i, rec := range recs {
-			v.Events[i] = newEventView(rec)
-		}
-		if next != 0 && len(recs) > 0 {
-			v.Next = uintPtr(recs[len(recs)-1].Seq)
 		}
 		writeJSON(w, http.StatusOK, v)
 		return nil
 	})
+}
+
+// history is one page of id's history, up to limit events after sequence after, as the
+// route answers it and the console shows it. Errors: KindNotFound for an unknown
+// applicant.
+func (s *server) history(id domain.ApplicantID, after uint64, limit int) (client.History, error) {
+	recs, next, err := s.proj.History(id, after, limit)
+	if err != nil {
+		return client.History{}, err
+	}
+	if len(recs) == 0 {
+		// An empty page of a known applicant is an answer; of an unknown one, a 404.
+		_, found, err := s.proj.State(id)
+		if err != nil {
+			return client.History{}, err
+		}
+		if !found {
+			return client.History{}, errParam("id", domain.KindNotFound, "no applicant "+string(id))
+		}
+	}
+	v := client.History{ApplicantID: id, Events: make([]client.Event, len(recs))}
+	for i, rec := range recs {
+		v.Events[i] = newEventView(rec)
+	}
+	if next != 0 && len(recs) > 0 {
+		v.Next = uintPtr(recs[len(recs)-1].Seq)
+	}
+	return v, nil
 }
 
 // handleApplicants answers GET /v1/applicants?externalUserId=X[&appKey=K] and
@@ -299,21 +310,31 @@ func (s *server) handleAnomalies() http.Handler {
 		if err != nil {
 			return err
 		}
-		recs, next, err := s.proj.Anomalies(cursor, limit)
+		v, err := s.anomalies(r.Context(), cursor, limit)
 		if err != nil {
 			return err
-		}
-		views, err := s.anomalyViews(r.Context(), recs)
-		if err != nil {
-			return err
-		}
-		v := client.Anomalies{Anomalies: views}
-		if next != 0 && len(recs) > 0 {
-			v.Next = uintPtr(recs[len(recs)-1].Seq)
 		}
 		writeJSON(w, http.StatusOK, v)
 		return nil
 	})
+}
+
+// anomalies is one page of irregular events, up to limit after sequence after, as the
+// route answers it and the console shows it: externalUserIds opened.
+func (s *server) anomalies(ctx context.Context, after uint64, limit int) (client.Anomalies, error) {
+	recs, next, err := s.proj.Anomalies(after, limit)
+	if err != nil {
+		return client.Anomalies{}, err
+	}
+	views, err := s.anomalyViews(ctx, recs)
+	if err != nil {
+		return client.Anomalies{}, err
+	}
+	v := client.Anomalies{Anomalies: views}
+	if next != 0 && len(recs) > 0 {
+		v.Next = uintPtr(recs[len(recs)-1].Seq)
+	}
+	return v, nil
 }
 
 // handleChanges answers GET /v1/changes?after=SEQ&limit=N&wait=S: status changes after

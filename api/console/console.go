@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"go.uber.org/zap"
 )
@@ -64,15 +65,16 @@ type Backend interface {
 	// the applicant had no events by then; KindUnprocessable for a history too long to
 	// fold on request.
 	StateAt(ctx context.Context, id domain.ApplicantID, as AsOf) (domain.State, error)
-	// History returns up to limit records of id with a sequence above after, in stream
-	// order, and whether more follow. Errors: KindNotFound for an unknown applicant.
-	History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) ([]domain.Record, bool, error)
+	// History returns a page of id's history as GET /v1/applicants/{id}/history answers
+	// it: up to limit events with a sequence above after, in stream order, and Next set
+	// when more follow. Errors: KindNotFound for an unknown applicant.
+	History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) (client.History, error)
 	// Lookup returns the applicants (of any app) with this externalUserId, at most limit.
 	// Errors: KindInvalid for an empty or oversized id.
 	Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error)
-	// Anomalies returns up to limit irregular events with a sequence above after, in
-	// stream order, and whether more follow.
-	Anomalies(ctx context.Context, after uint64, limit int) ([]domain.Record, bool, error)
+	// Anomalies returns a page of irregular events as GET /v1/anomalies answers it: up to
+	// limit with a sequence above after, in stream order, and Next set when more follow.
+	Anomalies(ctx context.Context, after uint64, limit int) (client.Anomalies, error)
 	// Changes returns up to limit status changes with a sequence above after, in stream
 	// order.
 	Changes(ctx context.Context, after uint64, limit int) ([]domain.Change, error)

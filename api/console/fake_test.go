@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -65,16 +66,21 @@ func (f *fakeBackend) states() map[domain.ApplicantID]domain.State {
 	}
 }
 
-func (f *fakeBackend) records(id domain.ApplicantID) []domain.Record {
+func str(s string) *string { return &s }
+
+// events is an applicant's history as the API answers it.
+func (f *fakeBackend) events(id domain.ApplicantID) []client.Event {
 	switch id {
 	case idOne:
-		return []domain.Record{
-			{Seq: 1, ApplicantID: idOne, ExternalUserID: "user-1", Type: domain.EventCreated, Outcome: domain.OutcomeApplied, To: domain.StatusInit, EventAt: t0, ReceivedAt: t0},
-			{Seq: 3, ApplicantID: idOne, ExternalUserID: "user-1", Type: domain.EventApproved, Outcome: domain.OutcomeIrregular, From: domain.StatusInit, To: domain.StatusApproved, EventAt: t0.Add(time.Minute), ReceivedAt: t0.Add(time.Minute)},
+		return []client.Event{
+			{Seq: 1, Type: domain.EventCreated, Origin: domain.OriginWebhook, Outcome: domain.OutcomeApplied, To: str("INIT"),
+				EventAt: client.Time(t0), ReceivedAt: client.Time(t0), Warnings: []string{}},
+			{Seq: 3, Type: domain.EventApproved, Origin: domain.OriginWebhook, Outcome: domain.OutcomeIrregular, From: str("INIT"), To: str("APPROVED"),
+				EventAt: client.Time(t0.Add(time.Minute)), ReceivedAt: client.Time(t0.Add(time.Minute)), Warnings: []string{}},
 		}
 	case idTwo:
-		return []domain.Record{{Seq: 2, ApplicantID: idTwo, ExternalUserID: hostile, Type: hostile, StepName: hostile, Warnings: []string{hostile},
-			Outcome: domain.OutcomeUnknown, EventAt: t0, ReceivedAt: t0, EventAtSource: hostile}}
+		return []client.Event{{Seq: 2, Type: hostile, Origin: domain.OriginWebhook, StepName: str(hostile), Warnings: []string{hostile},
+			Outcome: domain.OutcomeUnknown, EventAt: client.Time(t0), ReceivedAt: client.Time(t0), EventAtSource: hostile}}
 	}
 	return nil
 }
@@ -101,17 +107,17 @@ func (f *fakeBackend) StateAt(ctx context.Context, id domain.ApplicantID, as AsO
 	return st, nil
 }
 
-func (f *fakeBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) ([]domain.Record, bool, error) {
+func (f *fakeBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) (client.History, error) {
 	if _, err := f.State(ctx, id); err != nil {
-		return nil, false, err
+		return client.History{}, err
 	}
-	var out []domain.Record
-	for _, r := range f.records(id) {
-		if r.Seq > after && len(out) < limit {
-			out = append(out, r)
+	h := client.History{ApplicantID: id, Events: []client.Event{}}
+	for _, e := range f.events(id) {
+		if e.Seq > after && len(h.Events) < limit {
+			h.Events = append(h.Events, e)
 		}
 	}
-	return out, false, nil
+	return h, nil
 }
 
 func (f *fakeBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error) {
@@ -127,14 +133,17 @@ func (f *fakeBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, lim
 	return out, nil
 }
 
-func (f *fakeBackend) Anomalies(ctx context.Context, after uint64, limit int) ([]domain.Record, bool, error) {
-	var out []domain.Record
-	for _, r := range append(f.records(idOne), f.records(idTwo)...) {
-		if r.Seq > after && (r.Outcome == domain.OutcomeIrregular || r.Outcome == domain.OutcomeUnknown) {
-			out = append(out, r)
+func (f *fakeBackend) Anomalies(ctx context.Context, after uint64, limit int) (client.Anomalies, error) {
+	page := client.Anomalies{Anomalies: []client.Anomaly{}}
+	for _, id := range []domain.ApplicantID{idOne, idTwo} {
+		st := f.states()[id]
+		for _, e := range f.events(id) {
+			if e.Seq > after && (e.Outcome == domain.OutcomeIrregular || e.Outcome == domain.OutcomeUnknown) {
+				page.Anomalies = append(page.Anomalies, client.Anomaly{ApplicantID: id, ExternalUserID: str(string(st.ExternalUserID)), Event: e})
+			}
 		}
 	}
-	return out, false, nil
+	return page, nil
 }
 
 func (f *fakeBackend) Changes(ctx context.Context, after uint64, limit int) ([]domain.Change, error) {

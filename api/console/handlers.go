@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"go.uber.org/zap"
 )
@@ -223,20 +224,20 @@ type applicantData struct {
 	AsOf    *AsOf // nil: current state
 	SeqIn   string
 	AtIn    string
-	History []domain.Record // nil for a reader
-	After   uint64          // the page's ?after
-	Next    uint64          // 0: last page
+	History []client.Event // nil for a reader
+	After   uint64         // the page's ?after
+	Next    uint64         // 0: last page
 }
 
-// Included reports whether r is part of the state shown (all of it without an as-of).
-func (d *applicantData) Included(r domain.Record) bool {
+// Included reports whether e is part of the state shown (all of it without an as-of).
+func (d *applicantData) Included(e client.Event) bool {
 	switch {
 	case d.AsOf == nil:
 		return true
 	case d.AsOf.Seq != 0:
-		return r.Seq <= d.AsOf.Seq
+		return e.Seq <= d.AsOf.Seq
 	}
-	return !r.ReceivedAt.After(d.AsOf.Time)
+	return !e.ReceivedAt.Time().After(d.AsOf.Time)
 }
 
 // applicant shows one applicant: the state (current, or as of ?seq / ?at for auditors)
@@ -284,14 +285,14 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
 		return
 	}
 	if auditor {
-		var more bool
-		d.History, more, err = c.b.History(ctx, id, after, pageSize)
+		h, err := c.b.History(ctx, id, after, pageSize)
 		if err != nil {
 			c.fail(w, r, &s, err)
 			return
 		}
-		if more && len(d.History) > 0 {
-			d.Next = d.History[len(d.History)-1].Seq
+		d.History = h.Events
+		if h.Next != nil {
+			d.Next = *h.Next
 		}
 	}
 	v := c.base(s, "Applicant "+string(id), "search")
@@ -300,11 +301,11 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
 }
 
 type listData struct {
-	Records []domain.Record
-	Changes []domain.Change
-	After   uint64
-	Next    uint64 // 0: no further page known
-	Latest  uint64 // the checkpoint, for "follow from now"
+	Anomalies []client.Anomaly
+	Changes   []domain.Change
+	After     uint64
+	Next      uint64 // 0: no further page known
+	Latest    uint64 // the checkpoint, for "follow from now"
 }
 
 func (c *Console) anomalies(w http.ResponseWriter, r *http.Request, s session) {
@@ -318,14 +319,14 @@ func (c *Console) anomalies(w http.ResponseWriter, r *http.Request, s session) {
 		c.fail(w, r, &s, err)
 		return
 	}
-	recs, more, err := c.b.Anomalies(r.Context(), after, pageSize)
+	page, err := c.b.Anomalies(r.Context(), after, pageSize)
 	if err != nil {
 		c.fail(w, r, &s, err)
 		return
 	}
-	d := listData{Records: recs, After: after}
-	if more && len(recs) > 0 {
-		d.Next = recs[len(recs)-1].Seq
+	d := listData{Anomalies: page.Anomalies, After: after}
+	if page.Next != nil {
+		d.Next = *page.Next
 	}
 	v := c.base(s, "Irregular events", "anomalies")
 	v.Data = &d

@@ -50,6 +50,14 @@ func statusText(s domain.Status) string {
 	return string(s)
 }
 
+// wireStatus shows a status in the API's form, where null is none.
+func wireStatus(s *string) string {
+	if s == nil {
+		return statusText(domain.StatusNone)
+	}
+	return *s
+}
+
 // pages are the parsed templates, one set per page, each with the shared layout.
 type pages map[string]*template.Template
 
@@ -60,16 +68,18 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format(time.RFC3339Nano)
 	},
-	"status": statusText,
+	"status":     statusText,
+	"wireStatus": wireStatus,
 	"ext": func(e domain.ExternalUserID) string {
 		if e == "" {
 			return "—"
 		}
 		return string(e)
 	},
-	// record is a history record as indented JSON, for the auditor's raw view.
-	"record": func(r domain.Record) string {
-		b, err := json.MarshalIndent(r, "", "  ")
+	// wire is a value as indented JSON: a history event as the API answers it, for the
+	// auditor's raw view.
+	"wire": func(v any) string {
+		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return err.Error()
 		}
