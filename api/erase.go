@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -16,19 +15,6 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"go.uber.org/zap"
 )
-
-// Keys opens sealed externalUserIds at the edge and hashes externalUserIds for lookups
-// (DESIGN.md section 11): the projection holds neither a key nor an id in clear. The
-// event log's key ring (eventlog.Keyring) implements it.
-type Keys interface {
-	// OpenExternalUserID opens a sealed id of applicant (app, id). Errors: KindNotFound
-	// when the applicant's key is destroyed or was never made (the id is gone: shown as
-	// null); KindUnavailable when the key store does not answer; KindInternal when the
-	// value does not open (tampered, or moved from another applicant).
-	OpenExternalUserID(ctx context.Context, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error)
-	// Index is the blind index of (app, ext), as the sealed events carry it.
-	Index(app domain.AppKey, ext domain.ExternalUserID) domain.ExternalUserIndex
-}
 
 // EraseFunc erases an applicant (DESIGN.md section 11): it appends applicantErased
 // (origin operator, by and reason in its payload) and then destroys the data key. It
@@ -112,119 +98,4 @@ func readReason(w http.ResponseWriter, r *http.Request) (string, error) {
 		return "", errParam("reason", domain.KindInvalid, fmt.Sprintf("longer than %d characters", maxReasonChars))
 	}
 	return reason, nil
-}
-
-// externalUserID returns the id to show for a state: in clear (an applicant whose latest
-// id came in a version 1 event), opened from its sealed form, or null (none, or erased).
-func (s *server) externalUserID(ctx context.Context, app domain.AppKey, id domain.ApplicantID, clear domain.ExternalUserID, sealed domain.SealedExternalUserID) (*string, error) {
-	if clear != "" {
-		return strPtr(clear), nil
-	}
-	if sealed == "" {
-		return nil, nil
-	}
-	if s.keys == nil {
-		return nil, domain.E("api.externalUserId", domain.KindUnavailable, "this node has no key ring to open externalUserIds")
-	}
-	ext, err := s.keys.OpenExternalUserID(ctx, app, id, sealed)
-	if domain.KindOf(err) == domain.KindNotFound {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return strPtr(ext), nil
-}
-
-// stateView is newStateView with the externalUserId opened.
-func (s *server) stateView(ctx context.Context, st domain.State) (client.State, error) {
-	v := newStateView(st)
-	ext, err := s.externalUserID(ctx, st.AppKey, st.ApplicantID, st.ExternalUserID, st.SealedExternalUserID)
-	v.ExternalUserID = ext
-	return v, err
-}
-
-func (s *server) stateViews(ctx context.Context, ss []domain.State) ([]client.State, error) {
-	out := make([]client.State, len(ss))
-	for i, st := range ss {
-		v, err := s.stateView(ctx, st)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = v
-	}
-	return out, nil
-}
-
-// openState fills st.ExternalUserID from its sealed form, for the console, which shows
-// domain states.
-func (s *server) openState(ctx context.Context, st domain.State) (domain.State, error) {
-	var err error
-	st.ExternalUserID, err = s.openedID(ctx, st.AppKey, st.ApplicantID, st.ExternalUserID, st.SealedExternalUserID)
-	return st, err
-}
-
-// openedID is externalUserID in the domain's form, for the console's rows: "" for none,
-// or for an erased applicant's.
-func (s *server) openedID(ctx context.Context, app domain.AppKey, id domain.ApplicantID,
-	clear domain.ExternalUserID, sealed domain.SealedExternalUserID) (domain.ExternalUserID, error) {
-	ext, err := s.externalUserID(ctx, app, id, clear, sealed)
-	if ext == nil || err != nil {
-		return "", err
-	}
-	return domain.ExternalUserID(*ext), nil
-}
-
-// byExternalUserID finds the applicants of ext (of app, if not empty): those whose id is
-// in clear through the clear index, those whose id is sealed through the blind index,
-// each blind match checked by opening its id. In applicant id order, at most limit.
-func (s *server) byExternalUserID(ctx context.Context, ext domain.ExternalUserID, app domain.AppKey, limit int) ([]domain.State, error) {
-	out, err := s.proj.ByExternalUserID(ext, app, limit)
-	if err != nil || s.keys == nil {
-		return out, err
-	}
-	blind, err := s.proj.ByExternalUserIndex(func(a domain.AppKey) domain.ExternalUserIndex { return s.keys.Index(a, ext) }, app, limit)
-	if err != nil {
-		return nil, err
-	}
-	for _, st := range blind {
-		got, err := s.externalUserID(ctx, st.AppKey, st.ApplicantID, "", st.SealedExternalUserID)
-		if err != nil {
-			return nil, err
-		}
-		if got != nil && *got == string(ext) {
-			st.ExternalUserID = ext
-			out = append(out, st)
-		}
-	}
-	slices.SortFunc(out, func(a, b domain.State) int { return strings.Compare(string(a.ApplicantID), string(b.ApplicantID)) })
-	out = slices.CompactFunc(out, func(a, b domain.State) bool { return a.ApplicantID == b.ApplicantID })
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
-}
-
-func (s *server) changeViews(ctx context.Context, cs []domain.Change) ([]client.Change, error) {
-	out := newChangeViews(cs)
-	for i, c := range cs {
-		ext, err := s.externalUserID(ctx, c.AppKey, c.ApplicantID, c.ExternalUserID, c.SealedExternalUserID)
-		if err != nil {
-			return nil, err
-		}
-		out[i].ExternalUserID = ext
-	}
-	return out, nil
-}
-
-func (s *server) anomalyViews(ctx context.Context, rs []domain.Record) ([]client.Anomaly, error) {
-	out := newAnomalyViews(rs)
-	for i, r := range rs {
-		ext, err := s.externalUserID(ctx, r.AppKey, r.ApplicantID, r.ExternalUserID, r.SealedExternalUserID)
-		if err != nil {
-			return nil, err
-		}
-		out[i].ExternalUserID = ext
-	}
-	return out, nil
 }

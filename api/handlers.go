@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -292,6 +293,36 @@ func statusList() string {
 		b.WriteString(string(st))
 	}
 	return b.String()
+}
+
+// byExternalUserID finds the applicants of ext (of app, if not empty): those whose id is
+// in clear through the clear index, those whose id is sealed through the blind index,
+// each blind match checked by opening its id. In applicant id order, at most limit.
+func (s *server) byExternalUserID(ctx context.Context, ext domain.ExternalUserID, app domain.AppKey, limit int) ([]domain.State, error) {
+	out, err := s.proj.ByExternalUserID(ext, app, limit)
+	if err != nil || s.keys == nil {
+		return out, err
+	}
+	blind, err := s.proj.ByExternalUserIndex(func(a domain.AppKey) domain.ExternalUserIndex { return s.keys.Index(a, ext) }, app, limit)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range blind {
+		got, err := s.externalUserID(ctx, st.AppKey, st.ApplicantID, "", st.SealedExternalUserID)
+		if err != nil {
+			return nil, err
+		}
+		if got != nil && *got == string(ext) {
+			st.ExternalUserID = ext
+			out = append(out, st)
+		}
+	}
+	slices.SortFunc(out, func(a, b domain.State) int { return strings.Compare(string(a.ApplicantID), string(b.ApplicantID)) })
+	out = slices.CompactFunc(out, func(a, b domain.State) bool { return a.ApplicantID == b.ApplicantID })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }
 
 // handleAnomalies answers GET /v1/anomalies?cursor=SEQ&limit=N: irregular events in stream
