@@ -20,7 +20,6 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/httperr"
 	"github.com/kycstate/kycstate/reconcile"
-	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -47,11 +46,42 @@ const (
 	writeMargin = 15 * time.Second
 )
 
+// Projection is what the API reads: *projection.Projection. Its reads fail with
+// KindUnavailable when the file cannot be read and KindInternal when it is damaged; the
+// API answers those with their kind's generic message.
+type Projection interface {
+	// Checkpoint returns the last stream sequence applied; it does not block.
+	Checkpoint() uint64
+	// WaitFor blocks until the checkpoint reaches seq or ctx ends (or the projection
+	// closes), and returns the checkpoint then.
+	WaitFor(ctx context.Context, seq uint64) uint64
+	// State returns an applicant's current state; false when it has none.
+	State(id domain.ApplicantID) (domain.State, bool, error)
+	// History returns up to limit records of id after seq after, in stream order, and
+	// the seq to continue from (0: no more); limit <= 0 returns all of them.
+	History(id domain.ApplicantID, after uint64, limit int) ([]domain.Record, uint64, error)
+	// ByExternalUserID returns the applicants whose id is stored in clear as ext (of
+	// app, if not empty), in applicant id order, at most limit.
+	ByExternalUserID(ext domain.ExternalUserID, app domain.AppKey, limit int) ([]domain.State, error)
+	// ByExternalUserIndex returns the applicants whose sealed id has the blind index
+	// index(appKey) (of app, if not empty), in applicant id order, at most limit; the
+	// caller checks each by opening its id.
+	ByExternalUserIndex(index func(domain.AppKey) domain.ExternalUserIndex, app domain.AppKey, limit int) ([]domain.State, error)
+	// ByStatus returns up to limit applicants in status s after the cursor (an
+	// applicant id, "" from the start), and the next cursor ("" at the end).
+	ByStatus(s domain.Status, cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error)
+	// Anomalies returns up to limit irregular events after seq after, and the seq to
+	// continue from (0: no more).
+	Anomalies(after uint64, limit int) ([]domain.Record, uint64, error)
+	// Changes returns up to limit status changes after seq after, in stream order.
+	Changes(after uint64, limit int) ([]domain.Change, error)
+}
+
 // Config holds the server's dependencies.
 type Config struct {
-	Projection *projection.Projection // required
-	Tokens     []Token                // at least one
-	Logger     *zap.Logger            // nil: no logs
+	Projection Projection  // required: *projection.Projection
+	Tokens     []Token     // at least one
+	Logger     *zap.Logger // nil: no logs
 	// Gatherer is what /metrics exposes. Nil: Metrics if it is also a Gatherer (a
 	// *prometheus.Registry is), else nothing.
 	Gatherer prometheus.Gatherer
@@ -99,7 +129,7 @@ type Config struct {
 
 // server is the handler's shared state; handlers reach it through the closure.
 type server struct {
-	proj           *projection.Projection
+	proj           Projection
 	tokens         []tokenHash
 	log            *zap.Logger
 	errs           httperr.Writer // answers every handler's error

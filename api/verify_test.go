@@ -47,7 +47,7 @@ func newLogFixture(tb testing.TB, mod func(*Config)) *logFixture {
 // projection the server serves, then applies mod.
 func verifyAgainst(elog *eventlog.EventLog, mod func(*Config)) func(*Config) {
 	return func(c *Config) {
-		proj := c.Projection
+		proj := c.Projection.(*projection.Projection) // the fixture serves a real one
 		c.Verify = func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) }
 		if mod != nil {
 			mod(c)

@@ -19,8 +19,6 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/clock"
-	"github.com/kycstate/kycstate/store/eventlog"
-	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -63,10 +61,33 @@ func (c *Config) defaults() {
 	}
 }
 
+// EventLog is what the projector follows: *eventlog.EventLog.
+type EventLog interface {
+	// Follow delivers every event from sequence from on, in order, without gaps or
+	// repeats, in batches of at most maxBatch, until ctx ends; it returns ctx's error
+	// then, and fn's error as it is. It survives reconnects by resuming after the last
+	// event delivered. Errors: KindUnavailable once the connection is closed.
+	Follow(ctx context.Context, from uint64, maxBatch int, maxWait time.Duration, fn func([]domain.Event) error) error
+	// LastSeq returns the last sequence in the log (0 when empty). Errors:
+	// KindUnavailable when the log does not answer.
+	LastSeq(ctx context.Context) (uint64, error)
+}
+
+// Projection is what the projector folds into: *projection.Projection.
+type Projection interface {
+	// Checkpoint returns the last sequence applied; it does not block.
+	Checkpoint() uint64
+	// Apply folds a batch and commits it with the new checkpoint in one transaction,
+	// skipping events at or below the checkpoint; on error nothing is applied.
+	Apply(events []domain.Event, f *domain.Folder) ([]domain.Record, error)
+	// Err reports a projection that can no longer serve (a damaged file).
+	Err() error
+}
+
 // Projector owns the fold from one event log into one projection.
 type Projector struct {
-	events *eventlog.EventLog
-	proj   *projection.Projection
+	events EventLog
+	proj   Projection
 	cfg    Config
 	lg     *zap.Logger
 
@@ -92,7 +113,7 @@ type Projector struct {
 }
 
 // New returns a projector; reg may be nil.
-func New(events *eventlog.EventLog, proj *projection.Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
+func New(events EventLog, proj Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
 	cfg.defaults()
 	p := &Projector{
 		events: events, proj: proj, cfg: cfg, lg: lg.Named("projector"),
