@@ -266,7 +266,3 @@ var (
 	errNoToken  = errors.New("bearer token required")
 	errBadToken = errors.New("invalid bearer token")
 )
-
-// Role is domain.Role, for cmd/kycstate's wiring until it converts its configured role
-// strings with domain.ParseRole.
-type Role = domain.Role

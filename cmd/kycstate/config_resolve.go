@@ -29,7 +29,11 @@ type Resolved struct {
 	Keys *eventlog.MasterKeys
 }
 
-type resolvedToken struct{ Name, Role, Secret string }
+type resolvedToken struct {
+	Name   string
+	Role   domain.Role
+	Secret string
+}
 
 // resolve validates cfg and reads its secrets. needApps / needTokens say what the mode uses.
 func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens bool) (*Resolved, error) {
@@ -150,7 +154,8 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 			return nil, cfgErr(key+".name", "%q used twice", t.Name)
 		}
 		names[t.Name] = true
-		if t.Role != "reader" && t.Role != "auditor" && t.Role != "admin" {
+		role, err := domain.ParseRole(t.Role)
+		if err != nil {
 			return nil, cfgErr(key+".role", "must be reader, auditor or admin")
 		}
 		sec, err := t.Token.resolve(key+".token", getenv)
@@ -160,7 +165,7 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 		if len(sec) < 16 {
 			return nil, cfgErr(key+".token", "must be at least 16 characters")
 		}
-		r.Tokens = append(r.Tokens, resolvedToken{Name: t.Name, Role: t.Role, Secret: sec})
+		r.Tokens = append(r.Tokens, resolvedToken{Name: t.Name, Role: role, Secret: sec})
 	}
 	if needTokens && len(r.Tokens) == 0 {
 		return nil, cfgErr("api.tokens", "at least one token is needed to serve the read API")

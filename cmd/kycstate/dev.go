@@ -81,9 +81,9 @@ func ensureDevConfig(dataDir, path string) (bool, error) {
 			Timeout: Duration(reconcile.DefaultTimeout)},
 	}}
 	cfg.API.Tokens = []TokenConfig{
-		{Name: "dev-reader", Role: "reader", Token: Secret(randHex(24))},
-		{Name: "dev-auditor", Role: "auditor", Token: Secret(randHex(24))},
-		{Name: "dev-admin", Role: "admin", Token: Secret(randHex(24))},
+		{Name: "dev-reader", Role: string(domain.RoleReader), Token: Secret(randHex(24))},
+		{Name: "dev-auditor", Role: string(domain.RoleAuditor), Token: Secret(randHex(24))},
+		{Name: "dev-admin", Role: string(domain.RoleAdmin), Token: Secret(randHex(24))},
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {

@@ -77,7 +77,7 @@ func eraseViaAPI(ctx context.Context, e *env, cfgPath, base, token string, id do
 	if token == "" {
 		if r, err := opsConfig(e, cfgPath, false); err == nil {
 			for _, t := range r.Tokens {
-				if t.Role == "admin" {
+				if t.Role == domain.RoleAdmin {
 					token = t.Secret
 					break
 				}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/sim"
 )
@@ -107,7 +108,7 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	if *check {
 		token = r.Tokens[0].Secret
 		for _, t := range r.Tokens {
-			if t.Role == "reader" {
+			if t.Role == domain.RoleReader {
 				token = t.Secret
 				break
 			}
@@ -127,7 +128,7 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 		}
 		if *check {
 			for _, t := range r.Tokens {
-				if t.Role == "auditor" {
+				if t.Role == domain.RoleAuditor {
 					reconcileToken = t.Secret
 					break
 				}

@@ -75,7 +75,7 @@ func verifyToken(e *env, cfgPath, flagValue string) (string, error) {
 		return "", fmt.Errorf("%w (or give the auditor token with --token)", err)
 	}
 	for _, t := range r.Tokens {
-		if t.Role == "auditor" {
+		if t.Role == domain.RoleAuditor {
 			return t.Secret, nil
 		}
 	}

@@ -63,7 +63,7 @@ func leaseHolder(mode string) string {
 func apiTokens(r *Resolved) []api.Token {
 	out := make([]api.Token, 0, len(r.Tokens))
 	for _, t := range r.Tokens {
-		out = append(out, api.Token{Name: t.Name, Role: api.Role(t.Role), Secret: t.Secret})
+		out = append(out, api.Token{Name: t.Name, Role: t.Role, Secret: t.Secret})
 	}
 	return out
 }
