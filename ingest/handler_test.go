@@ -780,13 +780,13 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 
 	// Still the wrong key: nothing recovers.
 	ctx := context.Background()
-	res, err := Reprocess(ctx, e.eventLog, []*allpass.App{&wrong}, 1, allpass.Options{KeepRaw: true}, zap.NewNop())
+	res, err := Reprocess(ctx, e.eventLog, ReprocessConfig{Apps: []*allpass.App{&wrong}, Options: allpass.Options{KeepRaw: true}, Logger: zap.NewNop()}, 1)
 	if err != nil || res.Recovered != 0 || res.Failing != 5 || res.FailingByReason[allpass.CodeBadSignature] != 5 {
 		t.Fatalf("with the wrong key: %+v %v", res, err)
 	}
 
 	// Fixed.
-	res, err = Reprocess(ctx, e.eventLog, []*allpass.App{good}, 1, allpass.Options{KeepRaw: true}, zap.NewNop())
+	res, err = Reprocess(ctx, e.eventLog, ReprocessConfig{Apps: []*allpass.App{good}, Options: allpass.Options{KeepRaw: true}, Logger: zap.NewNop()}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -803,13 +803,23 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 		}
 	}
 
-	// Twice: nothing doubles.
-	res, err = Reprocess(ctx, e.eventLog, []*allpass.App{good}, 1, allpass.Options{}, zap.NewNop())
+	// Twice: nothing doubles. Each append waits as long as ingest.append_timeout says.
+	const appendTimeout = 1500 * time.Millisecond
+	timed := &deadlineLog{EventLog: e.eventLog}
+	res, err = Reprocess(ctx, timed, ReprocessConfig{Apps: []*allpass.App{good}, AppendTimeout: appendTimeout}, 1)
 	if err != nil || res.Recovered != 0 || res.Duplicates != 4 {
 		t.Fatalf("second run: %+v %v", res, err)
 	}
+	if len(timed.left) != 4 {
+		t.Fatalf("%d appends seen, want 4", len(timed.left))
+	}
+	for _, left := range timed.left {
+		if left <= 0 || left > appendTimeout || left < appendTimeout-time.Second {
+			t.Fatalf("an append had %s left of its bound, want just under %s", left, appendTimeout)
+		}
+	}
 	// From where the last run stopped: nothing new to see.
-	res, err = Reprocess(ctx, e.eventLog, []*allpass.App{good}, res.Next, allpass.Options{}, zap.NewNop())
+	res, err = Reprocess(ctx, e.eventLog, ReprocessConfig{Apps: []*allpass.App{good}}, res.Next)
 	if err != nil || res.Seen != 0 {
 		t.Fatalf("resumed run: %+v %v", res, err)
 	}
@@ -1111,4 +1121,20 @@ func TestStoredEventOverLogLimit(t *testing.T) {
 	if len(e.rejects(t)) == 0 && e.logs.FilterMessage("reject not kept").Len() != 1 {
 		t.Fatal("neither kept nor logged as not kept")
 	}
+}
+
+// deadlineLog records how long each Append's context had left of its deadline (zero:
+// none), then appends.
+type deadlineLog struct {
+	EventLog
+	left []time.Duration
+}
+
+func (l *deadlineLog) Append(ctx context.Context, ev *domain.Event, msgID string) (uint64, bool, error) {
+	var left time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	l.left = append(l.left, left)
+	return l.EventLog.Append(ctx, ev, msgID)
 }

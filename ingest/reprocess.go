@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
@@ -21,29 +22,48 @@ type ReprocessResult struct {
 	Next uint64 `json:"next"`
 }
 
+// ReprocessConfig says how Reprocess opens and appends rejects.
+type ReprocessConfig struct {
+	// Apps are the current Allpass apps, whose keys the rejects are tried with. Required.
+	Apps []*allpass.App
+	// Options are those the handler opens webhooks with (keep_raw).
+	Options allpass.Options
+	// AppendTimeout bounds each append's wait for the log's acknowledgement, as
+	// HandlerConfig.AppendTimeout bounds a webhook's: the one ingest.append_timeout.
+	// Default DefaultAppendTimeout.
+	AppendTimeout time.Duration
+	Logger        *zap.Logger // nil: no logs
+}
+
 // Reprocess re-opens each kept reject from sequence from on with the current keys of
-// apps, and appends those that now open. A reject opens to the same Nats-Msg-Id as the
-// original delivery would have, so reprocessing twice, or reprocessing a webhook Allpass
-// has meanwhile redelivered, finds a duplicate instead of adding a second event (within
-// the stream's duplicate window; past it the fold still marks the event a duplicate).
+// cfg.Apps, and appends those that now open. A reject opens to the same Nats-Msg-Id as
+// the original delivery would have, so reprocessing twice, or reprocessing a webhook
+// Allpass has meanwhile redelivered, finds a duplicate instead of adding a second event
+// (within the stream's duplicate window; past it the fold still marks the event a
+// duplicate).
 //
 // A reject is tried with the app it was sent to (by name or appKey); one sent to the
 // generic path, or to an app since renamed, is tried with every app. An append that
 // fails stops the run with its error; the result so far says where to resume (Next).
-func Reprocess(ctx context.Context, events EventLog, apps []*allpass.App, from uint64, opt allpass.Options, logger *zap.Logger) (ReprocessResult, error) {
+func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from uint64) (ReprocessResult, error) {
 	const op = "ingest.Reprocess"
 	res := ReprocessResult{FailingByReason: map[string]int{}, Next: from}
-	if len(apps) == 0 {
+	if len(cfg.Apps) == 0 {
 		return res, domain.E(op, domain.KindInvalid, "no apps configured")
 	}
-	idx, err := newAppIndex(apps)
+	idx, err := newAppIndex(cfg.Apps)
 	if err != nil {
 		return res, domain.E(op, domain.KindInvalid, err)
 	}
-	if logger == nil {
-		logger = zap.NewNop()
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
 	}
-	logger = logger.Named("reprocess")
+	log = log.Named("reprocess")
+	appendTimeout := cfg.AppendTimeout
+	if appendTimeout <= 0 {
+		appendTimeout = DefaultAppendTimeout
+	}
 
 	err = events.Rejects(ctx, from, func(r domain.Reject) error {
 		if err := ctx.Err(); err != nil {
@@ -54,16 +74,16 @@ func Reprocess(ctx context.Context, events EventLog, apps []*allpass.App, from u
 		if !ok {
 			candidates = idx.all
 		}
-		app, ev, msgID, err := openAny(candidates, []byte(r.Body), signatureOf(r.Headers), r.ReceivedAt, opt)
+		app, ev, msgID, err := openAny(candidates, []byte(r.Body), signatureOf(r.Headers), r.ReceivedAt, cfg.Options)
 		if err != nil {
 			res.Failing++
 			res.FailingByReason[Code(err)]++
-			logger.Debug("reject still refused", zap.Uint64("rejectSeq", r.Seq),
+			log.Debug("reject still refused", zap.Uint64("rejectSeq", r.Seq),
 				zap.String("reason", Code(err)))
 			res.Next = r.Seq + 1
 			return nil
 		}
-		actx, cancel := context.WithTimeout(ctx, DefaultAppendTimeout)
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		seq, dup, err := events.Append(actx, &ev, msgID)
 		cancel()
 		if err != nil {
@@ -74,12 +94,12 @@ func Reprocess(ctx context.Context, events EventLog, apps []*allpass.App, from u
 		} else {
 			res.Recovered++
 		}
-		logger.Debug("reject reprocessed", zap.Uint64("rejectSeq", r.Seq), zap.String("app", app.Name),
+		log.Debug("reject reprocessed", zap.Uint64("rejectSeq", r.Seq), zap.String("app", app.Name),
 			zap.Uint64("seq", seq), zap.Bool("duplicate", dup))
 		res.Next = r.Seq + 1
 		return nil
 	})
-	logger.Info("rejects reprocessed", zap.Int("seen", res.Seen), zap.Int("recovered", res.Recovered),
+	log.Info("rejects reprocessed", zap.Int("seen", res.Seen), zap.Int("recovered", res.Recovered),
 		zap.Int("duplicates", res.Duplicates), zap.Int("failing", res.Failing), zap.Uint64("next", res.Next))
 	if err != nil {
 		return res, domain.E(op, domain.KindOf(err), err)

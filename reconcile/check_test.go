@@ -78,6 +78,52 @@ func TestCheckAppendsWhatTheWebhooksMissed(t *testing.T) {
 	}
 }
 
+// A reconciled event's append waits as long as Config.AppendTimeout (the service's
+// ingest.append_timeout) says, and without one leaves the bound to the log.
+func TestCheckAppendTimeout(t *testing.T) {
+	const appendTimeout = 1500 * time.Millisecond
+	f := newFixture(t, allpass.MethodCBC, Config{})
+	for _, tc := range []struct {
+		cfg  Config
+		want time.Duration // 0: no deadline of the check's own
+	}{{Config{Rate: 1000, AppendTimeout: appendTimeout}, appendTimeout}, {Config{Rate: 1000}, 0}} {
+		id := newID()
+		f.webhook(id, domain.EventCreated, past)
+		f.api.set(id, domain.StatusApproved)
+		timed := &deadlineLog{EventLog: f.log}
+		r, err := New(tc.cfg, f.proj, timed, []App{{App: f.app, OpenAPI: OpenAPI{
+			BaseURL: f.api.srv.URL, PrivateKey: testPrivateKey, Timeout: 300 * time.Millisecond}}}, f.lg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := r.Check(context.Background(), id, CheckOptions{})
+		r.Close()
+		if err != nil || rep.Action != ActionAppended || rep.Seq == 0 || len(timed.left) != 1 {
+			t.Fatalf("AppendTimeout %s: %+v, %v, %d appends", tc.cfg.AppendTimeout, rep, err, len(timed.left))
+		}
+		left := timed.left[0]
+		if tc.want == 0 && left != 0 || tc.want != 0 && (left <= 0 || left > tc.want || left < tc.want-time.Second) {
+			t.Fatalf("AppendTimeout %s: the append had %s left of its bound", tc.cfg.AppendTimeout, left)
+		}
+	}
+}
+
+// deadlineLog records how long each Append's context had left of its deadline (zero:
+// none), then appends.
+type deadlineLog struct {
+	EventLog
+	left []time.Duration
+}
+
+func (l *deadlineLog) Append(ctx context.Context, ev *domain.Event, msgID string) (uint64, bool, error) {
+	var left time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	l.left = append(l.left, left)
+	return l.EventLog.Append(ctx, ev, msgID)
+}
+
 func TestCheckUnknownApplicant(t *testing.T) {
 	f := newFixture(t, allpass.MethodCBC, Config{})
 	_, err := f.rec.Check(context.Background(), newID(), CheckOptions{})

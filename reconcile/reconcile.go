@@ -50,8 +50,6 @@ const (
 	DefaultTimeout = 10 * time.Second
 	// DefaultMaxBody bounds an Open API answer; an applicant record is a few KiB.
 	DefaultMaxBody = 1 << 20
-	// appendTimeout bounds the wait for the log's acknowledgement of a reconciled event.
-	appendTimeout = 10 * time.Second
 )
 
 // Config is the reconcile: section of the configuration.
@@ -62,6 +60,10 @@ type Config struct {
 	Rate       float64 // Open API calls per second, at most, per app
 	MaxBody    int64
 	KeepRaw    bool // keep the answer's body and signature in the appended event
+	// AppendTimeout bounds the wait for the log's acknowledgement of a reconciled event:
+	// ingest.append_timeout, the one bound on every append. 0 leaves it to the log's own
+	// request timeout.
+	AppendTimeout time.Duration
 }
 
 // OpenAPI is one app's apps[].open_api.
@@ -326,7 +328,10 @@ func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, op
 		return rep
 	}
 	ev, msgID := resp.ReconciledEvent(st.AppKey, f.body, f.signature, f.at, r.cfg.KeepRaw)
-	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if r.cfg.AppendTimeout > 0 {
+		actx, cancel = context.WithTimeout(ctx, r.cfg.AppendTimeout)
+	}
 	defer cancel()
 	seq, dup, err := r.events.Append(actx, &ev, msgID)
 	if err != nil {

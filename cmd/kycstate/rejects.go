@@ -46,7 +46,9 @@ nothing.`+offlineNote)
 	}
 	defer o.Close()
 	if sub == "reprocess" {
-		res, err := ingest.Reprocess(ctx, o.log, o.r.Apps, *from, allpass.Options{KeepRaw: o.r.Ingest.KeepRaw == nil || *o.r.Ingest.KeepRaw}, o.lg)
+		res, err := ingest.Reprocess(ctx, o.log, ingest.ReprocessConfig{Apps: o.r.Apps,
+			Options:       allpass.Options{KeepRaw: o.r.Ingest.KeepRaw == nil || *o.r.Ingest.KeepRaw},
+			AppendTimeout: time.Duration(o.r.Ingest.AppendTimeout), Logger: o.lg}, *from)
 		if err != nil {
 			return err
 		}

@@ -49,7 +49,8 @@ func reconcileConfig(r *Resolved) reconcile.Config {
 	return reconcile.Config{
 		Every: time.Duration(r.Reconcile.Every), StaleAfter: time.Duration(r.Reconcile.StaleAfter),
 		FullEvery: time.Duration(r.Reconcile.FullEvery), Rate: r.Reconcile.Rate,
-		KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
+		KeepRaw:       r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
+		AppendTimeout: time.Duration(r.Ingest.AppendTimeout),
 	}
 }
 
