@@ -16,8 +16,9 @@ import (
 // and triples the bytes written. The encoding is deterministic (the same value always
 // yields the same bytes), which is what lets a bulk rebuild and the live path produce
 // byte-identical files. Every value starts with a format byte; a change to any layout
-// here must bump SchemaVersion, and testdata/projection holds golden encodings that fail
-// when one changes by accident.
+// here must bump SchemaVersion, which covers them all, and
+// testdata/projection/codec_schema<SchemaVersion>.golden holds their encodings, so one
+// that changes by accident fails a test.
 //
 // Layouts (uvarint lengths and counts; times as zigzag varint Unix seconds + uvarint
 // nanoseconds, read back in UTC):
@@ -30,9 +31,10 @@ import (
 //	        eventAt eventAtSource receivedAt outcome from to stepName warnings digest[32]
 //	change: 0x02 seq applicantId appKey externalUserId sealedExt from to at
 //
-// Format 1 of states and records (before origins, reconciliation and erasure) lacks
-// reconciledAt, erased and origin; it is still read, as "never reconciled, not erased,
-// a webhook", so a projection written by an older build keeps serving until rebuilt.
+// Files of schema version 1 may also hold older formats, which are still read. Format 1
+// of states and records (before origins, reconciliation and erasure) lacks reconciledAt,
+// erased and origin; it is read as "never reconciled, not erased, a webhook", so a
+// projection written by an older build keeps serving until rebuilt.
 // Format 2 of states and records, and 1 of changes, lack the sealed externalUserId and
 // its blind index (stored version 2 events, DESIGN.md section 11); they are read as
 // holding the id in clear, as the events they were folded from did.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,7 +16,7 @@ import (
 	"github.com/kycstate/kycstate/domain"
 )
 
-var updateCodecGolden = flag.Bool("update-codec", false, "rewrite testdata/projection/codec.golden")
+var updateCodecGolden = flag.Bool("update-codec", false, "write testdata/projection/codec_schema<SchemaVersion>.golden if it does not exist yet")
 
 func TestCodecRoundTrip(t *testing.T) {
 	events := genLog(20, 50, 1500)
@@ -76,8 +77,9 @@ func mustDecodeRecord(t *testing.T, b []byte) domain.Record {
 	return r
 }
 
-// goldenValues are fixed values whose encodings testdata/projection/codec.golden holds. A
-// change to the layout changes them: that must come with a new SchemaVersion.
+// goldenValues are fixed values whose encodings testdata/projection/codec_schema<N>.golden
+// holds for schema version N. A change to the layout changes them: that must come with a
+// new SchemaVersion.
 func goldenValues() (stateRec, domain.Record, domain.Change) {
 	at := time.Date(2025, 3, 1, 8, 0, 0, 500, time.UTC)
 	var dg domain.Digest
@@ -98,13 +100,16 @@ func goldenValues() (stateRec, domain.Record, domain.Change) {
 	return st, rec, ch
 }
 
+// The encodings are those of the golden file named for SchemaVersion. -update-codec writes
+// that file only when it does not exist: a version's golden is what every file of that
+// version holds, so other bytes need another version.
 func TestCodecGolden(t *testing.T) {
 	st, rec, ch := goldenValues()
 	got := "state  " + hex.EncodeToString(appendState(nil, &st)) + "\n" +
 		"record " + hex.EncodeToString(appendRecord(nil, &rec)) + "\n" +
 		"change " + hex.EncodeToString(appendChange(nil, &ch)) + "\n"
-	path := filepath.Join("testdata", "projection", "codec.golden")
-	if *updateCodecGolden {
+	path := filepath.Join("testdata", "projection", fmt.Sprintf("codec_schema%d.golden", SchemaVersion))
+	if _, err := os.Stat(path); *updateCodecGolden && errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +122,7 @@ func TestCodecGolden(t *testing.T) {
 		t.Fatalf("%v (run with -update-codec to create it)", err)
 	}
 	if got != string(want) {
-		t.Fatalf("encodings changed (schema version %d):\n got %s\nwant %s\nA layout change needs a new format byte for the value (and a decoder that still reads the old one) or a new SchemaVersion; then run with -update-codec.",
+		t.Fatalf("encodings changed at schema version %d:\n got %s\nwant %s\nA layout change needs a new format byte for the value (and a decoder that still reads the old one) and a new SchemaVersion, whose golden -update-codec then writes.",
 			SchemaVersion, got, want)
 	}
 }

@@ -16,9 +16,25 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// SchemaVersion of the projection file. A file with another version is refused with a
-// KindConflict error that says to run `kycstate rebuild`.
-const SchemaVersion = 1
+// SchemaVersion is the version of everything the projection file stores; a file keeps
+// the version it was written at in its meta bucket. It covers the buckets below with
+// their keys (seqs as 8 bytes big-endian, index keys as value 0x00 applicantId) and the
+// layouts of codec.go: states, history records and changes. A change to any of them bumps
+// it: testdata/projection/codec_schema<N>.golden pins the values' bytes at version N, so
+// an encoding that changes while the version stays fails TestCodecGolden.
+//
+// A build refuses a file of a newer version, as written by a newer kycstate, rather than
+// take a value it cannot decode for damage; it reads every version from oldestSchema on.
+//
+//	2: states and records in format 3, changes in format 2; every bucket below.
+//	1: states and records in formats 1 to 3, changes in 1 or 2, the format byte telling
+//	   them apart; extIndex and apps may be missing.
+const SchemaVersion = 2
+
+// oldestSchema is the oldest version this build reads. A writable open raises an older
+// file it reads to SchemaVersion before anything is written (upgradeSchema), since what
+// it writes then is in this build's formats.
+const oldestSchema = 1
 
 // Options tunes opening the file.
 type Options struct {
@@ -43,8 +59,8 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketStates, bucketHistory, bucketExt, bucketStatus,
 		bucketAnomalies, bucketChanges, bucketExtIndex, bucketApps}
-	// laterBuckets came after schema version 1 without changing it: a writable open adds
-	// them to an older file, and a read-only one reads their absence as empty.
+	// laterBuckets came during schema version 1: upgradeSchema adds them to a version 1
+	// file, and a read-only open reads their absence as empty.
 	laterBuckets = [][]byte{bucketExtIndex, bucketApps}
 
 	keySchema     = []byte("schema")
@@ -88,8 +104,9 @@ type Projection struct {
 }
 
 // Open opens or creates the file. A file locked by another process gives a
-// KindConflict error saying it is in use; an unknown schema version, KindConflict saying
-// to rebuild. A damaged file gives KindInternal saying it is corrupted.
+// KindConflict error saying it is in use; a file of a newer schema version, KindConflict
+// saying to upgrade; one older than this build reads, KindConflict saying to rebuild. A
+// damaged file gives KindInternal saying it is corrupted.
 func Open(path string, opts Options) (*Projection, error) {
 	const op = "projection.Open"
 	db, file, err := openBolt(op, path, boltOpts{lockTimeout: opts.LockTimeout, readOnly: opts.ReadOnly})
@@ -201,17 +218,7 @@ func (p *Projection) prepare(op string) (cp uint64, err error) {
 		}
 	}
 	if !fresh && !p.readOnly {
-		if err := p.update(op, func(tx *bolt.Tx) error {
-			if tx.Bucket(bucketMeta) == nil {
-				return nil // not ours: checkSchema says so
-			}
-			for _, name := range laterBuckets {
-				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
+		if err := p.update(op, upgradeSchema); err != nil {
 			return 0, err
 		}
 	}
@@ -242,6 +249,28 @@ func createBuckets(tx *bolt.Tx) error {
 	return nil
 }
 
+// upgradeSchema raises a file of a version from oldestSchema up to SchemaVersion: it adds
+// the buckets the file lacks and stamps the version in one transaction. A build that
+// reads only the older version then refuses the file as newer, instead of failing on the
+// first value written in a newer format. Any other file is left as it is, for
+// checkSchema to report.
+func upgradeSchema(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return nil
+	}
+	v, ok := keySeq(meta.Get(keySchema))
+	if !ok || v < oldestSchema || v >= SchemaVersion {
+		return nil
+	}
+	for _, name := range laterBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return meta.Put(keySchema, seqKey(SchemaVersion))
+}
+
 // checkSchema returns the checkpoint of a file this build can read.
 func checkSchema(tx *bolt.Tx, path string) (uint64, error) {
 	meta := tx.Bucket(bucketMeta)
@@ -252,7 +281,10 @@ func checkSchema(tx *bolt.Tx, path string) (uint64, error) {
 	if !ok {
 		return 0, fmt.Errorf("%w: schema version missing", errCorruptValue)
 	}
-	if v != SchemaVersion {
+	if v > SchemaVersion {
+		return 0, domain.E("", domain.KindConflict, fmt.Sprintf("projection %s was written by a newer kycstate (schema %d); upgrade, or run this build's kycstate rebuild to go back to schema %d", path, v, SchemaVersion))
+	}
+	if v < oldestSchema {
 		return 0, domain.E("", domain.KindConflict, fmt.Sprintf("projection %s has schema version %d, this build reads %d: run kycstate rebuild", path, v, SchemaVersion))
 	}
 	for _, name := range allBuckets {

@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -38,21 +39,101 @@ func TestOpenLockedFile(t *testing.T) {
 	}
 }
 
+// A file of a newer schema was written by a newer kycstate: it is refused as such (never
+// as corrupted) and left as it is; one older than this build reads is refused with a
+// word to rebuild.
 func TestOpenSchemaVersion(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		schema uint64
+		want   string
+	}{
+		{"newer", SchemaVersion + 1, fmt.Sprintf("written by a newer kycstate (schema %d); upgrade", SchemaVersion+1)},
+		{"much newer", 1 << 40, fmt.Sprintf("written by a newer kycstate (schema %d); upgrade", uint64(1<<40))},
+		{"older than read", oldestSchema - 1, fmt.Sprintf("schema version %d, this build reads %d: run kycstate rebuild", oldestSchema-1, SchemaVersion)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "p.db")
+			p := mustOpen(t, path, Options{})
+			applyBatches(t, p, genLog(4, 10, 50), 4, 10)
+			p.Close()
+			rawUpdate(t, path, func(tx *bolt.Tx) error {
+				return tx.Bucket(bucketMeta).Put(keySchema, seqKey(c.schema))
+			})
+			for _, opts := range []Options{{}, {ReadOnly: true}} {
+				_, err := Open(path, opts)
+				if !isKind(err, domain.KindConflict) || !strings.Contains(err.Error(), c.want) ||
+					strings.Contains(err.Error(), "corrupt") {
+					t.Fatalf("open (read-only %v) with schema %d: %v; want KindConflict saying %q", opts.ReadOnly, c.schema, err, c.want)
+				}
+			}
+			if got := fileSchema(t, path); got != c.schema {
+				t.Fatalf("a refused open changed the schema from %d to %d", c.schema, got)
+			}
+		})
+	}
+}
+
+// A file of schema 1, from before the extIndex and apps buckets and the formats that
+// came with them, is still served; a writable open raises it to SchemaVersion before it
+// writes, so that a build reading only version 1 refuses it instead of misreading it.
+func TestOpenOlderSchema(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
+	events := genLog(6, 20, 300)
 	p := mustOpen(t, path, Options{})
+	applyBatches(t, p, events[:200], 6, 25)
+	want := dump(t, p)
 	p.Close()
 	rawUpdate(t, path, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keySchema, seqKey(SchemaVersion+1))
+		for _, name := range laterBuckets {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, seqKey(1))
 	})
-	_, err := Open(path, Options{})
-	if !isKind(err, domain.KindConflict) || !strings.Contains(err.Error(), "rebuild") ||
-		!strings.Contains(err.Error(), "schema version 2, this build reads 1") {
-		t.Fatalf("open with schema %d: %v; want KindConflict saying to rebuild", SchemaVersion+1, err)
+
+	ro := mustOpen(t, path, Options{ReadOnly: true})
+	if ro.Checkpoint() != events[199].Seq {
+		t.Fatalf("read-only checkpoint %d, want %d", ro.Checkpoint(), events[199].Seq)
 	}
-	if _, err := Open(path, Options{ReadOnly: true}); !isKind(err, domain.KindConflict) {
-		t.Fatalf("read-only open with another schema: %v", err)
+	got := dump(t, ro)
+	for _, name := range [][]byte{bucketMeta, bucketExtIndex, bucketApps} {
+		delete(want, string(name))
+		delete(got, string(name))
 	}
+	sameDump(t, want, got)
+	ro.Close()
+	if got := fileSchema(t, path); got != 1 {
+		t.Fatalf("a read-only open changed the schema to %d", got)
+	}
+
+	rw := mustOpen(t, path, Options{})
+	var stamped uint64
+	rw.db.View(func(tx *bolt.Tx) error {
+		stamped, _ = keySeq(tx.Bucket(bucketMeta).Get(keySchema))
+		return nil
+	})
+	if stamped != SchemaVersion {
+		t.Fatalf("schema %d after a writable open, want %d", stamped, SchemaVersion)
+	}
+	applyBatches(t, rw, events[200:], 6, 25)
+	rw.Close()
+	whole := mustOpen(t, filepath.Join(t.TempDir(), "whole.db"), Options{})
+	applyBatches(t, whole, events, 6, 25)
+	sameDump(t, dump(t, whole), dumpFile(t, path))
+	whole.Close()
+}
+
+// fileSchema reads the schema version stored in a closed projection file.
+func fileSchema(t *testing.T, path string) uint64 {
+	t.Helper()
+	var v uint64
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		v, _ = keySeq(tx.Bucket(bucketMeta).Get(keySchema))
+		return nil
+	})
+	return v
 }
 
 func TestOpenForeignBoltFile(t *testing.T) {
