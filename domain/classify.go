@@ -13,6 +13,8 @@ func (p Provider) Classify(t EventType, providerStatus string) (Class, Status) {
 	case ProviderAllpass:
 		s, _ := t.Target()
 		return t.Class(), s
+	case ProviderSumsub:
+		return classifySumsub(t, providerStatus)
 	case ProviderVeriff:
 		return classifyVeriff(t, providerStatus)
 	case ProviderOnfido:

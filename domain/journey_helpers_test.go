@@ -125,6 +125,7 @@ func TestJourneysReachEveryClassifiedStatus(t *testing.T) {
 		table   string
 		journey fsm.Events
 	}{
+		{ProviderSumsub, sumsubClassifyTable, journeySumsub()},
 		{ProviderVeriff, veriffClassifyTable, journeyVeriff()},
 		{ProviderOnfido, onfidoClassifyTable, journeyOnfido()},
 	} {
