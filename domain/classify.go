@@ -15,6 +15,8 @@ func (p Provider) Classify(t EventType, providerStatus string) (Class, Status) {
 		return t.Class(), s
 	case ProviderSumsub:
 		return classifySumsub(t, providerStatus)
+	case ProviderPersona:
+		return classifyPersona(t, providerStatus)
 	case ProviderVeriff:
 		return classifyVeriff(t, providerStatus)
 	case ProviderOnfido:

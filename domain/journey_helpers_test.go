@@ -126,6 +126,7 @@ func TestJourneysReachEveryClassifiedStatus(t *testing.T) {
 		journey fsm.Events
 	}{
 		{ProviderSumsub, sumsubClassifyTable, journeySumsub()},
+		{ProviderPersona, personaClassifyTable, journeyPersona()},
 		{ProviderVeriff, veriffClassifyTable, journeyVeriff()},
 		{ProviderOnfido, onfidoClassifyTable, journeyOnfido()},
 	} {

@@ -1,0 +1,82 @@
+package domain
+
+import "github.com/looplab/fsm"
+
+// Persona's inquiry events that move a status (DESIGN.md section 13), as Persona spells
+// them in data.attributes.name: one per inquiry status, created, pending, completed,
+// failed, expired, needs_review, approved, declined
+// (https://docs.withpersona.com/docs/models-lifecycle).
+const (
+	personaCreated         EventType = "inquiry.created"
+	personaStarted         EventType = "inquiry.started"
+	personaExpired         EventType = "inquiry.expired"
+	personaCompleted       EventType = "inquiry.completed"
+	personaFailed          EventType = "inquiry.failed"
+	personaMarkedForReview EventType = "inquiry.marked-for-review"
+	personaApproved        EventType = "inquiry.approved"
+	personaDeclined        EventType = "inquiry.declined"
+)
+
+// personaAnnotations are the documented inquiry events that move no status: they are
+// recorded as flags. Every other name (account, verification, report, case and
+// transaction events, a name Persona adds later) is unknown: stored and shown, no effect.
+func personaAnnotations() []EventType {
+	return []EventType{
+		"inquiry.transitioned", "inquiry.redacted", "inquiry.updated-tags",
+		"inquiry.reusable-persona-created",
+	}
+}
+
+// classifyPersona maps a Persona event to its class and, for a status event, the common
+// status: section 13's Persona column, and inquiry.failed, which Persona documents beside
+// inquiry.completed (the end user failed a required check) and the section leaves out.
+// It is REJECTED, the nearest of the eight; a workflow or a reviewer may still approve
+// the inquiry, and that is a regular step. The event's name decides: the inquiry status
+// it carries (providerStatus) is kept for the record and is the same fact.
+func classifyPersona(t EventType, providerStatus string) (Class, Status) {
+	switch t {
+	case personaCreated:
+		return ClassStatus, StatusInit
+	case personaStarted, personaExpired:
+		return ClassStatus, StatusIncomplete
+	case personaCompleted:
+		return ClassStatus, StatusCompleted
+	case personaMarkedForReview:
+		return ClassStatus, StatusInReview
+	case personaApproved:
+		return ClassStatus, StatusApproved
+	case personaFailed, personaDeclined:
+		return ClassStatus, StatusRejected
+	}
+	for _, a := range personaAnnotations() {
+		if t == a {
+			return ClassAnnotation, StatusNone
+		}
+	}
+	return ClassUnknown, StatusNone
+}
+
+// journeyPersona is Persona's inquiry lifecycle as looplab/fsm events, each named by its
+// destination status. Created, then pending (INCOMPLETE) once the end user starts; the
+// user is done when the inquiry is completed, failed (REJECTED) or expired (INCOMPLETE,
+// from created or pending, so no step of its own); after that come the optional
+// post-inquiry decisions of workflows and reviewers, needs_review, approved, declined,
+// which may follow each other and may overrule a failure. A workflow may decline an
+// expired inquiry.
+func journeyPersona() fsm.Events {
+	src := func(ss ...Status) []string {
+		out := make([]string, len(ss))
+		for i, s := range ss {
+			out[i] = string(s)
+		}
+		return out
+	}
+	return fsm.Events{
+		{Name: string(StatusInit), Src: []string{fsmNew}, Dst: string(StatusInit)},
+		{Name: string(StatusIncomplete), Src: src(StatusInit), Dst: string(StatusIncomplete)},
+		{Name: string(StatusCompleted), Src: src(StatusIncomplete), Dst: string(StatusCompleted)},
+		{Name: string(StatusInReview), Src: src(StatusCompleted, StatusRejected), Dst: string(StatusInReview)},
+		{Name: string(StatusApproved), Src: src(StatusCompleted, StatusInReview, StatusRejected), Dst: string(StatusApproved)},
+		{Name: string(StatusRejected), Src: src(StatusIncomplete, StatusCompleted, StatusInReview, StatusApproved), Dst: string(StatusRejected)},
+	}
+}
