@@ -94,3 +94,40 @@ func TestErrorKindString(t *testing.T) {
 		}
 	}
 }
+
+// The code and message the caller sees come from the outermost error that set them; the
+// kind from the outermost with a kind; the cause stays reachable for the logs.
+func TestPublic(t *testing.T) {
+	cause := errors.New("bolt: database not open at /data/projection.db")
+	inner := domain.Public("allpass.Open", domain.KindUnauthorized, "bad_signature", "signature does not verify")
+	tests := []struct {
+		name      string
+		err       error
+		kind      domain.ErrorKind
+		code, msg string
+	}{
+		{"nil", nil, domain.KindOther, "", ""},
+		{"plain", io.EOF, domain.KindOther, "", ""},
+		{"for the logs only", domain.E("store.State", domain.KindUnavailable, cause), domain.KindUnavailable, "", ""},
+		{"public", inner, domain.KindUnauthorized, "bad_signature", "signature does not verify"},
+		{"public without a code", domain.Public("api", domain.KindInvalid, "", "limit: must be an integer"), domain.KindInvalid, "", "limit: must be an integer"},
+		{"wrapped by fmt and E", domain.E("ingest.webhook", domain.KindOther, fmt.Errorf("x: %w", inner)), domain.KindUnauthorized, "bad_signature", "signature does not verify"},
+		{"re-kinded keeps the code", domain.E("allpass.Open", domain.KindInternal, inner), domain.KindInternal, "bad_signature", "signature does not verify"},
+		{"given a message", domain.WithPublic(domain.E("ingest.append", domain.KindUnavailable, cause), "", "the log did not confirm"), domain.KindUnavailable, "", "the log did not confirm"},
+		{"outer code wins", domain.WithPublic(inner, "other", ""), domain.KindUnauthorized, "other", "signature does not verify"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if k, c, m := domain.KindOf(tt.err), domain.CodeOf(tt.err), domain.MessageOf(tt.err); k != tt.kind || c != tt.code || m != tt.msg {
+				t.Errorf("kind %v code %q message %q, want %v %q %q", k, c, m, tt.kind, tt.code, tt.msg)
+			}
+		})
+	}
+	w := domain.WithPublic(domain.E("op", domain.KindUnavailable, cause), "c", "m")
+	if !errors.Is(w, cause) || w.Error() != "m: op: "+cause.Error() {
+		t.Errorf("WithPublic: cause reachable %v, text %q", errors.Is(w, cause), w.Error())
+	}
+	if inner.Error() != "allpass.Open: signature does not verify" {
+		t.Errorf("Public: text %q", inner.Error())
+	}
+}
