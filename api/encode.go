@@ -23,17 +23,18 @@ const (
 	maxExtIDBytes = 1024 // externalUserId longer than this cannot be stored; refuse early
 )
 
-// errParam is a request error whose message the caller sees: it starts with the name of
-// the parameter (or header, or path segment) at fault, so every 400 says what to fix.
-// Errors of the projection and the log carry no such message and are answered with their
-// kind's generic one (internal/httperr).
+// errParam is a request error whose message the caller sees (domain.Public): it starts
+// with the name of the parameter (or header, or path segment) at fault, so every 400 says
+// what to fix. Errors of the projection and the log carry no such message and are
+// answered with their kind's generic one (internal/httperr). The console's backend
+// builds its errors here too, so a page says what the API answers.
 func errParam(name string, kind domain.ErrorKind, msg string) error {
-	return httperr.New(kind, "", name+": "+msg)
+	return errCode(name, kind, "", msg)
 }
 
 // errCode is errParam with a code of its own, for answers a client tells apart.
 func errCode(name string, kind domain.ErrorKind, code, msg string) error {
-	return httperr.New(kind, code, name+": "+msg)
+	return domain.Public("api", kind, code, name+": "+msg)
 }
 
 // writeJSON encodes v as the response body (internal/httperr.WriteJSON: the same headers

@@ -436,7 +436,7 @@ func (s *server) handleChanges() http.Handler {
 			}
 			if reached <= cp && !timedOut {
 				// WaitFor gave up without a commit: the projection is closing.
-				return httperr.Wrap(domain.E("api.changes", domain.KindUnavailable, "projection closed"), "", "the projection is closed; retry later or on another node")
+				return domain.Public("api.changes", domain.KindUnavailable, "", "the projection is closed; retry later or on another node")
 			}
 		}
 	})
@@ -544,8 +544,8 @@ func (s *server) handleReadyz() http.Handler {
 			cancel()
 			if err != nil {
 				s.log.Warn("not ready", zap.Error(err))
-				return httperr.Wrap(domain.E("ready", domain.KindUnavailable, err), "",
-					"not ready: the event log is unreachable or the projector has not caught up; the service's log says which")
+				return &domain.Error{Op: "ready", Kind: domain.KindUnavailable, Err: err,
+					Message: "not ready: the event log is unreachable or the projector has not caught up; the service's log says which"}
 			}
 		}
 		writeJSON(w, http.StatusOK, client.Health{Status: "ready"})

@@ -221,9 +221,9 @@ func TestSecurityNoPaddingOracle(t *testing.T) {
 		if first == nil {
 			first = err
 		}
-		if allpass.Code(err) != allpass.Code(first) || err.Error() != first.Error() || domain.KindOf(err) != domain.KindOf(first) {
+		if domain.CodeOf(err) != domain.CodeOf(first) || err.Error() != first.Error() || domain.KindOf(err) != domain.KindOf(first) {
 			t.Errorf("%s: %s %q (kind %v); %s gave %s %q (kind %v): the answers tell the failures apart",
-				in.name, allpass.Code(err), err, domain.KindOf(err), goodPad.name, allpass.Code(first), first, domain.KindOf(first))
+				in.name, domain.CodeOf(err), err, domain.KindOf(err), goodPad.name, domain.CodeOf(first), first, domain.KindOf(first))
 		}
 	}
 

@@ -237,66 +237,6 @@ func (h *handler) routes() http.Handler {
 	return mux
 }
 
-// Codes of refusals the handler itself makes; codes.go holds ingest's other codes, and
-// package allpass those of the wire format.
-const (
-	// CodeMethodNotAllowed: a webhook path asked with a method other than POST. 405.
-	CodeMethodNotAllowed = "method_not_allowed"
-	// CodeNoRoute: no such path. 404.
-	CodeNoRoute = "not_found"
-	// CodeBusy: the in-flight limit was reached and no slot freed within the queue wait,
-	// or the server is shutting down; retry. 503.
-	CodeBusy = "busy"
-	// CodeBodyUnreadable: the body broke off or could not be read. 400.
-	CodeBodyUnreadable = "body_unreadable"
-)
-
-// Errors the handler itself produces; codedError gives them their code.
-var (
-	errMethod   = handlerError(CodeMethodNotAllowed, domain.KindInvalid, "method not allowed")
-	errNoRoute  = handlerError(CodeNoRoute, domain.KindNotFound, "no such path")
-	errNoApp    = handlerError(CodeUnknownApp, domain.KindNotFound, "no app is configured under that name or appKey")
-	errBusy     = handlerError(CodeBusy, domain.KindUnavailable, "too many requests in flight; retry later")
-	errReadBody = handlerError(CodeBodyUnreadable, domain.KindInvalid, "the request body could not be read")
-)
-
-func errTooLarge(limit int64) error {
-	return handlerError(CodeBodyTooLarge, domain.KindTooLarge, "body over the limit of "+strconv.FormatInt(limit, 10)+" bytes")
-}
-
-func handlerError(code string, kind domain.ErrorKind, msg string) *codedError {
-	return &codedError{code: code, err: domain.E("ingest.webhook", kind, msg), msg: msg}
-}
-
-// errAppend classifies a failed append. An error the log could not classify is one it
-// could not confirm: KindUnavailable (503, retry), never a claim of success. A stored
-// message over the server's payload limit stays KindTooLarge (413). Anything else (the
-// log refusing ids that Open accepted, say) is a broken invariant: 500.
-func errAppend(err error) error {
-	switch domain.KindOf(err) {
-	case domain.KindOther:
-		err = domain.E("ingest.append", domain.KindUnavailable, err)
-	case domain.KindUnavailable:
-	case domain.KindTooLarge:
-		return &codedError{code: CodeBodyTooLarge, err: err,
-			msg: "the event would exceed the log's message size limit"}
-	default:
-		return &codedError{code: CodeInternal, err: domain.E("ingest.append", domain.KindInternal, err)}
-	}
-	return &codedError{code: CodeUnavailable, err: err,
-		msg: "the event log did not confirm the write; retry later (a retry of the same webhook is never stored twice)"}
-}
-
-// codedError gives a handler error its answer code; the kind stays with the wrapped error.
-type codedError struct {
-	code string
-	err  error
-	msg  string // the answer's message, when the error's text is for the logs only
-}
-
-func (e *codedError) Error() string { return e.err.Error() }
-func (e *codedError) Unwrap() error { return e.err }
-
 // exchange is what one request has gathered by the time it is answered.
 type exchange struct {
 	start      time.Time // monotonic, for the duration histogram
@@ -573,10 +513,11 @@ func (h *handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, er
 	var status int
 	var code, msg string
 	if errors.Is(err, errMethod) {
-		httperr.MethodNotAllowed(w, w.Header().Get("Allow"), errMethod.msg)
-		status, code, msg = http.StatusMethodNotAllowed, CodeMethodNotAllowed, errMethod.msg
+		msg = domain.MessageOf(errMethod)
+		httperr.MethodNotAllowed(w, w.Header().Get("Allow"), msg)
+		status, code = http.StatusMethodNotAllowed, CodeMethodNotAllowed
 	} else {
-		status, code, msg = errs.Write(w, r, public(err))
+		status, code, msg = errs.Write(w, r, err)
 	}
 	h.m.requests.WithLabelValues(x.label, outcomeOf(status, false)).Inc()
 	h.m.rejects.WithLabelValues(code).Inc()
@@ -629,30 +570,4 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 		h.logger.Error("reject not kept", zap.String("app", x.label), zap.String("reason", code),
 			zap.String("remote", r.RemoteAddr), zap.Error(err))
 	}
-}
-
-// public gives err the code and caller-safe message of its answer: the handler's own
-// (codedError), else the wire format's (Code, and the text of its allpass.Error, which never
-// holds a key, signature or plaintext). An error with neither message is answered with
-// its kind's generic one; a 5xx's message never reaches the caller (internal/httperr).
-func public(err error) error {
-	var c *codedError
-	var we *allpass.Error
-	var msg string
-	switch {
-	case errors.As(err, &c) && c.msg != "":
-		msg = c.msg
-	case errors.As(err, &we):
-		msg = we.Message // the wire format's caller-safe text, without the operation
-	}
-	return httperr.Wrap(err, codeOf(err), msg)
-}
-
-// codeOf is the answer's code: the handler's own for the errors it makes, else Code's.
-func codeOf(err error) string {
-	var c *codedError
-	if errors.As(err, &c) {
-		return c.code
-	}
-	return Code(err)
 }

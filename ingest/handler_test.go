@@ -672,7 +672,7 @@ func TestServerDownIsNot200(t *testing.T) {
 		body, sig := seal(t, e.cbc, payload(e.cbc, 1, "applicantCreated"), "2026-03-01T10:00:00Z")
 		e.conn.NS.Shutdown()
 		a := e.post(t, "/webhooks/allpass/cbc", body, sig)
-		if a.status != 503 || a.errCode != CodeUnavailable || a.header.Get("Retry-After") == "" {
+		if a.status != 503 || a.errCode != httperr.CodeUnavailable || a.header.Get("Retry-After") == "" {
 			t.Fatalf("got %d %s, Retry-After %q", a.status, a.raw, a.header.Get("Retry-After"))
 		}
 		if got := e.metric(t, "kycstate_ingest_requests_total", map[string]string{"app": "cbc", "outcome": outcomeUnavailable}); got != 1 {
@@ -961,43 +961,59 @@ func TestNewHandlerConfig(t *testing.T) {
 	}
 }
 
-// TestStatusOf pins how ingest answers its errors: each kind through the one mapping of
-// kinds to statuses (internal/httperr.Status, tested there; a conflict is 409 as on the
-// read API), the method refusal 405, and the append path's classification: what the log
-// cannot classify is 503, a kind the append should never meet (a conflict, ids the log
-// refuses) is a broken invariant, 500.
+// TestStatusOf pins how ingest answers its errors: each kind through the one table of
+// kinds to statuses and codes (internal/httperr, tested there; a conflict is 409
+// "conflict" as on the read API), an error's own code over its kind's, the method refusal
+// 405, and the append path's classification: what the log cannot classify is 503, a kind
+// the append should never meet (a conflict, ids the log refuses) is a broken invariant,
+// 500, and an event over the log's limit is the request's 413.
 func TestStatusOf(t *testing.T) {
 	m, err := newMetrics(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &handler{logger: zap.NewNop(), m: m}
-	statusOf := func(err error) int {
+	answer := func(err error) (int, string) {
 		rec := httptest.NewRecorder()
 		h.refuse(rec, httptest.NewRequest(http.MethodPost, "/webhooks/allpass", nil), &exchange{label: appAny}, err)
-		return rec.Code
+		var b httperr.Body
+		if err := json.Unmarshal(rec.Body.Bytes(), &b); err != nil {
+			t.Fatalf("%d %q: %v", rec.Code, rec.Body, err)
+		}
+		return rec.Code, b.Error.Code
 	}
-	cases := map[domain.ErrorKind]int{
-		domain.KindInvalid: 400, domain.KindUnauthorized: 401, domain.KindNotFound: 404,
-		domain.KindTooLarge: 413, domain.KindUnprocessable: 422, domain.KindUnavailable: 503,
-		domain.KindInternal: 500, domain.KindOther: 500, domain.KindConflict: 409,
+	type want struct {
+		status int
+		code   string
 	}
-	for k, want := range cases {
-		if got := statusOf(domain.E("op", k, "x")); got != want {
-			t.Errorf("%v: %d, want %d", k, got, want)
+	cases := map[domain.ErrorKind]want{
+		domain.KindInvalid: {400, "invalid"}, domain.KindUnauthorized: {401, "unauthorized"},
+		domain.KindNotFound: {404, "not_found"}, domain.KindTooLarge: {413, "too_large"},
+		domain.KindUnprocessable: {422, "unprocessable"}, domain.KindUnavailable: {503, "unavailable"},
+		domain.KindInternal: {500, "internal"}, domain.KindOther: {500, "internal"},
+		domain.KindConflict: {409, "conflict"},
+	}
+	for k, w := range cases {
+		if status, code := answer(domain.E("op", k, "x")); status != w.status || code != w.code {
+			t.Errorf("%v: %d %q, want %d %q", k, status, code, w.status, w.code)
 		}
 	}
-	if got := statusOf(errMethod); got != 405 {
-		t.Errorf("errMethod: %d", got)
-	}
-	if got := statusOf(errAppend(errors.New("nats: timeout"))); got != 503 {
-		t.Errorf("unclassified append error: %d, want 503", got)
-	}
-	if got := statusOf(errAppend(domain.E("op", domain.KindInvalid, "x"))); got != 500 {
-		t.Errorf("append refusing validated ids: %d, want 500", got)
-	}
-	if got := statusOf(errAppend(domain.E("op", domain.KindConflict, "x"))); got != 500 {
-		t.Errorf("append meeting a conflict: %d, want 500", got)
+	for name, c := range map[string]struct {
+		err error
+		want
+	}{
+		"wire format's code":         {domain.E("ingest.webhook", domain.KindOther, domain.Public("allpass.Open", domain.KindUnauthorized, allpass.CodeBadSignature, "x")), want{401, allpass.CodeBadSignature}},
+		"errMethod":                  {errMethod, want{405, CodeMethodNotAllowed}},
+		"errNoApp":                   {errNoApp, want{404, CodeUnknownApp}},
+		"errBusy":                    {errBusy, want{503, CodeBusy}},
+		"unclassified append error":  {errAppend(errors.New("nats: timeout")), want{503, httperr.CodeUnavailable}},
+		"append refusing valid ids":  {errAppend(domain.E("op", domain.KindInvalid, "x")), want{500, httperr.CodeInternal}},
+		"append meeting a conflict":  {errAppend(domain.E("op", domain.KindConflict, "x")), want{500, httperr.CodeInternal}},
+		"event over the log's limit": {errAppend(domain.E("op", domain.KindTooLarge, "x")), want{413, CodeBodyTooLarge}},
+	} {
+		if status, code := answer(c.err); status != c.status || code != c.code {
+			t.Errorf("%s: %d %q, want %d %q", name, status, code, c.status, c.code)
+		}
 	}
 }
 

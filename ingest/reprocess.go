@@ -7,6 +7,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"go.uber.org/zap"
 )
 
@@ -76,10 +77,10 @@ func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from u
 		}
 		app, ev, msgID, err := openAny(candidates, []byte(r.Body), signatureOf(r.Headers), r.ReceivedAt, cfg.Options)
 		if err != nil {
+			_, reason, _ := httperr.Answer(err) // the code the webhook would be refused with now
 			res.Failing++
-			res.FailingByReason[Code(err)]++
-			log.Debug("reject still refused", zap.Uint64("rejectSeq", r.Seq),
-				zap.String("reason", Code(err)))
+			res.FailingByReason[reason]++
+			log.Debug("reject still refused", zap.Uint64("rejectSeq", r.Seq), zap.String("reason", reason))
 			res.Next = r.Seq + 1
 			return nil
 		}

@@ -350,7 +350,7 @@ func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, op
 
 // parseReason maps a refused answer to its metric reason.
 func parseReason(err error) string {
-	switch allpass.Code(err) {
+	switch domain.CodeOf(err) {
 	case allpass.CodeBadSignature:
 		return ReasonBadSignature
 	case allpass.CodeInvalidResponse:

@@ -144,7 +144,7 @@ func TestOpenVerifiesMACBeforeDecrypting(t *testing.T) {
 				}
 				return
 			}
-			if domain.KindOf(err) != domain.KindUnauthorized || Code(err) != CodeBadSignature {
+			if domain.KindOf(err) != domain.KindUnauthorized || domain.CodeOf(err) != CodeBadSignature {
 				t.Fatalf("err = %v, want KindUnauthorized bad_signature", err)
 			}
 			errs = append(errs, err)
@@ -389,8 +389,8 @@ func TestOpenHostileCiphertexts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := tt.app.Open(tt.w.body, tt.w.sig, time.Now(), Options{KeepRaw: true})
-			if domain.KindOf(err) != domain.KindUnauthorized || Code(err) != CodeBadSignature {
-				t.Fatalf("err = %v (code %q), want KindUnauthorized bad_signature", err, Code(err))
+			if domain.KindOf(err) != domain.KindUnauthorized || domain.CodeOf(err) != CodeBadSignature {
+				t.Fatalf("err = %v (code %q), want KindUnauthorized bad_signature", err, domain.CodeOf(err))
 			}
 			assertSafeMessage(t, err, secrets...)
 			if first == "" {
@@ -429,7 +429,7 @@ func TestDecryptAlone(t *testing.T) {
 			}
 			pt, err := vectorApp(t, vf, c.Method).Decrypt([]byte(c.Body), env.Data, c.signature())
 			if !c.Expect.OK {
-				if domain.KindOf(err) != domain.KindUnauthorized || Code(err) != CodeBadSignature {
+				if domain.KindOf(err) != domain.KindUnauthorized || domain.CodeOf(err) != CodeBadSignature {
 					t.Fatalf("Decrypt = %q, %v; want %s", pt, err, CodeBadSignature)
 				}
 				return
@@ -446,7 +446,7 @@ func TestDecryptAlone(t *testing.T) {
 
 	broken := newTestApp(t, MethodCBC)
 	broken.Keys = nil
-	if _, err := broken.Decrypt([]byte(`{}`), "00", ""); domain.KindOf(err) != domain.KindInternal || Code(err) != CodeInvalidConfig {
+	if _, err := broken.Decrypt([]byte(`{}`), "00", ""); domain.KindOf(err) != domain.KindInternal || domain.CodeOf(err) != CodeInvalidConfig {
 		t.Errorf("Decrypt with an invalid app = %v, want KindInternal, %s", err, CodeInvalidConfig)
 	}
 }

@@ -21,7 +21,7 @@ const envelopeMaxDepth = 8
 // parseEnvelope is ParseEnvelope (see there for the rules).
 func parseEnvelope(body []byte) (Envelope, error) {
 	const op = "allpass.ParseEnvelope"
-	bad := func(msg string) error { return fail(op, domain.KindInvalid, CodeMalformedEnvelope, msg) }
+	bad := func(msg string) error { return domain.Public(op, domain.KindInvalid, CodeMalformedEnvelope, msg) }
 
 	fields, err := decodeObject(body, envelopeMaxDepth, []string{"status", "statusCode", "data", "time"})
 	if err != nil {

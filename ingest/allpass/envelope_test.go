@@ -69,8 +69,8 @@ func TestParseEnvelope(t *testing.T) {
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ParseEnvelope([]byte(tt.body))
-			if domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeMalformedEnvelope {
-				t.Fatalf("err = %v (code %q), want KindInvalid malformed_envelope", err, Code(err))
+			if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeMalformedEnvelope {
+				t.Fatalf("err = %v (code %q), want KindInvalid malformed_envelope", err, domain.CodeOf(err))
 			}
 			if strings.Contains(err.Error(), "ab") {
 				t.Errorf("message %q echoes the body", err)

@@ -26,12 +26,12 @@ func ParseHMACKey(app, field, s string) ([]byte, error) {
 func parseKeyBytes(op, app, field, s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return nil, fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: %s is empty", app, field))
+		return nil, domain.Public(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: %s is empty", app, field))
 	}
 	if b, ok := decodeFixed(s, keyLen); ok {
 		return b, nil
 	}
-	return nil, fail(op, domain.KindInvalid, CodeInvalidConfig,
+	return nil, domain.Public(op, domain.KindInvalid, CodeInvalidConfig,
 		fmt.Sprintf("app %q: %s must be 64 hex characters or base64 of 32 bytes", app, field))
 }
 

@@ -58,8 +58,8 @@ func TestParseKey(t *testing.T) {
 				func(app, field, s string) error { _, err := ParseHMACKey(app, field, s); return err },
 			} {
 				err := parse("main", "secret_key", tt.in)
-				if domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeInvalidConfig {
-					t.Fatalf("err = %v (code %s), want KindInvalid invalid_config", err, Code(err))
+				if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig {
+					t.Fatalf("err = %v (code %s), want KindInvalid invalid_config", err, domain.CodeOf(err))
 				}
 				msg := err.Error()
 				if !strings.Contains(msg, `"main"`) || !strings.Contains(msg, "secret_key") {
@@ -87,7 +87,7 @@ func TestParseAppKey(t *testing.T) {
 		}
 		a := newTestApp(t, MethodCBC)
 		a.AppKey = domain.AppKey(s)
-		if err := a.Validate(); domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeInvalidConfig {
+		if err := a.Validate(); domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig {
 			t.Errorf("Validate with app key %q = %v, want KindInvalid, %s", s, err, CodeInvalidConfig)
 		}
 	}

@@ -85,14 +85,14 @@ func ParseStatus(s string) (domain.Status, bool) {
 // object about the applicant asked for. A signature beside an object `data` is checked
 // as a CBC HMAC over the body or the object's text.
 //
-// Errors carry a kind and a code (Code): KindInvalid, CodeMalformedResponse;
+// Errors carry a kind and a code (domain.CodeOf): KindInvalid, CodeMalformedResponse;
 // KindUnauthorized, CodeBadSignature; KindUnprocessable, CodeInvalidResponse;
 // KindNotFound, CodeApplicantNotFound; KindUnavailable, CodeOpenAPIRefused; KindInternal
 // for an app that fails Validate. Messages never quote the body, a key or plaintext.
 func (a *App) ParseOpenAPIResponse(body []byte, signature string, want domain.ApplicantID) (OpenAPIApplicant, error) {
 	const op = "allpass.ParseOpenAPIResponse"
-	malformed := func(msg string) error { return fail(op, domain.KindInvalid, CodeMalformedResponse, msg) }
-	invalid := func(msg string) error { return fail(op, domain.KindUnprocessable, CodeInvalidResponse, msg) }
+	malformed := func(msg string) error { return domain.Public(op, domain.KindInvalid, CodeMalformedResponse, msg) }
+	invalid := func(msg string) error { return domain.Public(op, domain.KindUnprocessable, CodeInvalidResponse, msg) }
 	if err := a.Validate(); err != nil {
 		return OpenAPIApplicant{}, domain.E(op, domain.KindInternal, err)
 	}
@@ -125,9 +125,9 @@ func (a *App) ParseOpenAPIResponse(body []byte, signature string, want domain.Ap
 	}
 	switch {
 	case code == 404:
-		return OpenAPIApplicant{}, fail(op, domain.KindNotFound, CodeApplicantNotFound, "the Open API has no such applicant")
+		return OpenAPIApplicant{}, domain.Public(op, domain.KindNotFound, CodeApplicantNotFound, "the Open API has no such applicant")
 	case !status || code != 200:
-		return OpenAPIApplicant{}, fail(op, domain.KindUnavailable, CodeOpenAPIRefused,
+		return OpenAPIApplicant{}, domain.Public(op, domain.KindUnavailable, CodeOpenAPIRefused,
 			"the Open API answered status false or statusCode "+strconv.Itoa(code))
 	}
 

@@ -143,8 +143,8 @@ func TestParseOpenAPIResponseRefuses(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted: %+v", got)
 			}
-			if domain.KindOf(err) != c.kind || Code(err) != c.code {
-				t.Fatalf("kind %v code %q (%v), want %v %q", domain.KindOf(err), Code(err), err, c.kind, c.code)
+			if domain.KindOf(err) != c.kind || domain.CodeOf(err) != c.code {
+				t.Fatalf("kind %v code %q (%v), want %v %q", domain.KindOf(err), domain.CodeOf(err), err, c.kind, c.code)
 			}
 			if strings.Contains(err.Error(), "user-1") || strings.Contains(err.Error(), "html") {
 				t.Fatalf("message echoes the body: %v", err)
@@ -212,8 +212,8 @@ func FuzzOpenAPIResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, sig string) {
 		got, err := a.ParseOpenAPIResponse(body, sig, oaApplicant)
 		if err != nil {
-			if k, ok := known[Code(err)]; !ok || k != domain.KindOf(err) {
-				t.Fatalf("refusal of kind %v code %q: %v", domain.KindOf(err), Code(err), err)
+			if k, ok := known[domain.CodeOf(err)]; !ok || k != domain.KindOf(err) {
+				t.Fatalf("refusal of kind %v code %q: %v", domain.KindOf(err), domain.CodeOf(err), err)
 			}
 			if len(err.Error()) > 300 {
 				t.Fatalf("refusal message of %d bytes may echo the body", len(err.Error()))

@@ -66,10 +66,10 @@ func parsePayload(app domain.AppKey, plaintext []byte, envelopeTime string, rece
 	const op = "allpass.Open"
 	fields, err := decodeObject(plaintext, payloadMaxDepth, payloadFields())
 	if err != nil {
-		return domain.Event{}, fail(op, domain.KindInvalid, CodeMalformedPlaintext, "plaintext "+err.Error())
+		return domain.Event{}, domain.Public(op, domain.KindInvalid, CodeMalformedPlaintext, "plaintext "+err.Error())
 	}
 	bad := func(field, problem string) error {
-		return fail(op, domain.KindUnprocessable, CodeInvalidPayload, field+" "+problem)
+		return domain.Public(op, domain.KindUnprocessable, CodeInvalidPayload, field+" "+problem)
 	}
 
 	var ev domain.Event

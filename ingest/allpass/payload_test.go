@@ -75,8 +75,8 @@ func TestOpenPayload(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			body, sig := mustSeal(t, app, tt.plaintext, "")
 			_, _, err := app.Open(body, sig, time.Now(), Options{})
-			if domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeMalformedPlaintext {
-				t.Fatalf("err = %v (code %q), want KindInvalid malformed_plaintext", err, Code(err))
+			if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeMalformedPlaintext {
+				t.Fatalf("err = %v (code %q), want KindInvalid malformed_plaintext", err, domain.CodeOf(err))
 			}
 			assertSafeMessage(t, err, testID, "applicantApproved", "user-55d317")
 		})
@@ -134,8 +134,8 @@ func TestOpenPayload(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			body, sig := mustSeal(t, app, payloadWith(map[string]string{tt.field: tt.value}), "")
 			_, _, err := app.Open(body, sig, time.Now(), Options{})
-			if domain.KindOf(err) != domain.KindUnprocessable || Code(err) != CodeInvalidPayload {
-				t.Fatalf("err = %v (code %q), want KindUnprocessable invalid_payload", err, Code(err))
+			if domain.KindOf(err) != domain.KindUnprocessable || domain.CodeOf(err) != CodeInvalidPayload {
+				t.Fatalf("err = %v (code %q), want KindUnprocessable invalid_payload", err, domain.CodeOf(err))
 			}
 			if !strings.Contains(err.Error(), tt.field) {
 				t.Errorf("message %q does not name %s", err, tt.field)

@@ -60,18 +60,18 @@ type App struct {
 func (a *App) Validate() error {
 	const op = "allpass.App.Validate"
 	if _, err := domain.ParseAppKey(string(a.AppKey)); err != nil {
-		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: app_key is not a UUID", a.Name))
+		return domain.Public(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: app_key is not a UUID", a.Name))
 	}
 	if a.Method != MethodCBC && a.Method != MethodGCM {
-		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: method must be %s or %s", a.Name, MethodCBC, MethodGCM))
+		return domain.Public(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: method must be %s or %s", a.Name, MethodCBC, MethodGCM))
 	}
 	if len(a.Keys) == 0 {
-		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: no keys", a.Name))
+		return domain.Public(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: no keys", a.Name))
 	}
 	if a.Method == MethodCBC {
 		for i, k := range a.Keys {
 			if len(k.HMAC) == 0 {
-				return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: key generation %d has no hmac_key (required for %s)", a.Name, i, MethodCBC))
+				return domain.Public(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: key generation %d has no hmac_key (required for %s)", a.Name, i, MethodCBC))
 			}
 		}
 	}
@@ -119,8 +119,8 @@ type Options struct {
 //
 // Every key generation in a.Keys is tried, current first. An app that fails Validate is
 // a configuration bug: KindInternal. Error messages name the problem only; they never
-// hold a key, the signature or any plaintext. Code maps an error to a stable code for the
-// HTTP layer and the rejects stream. Open keeps no state: it is safe for concurrent use.
+// hold a key, the signature or any plaintext; each error's stable code (domain.CodeOf)
+// is what the HTTP layer answers and the rejects stream records. Open keeps no state: it is safe for concurrent use.
 func (a *App) Open(body []byte, signature string, receivedAt time.Time, opt Options) (domain.Event, string, error) {
 	return a.open(body, signature, receivedAt, opt, decryptCBC)
 }

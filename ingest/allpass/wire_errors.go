@@ -1,13 +1,11 @@
 package allpass
 
-import (
-	"errors"
+import "github.com/kycstate/kycstate/domain"
 
-	"github.com/kycstate/kycstate/domain"
-)
-
-// Stable error codes of the wire format, as the HTTP layer puts them in
-// {"error":{"code":...}} and the rejects stream records them. They never change meaning;
+// Stable error codes of the wire format: every refusal this package returns is a
+// domain.Error with one of them (domain.CodeOf) and a message safe to show the caller,
+// which never holds a key, a signature or any plaintext. The HTTP layer puts the code in
+// {"error":{"code":...}} and the rejects stream records it. They never change meaning;
 // new failures get new codes. Codes of failures outside the wire format (an unknown app,
 // a body over the limit, a log that cannot confirm a write) belong to the layer that
 // detects them (package ingest).
@@ -31,36 +29,11 @@ const (
 	CodeInvalidConfig = "invalid_config"
 )
 
-// Error is the cause inside every error this package returns, under a domain.Error that
-// carries the kind: a stable code and a message that is safe to show the caller. The
-// message never holds a key, a signature or any plaintext.
-type Error struct {
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
-
-// Code returns the stable code this package attached to err, also when err was wrapped
-// again since; "" when err carries none (nil, or an error made elsewhere).
-func Code(err error) string {
-	var we *Error
-	if errors.As(err, &we) {
-		return we.Code
-	}
-	return ""
-}
-
-// fail builds a domain error of kind carrying code and a caller-safe message.
-func fail(op string, kind domain.ErrorKind, code, msg string) error {
-	return domain.E(op, kind, &Error{Code: code, Message: msg})
-}
-
 // errBadSignature is every authentication and decryption failure of Open and Decrypt. It
 // is built once per call with the same text whatever failed (missing header, no MAC
 // matched, tag mismatch, bad IV or padding), so neither message nor code is a padding
 // oracle.
 func errBadSignature() error {
-	return fail("allpass.Open", domain.KindUnauthorized, CodeBadSignature,
+	return domain.Public("allpass.Open", domain.KindUnauthorized, CodeBadSignature,
 		"signature does not verify or data does not decrypt with any configured key")
 }

@@ -32,8 +32,8 @@ func FuzzEnvelope(f *testing.F) {
 		checkDecodeObject(t, body)
 		env, err := ParseEnvelope(body)
 		if err != nil {
-			if domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeMalformedEnvelope {
-				t.Fatalf("refusal of kind %v code %q: %v", domain.KindOf(err), Code(err), err)
+			if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeMalformedEnvelope {
+				t.Fatalf("refusal of kind %v code %q: %v", domain.KindOf(err), domain.CodeOf(err), err)
 			}
 			if len(err.Error()) > 200 {
 				t.Fatalf("refusal message of %d bytes may echo the body", len(err.Error()))
@@ -187,10 +187,10 @@ func FuzzPayload(f *testing.F) {
 		ev, err := parsePayload(testAppKey, plaintext, envTime, received)
 		if err != nil {
 			switch {
-			case domain.KindOf(err) == domain.KindInvalid && Code(err) == CodeMalformedPlaintext:
-			case domain.KindOf(err) == domain.KindUnprocessable && Code(err) == CodeInvalidPayload:
+			case domain.KindOf(err) == domain.KindInvalid && domain.CodeOf(err) == CodeMalformedPlaintext:
+			case domain.KindOf(err) == domain.KindUnprocessable && domain.CodeOf(err) == CodeInvalidPayload:
 			default:
-				t.Fatalf("refusal of kind %v code %q: %v", domain.KindOf(err), Code(err), err)
+				t.Fatalf("refusal of kind %v code %q: %v", domain.KindOf(err), domain.CodeOf(err), err)
 			}
 			if len(err.Error()) > 200 {
 				t.Fatalf("refusal message of %d bytes may echo the plaintext", len(err.Error()))

@@ -147,10 +147,10 @@ func TestOpenVectors(t *testing.T) {
 				}
 				ok := false
 				for _, w := range want {
-					ok = ok || (domain.KindOf(err) == w.kind && Code(err) == w.code)
+					ok = ok || (domain.KindOf(err) == w.kind && domain.CodeOf(err) == w.code)
 				}
 				if !ok {
-					t.Errorf("refused with kind %v code %s (%v); want one of %v", domain.KindOf(err), Code(err), err, want)
+					t.Errorf("refused with kind %v code %s (%v); want one of %v", domain.KindOf(err), domain.CodeOf(err), err, want)
 				}
 				assertSafeMessage(t, err, vf.App.SecretKey, vf.App.HMACKey, c.signature())
 				return
@@ -284,12 +284,12 @@ func TestValidate(t *testing.T) {
 			a := *newTestApp(t, MethodCBC)
 			tt.mutate(&a)
 			err := a.Validate()
-			if domain.KindOf(err) != domain.KindInvalid || Code(err) != CodeInvalidConfig || !strings.Contains(err.Error(), `"test"`) {
-				t.Fatalf("Validate = %v (code %q), want KindInvalid invalid_config naming the app", err, Code(err))
+			if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig || !strings.Contains(err.Error(), `"test"`) {
+				t.Fatalf("Validate = %v (code %q), want KindInvalid invalid_config naming the app", err, domain.CodeOf(err))
 			}
 			body, sig := mustSeal(t, good, `{}`, "")
-			if _, _, err := a.Open(body, sig, time.Now(), Options{}); domain.KindOf(err) != domain.KindInternal || Code(err) != CodeInvalidConfig {
-				t.Errorf("Open on a misconfigured app = %v (code %q), want KindInternal invalid_config", err, Code(err))
+			if _, _, err := a.Open(body, sig, time.Now(), Options{}); domain.KindOf(err) != domain.KindInternal || domain.CodeOf(err) != CodeInvalidConfig {
+				t.Errorf("Open on a misconfigured app = %v (code %q), want KindInternal invalid_config", err, domain.CodeOf(err))
 			}
 		})
 	}
@@ -298,22 +298,6 @@ func TestValidate(t *testing.T) {
 	gcm.Keys[0].HMAC = nil
 	if err := gcm.Validate(); err != nil {
 		t.Errorf("GCM app without HMAC key: %v", err)
-	}
-}
-
-func TestCode(t *testing.T) {
-	if Code(nil) != "" {
-		t.Errorf("Code(nil) = %q", Code(nil))
-	}
-	// An error this package did not make has no wire code; the layer that made it gives it
-	// one (ingest.Code maps the rest by kind).
-	if got := Code(domain.E("handler", domain.KindInvalid, "x")); got != "" {
-		t.Errorf("Code(foreign error) = %q, want none", got)
-	}
-	// A code attached by this package wins over the kind, also when wrapped again.
-	inner := fail("op", domain.KindInvalid, CodeMalformedPlaintext, "plaintext is not a JSON object")
-	if got := Code(domain.E("outer", domain.KindOther, inner)); got != CodeMalformedPlaintext {
-		t.Errorf("wrapped code = %q", got)
 	}
 }
 

@@ -1,19 +1,18 @@
 // Package httperr is where an error becomes an HTTP answer, for every listener (the
-// webhook listener of ingest and the read API): the status from the error's kind, in one
-// function; a body {"error":{"code","message"}} with a stable code and a message that is
-// safe to show the caller.
+// webhook listener of ingest, the read API and its console): the status and the default
+// code of each error kind, side by side in one table, and Answer, which turns any error
+// into the status, code and message the caller sees; a body {"error":{"code","message"}}.
 //
-// A message is shown only if the code that made the error said it may be (New, Wrap).
-// Everything else (a store's "store.Projection.State: ..." say) is answered with the
-// kind's generic message and logged in full: the caller sees what to do, the operator
-// sees what happened, and no error text written for the logs reaches the wire by
-// accident.
+// The error is domain.Error. Its message is shown only if the code that made the error
+// said it may be (domain.Public, domain.WithPublic). Everything else (a store's
+// "store.Projection.State: ..." say) is answered with the kind's generic message and
+// logged in full: the caller sees what to do, the operator sees what happened, and no
+// error text written for the logs reaches the wire by accident.
 package httperr
 
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"sync"
@@ -22,41 +21,81 @@ import (
 	"go.uber.org/zap"
 )
 
-// Status maps an error kind to its HTTP status. It is the only such mapping.
+// Default codes of the error kinds, and the code of every 405. They never change meaning:
+// clients branch on them (api/client has the same strings).
+const (
+	CodeInvalid          = "invalid"
+	CodeUnauthorized     = "unauthorized"
+	CodeForbidden        = "forbidden"
+	CodeNotFound         = "not_found"
+	CodeTooLarge         = "too_large"
+	CodeUnprocessable    = "unprocessable"
+	CodeConflict         = "conflict"
+	CodeUnavailable      = "unavailable"
+	CodeInternal         = "internal"
+	CodeMethodNotAllowed = "method_not_allowed"
+)
+
+// kindAnswer is one row of the table: what an error of a kind is answered with when it
+// brings no code or message of its own.
+type kindAnswer struct {
+	status  int
+	code    string
+	message string
+}
+
+// answerOf is the one table of kinds to answers. KindOther (an error nobody classified)
+// and any kind without a row are 500 internal: a bug or a broken invariant.
 //
 // KindConflict is 409: the request is well formed and allowed, but collides with the
 // state of the thing it asks about (a verify already running); asking again later can
 // succeed. A conflict that is no caller's doing (a projection file of another schema
 // under the event log, say) is a broken invariant, and the code that meets it re-kinds it
-// KindInternal (ingest's append path does) rather than this mapping guessing.
-func Status(k domain.ErrorKind) int {
+// KindInternal (ingest's append path does) rather than this table guessing.
+func answerOf(k domain.ErrorKind) kindAnswer {
 	switch k {
 	case domain.KindInvalid:
-		return http.StatusBadRequest
+		return kindAnswer{http.StatusBadRequest, CodeInvalid, "invalid request"}
 	case domain.KindUnauthorized:
-		return http.StatusUnauthorized
+		return kindAnswer{http.StatusUnauthorized, CodeUnauthorized, "not authenticated"}
 	case domain.KindForbidden:
-		return http.StatusForbidden
+		return kindAnswer{http.StatusForbidden, CodeForbidden, "not allowed"}
 	case domain.KindNotFound:
-		return http.StatusNotFound
+		return kindAnswer{http.StatusNotFound, CodeNotFound, "not found"}
 	case domain.KindTooLarge:
-		return http.StatusRequestEntityTooLarge
+		return kindAnswer{http.StatusRequestEntityTooLarge, CodeTooLarge, "request too large"}
 	case domain.KindUnprocessable:
-		return http.StatusUnprocessableEntity
+		return kindAnswer{http.StatusUnprocessableEntity, CodeUnprocessable, "request cannot be processed"}
 	case domain.KindConflict:
-		return http.StatusConflict
+		return kindAnswer{http.StatusConflict, CodeConflict, "conflicts with the current state; ask again later"}
 	case domain.KindUnavailable:
-		return http.StatusServiceUnavailable
+		return kindAnswer{http.StatusServiceUnavailable, CodeUnavailable, "temporarily unavailable; retry later"}
 	}
-	return http.StatusInternalServerError
+	return kindAnswer{http.StatusInternalServerError, CodeInternal, "internal error"}
 }
 
-// CodeInternal is the code of every 500 whose error names no other, and
-// CodeMethodNotAllowed the code of every 405.
-const (
-	CodeInternal         = "internal"
-	CodeMethodNotAllowed = "method_not_allowed"
-)
+// Status maps an error kind to its HTTP status.
+func Status(k domain.ErrorKind) int { return answerOf(k).status }
+
+// Code is the code of an error of kind k that names none of its own.
+func Code(k domain.ErrorKind) string { return answerOf(k).code }
+
+// Answer is what the caller is told of err, exactly as every listener answers it: the
+// status of its kind; its code (domain.CodeOf) or the kind's; its caller-safe message
+// (domain.MessageOf) or the kind's generic one. Of a 500 the caller sees only the code and
+// "internal error", whatever the error says: it is a bug or a broken invariant, and its
+// text is for the operator.
+func Answer(err error) (status int, code, msg string) {
+	a := answerOf(domain.KindOf(err))
+	status, code, msg = a.status, a.code, a.message
+	if c := domain.CodeOf(err); c != "" {
+		code = c
+	}
+	if m := domain.MessageOf(err); m != "" && status != http.StatusInternalServerError {
+		msg = m
+	}
+	return status, code, msg
+}
 
 // Body is every error answer: {"error":{"code":"...","message":"..."}}.
 type Body struct {
@@ -69,62 +108,6 @@ type Detail struct {
 	Message string `json:"message"`
 }
 
-// Error is what the caller of a request may see of an error: a stable code and a
-// caller-safe message, and the cause for the logs. It is found in an error's chain with
-// errors.As; the kind is the chain's (domain.KindOf).
-type Error struct {
-	Code    string // "": the kind's name
-	Message string // "": the kind's generic message
-	Err     error  // the cause; never shown to the caller
-}
-
-func (e *Error) Error() string {
-	switch {
-	case e.Err == nil:
-		return e.Message
-	case e.Message == "":
-		return e.Err.Error()
-	}
-	return e.Message + ": " + e.Err.Error()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// New returns an error of kind whose answer carries code ("" for the kind's name) and msg,
-// which must name the problem without secrets, plaintext or internals.
-func New(kind domain.ErrorKind, code, msg string) error {
-	return domain.E("", kind, &Error{Code: code, Message: msg})
-}
-
-// Wrap gives err (its kind kept) the code and caller-safe message its answer carries;
-// err's own text goes to the logs only.
-func Wrap(err error, code, msg string) error {
-	return &Error{Code: code, Message: msg, Err: err}
-}
-
-// generic is the message of an error that brings none the caller may see.
-func generic(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "invalid request"
-	case http.StatusUnauthorized:
-		return "not authenticated"
-	case http.StatusForbidden:
-		return "not allowed"
-	case http.StatusNotFound:
-		return "not found"
-	case http.StatusConflict:
-		return "conflicts with the current state; ask again later"
-	case http.StatusRequestEntityTooLarge:
-		return "request too large"
-	case http.StatusUnprocessableEntity:
-		return "request cannot be processed"
-	case http.StatusServiceUnavailable:
-		return "temporarily unavailable; retry later"
-	}
-	return "internal error"
-}
-
 // Writer answers errors for one listener.
 type Writer struct {
 	// Log receives every 5xx but 503 in full (the caller got "internal error"). Nil: the
@@ -134,31 +117,11 @@ type Writer struct {
 	RetryAfter string
 }
 
-// Write answers err and returns what it answered. Of a 500 the caller sees only its code
-// and "internal error", whatever the error says: it is a bug or a broken invariant, and
-// its text is for the operator.
+// Write answers err (Answer) and returns what it answered.
 func (wr Writer) Write(w http.ResponseWriter, r *http.Request, err error) (status int, code, msg string) {
-	kind := domain.KindOf(err)
-	status = Status(kind)
-	code, msg = kind.String(), ""
-	var e *Error
-	if errors.As(err, &e) {
-		if e.Code != "" {
-			code = e.Code
-		}
-		msg = e.Message
-	}
-	if status == http.StatusInternalServerError {
-		if e == nil || e.Code == "" {
-			code = CodeInternal
-		}
-		msg = ""
-		if wr.Log != nil {
-			wr.Log.Error("request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
-		}
-	}
-	if msg == "" {
-		msg = generic(status)
+	status, code, msg = Answer(err)
+	if status == http.StatusInternalServerError && wr.Log != nil {
+		wr.Log.Error("request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 	}
 	if status == http.StatusServiceUnavailable && wr.RetryAfter != "" {
 		w.Header().Set("Retry-After", wr.RetryAfter)

@@ -13,18 +13,59 @@ import (
 	"github.com/kycstate/kycstate/domain"
 )
 
-// Every kind has exactly one status, and the kinds that are no caller's doing are 5xx.
-func TestStatus(t *testing.T) {
-	want := map[domain.ErrorKind]int{
-		domain.KindOther: 500, domain.KindInvalid: 400, domain.KindUnauthorized: 401,
-		domain.KindForbidden: 403, domain.KindNotFound: 404, domain.KindTooLarge: 413,
-		domain.KindUnprocessable: 422, domain.KindConflict: 409, domain.KindUnavailable: 503,
-		domain.KindInternal: 500, domain.ErrorKind(99): 500,
-	}
-	for k, s := range want {
-		if got := Status(k); got != s {
-			t.Errorf("Status(%v) = %d, want %d", k, got, s)
+// kinds restates the table, independent of the package: each kind's status and default
+// code. Every kind is in it (TestTable walks ErrorKind until String gives up).
+var kinds = map[domain.ErrorKind]struct {
+	status int
+	code   string
+}{
+	domain.KindOther:         {500, "internal"},
+	domain.KindInvalid:       {400, "invalid"},
+	domain.KindUnauthorized:  {401, "unauthorized"},
+	domain.KindForbidden:     {403, "forbidden"},
+	domain.KindNotFound:      {404, "not_found"},
+	domain.KindTooLarge:      {413, "too_large"},
+	domain.KindUnprocessable: {422, "unprocessable"},
+	domain.KindConflict:      {409, "conflict"},
+	domain.KindUnavailable:   {503, "unavailable"},
+	domain.KindInternal:      {500, "internal"},
+}
+
+// TestTable: every kind has a status and a default code, and they agree: a kind's code
+// is its own name (KindOther, no classification, is internal), two kinds share a code
+// only if they share a status, and a kind of no row is a 500.
+func TestTable(t *testing.T) {
+	n := 0
+	for k := domain.ErrorKind(0); !strings.HasPrefix(k.String(), "kind("); k++ {
+		n++
+		want, ok := kinds[k]
+		if !ok {
+			t.Errorf("kind %v: not in this test's table", k)
+			continue
 		}
+		if got := Status(k); got != want.status {
+			t.Errorf("Status(%v) = %d, want %d", k, got, want.status)
+		}
+		if got := Code(k); got != want.code {
+			t.Errorf("Code(%v) = %q, want %q", k, got, want.code)
+		}
+		if k != domain.KindOther && Code(k) != k.String() {
+			t.Errorf("kind %v answers the code %q of another kind", k, Code(k))
+		}
+		for j := domain.ErrorKind(0); j < k; j++ {
+			if Code(j) == Code(k) && Status(j) != Status(k) {
+				t.Errorf("kinds %v and %v share the code %q but not the status (%d, %d)", j, k, Code(k), Status(j), Status(k))
+			}
+		}
+		if status, code, _ := Answer(domain.E("op", k, "x")); status != want.status || code != want.code {
+			t.Errorf("Answer(kind %v) = %d %q, want %d %q", k, status, code, want.status, want.code)
+		}
+	}
+	if n != len(kinds) {
+		t.Errorf("%d kinds, this test's table has %d", n, len(kinds))
+	}
+	if Status(domain.ErrorKind(99)) != 500 || Code(domain.ErrorKind(99)) != CodeInternal {
+		t.Errorf("a kind of no row: %d %q, want 500 internal", Status(domain.ErrorKind(99)), Code(domain.ErrorKind(99)))
 	}
 }
 
@@ -37,14 +78,15 @@ func TestWrite(t *testing.T) {
 		code, msg  string
 		retryAfter string
 	}{
-		{"public", New(domain.KindInvalid, "", "limit: must be an integer"), 400, "invalid", "limit: must be an integer", ""},
-		{"own code", New(domain.KindNotFound, "verify_disabled", "verify: off"), 404, "verify_disabled", "verify: off", ""},
-		{"wrapped public", fmt.Errorf("ctx: %w", New(domain.KindForbidden, "", "role reader may not")), 403, "forbidden", "role reader may not", ""},
+		{"public", domain.Public("api", domain.KindInvalid, "", "limit: must be an integer"), 400, "invalid", "limit: must be an integer", ""},
+		{"own code", domain.Public("api", domain.KindNotFound, "verify_disabled", "verify: off"), 404, "verify_disabled", "verify: off", ""},
+		{"wrapped public", fmt.Errorf("ctx: %w", domain.Public("api", domain.KindForbidden, "", "role reader may not")), 403, "forbidden", "role reader may not", ""},
 		{"internals of a 503", internals, 503, "unavailable", "temporarily unavailable; retry later", "5"},
-		{"internals given a message", Wrap(internals, "", "the log did not confirm"), 503, "unavailable", "the log did not confirm", "5"},
-		{"500 never shows its message", New(domain.KindInternal, "invalid_config", "key is 31 bytes"), 500, "invalid_config", "internal error", ""},
+		{"internals given a message", domain.WithPublic(internals, "", "the log did not confirm"), 503, "unavailable", "the log did not confirm", "5"},
+		{"500 never shows its message", domain.Public("allpass.Open", domain.KindInternal, "invalid_config", "key is 31 bytes"), 500, "invalid_config", "internal error", ""},
+		{"a 500 hides an inner public message", domain.E("store", domain.KindInternal, domain.Public("api", domain.KindInvalid, "", "id: not a UUID")), 500, "internal", "internal error", ""},
 		{"kindless", errors.New("boom at 0xdeadbeef"), 500, "internal", "internal error", ""},
-		{"conflict", New(domain.KindConflict, "", "verify: already running"), 409, "conflict", "verify: already running", ""},
+		{"conflict", domain.Public("api", domain.KindConflict, "", "verify: already running"), 409, "conflict", "verify: already running", ""},
 		{"conflict without a message", domain.E("store.Builder", domain.KindConflict, "builder finished"), 409, "conflict", "conflicts with the current state; ask again later", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,26 +114,13 @@ func TestWrite(t *testing.T) {
 	}
 }
 
-// The kind of an error made here is the kind it was given, so tests go on asserting on
-// kinds; the cause stays reachable for the logs.
-func TestKindsAndCauses(t *testing.T) {
-	if k := domain.KindOf(New(domain.KindUnprocessable, "x", "y")); k != domain.KindUnprocessable {
-		t.Errorf("New: kind %v", k)
-	}
-	cause := errors.New("cause")
-	w := Wrap(domain.E("op", domain.KindUnavailable, cause), "c", "m")
-	if domain.KindOf(w) != domain.KindUnavailable || !errors.Is(w, cause) || !strings.Contains(w.Error(), "cause") {
-		t.Errorf("Wrap: kind %v, cause reachable %v, text %q", domain.KindOf(w), errors.Is(w, cause), w.Error())
-	}
-}
-
 func TestHandle(t *testing.T) {
 	h := Writer{}.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		if r.URL.Path == "/ok" {
 			WriteJSON(w, http.StatusOK, map[string]int{"n": 1})
 			return nil
 		}
-		return New(domain.KindNotFound, "", "no "+r.URL.Path)
+		return domain.Public("test", domain.KindNotFound, "", "no "+r.URL.Path)
 	})
 	for path, want := range map[string]int{"/ok": 200, "/nope": 404} {
 		rec := httptest.NewRecorder()
