@@ -1,0 +1,23 @@
+// Package ingest turns Allpass webhooks into events on the event log, and is the only
+// writer of webhooks to it.
+//
+// Its job: answer each webhook with 200 only once the log has acknowledged the event
+// (a duplicate the log recognises is a 200 too), refuse everything else with a JSON error
+// whose code is stable and whose message names the problem without a key, a signature or
+// plaintext, and keep every refused request it read (except a body over the limit) in the
+// rejects stream, so that a misconfigured key loses nothing: Reprocess re-opens them once
+// the keys are fixed.
+//
+// Invariants:
+//   - Never 200 without the log's acknowledgement; a write the log cannot confirm is 503
+//     with Retry-After, and a retry of the same delivery is stored once (its Nats-Msg-Id).
+//   - The MAC or tag is verified before anything is decrypted, and the whole body is read
+//     before anything acts on it (the wire format, ingest/allpass, does the checks; it
+//     imports no HTTP and no NATS).
+//   - Appends that arrive while a write is in flight are group-committed: one write for
+//     the batch, each webhook answered from that write's acknowledgement.
+//   - Requests in flight are bounded; past the bound a request waits a bounded time for a
+//     slot before it is answered 503, and refusing costs less than serving.
+//   - What belongs to a request (its size, its payload) is answered to that request; only
+//     the log's own failures count against readiness.
+package ingest
