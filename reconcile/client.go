@@ -43,12 +43,13 @@ type fetched struct {
 	at        time.Time // when the answer arrived
 }
 
-// callError is a failed call: a reason label, a caller-safe message, and for 429 the
-// wait Allpass asked for.
+// callError is a failed call: a reason label, a caller-safe message (the report's), for
+// 429 the wait Allpass asked for, and the transport's own error for the log.
 type callError struct {
 	reason     string
 	msg        string
 	retryAfter time.Duration
+	err        error // nil, or the cause; it may name the host, so it is logged, never reported
 }
 
 func (e *callError) Error() string { return e.msg }
@@ -148,8 +149,9 @@ func (c *client) fetch(ctx context.Context, id domain.ApplicantID) (fetched, err
 // errNotFound is a 404: Allpass has no such applicant.
 var errNotFound = errors.New("the Open API has no such applicant (404)")
 
-// transportErr classifies a failed request or body read. The message names no URL: the
-// base URL is configuration, and an error that quotes it says nothing the operator lacks.
+// transportErr classifies a failed request or body read. The message is the report's: it
+// names no URL and quotes no transport error (which names the host and says nothing a
+// caller can act on); the error itself goes to the log with the back-off.
 func (c *client) transportErr(parent, call context.Context, err error) error {
 	if parent.Err() != nil {
 		return parent.Err()
@@ -161,16 +163,7 @@ func (c *client) transportErr(parent, call context.Context, err error) error {
 	if call.Err() != nil || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return &callError{reason: ReasonTimeout, msg: fmt.Sprintf("no whole answer from the Open API within %s", c.timeout)}
 	}
-	return &callError{reason: ReasonTransport, msg: "the Open API could not be reached: " + transportCause(err)}
-}
-
-// transportCause is the innermost message of err without the URL url.Error adds.
-func transportCause(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	return err.Error()
+	return &callError{reason: ReasonTransport, msg: "the Open API could not be reached", err: err}
 }
 
 // retryAfter reads a Retry-After of seconds or an HTTP date; absent or unreadable: 0.

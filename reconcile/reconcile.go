@@ -309,8 +309,16 @@ func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, op
 			rep.Action = ActionNotFound
 			return rep
 		}
+		// The report says which check failed, in the wire format's caller-safe words; the
+		// error itself, with the parser's operation, goes to the log.
 		reason := parseReason(err)
-		rep.fail(reason, "the Open API answer was refused: "+err.Error())
+		r.log.Warn("Open API answer refused", zap.String("app", a.name),
+			zap.String("applicantId", string(st.ApplicantID)), zap.String("reason", reason), zap.Error(err))
+		msg := "the Open API answer was refused"
+		if m := domain.MessageOf(err); m != "" {
+			msg += ": " + m
+		}
+		rep.fail(reason, msg)
 		if reason == ReasonRefused {
 			r.backOff(a, &callError{reason: reason})
 		}
@@ -396,7 +404,7 @@ func (r *Reconciler) backOff(a *appState, ce *callError) {
 		}
 		a.paused = now.Add(d)
 		r.log.Warn("Open API call failed; backing off", zap.String("app", a.name),
-			zap.String("reason", ce.reason), zap.Duration("for", d))
+			zap.String("reason", ce.reason), zap.Duration("for", d), zap.NamedError("cause", ce.err))
 	}
 }
 
