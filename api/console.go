@@ -13,7 +13,6 @@ import (
 	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/api/console"
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/internal/httperr"
 	"go.uber.org/zap"
 )
 
@@ -22,7 +21,6 @@ func newConsole(s *server, key []byte, signOuts console.SignOuts) (http.Handler,
 	return console.New(console.Config{
 		Backend:     consoleBackend{s},
 		Logger:      s.log,
-		StatusFor:   httperr.Status,
 		SessionKey:  sessionKeyFor(key, s.tokens),
 		VerifyBound: s.verifyTimeout + writeMargin,
 		SignOuts:    signOuts,
@@ -70,7 +68,7 @@ func (b consoleBackend) State(ctx context.Context, id domain.ApplicantID) (domai
 	case err != nil:
 		return domain.State{}, err
 	case !found:
-		return domain.State{}, domain.E("id", domain.KindNotFound, "no applicant "+string(id))
+		return domain.State{}, errParam("id", domain.KindNotFound, "no applicant "+string(id))
 	}
 	return b.s.openState(ctx, st)
 }
@@ -85,7 +83,7 @@ func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as c
 	case err != nil:
 		return domain.State{}, err
 	case !found:
-		return domain.State{}, domain.E("id", domain.KindNotFound, "applicant "+string(id)+" had no events by then")
+		return domain.State{}, errParam("id", domain.KindNotFound, "applicant "+string(id)+" had no events by then")
 	}
 	return b.s.openState(ctx, st)
 }
@@ -97,9 +95,9 @@ func (b consoleBackend) History(ctx context.Context, id domain.ApplicantID, afte
 func (b consoleBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error) {
 	switch {
 	case ext == "":
-		return nil, domain.E("externalUserId", domain.KindInvalid, "must not be empty")
+		return nil, errParam("externalUserId", domain.KindInvalid, "must not be empty")
 	case len(ext) > maxExtIDBytes:
-		return nil, domain.E("externalUserId", domain.KindInvalid, fmt.Sprintf("longer than %d bytes", maxExtIDBytes))
+		return nil, errParam("externalUserId", domain.KindInvalid, fmt.Sprintf("longer than %d bytes", maxExtIDBytes))
 	}
 	states, err := b.s.byExternalUserID(ctx, ext, "", min(limit, maxLimit))
 	if err != nil {
@@ -141,41 +139,24 @@ func (b consoleBackend) Health(ctx context.Context) console.Health {
 	return h
 }
 
-// Verify runs s.verify under the same one-at-a-time rule and bound as GET /v1/verify.
+// Verify runs a verify as GET /v1/verify does (runVerify).
 func (b consoleBackend) Verify(ctx context.Context) (domain.VerifyResult, error) {
-	s := b.s
-	if s.verify == nil {
-		return domain.VerifyResult{}, domain.E("verify", domain.KindNotFound, "this node does not verify: it was started without an event log to compare with")
-	}
-	select {
-	case s.verifying <- struct{}{}:
-		defer func() { <-s.verifying }()
-	default:
-		return domain.VerifyResult{}, domain.E("verify", domain.KindConflict, "a verify is already running on this node; try again when it has answered")
-	}
-	vctx, cancel := context.WithTimeout(ctx, s.verifyTimeout)
-	defer cancel()
-	res, err := s.verify(vctx)
-	if err != nil && vctx.Err() != nil && ctx.Err() == nil {
-		return domain.VerifyResult{}, domain.E("verify", domain.KindUnavailable, fmt.Sprintf(
-			"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout))
-	}
-	return res, err
+	return b.s.runVerify(ctx)
 }
 
 func (b consoleBackend) Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (uint64, error) {
 	if b.s.erase == nil {
-		return 0, domain.E("erase", domain.KindNotFound, "this node does not erase: it was started without the key ring")
+		return 0, errParam("erase", domain.KindNotFound, "this node does not erase: it was started without the key ring")
 	}
 	if utf8.RuneCountInString(reason) > maxReasonChars {
-		return 0, domain.E("reason", domain.KindInvalid, fmt.Sprintf("longer than %d characters", maxReasonChars))
+		return 0, errParam("reason", domain.KindInvalid, fmt.Sprintf("longer than %d characters", maxReasonChars))
 	}
 	st, found, err := b.s.proj.State(id)
 	switch {
 	case err != nil:
 		return 0, err
 	case !found:
-		return 0, domain.E("id", domain.KindNotFound, "no applicant "+string(id))
+		return 0, errParam("id", domain.KindNotFound, "no applicant "+string(id))
 	}
 	seq, pending, err := b.s.erase(ctx, st.AppKey, st.ApplicantID, by, reason)
 	if err != nil {

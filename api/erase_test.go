@@ -22,6 +22,7 @@ const adminToken = "admin-token-3c2b1a0f9e8d"
 type fakeKeys struct {
 	mu     sync.Mutex
 	erased map[domain.ApplicantID]bool
+	fail   error // when set, every OpenExternalUserID returns it
 }
 
 func (k *fakeKeys) seal(app domain.AppKey, id domain.ApplicantID, ext domain.ExternalUserID) domain.SealedExternalUserID {
@@ -31,6 +32,9 @@ func (k *fakeKeys) seal(app domain.AppKey, id domain.ApplicantID, ext domain.Ext
 func (k *fakeKeys) OpenExternalUserID(_ context.Context, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.fail != nil {
+		return "", k.fail
+	}
 	if k.erased[id] {
 		return "", domain.E("fake", domain.KindNotFound, "erased")
 	}

@@ -451,29 +451,15 @@ func (s *server) handleChanges() http.Handler {
 // is sized for the short routes and would cut the answer.
 func (s *server) handleVerify() http.Handler {
 	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
-		if s.verify == nil {
-			return errCode("verify", domain.KindNotFound, client.CodeVerifyDisabled, "this node does not verify: it was started without an event log to compare with")
-		}
-		select {
-		case s.verifying <- struct{}{}:
-			defer func() { <-s.verifying }()
-		default:
-			return errParam("verify", domain.KindConflict, "a verify is already running on this node; ask again when it has answered")
-		}
 		err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.verifyTimeout + writeMargin))
 		if err != nil && !errors.Is(err, http.ErrNotSupported) {
 			s.log.Warn("verify: cannot extend the write deadline", zap.Error(err))
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), s.verifyTimeout)
-		defer cancel()
 		start := time.Now()
-		res, err := s.verify(ctx)
+		res, err := s.runVerify(r.Context())
 		switch {
 		case r.Context().Err() != nil:
 			return nil // the client went away; no one to answer
-		case err != nil && ctx.Err() != nil:
-			return errParam("verify", domain.KindUnavailable, fmt.Sprintf(
-				"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout))
 		case err != nil:
 			return err
 		}
@@ -485,6 +471,29 @@ func (s *server) handleVerify() http.Handler {
 		writeJSON(w, http.StatusOK, newVerifyView(res))
 		return nil
 	})
+}
+
+// runVerify runs s.verify for GET /v1/verify and the console: one at a time per node, and
+// within verifyTimeout. Errors: 404 verify_disabled on a node without an event log, 409
+// while another runs, 503 past the bound.
+func (s *server) runVerify(ctx context.Context) (domain.VerifyResult, error) {
+	if s.verify == nil {
+		return domain.VerifyResult{}, errCode("verify", domain.KindNotFound, client.CodeVerifyDisabled, "this node does not verify: it was started without an event log to compare with")
+	}
+	select {
+	case s.verifying <- struct{}{}:
+		defer func() { <-s.verifying }()
+	default:
+		return domain.VerifyResult{}, errParam("verify", domain.KindConflict, "a verify is already running on this node; ask again when it has answered")
+	}
+	vctx, cancel := context.WithTimeout(ctx, s.verifyTimeout)
+	defer cancel()
+	res, err := s.verify(vctx)
+	if err != nil && vctx.Err() != nil && ctx.Err() == nil {
+		return domain.VerifyResult{}, errParam("verify", domain.KindUnavailable, fmt.Sprintf(
+			"did not finish within %s; verify a log this long offline (kycstate verify on a stopped node's data dir)", s.verifyTimeout))
+	}
+	return res, err
 }
 
 // handleReconcile answers POST /v1/applicants/{id}/reconcile: this applicant checked

@@ -52,9 +52,9 @@ type Health struct {
 	SweepConfigured bool
 }
 
-// Backend is what the console reads. Every error is a domain error whose kind the console
-// maps to an HTTP status with Config.StatusFor; the messages of kinds other than
-// KindInternal are shown to the user, so they name what to fix and hold no secret.
+// Backend is what the console reads. Every error is answered as the API answers it
+// (internal/httperr.Answer): the status of its kind, and its caller-safe message
+// (domain.Public) or the kind's generic one; an error's own text is only logged.
 type Backend interface {
 	// Authenticate returns who holds token. Errors: KindUnauthorized when no configured
 	// token matches. It takes the same time whichever token, if any, matches.
@@ -110,9 +110,6 @@ const (
 type Config struct {
 	Backend Backend     // required
 	Logger  *zap.Logger // nil: no logs
-	// StatusFor maps an error kind to its HTTP status: the API's own mapping, so a page
-	// answers with the status the same error gets from the API. Required.
-	StatusFor func(domain.ErrorKind) int
 	// SessionKey signs sessions and CSRF tokens; at least 32 bytes. Nil: a random key per
 	// process, so sessions end when the process does and cannot be carried to another
 	// query node. A configured key makes sessions valid on every node sharing it.
@@ -150,7 +147,6 @@ type SignOuts interface {
 type Console struct {
 	b           Backend
 	log         *zap.Logger
-	statusFor   func(domain.ErrorKind) int
 	keys        keys
 	ttl         time.Duration
 	secure      bool
@@ -164,15 +160,12 @@ type Console struct {
 	mux         *http.ServeMux
 }
 
-// New builds the console. It refuses a config without a backend or status mapping, or
+// New builds the console. It refuses a config without a backend, or
 // with a session key shorter than 32 bytes.
 func New(cfg Config) (*Console, error) {
 	const op = "console.New"
 	if cfg.Backend == nil {
 		return nil, domain.E(op, domain.KindInvalid, "no backend")
-	}
-	if cfg.StatusFor == nil {
-		return nil, domain.E(op, domain.KindInvalid, "no status mapping")
 	}
 	key := cfg.SessionKey
 	if key == nil {
@@ -188,7 +181,6 @@ func New(cfg Config) (*Console, error) {
 	c := &Console{
 		b:           cfg.Backend,
 		log:         cfg.Logger,
-		statusFor:   cfg.StatusFor,
 		keys:        deriveKeys(key),
 		ttl:         cfg.SessionTTL,
 		secure:      cfg.SecureCookies,

@@ -443,9 +443,8 @@ func TestSafeNext(t *testing.T) {
 
 func TestNewRefuses(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"no backend":    {StatusFor: statusOf},
-		"no status map": {Backend: &fakeBackend{}},
-		"short key":     {Backend: &fakeBackend{}, StatusFor: statusOf, SessionKey: []byte("short")},
+		"no backend": {},
+		"short key":  {Backend: &fakeBackend{}, SessionKey: []byte("short")},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -455,8 +454,8 @@ func TestNewRefuses(t *testing.T) {
 
 func TestConfiguredKeySharesSessions(t *testing.T) {
 	key := []byte(strings.Repeat("k", 32))
-	a, _ := New(Config{Backend: &fakeBackend{}, StatusFor: statusOf, SessionKey: key})
-	b, _ := New(Config{Backend: &fakeBackend{}, StatusFor: statusOf, SessionKey: key})
+	a, _ := New(Config{Backend: &fakeBackend{}, SessionKey: key})
+	b, _ := New(Config{Backend: &fakeBackend{}, SessionKey: key})
 	ha, hb := &harness{c: a}, &harness{c: b}
 	s := ha.signIn(t, readerTok)
 	if rec := hb.do("GET", "/console/", nil, s); rec.Code != 200 {

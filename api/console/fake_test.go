@@ -91,7 +91,7 @@ func (f *fakeBackend) State(ctx context.Context, id domain.ApplicantID) (domain.
 	}
 	st, ok := f.states()[id]
 	if !ok {
-		return domain.State{}, domain.E("id", domain.KindNotFound, "no applicant "+string(id))
+		return domain.State{}, domain.Public("api", domain.KindNotFound, "", "id: no applicant "+string(id))
 	}
 	return st, nil
 }
@@ -177,27 +177,6 @@ func (f *fakeBackend) Verify(ctx context.Context) (domain.VerifyResult, error) {
 	return domain.VerifyResult{Checkpoint: 3, LogLast: 3, Applicants: 3, Events: 3}, nil
 }
 
-// statusOf is a stand-in for the API's kind-to-status map.
-func statusOf(k domain.ErrorKind) int {
-	switch k {
-	case domain.KindInvalid:
-		return 400
-	case domain.KindUnauthorized:
-		return 401
-	case domain.KindForbidden:
-		return 403
-	case domain.KindNotFound:
-		return 404
-	case domain.KindUnprocessable:
-		return 422
-	case domain.KindConflict:
-		return 409
-	case domain.KindUnavailable:
-		return 503
-	}
-	return 500
-}
-
 // clock is a settable test clock.
 type clock struct {
 	mu  sync.Mutex
@@ -228,7 +207,7 @@ func newHarnessWith(tb testing.TB, adjust func(*Config)) *harness {
 	if t, ok := tb.(*testing.T); ok {
 		log = zaptest.NewLogger(t)
 	}
-	cfg := Config{Backend: h.b, Logger: log, StatusFor: statusOf, Now: h.clock.Now}
+	cfg := Config{Backend: h.b, Logger: log, Now: h.clock.Now}
 	if adjust != nil {
 		adjust(&cfg)
 	}

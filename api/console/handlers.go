@@ -31,7 +31,7 @@ func (c *Console) routes() {
 	c.mux.Handle("POST /console/ops/verify", c.post(domain.RoleAuditor, c.verify))
 	c.mux.Handle("POST /console/applicants/{id}/erase", c.post(domain.RoleAdmin, c.erase))
 	c.mux.Handle("/console/", c.page(domain.RoleReader, func(w http.ResponseWriter, r *http.Request, s session) {
-		c.fail(w, r, &s, domain.E("path", domain.KindNotFound, "no console page "+quote(r.URL.Path)))
+		c.fail(w, r, &s, errParam("path", domain.KindNotFound, "no console page "+quote(r.URL.Path)))
 	}))
 }
 
@@ -48,7 +48,7 @@ func (c *Console) page(need domain.Role, h sessionHandler) http.Handler {
 			return
 		}
 		if !s.Role.Allows(need) {
-			c.fail(w, r, &s, domain.E("role", domain.KindForbidden,
+			c.fail(w, r, &s, errParam("role", domain.KindForbidden,
 				fmt.Sprintf("this page needs the %s role; %s is signed in as %s", need, s.Name, s.Role)))
 			return
 		}
@@ -61,11 +61,11 @@ func (c *Console) post(need domain.Role, h sessionHandler) http.Handler {
 	return c.page(need, func(w http.ResponseWriter, r *http.Request, s session) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 		if err := r.ParseForm(); err != nil {
-			c.fail(w, r, &s, domain.E("form", domain.KindInvalid, "malformed or oversized form"))
+			c.fail(w, r, &s, errParam("form", domain.KindInvalid, "malformed or oversized form"))
 			return
 		}
 		if !c.keys.checkCSRF(s, r.PostForm.Get("csrf")) {
-			c.fail(w, r, &s, domain.E("csrf", domain.KindForbidden, "the form's CSRF token does not match this session; reload the page and try again"))
+			c.fail(w, r, &s, errParam("csrf", domain.KindForbidden, "the form's CSRF token does not match this session; reload the page and try again"))
 			return
 		}
 		h(w, r, s)
@@ -250,7 +250,7 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
 	}
 	id, err := domain.ParseApplicantID(r.PathValue("id"))
 	if err != nil {
-		c.fail(w, r, &s, domain.E("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
+		c.fail(w, r, &s, errParam("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
 		return
 	}
 	as, hasAsOf, err := p.asOf()
@@ -265,11 +265,11 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
 	}
 	auditor := s.Role.Allows(domain.RoleAuditor)
 	if hasAsOf && !auditor {
-		c.fail(w, r, &s, domain.E("seq", domain.KindForbidden, "point-in-time state needs the auditor role"))
+		c.fail(w, r, &s, errParam("seq", domain.KindForbidden, "point-in-time state needs the auditor role"))
 		return
 	}
 	if p.has("after") && !auditor {
-		c.fail(w, r, &s, domain.E("after", domain.KindForbidden, "history needs the auditor role"))
+		c.fail(w, r, &s, errParam("after", domain.KindForbidden, "history needs the auditor role"))
 		return
 	}
 	ctx := r.Context()
@@ -396,14 +396,14 @@ func (c *Console) feed() http.Handler {
 			after, err = p.seq("after")
 		}
 		if err != nil {
-			answer(c.statusFor(domain.KindOf(err)), feedBody{Changes: []feedChange{}, Error: err.Error()})
+			status, _, msg := c.answer(r, err)
+			answer(status, feedBody{Changes: []feedChange{}, Error: msg})
 			return
 		}
 		changes, err := c.b.Changes(r.Context(), after, pageSize)
 		if err != nil {
-			status := c.statusFor(domain.KindOf(err))
-			c.log.Warn("console feed failed", zap.Error(err))
-			answer(status, feedBody{Changes: []feedChange{}, Next: after, Error: http.StatusText(status)})
+			status, _, msg := c.answer(r, err)
+			answer(status, feedBody{Changes: []feedChange{}, Next: after, Error: msg})
 			return
 		}
 		b := feedBody{Changes: make([]feedChange, len(changes)), Next: after}
@@ -458,12 +458,12 @@ func (c *Console) verify(w http.ResponseWriter, r *http.Request, s session) {
 func (c *Console) erase(w http.ResponseWriter, r *http.Request, s session) {
 	id, err := domain.ParseApplicantID(r.PathValue("id"))
 	if err != nil {
-		c.fail(w, r, &s, domain.E("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
+		c.fail(w, r, &s, errParam("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
 		return
 	}
 	reason := strings.TrimSpace(r.PostForm.Get("reason"))
 	if reason == "" {
-		c.fail(w, r, &s, domain.E("reason", domain.KindInvalid, "an erasure needs a reason"))
+		c.fail(w, r, &s, errParam("reason", domain.KindInvalid, "an erasure needs a reason"))
 		return
 	}
 	seq, err := c.b.Erase(r.Context(), id, s.Name, reason)

@@ -26,16 +26,22 @@ const (
 	datetimeLocalS = "2006-01-02T15:04:05"
 )
 
+// errParam is an error the officer is shown (domain.Public), worded as the API words its
+// own: the name of what is at fault, then the problem.
+func errParam(name string, kind domain.ErrorKind, msg string) error {
+	return domain.Public("console", kind, "", name+": "+msg)
+}
+
 // params is a request's parsed query string. Of a repeated parameter the first counts.
 type params struct{ v url.Values }
 
 func parseParams(raw string) (params, error) {
 	if len(raw) > maxQueryBytes {
-		return params{}, domain.E("query", domain.KindInvalid, fmt.Sprintf("query string longer than %d bytes", maxQueryBytes))
+		return params{}, errParam("query", domain.KindInvalid, fmt.Sprintf("query string longer than %d bytes", maxQueryBytes))
 	}
 	v, err := url.ParseQuery(raw)
 	if err != nil {
-		return params{}, domain.E("query", domain.KindInvalid, "malformed query string")
+		return params{}, errParam("query", domain.KindInvalid, "malformed query string")
 	}
 	return params{v: v}, nil
 }
@@ -55,11 +61,11 @@ func (p params) seq(name string) (uint64, error) {
 
 func parseSeq(name, s string) (uint64, error) {
 	if len(s) > maxUintBytes || strings.TrimLeft(s, "0123456789") != "" {
-		return 0, domain.E(name, domain.KindInvalid, fmt.Sprintf("must be a stream sequence (a non-negative integer), got %s", quote(s)))
+		return 0, errParam(name, domain.KindInvalid, fmt.Sprintf("must be a stream sequence (a non-negative integer), got %s", quote(s)))
 	}
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return 0, domain.E(name, domain.KindInvalid, fmt.Sprintf("must be a stream sequence (a non-negative integer), got %s", quote(s)))
+		return 0, errParam(name, domain.KindInvalid, fmt.Sprintf("must be a stream sequence (a non-negative integer), got %s", quote(s)))
 	}
 	return n, nil
 }
@@ -71,14 +77,14 @@ func (p params) asOf() (as AsOf, ok bool, err error) {
 	hasSeq, hasAt := p.has("seq"), p.has("at")
 	switch {
 	case hasSeq && hasAt:
-		return AsOf{}, false, domain.E("at", domain.KindInvalid, "give a sequence or a time, not both")
+		return AsOf{}, false, errParam("at", domain.KindInvalid, "give a sequence or a time, not both")
 	case hasSeq:
 		n, err := parseSeq("seq", p.get("seq"))
 		if err != nil {
 			return AsOf{}, false, err
 		}
 		if n == 0 {
-			return AsOf{}, false, domain.E("seq", domain.KindInvalid, "sequences start at 1")
+			return AsOf{}, false, errParam("seq", domain.KindInvalid, "sequences start at 1")
 		}
 		return AsOf{Seq: n}, true, nil
 	case hasAt:
@@ -92,7 +98,7 @@ func (p params) asOf() (as AsOf, ok bool, err error) {
 }
 
 func parseTime(name, s string) (time.Time, error) {
-	bad := domain.E(name, domain.KindInvalid, fmt.Sprintf("must be a time such as 2024-05-01T12:00:00Z (UTC unless it names a zone), got %s", quote(s)))
+	bad := errParam(name, domain.KindInvalid, fmt.Sprintf("must be a time such as 2024-05-01T12:00:00Z (UTC unless it names a zone), got %s", quote(s)))
 	if len(s) > maxTimeBytes {
 		return time.Time{}, bad
 	}
@@ -112,9 +118,9 @@ func parseSearch(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	switch {
 	case len(s) > maxSearchBytes:
-		return "", domain.E("q", domain.KindInvalid, fmt.Sprintf("longer than %d bytes: no applicant id or externalUserId is", maxSearchBytes))
+		return "", errParam("q", domain.KindInvalid, fmt.Sprintf("longer than %d bytes: no applicant id or externalUserId is", maxSearchBytes))
 	case !utf8.ValidString(s):
-		return "", domain.E("q", domain.KindInvalid, "not valid UTF-8")
+		return "", errParam("q", domain.KindInvalid, "not valid UTF-8")
 	}
 	return s, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/httperr"
 	"go.uber.org/zap"
 )
 
@@ -77,11 +78,12 @@ var funcs = template.FuncMap{
 		return string(e)
 	},
 	// wire is a value as indented JSON: a history event as the API answers it, for the
-	// auditor's raw view.
+	// auditor's raw view. A value that does not encode says so, without the encoder's
+	// text, which may quote the value.
 	"wire": func(v any) string {
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
-			return err.Error()
+			return "(this value cannot be shown as JSON)"
 		}
 		return string(b)
 	},
@@ -115,6 +117,7 @@ type view struct {
 	User  *Principal // nil: not signed in
 	CSRF  string     // the session's CSRF token, for the sign-out form and other POSTs
 	Error string     // shown with data-test="error"
+	Code  string     // the error's stable code, as the API answers it (data-code)
 	Data  any        // the page's own data
 }
 
@@ -138,27 +141,30 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, pag
 	w.Write(buf.Bytes())
 }
 
-// fail renders an error page for err with the status the API gives its kind. Messages of
-// server-side errors (the projection's, the key ring's) are logged, never shown: they
-// carry the stores' own text, as the API's internal/httperr keeps them off the wire too.
+// fail renders an error page for err with what the API answers for it (httperr.Answer):
+// its status, and its caller-safe message or its kind's generic one. Nothing written for
+// the logs (a store's text, a key id, a parser's words) reaches the page; a 5xx is logged
+// in full.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, s *session, err error) {
-	kind := domain.KindOf(err)
-	status := c.statusFor(kind)
-	msg := err.Error()
-	switch {
-	case status == http.StatusServiceUnavailable:
-		c.log.Warn("console request unavailable", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
-		msg = "The service is unavailable for a moment; try again shortly."
-	case status >= 500:
-		c.log.Error("console request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
-		msg = "internal error"
-	}
-	v := view{Title: http.StatusText(status), Error: msg}
+	status, code, msg := c.answer(r, err)
+	v := view{Title: http.StatusText(status), Error: msg, Code: code}
 	if s != nil {
 		p := s.principal()
 		v.User, v.CSRF = &p, c.keys.csrfToken(*s)
 	}
 	c.render(w, r, status, "error", v)
+}
+
+// answer is httperr.Answer, with the failures that are the service's own logged.
+func (c *Console) answer(r *http.Request, err error) (status int, code, msg string) {
+	status, code, msg = httperr.Answer(err)
+	switch {
+	case status == http.StatusServiceUnavailable:
+		c.log.Warn("console request unavailable", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+	case status >= 500:
+		c.log.Error("console request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+	}
+	return status, code, msg
 }
 
 // static serves the embedded stylesheet and script.
