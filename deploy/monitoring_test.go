@@ -122,7 +122,7 @@ func registered(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	elog := jstest.Start(t).EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, zap.NewNop())
-	if _, err := erase.New(erase.Config{Log: elog, Projection: proj, Metrics: rec}); err != nil {
+	if _, err := erase.New(erase.Config{Events: elog, Keys: elog.Keys(), Projection: proj, Metrics: rec}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := api.NewServer(api.Config{Projection: proj, Metrics: rec, Gatherer: rec.Registry,

@@ -24,7 +24,6 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/store/eventlog"
-	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -50,12 +49,49 @@ var (
 	sweepRecheck = time.Minute
 )
 
+// EventLog is where erasures are appended: *eventlog.EventLog.
+type EventLog interface {
+	// Append stores ev under the message id msgID once the log acknowledges it, and
+	// returns its sequence (the original's for a repeated msgID). Errors:
+	// KindUnavailable when the write cannot be confirmed.
+	Append(ctx context.Context, ev *domain.Event, msgID string) (seq uint64, dup bool, err error)
+	// LastSeq returns the log's last sequence (0 when empty). Errors: KindUnavailable.
+	LastSeq(ctx context.Context) (uint64, error)
+}
+
+// Keyring is the erasure lifecycle of the log's key ring: *eventlog.Keyring. Each step
+// is idempotent, so an erasure interrupted anywhere is finished by repeating them.
+type Keyring interface {
+	// BeginErasure records an erasure under way and writes the applicant's tombstone;
+	// one already under way is returned as it is. Errors: KindUnavailable.
+	BeginErasure(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (eventlog.Erasure, error)
+	// DestroyKey securely deletes the applicant's data key. Errors: KindUnavailable
+	// when a deletion is not confirmed.
+	DestroyKey(ctx context.Context, app domain.AppKey, id domain.ApplicantID) error
+	// EndErasure removes the record of an erasure whose key is destroyed.
+	EndErasure(ctx context.Context, e eventlog.Erasure) error
+	// PendingErasures lists the erasures begun whose key is not destroyed yet.
+	PendingErasures(ctx context.Context) ([]eventlog.Erasure, error)
+}
+
+// Projection is what the retention sweep reads: *projection.Projection.
+type Projection interface {
+	// WaitFor blocks until the projection has applied seq or ctx ends, and returns the
+	// checkpoint then.
+	WaitFor(ctx context.Context, seq uint64) uint64
+	// States returns up to limit states in applicant id order after cursor ("" from the
+	// start), and the next cursor ("" at the end).
+	States(cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error)
+}
+
 // Config holds an Eraser's dependencies.
 type Config struct {
-	// Log is the event log, opened with its key ring (eventlog.Config.Keys). Required.
-	Log *eventlog.EventLog
+	// Events is the event log, and Keys its key ring (the log opened with
+	// eventlog.Config.Keys). Both required.
+	Events EventLog
+	Keys   Keyring
 	// Projection, when set, is what the retention sweep reads (last event times).
-	Projection *projection.Projection
+	Projection Projection
 	// EraseAfter (retention.erase_after) erases applicants whose last event is older
 	// than this; 0 switches retention off.
 	EraseAfter time.Duration
@@ -80,7 +116,7 @@ type Config struct {
 // Eraser erases applicants. Safe for concurrent use.
 type Eraser struct {
 	cfg     Config
-	ring    *eventlog.Keyring
+	ring    Keyring
 	log     *zap.Logger
 	total   *prometheus.CounterVec
 	pending prometheus.Gauge
@@ -93,11 +129,11 @@ const (
 	ResultFailed  = "failed"  // not appended: nothing erased yet
 )
 
-// New builds an Eraser. Errors: KindInvalid without a log or with a log opened without
-// its key ring; KindConflict when the metrics are registered twice.
+// New builds an Eraser. Errors: KindInvalid without the log or its key ring;
+// KindConflict when the metrics are registered twice.
 func New(cfg Config) (*Eraser, error) {
 	const op = "erase.New"
-	if cfg.Log == nil || cfg.Log.Keys() == nil {
+	if cfg.Events == nil || cfg.Keys == nil {
 		return nil, domain.E(op, domain.KindInvalid, "erasure needs the event log with its key ring (keys.master)")
 	}
 	if cfg.Logger == nil {
@@ -115,7 +151,7 @@ func New(cfg Config) (*Eraser, error) {
 	if cfg.RetryEvery <= 0 {
 		cfg.RetryEvery = DefaultRetryEvery
 	}
-	e := &Eraser{cfg: cfg, ring: cfg.Log.Keys(), log: cfg.Logger.Named("erase"),
+	e := &Eraser{cfg: cfg, ring: cfg.Keys, log: cfg.Logger.Named("erase"),
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kycstate_erasures_total",
 			Help: "Erasures by result: erased (key destroyed), pending (appended, key destruction retried), failed (nothing appended)."},
 			[]string{"result"}),
@@ -211,7 +247,7 @@ func (e *Eraser) appendErased(ctx context.Context, er eventlog.Erasure) (uint64,
 		Type: domain.EventErased, EventAt: er.At.UTC(), EventAtSource: domain.SourceReceived, ReceivedAt: now, Payload: payload}
 	h := sha256.New()
 	h.Write([]byte("kycstate erase\x00" + string(er.AppKey) + "\x00" + string(er.ApplicantID) + "\x00" + strconv.FormatUint(er.Seq, 10)))
-	seq, _, err := e.cfg.Log.Append(ctx, ev, hex.EncodeToString(h.Sum(nil)))
+	seq, _, err := e.cfg.Events.Append(ctx, ev, hex.EncodeToString(h.Sum(nil)))
 	return seq, err
 }
 
@@ -261,7 +297,7 @@ func (e *Eraser) Sweep(ctx context.Context) (int, error) {
 	if e.cfg.EraseAfter <= 0 || e.cfg.Projection == nil {
 		return 0, nil
 	}
-	last, err := e.cfg.Log.LastSeq(ctx)
+	last, err := e.cfg.Events.LastSeq(ctx)
 	if err != nil {
 		return 0, err
 	}

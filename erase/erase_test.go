@@ -80,6 +80,17 @@ func project(t *testing.T, l *eventlog.EventLog) *projection.Projection {
 	return p
 }
 
+// New refuses an eraser without the log or without its key ring: nothing could be
+// erased, and a request would find out only when it tried.
+func TestNewNeedsLogAndKeyring(t *testing.T) {
+	l := keyedLog(t)
+	for name, cfg := range map[string]Config{"no log": {Keys: l.Keys()}, "no key ring": {Events: l}, "nothing": {}} {
+		if _, err := New(cfg); domain.KindOf(err) != domain.KindInvalid {
+			t.Errorf("%s: %v, want KindInvalid", name, err)
+		}
+	}
+}
+
 // Killed between the append of applicantErased and the key's destruction (here: the
 // hook stops the erasure there), the erasure is reported pending and finished by
 // ResumePending, with one applicantErased in the log and the key gone.
@@ -90,7 +101,7 @@ func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
 	webhook(t, l, id, domain.EventCreated, 1, base)
 	reg := prometheus.NewRegistry()
 	stop := errors.New("killed")
-	e, err := New(Config{Log: l, Metrics: reg, Logger: zaptest.NewLogger(t), AfterAppend: func(context.Context) error { return stop }})
+	e, err := New(Config{Events: l, Keys: l.Keys(), Metrics: reg, Logger: zaptest.NewLogger(t), AfterAppend: func(context.Context) error { return stop }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +117,7 @@ func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
 	}
 
 	// "Restart": a new Eraser without the hook finds the erasure under way.
-	e2, err := New(Config{Log: l, Logger: zaptest.NewLogger(t)})
+	e2, err := New(Config{Events: l, Keys: l.Keys(), Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +164,7 @@ func TestRetentionSweep(t *testing.T) {
 	webhook(t, l, applicant(2), domain.EventInProgress, 3, now.Add(-time.Hour)) // recent again
 	webhook(t, l, applicant(3), domain.EventCreated, 4, now.Add(-48*time.Hour)) // recent
 	p := project(t, l)
-	e, err := New(Config{Log: l, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+	e, err := New(Config{Events: l, Keys: l.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 		Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +202,7 @@ func TestLongSweepAsksMayRunAgain(t *testing.T) {
 		{yes: 99, wantErased: 1, wantCalls: 3},                               // the fifth; the erased are paged past
 	} {
 		calls := 0
-		e, err := New(Config{Log: l, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+		e, err := New(Config{Events: l, Keys: l.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 			Logger: zaptest.NewLogger(t), MayRun: func(context.Context) (bool, error) { calls++; return calls <= c.yes, nil }})
 		if err != nil {
 			t.Fatal(err)
@@ -222,7 +233,7 @@ func TestErasureRacingWebhooks(t *testing.T) {
 	ctx := context.Background()
 	id := applicant(9)
 	webhook(t, l, id, domain.EventCreated, 0, base)
-	e, err := New(Config{Log: l, Logger: zaptest.NewLogger(t)})
+	e, err := New(Config{Events: l, Keys: l.Keys(), Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +285,7 @@ func TestErasureFailedIsCountedAndLogged(t *testing.T) {
 	l := srv.EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: m}}, zaptest.NewLogger(t))
 	core, logs := observer.New(zap.ErrorLevel)
 	reg := prometheus.NewRegistry()
-	e, err := New(Config{Log: l, Metrics: reg, Logger: zap.New(core)})
+	e, err := New(Config{Events: l, Keys: l.Keys(), Metrics: reg, Logger: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +333,7 @@ func TestRetentionSweepWaitsForTheProjection(t *testing.T) {
 	}
 	// Active again, but the projection has not folded it yet.
 	webhook(t, l, applicant(1), domain.EventInProgress, 2, now.Add(-time.Hour))
-	e, err := New(Config{Log: l, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+	e, err := New(Config{Events: l, Keys: l.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 		Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -347,7 +358,7 @@ func TestRunSweepsAtStart(t *testing.T) {
 	l := keyedLog(t)
 	now := base.Add(10 * 365 * 24 * time.Hour)
 	webhook(t, l, applicant(1), domain.EventCreated, 1, base)
-	e, err := New(Config{Log: l, Projection: project(t, l), EraseAfter: 5 * 365 * 24 * time.Hour, SweepEvery: time.Hour,
+	e, err := New(Config{Events: l, Keys: l.Keys(), Projection: project(t, l), EraseAfter: 5 * 365 * 24 * time.Hour, SweepEvery: time.Hour,
 		Now: func() time.Time { return now }, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)

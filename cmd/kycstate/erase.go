@@ -53,7 +53,7 @@ data_dir; it needs keys.master (or the serve's development key under data_dir).`
 	if !found {
 		return fmt.Errorf("no applicant %s in the log", id)
 	}
-	er, err := erase.New(erase.Config{Log: o.log, Logger: o.lg})
+	er, err := erase.New(erase.Config{Events: o.log, Keys: keyringOf(o.log), Logger: o.lg})
 	if err != nil {
 		return err
 	}

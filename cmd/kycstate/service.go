@@ -268,7 +268,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				}
 				mayRun = retentionLease(leases, leaseHolder(m.mode.Name), time.Duration(r.Retention.Every))
 			}
-			eraser, err = erase.New(erase.Config{Log: elog, Projection: proj,
+			eraser, err = erase.New(erase.Config{Events: elog, Keys: keyringOf(elog), Projection: proj,
 				EraseAfter: time.Duration(r.Retention.EraseAfter), SweepEvery: time.Duration(r.Retention.Every),
 				MayRun: mayRun, Logger: lg, Metrics: reg, AfterAppend: m.afterEraseAppend})
 			return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/api"
+	"github.com/kycstate/kycstate/erase"
 	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,4 +116,14 @@ func retentionLease(leases *eventlog.Leases, holder string, every time.Duration)
 		}
 		return err == nil, err
 	}
+}
+
+// keyringOf is the log's key ring for erase.Config: nil, not a nil *eventlog.Keyring in
+// a non-nil interface, when the log was opened without master keys, so that erase.New
+// refuses it rather than an erasure failing on it later.
+func keyringOf(events *eventlog.EventLog) erase.Keyring {
+	if k := events.Keys(); k != nil {
+		return k
+	}
+	return nil
 }
