@@ -41,7 +41,7 @@ data_dir; it needs keys.master (or the serve's development key under data_dir).`
 	if *apiURL != "" {
 		return eraseViaAPI(ctx, e, *cfgPath, *apiURL, *token, id, *reason)
 	}
-	o, err := openOps(ctx, e, *cfgPath, false, false, true)
+	o, err := openOps(ctx, e, *cfgPath, opsOptions{NeedKeys: true})
 	if err != nil {
 		return suggestEraseAPI(e, *cfgPath, err)
 	}

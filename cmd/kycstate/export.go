@@ -26,7 +26,7 @@ out. An erased applicant's events have no key left and are written without them.
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	o, err := openOps(ctx, e, *cfgPath, false, false, *openSealed)
+	o, err := openOps(ctx, e, *cfgPath, opsOptions{NeedKeys: *openSealed})
 	if err != nil {
 		return err
 	}

@@ -102,7 +102,7 @@ and to run twice; offline, it works on a stopped serve's data dir.`+offlineNote)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	o, err := openOps(ctx, e, *cfgPath, false, false, true)
+	o, err := openOps(ctx, e, *cfgPath, opsOptions{NeedKeys: true})
 	if err != nil {
 		return err
 	}

@@ -25,21 +25,33 @@ type opsSetup struct {
 	closer func()
 }
 
-// openOps loads the config and opens the log. The data dir's lock is taken when the log is
-// read offline (the embedded store must not have two servers) and when ownsProjection says
-// the command reads or replaces <data_dir>/projection.db. The key ring is opened when a
-// master key is known (keys.master, or a serve's development key); needKeys, for the
-// commands that write the log or the ring, refuses to go on without one, so that nothing
-// is ever written in clear.
-func openOps(ctx context.Context, e *env, cfgPath string, needApps, ownsProjection bool, needKeys ...bool) (*opsSetup, error) {
-	r, err := opsConfig(e, cfgPath, needApps)
+// opsOptions says what an audit or operations command needs of openOps.
+type opsOptions struct {
+	// NeedApps: the command opens webhooks, so the config must name Allpass apps (and a
+	// master key: it writes the log).
+	NeedApps bool
+	// OwnsProjection: the command reads or replaces <data_dir>/projection.db, so the data
+	// dir's lock is taken even when the log is read through nats.url.
+	OwnsProjection bool
+	// NeedKeys: the command cannot work without the key ring, so it refuses to go on
+	// without a master key: it writes the log or the ring (nothing is ever written in
+	// clear), or opens sealed fields (export --open).
+	NeedKeys bool
+}
+
+// openOps loads the config at cfgPath and opens the log. The data dir's lock is taken
+// when the log is read offline (the embedded store must not have two servers) and when
+// opt.OwnsProjection. The key ring is opened when a master key is known (keys.master, or
+// a serve's development key); opt.NeedKeys and opt.NeedApps refuse to go on without one.
+func openOps(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsSetup, error) {
+	r, err := opsConfig(e, cfgPath, opt.NeedApps)
 	if err != nil {
 		return nil, err
 	}
 	if err := opsMasterKey(r); err != nil {
 		return nil, err
 	}
-	if r.Keys == nil && (needApps || (len(needKeys) > 0 && needKeys[0])) {
+	if r.Keys == nil && (opt.NeedApps || opt.NeedKeys) {
 		return nil, errNoMasterKey("a command that writes the log")
 	}
 	r.Log.Level = "warn"
@@ -58,7 +70,7 @@ func openOps(ctx context.Context, e *env, cfgPath string, needApps, ownsProjecti
 			return nil, fmt.Errorf("no event log at %s (set nats.url, or --config with the data_dir of a kycstate serve)", filepath.Join(r.DataDir, "nats"))
 		}
 	}
-	if len(r.URLs) == 0 || ownsProjection {
+	if len(r.URLs) == 0 || opt.OwnsProjection {
 		if err := os.MkdirAll(r.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("data_dir: %w", err)
 		}

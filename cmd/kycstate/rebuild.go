@@ -18,7 +18,7 @@ rebuilt by deleting its file and starting it.`+offlineNote)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	o, err := openOps(ctx, e, *cfgPath, false, true)
+	o, err := openOps(ctx, e, *cfgPath, opsOptions{OwnsProjection: true})
 	if err != nil {
 		return err
 	}

@@ -214,7 +214,7 @@ func reconcileAPIErr(ctx context.Context, base string, err error) error {
 
 // reconcileOffline checks on a stopped node's data dir.
 func reconcileOffline(ctx context.Context, e *env, cfgPath string, id domain.ApplicantID, dryRun bool, out *reconcileOutput) error {
-	o, err := openOps(ctx, e, cfgPath, true, true)
+	o, err := openOps(ctx, e, cfgPath, opsOptions{NeedApps: true, OwnsProjection: true})
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ nothing.`+offlineNote)
 	if *format != "table" && *format != "jsonl" {
 		return fmt.Errorf("%w: --format must be table or jsonl", errUsage)
 	}
-	o, err := openOps(ctx, e, *cfgPath, sub == "reprocess", false)
+	o, err := openOps(ctx, e, *cfgPath, opsOptions{NeedApps: sub == "reprocess"})
 	if err != nil {
 		return err
 	}

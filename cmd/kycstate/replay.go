@@ -27,7 +27,7 @@ moves from and to. It does not read or change the projection.`+offlineNote)
 	if _, err := domain.ParseApplicantID(*applicant); *applicant != "" && err != nil {
 		return fmt.Errorf("%w: --applicant must be an applicant id (a UUID)", errUsage)
 	}
-	o, err := openOps(ctx, e, *cfgPath, false, false)
+	o, err := openOps(ctx, e, *cfgPath, opsOptions{})
 	if err != nil {
 		return err
 	}

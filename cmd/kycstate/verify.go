@@ -43,7 +43,7 @@ that file locked, so this refuses while one runs there; use --api then.
 	if *token != "" {
 		return fmt.Errorf("%w: --token goes with --api; offline verify reads the data dir", errUsage)
 	}
-	o, err := openOps(ctx, e, *cfgPath, false, true)
+	o, err := openOps(ctx, e, *cfgPath, opsOptions{OwnsProjection: true})
 	if err != nil {
 		return suggestAPI(e, *cfgPath, err)
 	}
