@@ -53,6 +53,8 @@ type binService struct {
 	master    string // keys.master, hex
 	previous  string // keys.previous, hex ("": none)
 	env       []string
+	// bin is the kycstate binary start runs; "" is the production build (bins.kycstate).
+	bin string
 	// appExtra is added to the app's entry (indented under it, e.g. its open_api), and
 	// extra to the end of the config (top-level sections).
 	appExtra, extra string
@@ -119,7 +121,11 @@ func previousKeys(hex string) string {
 // start runs serve and waits until both ports answer /healthz.
 func (s *binService) start(t *testing.T) *proc {
 	t.Helper()
-	p := start(t, s.dir, s.env, bins.kycstate, "serve", "--config", s.cfgPath)
+	bin := s.bin
+	if bin == "" {
+		bin = bins.kycstate
+	}
+	p := start(t, s.dir, s.env, bin, "serve", "--config", s.cfgPath)
 	s.waitReady(t, p)
 	return p
 }

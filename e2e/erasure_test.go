@@ -177,10 +177,13 @@ func grepLines(s, sub string) string {
 
 // Killed with SIGKILL between the append of applicantErased and the destruction of the
 // key, the service finishes the erasure when it starts again: the state says erased,
-// the log holds one applicantErased, and the key is gone from KYC_KEYS.
+// the log holds one applicantErased, and the key is gone from KYC_KEYS. The binary that
+// is killed is built with the test hook that holds the erasure there; the one that
+// finishes it is the production build.
 func TestErasureKilledBetweenAppendAndKeyDeletion(t *testing.T) {
 	needBins(t)
 	s := newBinService(t)
+	s.bin = hookedKycstate(t)
 	s.env = []string{"KYCSTATE_TEST_HOLD_AFTER_ERASE_APPEND=1"}
 	p := s.start(t)
 	id := newID()
@@ -205,7 +208,7 @@ func TestErasureKilledBetweenAppendAndKeyDeletion(t *testing.T) {
 		t.Fatal("the key is gone before the restart: the hook did not stop the erasure before the deletion")
 	}
 
-	s.env = nil
+	s.bin, s.env = "", nil
 	p = s.start(t)
 	deadline = time.Now().Add(30 * time.Second)
 	for {

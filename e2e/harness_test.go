@@ -23,6 +23,52 @@ var bins struct {
 	dir        string
 	kycstate   string
 	natsServer string
+
+	// hooked is kycstate built with -tags kycstate_testhooks, for the crash tests that
+	// stop it at a chosen point; built on first use (hookedKycstate), as few tests need it.
+	hookedOnce sync.Once
+	hooked     string
+	hookedErr  error
+}
+
+// testHooksTag builds the binary with the crash tests' hooks (cmd/kycstate/testhooks.go).
+const testHooksTag = "kycstate_testhooks"
+
+// hookedKycstate returns the path of kycstate built with the crash tests' hooks.
+func hookedKycstate(t *testing.T) string {
+	t.Helper()
+	bins.hookedOnce.Do(func() {
+		out := filepath.Join(bins.dir, "kycstate-testhooks")
+		cmd := exec.Command("go", "build", "-tags", testHooksTag, "-o", out, "github.com/kycstate/kycstate/cmd/kycstate")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if bins.hookedErr = cmd.Run(); bins.hookedErr == nil {
+			bins.hooked = out
+		}
+	})
+	if bins.hookedErr != nil {
+		t.Fatalf("building kycstate with -tags %s: %v", testHooksTag, bins.hookedErr)
+	}
+	return bins.hooked
+}
+
+// TestProductionBinaryHasNoTestHooks: the binary built as released carries none of the
+// crash tests' hooks, not even the name of the variable that would switch one on.
+func TestProductionBinaryHasNoTestHooks(t *testing.T) {
+	needBins(t)
+	b, err := os.ReadFile(bins.kycstate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("KYCSTATE_TEST_")) {
+		t.Fatal("the production binary holds a KYCSTATE_TEST_ variable name: a test hook ships in it")
+	}
+	hooked, err := os.ReadFile(hookedKycstate(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(hooked, []byte("KYCSTATE_TEST_HOLD_AFTER_ERASE_APPEND")) {
+		t.Fatal("the binary built with the hooks does not hold the hook's variable: this test would pass for any binary")
+	}
 }
 
 func TestMain(m *testing.M) {

@@ -114,17 +114,3 @@ and to run twice; offline, it works on a stopped serve's data dir.`+offlineNote)
 	fmt.Fprintf(e.stdout, "rewrapped %d keys under master key id %s\n", n, o.r.Keys.Current.ID())
 	return nil
 }
-
-// holdAfterEraseAppendEnv, set to 1, makes every erasure of a serve or query node stop
-// between the append of applicantErased and the destruction of the key, as a crash
-// there would: the crash tests kill the process at that point and check that the
-// erasure completes after the restart. Never set it in production.
-const holdAfterEraseAppendEnv = "KYCSTATE_TEST_HOLD_AFTER_ERASE_APPEND"
-
-func holdAfterEraseAppend(e *env) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
-		fmt.Fprintf(e.stderr, "kycstate: %s: erasure held after its append\n", holdAfterEraseAppendEnv)
-		<-ctx.Done()
-		return ctx.Err()
-	}
-}

@@ -66,9 +66,7 @@ func runService(ctx context.Context, e *env, args []string, mode Mode, help stri
 	}
 	defer lg.Sync() //nolint:errcheck // stderr sync errors are not actionable
 	m := NewMain(mode, r, lg.With(zap.String("mode", mode.Name)))
-	if e.getenv(holdAfterEraseAppendEnv) == "1" {
-		m.afterEraseAppend = holdAfterEraseAppend(e)
-	}
+	installTestHooks(e, m)
 	defer m.Close()
 	return m.Run(ctx)
 }

@@ -73,9 +73,8 @@ type Main struct {
 	// extraLoops, set by tests, run beside the projector: one that fails shows what a
 	// component failing at run time does to the others.
 	extraLoops []namedLoop
-	// afterEraseAppend, set only by the crash tests' environment variable
-	// (holdAfterEraseAppendEnv), holds every erasure between its append and the key's
-	// destruction.
+	// afterEraseAppend, set only in a binary built with the crash tests' hooks
+	// (testhooks.go), holds every erasure between its append and the key's destruction.
 	afterEraseAppend func(ctx context.Context) error
 
 	started chan struct{}       // closed once every component runs

@@ -1,0 +1,30 @@
+//go:build kycstate_testhooks
+
+package main
+
+import (
+	"context"
+	"fmt"
+)
+
+// This file is compiled only with -tags kycstate_testhooks, as the end-to-end crash
+// tests build the binary; the production build has testhooks_off.go instead, so it reads
+// no such variable and cannot be made to stop an erasure half way.
+
+// holdAfterEraseAppendEnv, set to 1, makes every erasure of a serve or query node stop
+// between the append of applicantErased and the destruction of the key, as a crash
+// there would: the crash tests kill the process at that point and check that the
+// erasure completes after the restart.
+const holdAfterEraseAppendEnv = "KYCSTATE_TEST_HOLD_AFTER_ERASE_APPEND"
+
+// installTestHooks sets on m the hooks its environment asks for.
+func installTestHooks(e *env, m *Main) {
+	if e.getenv(holdAfterEraseAppendEnv) != "1" {
+		return
+	}
+	m.afterEraseAppend = func(ctx context.Context) error {
+		fmt.Fprintf(e.stderr, "kycstate: %s: erasure held after its append\n", holdAfterEraseAppendEnv)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+}
