@@ -30,16 +30,19 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /console/ops", c.page(domain.RoleReader, c.ops))
 	c.mux.Handle("POST /console/ops/verify", c.post(domain.RoleAuditor, c.verify))
 	c.mux.Handle("POST /console/applicants/{id}/erase", c.post(domain.RoleAdmin, c.erase))
-	c.mux.Handle("/console/", c.page(domain.RoleReader, func(w http.ResponseWriter, r *http.Request, s session) {
-		c.fail(w, r, &s, errParam("path", domain.KindNotFound, "no console page "+quote(r.URL.Path)))
+	c.mux.Handle("/console/", c.page(domain.RoleReader, func(w http.ResponseWriter, r *http.Request, s session) error {
+		return errParam("path", domain.KindNotFound, "no console page "+quote(r.URL.Path))
 	}))
 }
 
-// sessionHandler is a page handler that runs with a valid session.
-type sessionHandler func(w http.ResponseWriter, r *http.Request, s session)
+// sessionHandler is a page handler that runs with a valid session. It returns an error
+// only before it has written anything, and page answers it (fail) as the API would; nil
+// when it has answered or there is no one left to answer.
+type sessionHandler func(w http.ResponseWriter, r *http.Request, s session) error
 
-// page runs h for requests with a session whose role allows need. Without one (none,
-// expired, forged, signed out) it redirects to sign-in, coming back here afterwards.
+// page runs h for requests with a session whose role allows need, and answers h's error.
+// Without a session (none, expired, forged, signed out) it redirects to sign-in, coming
+// back here afterwards.
 func (c *Console) page(need domain.Role, h sessionHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, ok := c.sessionOf(r)
@@ -47,28 +50,30 @@ func (c *Console) page(need domain.Role, h sessionHandler) http.Handler {
 			c.toSignin(w, r)
 			return
 		}
-		if !s.Role.Allows(need) {
-			c.fail(w, r, &s, errParam("role", domain.KindForbidden,
-				fmt.Sprintf("this page needs the %s role; %s is signed in as %s", need, s.Name, s.Role)))
-			return
+		var err error
+		if s.Role.Allows(need) {
+			err = h(w, r, s)
+		} else {
+			err = errParam("role", domain.KindForbidden,
+				fmt.Sprintf("this page needs the %s role; %s is signed in as %s", need, s.Name, s.Role))
 		}
-		h(w, r, s)
+		if err != nil {
+			c.fail(w, r, &s, err)
+		}
 	})
 }
 
 // post is page for form POSTs: also the body bounded and the session's CSRF token.
 func (c *Console) post(need domain.Role, h sessionHandler) http.Handler {
-	return c.page(need, func(w http.ResponseWriter, r *http.Request, s session) {
+	return c.page(need, func(w http.ResponseWriter, r *http.Request, s session) error {
 		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 		if err := r.ParseForm(); err != nil {
-			c.fail(w, r, &s, errParam("form", domain.KindInvalid, "malformed or oversized form"))
-			return
+			return errParam("form", domain.KindInvalid, "malformed or oversized form")
 		}
 		if !c.keys.checkCSRF(s, r.PostForm.Get("csrf")) {
-			c.fail(w, r, &s, errParam("csrf", domain.KindForbidden, "the form's CSRF token does not match this session; reload the page and try again"))
-			return
+			return errParam("csrf", domain.KindForbidden, "the form's CSRF token does not match this session; reload the page and try again")
 		}
-		h(w, r, s)
+		return h(w, r, s)
 	})
 }
 
@@ -154,11 +159,12 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-func (c *Console) signout(w http.ResponseWriter, r *http.Request, s session) {
+func (c *Console) signout(w http.ResponseWriter, r *http.Request, s session) error {
 	c.signOut(r.Context(), s)
 	http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))
 	c.log.Info("console sign-out", zap.String("token", s.Name))
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
+	return nil
 }
 
 // base is the view every signed-in page starts from.
@@ -174,40 +180,37 @@ type searchData struct {
 
 // search is the home page: a box for an applicant id or an externalUserId. One match
 // opens the applicant; several are listed; none is said plainly.
-func (c *Console) search(w http.ResponseWriter, r *http.Request, s session) {
+func (c *Console) search(w http.ResponseWriter, r *http.Request, s session) error {
 	p, err := parseParams(r.URL.RawQuery)
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	v := c.base(s, "Search", "search")
 	q, err := parseSearch(p.v.Get("q"))
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	d := searchData{Query: q}
 	v.Data = &d
 	if q == "" {
 		c.render(w, r, http.StatusOK, "search", v)
-		return
+		return nil
 	}
 	ctx := r.Context()
 	if id, err := domain.ParseApplicantID(q); err == nil {
 		switch _, err := c.b.State(ctx, id); {
 		case err == nil:
 			http.Redirect(w, r, "/console/applicants/"+string(id), http.StatusSeeOther)
-			return
+			return nil
 		case domain.KindOf(err) != domain.KindNotFound:
-			c.fail(w, r, &s, err)
-			return
+			return err
 		}
 		// Not an applicant id we know: it may still be someone's externalUserId.
 	}
 	d.Matches, err = c.b.Lookup(ctx, domain.ExternalUserID(q), lookupLimit)
 	switch {
 	case err != nil:
-		c.fail(w, r, &s, err)
+		return err
 	case len(d.Matches) == 1:
 		http.Redirect(w, r, "/console/applicants/"+string(d.Matches[0].ApplicantID), http.StatusSeeOther)
 	case len(d.Matches) == 0:
@@ -216,6 +219,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, s session) {
 	default:
 		c.render(w, r, http.StatusOK, "search", v)
 	}
+	return nil
 }
 
 type applicantData struct {
@@ -242,35 +246,29 @@ func (d *applicantData) Included(e client.Event) bool {
 
 // applicant shows one applicant: the state (current, or as of ?seq / ?at for auditors)
 // and, for auditors, the history timeline, a page of it at a time.
-func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
+func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) error {
 	p, err := parseParams(r.URL.RawQuery)
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	id, err := domain.ParseApplicantID(r.PathValue("id"))
 	if err != nil {
-		c.fail(w, r, &s, errParam("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
-		return
+		return errParam("id", domain.KindInvalid, "the applicant id in the address is not a UUID")
 	}
 	as, hasAsOf, err := p.asOf()
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	after, err := p.seq("after")
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	auditor := s.Role.Allows(domain.RoleAuditor)
 	if hasAsOf && !auditor {
-		c.fail(w, r, &s, errParam("seq", domain.KindForbidden, "point-in-time state needs the auditor role"))
-		return
+		return errParam("seq", domain.KindForbidden, "point-in-time state needs the auditor role")
 	}
 	if p.has("after") && !auditor {
-		c.fail(w, r, &s, errParam("after", domain.KindForbidden, "history needs the auditor role"))
-		return
+		return errParam("after", domain.KindForbidden, "history needs the auditor role")
 	}
 	ctx := r.Context()
 	d := applicantData{ID: id, After: after, SeqIn: p.get("seq"), AtIn: p.get("at")}
@@ -281,14 +279,12 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
 		d.State, err = c.b.State(ctx, id)
 	}
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	if auditor {
 		h, err := c.b.History(ctx, id, after, pageSize)
 		if err != nil {
-			c.fail(w, r, &s, err)
-			return
+			return err
 		}
 		d.History = h.Events
 		if h.Next != nil {
@@ -298,6 +294,7 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) {
 	v := c.base(s, "Applicant "+string(id), "search")
 	v.Data = &d
 	c.render(w, r, http.StatusOK, "applicant", v)
+	return nil
 }
 
 type listData struct {
@@ -308,21 +305,14 @@ type listData struct {
 	Latest    uint64 // the checkpoint, for "follow from now"
 }
 
-func (c *Console) anomalies(w http.ResponseWriter, r *http.Request, s session) {
-	p, err := parseParams(r.URL.RawQuery)
+func (c *Console) anomalies(w http.ResponseWriter, r *http.Request, s session) error {
+	after, err := afterParam(r.URL.RawQuery)
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
-	}
-	after, err := p.seq("after")
-	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	page, err := c.b.Anomalies(r.Context(), after, pageSize)
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	d := listData{Anomalies: page.Anomalies, After: after}
 	if page.Next != nil {
@@ -331,25 +321,19 @@ func (c *Console) anomalies(w http.ResponseWriter, r *http.Request, s session) {
 	v := c.base(s, "Irregular events", "anomalies")
 	v.Data = &d
 	c.render(w, r, http.StatusOK, "anomalies", v)
+	return nil
 }
 
 // changes lists status changes after ?after; changes.js then follows the feed from the
 // last one shown. Without JavaScript the page offers the next page and a refresh link.
-func (c *Console) changes(w http.ResponseWriter, r *http.Request, s session) {
-	p, err := parseParams(r.URL.RawQuery)
+func (c *Console) changes(w http.ResponseWriter, r *http.Request, s session) error {
+	after, err := afterParam(r.URL.RawQuery)
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
-	}
-	after, err := p.seq("after")
-	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	changes, err := c.b.Changes(r.Context(), after, pageSize)
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	d := listData{Changes: changes, After: after, Next: after, Latest: c.b.Health(r.Context()).Checkpoint}
 	if n := len(changes); n > 0 {
@@ -358,6 +342,7 @@ func (c *Console) changes(w http.ResponseWriter, r *http.Request, s session) {
 	v := c.base(s, "Live changes", "changes")
 	v.Data = &d
 	c.render(w, r, http.StatusOK, "changes", v)
+	return nil
 }
 
 // feedChange is one change as changes.js reads it; the script writes every field as text.
@@ -390,11 +375,7 @@ func (c *Console) feed() http.Handler {
 			answer(http.StatusUnauthorized, feedBody{Changes: []feedChange{}, Error: "signed out: sign in again"})
 			return
 		}
-		p, err := parseParams(r.URL.RawQuery)
-		var after uint64
-		if err == nil {
-			after, err = p.seq("after")
-		}
+		after, err := afterParam(r.URL.RawQuery)
 		if err != nil {
 			status, _, msg := c.answer(r, err)
 			answer(status, feedBody{Changes: []feedChange{}, Error: msg})
@@ -422,15 +403,16 @@ type opsData struct {
 	Took     time.Duration
 }
 
-func (c *Console) ops(w http.ResponseWriter, r *http.Request, s session) {
+func (c *Console) ops(w http.ResponseWriter, r *http.Request, s session) error {
 	v := c.base(s, "Operations", "ops")
 	v.Data = &opsData{Health: c.b.Health(r.Context())}
 	c.render(w, r, http.StatusOK, "ops", v)
+	return nil
 }
 
 // verify runs one verify and shows its result on the ops page. It may read the whole
 // log, so the write deadline moves past the backend's bound.
-func (c *Console) verify(w http.ResponseWriter, r *http.Request, s session) {
+func (c *Console) verify(w http.ResponseWriter, r *http.Request, s session) error {
 	if c.verifyBound > 0 {
 		err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(c.verifyBound))
 		if err != nil && !errors.Is(err, http.ErrNotSupported) {
@@ -440,37 +422,35 @@ func (c *Console) verify(w http.ResponseWriter, r *http.Request, s session) {
 	start := time.Now()
 	res, err := c.b.Verify(r.Context())
 	if errors.Is(r.Context().Err(), context.Canceled) {
-		return // the browser went away; no one to answer
+		return nil // the browser went away; no one to answer
 	}
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	c.log.Info("console verify", zap.String("token", s.Name), zap.Uint64("checkpoint", res.Checkpoint),
 		zap.Int("differences", len(res.Differences)))
 	v := c.base(s, "Operations", "ops")
 	v.Data = &opsData{Health: c.b.Health(r.Context()), Verified: &res, Took: time.Since(start).Round(time.Millisecond)}
 	c.render(w, r, http.StatusOK, "ops", v)
+	return nil
 }
 
 // erase erases the applicant's personal data (admin, a POST with the session's CSRF
 // token, as every console form) and shows the applicant again, now erased.
-func (c *Console) erase(w http.ResponseWriter, r *http.Request, s session) {
+func (c *Console) erase(w http.ResponseWriter, r *http.Request, s session) error {
 	id, err := domain.ParseApplicantID(r.PathValue("id"))
 	if err != nil {
-		c.fail(w, r, &s, errParam("id", domain.KindInvalid, "the applicant id in the address is not a UUID"))
-		return
+		return errParam("id", domain.KindInvalid, "the applicant id in the address is not a UUID")
 	}
 	reason := strings.TrimSpace(r.PostForm.Get("reason"))
 	if reason == "" {
-		c.fail(w, r, &s, errParam("reason", domain.KindInvalid, "an erasure needs a reason"))
-		return
+		return errParam("reason", domain.KindInvalid, "an erasure needs a reason")
 	}
 	seq, err := c.b.Erase(r.Context(), id, s.Name, reason)
 	if err != nil {
-		c.fail(w, r, &s, err)
-		return
+		return err
 	}
 	c.log.Info("console erase", zap.String("token", s.Name), zap.String("applicantId", string(id)), zap.Uint64("seq", seq))
 	http.Redirect(w, r, "/console/applicants/"+string(id), http.StatusSeeOther)
+	return nil
 }

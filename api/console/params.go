@@ -59,6 +59,15 @@ func (p params) seq(name string) (uint64, error) {
 	return parseSeq(name, s)
 }
 
+// afterParam is the ?after of a list page or the change feed: where the page starts.
+func afterParam(rawQuery string) (uint64, error) {
+	p, err := parseParams(rawQuery)
+	if err != nil {
+		return 0, err
+	}
+	return p.seq("after")
+}
+
 func parseSeq(name, s string) (uint64, error) {
 	if len(s) > maxUintBytes || strings.TrimLeft(s, "0123456789") != "" {
 		return 0, errParam(name, domain.KindInvalid, fmt.Sprintf("must be a stream sequence (a non-negative integer), got %s", quote(s)))
