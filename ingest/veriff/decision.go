@@ -26,7 +26,7 @@ func (a *App) DecisionRequest(id domain.ApplicantID) (path string, headers map[s
 		return "", nil, domain.E(op, domain.KindInternal, err)
 	}
 	if _, err := domain.ParseProviderID(string(id)); err != nil {
-		return "", nil, fail(op, domain.KindInvalid, CodeInvalidPayload, "session id is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
+		return "", nil, domain.Public(op, domain.KindInvalid, CodeInvalidPayload, "session id is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
 	}
 	return DecisionPath(id), map[string]string{
 		HeaderAuthClient: a.APIKey,
@@ -68,7 +68,7 @@ type Decision struct {
 func ParseDecision(id domain.ApplicantID, body []byte) (Decision, error) {
 	top, err := jsonscan.Object(body, maxDepth, memberStatus, memberVerification)
 	if err != nil {
-		return Decision{}, fail("veriff", domain.KindInvalid, CodeMalformedPayload, "answer "+err.Error())
+		return Decision{}, domain.Public("veriff", domain.KindInvalid, CodeMalformedPayload, "answer "+err.Error())
 	}
 	if st, present, err := stringMember(top, memberStatus); err != nil || !present || st != "success" {
 		return Decision{}, invalid(memberStatus, `is not "success"`)

@@ -80,7 +80,7 @@ func TestParseDecision(t *testing.T) {
 		"status twice":            {testSession, `{"status":"fail","status":"success","verification":null}`, CodeMalformedPayload},
 	} {
 		_, err := ParseDecision(c.id, []byte(c.body))
-		if Code(err) != c.code {
+		if domain.CodeOf(err) != c.code {
 			t.Errorf("%s: %v, want %s", name, err, c.code)
 		}
 		if err != nil && (strings.Contains(err.Error(), "user-4711") || strings.Contains(err.Error(), "X-AUTH-CLIENT header")) {
@@ -101,7 +101,7 @@ func TestDecisionRequest(t *testing.T) {
 	if h[HeaderAuthClient] != a.APIKey || h[HeaderSignature] != SignSessionID([]byte("secret-now"), testSession) || len(h) != 2 {
 		t.Fatalf("headers %v", h)
 	}
-	if _, _, err := a.DecisionRequest("a/../b"); Code(err) != CodeInvalidPayload || domain.KindOf(err) != domain.KindInvalid {
+	if _, _, err := a.DecisionRequest("a/../b"); domain.CodeOf(err) != CodeInvalidPayload || domain.KindOf(err) != domain.KindInvalid {
 		t.Fatalf("an id that is no subject token: %v", err)
 	}
 	a.APIKey = ""
@@ -129,7 +129,7 @@ func FuzzParseDecision(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		d, err := ParseDecision(testSession, body)
 		if err != nil {
-			code := Code(err)
+			code := domain.CodeOf(err)
 			if kind, ok := codeKinds[code]; !ok || code == CodeBadSignature || domain.KindOf(err) != kind {
 				t.Fatalf("refusal of code %q kind %v: %v", code, domain.KindOf(err), err)
 			}

@@ -1,13 +1,10 @@
 package veriff
 
-import (
-	"errors"
-
-	"github.com/kycstate/kycstate/domain"
-)
-
-// Stable error codes, as the HTTP layer puts them in {"error":{"code":...}} and the rejects
-// stream records them. They never change meaning; a new failure gets a new code.
+// Stable error codes: every refusal this package returns is a domain.Error with one of them
+// (domain.CodeOf) and a message safe to show the caller, which never holds a secret, a
+// signature or any of the body's text. The HTTP layer puts the code in
+// {"error":{"code":...}} and the rejects stream records it. They never change meaning; a
+// new failure gets a new code.
 const (
 	// CodeBadSignature: X-AUTH-CLIENT is missing or is not the app's API key, or
 	// X-HMAC-SIGNATURE is missing, not hex, or matches no configured secret. One code for
@@ -23,28 +20,3 @@ const (
 	// request's fault: Open on such an app is KindInternal.
 	CodeInvalidConfig = "invalid_config"
 )
-
-// Error is the cause inside every error this package returns, under a domain.Error that
-// carries the kind: a stable code and a message that is safe to show the caller. The
-// message never holds a secret, a signature or any of the body's text.
-type Error struct {
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
-
-// Code returns the stable code this package attached to err, also when err was wrapped
-// again since; "" when err carries none.
-func Code(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
-}
-
-// fail builds a domain error of kind carrying code and a caller-safe message.
-func fail(op string, kind domain.ErrorKind, code, msg string) error {
-	return domain.E(op, kind, &Error{Code: code, Message: msg})
-}

@@ -27,7 +27,7 @@ func FuzzOpen(f *testing.F) {
 		h.Set(HeaderAuthClient, a.APIKey)
 		ev, id, err := a.Open(body, h, v.ReceivedAt, Options{KeepRaw: true})
 		if err != nil {
-			code := Code(err)
+			code := domain.CodeOf(err)
 			if kind, ok := codeKinds[code]; !ok || code == CodeBadSignature || domain.KindOf(err) != kind {
 				t.Fatalf("refusal of code %q kind %v: %v", code, domain.KindOf(err), err)
 			}
@@ -39,7 +39,7 @@ func FuzzOpen(f *testing.F) {
 		}
 
 		h.Set(HeaderSignature, Sign(a.Secrets[0], append(bytes.Clone(body), 'x'))[HeaderSignature])
-		if _, _, err := a.Open(body, h, v.ReceivedAt, Options{}); Code(err) != CodeBadSignature {
+		if _, _, err := a.Open(body, h, v.ReceivedAt, Options{}); domain.CodeOf(err) != CodeBadSignature {
 			t.Fatalf("a body under another body's signature: %v", err)
 		}
 	})

@@ -49,7 +49,7 @@ const (
 func parseWebhook(body []byte, receivedAt time.Time) (domain.Event, error) {
 	top, err := jsonscan.Object(body, maxDepth, memberStatus, memberVerification, memberID, memberAction, memberVendorData, memberCode)
 	if err != nil {
-		return domain.Event{}, fail("veriff", domain.KindInvalid, CodeMalformedPayload, "body "+err.Error())
+		return domain.Event{}, domain.Public("veriff", domain.KindInvalid, CodeMalformedPayload, "body "+err.Error())
 	}
 	ev := domain.Event{
 		V: domain.StoredVersion, Provider: Provider, Origin: domain.OriginWebhook,
@@ -115,7 +115,7 @@ func verificationOf(top map[string]json.RawMessage) (*verification, error) {
 		if errors.Is(err, jsonscan.ErrNotObject) {
 			return nil, invalid(memberVerification, "is not an object")
 		}
-		return nil, fail("veriff", domain.KindInvalid, CodeMalformedPayload, memberVerification+" "+err.Error())
+		return nil, domain.Public("veriff", domain.KindInvalid, CodeMalformedPayload, memberVerification+" "+err.Error())
 	}
 	var v verification
 	if v.id, err = sessionID(m, memberVerification+"."+memberID); err != nil {
@@ -226,5 +226,5 @@ func printable(s string, max int) bool {
 
 // invalid is a CodeInvalidPayload refusal naming the member and the problem.
 func invalid(member, problem string) error {
-	return fail("veriff", domain.KindUnprocessable, CodeInvalidPayload, member+" "+problem)
+	return domain.Public("veriff", domain.KindUnprocessable, CodeInvalidPayload, member+" "+problem)
 }

@@ -112,8 +112,8 @@ func TestVectors(t *testing.T) {
 				if err == nil {
 					t.Fatalf("accepted, want %s", c.Error)
 				}
-				if Code(err) != c.Error || domain.KindOf(err) != codeKinds[c.Error] {
-					t.Fatalf("code %q kind %v, want %q %v: %v", Code(err), domain.KindOf(err), c.Error, codeKinds[c.Error], err)
+				if domain.CodeOf(err) != c.Error || domain.KindOf(err) != codeKinds[c.Error] {
+					t.Fatalf("code %q kind %v, want %q %v: %v", domain.CodeOf(err), domain.KindOf(err), c.Error, codeKinds[c.Error], err)
 				}
 				for _, secret := range append(v.App.Secrets, v.App.APIKey, c.Headers["X-HMAC-SIGNATURE"], "user-4711", "f04bdb47") {
 					if secret != "" && strings.Contains(err.Error(), secret) {

@@ -92,7 +92,7 @@ type App struct {
 func (a *App) Validate() error {
 	const op = "veriff.App.Validate"
 	bad := func(msg string) error {
-		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: %s", a.Name, msg))
+		return domain.Public(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: %s", a.Name, msg))
 	}
 	switch {
 	case !domain.IsSubjectToken(a.Name):
@@ -133,7 +133,7 @@ func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (do
 	}
 	signature := h.Get(HeaderSignature)
 	if !a.authentic(body, h.Get(HeaderAuthClient), signature) {
-		return domain.Event{}, "", fail(op, domain.KindUnauthorized, CodeBadSignature,
+		return domain.Event{}, "", domain.Public(op, domain.KindUnauthorized, CodeBadSignature,
 			"X-AUTH-CLIENT is not this app's API key or X-HMAC-SIGNATURE matches no configured secret")
 	}
 	ev, err := parseWebhook(body, receivedAt)
