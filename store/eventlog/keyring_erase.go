@@ -1,0 +1,188 @@
+// The erasure lifecycle: BeginErasure records the erasure as pending and writes the
+// tombstone; the caller appends the erasure event; DestroyKey deletes the data key;
+// EndErasure removes the pending record. Every step is idempotent and the pending record
+// outlives a crash, so an interrupted erasure is found (PendingErasures) and finished.
+
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Erased reports whether the applicant is erased (its subject holds a tombstone).
+func (k *Keyring) Erased(ctx context.Context, app domain.AppKey, id domain.ApplicantID) (bool, error) {
+	subject, err := appKeySubject(app, id)
+	if err != nil {
+		return false, err
+	}
+	dk, err := k.dataKey(ctx, subject, false)
+	if errors.Is(err, ErrNoKey) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return dk.erased, nil
+}
+
+// Erasure is one erasure under way, as recorded on kyc.keys.pending.* until its data key
+// is destroyed.
+type Erasure struct {
+	AppKey      domain.AppKey
+	ApplicantID domain.ApplicantID
+	By, Reason  string
+	At          time.Time
+	Seq         uint64 // the pending record's sequence in KYC_KEYS
+}
+
+// BeginErasure records an erasure under way, then writes the applicant's tombstone, so
+// that from then on no key is made for it and its new events are stored without
+// personal fields. An erasure already under way for the applicant is returned as it is.
+// Errors: KindUnavailable when KYC_KEYS does not answer.
+func (k *Keyring) BeginErasure(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (Erasure, error) {
+	const op = "eventlog.Keyring.BeginErasure"
+	subject, err := appKeySubject(app, id)
+	if err != nil {
+		return Erasure{}, err
+	}
+	pend := pendingSubject(app, id)
+	e, found, err := k.pending(ctx, pend)
+	if err != nil {
+		return Erasure{}, err
+	}
+	if !found {
+		m := keyMsg{V: 1, Kind: kindPending, App: string(app), ID: string(id), By: by, Reason: reason, At: time.Now().UTC()}
+		data, _ := json.Marshal(m)
+		ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: pend, Data: data}, jetstream.WithExpectStream(KeyStream))
+		if err != nil {
+			return Erasure{}, domain.E(op, domain.KindUnavailable, err)
+		}
+		e = Erasure{AppKey: app, ApplicantID: id, By: by, Reason: reason, At: m.At, Seq: ack.Sequence}
+	}
+	if err := k.tombstone(ctx, subject, app, id); err != nil {
+		return Erasure{}, err
+	}
+	return e, nil
+}
+
+// tombstone writes the erased mark on subject unless it is already its last message.
+func (k *Keyring) tombstone(ctx context.Context, subject string, app domain.AppKey, id domain.ApplicantID) error {
+	const op = "eventlog.Keyring.tombstone"
+	k.cache.drop(subject)
+	got, err := k.readKey(ctx, subject)
+	if err != nil && domain.KindOf(err) != domain.KindConflict {
+		return err
+	}
+	if got != nil && got.erased {
+		k.cache.put(subject, got)
+		return nil
+	}
+	data, _ := json.Marshal(keyMsg{V: 1, Kind: kindErased, App: string(app), ID: string(id), At: time.Now().UTC()})
+	ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithExpectStream(KeyStream))
+	if err != nil {
+		return domain.E(op, domain.KindUnavailable, err)
+	}
+	k.cache.put(subject, &key{erased: true, seq: ack.Sequence})
+	return nil
+}
+
+// DestroyKey securely deletes every data key message of the applicant: JetStream
+// overwrites the message in its file with random bytes rather than only marking it
+// deleted. It is idempotent. Errors: KindUnavailable when a deletion is not confirmed.
+func (k *Keyring) DestroyKey(ctx context.Context, app domain.AppKey, id domain.ApplicantID) error {
+	const op = "eventlog.Keyring.DestroyKey"
+	subject, err := appKeySubject(app, id)
+	if err != nil {
+		return err
+	}
+	k.cache.drop(subject)
+	defer k.cache.drop(subject)
+	for seq := uint64(1); ; {
+		rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+		msg, err := k.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(subject))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return domain.E(op, domain.KindUnavailable, fmt.Errorf("find data key: %w", err))
+		}
+		seq = msg.Sequence + 1
+		var m keyMsg
+		if json.Unmarshal(msg.Data, &m) == nil && m.Kind == kindErased {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+		err = k.stream.SecureDeleteMsg(dctx, msg.Sequence)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return domain.E(op, domain.KindUnavailable, fmt.Errorf("secure delete of %s seq %d: %w", KeyStream, msg.Sequence, err))
+		}
+		k.log.Info("data key destroyed", zap.String("applicantId", string(id)), zap.Uint64("keySeq", msg.Sequence))
+	}
+}
+
+// EndErasure removes the record of an erasure under way, once its key is destroyed.
+func (k *Keyring) EndErasure(ctx context.Context, e Erasure) error {
+	const op = "eventlog.Keyring.EndErasure"
+	err := k.stream.DeleteMsg(ctx, e.Seq)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return domain.E(op, domain.KindUnavailable, err)
+	}
+	return nil
+}
+
+// PendingErasures lists the erasures under way: begun, their key not yet destroyed (a
+// crash, or KYC_KEYS refusing the deletion). Errors: KindUnavailable.
+func (k *Keyring) PendingErasures(ctx context.Context) ([]Erasure, error) {
+	const op = "eventlog.Keyring.PendingErasures"
+	var out []Erasure
+	for seq := uint64(1); ; {
+		rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+		msg, err := k.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(keyPendingSubject))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, domain.E(op, domain.KindUnavailable, err)
+		}
+		seq = msg.Sequence + 1
+		if e, ok := decodePending(msg); ok {
+			out = append(out, e)
+		}
+	}
+}
+
+// pending returns the erasure under way on the pending subject, if any.
+func (k *Keyring) pending(ctx context.Context, subject string) (Erasure, bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
+	defer cancel()
+	msg, err := k.stream.GetLastMsgForSubject(rctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Erasure{}, false, nil
+	}
+	if err != nil {
+		return Erasure{}, false, domain.E("eventlog.Keyring", domain.KindUnavailable, err)
+	}
+	e, ok := decodePending(msg)
+	return e, ok, nil
+}
+
+func decodePending(msg *jetstream.RawStreamMsg) (Erasure, bool) {
+	var m keyMsg
+	if json.Unmarshal(msg.Data, &m) != nil || m.Kind != kindPending {
+		return Erasure{}, false
+	}
+	return Erasure{AppKey: domain.AppKey(m.App), ApplicantID: domain.ApplicantID(m.ID),
+		By: m.By, Reason: m.Reason, At: m.At, Seq: msg.Sequence}, true
+}
