@@ -1,6 +1,3 @@
-// Command kycstate keeps KYC verification state from Allpass webhooks: one binary for the
-// service (serve, ingest, query) and for audits and operations (replay, verify, rebuild,
-// export, rejects, sim, keygen).
 package main
 
 import (

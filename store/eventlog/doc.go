@@ -1,15 +1,27 @@
-// Package eventlog is kycstate's event log: the JetStream streams KYC_EVENTS (every
-// accepted webhook, the source of truth) and KYC_REJECTS (refused webhooks, kept for
-// reprocessing). It is the only package that builds JetStream streams; callers see
-// domain types.
+// Package eventlog is kycstate's event log and everything else it keeps in JetStream:
+// KYC_EVENTS (every accepted webhook and operator event, the source of truth),
+// KYC_REJECTS (refused webhooks, kept for reprocessing), KYC_KEYS (the data-key ring that
+// seals personal data), KYC_SIGNOUTS (console sessions signed out) and the leases of
+// periodic jobs. It is the only package that builds JetStream streams or buckets; callers
+// see domain types. EventLog implements domain.EventSource, which projection.Rebuild and
+// projection.Verify read.
 //
-//	conn.go     the connection: an embedded nats-server or an external NATS, one code path
-//	stream.go   the streams' configuration, created idempotently, differences logged
-//	append.go   Append: one stored event, answered once the stream has acknowledged it
-//	scan.go     Read, Follow and Applicant over one ordered-consumer scanner
-//	rejects.go  the rejects stream
-//	codec.go    the stored event's encoder and its fast decoder, encoding/json the fallback
+// What it guarantees:
 //
-// EventLog implements domain.EventSource, which projection.Rebuild and projection.Verify
-// read.
+//   - Append returns a sequence only once the stream has acknowledged the event, so a
+//     caller that answers after it (ingest's 200) never claims a write the stream lacks;
+//     the same message id inside the duplicate window is stored once and answers with
+//     the original.
+//   - KYC_EVENTS loses nothing to a limit (no age, size or count limit, Discard New), nor
+//     does KYC_KEYS: a key dropped by a limit would be an erasure no one asked for. An
+//     existing stream's settings that differ from the configuration are logged and left
+//     as they are, except KYC_REJECTS's age limit and KYC_EVENTS's atomic batches.
+//   - Read, Follow and Applicant deliver in stream order without gaps or repeats, across
+//     reconnects; on failure what was delivered is a clean prefix.
+//   - The stored event is written byte for byte as DESIGN.md section 3 says, the payload
+//     verbatim; its fast decoder and encoding/json read it alike.
+//   - With master keys, personal fields are stored only sealed under the applicant's own
+//     data key, bound to the event's clear fields. An erasure is recorded as pending
+//     before its key is destroyed, so one a crash interrupted is found and finished, and
+//     no key is ever made again for an erased applicant.
 package eventlog
