@@ -1,11 +1,21 @@
 // Package api is kycstate's read HTTP API (DESIGN.md section 7): applicants' current and
-// point-in-time state, history, lists, anomalies and the change feed, served from the
-// bbolt projection, behind bearer tokens with two roles.
+// point-in-time state, history, lists, anomalies and the change feed, read from the
+// projection behind bearer tokens of three roles (reader ⊂ auditor ⊂ admin); the two
+// actions an auditor or an admin may ask for (reconcile an applicant, erase one); and the
+// auditor console (package console) on the same listener.
 //
-// routes.go lists every route; encode.go holds all encoding and decoding; error kinds
-// become statuses in internal/httperr, as for every listener; the response types are
-// api/client's, which Go callers decode with; openapi.yaml describes the surface and is
-// checked against real responses by the tests.
+// What every caller can rely on: each response, errors included, carries X-Kycstate-Seq,
+// and what it answers reflects every event up to that sequence; a token's role is checked
+// before the projection is read; no request is held past its bound (minSeq, wait,
+// verify); an error's status comes from its kind, in internal/httperr as for every
+// listener, and its body has a stable code and a message safe to show. The response
+// types are package client's, so a Go caller decodes exactly what the server encodes, and
+// openapi.yaml declares every route, method and status the server answers: the tests
+// check real responses against it, so the document cannot drift from the code.
+//
+// It never writes the projection or the log, and imports no NATS: verify, reconcile and
+// erase are functions the query node gives it (Config.Verify, Config.Reconcile,
+// Config.Erase).
 package api
 
 import (

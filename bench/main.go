@@ -16,6 +16,12 @@
 // peak RSS (VmHWM) is that phase's own and no phase inherits another's heap or caches.
 // The output ends with one line per comparison, `ratio <name> <value>`.
 //
+// A figure is never an absolute number to compare across machines, and never one the
+// phase did not check: a phase whose work came out wrong (a stream short of events, a
+// rebuilt projection behind the log, an answer other than the expected bytes) fails
+// rather than report. It is a command, not a test: `go test ./...` compiles it and runs
+// none of it.
+//
 // Run it through bench/run, which builds it first:
 //
 //	bench/run [--quick] [--profile DIR] [--only ingest,rebuild,lag,api,r3]

@@ -1,5 +1,7 @@
-// Package deploy holds no Go code: its tests check the operator's files in this directory
-// (alert rules, their promtool unit tests, the Grafana dashboard) against the service.
+// Package deploy holds the operator's files (NATS configs, the Dockerfile, Prometheus
+// rules, the Grafana dashboard) and no Go code: its tests check those files against the
+// service, so every series an alert or a panel reads is one the service exports, and
+// every alert fires and stays quiet as its promtool unit tests say.
 package deploy
 
 import (

@@ -1,8 +1,16 @@
-// Package domain is kycstate's vocabulary: identifiers, event types, applicant statuses,
-// the lifecycle state machine and the pure fold Apply(state, event) -> (state, record).
+// Package domain is kycstate's vocabulary: identifiers and their parsers, event types,
+// applicant statuses and origins, the lifecycle state machine, the pure fold
+// Apply(state, event) -> (state, record) with its digest chain, error kinds, and the
+// interfaces the other packages implement (an event source, say).
 //
-// It imports no infrastructure. Everything here is deterministic: no clock, no I/O, no
-// dependence on map iteration order, so folding the same log always yields the same bytes.
+// The fold is the only place a status changes: the projector, rebuild, verify, replay,
+// point-in-time answers and the simulator all fold with it, so they cannot disagree.
+// It is deterministic: no clock, no I/O, no dependence on map iteration order, so folding
+// the same log always yields the same states, records and digests.
+//
+// It imports nothing of this module and no infrastructure (no net/http, NATS, bbolt,
+// logger or metrics): only the standard library and the state machine library. An error
+// carries a kind from here; which HTTP status a kind becomes is decided elsewhere, once.
 package domain
 
 import (

@@ -10,6 +10,11 @@
 // under way is removed. A crash or a refused deletion anywhere in between leaves that
 // record, and Run finishes the erasure from it, on restart too: the append is repeated
 // under the same message id (the log drops the repeat), the deletion is idempotent.
+//
+// So a key is never destroyed before the log holds the erasure, and an erasure once begun
+// is never left half done. Retention erases nothing while the projection is behind the
+// log: a projection that has not folded an applicant's latest event would take an active
+// applicant for an old one.
 package erase
 
 import (

@@ -1,6 +1,6 @@
 // Package projector folds the event log into the projection, in stream order, exactly once.
 //
-// It reads with an ordered consumer (through eventlog.EventLog.Follow) rather than a durable
+// It reads with an ordered consumer (through EventLog.Follow) rather than a durable
 // pull consumer. The projection's checkpoint, committed in the same bbolt transaction as
 // the states it covers, is the only record of how far the fold got; a durable consumer
 // would keep a second position on the server, acknowledged separately, that a crash
@@ -9,6 +9,13 @@
 // add: every query node folds the whole log into its own file, so each needs its own
 // cursor anyway. On restart the projector starts again at checkpoint + 1; batches the
 // projection already holds are skipped by Projection.Apply, so replay never applies twice.
+//
+// What it guarantees: events are applied in stream order, each exactly once, and a batch
+// is committed with the checkpoint that covers it or not at all. A failed commit or read
+// stops progress and is retried from the checkpoint; it never skips an event. It only
+// reads the log, and while it runs it is its node's only writer of the projection. It
+// imports no store: it takes the log and the projection as the interfaces it declares
+// (EventLog, Projection), which the stores implement.
 package projector
 
 import (

@@ -16,6 +16,11 @@
 // The sweep (Sweep, Run) checks the applicants most likely to be stale, and every
 // applicant once per FullEvery, at most Rate calls per second per app. On a cluster a
 // lease (eventlog.Leases) lets one query node sweep at a time.
+//
+// It never writes the projection and appends nothing but those events: an Open API
+// answer that fails, does not parse or does not verify (the same checks a webhook gets,
+// through package allpass) appends nothing and is reported, and a refused private key
+// (401, 403) stops that app's sweep rather than retrying it.
 package reconcile
 
 import (

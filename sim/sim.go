@@ -7,7 +7,11 @@
 // applicant.
 //
 // The sim needs only HTTP access: the webhook endpoint, and for the check the read API
-// with a reader token.
+// with a reader token (with OpenAPI set, also an auditor token for the reconciliations
+// it asks for, and the Open API it serves itself). It never opens the service's data dir
+// or its NATS and imports no store and no ingest handler, so it drives a deployment
+// exactly as Allpass and a product service would, and what it finds is what they would
+// see.
 package sim
 
 import (

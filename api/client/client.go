@@ -1,7 +1,11 @@
-// Package client is a Go client of kycstate's read API (DESIGN.md section 7,
+// Package client is the Go client of kycstate's read API (DESIGN.md section 7,
 // api/openapi.yaml): the response types, which the API itself encodes, and one method
-// per read route. Callers branch on an answer's stable code (Code, the Code* constants),
-// never on its message, which is for people and may be reworded.
+// per route under /v1, each returning the answer's X-Kycstate-Seq beside its value.
+// Callers branch on an answer's stable code (Code, the Code* constants), never on its
+// message, which is for people and may be reworded.
+//
+// Product services import it, so it imports nothing of the server: only domain's
+// vocabulary and the shared JSON quoting (internal/jsonscan), never a store, NATS or bbolt.
 package client
 
 import (

@@ -9,9 +9,11 @@
 // origin. Every page but the change view works without JavaScript.
 //
 // The console reads through Backend, which package api implements over its own handlers'
-// functions, so a page shows exactly what the API answers, limited by the same roles.
-// A session is a signed, expiring cookie naming the token's name and role, never the
-// token; it holds no server state but a bounded list of signed-out sessions.
+// functions, so a page shows exactly what the API answers, limited by the same roles; it
+// imports no store and not package api. A session is a signed, expiring cookie naming
+// the token's name and role, never the token; it holds no server state but a bounded list
+// of signed-out sessions. Every form that changes something is a POST carrying a CSRF
+// token; reading is GET.
 package console
 
 import (

@@ -9,6 +9,10 @@
 // server. Another provider's format would be a sibling package, ingest/<provider>, with
 // the same shape.
 //
+// It verifies before it decrypts: no byte of a ciphertext is decrypted until the HMAC
+// (or the GCM tag) over it has verified, in constant time, and a bad signature, tag or
+// padding fails with one code, so a sender learns nothing about which step failed.
+//
 // Allpass's Open API responses (DESIGN.md section 10) belong here too: they come in the
 // same envelope, and an encrypted `data` is sealed exactly as a webhook's, so App.Decrypt
 // opens it on its own, without reading the plaintext as a webhook payload.

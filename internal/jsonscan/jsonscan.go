@@ -1,10 +1,17 @@
-// Package jsonscan holds what kycstate's hand-written JSON code shares: the
-// word-at-a-time tests that let scanners pass over the inside of long strings (hex or
-// base64 blobs, mostly) eight bytes at a time, AppendString, which quotes as
-// encoding/json does, and Object, which splits one untrusted JSON object into its members
-// with a depth bound and no known member twice (the provider adapters read webhooks with
-// it). Each word test is exact: it says whether some byte of the word is of a kind, never
-// which one, so a scanner that finds a word that fails goes on byte by byte.
+// Package jsonscan is what kycstate's hand-written JSON code shares: word-at-a-time
+// tests that let a scanner pass over the inside of long strings (hex or base64 blobs,
+// mostly) eight bytes at a time; AppendString, which quotes a string byte for byte as
+// encoding/json does; and Object, which splits one untrusted JSON object into its members
+// (the provider adapters read webhooks with it).
+//
+// Each word test is exact: it says whether some byte of the word is of a kind, never
+// which one, so a scanner that finds a word that fails goes on byte by byte, and a word
+// that passes really holds no byte the scanner must stop at (the tests check every byte
+// value at every place). An encoder that quotes with AppendString writes what json.Marshal
+// would, so a hand-written encoder and the standard one never disagree on the wire.
+// Object refuses rather than guesses: a body nested too deep, not one object, or naming a
+// known member twice is an error, never read one way here and another way by an
+// auditor's tool. It is pure: no state, nothing beyond the standard library.
 package jsonscan
 
 import "encoding/binary"

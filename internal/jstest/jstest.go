@@ -1,7 +1,13 @@
 // Package jstest is the JetStream test fixture: a real nats-server, embedded in the test
 // process with its store in a temporary directory, reached through an in-process
 // connection (no port), and shut down when the test ends. Tests across the repository
-// use it rather than each starting a server of its own.
+// use it rather than each starting a server of its own, or a fake.
+//
+// Each server belongs to the test that started it: nothing is shared between tests, and
+// everything it started is stopped by the test's cleanup, so tests that use it end with
+// no goroutine left behind. It accepts what production's embedded server accepts (the
+// same maximum payload). Only tests import it; every function takes the test's
+// testing.TB.
 package jstest
 
 import (
