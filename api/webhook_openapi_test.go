@@ -80,9 +80,40 @@ func TestOpenAPIWebhooks(t *testing.T) {
 		doc.checkOp(t, http.MethodPost, c.path, rec)
 	}
 
+	// Another method on a webhook path: 405 with Allow: POST, in the form the POST lists;
+	// an unknown path: 404 not_found in the webhook error form.
+	for _, path := range []string{"/webhooks/allpass/main", "/webhooks/allpass"} {
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions} {
+			req := httptest.NewRequestWithContext(ctx, m, path, nil)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != http.MethodPost {
+				t.Errorf("%s %s: %d Allow %q, want 405 Allow POST", m, path, rec.Code, rec.Header().Get("Allow"))
+			}
+			if err := doc.validateAs(http.MethodPost, path, rec); err != nil {
+				t.Errorf("%s %s: the 405 does not match the POST's: %v", m, path, err)
+			}
+		}
+	}
+	for _, p := range []string{"/webhooks/allpass/{app}", "/webhooks/allpass"} {
+		if r := doc.doc.Paths.Value(p).Post.Responses.Status(http.StatusMethodNotAllowed); r == nil || r.Ref != "#/components/responses/WebhookMethodNotAllowed" {
+			t.Errorf("POST %s: does not list WebhookMethodNotAllowed as its 405", p)
+		}
+	}
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/webhooks/other/main", bytes.NewReader(body))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var e struct{ Error struct{ Code string } }
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || rec.Code != http.StatusNotFound || e.Error.Code != "not_found" {
+		t.Errorf("POST to an unknown path: %d %s", rec.Code, rec.Body)
+	}
+	if err := doc.doc.Components.Schemas["WebhookErrorBody"].Value.VisitJSON(decode(t, rec.Body.Bytes())); err != nil {
+		t.Errorf("POST to an unknown path: %v", err)
+	}
+
 	// The log gone: 503 with Retry-After, nothing claimed.
 	js.Close()
-	rec := post("/webhooks/allpass/main", body, sig)
+	rec = post("/webhooks/allpass/main", body, sig)
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("log closed: %d: %s", rec.Code, rec.Body)
 	}
