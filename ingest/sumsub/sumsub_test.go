@@ -1,0 +1,406 @@
+package sumsub
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"hash"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+// vectorFile is testdata/vectors.json, written by testdata/gen from Sumsub's documented
+// algorithm without this package.
+type vectorFile struct {
+	App struct {
+		Name    string   `json:"name"`
+		Secrets []string `json:"secrets"`
+	} `json:"app"`
+	ReceivedAt string       `json:"received_at"`
+	Cases      []vectorCase `json:"cases"`
+}
+
+type vectorCase struct {
+	Name    string            `json:"name"`
+	Headers map[string]string `json:"headers"`
+	Body    string            `json:"body"`
+	Expect  struct {
+		OK             bool   `json:"ok"`
+		Kind           string `json:"kind"`
+		Code           string `json:"code"`
+		ApplicantID    string `json:"applicantId"`
+		ExternalUserID string `json:"externalUserId"`
+		Type           string `json:"type"`
+		ProviderStatus string `json:"providerStatus"`
+		EventAt        string `json:"eventAt"`
+		EventAtSource  string `json:"eventAtSource"`
+		ContentID      string `json:"contentId"`
+	} `json:"expect"`
+}
+
+func loadVectors(tb testing.TB) vectorFile {
+	tb.Helper()
+	b, err := os.ReadFile("testdata/vectors.json")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var vf vectorFile
+	if err := json.Unmarshal(b, &vf); err != nil {
+		tb.Fatalf("testdata/vectors.json: %v", err)
+	}
+	if len(vf.Cases) == 0 {
+		tb.Fatal("testdata/vectors.json holds no cases")
+	}
+	return vf
+}
+
+func (vf vectorFile) app() *App {
+	a := &App{Name: vf.App.Name}
+	for _, s := range vf.App.Secrets {
+		a.Secrets = append(a.Secrets, []byte(s))
+	}
+	return a
+}
+
+func (vf vectorFile) receivedAt(tb testing.TB) time.Time {
+	tb.Helper()
+	t, err := time.Parse(time.RFC3339, vf.ReceivedAt)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
+func header(m map[string]string) http.Header {
+	h := http.Header{}
+	for k, v := range m {
+		h.Set(k, v)
+	}
+	return h
+}
+
+func mustTime(tb testing.TB, s string) time.Time {
+	tb.Helper()
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
+// checkRefusal asserts err's kind and code, and that its message gives nothing away.
+func checkRefusal(tb testing.TB, err error, kind domain.ErrorKind, code string, secrets []string, body string) {
+	tb.Helper()
+	if err == nil {
+		tb.Fatalf("accepted, want a refusal of kind %v code %s", kind, code)
+	}
+	if got := domain.KindOf(err); got != kind {
+		tb.Fatalf("kind %v, want %v (%v)", got, kind, err)
+	}
+	if got := domain.CodeOf(err); got != code {
+		tb.Fatalf("code %q, want %q (%v)", got, code, err)
+	}
+	msg := err.Error()
+	for _, s := range secrets {
+		if strings.Contains(msg, s) {
+			tb.Fatalf("refusal %q holds a secret", msg)
+		}
+	}
+	if len(msg) > 200 || (len(body) > 16 && strings.Contains(msg, body[:16])) {
+		tb.Fatalf("refusal %q may echo the body", msg)
+	}
+}
+
+func kindOf(tb testing.TB, name string) domain.ErrorKind {
+	tb.Helper()
+	for _, k := range []domain.ErrorKind{domain.KindUnauthorized, domain.KindInvalid, domain.KindUnprocessable} {
+		if k.String() == name {
+			return k
+		}
+	}
+	tb.Fatalf("vector kind %q", name)
+	return 0
+}
+
+func TestVectors(t *testing.T) {
+	vf := loadVectors(t)
+	app, at := vf.app(), vf.receivedAt(t)
+	for _, c := range vf.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			ev, id, err := app.Open([]byte(c.Body), header(c.Headers), at, Options{})
+			if !c.Expect.OK {
+				checkRefusal(t, err, kindOf(t, c.Expect.Kind), c.Expect.Code, vf.App.Secrets, c.Body)
+				if id != "" || ev.Type != "" {
+					t.Fatalf("a refusal returned event %+v and id %q", ev, id)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			want := domain.Event{
+				V: domain.StoredVersion, Provider: "sumsub", Origin: domain.OriginWebhook, AppKey: "ss",
+				ApplicantID: domain.ApplicantID(c.Expect.ApplicantID), ExternalUserID: domain.ExternalUserID(c.Expect.ExternalUserID),
+				Type: domain.EventType(c.Expect.Type), ProviderStatus: c.Expect.ProviderStatus,
+				EventAt: mustTime(t, c.Expect.EventAt), EventAtSource: c.Expect.EventAtSource, ReceivedAt: at,
+				Payload: json.RawMessage(c.Body),
+			}
+			if !equalEvents(ev, want) {
+				t.Fatalf("event\n%+v\nwant\n%+v", ev, want)
+			}
+			if id != c.Expect.ContentID {
+				t.Fatalf("content id %s, want %s", id, c.Expect.ContentID)
+			}
+			if ev.Raw != nil {
+				t.Fatal("Raw kept without KeepRaw")
+			}
+		})
+	}
+}
+
+func equalEvents(a, b domain.Event) bool {
+	ab, bb := a.Payload, b.Payload
+	a.Payload, b.Payload = nil, nil
+	ea, eb := a.EventAt, b.EventAt
+	a.EventAt, b.EventAt = time.Time{}, time.Time{}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return bytes.Equal(ja, jb) && bytes.Equal(ab, bb) && ea.Equal(eb) && ea.Location() == time.UTC
+}
+
+// vectorCaseNamed returns the named vector.
+func vectorCaseNamed(tb testing.TB, vf vectorFile, name string) vectorCase {
+	tb.Helper()
+	for _, c := range vf.Cases {
+		if c.Name == name {
+			return c
+		}
+	}
+	tb.Fatalf("no vector %q", name)
+	return vectorCase{}
+}
+
+// TestSignMatchesVectors holds Sign to the independently made vectors, and Open to
+// Sign's output.
+func TestSignMatchesVectors(t *testing.T) {
+	vf := loadVectors(t)
+	c := vectorCaseNamed(t, vf, "created_sha256")
+	got := Sign([]byte(vf.App.Secrets[0]), []byte(c.Body))
+	if got[DigestHeader] != c.Headers["X-Payload-Digest"] || got[DigestAlgHeader] != c.Headers["X-Payload-Digest-Alg"] {
+		t.Fatalf("Sign = %v, the vector says %v", got, c.Headers)
+	}
+	if _, _, err := vf.app().Open([]byte(c.Body), header(got), vf.receivedAt(t), Options{}); err != nil {
+		t.Fatalf("Open of Sign's output: %v", err)
+	}
+}
+
+// TestSignatureBeforeParse: every body the vectors refuse as malformed or invalid is
+// refused as unauthorized once its digest is wrong, whatever is wrong with the body.
+func TestSignatureBeforeParse(t *testing.T) {
+	vf := loadVectors(t)
+	app, at := vf.app(), vf.receivedAt(t)
+	n := 0
+	for _, c := range vf.Cases {
+		if c.Expect.OK || c.Expect.Code == CodeBadSignature {
+			continue
+		}
+		n++
+		for _, h := range []map[string]string{
+			{}, // no digest at all
+			{DigestHeader: strings.Repeat("ab", 32), DigestAlgHeader: AlgSHA256},
+			Sign([]byte("not-this-apps-secret"), []byte(c.Body)),
+		} {
+			_, _, err := app.Open([]byte(c.Body), header(h), at, Options{})
+			checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, vf.App.Secrets, c.Body)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d malformed or invalid vectors", n)
+	}
+}
+
+func TestKeepRaw(t *testing.T) {
+	vf := loadVectors(t)
+	app, at := vf.app(), vf.receivedAt(t)
+	for name, want := range map[string]string{
+		"created_sha256":       "HMAC_SHA256_HEX ",
+		"no_alg_header_sha256": "",
+	} {
+		c := vectorCaseNamed(t, vf, name)
+		ev, _, err := app.Open([]byte(c.Body), header(c.Headers), at, Options{KeepRaw: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += c.Headers["X-Payload-Digest"]
+		if ev.Raw == nil || ev.Raw.Body != c.Body || ev.Raw.Signature != want {
+			t.Fatalf("%s: Raw = %+v, want body and signature %q", name, ev.Raw, want)
+		}
+	}
+}
+
+// TestReplay: a resend of one delivery, and another delivery of the same event (same
+// correlationId, other bytes), get the same content id; another event gets another.
+func TestReplay(t *testing.T) {
+	app := &App{Name: "ss", Secrets: [][]byte{[]byte("k")}}
+	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	open := func(body string) string {
+		t.Helper()
+		_, id, err := app.Open([]byte(body), header(Sign([]byte("k"), []byte(body))), at, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	first := `{"applicantId":"a1","type":"applicantPending","correlationId":"req-1","createdAtMs":"2026-03-01 10:00:00.000"}`
+	again := `{"type":"applicantPending","applicantId":"a1","correlationId":"req-1","createdAtMs":"2026-03-01 10:00:00.000","sandboxMode":false}`
+	other := `{"applicantId":"a1","type":"applicantPending","correlationId":"req-2","createdAtMs":"2026-03-01 10:00:00.000"}`
+	noID := `{"applicantId":"a1","type":"applicantPending"}`
+	if open(first) != open(first) || open(first) != open(again) {
+		t.Fatal("one event, two content ids")
+	}
+	if open(first) == open(other) {
+		t.Fatal("two events, one content id")
+	}
+	if open(noID) != open(noID) || open(noID) == open(noID+" ") {
+		t.Fatal("without correlationId the content id must follow the exact bytes")
+	}
+	other2 := &App{Name: "ss2", Secrets: app.Secrets}
+	_, id2, err := other2.Open([]byte(first), header(Sign([]byte("k"), []byte(first))), at, Options{})
+	if err != nil || id2 == open(first) {
+		t.Fatalf("the same event for two apps must get two content ids (%v)", err)
+	}
+}
+
+func TestContentIDIsLengthPrefixed(t *testing.T) {
+	if ContentID("ab", "c", nil) == ContentID("a", "bc", nil) {
+		t.Fatal("fields run into each other")
+	}
+	h := sha256.New()
+	for _, f := range []string{"sumsub", "app", "evt"} {
+		h.Write([]byte{0, 0, 0, 0, 0, 0, 0, byte(len(f))})
+		h.Write([]byte(f))
+	}
+	if got, want := ContentID("app", "evt", []byte("ignored")), hex.EncodeToString(h.Sum(nil)); got != want {
+		t.Fatalf("ContentID = %s, want %s", got, want)
+	}
+}
+
+// TestLargeBody: a body at the handler's 1 MiB limit verifies and is stored whole.
+func TestLargeBody(t *testing.T) {
+	app := &App{Name: "ss", Secrets: [][]byte{[]byte("k")}}
+	head := `{"applicantId":"a1","type":"applicantTagsChanged","tags":["`
+	tail := `"],"correlationId":"req-big"}`
+	body := head + strings.Repeat("x", 1<<20-len(head)-len(tail)) + tail
+	if len(body) != 1<<20 {
+		t.Fatalf("body of %d bytes", len(body))
+	}
+	ev, _, err := app.Open([]byte(body), header(Sign([]byte("k"), []byte(body))), time.Now(), Options{KeepRaw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(ev.Payload) != body || ev.Raw.Body != body {
+		t.Fatal("the payload is not the body")
+	}
+}
+
+func TestRotatedSecrets(t *testing.T) {
+	body := []byte(`{"applicantId":"a1","type":"applicantCreated"}`)
+	app := &App{Name: "ss", Secrets: [][]byte{[]byte("new"), []byte("old"), []byte("older")}}
+	for _, s := range []string{"new", "old", "older"} {
+		if _, _, err := app.Open(body, header(Sign([]byte(s), body)), time.Now(), Options{}); err != nil {
+			t.Fatalf("signed with %s: %v", s, err)
+		}
+	}
+	_, _, err := app.Open(body, header(Sign([]byte("oldest"), body)), time.Now(), Options{})
+	checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, []string{"new", "old"}, string(body))
+	// Each algorithm with each secret.
+	for _, alg := range []string{AlgSHA1, AlgSHA256, AlgSHA512} {
+		m := hmac.New(digestAlgFor(t, alg), []byte("old"))
+		m.Write(body)
+		h := header(map[string]string{DigestHeader: hex.EncodeToString(m.Sum(nil)), DigestAlgHeader: alg})
+		if _, _, err := app.Open(body, h, time.Now(), Options{}); err != nil {
+			t.Fatalf("%s with the previous secret: %v", alg, err)
+		}
+	}
+}
+
+func digestAlgFor(tb testing.TB, name string) func() hash.Hash {
+	tb.Helper()
+	for _, d := range digestAlgs() {
+		if d.name == name {
+			return d.new
+		}
+	}
+	tb.Fatalf("no algorithm %s", name)
+	return nil
+}
+
+func TestValidate(t *testing.T) {
+	for _, a := range []*App{
+		{Name: "", Secrets: [][]byte{[]byte("k")}},
+		{Name: "a.b", Secrets: [][]byte{[]byte("k")}},
+		{Name: strings.Repeat("a", 65), Secrets: [][]byte{[]byte("k")}},
+		{Name: "ss"},
+		{Name: "ss", Secrets: [][]byte{[]byte("k"), nil}},
+	} {
+		err := a.Validate()
+		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig {
+			t.Errorf("Validate(%q, %d secrets) = %v", a.Name, len(a.Secrets), err)
+		}
+		body := []byte(`{"applicantId":"a1","type":"applicantCreated"}`)
+		if _, _, err := a.Open(body, header(Sign([]byte("k"), body)), time.Now(), Options{}); domain.KindOf(err) != domain.KindInternal {
+			t.Errorf("Open on an invalid app: %v, want KindInternal", err)
+		}
+	}
+	if err := (&App{Name: "ss-1_A", Secrets: [][]byte{[]byte("k")}}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnknownTypesAreKept: a type Sumsub may add later is stored, and the status table
+// calls it unknown.
+func TestUnknownTypesAreKept(t *testing.T) {
+	app := &App{Name: "ss", Secrets: [][]byte{[]byte("k")}}
+	for _, typ := range []string{"applicantKytOnHold", "someFutureWebhook", "applicant Reviewed"} {
+		body := []byte(`{"applicantId":"a1","type":"` + typ + `"}`)
+		ev, _, err := app.Open(body, header(Sign([]byte("k"), body)), time.Now(), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		if class, _ := domain.ProviderSumsub.Classify(ev.Type, ev.ProviderStatus); class != domain.ClassUnknown {
+			t.Fatalf("%s is classified %v, want unknown", typ, class)
+		}
+	}
+}
+
+// TestStatusesReachTheTable: the providerStatus Open writes is the one the status table
+// reads, for every status webhook of section 13.
+func TestStatusesReachTheTable(t *testing.T) {
+	app := &App{Name: "ss", Secrets: [][]byte{[]byte("k")}}
+	for body, want := range map[string]domain.Status{
+		`{"applicantId":"a","type":"applicantCreated","reviewStatus":"init"}`:                                                        "INIT",
+		`{"applicantId":"a","type":"applicantPending","reviewStatus":"pending","reviewResult":null}`:                                 "IN_PROGRESS",
+		`{"applicantId":"a","type":"applicantOnHold","reviewStatus":"onHold"}`:                                                       "ON_HOLD",
+		`{"applicantId":"a","type":"applicantReset","reviewStatus":"init"}`:                                                          "INCOMPLETE",
+		`{"applicantId":"a","type":"applicantReviewed","reviewStatus":"completed","reviewResult":{"reviewAnswer":"GREEN"}}`:          "APPROVED",
+		`{"applicantId":"a","type":"applicantReviewed","reviewResult":{"reviewAnswer":"RED","reviewRejectType":"RETRY"}}`:            "INCOMPLETE",
+		`{"applicantId":"a","type":"applicantReviewed","reviewResult":{"reviewRejectType":"FINAL","reviewAnswer":"RED"},"x":[1,{}]}`: "REJECTED",
+		`{"applicantId":"a","type":"applicantReviewed","reviewStatus":"completed","reviewResult":{"reviewAnswer":"RED"}}`:            "",
+	} {
+		ev, _, err := app.Open([]byte(body), header(Sign([]byte("k"), []byte(body))), time.Now(), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		_, got := domain.ProviderSumsub.Classify(ev.Type, ev.ProviderStatus)
+		if got != want {
+			t.Errorf("%s: providerStatus %q reads %q, want %q", body, ev.ProviderStatus, got, want)
+		}
+	}
+}
