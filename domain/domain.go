@@ -234,6 +234,16 @@ type Event struct {
 	Payload       json.RawMessage `json:"payload,omitempty"`
 	Raw           *Raw            `json:"raw,omitempty"`
 
+	// ContentID is the event's content id (DESIGN.md section 15): a hash of the provider,
+	// the app and the bytes the provider's signature authenticated, and the event's
+	// Nats-Msg-Id. The fold makes an event whose content id it has seen for the applicant
+	// a duplicate, whatever its time. Events stored before content ids, reconciled
+	// statuses and operator events (which have ids of their own) carry none.
+	ContentID ContentID `json:"cid,omitempty"`
+	// TimeFlag says why EventAt is the receive time rather than the event's own time:
+	// TimeFlagClockSkew when that time lay outside the window ingest trusts (BoundTime).
+	TimeFlag TimeFlag `json:"timeFlag,omitempty"`
+
 	// Version 2 only. ExternalUserIndex is the blind index of the externalUserId, in
 	// clear; SealedExternalUserID the id itself, sealed; Sealed the payload and raw,
 	// sealed together (base64). A version 2 event read without its key has these and no

@@ -25,7 +25,8 @@ var errPayloadNotJSON = errors.New("payload is not valid JSON")
 // match domain.Event's JSON tags, so encoding/json and DecodeEvent read it back.
 //
 // A version 2 event (sealed by a Keyring) has its personal fields in extIndex, sealedExt
-// and sealed, written last, and a payload only when it holds none (an operator's).
+// and sealed, written last, and a payload only when it holds none (an operator's). The
+// content id and the time flag (DESIGN.md section 15) come before them, when set.
 func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
 	withPayload := ev.V < domain.StoredVersion || len(ev.Payload) > 0
 	if withPayload && !json.Valid(ev.Payload) {
@@ -70,6 +71,12 @@ func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
 			b = appendField(b, "signature", ev.Raw.Signature)
 		}
 		b = append(b, '}')
+	}
+	if ev.ContentID != "" {
+		b = appendField(b, "cid", string(ev.ContentID))
+	}
+	if ev.TimeFlag != "" {
+		b = appendField(b, "timeFlag", string(ev.TimeFlag))
 	}
 	if ev.ExternalUserIndex != "" {
 		b = appendField(b, "extIndex", string(ev.ExternalUserIndex))
@@ -229,6 +236,14 @@ func fastDecodeEvent(data []byte, ev *domain.Event, skipRaw bool) bool {
 		case "payload":
 			bit = 1 << 11
 			ev.Payload, ok = d.rawValue()
+		case "cid":
+			bit = 1 << 17
+			s, ok = d.str()
+			ev.ContentID = domain.ContentID(s)
+		case "timeFlag":
+			bit = 1 << 18
+			s, ok = d.str()
+			ev.TimeFlag = domain.TimeFlag(s)
 		case "extIndex":
 			bit = 1 << 14
 			s, ok = d.str()
@@ -713,6 +728,8 @@ func internString(b []byte) string {
 		return domain.SourceEnvelopeTime
 	case domain.SourceReceived:
 		return domain.SourceReceived
+	case string(domain.TimeFlagClockSkew):
+		return string(domain.TimeFlagClockSkew)
 	}
 	return string(b)
 }

@@ -64,6 +64,41 @@ func TestStoredEventKeepsPayloadVerbatim(t *testing.T) {
 	}
 }
 
+// The content id and the time flag are stored before the sealed fields, and both
+// decoders read them back.
+func TestStoredEventContentIDAndTimeFlag(t *testing.T) {
+	ev := encTestEvent(`{}`)
+	ev.V, ev.Payload, ev.Raw, ev.ExternalUserID = domain.StoredVersion, nil, nil, ""
+	ev.ContentID = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	ev.EventAtSource, ev.TimeFlag = domain.SourceReceived, domain.TimeFlagClockSkew
+	ev.ExternalUserIndex, ev.SealedExternalUserID, ev.Sealed = "00ff", "AAEC", "AAEC"
+	data, err := appendStoredEvent(nil, &ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `,"cid":"` + string(ev.ContentID) + `","timeFlag":"clock_skew","extIndex":"00ff",`
+	if !bytes.Contains(data, []byte(want)) {
+		t.Fatalf("stored %s\nwant it to hold %s", data, want)
+	}
+	var fast, slow domain.Event
+	if !fastDecodeEvent(data, &fast, false) {
+		t.Fatalf("fast path refused %s", data)
+	}
+	if err := json.Unmarshal(data, &slow); err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []domain.Event{fast, slow} {
+		if got.ContentID != ev.ContentID || got.TimeFlag != ev.TimeFlag {
+			t.Fatalf("decoded cid %q timeFlag %q", got.ContentID, got.TimeFlag)
+		}
+	}
+	// Without them (an event stored before content ids), neither key is written.
+	ev.ContentID, ev.TimeFlag = "", ""
+	if data, _ = appendStoredEvent(nil, &ev); bytes.Contains(data, []byte(`"cid"`)) || bytes.Contains(data, []byte(`"timeFlag"`)) {
+		t.Fatalf("empty fields written: %s", data)
+	}
+}
+
 func TestStoredEventRefusesInvalidPayload(t *testing.T) {
 	for _, p := range []string{"", "{", `{"a":1} {"b":2}`, "nul"} {
 		ev := encTestEvent(p)
@@ -272,6 +307,10 @@ func TestFastDecodeCoversCanonicalForm(t *testing.T) {
 				p = []byte("{}")
 			}
 			ev.Payload = p
+			ev.ContentID = domain.ContentID(logTrickyString(r))
+			if r.IntN(2) == 0 {
+				ev.TimeFlag = domain.TimeFlag(logTrickyString(r))
+			}
 			switch r.IntN(3) {
 			case 0:
 				ev.Raw = nil
@@ -309,6 +348,7 @@ func FuzzFastDecodeEventMatchesJSON(f *testing.F) {
 	f.Add([]byte(`{"payload":"\xff"}`))
 	f.Add([]byte(`{"eventAt":"2025-01-01T00:00:00+01:00","receivedAt":"2025-01-01T00:00:00.5Z"}`))
 	f.Add([]byte(`{"v":2,"type":"applicantCreated","extIndex":"00ff","sealedExt":"AAEC+/==","sealed":"\u0041"}`))
+	f.Add([]byte(`{"v":2,"type":"applicantApproved","eventAtSource":"received","cid":"0a1b","timeFlag":"clock_skew","sealed":"AA=="}`))
 	f.Add([]byte(`{"v":2,"sealed":"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0+/=QUJDREVG\"\\R0hJSktMTU5PUFFSU1RVVldYWVo0+/="}`))
 	f.Add([]byte("{\"v\":2,\"sealed\":\"QUJDREVGR0hJSktM\x1fTU5PUFFSU1RVVldYWVo0+/=\"}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
