@@ -244,9 +244,10 @@ type Event struct {
 	// TimeFlagClockSkew when that time lay outside the window ingest trusts (BoundTime).
 	TimeFlag TimeFlag `json:"timeFlag,omitempty"`
 
-	// Version 2 only. ExternalUserIndex is the blind index of the externalUserId, in
-	// clear; SealedExternalUserID the id itself, sealed; Sealed the payload and raw,
-	// sealed together (base64). A version 2 event read without its key has these and no
+	// Versions 2 and 3. ExternalUserIndex is the blind index of the externalUserId, in
+	// clear (version 2 only: version 3 never stores it, the projection computes it);
+	// SealedExternalUserID the id itself, sealed; Sealed the payload and raw, sealed
+	// together (base64). An event read without its key has these and no
 	// ExternalUserID, Payload or Raw; the fold needs none of the three.
 	ExternalUserIndex    ExternalUserIndex    `json:"extIndex,omitempty"`
 	SealedExternalUserID SealedExternalUserID `json:"sealedExt,omitempty"`
@@ -256,6 +257,38 @@ type Event struct {
 	Seq uint64 `json:"-"`
 	// Stored is the exact bytes of the stored message; the digest chain hashes these.
 	Stored []byte `json:"-"`
+	// Auth is what the log's reader found of the event's MAC (DESIGN.md section 15).
+	Auth Auth `json:"-"`
+}
+
+// Auth is the verdict on a stored event's MAC under the log key, set by the event log's
+// readers. The fold acts on AuthFailed alone.
+type Auth uint8
+
+const (
+	// AuthUnchecked: not checked; an event built in memory, or read by a log opened
+	// without its key ring. Folded as any event.
+	AuthUnchecked Auth = iota
+	// AuthSigned: the MAC is good: kycstate wrote these bytes on this subject.
+	AuthSigned
+	// AuthUnsigned: no MAC, stored before the log key was made (a legacy event);
+	// folded as before.
+	AuthUnsigned
+	// AuthFailed: a MAC that does not match, or none where one is due: the fold gives
+	// the event OutcomeUnauthenticated and nothing else.
+	AuthFailed
+)
+
+func (a Auth) String() string {
+	switch a {
+	case AuthSigned:
+		return "signed"
+	case AuthUnsigned:
+		return "unsigned"
+	case AuthFailed:
+		return "failed"
+	}
+	return "unchecked"
 }
 
 // Raw is the original HTTP request, kept so an auditor can re-verify authenticity offline.

@@ -29,11 +29,16 @@ const (
 	OutcomeReconciled Outcome = "reconciled"
 	// OutcomeErased is an operator's erasure: the status stays, personal data goes.
 	OutcomeErased Outcome = "erased"
+	// OutcomeUnauthenticated is an event whose MAC under the log key failed, or that
+	// came without one where one is due (AuthFailed): something other than kycstate wrote
+	// it. It is recorded and has no effect (DESIGN.md section 15).
+	OutcomeUnauthenticated Outcome = "unauthenticated"
 )
 
-// Outcomes lists every outcome, in the order the fold checks them.
+// Outcomes lists every outcome, in the order the fold checks them: unauthenticated
+// comes before every other rule.
 func Outcomes() []Outcome {
-	return []Outcome{OutcomeDuplicate, OutcomeStale, OutcomeApplied, OutcomeIrregular,
+	return []Outcome{OutcomeUnauthenticated, OutcomeDuplicate, OutcomeStale, OutcomeApplied, OutcomeIrregular,
 		OutcomeAnnotated, OutcomeUnknown, OutcomeReconciled, OutcomeErased}
 }
 
@@ -248,9 +253,6 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 	s.Events++
 	s.LastSeq = e.Seq
 	s.Digest = s.Digest.Next(e.Stored)
-	if e.EventAt.After(s.LastEventAt) {
-		s.LastEventAt = e.EventAt
-	}
 
 	rec := Record{
 		Seq: e.Seq, ApplicantID: e.ApplicantID, AppKey: e.AppKey, ExternalUserID: e.ExternalUserID,
@@ -260,6 +262,19 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 		Digest: s.Digest,
 	}
 
+	if e.Auth == AuthFailed {
+		// Before every other rule: an event kycstate did not write changes nothing but
+		// the trail (Events, LastSeq and the digest, which chains the log as it is). It
+		// marks no fingerprint, so a genuine event like it is not taken for a duplicate,
+		// and leaves LastEventAt, so a forged future time cannot hold off retention.
+		// Nor does its history record repeat the externalUserId it claims.
+		rec.Outcome = OutcomeUnauthenticated
+		rec.ExternalUserID, rec.SealedExternalUserID, rec.ExternalUserIndex = "", "", ""
+		return rec
+	}
+	if e.EventAt.After(s.LastEventAt) {
+		s.LastEventAt = e.EventAt
+	}
 	fp := fingerprint(e)
 	class := e.Type.Class()
 	if class == ClassErasure && rec.Origin != OriginOperator {
@@ -346,8 +361,17 @@ func (r Record) Event() Event {
 		Seq: r.Seq, AppKey: r.AppKey, ApplicantID: r.ApplicantID, ExternalUserID: r.ExternalUserID,
 		SealedExternalUserID: r.SealedExternalUserID, ExternalUserIndex: r.ExternalUserIndex,
 		Type: r.Type, Origin: r.Origin, StepName: r.StepName, Warnings: r.Warnings, EventAt: r.EventAt,
-		EventAtSource: r.EventAtSource, ReceivedAt: r.ReceivedAt,
+		EventAtSource: r.EventAtSource, ReceivedAt: r.ReceivedAt, Auth: r.auth(),
 	}
+}
+
+// auth is the verdict a record's outcome implies: an unauthenticated event folds again
+// as one.
+func (r Record) auth() Auth {
+	if r.Outcome == OutcomeUnauthenticated {
+		return AuthFailed
+	}
+	return AuthUnchecked
 }
 
 // Clone returns s with its own copies of the lists: changing one leaves the other as it
