@@ -2,12 +2,6 @@ package domain
 
 import "time"
 
-// ContentID identifies an event by the bytes its provider authenticated (DESIGN.md
-// section 15): lower-case hex of a SHA-256 over the provider's name, the app and those
-// bytes. A delivery that changes only what no signature covers (Allpass's envelope
-// `time`) has the same content id as the original.
-type ContentID string
-
 // TimeFlag marks an event whose own time was not trusted.
 type TimeFlag string
 

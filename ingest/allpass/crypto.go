@@ -27,28 +27,35 @@ var errDecrypt = errors.New("decrypt failed")
 type cbcDecrypter func(key *[32]byte, iv, ct []byte) ([]byte, error)
 
 // openCBC authenticates data and then decrypts it with the first key generation whose
-// HMAC key verifies the signature and whose secret decrypts it.
+// HMAC key verifies the signature and whose secret decrypts it. It returns the plaintext
+// and the bytes the MAC matched (the content id is made of them, DESIGN.md section 15):
+// the data string, or the whole body when the MAC covers the body.
 //
 // The signature is HMAC-SHA256 over the data string or over the raw body, encoded hex or
 // base64 (DESIGN.md section 2). The encoding is decided by the header's form alone (64
 // characters of hex, or base64 of 32 bytes), so one decoded MAC is compared, in constant
-// time, with both computed MACs, and the two results are combined without branching.
+// time, with both computed MACs; which one matched is only looked at once one did.
 // Nothing is decrypted until a MAC matched. A generation whose MAC matches but whose
 // secret does not decrypt (an app that rotated only the secret) falls through to the next.
-func openCBC(gens []Keys, body []byte, data, signature string, dec cbcDecrypter) ([]byte, error) {
+func openCBC(gens []Keys, body []byte, data, signature string, dec cbcDecrypter) (plaintext, authenticated []byte, err error) {
 	want, ok := decodeFixed(strings.TrimSpace(signature), sha256.Size)
 	if !ok {
-		return nil, errBadSignature()
+		return nil, nil, errBadSignature()
 	}
-	var raw, fallback []byte
+	var raw, fallback, fallbackAuth []byte
 	for i := range gens {
 		k := &gens[i]
-		if !macMatches(k.HMAC, want, data, body) {
+		overData, overBody := macMatch(k.HMAC, want, data, body)
+		if !overData && !overBody {
 			continue
+		}
+		auth := body
+		if overData {
+			auth = []byte(data)
 		}
 		if raw == nil {
 			if raw, ok = decodeCBCData(data); !ok {
-				return nil, errBadSignature()
+				return nil, nil, errBadSignature()
 			}
 		}
 		pt, err := dec(&k.Secret, raw[:aes.BlockSize], raw[aes.BlockSize:])
@@ -58,16 +65,16 @@ func openCBC(gens []Keys, body []byte, data, signature string, dec cbcDecrypter)
 		// A wrong secret unpads by chance one time in about 256. When later generations
 		// remain, plaintext that is not a JSON object is held back while they are tried.
 		if i == len(gens)-1 || isJSONObject(pt) {
-			return pt, nil
+			return pt, auth, nil
 		}
 		if fallback == nil {
-			fallback = pt
+			fallback, fallbackAuth = pt, auth
 		}
 	}
 	if fallback != nil {
-		return fallback, nil
+		return fallback, fallbackAuth, nil
 	}
-	return nil, errBadSignature()
+	return nil, nil, errBadSignature()
 }
 
 // isJSONObject reports whether b is one valid UTF-8 JSON object.
@@ -76,16 +83,17 @@ func isJSONObject(b []byte) bool {
 	return len(b) > 0 && b[0] == '{' && utf8.Valid(b) && json.Valid(b)
 }
 
-// macMatches reports whether want is HMAC-SHA256(key) of data or of body. Both MACs are
-// always computed and both compared.
-func macMatches(key, want []byte, data string, body []byte) bool {
+// macMatch reports whether want is HMAC-SHA256(key) of data and whether it is that of
+// body. Both MACs are always computed and both compared.
+func macMatch(key, want []byte, data string, body []byte) (overData, overBody bool) {
 	m := hmac.New(sha256.New, key)
 	io.WriteString(m, data)
-	overData := m.Sum(nil)
+	macData := m.Sum(nil)
 	m.Reset()
 	m.Write(body)
-	overBody := m.Sum(nil)
-	return (subtle.ConstantTimeCompare(overData, want) | subtle.ConstantTimeCompare(overBody, want)) == 1
+	macBody := m.Sum(nil)
+	d, b := subtle.ConstantTimeCompare(macData, want), subtle.ConstantTimeCompare(macBody, want)
+	return d == 1, b == 1
 }
 
 // decodeCBCData decodes hex(IV) + hex(ciphertext), or, when data is not hex,
@@ -141,19 +149,23 @@ func unpadPKCS7(b []byte) ([]byte, error) {
 // signature header (16 bytes, hex or base64), no AAD. The IV is 12 or 16 bytes; which one
 // is not stated, so both are tried and the tag decides (GCM authenticates before it
 // returns any plaintext). Key generations are tried current first.
-func openGCM(gens []Keys, data, signature string) ([]byte, error) {
+//
+// It returns the plaintext and the bytes the tag authenticated, IV and ciphertext as
+// decoded: not the data string, whose hex digits may be written in either case without
+// changing what the tag covers, so a replay with re-cased hex keeps its content id.
+func openGCM(gens []Keys, data, signature string) (plaintext, authenticated []byte, err error) {
 	tag, ok := decodeFixed(strings.TrimSpace(signature), gcmTagLen)
 	if !ok {
-		return nil, errBadSignature()
+		return nil, nil, errBadSignature()
 	}
 	raw, err := hex.DecodeString(data)
 	if err != nil {
-		return nil, errBadSignature()
+		return nil, nil, errBadSignature()
 	}
 	for i := range gens {
 		block, err := aes.NewCipher(gens[i].Secret[:])
 		if err != nil {
-			return nil, errBadSignature()
+			return nil, nil, errBadSignature()
 		}
 		for _, ivLen := range [...]int{12, 16} {
 			if len(raw) < ivLen {
@@ -166,9 +178,9 @@ func openGCM(gens []Keys, data, signature string) ([]byte, error) {
 			sealed := make([]byte, 0, len(raw)-ivLen+gcmTagLen)
 			sealed = append(append(sealed, raw[ivLen:]...), tag...)
 			if pt, err := aead.Open(sealed[:0], raw[:ivLen], sealed, nil); err == nil {
-				return pt, nil
+				return pt, raw, nil
 			}
 		}
 	}
-	return nil, errBadSignature()
+	return nil, nil, errBadSignature()
 }

@@ -207,7 +207,8 @@ func (a *App) ParseOpenAPIResponse(body []byte, signature string, want domain.Ap
 // JSON object winning.
 func (a *App) openOpenAPIData(body []byte, data, signature string) ([]byte, error) {
 	if strings.TrimSpace(signature) != "" {
-		return a.decrypt(body, data, signature, decryptCBC)
+		pt, _, err := a.decrypt(body, data, signature, decryptCBC)
+		return pt, err
 	}
 	if a.Method != MethodCBC {
 		return nil, errBadSignature() // GCM needs its tag
@@ -233,7 +234,7 @@ func (a *App) macOverObject(body, object []byte, signature string) bool {
 		return false
 	}
 	for _, k := range a.Keys {
-		if macMatches(k.HMAC, want, string(object), body) {
+		if overObject, overBody := macMatch(k.HMAC, want, string(object), body); overObject || overBody {
 			return true
 		}
 	}

@@ -277,8 +277,8 @@ func TestEventTime(t *testing.T) {
 			if ev.EventAt.Location() != time.UTC || ev.ReceivedAt.Location() != time.UTC {
 				t.Errorf("times not UTC: %v %v", ev.EventAt, ev.ReceivedAt)
 			}
-			if msgID != MsgID(testAppKey, []byte(pt), tt.envTime) {
-				t.Errorf("msgID does not use the envelope time verbatim")
+			if msgID != string(ev.ContentID) || ev.ContentID == "" {
+				t.Errorf("msgID %q is not the content id %q", msgID, ev.ContentID)
 			}
 		})
 	}

@@ -65,7 +65,11 @@ func TestSeal(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Open(Seal(...)): %v", err)
 				}
-				if string(ev.Payload) != testPayload || msgID != MsgID(testAppKey, []byte(testPayload), envTime) {
+				auth := []byte(env["data"].(string))
+				if tt.method == MethodGCM {
+					auth = data
+				}
+				if string(ev.Payload) != testPayload || msgID != wantContentID(t, testAppKey, auth) {
 					t.Errorf("round trip changed the webhook: %s", ev.Payload)
 				}
 			})

@@ -19,10 +19,8 @@
 package allpass
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
@@ -140,7 +138,7 @@ func (a *App) open(body []byte, signature string, receivedAt time.Time, opt Opti
 	if err != nil {
 		return domain.Event{}, "", err
 	}
-	plaintext, err := a.decrypt(body, env.Data, signature, dec)
+	plaintext, authenticated, err := a.decrypt(body, env.Data, signature, dec)
 	if err != nil {
 		return domain.Event{}, "", err
 	}
@@ -151,7 +149,8 @@ func (a *App) open(body []byte, signature string, receivedAt time.Time, opt Opti
 	if opt.KeepRaw {
 		ev.Raw = &domain.Raw{Body: string(body), Signature: signature}
 	}
-	return ev, MsgID(ev.AppKey, plaintext, env.Time), nil
+	ev.ContentID = ContentID(ev.AppKey, authenticated)
+	return ev, string(ev.ContentID), nil
 }
 
 // Decrypt authenticates and decrypts one data string sealed with a's method and keys,
@@ -166,30 +165,26 @@ func (a *App) Decrypt(body []byte, data, signature string) ([]byte, error) {
 	if err := a.Validate(); err != nil {
 		return nil, domain.E("allpass.Decrypt", domain.KindInternal, err)
 	}
-	return a.decrypt(body, data, signature, decryptCBC)
+	pt, _, err := a.decrypt(body, data, signature, decryptCBC)
+	return pt, err
 }
 
 // decrypt is Decrypt on an app already validated, with the CBC step passed in (see open).
-func (a *App) decrypt(body []byte, data, signature string, dec cbcDecrypter) ([]byte, error) {
+// It also returns the bytes the MAC or tag authenticated (openCBC, openGCM).
+func (a *App) decrypt(body []byte, data, signature string, dec cbcDecrypter) (plaintext, authenticated []byte, err error) {
 	if a.Method == MethodCBC {
 		return openCBC(a.Keys, body, data, signature, dec)
 	}
 	return openGCM(a.Keys, data, signature)
 }
 
-// MsgID is the Nats-Msg-Id of a delivery: hex SHA-256 over appKey, plaintext and the
-// envelope time, so retries of one delivery collapse and a repeated event does not.
-//
-// Each of the three fields enters the hash as an 8-byte big-endian length followed by its
-// bytes, in the order appKey, plaintext, time; so no two different triples hash the same
-// input. Open passes the lower-case appKey and the envelope time verbatim ("" if absent).
-func MsgID(app domain.AppKey, plaintext []byte, envelopeTime string) string {
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range [][]byte{[]byte(app), plaintext, []byte(envelopeTime)} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write(f)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+// ContentID is the content id of a webhook of app whose MAC or tag authenticated the
+// bytes authenticated (DESIGN.md section 15): domain.NewContentID over "allpass", the
+// lower-case appKey and those bytes. It is also the webhook's Nats-Msg-Id. What it covers
+// is exactly what a signature covers, so a retry of one delivery, and a captured webhook
+// replayed with another envelope time, have the original's id (the stream collapses one
+// inside its duplicate window, the fold every one forever), while the same plaintext
+// sealed again (a new IV) is a new event.
+func ContentID(app domain.AppKey, authenticated []byte) domain.ContentID {
+	return domain.NewContentID(Provider, strings.ToLower(string(app)), authenticated)
 }

@@ -110,7 +110,7 @@ func FuzzOpen(f *testing.F) {
 				}
 			}
 			ev, msgID, err := app.Open(body, sig, received, Options{KeepRaw: true})
-			checkOpen(t, app, ev, msgID, err, nil)
+			checkOpen(t, app, opened{body, sig, mode&5 == 1}, ev, msgID, err, nil)
 		}
 
 		// Seal, then Open.
@@ -123,7 +123,7 @@ func FuzzOpen(f *testing.F) {
 			if domain.KindOf(err) == domain.KindUnauthorized {
 				t.Fatalf("%s: a sealed webhook failed authentication: %v", app.Method, err)
 			}
-			checkOpen(t, app, ev, msgID, err, plaintext)
+			checkOpen(t, app, opened{body, sig, false}, ev, msgID, err, plaintext)
 		}
 	})
 }
@@ -136,10 +136,19 @@ func envelopeForFuzz(t *testing.T, data string) []byte {
 	return b
 }
 
+// opened is what was given to Open: the body, the signature, and whether the signature
+// is a MAC over the whole body (time included) rather than over data or the ciphertext.
+type opened struct {
+	body       []byte
+	sig        string
+	bodySigned bool
+}
+
 // checkOpen checks one Open result: refusals have a known kind and a short message;
-// an accepted webhook's payload (plaintext, when known) sealed again opens to the same
-// event.
-func checkOpen(t *testing.T, app *App, ev domain.Event, msgID string, err error, plaintext []byte) {
+// an accepted webhook's id is its content id, the same under another envelope time
+// (refused instead when the MAC covers the body), and its payload (plaintext, when
+// known) sealed again opens to the same event under a new content id.
+func checkOpen(t *testing.T, app *App, in opened, ev domain.Event, msgID string, err error, plaintext []byte) {
 	t.Helper()
 	if err != nil {
 		switch domain.KindOf(err) {
@@ -155,8 +164,22 @@ func checkOpen(t *testing.T, app *App, ev domain.Event, msgID string, err error,
 	if plaintext != nil && string(ev.Payload) != string(plaintext) {
 		t.Fatalf("payload %q, sealed %q", ev.Payload, plaintext)
 	}
-	if msgID != MsgID(ev.AppKey, ev.Payload, fuzzEnvTime) {
-		t.Fatalf("msgID is not MsgID(appKey, payload, time)")
+	if msgID != string(ev.ContentID) || len(msgID) != 64 {
+		t.Fatalf("msgID %q is not the content id %q", msgID, ev.ContentID)
+	}
+	for _, other := range []string{"2031-07-09T01:02:03.000Z", ""} {
+		moved := withEnvelopeTime(t, string(in.body), other)
+		ev3, msgID3, err := app.Open(moved, in.sig, ev.ReceivedAt.Add(time.Hour), Options{})
+		switch {
+		case in.bodySigned:
+			if err == nil {
+				t.Fatalf("body-signed webhook opened with envelope time %q", other)
+			}
+		case err != nil:
+			t.Fatalf("envelope time %q refused what time %q opened: %v", other, fuzzEnvTime, err)
+		case msgID3 != msgID || ev3.ContentID != ev.ContentID:
+			t.Fatalf("envelope time %q changed the content id", other)
+		}
 	}
 	body, sig, err := Seal(app.Method, app.Keys[0], ev.Payload, fuzzEnvTime, nil)
 	if err != nil {
@@ -166,8 +189,11 @@ func checkOpen(t *testing.T, app *App, ev domain.Event, msgID string, err error,
 	if err != nil {
 		t.Fatalf("accepted payload, sealed again, refused: %v", err)
 	}
-	ev.Raw = nil
-	if !reflect.DeepEqual(ev, ev2) || msgID2 != msgID {
+	if msgID2 == msgID || ev2.ContentID == ev.ContentID {
+		t.Fatalf("the payload sealed again under a new IV kept the content id")
+	}
+	ev.Raw, ev.ContentID, ev2.ContentID = nil, "", ""
+	if !reflect.DeepEqual(ev, ev2) {
 		t.Fatalf("round trip differs:\n%+v\n%+v", ev, ev2)
 	}
 }

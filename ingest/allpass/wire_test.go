@@ -3,8 +3,13 @@ package allpass
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -192,8 +197,8 @@ func TestOpenVectors(t *testing.T) {
 				t.Errorf("receivedAt %v, want %v in UTC", ev.ReceivedAt, received)
 			case ev.Raw == nil || ev.Raw.Body != c.Body || ev.Raw.Signature != c.signature():
 				t.Errorf("raw not kept verbatim: %+v", ev.Raw)
-			case msgID != MsgID(domain.AppKey(want.AppKey), []byte(c.Expect.Plaintext), envTime):
-				t.Errorf("msgID %s is not MsgID(appKey, plaintext, envelope time)", msgID)
+			case msgID != string(ev.ContentID) || msgID != wantContentID(t, want.AppKey, vectorAuthenticated(t, c)):
+				t.Errorf("msgID %s, cid %s: not the content id of the authenticated bytes", msgID, ev.ContentID)
 			case ev.Seq != 0 || ev.Stored != nil:
 				t.Errorf("Seq/Stored set before storing")
 			}
@@ -202,6 +207,22 @@ func TestOpenVectors(t *testing.T) {
 			ev2, msgID2, err := app.Open([]byte(c.Body), c.signature(), received, Options{})
 			if err != nil || ev2.Raw != nil || msgID2 != msgID {
 				t.Errorf("without KeepRaw: raw=%v msgID equal=%v err=%v", ev2.Raw, msgID2 == msgID, err)
+			}
+
+			// The same data and signature in an envelope with another time is the same
+			// event (the time is not authenticated), unless the MAC covers the body,
+			// time included: then it does not open at all.
+			moved := withEnvelopeTime(t, c.Body, "2027-01-01T00:00:00.000Z")
+			ev3, msgID3, err := app.Open(moved, c.signature(), received.Add(time.Hour), Options{})
+			switch {
+			case strings.Contains(c.Name, "hmac_body"):
+				if domain.KindOf(err) != domain.KindUnauthorized {
+					t.Errorf("body-signed webhook with another time: %v, want KindUnauthorized", err)
+				}
+			case err != nil:
+				t.Errorf("another envelope time: %v", err)
+			case msgID3 != msgID || ev3.ContentID != ev.ContentID:
+				t.Errorf("another envelope time changed the content id: %s -> %s", msgID, msgID3)
 			}
 		})
 	}
@@ -233,34 +254,141 @@ func TestOpenVectorsWrongMethod(t *testing.T) {
 	}
 }
 
-func TestMsgID(t *testing.T) {
-	const app = domain.AppKey("71f2c0c6-c720-423b-8df0-7763102ad57e")
-	pt := []byte(`{"type":"applicantCreated"}`)
-	base := MsgID(app, pt, "2026-03-01T10:00:00.000Z")
-	if len(base) != 64 || strings.Trim(base, "0123456789abcdef") != "" {
-		t.Fatalf("MsgID %q is not 64 lower-case hex characters", base)
+// wantContentID computes a content id as DESIGN.md section 15 states it, apart from the
+// code under test: hex SHA-256 over "allpass", the lower-case appKey and the
+// authenticated bytes, each as an 8-byte big-endian length and the bytes.
+func wantContentID(tb testing.TB, app string, authenticated []byte) string {
+	tb.Helper()
+	var in []byte
+	for _, f := range [][]byte{[]byte("allpass"), []byte(strings.ToLower(app)), authenticated} {
+		in = binary.BigEndian.AppendUint64(in, uint64(len(f)))
+		in = append(in, f...)
 	}
-	if again := MsgID(app, bytes.Clone(pt), "2026-03-01T10:00:00.000Z"); again != base {
-		t.Errorf("MsgID is not deterministic")
+	sum := sha256.Sum256(in)
+	return hex.EncodeToString(sum[:])
+}
+
+// vectorAuthenticated is what a vector's MAC or tag covers: the body for the body-signed
+// CBC case, IV and ciphertext for GCM, the data string otherwise.
+func vectorAuthenticated(tb testing.TB, c vectorCase) []byte {
+	tb.Helper()
+	var env struct{ Data string }
+	if err := json.Unmarshal([]byte(c.Body), &env); err != nil {
+		tb.Fatal(err)
 	}
-	differ := []struct {
-		name string
-		id   string
-	}{
-		{"other app", MsgID("81f2c0c6-c720-423b-8df0-7763102ad57e", pt, "2026-03-01T10:00:00.000Z")},
-		{"other plaintext", MsgID(app, []byte(`{"type":"applicantCreated" }`), "2026-03-01T10:00:00.000Z")},
-		{"later time", MsgID(app, pt, "2026-03-01T10:00:01.000Z")},
-		{"no time", MsgID(app, pt, "")},
-	}
-	for _, d := range differ {
-		if d.id == base {
-			t.Errorf("%s: same MsgID", d.name)
+	switch {
+	case strings.Contains(c.Name, "hmac_body"):
+		return []byte(c.Body)
+	case c.Method == MethodGCM:
+		raw, err := hex.DecodeString(env.Data)
+		if err != nil {
+			tb.Fatal(err)
 		}
+		return raw
 	}
-	// Field boundaries are unambiguous: moving bytes from one field to the next changes it.
-	if MsgID("ab", []byte("c"), "") == MsgID("a", []byte("bc"), "") ||
-		MsgID("a", []byte("b"), "c") == MsgID("a", []byte("bc"), "") {
-		t.Errorf("MsgID fields are ambiguous")
+	return []byte(env.Data)
+}
+
+// withEnvelopeTime is body with its envelope time replaced, everything else as it was.
+func withEnvelopeTime(tb testing.TB, body string, envTime string) []byte {
+	tb.Helper()
+	var env map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
+		tb.Fatal(err)
+	}
+	env["time"], _ = json.Marshal(envTime)
+	out, err := json.Marshal(env)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// TestContentID: a webhook's id is its authenticated bytes. The same data and signature
+// under another envelope time keep it; the same plaintext sealed again (a new IV) does not.
+func TestContentID(t *testing.T) {
+	received := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	fixedIV := func() io.Reader { return bytes.NewReader(bytes.Repeat([]byte{7}, 64)) }
+	for _, m := range []Method{MethodCBC, MethodGCM} {
+		t.Run(string(m), func(t *testing.T) {
+			app := newTestApp(t, m)
+			open := func(body []byte, sig string) string {
+				t.Helper()
+				ev, id, err := app.Open(body, sig, received, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if id != string(ev.ContentID) || len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" {
+					t.Fatalf("msgID %q, cid %q: want the same 64 lower-case hex characters", id, ev.ContentID)
+				}
+				return id
+			}
+			b1, sig1, err1 := Seal(m, app.Keys[0], []byte(testPayload), "2026-03-01T10:00:00.000Z", fixedIV())
+			b2, sig2, err2 := Seal(m, app.Keys[0], []byte(testPayload), "2026-03-01T10:00:07.000Z", fixedIV())
+			b3, sig3, err3 := Seal(m, app.Keys[0], []byte(testPayload), "2026-03-01T10:00:00.000Z", nil)
+			if err := errors.Join(err1, err2, err3); err != nil {
+				t.Fatal(err)
+			}
+			if sig1 != sig2 {
+				t.Fatal("one IV, two signatures")
+			}
+			id1 := open(b1, sig1)
+			var env struct{ Data string }
+			if err := json.Unmarshal(b1, &env); err != nil {
+				t.Fatal(err)
+			}
+			auth := []byte(env.Data)
+			if m == MethodGCM {
+				auth, _ = hex.DecodeString(env.Data)
+			}
+			if want := wantContentID(t, testAppKey, auth); id1 != want {
+				t.Errorf("content id %s, want %s", id1, want)
+			}
+			if id2 := open(b2, sig2); id2 != id1 {
+				t.Errorf("another envelope time: content id %s, want %s", id2, id1)
+			}
+			if id := open(withEnvelopeTime(t, string(b1), ""), sig1); id != id1 {
+				t.Errorf("an empty envelope time: content id %s, want %s", id, id1)
+			}
+			if id3 := open(b3, sig3); id3 == id1 {
+				t.Errorf("the plaintext sealed again under a new IV kept the content id")
+			}
+			if m == MethodGCM {
+				// Hex digits in either case decode to the bytes the tag covers: the same event.
+				upper := bytes.Replace(b1, []byte(env.Data), []byte(strings.ToUpper(env.Data)), 1)
+				if id := open(upper, sig1); id != id1 {
+					t.Errorf("upper-case hex data: content id %s, want %s", id, id1)
+				}
+			}
+		})
+	}
+
+	// A MAC over the whole body makes the body the authenticated bytes: the time is then
+	// covered, and a changed time does not open.
+	app := newTestApp(t, MethodCBC)
+	body, _ := mustSeal(t, app, testPayload, "2026-03-01T10:00:00.000Z")
+	sig := hex.EncodeToString(hmacOf(app.Keys[0].HMAC, body))
+	ev, id, err := app.Open(body, sig, received, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != wantContentID(t, testAppKey, body) || string(ev.ContentID) != id {
+		t.Errorf("body-signed webhook: content id %s, want that of the body", id)
+	}
+	if _, _, err := app.Open(withEnvelopeTime(t, string(body), "2026-03-02T10:00:00.000Z"), sig, received, Options{}); domain.KindOf(err) != domain.KindUnauthorized {
+		t.Errorf("body-signed webhook with another time: %v, want KindUnauthorized", err)
+	}
+
+	// Another app's id differs for the same bytes, and field boundaries are unambiguous.
+	if ContentID(testAppKey, []byte("x")) == ContentID("81f2c0c6-c720-423b-8df0-7763102ad57e", []byte("x")) {
+		t.Error("two apps, one content id")
+	}
+	if ContentID(testAppKey, []byte("x")) != ContentID(domain.AppKey(strings.ToUpper(testAppKey)), []byte("x")) {
+		t.Error("the appKey's case changed the content id")
+	}
+	if domain.NewContentID("ab", "c", nil) == domain.NewContentID("a", "bc", nil) ||
+		domain.NewContentID("a", "b", []byte("c")) == domain.NewContentID("a", "bc", nil) {
+		t.Error("content id fields are ambiguous")
 	}
 }
 
