@@ -165,7 +165,7 @@ func TestStateFields(t *testing.T) {
 	}
 	// Digest: the projection's chain over the stored bytes, recomputed here.
 	var d domain.Digest
-	for _, e := range f.events {
+	for _, e := range f.stored {
 		if e.ApplicantID == idB {
 			d = d.Next(e.Stored)
 		}

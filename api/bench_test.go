@@ -201,13 +201,13 @@ func BenchmarkChangeFeedDelay(b *testing.B) {
 		// follower's delay, not that of one between two requests.
 		time.Sleep(time.Millisecond)
 		at := 2*time.Hour + time.Duration(i)*time.Second
-		evs := fixtureEvents(b, uint64(len(f.events))+1, []spec{{id: idE, app: app1, ext: "user-5", typ: types[i%2], at: at, recv: at}})
+		evs := fixtureEvents(b, uint64(len(f.stored))+1, []spec{{id: idE, app: app1, ext: "user-5", typ: types[i%2], at: at, recv: at}})
 		t0 := time.Now()
 		if _, err := f.proj.Apply(evs, f.folder); err != nil {
 			b.Fatal(err)
 		}
 		commits = append(commits, time.Since(t0))
-		f.events = append(f.events, evs...)
+		f.stored = append(f.stored, evs...)
 		var g got
 		select {
 		case g = <-received:

@@ -208,11 +208,11 @@ func (b *browser) screenshot(name string) {
 // ingest and the projector would.
 func (f *logFixture) add(tb testing.TB, specs ...spec) {
 	tb.Helper()
-	logged := appendAll(tb, f.eventLog, fixtureEvents(tb, uint64(len(f.events))+1, specs))
+	logged := appendAll(tb, f.events, fixtureEvents(tb, uint64(len(f.stored))+1, specs))
 	if _, err := f.proj.Apply(logged, f.folder); err != nil {
 		tb.Fatal(err)
 	}
-	f.events = append(f.events, logged...)
+	f.stored = append(f.stored, logged...)
 }
 
 // apiJSON reads one API answer with the auditor token.

@@ -70,7 +70,7 @@ func sealedFixture(t *testing.T) (*fixture, *fakeKeys, *[]string) {
 		c.Keys = keys
 		c.Erase = func(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (uint64, bool, error) {
 			calls = append(calls, string(id)+" by "+by+": "+reason)
-			seq := uint64(len(f.events)) + 1
+			seq := uint64(len(f.stored)) + 1
 			e := domain.Event{V: domain.StoredVersion, Provider: "allpass", Origin: domain.OriginOperator, AppKey: app,
 				ApplicantID: id, Type: domain.EventErased, EventAt: base.Add(time.Duration(seq) * time.Minute), EventAtSource: domain.SourceReceived,
 				ReceivedAt: base.Add(time.Duration(seq) * time.Minute), Seq: seq}
@@ -78,7 +78,7 @@ func sealedFixture(t *testing.T) (*fixture, *fakeKeys, *[]string) {
 			if _, err := f.proj.Apply([]domain.Event{e}, f.folder); err != nil {
 				return 0, false, err
 			}
-			f.events = append(f.events, e)
+			f.stored = append(f.stored, e)
 			keys.mu.Lock()
 			keys.erased[id] = true
 			keys.mu.Unlock()

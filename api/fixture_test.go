@@ -115,7 +115,7 @@ type fixture struct {
 	proj   *projection.Projection
 	h      http.Handler
 	reg    *prometheus.Registry
-	events []domain.Event
+	stored []domain.Event
 	folder *domain.Folder
 }
 
@@ -135,10 +135,10 @@ func buildFixture(tb testing.TB, events []domain.Event, mod func(*Config)) *fixt
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { proj.Close() })
-	f := &fixture{proj: proj, reg: prometheus.NewRegistry(), folder: domain.NewFolder(), events: events}
-	batches := [][]domain.Event{f.events}
-	if len(f.events) >= 15 {
-		batches = [][]domain.Event{f.events[:7], f.events[7:15], f.events[15:]}
+	f := &fixture{proj: proj, reg: prometheus.NewRegistry(), folder: domain.NewFolder(), stored: events}
+	batches := [][]domain.Event{f.stored}
+	if len(f.stored) >= 15 {
+		batches = [][]domain.Event{f.stored[:7], f.stored[7:15], f.stored[15:]}
 	}
 	for _, batch := range batches {
 		if _, err := proj.Apply(batch, f.folder); err != nil {
@@ -167,11 +167,11 @@ func buildFixture(tb testing.TB, events []domain.Event, mod func(*Config)) *fixt
 // apply appends events to the fixture's log and folds them into the projection.
 func (f *fixture) apply(tb testing.TB, specs ...spec) []domain.Event {
 	tb.Helper()
-	evs := fixtureEvents(tb, uint64(len(f.events))+1, specs)
+	evs := fixtureEvents(tb, uint64(len(f.stored))+1, specs)
 	if _, err := f.proj.Apply(evs, f.folder); err != nil {
 		tb.Fatal(err)
 	}
-	f.events = append(f.events, evs...)
+	f.stored = append(f.stored, evs...)
 	return evs
 }
 

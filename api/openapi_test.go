@@ -39,14 +39,14 @@ func TestOpenAPI(t *testing.T) {
 	lf := newLogFixture(t, nil)
 	exercised[doc.check(t, "/v1/verify", lf.get(t, "/v1/verify", auditorToken))] = true
 	var other []domain.Event
-	for _, e := range lf.events {
+	for _, e := range lf.stored {
 		if e.ApplicantID != idD {
 			other = append(other, e)
 		}
 	}
 	other[len(other)-1].Stored = append(slices.Clip(other[len(other)-1].Stored), ' ')
-	other = append(other, fixtureEvents(t, uint64(len(lf.events))+1, []spec{{id: idNone, app: app1, typ: domain.EventCreated}})...)
-	differ := buildFixture(t, other, verifyAgainst(lf.eventLog, nil))
+	other = append(other, fixtureEvents(t, uint64(len(lf.stored))+1, []spec{{id: idNone, app: app1, typ: domain.EventCreated}})...)
+	differ := buildFixture(t, other, verifyAgainst(lf.events, nil))
 	rec := differ.get(t, "/v1/verify", auditorToken)
 	if n := len(decode(t, rec.Body.Bytes()).(map[string]any)["differences"].([]any)); n != 4 {
 		t.Errorf("/v1/verify on a projection of another log: %d differences, want 4: %s", n, rec.Body)

@@ -32,23 +32,23 @@ import (
 // projection.Verify of that log against the projection served.
 type logFixture struct {
 	*fixture
-	eventLog *eventlog.EventLog
+	events *eventlog.EventLog
 }
 
 func newLogFixture(tb testing.TB, mod func(*Config)) *logFixture {
 	tb.Helper()
-	elog := startLog(tb)
-	logged := appendAll(tb, elog, fixtureEvents(tb, 1, fixtureSpecs()))
-	f := buildFixture(tb, logged, verifyAgainst(elog, mod))
-	return &logFixture{fixture: f, eventLog: elog}
+	events := startLog(tb)
+	logged := appendAll(tb, events, fixtureEvents(tb, 1, fixtureSpecs()))
+	f := buildFixture(tb, logged, verifyAgainst(events, mod))
+	return &logFixture{fixture: f, events: events}
 }
 
-// verifyAgainst returns a config change that makes GET /v1/verify compare elog with the
+// verifyAgainst returns a config change that makes GET /v1/verify compare events with the
 // projection the server serves, then applies mod.
-func verifyAgainst(elog *eventlog.EventLog, mod func(*Config)) func(*Config) {
+func verifyAgainst(events *eventlog.EventLog, mod func(*Config)) func(*Config) {
 	return func(c *Config) {
 		proj := c.Projection.(*projection.Projection) // the fixture serves a real one
-		c.Verify = func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) }
+		c.Verify = func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, events, proj) }
 		if mod != nil {
 			mod(c)
 		}
@@ -64,18 +64,18 @@ func startLog(tb testing.TB) *eventlog.EventLog {
 
 // appendAll appends events in order, requiring each to land at the next sequence, and
 // returns them as the log stored them.
-func appendAll(tb testing.TB, elog *eventlog.EventLog, events []domain.Event) []domain.Event {
+func appendAll(tb testing.TB, events *eventlog.EventLog, evs []domain.Event) []domain.Event {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	last, err := elog.LastSeq(ctx)
+	last, err := events.LastSeq(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	out := make([]domain.Event, len(events))
-	for i, ev := range events {
+	out := make([]domain.Event, len(evs))
+	for i, ev := range evs {
 		ev.Seq, ev.Stored = 0, nil
-		seq, dup, err := elog.Append(ctx, &ev, fmt.Sprintf("fixture-%d-%d", last, i))
+		seq, dup, err := events.Append(ctx, &ev, fmt.Sprintf("fixture-%d-%d", last, i))
 		if err != nil || dup || seq != last+uint64(i)+1 {
 			tb.Fatalf("Append #%d: seq %d duplicate %v, %v; want seq %d", i, seq, dup, err, last+uint64(i)+1)
 		}
@@ -138,16 +138,16 @@ func TestVerifyRouteAgrees(t *testing.T) {
 		t.Errorf("differences on a projection folded from the log: %+v", v.Differences)
 	}
 	applicants := map[domain.ApplicantID]bool{}
-	for _, e := range f.events {
+	for _, e := range f.stored {
 		applicants[e.ApplicantID] = true
 	}
-	n := uint64(len(f.events))
+	n := uint64(len(f.stored))
 	if v.Checkpoint != n || v.LogLast != n || v.Events != n || v.Applicants != len(applicants) {
 		t.Errorf("verify = %+v, want checkpoint, logLast and events %d and %d applicants", v, n, len(applicants))
 	}
 
 	// The log moves on and the projection has not applied it yet: lag is not a difference.
-	appendAll(t, f.eventLog, fixtureEvents(t, n+1, []spec{
+	appendAll(t, f.events, fixtureEvents(t, n+1, []spec{
 		{id: idNone, app: app1, typ: domain.EventCreated, at: 40 * time.Minute, recv: 40 * time.Minute},
 		{id: idA, app: app1, ext: "user-1", typ: domain.EventRejected, at: 41 * time.Minute, recv: 41 * time.Minute},
 	}))
@@ -162,8 +162,8 @@ func TestVerifyRouteAgrees(t *testing.T) {
 // claims a sequence the log does not have. Every difference is listed, in projection.Verify's
 // order: the checkpoint, then the projection's applicants in id order, then the missing.
 func TestVerifyRouteFindsDifferences(t *testing.T) {
-	elog := startLog(t)
-	logged := appendAll(t, elog, fixtureEvents(t, 1, fixtureSpecs()))
+	events := startLog(t)
+	logged := appendAll(t, events, fixtureEvents(t, 1, fixtureSpecs()))
 	var other []domain.Event
 	for _, e := range logged {
 		switch {
@@ -176,7 +176,7 @@ func TestVerifyRouteFindsDifferences(t *testing.T) {
 	}
 	extra := fixtureEvents(t, uint64(len(logged))+1, []spec{{id: idNone, app: app1, typ: domain.EventCreated, at: 30 * time.Minute, recv: 30 * time.Minute}})
 	other = append(other, extra...)
-	f := buildFixture(t, other, verifyAgainst(elog, nil))
+	f := buildFixture(t, other, verifyAgainst(events, nil))
 
 	v := getVerify(t, f)
 	type diff struct{ kind, id string }
@@ -340,7 +340,7 @@ func TestVerifyRouteOutlastsWriteTimeout(t *testing.T) {
 	if code, body, err := get("/v1/verify"); err != nil || code != http.StatusOK || !strings.Contains(body, `"differences":[]`) {
 		t.Errorf("verify longer than WriteTimeout: %d %q %v, want 200 with the result", code, body, err)
 	}
-	if code, body, err := get(fmt.Sprintf("/v1/changes?after=%d&wait=1", len(f.events))); err == nil {
+	if code, body, err := get(fmt.Sprintf("/v1/changes?after=%d&wait=1", len(f.stored))); err == nil {
 		t.Errorf("control: a 1 s long poll under a %s WriteTimeout was answered (%d %q); the test cannot tell a cut answer", writeTimeout, code, body)
 	}
 }

@@ -166,7 +166,7 @@ func TestChangesFollower(t *testing.T) {
 		specs = append(specs, spec{id: idE, app: app1, ext: "user-5", typ: targets[i%2],
 			at: time.Hour + time.Duration(i)*time.Second, recv: time.Hour + time.Duration(i)*time.Second})
 	}
-	evs := fixtureEvents(t, uint64(len(f.events))+1, specs)
+	evs := fixtureEvents(t, uint64(len(f.stored))+1, specs)
 	writerDone := make(chan struct{})
 	go func() { // commits one event at a time while the follower reads
 		defer close(writerDone)
@@ -231,13 +231,13 @@ func TestPointInTime(t *testing.T) {
 		}
 	}
 	for _, id := range []domain.ApplicantID{idA, idB, idC, idD, idE, idNone} {
-		for seq := uint64(0); seq <= uint64(len(f.events))+1; seq++ {
-			want, found := foldUpTo(f.events, id, func(e domain.Event) bool { return e.Seq <= seq })
+		for seq := uint64(0); seq <= uint64(len(f.stored))+1; seq++ {
+			want, found := foldUpTo(f.stored, id, func(e domain.Event) bool { return e.Seq <= seq })
 			check(t, fmt.Sprintf("/v1/applicants/%s?seq=%d", id, seq), want, found)
 		}
-		for _, e := range f.events {
+		for _, e := range f.stored {
 			for _, at := range []time.Time{e.ReceivedAt, e.ReceivedAt.Add(-time.Nanosecond)} {
-				want, found := foldUpTo(f.events, id, func(x domain.Event) bool { return !x.ReceivedAt.After(at) })
+				want, found := foldUpTo(f.stored, id, func(x domain.Event) bool { return !x.ReceivedAt.After(at) })
 				check(t, fmt.Sprintf("/v1/applicants/%s?at=%s", id, at.Format(time.RFC3339Nano)), want, found)
 			}
 		}

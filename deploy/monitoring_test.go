@@ -123,8 +123,8 @@ func registered(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	elog := jstest.Start(t).EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, zap.NewNop())
-	if _, err := erase.New(erase.Config{Events: elog, Keys: elog.Keys(), Projection: proj, Metrics: rec}); err != nil {
+	events := jstest.Start(t).EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, zap.NewNop())
+	if _, err := erase.New(erase.Config{Events: events, Keys: events.Keys(), Projection: proj, Metrics: rec}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := api.NewServer(api.Config{Projection: proj, Metrics: rec, Gatherer: rec.Registry,

@@ -45,36 +45,36 @@ func keyedLog(t *testing.T) *eventlog.EventLog {
 	return jstest.Start(t).EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: m}}, zaptest.NewLogger(t))
 }
 
-func webhook(t *testing.T, l *eventlog.EventLog, id domain.ApplicantID, typ domain.EventType, n int, at time.Time) uint64 {
+func webhook(t *testing.T, events *eventlog.EventLog, id domain.ApplicantID, typ domain.EventType, n int, at time.Time) uint64 {
 	t.Helper()
 	ev := &domain.Event{Provider: "allpass", AppKey: app, ApplicantID: id, ExternalUserID: domain.ExternalUserID("secret-user-" + string(id[len(id)-4:])),
 		Type: typ, EventAt: at, EventAtSource: domain.SourcePayloadUpdatedAt, ReceivedAt: at,
 		Payload: json.RawMessage(fmt.Sprintf(`{"type":%q,"id":%q,"n":%d,"name":"Jane Secret"}`, typ, id, n)),
 		Raw:     &domain.Raw{Body: "body-secret", Signature: "sig"}}
-	seq, _, err := l.Append(context.Background(), ev, fmt.Sprintf("%s-%d", id, n))
+	seq, _, err := events.Append(context.Background(), ev, fmt.Sprintf("%s-%d", id, n))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return seq
 }
 
-func events(t *testing.T, l *eventlog.EventLog) []domain.Event {
+func logged(t *testing.T, events *eventlog.EventLog) []domain.Event {
 	t.Helper()
 	var out []domain.Event
-	if err := l.Read(context.Background(), 1, 100, func(b []domain.Event) error { out = append(out, b...); return nil }); err != nil {
+	if err := events.Read(context.Background(), 1, 100, func(b []domain.Event) error { out = append(out, b...); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-func project(t *testing.T, l *eventlog.EventLog) *projection.Projection {
+func project(t *testing.T, events *eventlog.EventLog) *projection.Projection {
 	t.Helper()
 	p, err := projection.Open(filepath.Join(t.TempDir(), "p.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	if _, err := p.Apply(events(t, l), domain.NewFolder()); err != nil {
+	if _, err := p.Apply(logged(t, events), domain.NewFolder()); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -83,8 +83,8 @@ func project(t *testing.T, l *eventlog.EventLog) *projection.Projection {
 // New refuses an eraser without the log or without its key ring: nothing could be
 // erased, and a request would find out only when it tried.
 func TestNewNeedsLogAndKeyring(t *testing.T) {
-	l := keyedLog(t)
-	for name, cfg := range map[string]Config{"no log": {Keys: l.Keys()}, "no key ring": {Events: l}, "nothing": {}} {
+	events := keyedLog(t)
+	for name, cfg := range map[string]Config{"no log": {Keys: events.Keys()}, "no key ring": {Events: events}, "nothing": {}} {
 		if _, err := New(cfg); domain.KindOf(err) != domain.KindInvalid {
 			t.Errorf("%s: %v, want KindInvalid", name, err)
 		}
@@ -95,13 +95,13 @@ func TestNewNeedsLogAndKeyring(t *testing.T) {
 // hook stops the erasure there), the erasure is reported pending and finished by
 // ResumePending, with one applicantErased in the log and the key gone.
 func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
-	l := keyedLog(t)
+	events := keyedLog(t)
 	ctx := context.Background()
 	id := applicant(1)
-	webhook(t, l, id, domain.EventCreated, 1, base)
+	webhook(t, events, id, domain.EventCreated, 1, base)
 	reg := prometheus.NewRegistry()
 	stop := errors.New("killed")
-	e, err := New(Config{Events: l, Keys: l.Keys(), Metrics: reg, Logger: zaptest.NewLogger(t), AfterAppend: func(context.Context) error { return stop }})
+	e, err := New(Config{Events: events, Keys: events.Keys(), Metrics: reg, Logger: zaptest.NewLogger(t), AfterAppend: func(context.Context) error { return stop }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +112,12 @@ func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
 	if got := gauge(e.pending); got != 1 {
 		t.Fatalf("pending gauge %v", got)
 	}
-	if pend, err := l.Keys().PendingErasures(ctx); err != nil || len(pend) != 1 {
+	if pend, err := events.Keys().PendingErasures(ctx); err != nil || len(pend) != 1 {
 		t.Fatalf("pending erasures %v, %v; want the interrupted one", pend, err)
 	}
 
 	// "Restart": a new Eraser without the hook finds the erasure under way.
-	e2, err := New(Config{Events: l, Keys: l.Keys(), Logger: zaptest.NewLogger(t)})
+	e2, err := New(Config{Events: events, Keys: events.Keys(), Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,11 +128,11 @@ func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
 	if got := gauge(e2.pending); got != 0 {
 		t.Fatalf("pending after resume %v", got)
 	}
-	ev := events(t, l)[0]
-	if err := l.Keys().Open(ctx, &ev); !errors.Is(err, eventlog.ErrErased) {
+	ev := logged(t, events)[0]
+	if err := events.Keys().Open(ctx, &ev); !errors.Is(err, eventlog.ErrErased) {
 		t.Fatalf("after resume: %v", err)
 	}
-	evs := events(t, l)
+	evs := logged(t, events)
 	erasures := 0
 	for _, ev := range evs {
 		if ev.Type == domain.EventErased {
@@ -145,7 +145,7 @@ func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
 	if erasures != 1 {
 		t.Fatalf("%d applicantErased events, want 1", erasures)
 	}
-	st, _, _ := project(t, l).State(id)
+	st, _, _ := project(t, events).State(id)
 	if !st.Erased || st.SealedExternalUserID != "" || st.Status != domain.StatusInit {
 		t.Fatalf("state %+v", st)
 	}
@@ -157,14 +157,14 @@ func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
 
 // Retention erases applicants whose last event is older than erase_after, and only those.
 func TestRetentionSweep(t *testing.T) {
-	l := keyedLog(t)
+	events := keyedLog(t)
 	now := base.Add(10 * 365 * 24 * time.Hour)
-	webhook(t, l, applicant(1), domain.EventCreated, 1, base)                   // old
-	webhook(t, l, applicant(2), domain.EventCreated, 2, base)                   // old, but
-	webhook(t, l, applicant(2), domain.EventInProgress, 3, now.Add(-time.Hour)) // recent again
-	webhook(t, l, applicant(3), domain.EventCreated, 4, now.Add(-48*time.Hour)) // recent
-	p := project(t, l)
-	e, err := New(Config{Events: l, Keys: l.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+	webhook(t, events, applicant(1), domain.EventCreated, 1, base)                   // old
+	webhook(t, events, applicant(2), domain.EventCreated, 2, base)                   // old, but
+	webhook(t, events, applicant(2), domain.EventInProgress, 3, now.Add(-time.Hour)) // recent again
+	webhook(t, events, applicant(3), domain.EventCreated, 4, now.Add(-48*time.Hour)) // recent
+	p := project(t, events)
+	e, err := New(Config{Events: events, Keys: events.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 		Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -173,9 +173,9 @@ func TestRetentionSweep(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("Sweep = %d, %v", n, err)
 	}
-	erasedNow, _ := l.Keys().Erased(context.Background(), app, applicant(1))
-	keep2, _ := l.Keys().Erased(context.Background(), app, applicant(2))
-	keep3, _ := l.Keys().Erased(context.Background(), app, applicant(3))
+	erasedNow, _ := events.Keys().Erased(context.Background(), app, applicant(1))
+	keep2, _ := events.Keys().Erased(context.Background(), app, applicant(2))
+	keep3, _ := events.Keys().Erased(context.Background(), app, applicant(3))
 	if !erasedNow || keep2 || keep3 {
 		t.Fatalf("erased: 1 %v, 2 %v, 3 %v", erasedNow, keep2, keep3)
 	}
@@ -187,12 +187,12 @@ func TestRetentionSweep(t *testing.T) {
 func TestLongSweepAsksMayRunAgain(t *testing.T) {
 	defer func(page int, d time.Duration) { sweepPage, sweepRecheck = page, d }(sweepPage, sweepRecheck)
 	sweepPage, sweepRecheck = 2, 0
-	l := keyedLog(t)
+	events := keyedLog(t)
 	now := base.Add(10 * 365 * 24 * time.Hour)
 	for i := 1; i <= 5; i++ {
-		webhook(t, l, applicant(i), domain.EventCreated, i, base)
+		webhook(t, events, applicant(i), domain.EventCreated, i, base)
 	}
-	p := project(t, l)
+	p := project(t, events)
 	ctx := context.Background()
 	for _, c := range []struct {
 		yes, wantErased, wantCalls int
@@ -202,7 +202,7 @@ func TestLongSweepAsksMayRunAgain(t *testing.T) {
 		{yes: 99, wantErased: 1, wantCalls: 3},                               // the fifth; the erased are paged past
 	} {
 		calls := 0
-		e, err := New(Config{Events: l, Keys: l.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+		e, err := New(Config{Events: events, Keys: events.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 			Logger: zaptest.NewLogger(t), MayRun: func(context.Context) (bool, error) { calls++; return calls <= c.yes, nil }})
 		if err != nil {
 			t.Fatal(err)
@@ -214,12 +214,12 @@ func TestLongSweepAsksMayRunAgain(t *testing.T) {
 		}
 		// The projection folds the erasures, as the node's projector would.
 		folded := p.Checkpoint()
-		if _, err := p.Apply(events(t, l)[folded:], domain.NewFolder()); err != nil {
+		if _, err := p.Apply(logged(t, events)[folded:], domain.NewFolder()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := 1; i <= 5; i++ {
-		if erased, _ := l.Keys().Erased(ctx, app, applicant(i)); !erased {
+		if erased, _ := events.Keys().Erased(ctx, app, applicant(i)); !erased {
 			t.Errorf("applicant %d not erased after both sweeps", i)
 		}
 	}
@@ -229,17 +229,17 @@ func TestLongSweepAsksMayRunAgain(t *testing.T) {
 // applicant ends erased, its key gone, no event holds its data in clear or under a key
 // that still exists, and KYC_KEYS keeps only its tombstone.
 func TestErasureRacingWebhooks(t *testing.T) {
-	l := keyedLog(t)
+	events := keyedLog(t)
 	ctx := context.Background()
 	id := applicant(9)
-	webhook(t, l, id, domain.EventCreated, 0, base)
-	e, err := New(Config{Events: l, Keys: l.Keys(), Logger: zaptest.NewLogger(t)})
+	webhook(t, events, id, domain.EventCreated, 0, base)
+	e, err := New(Config{Events: events, Keys: events.Keys(), Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
 	for i := 1; i <= 20; i++ {
-		wg.Go(func() { webhook(t, l, id, domain.EventStepPassed, i, base.Add(time.Duration(i)*time.Second)) })
+		wg.Go(func() { webhook(t, events, id, domain.EventStepPassed, i, base.Add(time.Duration(i)*time.Second)) })
 	}
 	wg.Go(func() {
 		if _, pending, err := e.Erase(ctx, app, id, "dpo", "race"); err != nil || pending {
@@ -247,20 +247,20 @@ func TestErasureRacingWebhooks(t *testing.T) {
 		}
 	})
 	wg.Wait()
-	for _, ev := range events(t, l) {
+	for _, ev := range logged(t, events) {
 		if strings.Contains(string(ev.Stored), "secret") || strings.Contains(string(ev.Stored), "Jane") {
 			t.Fatalf("seq %d holds personal data in clear: %s", ev.Seq, ev.Stored)
 		}
 		full, _ := eventlog.DecodeEvent(ev.Seq, ev.Stored)
-		if err := l.Keys().Open(ctx, &full); err == nil && full.Sealed != "" {
+		if err := events.Keys().Open(ctx, &full); err == nil && full.Sealed != "" {
 			t.Fatalf("seq %d still opens after the erasure", ev.Seq)
 		}
 	}
-	st, _, _ := project(t, l).State(id)
+	st, _, _ := project(t, events).State(id)
 	if !st.Erased || st.Events != 22 {
 		t.Fatalf("state %+v", st)
 	}
-	if pend, err := l.Keys().PendingErasures(ctx); err != nil || len(pend) != 0 {
+	if pend, err := events.Keys().PendingErasures(ctx); err != nil || len(pend) != 0 {
 		t.Fatalf("pending %v %v", pend, err)
 	}
 }
@@ -282,15 +282,15 @@ func TestErasureFailedIsCountedAndLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := jstest.Start(t)
-	l := srv.EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: m}}, zaptest.NewLogger(t))
+	events := srv.EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: m}}, zaptest.NewLogger(t))
 	core, logs := observer.New(zap.ErrorLevel)
 	reg := prometheus.NewRegistry()
-	e, err := New(Config{Events: l, Keys: l.Keys(), Metrics: reg, Logger: zap.New(core)})
+	e, err := New(Config{Events: events, Keys: events.Keys(), Metrics: reg, Logger: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := applicant(7)
-	webhook(t, l, id, domain.EventCreated, 1, base)
+	webhook(t, events, id, domain.EventCreated, 1, base)
 	srv.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -320,20 +320,20 @@ func TestErasureFailedIsCountedAndLogged(t *testing.T) {
 func TestRetentionSweepWaitsForTheProjection(t *testing.T) {
 	defer func(d time.Duration) { sweepCatchUp = d }(sweepCatchUp)
 	sweepCatchUp = 200 * time.Millisecond
-	l := keyedLog(t)
+	events := keyedLog(t)
 	now := base.Add(10 * 365 * 24 * time.Hour)
-	webhook(t, l, applicant(1), domain.EventCreated, 1, base)
+	webhook(t, events, applicant(1), domain.EventCreated, 1, base)
 	p, err := projection.Open(filepath.Join(t.TempDir(), "p.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if _, err := p.Apply(events(t, l), domain.NewFolder()); err != nil {
+	if _, err := p.Apply(logged(t, events), domain.NewFolder()); err != nil {
 		t.Fatal(err)
 	}
 	// Active again, but the projection has not folded it yet.
-	webhook(t, l, applicant(1), domain.EventInProgress, 2, now.Add(-time.Hour))
-	e, err := New(Config{Events: l, Keys: l.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+	webhook(t, events, applicant(1), domain.EventInProgress, 2, now.Add(-time.Hour))
+	e, err := New(Config{Events: events, Keys: events.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 		Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -342,10 +342,10 @@ func TestRetentionSweepWaitsForTheProjection(t *testing.T) {
 	if n, err := e.Sweep(ctx); n != 0 || domain.KindOf(err) != domain.KindUnavailable {
 		t.Fatalf("Sweep with the projection behind = %d, %v; want 0 and KindUnavailable", n, err)
 	}
-	if erased, _ := l.Keys().Erased(ctx, app, applicant(1)); erased {
+	if erased, _ := events.Keys().Erased(ctx, app, applicant(1)); erased {
 		t.Fatal("erased from a projection behind the log")
 	}
-	if _, err := p.Apply(events(t, l)[1:], domain.NewFolder()); err != nil {
+	if _, err := p.Apply(logged(t, events)[1:], domain.NewFolder()); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := e.Sweep(ctx); n != 0 || err != nil {
@@ -355,10 +355,10 @@ func TestRetentionSweepWaitsForTheProjection(t *testing.T) {
 
 // Run sweeps once at start, not only after a whole SweepEvery.
 func TestRunSweepsAtStart(t *testing.T) {
-	l := keyedLog(t)
+	events := keyedLog(t)
 	now := base.Add(10 * 365 * 24 * time.Hour)
-	webhook(t, l, applicant(1), domain.EventCreated, 1, base)
-	e, err := New(Config{Events: l, Keys: l.Keys(), Projection: project(t, l), EraseAfter: 5 * 365 * 24 * time.Hour, SweepEvery: time.Hour,
+	webhook(t, events, applicant(1), domain.EventCreated, 1, base)
+	e, err := New(Config{Events: events, Keys: events.Keys(), Projection: project(t, events), EraseAfter: 5 * 365 * 24 * time.Hour, SweepEvery: time.Hour,
 		Now: func() time.Time { return now }, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -368,7 +368,7 @@ func TestRunSweepsAtStart(t *testing.T) {
 	go func() { done <- e.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if erased, _ := l.Keys().Erased(ctx, app, applicant(1)); erased {
+		if erased, _ := events.Keys().Erased(ctx, app, applicant(1)); erased {
 			break
 		}
 		if time.Now().After(deadline) {

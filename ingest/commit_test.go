@@ -83,7 +83,7 @@ func (e *env) flood(t *testing.T, senders int, next func(sender, i int) (int, bo
 // checkDeliveries checks every 200 against the log l: the event at its seq is its
 // webhook, each webhook is stored at one seq, and no seq holds two webhooks. It returns
 // the webhooks answered 200.
-func checkDeliveries(t *testing.T, l *eventlog.EventLog, ds []delivery) map[int]uint64 {
+func checkDeliveries(t *testing.T, events *eventlog.EventLog, ds []delivery) map[int]uint64 {
 	t.Helper()
 	seqOf := map[int]uint64{}
 	nOf := map[uint64]int{}
@@ -100,14 +100,14 @@ func checkDeliveries(t *testing.T, l *eventlog.EventLog, ds []delivery) map[int]
 		seqOf[d.n], nOf[d.seq] = d.seq, d.n
 	}
 	for n, seq := range seqOf {
-		ev := readOne(t, l, seq)
+		ev := readOne(t, events, seq)
 		if ev.ApplicantID != domain.ApplicantID(applicant(n)) {
 			t.Fatalf("seq %d, answered for webhook %d, holds applicant %s", seq, n, ev.ApplicantID)
 		}
 	}
 	// Nothing is stored twice: the stream holds each webhook once.
 	seen := map[domain.ApplicantID]uint64{}
-	err := l.Read(context.Background(), 1, 512, func(evs []domain.Event) error {
+	err := events.Read(context.Background(), 1, 512, func(evs []domain.Event) error {
 		for _, ev := range evs {
 			if prev, ok := seen[ev.ApplicantID]; ok {
 				t.Errorf("applicant %s stored at %d and %d", ev.ApplicantID, prev, ev.Seq)
@@ -126,11 +126,11 @@ func checkDeliveries(t *testing.T, l *eventlog.EventLog, ds []delivery) map[int]
 // has applied the stream's last sequence, then checks that every webhook answered 200 is
 // its applicant's one event in the projection, at the seq it was answered with: state
 // and history, as the read API serves them.
-func checkProjected(t *testing.T, l *eventlog.EventLog, seqOf map[int]uint64) {
+func checkProjected(t *testing.T, events *eventlog.EventLog, seqOf map[int]uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	last, err := l.LastSeq(ctx)
+	last, err := events.LastSeq(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func checkProjected(t *testing.T, l *eventlog.EventLog, seqOf map[int]uint64) {
 	defer proj.Close()
 	run, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- projector.New(l, proj, projector.Config{}, zap.NewNop(), nil).Run(run) }()
+	go func() { done <- projector.New(events, proj, projector.Config{}, zap.NewNop(), nil).Run(run) }()
 	for proj.Checkpoint() < last && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -189,11 +189,11 @@ func TestGroupCommitUnderLoad(t *testing.T) {
 			t.Fatalf("webhook %d: %d %s", d.n, d.status, d.raw)
 		}
 	}
-	seqOf := checkDeliveries(t, e.eventLog, ds)
+	seqOf := checkDeliveries(t, e.events, ds)
 	if len(seqOf) != senders*each {
 		t.Fatalf("%d webhooks answered, want %d", len(seqOf), senders*each)
 	}
-	checkProjected(t, e.eventLog, seqOf)
+	checkProjected(t, e.events, seqOf)
 	news := map[int]int{}
 	for _, d := range ds {
 		if !d.dup {
@@ -256,6 +256,6 @@ func TestGroupCommitServerKilledMidBatch(t *testing.T) {
 	}
 	e.conn.Close()
 	js := jstest.StartIn(t, dir)
-	l := js.EventLog(t, eventlog.Config{}, zap.NewNop())
-	checkProjected(t, l, checkDeliveries(t, l, ds))
+	events := js.EventLog(t, eventlog.Config{}, zap.NewNop())
+	checkProjected(t, events, checkDeliveries(t, events, ds))
 }

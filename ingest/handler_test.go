@@ -82,7 +82,7 @@ func mustApps(tb testing.TB, v httpVectorFile) (cbc, gcm *allpass.App) {
 type env struct {
 	dir      string
 	conn     *jstest.Server
-	eventLog *eventlog.EventLog
+	events   *eventlog.EventLog
 	cbc, gcm *allpass.App
 	reg      *prometheus.Registry
 	logs     *observer.ObservedLogs
@@ -112,13 +112,13 @@ func newEnvAt(tb testing.TB, dir string, opts ...envOption) *env {
 func newEnvServer(tb testing.TB, dir string, js []jstest.Option, opts ...envOption) *env {
 	tb.Helper()
 	e := &env{dir: dir, reg: prometheus.NewRegistry()}
-	e.conn, e.eventLog = mustLog(tb, dir, js...)
+	e.conn, e.events = mustLog(tb, dir, js...)
 	e.cbc, e.gcm = mustApps(tb, mustVectors(tb))
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
 	cfg := HandlerConfig{
 		Apps:    []*allpass.App{e.cbc, e.gcm},
-		Events:  e.eventLog,
+		Events:  e.events,
 		Logger:  zap.New(core),
 		Metrics: e.reg,
 		KeepRaw: true,
@@ -206,19 +206,19 @@ func decodeAnswer(tb testing.TB, status int, header http.Header, raw []byte) ans
 
 func (e *env) lastSeq(tb testing.TB) uint64 {
 	tb.Helper()
-	seq, err := e.eventLog.LastSeq(context.Background())
+	seq, err := e.events.LastSeq(context.Background())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return seq
 }
 
-// events reads the whole event stream back, each event decoded whole (Read leaves out
+// logged reads the whole event stream back, each event decoded whole (Read leaves out
 // the raw body, which these tests check).
-func (e *env) events(tb testing.TB) []domain.Event {
+func (e *env) logged(tb testing.TB) []domain.Event {
 	tb.Helper()
 	var all []domain.Event
-	err := e.eventLog.Read(context.Background(), 1, 256, func(evs []domain.Event) error {
+	err := e.events.Read(context.Background(), 1, 256, func(evs []domain.Event) error {
 		for _, ev := range evs {
 			all = append(all, decodeWhole(tb, ev))
 		}
@@ -233,13 +233,13 @@ func (e *env) events(tb testing.TB) []domain.Event {
 // eventAt reads the event stored at seq.
 func (e *env) eventAt(tb testing.TB, seq uint64) domain.Event {
 	tb.Helper()
-	return readOne(tb, e.eventLog, seq)
+	return readOne(tb, e.events, seq)
 }
 
 func (e *env) rejects(tb testing.TB) []domain.Reject {
 	tb.Helper()
 	var all []domain.Reject
-	if err := e.eventLog.Rejects(context.Background(), 1, func(r domain.Reject) error {
+	if err := e.events.Rejects(context.Background(), 1, func(r domain.Reject) error {
 		all = append(all, r)
 		return nil
 	}); err != nil {
@@ -380,7 +380,7 @@ func TestVectorsOverHTTP(t *testing.T) {
 			valid++
 		}
 	}
-	if got := len(e.events(t)); got != valid {
+	if got := len(e.logged(t)); got != valid {
 		t.Fatalf("stream holds %d events, want one per valid vector (%d)", got, valid)
 	}
 	if got := len(e.rejects(t)); got != refused {
@@ -619,7 +619,7 @@ func TestParallelSenders(t *testing.T) {
 		}
 		bySeq[r.seqs[0]] = i
 	}
-	events := e.events(t)
+	events := e.logged(t)
 	if len(events) != senders {
 		t.Fatalf("stream holds %d events, want %d", len(events), senders)
 	}
@@ -659,7 +659,7 @@ func TestRestartKeepsStreamAndDedup(t *testing.T) {
 	if again.status != 200 || !again.duplicate || again.seq != first.seq {
 		t.Fatalf("after restart: %d %s, want duplicate of seq %d", again.status, again.raw, first.seq)
 	}
-	if n := len(e2.events(t)); n != 1 {
+	if n := len(e2.logged(t)); n != 1 {
 		t.Fatalf("%d events after restart", n)
 	}
 }
@@ -728,7 +728,7 @@ func TestKilledBetweenAppendAndAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq, dup, err := e.eventLog.Append(context.Background(), &ev, msgID)
+	seq, dup, err := e.events.Append(context.Background(), &ev, msgID)
 	if err != nil || dup {
 		t.Fatalf("direct append: %d %v %v", seq, dup, err)
 	}
@@ -736,7 +736,7 @@ func TestKilledBetweenAppendAndAnswer(t *testing.T) {
 	if a.status != 200 || !a.duplicate || a.seq != seq {
 		t.Fatalf("resend: %d %s, want duplicate of %d", a.status, a.raw, seq)
 	}
-	if n := len(e.events(t)); n != 1 {
+	if n := len(e.logged(t)); n != 1 {
 		t.Fatalf("%d events", n)
 	}
 	if got := e.metric(t, "kycstate_ingest_duplicates_total", nil); got != 1 {
@@ -780,20 +780,20 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 
 	// Still the wrong key: nothing recovers.
 	ctx := context.Background()
-	res, err := Reprocess(ctx, e.eventLog, ReprocessConfig{Apps: []*allpass.App{&wrong}, Options: allpass.Options{KeepRaw: true}, Logger: zap.NewNop()}, 1)
+	res, err := Reprocess(ctx, e.events, ReprocessConfig{Apps: []*allpass.App{&wrong}, Options: allpass.Options{KeepRaw: true}, Logger: zap.NewNop()}, 1)
 	if err != nil || res.Recovered != 0 || res.Failing != 5 || res.FailingByReason[allpass.CodeBadSignature] != 5 {
 		t.Fatalf("with the wrong key: %+v %v", res, err)
 	}
 
 	// Fixed.
-	res, err = Reprocess(ctx, e.eventLog, ReprocessConfig{Apps: []*allpass.App{good}, Options: allpass.Options{KeepRaw: true}, Logger: zap.NewNop()}, 1)
+	res, err = Reprocess(ctx, e.events, ReprocessConfig{Apps: []*allpass.App{good}, Options: allpass.Options{KeepRaw: true}, Logger: zap.NewNop()}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Seen != 5 || res.Recovered != 3 || res.Duplicates != 1 || res.Failing != 1 || res.Next != 6 {
 		t.Fatalf("after the fix: %+v", res)
 	}
-	events := e.events(t)
+	events := e.logged(t)
 	if len(events) != 3 {
 		t.Fatalf("%d events, want 3", len(events))
 	}
@@ -805,7 +805,7 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 
 	// Twice: nothing doubles. Each append waits as long as ingest.append_timeout says.
 	const appendTimeout = 1500 * time.Millisecond
-	timed := &deadlineLog{EventLog: e.eventLog}
+	timed := &deadlineLog{EventLog: e.events}
 	res, err = Reprocess(ctx, timed, ReprocessConfig{Apps: []*allpass.App{good}, AppendTimeout: appendTimeout}, 1)
 	if err != nil || res.Recovered != 0 || res.Duplicates != 4 {
 		t.Fatalf("second run: %+v %v", res, err)
@@ -819,11 +819,11 @@ func TestWrongKeyRecoveredByReprocess(t *testing.T) {
 		}
 	}
 	// From where the last run stopped: nothing new to see.
-	res, err = Reprocess(ctx, e.eventLog, ReprocessConfig{Apps: []*allpass.App{good}}, res.Next)
+	res, err = Reprocess(ctx, e.events, ReprocessConfig{Apps: []*allpass.App{good}}, res.Next)
 	if err != nil || res.Seen != 0 {
 		t.Fatalf("resumed run: %+v %v", res, err)
 	}
-	if n := len(e.events(t)); n != 3 {
+	if n := len(e.logged(t)); n != 3 {
 		t.Fatalf("%d events after reprocessing twice", n)
 	}
 }
@@ -873,7 +873,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	// A second handler on the same registry is refused, not silently uncounted.
-	if _, err := NewHandler(HandlerConfig{Apps: []*allpass.App{e.cbc}, Events: e.eventLog, Metrics: e.reg}); err == nil {
+	if _, err := NewHandler(HandlerConfig{Apps: []*allpass.App{e.cbc}, Events: e.events, Metrics: e.reg}); err == nil {
 		t.Fatal("two handlers registered the same metrics")
 	}
 }

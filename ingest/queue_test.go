@@ -88,7 +88,7 @@ func TestQueueWaitsForSlot(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, a.status, a.raw)
 		}
 	}
-	if n := len(e.events(t)); n != limit+3 {
+	if n := len(e.logged(t)); n != limit+3 {
 		t.Fatalf("%d events, want %d", n, limit+3)
 	}
 	e.waitGauge(t, "kycstate_ingest_queued", 0)
@@ -172,7 +172,7 @@ func TestShutdownAnswersQueued(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Fatal(err)
 	}
-	if n := len(e.events(t)); n != 1 {
+	if n := len(e.logged(t)); n != 1 {
 		t.Fatalf("%d events, want the one answered 200", n)
 	}
 }

@@ -32,8 +32,8 @@ func newFixture(t *testing.T) *fixture {
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	// The fixture's default fsync is enough: these tests are about order and
 	// exactly-once, not power loss.
-	elog := jstest.Start(t).EventLog(t, eventlog.Config{}, lg)
-	f := &fixture{events: elog, path: filepath.Join(dir, "projection.db"), lg: lg}
+	events := jstest.Start(t).EventLog(t, eventlog.Config{}, lg)
+	f := &fixture{events: events, path: filepath.Join(dir, "projection.db"), lg: lg}
 	f.reopen(t)
 	return f
 }
@@ -64,7 +64,7 @@ var journey = []domain.EventType{
 // in order, with every seventh event a re-delivery of the previous one (same content, new
 // Nats-Msg-Id: the fold must call it a duplicate) and every eleventh a late one (older
 // eventAt: stale).
-func appendLog(t *testing.T, l *eventlog.EventLog, from, to, applicants int) {
+func appendLog(t *testing.T, events *eventlog.EventLog, from, to, applicants int) {
 	t.Helper()
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	step := make([]int, applicants)
@@ -90,7 +90,7 @@ func appendLog(t *testing.T, l *eventlog.EventLog, from, to, applicants int) {
 			Type: journey[k], StepName: "document", EventAt: at, EventAtSource: domain.SourcePayloadUpdatedAt,
 			ReceivedAt: time.Now().UTC(), Payload: []byte(fmt.Sprintf(`{"n":%d}`, i)),
 		}
-		if _, dup, err := l.Append(context.Background(), ev, fmt.Sprintf("msg-%d", i)); err != nil || dup {
+		if _, dup, err := events.Append(context.Background(), ev, fmt.Sprintf("msg-%d", i)); err != nil || dup {
 			t.Fatalf("append %d: dup %v err %v", i, dup, err)
 		}
 	}

@@ -41,7 +41,7 @@ func TestCheckAppendsWhatTheWebhooksMissed(t *testing.T) {
 				rep.OpenAPIUpdatedAt.Format(time.RFC3339) != "2026-02-01T10:00:00Z" || rep.AppKey != testAppKey {
 				t.Fatalf("report %+v", rep)
 			}
-			evs, err := f.log.Applicant(context.Background(), testAppKey, id)
+			evs, err := f.events.Applicant(context.Background(), testAppKey, id)
 			if err != nil || len(evs) != 3 {
 				t.Fatalf("%d events, %v", len(evs), err)
 			}
@@ -90,7 +90,7 @@ func TestCheckAppendTimeout(t *testing.T) {
 		id := newID()
 		f.webhook(id, domain.EventCreated, past)
 		f.api.set(id, domain.StatusApproved)
-		timed := &deadlineLog{EventLog: f.log}
+		timed := &deadlineLog{EventLog: f.events}
 		r, err := New(tc.cfg, f.proj, timed, []App{{App: f.app, OpenAPI: OpenAPI{
 			BaseURL: f.api.srv.URL, PrivateKey: testPrivateKey, Timeout: 300 * time.Millisecond}}}, f.lg, nil)
 		if err != nil {
@@ -318,7 +318,7 @@ func TestReconciledAndWebhookRace(t *testing.T) {
 			ev := domain.Event{Provider: allpass.Provider, Origin: domain.OriginWebhook, AppKey: testAppKey, ApplicantID: id,
 				Type: domain.EventRejected, EventAt: webhookAt.UTC(), EventAtSource: domain.SourceEnvelopeTime,
 				ReceivedAt: time.Now().UTC(), Payload: []byte(`{}`)}
-			if _, _, err := f.log.Append(context.Background(), &ev, domain.NewUUID()); err != nil {
+			if _, _, err := f.events.Append(context.Background(), &ev, domain.NewUUID()); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -331,7 +331,7 @@ func TestReconciledAndWebhookRace(t *testing.T) {
 	// Rebuild and verify give the same digests as the live fold, reconciled events and
 	// all.
 	path := filepath.Join(t.TempDir(), "rebuilt.db")
-	if err := projection.Rebuild(context.Background(), f.log, path, nil); err != nil {
+	if err := projection.Rebuild(context.Background(), f.events, path, nil); err != nil {
 		t.Fatal(err)
 	}
 	rebuilt, err := projection.Open(path, projection.Options{ReadOnly: true})
@@ -352,7 +352,7 @@ func TestReconciledAndWebhookRace(t *testing.T) {
 	if n != len(live) || n != 6 {
 		t.Fatalf("%d rebuilt, %d live", n, len(live))
 	}
-	res, err := projection.Verify(context.Background(), f.log, f.proj)
+	res, err := projection.Verify(context.Background(), f.events, f.proj)
 	if err != nil || len(res.Differences) != 0 {
 		t.Fatalf("verify: %+v, %v", res, err)
 	}

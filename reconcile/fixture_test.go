@@ -38,7 +38,7 @@ const (
 type fixture struct {
 	t      *testing.T
 	js     *jstest.Server
-	log    *eventlog.EventLog
+	events *eventlog.EventLog
 	proj   *projection.Projection
 	folder *domain.Folder
 	app    *allpass.App
@@ -52,7 +52,7 @@ func newFixture(t *testing.T, method allpass.Method, cfg Config) *fixture {
 	t.Helper()
 	f := &fixture{t: t, js: jstest.Start(t), folder: domain.NewFolder(), reg: prometheus.NewRegistry(),
 		lg: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
-	f.log = f.js.EventLog(t, eventlog.Config{}, f.lg)
+	f.events = f.js.EventLog(t, eventlog.Config{}, f.lg)
 	p, err := projection.Open(filepath.Join(t.TempDir(), "projection.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func (f *fixture) newReconciler(cfg Config, reg prometheus.Registerer) *Reconcil
 		cfg.Rate = 1000
 	}
 	cfg.KeepRaw = true
-	r, err := New(cfg, f.proj, f.log, []App{{App: f.app, OpenAPI: OpenAPI{
+	r, err := New(cfg, f.proj, f.events, []App{{App: f.app, OpenAPI: OpenAPI{
 		BaseURL: f.api.srv.URL, PrivateKey: testPrivateKey, Timeout: 300 * time.Millisecond,
 	}}}, f.lg, reg)
 	if err != nil {
@@ -91,7 +91,7 @@ func (f *fixture) webhook(id domain.ApplicantID, typ domain.EventType, at time.T
 	ev := domain.Event{Provider: allpass.Provider, Origin: domain.OriginWebhook, AppKey: testAppKey, ApplicantID: id,
 		Type: typ, EventAt: at.UTC(), EventAtSource: domain.SourcePayloadUpdatedAt, ReceivedAt: at.UTC(),
 		Payload: json.RawMessage(`{}`)}
-	seq, _, err := f.log.Append(context.Background(), &ev, domain.NewUUID())
+	seq, _, err := f.events.Append(context.Background(), &ev, domain.NewUUID())
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func (f *fixture) webhook(id domain.ApplicantID, typ domain.EventType, at time.T
 func (f *fixture) catchUp() {
 	f.t.Helper()
 	ctx := context.Background()
-	err := f.log.Read(ctx, f.proj.Checkpoint()+1, 256, func(evs []domain.Event) error {
+	err := f.events.Read(ctx, f.proj.Checkpoint()+1, 256, func(evs []domain.Event) error {
 		_, err := f.proj.Apply(evs, f.folder)
 		return err
 	})
@@ -114,7 +114,7 @@ func (f *fixture) catchUp() {
 
 func (f *fixture) lastSeq() uint64 {
 	f.t.Helper()
-	n, err := f.log.LastSeq(context.Background())
+	n, err := f.events.LastSeq(context.Background())
 	if err != nil {
 		f.t.Fatal(err)
 	}

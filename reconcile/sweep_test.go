@@ -32,7 +32,7 @@ func (f *fixture) reconciledEvents(ids []domain.ApplicantID) map[domain.Applican
 	f.t.Helper()
 	out := map[domain.ApplicantID]int{}
 	for _, id := range ids {
-		evs, err := f.log.Applicant(context.Background(), testAppKey, id)
+		evs, err := f.events.Applicant(context.Background(), testAppKey, id)
 		if err != nil {
 			f.t.Fatal(err)
 		}

@@ -50,7 +50,7 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	dir := t.TempDir()
 	lg := zap.NewNop()
 
-	elog := jstest.Start(t).EventLog(t, eventlog.Config{Replicas: 1, DuplicateWindow: time.Hour}, lg)
+	events := jstest.Start(t).EventLog(t, eventlog.Config{Replicas: 1, DuplicateWindow: time.Hour}, lg)
 	proj, err := projection.Open(filepath.Join(dir, "projection.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		projector.New(elog, proj, projector.Config{}, lg, nil).Run(ctx)
+		projector.New(events, proj, projector.Config{}, lg, nil).Run(ctx)
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
@@ -74,7 +74,7 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	}
 	app.Keys = []allpass.Keys{k}
 
-	ih, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{&app}, Events: elog, KeepRaw: true})
+	ih, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{&app}, Events: events, KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	if wrapAPI != nil {
 		ah = wrapAPI(ah)
 	}
-	s := &service{app: app, events: elog, ingest: httptest.NewServer(ih), api: httptest.NewServer(ah)}
+	s := &service{app: app, events: events, ingest: httptest.NewServer(ih), api: httptest.NewServer(ah)}
 	t.Cleanup(s.ingest.Close)
 	t.Cleanup(s.api.Close)
 	return s

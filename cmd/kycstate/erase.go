@@ -46,14 +46,14 @@ data_dir; it needs keys.master (or the serve's development key under data_dir).`
 		return suggestEraseAPI(e, *cfgPath, err)
 	}
 	defer o.Close()
-	app, found, err := o.log.AppKeyOf(ctx, id)
+	app, found, err := o.events.AppKeyOf(ctx, id)
 	if err != nil {
 		return err
 	}
 	if !found {
 		return fmt.Errorf("no applicant %s in the log", id)
 	}
-	er, err := erase.New(erase.Config{Events: o.log, Keys: keyringOf(o.log), Logger: o.lg})
+	er, err := erase.New(erase.Config{Events: o.events, Keys: keyringOf(o.events), Logger: o.lg})
 	if err != nil {
 		return err
 	}

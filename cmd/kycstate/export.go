@@ -42,16 +42,16 @@ out. An erased applicant's events have no key left and are written without them.
 	}
 	out := bufio.NewWriterSize(w, 1<<20)
 	p := newProgress(e, "export")
-	last, err := o.log.LastSeq(ctx)
+	last, err := o.events.LastSeq(ctx)
 	if err != nil {
 		return err
 	}
 	n := 0
-	err = o.log.Read(ctx, 1, 1000, func(batch []domain.Event) error {
+	err = o.events.Read(ctx, 1, 1000, func(batch []domain.Event) error {
 		for _, ev := range batch {
 			stored := ev.Stored
 			if *openSealed {
-				if stored, err = openedEvent(ctx, o.log, ev); err != nil {
+				if stored, err = openedEvent(ctx, o.events, ev); err != nil {
 					return err
 				}
 			}
@@ -89,7 +89,7 @@ out. An erased applicant's events have no key left and are written without them.
 
 // openedEvent is ev's stored message with its sealed fields opened (export --open); an
 // erased applicant's event comes without them.
-func openedEvent(ctx context.Context, l *eventlog.EventLog, ev domain.Event) ([]byte, error) {
+func openedEvent(ctx context.Context, events *eventlog.EventLog, ev domain.Event) ([]byte, error) {
 	if ev.V != domain.StoredVersion {
 		return ev.Stored, nil
 	}
@@ -100,7 +100,7 @@ func openedEvent(ctx context.Context, l *eventlog.EventLog, ev domain.Event) ([]
 	if full.Sealed == "" && full.SealedExternalUserID == "" {
 		return ev.Stored, nil
 	}
-	if err := l.Keys().Open(ctx, &full); err != nil && !errors.Is(err, eventlog.ErrErased) {
+	if err := events.Keys().Open(ctx, &full); err != nil && !errors.Is(err, eventlog.ErrErased) {
 		return nil, err
 	}
 	full.Sealed, full.SealedExternalUserID, full.ExternalUserIndex = "", "", ""

@@ -107,7 +107,7 @@ and to run twice; offline, it works on a stopped serve's data dir.`+offlineNote)
 		return err
 	}
 	defer o.Close()
-	n, err := o.log.Keys().Rewrap(ctx)
+	n, err := o.events.Keys().Rewrap(ctx)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ while serve runs there).`
 type opsSetup struct {
 	r      *Resolved
 	lg     *zap.Logger
-	log    *eventlog.EventLog
+	events *eventlog.EventLog
 	closer func()
 }
 
@@ -86,12 +86,12 @@ func openOps(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsS
 		return nil, err
 	}
 	closers = append(closers, func() { conn.Close() })
-	elog, err := eventlog.Open(ctx, conn, logConfig(r), lg)
+	events, err := eventlog.Open(ctx, conn, logConfig(r), lg)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
-	return &opsSetup{r: r, lg: lg, log: elog, closer: closeAll}, nil
+	return &opsSetup{r: r, lg: lg, events: events, closer: closeAll}, nil
 }
 
 func (o *opsSetup) Close() { o.closer() }

@@ -27,7 +27,7 @@ rebuilt by deleting its file and starting it.`+offlineNote)
 	start := time.Now()
 	p := newProgress(e, "rebuild")
 	var total uint64
-	err = projection.Rebuild(ctx, o.log, path, func(done, last uint64) { total = done; p.report(done, last) })
+	err = projection.Rebuild(ctx, o.events, path, func(done, last uint64) { total = done; p.report(done, last) })
 	p.done()
 	if err != nil {
 		return err

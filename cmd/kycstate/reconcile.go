@@ -228,10 +228,10 @@ func reconcileOffline(ctx context.Context, e *env, cfgPath string, id domain.App
 	}
 	defer proj.Close()
 	folder := domain.NewFolder()
-	if err := catchUp(ctx, o.log, proj, folder); err != nil {
+	if err := catchUp(ctx, o.events, proj, folder); err != nil {
 		return err
 	}
-	rec, err := reconcile.New(reconcileConfig(o.r), proj, o.log, o.r.OpenAPIs, o.lg, nil)
+	rec, err := reconcile.New(reconcileConfig(o.r), proj, o.events, o.r.OpenAPIs, o.lg, nil)
 	if err != nil {
 		return err
 	}
@@ -256,12 +256,12 @@ func reconcileOffline(ctx context.Context, e *env, cfgPath string, id domain.App
 		}
 	}
 	// Fold what was appended, so the projection shows it when the node starts.
-	return catchUp(ctx, o.log, proj, folder)
+	return catchUp(ctx, o.events, proj, folder)
 }
 
 // catchUp folds into proj whatever the log holds past its checkpoint.
-func catchUp(ctx context.Context, l *eventlog.EventLog, proj *projection.Projection, f *domain.Folder) error {
-	return l.Read(ctx, proj.Checkpoint()+1, 1000, func(evs []domain.Event) error {
+func catchUp(ctx context.Context, events *eventlog.EventLog, proj *projection.Projection, f *domain.Folder) error {
+	return events.Read(ctx, proj.Checkpoint()+1, 1000, func(evs []domain.Event) error {
 		_, err := proj.Apply(evs, f)
 		return err
 	})

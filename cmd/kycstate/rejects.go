@@ -46,7 +46,7 @@ nothing.`+offlineNote)
 	}
 	defer o.Close()
 	if sub == "reprocess" {
-		res, err := ingest.Reprocess(ctx, o.log, ingest.ReprocessConfig{Apps: o.r.Apps,
+		res, err := ingest.Reprocess(ctx, o.events, ingest.ReprocessConfig{Apps: o.r.Apps,
 			Options:       allpass.Options{KeepRaw: o.r.Ingest.KeepRaw == nil || *o.r.Ingest.KeepRaw},
 			AppendTimeout: time.Duration(o.r.Ingest.AppendTimeout), Logger: o.lg}, *from)
 		if err != nil {
@@ -65,7 +65,7 @@ nothing.`+offlineNote)
 	if *format == "table" {
 		fmt.Fprintln(tw, "SEQ\tRECEIVED\tAPP\tSTATUS\tREASON\tREMOTE")
 	}
-	err = o.log.Rejects(ctx, *from, func(r domain.Reject) error {
+	err = o.events.Rejects(ctx, *from, func(r domain.Reject) error {
 		if *format == "jsonl" {
 			return enc.Encode(r)
 		}

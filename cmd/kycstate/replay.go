@@ -64,7 +64,7 @@ moves from and to. It does not read or change the projection.`+offlineNote)
 	}
 	if *applicant != "" {
 		for _, app := range o.r.Apps {
-			evs, err := o.log.Applicant(ctx, app.AppKey, domain.ApplicantID(*applicant))
+			evs, err := o.events.Applicant(ctx, app.AppKey, domain.ApplicantID(*applicant))
 			if err != nil {
 				return err
 			}
@@ -78,11 +78,11 @@ moves from and to. It does not read or change the projection.`+offlineNote)
 	}
 	p := newProgress(e, "replay")
 	defer p.done()
-	last, err := o.log.LastSeq(ctx)
+	last, err := o.events.LastSeq(ctx)
 	if err != nil {
 		return err
 	}
-	return o.log.Read(ctx, 1, 1000, func(batch []domain.Event) error {
+	return o.events.Read(ctx, 1, 1000, func(batch []domain.Event) error {
 		p.report(batch[len(batch)-1].Seq, last)
 		return emit(batch)
 	})

@@ -235,9 +235,9 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 	}); err != nil {
 		return nil, err
 	}
-	var elog *eventlog.EventLog
+	var events *eventlog.EventLog
 	if err := step(stepEventLog, func() (err error) {
-		elog, err = eventlog.Open(ctx, conn, logConfig(r), lg)
+		events, err = eventlog.Open(ctx, conn, logConfig(r), lg)
 		return err
 	}); err != nil {
 		return nil, err
@@ -267,7 +267,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				}
 				mayRun = retentionLease(leases, leaseHolder(m.mode.Name), time.Duration(r.Retention.Every))
 			}
-			eraser, err = erase.New(erase.Config{Events: elog, Keys: keyringOf(elog), Projection: proj,
+			eraser, err = erase.New(erase.Config{Events: events, Keys: keyringOf(events), Projection: proj,
 				EraseAfter: time.Duration(r.Retention.EraseAfter), SweepEvery: time.Duration(r.Retention.Every),
 				MayRun: mayRun, Logger: lg, Metrics: reg, AfterAppend: m.afterEraseAppend})
 			return err
@@ -275,7 +275,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 			return nil, err
 		}
 		c.background = append(c.background, namedLoop{name: "erase", run: eraser.Run})
-		pj := projector.New(elog, proj, projector.Config{
+		pj := projector.New(events, proj, projector.Config{
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
 		}, lg, reg)
 		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
@@ -286,7 +286,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		var lastSweep func() time.Time
 		if len(r.OpenAPIs) > 0 {
 			if err := step(stepReconcile, func() error {
-				rec, err := reconcile.New(reconcileConfig(r), proj, elog, r.OpenAPIs, lg, reg)
+				rec, err := reconcile.New(reconcileConfig(r), proj, events, r.OpenAPIs, lg, reg)
 				if err != nil {
 					return err
 				}
@@ -314,7 +314,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		var h http.Handler
 		if err := step(stepAPI, func() (err error) {
 			// A console session signed out on one query node ends on all of them.
-			signOuts, err := eventlog.OpenSignOuts(ctx, elog)
+			signOuts, err := eventlog.OpenSignOuts(ctx, events)
 			if err != nil {
 				return err
 			}
@@ -325,8 +325,8 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
 				Lag:    pj.Lag,
-				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, elog, proj) },
-				Keys:   elog.Keys(), Erase: eraser.Erase,
+				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, events, proj) },
+				Keys:   events.Keys(), Erase: eraser.Erase,
 				// Every query node with the same keys.master accepts the same sessions.
 				ConsoleSessionKey: r.Keys.Current.SessionKey(),
 				ConsoleSignOuts:   signOuts,
@@ -341,10 +341,10 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		var h http.Handler
 		if err := step(stepIngest, func() (err error) {
 			h, err = ingest.NewHandler(ingest.HandlerConfig{
-				Apps: r.Apps, Events: elog, Logger: lg, Metrics: reg,
+				Apps: r.Apps, Events: events, Logger: lg, Metrics: reg,
 				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight, QueueWait: time.Duration(r.Ingest.QueueWait),
 				AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
-				Ready: func(ctx context.Context) error { _, err := elog.LastSeq(ctx); return err },
+				Ready: func(ctx context.Context) error { _, err := events.LastSeq(ctx); return err },
 			})
 			return err
 		}); err != nil {

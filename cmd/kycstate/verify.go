@@ -55,7 +55,7 @@ that file locked, so this refuses while one runs there; use --api then.
 	}
 	defer proj.Close()
 	start := time.Now()
-	res, err := projection.Verify(ctx, o.log, proj)
+	res, err := projection.Verify(ctx, o.events, proj)
 	if err != nil {
 		return err
 	}

@@ -118,9 +118,9 @@ func (s *Server) EventLog(tb testing.TB, cfg eventlog.Config, log *zap.Logger) *
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := eventlog.Open(ctx, s.Conn(tb), cfg, log)
+	events, err := eventlog.Open(ctx, s.Conn(tb), cfg, log)
 	if err != nil {
 		tb.Fatalf("jstest: open event log: %v", err)
 	}
-	return l
+	return events
 }

@@ -22,26 +22,26 @@ import (
 
 // fillLog appends the generated events to a real stream and returns them as the log
 // gives them back (with the stream's sequences and stored bytes).
-func fillLog(t *testing.T, l *eventlog.EventLog, events []domain.Event) []domain.Event {
+func fillLog(t *testing.T, events *eventlog.EventLog, evs []domain.Event) []domain.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for i := range events {
-		ev := events[i]
+	for i := range evs {
+		ev := evs[i]
 		sum := sha256.Sum256(ev.Stored)
-		if _, dup, err := l.Append(ctx, &ev, hex.EncodeToString(sum[:])); err != nil || dup {
+		if _, dup, err := events.Append(ctx, &ev, hex.EncodeToString(sum[:])); err != nil || dup {
 			t.Fatalf("Append %d: dup %v, %v", i, dup, err)
 		}
 	}
 	var back []domain.Event
-	if err := l.Read(ctx, 1, 500, func(evs []domain.Event) error {
+	if err := events.Read(ctx, 1, 500, func(evs []domain.Event) error {
 		back = append(back, evs...)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(back) != len(events) {
-		t.Fatalf("read back %d events, appended %d", len(back), len(events))
+	if len(back) != len(evs) {
+		t.Fatalf("read back %d events, appended %d", len(back), len(evs))
 	}
 	return back
 }
@@ -54,17 +54,17 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 	if testing.Short() {
 		n = 600
 	}
-	l := jstest.Start(t).EventLog(t, eventlog.Config{}, nil)
-	events := fillLog(t, l, genLog(70, n/10, n))
+	events := jstest.Start(t).EventLog(t, eventlog.Config{}, nil)
+	evs := fillLog(t, events, genLog(70, n/10, n))
 	ctx := context.Background()
 	dir := t.TempDir()
 
 	live := mustOpen(t, filepath.Join(dir, "live.db"), Options{})
-	applyBatches(t, live, events, 70, 250)
+	applyBatches(t, live, evs, 70, 250)
 
 	path := filepath.Join(dir, "projection.db")
 	var done, total uint64
-	if err := Rebuild(ctx, l, path, func(d, tt uint64) { done, total = d, tt }); err != nil {
+	if err := Rebuild(ctx, events, path, func(d, tt uint64) { done, total = d, tt }); err != nil {
 		t.Fatal(err)
 	}
 	if done != uint64(n) || total != uint64(n) {
@@ -73,16 +73,16 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 	sameDump(t, dump(t, live), dumpFile(t, path))
 
 	p := mustOpen(t, path, Options{ReadOnly: true})
-	res, err := Verify(ctx, l, p)
+	res, err := Verify(ctx, events, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Differences) != 0 || res.Events != uint64(n) || res.LogLast != uint64(n) || res.Applicants != len(foldLog(events).states) {
+	if len(res.Differences) != 0 || res.Events != uint64(n) || res.LogLast != uint64(n) || res.Applicants != len(foldLog(evs).states) {
 		t.Fatalf("Verify of a rebuilt file: %+v", res)
 	}
 	p.Close()
 
-	victim := events[n/2].ApplicantID
+	victim := evs[n/2].ApplicantID
 	rawUpdate(t, path, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketStates)
 		st, err := decodeState(b.Get([]byte(victim)))
@@ -93,7 +93,7 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 		return b.Put([]byte(victim), appendState(nil, &st))
 	})
 	p = mustOpen(t, path, Options{ReadOnly: true})
-	res, err = Verify(ctx, l, p)
+	res, err = Verify(ctx, events, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +111,8 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 func BenchmarkRebuild(b *testing.B) {
 	const n = 100_000
 	js := jstest.Start(b)
-	l := js.EventLog(b, eventlog.Config{}, nil)
-	if last := publishAll(b, js.NC, l, genLog(104, n/10, n)); last != n {
+	events := js.EventLog(b, eventlog.Config{}, nil)
+	if last := publishAll(b, js.NC, events, genLog(104, n/10, n)); last != n {
 		b.Fatalf("stream holds %d events", last)
 	}
 	ctx := context.Background()
@@ -125,12 +125,12 @@ func BenchmarkRebuild(b *testing.B) {
 		b.StopTimer()
 		start := time.Now()
 		read := 0
-		if err := l.Read(ctx, 1, rebuildBatch, func(evs []domain.Event) error { read += len(evs); return nil }); err != nil || read != n {
+		if err := events.Read(ctx, 1, rebuildBatch, func(evs []domain.Event) error { read += len(evs); return nil }); err != nil || read != n {
 			b.Fatalf("read %d: %v", read, err)
 		}
 		readTook += time.Since(start)
 		b.StartTimer()
-		if err := Rebuild(ctx, l, filepath.Join(dir, fmt.Sprintf("p-%d.db", i)), nil); err != nil {
+		if err := Rebuild(ctx, events, filepath.Join(dir, fmt.Sprintf("p-%d.db", i)), nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -143,13 +143,13 @@ func BenchmarkRebuild(b *testing.B) {
 
 // publishAll stores events quickly, as Append would store them (the stored bytes, the
 // type header, a message id) but published asynchronously; it returns the last sequence.
-func publishAll(tb testing.TB, nc *nats.Conn, l *eventlog.EventLog, events []domain.Event) uint64 {
+func publishAll(tb testing.TB, nc *nats.Conn, events *eventlog.EventLog, evs []domain.Event) uint64 {
 	tb.Helper()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for i, ev := range events {
+	for i, ev := range evs {
 		subject, err := eventlog.Subject(ev.AppKey, ev.ApplicantID)
 		if err != nil {
 			tb.Fatal(err)
@@ -166,7 +166,7 @@ func publishAll(tb testing.TB, nc *nats.Conn, l *eventlog.EventLog, events []dom
 	case <-time.After(5 * time.Minute):
 		tb.Fatal("async publishes did not complete")
 	}
-	last, err := l.LastSeq(context.Background())
+	last, err := events.LastSeq(context.Background())
 	if err != nil {
 		tb.Fatal(err)
 	}
