@@ -58,8 +58,8 @@ func verifyAgainst(events *eventlog.EventLog, mod func(*Config)) func(*Config) {
 // startLog opens KYC_EVENTS on a fresh embedded nats-server in tb.TempDir().
 func startLog(tb testing.TB) *eventlog.EventLog {
 	tb.Helper()
-	lg := zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))
-	return jstest.Start(tb).EventLog(tb, eventlog.Config{RejectsMaxBytes: 1 << 20}, lg)
+	log := zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))
+	return jstest.Start(tb).EventLog(tb, eventlog.Config{RejectsMaxBytes: 1 << 20}, log)
 }
 
 // appendAll appends events in order, requiring each to land at the next sequence, and

@@ -100,7 +100,7 @@ type handler struct {
 	appends   appendHealth
 	apps      appIndex
 	events    EventLog
-	logger    *zap.Logger
+	log       *zap.Logger
 	m         *metrics
 	maxBody   int64
 	sem       chan struct{}
@@ -144,7 +144,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	h := &handler{
 		apps:          apps,
 		events:        cfg.Events,
-		logger:        cfg.Logger,
+		log:           cfg.Logger,
 		maxBody:       cfg.MaxBody,
 		appendTimeout: cfg.AppendTimeout,
 		opt:           allpass.Options{KeepRaw: cfg.KeepRaw},
@@ -152,10 +152,10 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		beforeAppend:  cfg.beforeAppend,
 		ready:         cfg.Ready,
 	}
-	if h.logger == nil {
-		h.logger = zap.NewNop()
+	if h.log == nil {
+		h.log = zap.NewNop()
 	}
-	h.logger = h.logger.Named("ingest")
+	h.log = h.log.Named("ingest")
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBody
 	}
@@ -315,7 +315,7 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 	httperr.WriteJSON(w, http.StatusOK, appendResult{Seq: seq, Duplicate: dup})
 	h.m.requests.WithLabelValues(x.label, outcomeOf(http.StatusOK, dup)).Inc()
 	h.m.duration.Observe(time.Since(x.start).Seconds())
-	h.logger.Debug("webhook appended", zap.String("app", x.label), zap.Uint64("seq", seq),
+	h.log.Debug("webhook appended", zap.String("app", x.label), zap.Uint64("seq", seq),
 		zap.Bool("duplicate", dup), zap.String("remote", r.RemoteAddr))
 	return nil
 }
@@ -438,9 +438,9 @@ func (h *handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, er
 	}
 	if status == http.StatusUnauthorized || status >= 500 {
 		// A run of 401s is what a misconfigured key looks like; 5xx need an operator.
-		h.logger.Warn("webhook refused", fields...)
+		h.log.Warn("webhook refused", fields...)
 	} else {
-		h.logger.Info("webhook refused", fields...)
+		h.log.Info("webhook refused", fields...)
 	}
 
 	// Requests refused before their body was read (unknown app, method, in-flight
@@ -475,7 +475,7 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.appendTimeout)
 	defer cancel()
 	if err := h.events.Reject(ctx, rej); err != nil {
-		h.logger.Error("reject not kept", zap.String("app", x.label), zap.String("reason", code),
+		h.log.Error("reject not kept", zap.String("app", x.label), zap.String("reason", code),
 			zap.String("remote", r.RemoteAddr), zap.Error(err))
 	}
 }

@@ -972,7 +972,7 @@ func TestStatusOf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &handler{logger: zap.NewNop(), m: m}
+	h := &handler{log: zap.NewNop(), m: m}
 	answer := func(err error) (int, string) {
 		rec := httptest.NewRecorder()
 		h.refuse(rec, httptest.NewRequest(http.MethodPost, "/webhooks/allpass", nil), &exchange{label: appAny}, err)

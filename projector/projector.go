@@ -96,7 +96,7 @@ type Projector struct {
 	events EventLog
 	proj   Projection
 	cfg    Config
-	lg     *zap.Logger
+	log    *zap.Logger
 
 	last    atomic.Uint64 // stream's last sequence, as last read
 	failing atomic.Bool   // the last commit or read failed and has not succeeded since
@@ -120,10 +120,10 @@ type Projector struct {
 }
 
 // New returns a projector; reg may be nil.
-func New(events EventLog, proj Projection, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Projector {
+func New(events EventLog, proj Projection, cfg Config, log *zap.Logger, reg prometheus.Registerer) *Projector {
 	cfg.defaults()
 	p := &Projector{
-		events: events, proj: proj, cfg: cfg, lg: lg.Named("projector"),
+		events: events, proj: proj, cfg: cfg, log: log.Named("projector"),
 		lagSeqs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kycstate_projector_lag_sequences",
 			Help: "Stream sequences not yet applied to the projection.",
@@ -181,7 +181,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		}
 		p.failing.Store(true)
 		p.failures.Inc()
-		p.lg.Error("projection stalled, retrying from checkpoint",
+		p.log.Error("projection stalled, retrying from checkpoint",
 			zap.Uint64("checkpoint", p.proj.Checkpoint()), zap.Duration("retryIn", backoff), zap.Error(err))
 		if err := clock.Sleep(ctx, backoff); err != nil {
 			return err
@@ -192,7 +192,7 @@ func (p *Projector) Run(ctx context.Context) error {
 
 func (p *Projector) committed(batch []domain.Event) {
 	if p.failing.Swap(false) {
-		p.lg.Info("projection resumed", zap.Uint64("checkpoint", p.proj.Checkpoint()))
+		p.log.Info("projection resumed", zap.Uint64("checkpoint", p.proj.Checkpoint()))
 	}
 	now := time.Now()
 	for _, ev := range batch {

@@ -23,17 +23,17 @@ type fixture struct {
 	events *eventlog.EventLog
 	proj   *projection.Projection
 	path   string
-	lg     *zap.Logger
+	log    *zap.Logger
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	// The fixture's default fsync is enough: these tests are about order and
 	// exactly-once, not power loss.
-	events := jstest.Start(t).EventLog(t, eventlog.Config{}, lg)
-	f := &fixture{events: events, path: filepath.Join(dir, "projection.db"), lg: lg}
+	events := jstest.Start(t).EventLog(t, eventlog.Config{}, log)
+	f := &fixture{events: events, path: filepath.Join(dir, "projection.db"), log: log}
 	f.reopen(t)
 	return f
 }
@@ -171,7 +171,7 @@ func TestProjectorFoldsTheLog(t *testing.T) {
 	const n, applicants = 600, 40
 	appendLog(t, f.events, 0, n/2, applicants)
 	reg := prometheus.NewRegistry()
-	p := New(f.events, f.proj, Config{MaxBatch: 50, LagEvery: 10 * time.Millisecond}, f.lg, reg)
+	p := New(f.events, f.proj, Config{MaxBatch: 50, LagEvery: 10 * time.Millisecond}, f.log, reg)
 	stop := run(t, p)
 	waitCheckpoint(t, f.proj, n/2)
 	// Events appended while it follows arrive too.
@@ -235,7 +235,7 @@ func TestProjectorFaults(t *testing.T) {
 			f := newFixture(t)
 			const n, applicants = 400, 30
 			appendLog(t, f.events, 0, n, applicants)
-			p := New(f.events, f.proj, Config{MaxBatch: 10, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, f.lg, nil)
+			p := New(f.events, f.proj, Config{MaxBatch: 10, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, f.log, nil)
 			var calls, failures atomic.Int64
 			var sawFailing atomic.Bool
 			c.inject(p, func() bool {
@@ -272,7 +272,7 @@ func TestProjectorRestarts(t *testing.T) {
 		if round > 50 {
 			t.Fatalf("no progress after %d restarts: checkpoint %d", round, f.proj.Checkpoint())
 		}
-		p := New(f.events, f.proj, Config{MaxBatch: 7}, f.lg, nil)
+		p := New(f.events, f.proj, Config{MaxBatch: 7}, f.log, nil)
 		target := f.proj.Checkpoint() + 60
 		stop := run(t, p)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -287,7 +287,7 @@ func TestProjectorRestarts(t *testing.T) {
 func TestProjectorReady(t *testing.T) {
 	f := newFixture(t)
 	appendLog(t, f.events, 0, 50, 5)
-	p := New(f.events, f.proj, Config{}, f.lg, nil)
+	p := New(f.events, f.proj, Config{}, f.log, nil)
 	if err := p.Ready(context.Background(), 10); domain.KindOf(err) != domain.KindUnavailable {
 		t.Fatalf("ready with 50 events unapplied: %v", err)
 	}
@@ -308,7 +308,7 @@ func TestProjectorReady(t *testing.T) {
 func TestProjectorNotReadyUntilFirstCaughtUp(t *testing.T) {
 	f := newFixture(t)
 	appendLog(t, f.events, 0, 20, 5)
-	p := New(f.events, f.proj, Config{}, f.lg, nil)
+	p := New(f.events, f.proj, Config{}, f.log, nil)
 	if err := p.Ready(context.Background(), 1000); !errors.Is(err, ErrCatchingUp) {
 		t.Fatalf("ready with 20 of 20 events unapplied and a lag bound of 1000: %v", err)
 	}

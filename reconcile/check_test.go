@@ -92,7 +92,7 @@ func TestCheckAppendTimeout(t *testing.T) {
 		f.api.set(id, domain.StatusApproved)
 		timed := &deadlineLog{EventLog: f.events}
 		r, err := New(tc.cfg, f.proj, timed, []App{{App: f.app, OpenAPI: OpenAPI{
-			BaseURL: f.api.srv.URL, PrivateKey: testPrivateKey, Timeout: 300 * time.Millisecond}}}, f.lg, nil)
+			BaseURL: f.api.srv.URL, PrivateKey: testPrivateKey, Timeout: 300 * time.Millisecond}}}, f.log, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,14 +45,14 @@ type fixture struct {
 	api    *fakeAPI
 	reg    *prometheus.Registry
 	rec    *Reconciler
-	lg     *zap.Logger
+	log    *zap.Logger
 }
 
 func newFixture(t *testing.T, method allpass.Method, cfg Config) *fixture {
 	t.Helper()
 	f := &fixture{t: t, js: jstest.Start(t), folder: domain.NewFolder(), reg: prometheus.NewRegistry(),
-		lg: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
-	f.events = f.js.EventLog(t, eventlog.Config{}, f.lg)
+		log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
+	f.events = f.js.EventLog(t, eventlog.Config{}, f.log)
 	p, err := projection.Open(filepath.Join(t.TempDir(), "projection.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func (f *fixture) newReconciler(cfg Config, reg prometheus.Registerer) *Reconcil
 	cfg.KeepRaw = true
 	r, err := New(cfg, f.proj, f.events, []App{{App: f.app, OpenAPI: OpenAPI{
 		BaseURL: f.api.srv.URL, PrivateKey: testPrivateKey, Timeout: 300 * time.Millisecond,
-	}}}, f.lg, reg)
+	}}}, f.log, reg)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -180,20 +180,20 @@ type appState struct {
 // skipped; a check of their applicants reports so). reg may be nil.
 // Errors: KindInvalid for a bad Open API setting, KindConflict when the metrics cannot
 // be registered.
-func New(cfg Config, proj Projection, events EventLog, apps []App, lg *zap.Logger, reg prometheus.Registerer) (*Reconciler, error) {
+func New(cfg Config, proj Projection, events EventLog, apps []App, log *zap.Logger, reg prometheus.Registerer) (*Reconciler, error) {
 	const op = "reconcile.New"
 	if proj == nil || events == nil {
 		return nil, domain.E(op, domain.KindInvalid, "a reconciler needs a projection and the event log")
 	}
 	cfg = cfg.withDefaults()
-	if lg == nil {
-		lg = zap.NewNop()
+	if log == nil {
+		log = zap.NewNop()
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, domain.E(op, domain.KindConflict, err)
 	}
-	r := &Reconciler{cfg: cfg, proj: proj, events: events, log: lg.Named("reconcile"), m: m,
+	r := &Reconciler{cfg: cfg, proj: proj, events: events, log: log.Named("reconcile"), m: m,
 		apps: map[domain.AppKey]*appState{}, now: time.Now}
 	for _, a := range apps {
 		if a.App == nil || a.OpenAPI.BaseURL == "" {

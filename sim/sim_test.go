@@ -48,9 +48,9 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
-	lg := zap.NewNop()
+	log := zap.NewNop()
 
-	events := jstest.Start(t).EventLog(t, eventlog.Config{Replicas: 1, DuplicateWindow: time.Hour}, lg)
+	events := jstest.Start(t).EventLog(t, eventlog.Config{Replicas: 1, DuplicateWindow: time.Hour}, log)
 	proj, err := projection.Open(filepath.Join(dir, "projection.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func newService(t *testing.T, method allpass.Method, wrapIngest, wrapAPI middlew
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		projector.New(events, proj, projector.Config{}, lg, nil).Run(ctx)
+		projector.New(events, proj, projector.Config{}, log, nil).Run(ctx)
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 

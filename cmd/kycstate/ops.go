@@ -20,7 +20,7 @@ while serve runs there).`
 // opsSetup is what an audit or operations command needs: config, logger and the event log.
 type opsSetup struct {
 	r      *Resolved
-	lg     *zap.Logger
+	log    *zap.Logger
 	events *eventlog.EventLog
 	closer func()
 }
@@ -55,7 +55,7 @@ func openOps(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsS
 		return nil, errNoMasterKey("a command that writes the log")
 	}
 	r.Log.Level = "warn"
-	lg, err := newLogger(r.Log, e.stderr)
+	log, err := newLogger(r.Log, e.stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -80,18 +80,18 @@ func openOps(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsS
 		}
 		closers = append(closers, unlock)
 	}
-	conn, err := eventlog.Connect(ctx, natsConfig(r, "ops"), lg)
+	conn, err := eventlog.Connect(ctx, natsConfig(r, "ops"), log)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
 	closers = append(closers, func() { conn.Close() })
-	events, err := eventlog.Open(ctx, conn, logConfig(r), lg)
+	events, err := eventlog.Open(ctx, conn, logConfig(r), log)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
-	return &opsSetup{r: r, lg: lg, events: events, closer: closeAll}, nil
+	return &opsSetup{r: r, log: log, events: events, closer: closeAll}, nil
 }
 
 func (o *opsSetup) Close() { o.closer() }

@@ -231,7 +231,7 @@ func reconcileOffline(ctx context.Context, e *env, cfgPath string, id domain.App
 	if err := catchUp(ctx, o.events, proj, folder); err != nil {
 		return err
 	}
-	rec, err := reconcile.New(reconcileConfig(o.r), proj, o.events, o.r.OpenAPIs, o.lg, nil)
+	rec, err := reconcile.New(reconcileConfig(o.r), proj, o.events, o.r.OpenAPIs, o.log, nil)
 	if err != nil {
 		return err
 	}

@@ -60,12 +60,12 @@ func runService(ctx context.Context, e *env, args []string, mode Mode, help stri
 			return err
 		}
 	}
-	lg, err := newLogger(r.Log, e.stderr)
+	log, err := newLogger(r.Log, e.stderr)
 	if err != nil {
 		return err
 	}
-	defer lg.Sync() //nolint:errcheck // stderr sync errors are not actionable
-	m := NewMain(mode, r, lg.With(zap.String("mode", mode.Name)))
+	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
+	m := NewMain(mode, r, log.With(zap.String("mode", mode.Name)))
 	installTestHooks(e, m)
 	defer m.Close()
 	return m.Run(ctx)

@@ -65,7 +65,7 @@ const shutdownTimeout = 30 * time.Second
 type Main struct {
 	mode Mode
 	cfg  *Resolved
-	lg   *zap.Logger
+	log  *zap.Logger
 
 	// beforeStep, when set (by tests), runs before each start step with the step's name;
 	// an error from it fails that step as the step's own error would.
@@ -87,10 +87,10 @@ type Main struct {
 	done   chan struct{}      // closed when Run returns
 }
 
-// NewMain returns a Main for mode with the resolved config; lg is the process's logger.
-func NewMain(mode Mode, cfg *Resolved, lg *zap.Logger) *Main {
+// NewMain returns a Main for mode with the resolved config; log is the process's logger.
+func NewMain(mode Mode, cfg *Resolved, log *zap.Logger) *Main {
 	return &Main{
-		mode: mode, cfg: cfg, lg: lg,
+		mode: mode, cfg: cfg, log: log,
 		started: make(chan struct{}),
 		addrs:   map[string]net.Addr{},
 		done:    make(chan struct{}),
@@ -184,7 +184,7 @@ type namedServer struct {
 
 // start runs the start steps. Each step that opens something appends its closer to undo.
 func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, error) {
-	r, lg := m.cfg, m.lg
+	r, log := m.cfg, m.log
 	step := func(name string, f func() error) error {
 		if m.beforeStep != nil {
 			if err := m.beforeStep(name); err != nil {
@@ -227,7 +227,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 
 	var conn *eventlog.Conn
 	if err := step(stepNATS, func() (err error) {
-		conn, err = eventlog.Connect(ctx, natsConfig(r, m.mode.Name), lg)
+		conn, err = eventlog.Connect(ctx, natsConfig(r, m.mode.Name), log)
 		if err == nil {
 			*undo = append(*undo, conn.Close)
 		}
@@ -237,7 +237,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 	}
 	var events *eventlog.EventLog
 	if err := step(stepEventLog, func() (err error) {
-		events, err = eventlog.Open(ctx, conn, logConfig(r), lg)
+		events, err = eventlog.Open(ctx, conn, logConfig(r), log)
 		return err
 	}); err != nil {
 		return nil, err
@@ -269,7 +269,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 			}
 			eraser, err = erase.New(erase.Config{Events: events, Keys: keyringOf(events), Projection: proj,
 				EraseAfter: time.Duration(r.Retention.EraseAfter), SweepEvery: time.Duration(r.Retention.Every),
-				MayRun: mayRun, Logger: lg, Metrics: reg, AfterAppend: m.afterEraseAppend})
+				MayRun: mayRun, Logger: log, Metrics: reg, AfterAppend: m.afterEraseAppend})
 			return err
 		}); err != nil {
 			return nil, err
@@ -277,7 +277,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		c.background = append(c.background, namedLoop{name: "erase", run: eraser.Run})
 		pj := projector.New(events, proj, projector.Config{
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
-		}, lg, reg)
+		}, log, reg)
 		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
 		// Reconciliation (DESIGN.md section 10): the endpoint on every query node with an
 		// Open API configured, the sweep beside the projector unless reconcile.every is 0,
@@ -286,7 +286,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		var lastSweep func() time.Time
 		if len(r.OpenAPIs) > 0 {
 			if err := step(stepReconcile, func() error {
-				rec, err := reconcile.New(reconcileConfig(r), proj, events, r.OpenAPIs, lg, reg)
+				rec, err := reconcile.New(reconcileConfig(r), proj, events, r.OpenAPIs, log, reg)
 				if err != nil {
 					return err
 				}
@@ -321,7 +321,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 			h, err = api.NewServer(api.Config{
 				Reconcile:  checkOne,
 				LastSweep:  lastSweep,
-				Projection: proj, Tokens: apiTokens(r), Logger: lg,
+				Projection: proj, Tokens: apiTokens(r), Logger: log,
 				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
 				Lag:    pj.Lag,
@@ -341,7 +341,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		var h http.Handler
 		if err := step(stepIngest, func() (err error) {
 			h, err = ingest.NewHandler(ingest.HandlerConfig{
-				Apps: r.Apps, Events: events, Logger: lg, Metrics: reg,
+				Apps: r.Apps, Events: events, Logger: log, Metrics: reg,
 				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight, QueueWait: time.Duration(r.Ingest.QueueWait),
 				AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
 				Ready: func(ctx context.Context) error { _, err := events.LastSeq(ctx); return err },
@@ -379,7 +379,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}); err != nil {
 			return nil, err
 		}
-		lg.Info("listening", zap.String("addr", s.ln.Addr().String()))
+		log.Info("listening", zap.String("addr", s.ln.Addr().String()))
 	}
 	return c, nil
 }
@@ -387,7 +387,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 // serve runs the components under one errgroup until ctx ends or one fails, then stops
 // them in the order of the durability contract and waits for all of them.
 func (m *Main) serve(ctx context.Context, c *components) error {
-	lg := m.lg
+	log := m.log
 	// The background loops outlive the group's context: they stop only after both
 	// servers have, so a read waiting on ?minSeq for an acknowledged webhook can still be
 	// answered while the servers drain.
@@ -418,7 +418,7 @@ func (m *Main) serve(ctx context.Context, c *components) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		if ctx.Err() != nil {
-			lg.Info("stopping: signal received")
+			log.Info("stopping: signal received")
 		}
 		// Shutdown order is the durability contract: stop accepting webhooks and let every
 		// in-flight append get its PubAck and its answer, then stop the readers; the log
@@ -428,19 +428,19 @@ func (m *Main) serve(ctx context.Context, c *components) error {
 		defer cancel()
 		for _, s := range c.servers {
 			if err := s.srv.Shutdown(shutCtx); err != nil {
-				lg.Warn("shutdown", zap.String("server", s.name), zap.Error(err))
+				log.Warn("shutdown", zap.String("server", s.name), zap.Error(err))
 			}
 		}
 		stopReaders()
 		return nil
 	})
-	lg.Info("started", zap.Bool("embeddedNATS", c.embedded), zap.String("dataDir", m.cfg.DataDir))
+	log.Info("started", zap.Bool("embeddedNATS", c.embedded), zap.String("dataDir", m.cfg.DataDir))
 	close(m.started)
 
 	err := g.Wait()
 	if err != nil {
-		lg.Error("stopping on error", zap.Error(err))
+		log.Error("stopping on error", zap.Error(err))
 	}
-	lg.Info("stopped")
+	log.Info("stopped")
 	return err
 }
