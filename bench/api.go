@@ -35,21 +35,21 @@ const (
 // Every answer is checked against the expected bytes on both sides. Rounds alternate
 // the two sides so that drift of the machine falls on both.
 func phaseAPI(ctx context.Context, o options, r *result) error {
-	events, reqs, rounds := 200_000, 240_000, 8
+	nEvents, reqs, rounds := 200_000, 240_000, 8
 	if o.Quick {
-		events, reqs, rounds = 50_000, 48_000, 4
+		nEvents, reqs, rounds = 50_000, 48_000, 4
 	}
 	dir, err := phaseDir(o, "api")
 	if err != nil {
 		return err
 	}
 	path := filepath.Join(dir, "projection.db")
-	c, l, err := openLog(ctx, filepath.Join(dir, "keys"), true, newLogger())
+	c, events, err := openLog(ctx, filepath.Join(dir, "keys"), true, newLogger())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ids, err := buildProjection(ctx, l.Keys(), o, path, events)
+	ids, err := buildProjection(ctx, events.Keys(), o, path, nEvents)
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 	defer proj.Close()
 	h, err := api.NewServer(api.Config{Projection: proj, Logger: newLogger(), Metrics: prometheus.NewRegistry(),
 		Tokens: []api.Token{{Name: "product", Role: domain.RoleReader, Secret: readerTok},
-			{Name: "audit", Role: domain.RoleAuditor, Secret: auditorTok}}, Keys: l.Keys()})
+			{Name: "audit", Role: domain.RoleAuditor, Secret: auditorTok}}, Keys: events.Keys()})
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 	reqs = reqs / rounds * rounds
 	oursRate, bareRate := float64(reqs)/ours.Seconds(), float64(reqs)/bare.Seconds()
 	r.set("requests", float64(reqs))
-	r.set("events", float64(events))
+	r.set("events", float64(nEvents))
 	r.set("rate", oursRate)
 	r.set("bare_rate", bareRate)
 	// As for ingest: the median of the rounds' ratios, the totals' ratio beside it.

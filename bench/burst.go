@@ -36,8 +36,8 @@ func phaseBurst(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	lg := newLogger()
-	c, l, err := openLog(ctx, dir, false, lg)
+	log := newLogger()
+	c, events, err := openLog(ctx, dir, false, log)
 	if err != nil {
 		return err
 	}
@@ -52,11 +52,11 @@ func phaseBurst(ctx context.Context, o options, r *result) error {
 		if err != nil {
 			return 0, 0, err
 		}
-		hl := lg
+		log := log
 		if queueWait < time.Millisecond {
-			hl = zap.NewNop() // the baseline's 503s are the point, not news
+			log = zap.NewNop() // the baseline's 503s are the point, not news
 		}
-		h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: l, Logger: hl,
+		h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: events, Logger: log,
 			Metrics: prometheus.NewRegistry(), KeepRaw: true, QueueWait: queueWait})
 		if err != nil {
 			return 0, 0, err
@@ -70,7 +70,7 @@ func phaseBurst(ctx context.Context, o options, r *result) error {
 		tr := &http.Transport{MaxIdleConnsPerHost: burstSize, DisableCompression: true}
 		defer tr.CloseIdleConnections()
 		client := &http.Client{Timeout: 30 * time.Second, Transport: tr}
-		before, err := l.LastSeq(ctx)
+		before, err := events.LastSeq(ctx)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -112,7 +112,7 @@ func phaseBurst(ctx context.Context, o options, r *result) error {
 		if err := errs.err(); err != nil {
 			return 0, 0, err
 		}
-		after, err := l.LastSeq(ctx)
+		after, err := events.LastSeq(ctx)
 		if err != nil {
 			return 0, 0, err
 		}

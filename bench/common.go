@@ -29,7 +29,7 @@ func newLogger() *zap.Logger {
 // openLog starts the embedded NATS server on dir and opens the event log on it, as
 // `kycstate serve` does. relaxed sets a 1-minute sync interval instead of fsync on every
 // write (used only to load the rebuild's stream).
-func openLog(ctx context.Context, dir string, relaxed bool, lg *zap.Logger) (c *eventlog.Conn, l *eventlog.EventLog, err error) {
+func openLog(ctx context.Context, dir string, relaxed bool, log *zap.Logger) (c *eventlog.Conn, events *eventlog.EventLog, err error) {
 	cfg := eventlog.NATSConfig{StoreDir: dir, Name: "kycstate-bench"}
 	if relaxed {
 		cfg.SyncInterval = time.Minute
@@ -37,14 +37,14 @@ func openLog(ctx context.Context, dir string, relaxed bool, lg *zap.Logger) (c *
 	// The server's goroutines, and the client library's read loop, carry part=nats in
 	// CPU profiles.
 	labelled(ctx, "nats", func() {
-		if c, err = eventlog.Connect(ctx, cfg, lg); err != nil {
+		if c, err = eventlog.Connect(ctx, cfg, log); err != nil {
 			return
 		}
-		if l, err = eventlog.Open(ctx, c, eventlog.Config{Keys: benchMasterKeys()}, lg); err != nil {
+		if events, err = eventlog.Open(ctx, c, eventlog.Config{Keys: benchMasterKeys()}, log); err != nil {
 			c.Close()
 		}
 	})
-	return c, l, err
+	return c, events, err
 }
 
 // benchMaster is the benchmark's keys.master: every phase seals events (stored version

@@ -62,7 +62,7 @@ func phaseIngestBurst(ctx context.Context, o options, r *result) error {
 type logTarget struct {
 	// open starts what the stream needs under dir and opens the handler's connection and
 	// log; the returned function stops everything it started.
-	open func(ctx context.Context, r *result, dir string, lg *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error)
+	open func(ctx context.Context, r *result, dir string, log *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error)
 	// raw opens n connections of the baseline's clients to the server the handler's
 	// connection c uses.
 	raw func(c *eventlog.Conn, n int) ([]jetstream.JetStream, func(), error)
@@ -71,12 +71,12 @@ type logTarget struct {
 // embeddedTarget is the embedded server that fsyncs every write, as `kycstate serve` runs it.
 func embeddedTarget() logTarget {
 	return logTarget{
-		open: func(ctx context.Context, _ *result, dir string, lg *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error) {
-			c, l, err := openLog(ctx, dir, false, lg)
+		open: func(ctx context.Context, _ *result, dir string, log *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error) {
+			c, events, err := openLog(ctx, dir, false, log)
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			return c, l, func() { c.Close() }, nil
+			return c, events, func() { c.Close() }, nil
 		},
 		raw: rawClients,
 	}
@@ -102,14 +102,14 @@ func ingestRun(ctx context.Context, o options, r *result, name string, target lo
 	if err != nil {
 		return err
 	}
-	lg := newLogger()
-	c, l, closeLog, err := target.open(ctx, r, dir, lg)
+	log := newLogger()
+	c, events, closeLog, err := target.open(ctx, r, dir, log)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
 	reg := prometheus.NewRegistry()
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: l, Logger: lg,
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: events, Logger: log,
 		Metrics: reg, KeepRaw: true})
 	if err != nil {
 		return err
@@ -195,7 +195,7 @@ func ingestRun(ctx context.Context, o options, r *result, name string, target lo
 		}
 		ours, oursLat = ours+hTook, append(oursLat, lat...)
 
-		msgs, err := storedSince(ctx, l, first, len(part))
+		msgs, err := storedSince(ctx, events, first, len(part))
 		if err != nil {
 			return err
 		}
@@ -410,9 +410,9 @@ type rawMsg struct {
 
 // storedSince reads back the n events stored from sequence first on, as the log holds
 // them.
-func storedSince(ctx context.Context, l *eventlog.EventLog, first uint64, n int) ([]rawMsg, error) {
+func storedSince(ctx context.Context, events *eventlog.EventLog, first uint64, n int) ([]rawMsg, error) {
 	out := make([]rawMsg, 0, n)
-	err := l.Read(ctx, first, 1000, func(evs []domain.Event) error {
+	err := events.Read(ctx, first, 1000, func(evs []domain.Event) error {
 		for _, ev := range evs {
 			subject, err := eventlog.Subject(ev.AppKey, ev.ApplicantID)
 			if err != nil {

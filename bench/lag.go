@@ -51,13 +51,13 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	lg := newLogger()
-	c, l, err := openLog(ctx, filepath.Join(dir, "stream"), false, lg)
+	log := newLogger()
+	c, events, err := openLog(ctx, filepath.Join(dir, "stream"), false, log)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: l, Logger: lg,
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Apps: []*allpass.App{app}, Events: events, Logger: log,
 		Metrics: prometheus.NewRegistry(), KeepRaw: true})
 	if err != nil {
 		return err
@@ -98,9 +98,9 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 		// what is there, so the segment measures following, not catching up.
 		pctx, cancel := context.WithCancel(ctx)
 		var pwg sync.WaitGroup
-		pj := projector.New(l, proj, projector.Config{}, lg, prometheus.NewRegistry())
+		pj := projector.New(events, proj, projector.Config{}, log, prometheus.NewRegistry())
 		labelled(ctx, "projector", func() { pwg.Go(func() { pj.Run(pctx) }) })
-		b, err := following(ctx, o, k, l, proj, func() (pacedRun, error) {
+		b, err := following(ctx, o, k, events, proj, func() (pacedRun, error) {
 			return paced(ctx, client, url, hooks[:n], dur, proj)
 		})
 		cancel()
@@ -132,8 +132,8 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 
 // following waits for the projection to catch up with the log, then runs send under a
 // CPU profile.
-func following(ctx context.Context, o options, k int, l *eventlog.EventLog, proj *projection.Projection, send func() (pacedRun, error)) (pacedRun, error) {
-	last, err := l.LastSeq(ctx)
+func following(ctx context.Context, o options, k int, events *eventlog.EventLog, proj *projection.Projection, send func() (pacedRun, error)) (pacedRun, error) {
+	last, err := events.LastSeq(ctx)
 	if err != nil {
 		return pacedRun{}, err
 	}

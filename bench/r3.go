@@ -61,19 +61,19 @@ func phaseIngestBurstR3(ctx context.Context, o options, r *result) error {
 func clusterTarget(o options) logTarget {
 	var leaderURL string
 	return logTarget{
-		open: func(ctx context.Context, r *result, dir string, lg *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error) {
+		open: func(ctx context.Context, r *result, dir string, log *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error) {
 			cl, err := startCluster(ctx, o, dir)
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			c, l, leader, err := cl.openLog(ctx, lg)
+			c, events, leader, err := cl.openLog(ctx, log)
 			if err != nil {
 				cl.close(r)
 				return nil, nil, nil, err
 			}
 			leaderURL = cl.url(leader)
 			r.note("3 nats-server processes, deploy/nats/nats-cluster.conf; KYC_EVENTS R3, leader %s; the handler and the raw clients connect to the leader", leader)
-			return c, l, func() {
+			return c, events, func() {
 				c.Close()
 				cl.close(r)
 			}, nil
@@ -195,19 +195,19 @@ func (cl *cluster) waitMeta(ctx context.Context) error {
 // openLog opens KYC_EVENTS with three replicas through eventlog.Open, as `kycstate
 // ingest` does on a cluster, waits until the stream has a leader and two current
 // followers, and returns a connection and log on the leader alone, opened the same way.
-func (cl *cluster) openLog(ctx context.Context, lg *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, string, error) {
+func (cl *cluster) openLog(ctx context.Context, log *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, clusterTimeout)
 	defer cancel()
-	open := func(urls []string) (c *eventlog.Conn, l *eventlog.EventLog, err error) {
+	open := func(urls []string) (c *eventlog.Conn, events *eventlog.EventLog, err error) {
 		labelled(ctx, "nats", func() {
-			if c, err = eventlog.Connect(ctx, eventlog.NATSConfig{URLs: urls, Name: "kycstate-bench"}, lg); err != nil {
+			if c, err = eventlog.Connect(ctx, eventlog.NATSConfig{URLs: urls, Name: "kycstate-bench"}, log); err != nil {
 				return
 			}
-			if l, err = eventlog.Open(ctx, c, eventlog.Config{Replicas: 3}, lg); err != nil {
+			if events, err = eventlog.Open(ctx, c, eventlog.Config{Replicas: 3}, log); err != nil {
 				c.Close()
 			}
 		})
-		return c, l, err
+		return c, events, err
 	}
 	c, _, err := open(cl.urls())
 	if err != nil {
@@ -245,11 +245,11 @@ func (cl *cluster) openLog(ctx context.Context, lg *zap.Logger) (*eventlog.Conn,
 	if url == "" {
 		return nil, nil, "", fmt.Errorf("stream leader %q is none of the three nodes", leader)
 	}
-	c, l, err := open([]string{url})
+	c, events, err := open([]string{url})
 	if err != nil {
 		return nil, nil, "", err
 	}
-	return c, l, leader, nil
+	return c, events, leader, nil
 }
 
 // until calls try every 100 ms until it succeeds or ctx ends, and then says what it

@@ -44,7 +44,7 @@ func phaseLoad(ctx context.Context, o options, r *result) error {
 	const chunk, window = 10_000, 4096
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed+1, app, n/100) // about 1% of applicants cut short at the end
-	c, l, err := openLog(ctx, filepath.Join(o.Dir, "stream"), true, newLogger())
+	c, events, err := openLog(ctx, filepath.Join(o.Dir, "stream"), true, newLogger())
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func phaseLoad(ctx context.Context, o options, r *result) error {
 			for i := range ds {
 				ds[i] = w.next()
 			}
-			evs, err := storedEvents(pctx, l.Keys(), app, ds)
+			evs, err := storedEvents(pctx, events.Keys(), app, ds)
 			select {
 			case chunks <- batch{evs, err}:
 			case <-pctx.Done():
@@ -222,12 +222,12 @@ func phaseDrain(ctx context.Context, o options, r *result) error {
 // phaseRebuild runs projection.Rebuild over the whole stream into a new projection file, then
 // checks the file's checkpoint is the stream's last sequence.
 func phaseRebuild(ctx context.Context, o options, r *result) error {
-	c, l, err := openLog(ctx, filepath.Join(o.Dir, "stream"), false, newLogger())
+	c, events, err := openLog(ctx, filepath.Join(o.Dir, "stream"), false, newLogger())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	last, err := l.LastSeq(ctx)
+	last, err := events.LastSeq(ctx)
 	if err != nil {
 		return err
 	}
@@ -244,7 +244,7 @@ func phaseRebuild(ctx context.Context, o options, r *result) error {
 	lastReport := start
 	labelled(ctx, "rebuild", func() {
 		halfway := false
-		err = projection.Rebuild(ctx, l, path, func(done, total uint64) {
+		err = projection.Rebuild(ctx, events, path, func(done, total uint64) {
 			if !halfway && done >= total/2 {
 				halfway = true
 				if err := heapProfile(o, "rebuild-halfway"); err != nil {
