@@ -78,50 +78,31 @@ func TestCheckAppendsWhatTheWebhooksMissed(t *testing.T) {
 	}
 }
 
-// A reconciled event's append waits as long as Config.AppendTimeout (the service's
-// ingest.append_timeout) says, and without one leaves the bound to the log.
+// A reconciled event's append is bounded by Config.AppendTimeout (the service's
+// ingest.append_timeout): a bound already past fails the append, and nothing is
+// appended; without one the bound is the log's own.
 func TestCheckAppendTimeout(t *testing.T) {
-	const appendTimeout = 1500 * time.Millisecond
 	f := newFixture(t, allpass.MethodCBC, Config{})
 	for _, tc := range []struct {
-		cfg  Config
-		want time.Duration // 0: no deadline of the check's own
-	}{{Config{Rate: 1000, AppendTimeout: appendTimeout}, appendTimeout}, {Config{Rate: 1000}, 0}} {
+		timeout time.Duration
+		want    Action
+	}{{time.Nanosecond, ActionError}, {0, ActionAppended}, {time.Minute, ActionAppended}} {
 		id := newID()
 		f.webhook(id, domain.EventCreated, past)
 		f.api.set(id, domain.StatusApproved)
-		timed := &deadlineLog{EventLog: f.events}
-		r, err := New(tc.cfg, f.proj, timed, []App{{App: f.app, OpenAPI: OpenAPI{
-			BaseURL: f.api.srv.URL, PrivateKey: testPrivateKey, Timeout: 300 * time.Millisecond}}}, f.log, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		before := f.lastSeq()
+		r := f.newReconciler(Config{AppendTimeout: tc.timeout}, nil)
 		rep, err := r.Check(context.Background(), id, CheckOptions{})
-		r.Close()
-		if err != nil || rep.Action != ActionAppended || rep.Seq == 0 || len(timed.left) != 1 {
-			t.Fatalf("AppendTimeout %s: %+v, %v, %d appends", tc.cfg.AppendTimeout, rep, err, len(timed.left))
+		if err != nil || rep.Action != tc.want {
+			t.Fatalf("AppendTimeout %s: %+v, %v; want %s", tc.timeout, rep, err, tc.want)
 		}
-		left := timed.left[0]
-		if tc.want == 0 && left != 0 || tc.want != 0 && (left <= 0 || left > tc.want || left < tc.want-time.Second) {
-			t.Fatalf("AppendTimeout %s: the append had %s left of its bound", tc.cfg.AppendTimeout, left)
+		switch appended := f.lastSeq() - before; {
+		case tc.want == ActionError && (appended != 0 || rep.Reason != ReasonAppend):
+			t.Fatalf("AppendTimeout %s: %d appended, reason %q", tc.timeout, appended, rep.Reason)
+		case tc.want == ActionAppended && (appended != 1 || rep.Seq != before+1):
+			t.Fatalf("AppendTimeout %s: %d appended, seq %d", tc.timeout, appended, rep.Seq)
 		}
 	}
-}
-
-// deadlineLog records how long each Append's context had left of its deadline (zero:
-// none), then appends.
-type deadlineLog struct {
-	EventLog
-	left []time.Duration
-}
-
-func (l *deadlineLog) Append(ctx context.Context, ev *domain.Event, msgID string) (uint64, bool, error) {
-	var left time.Duration
-	if dl, ok := ctx.Deadline(); ok {
-		left = time.Until(dl)
-	}
-	l.left = append(l.left, left)
-	return l.EventLog.Append(ctx, ev, msgID)
 }
 
 func TestCheckUnknownApplicant(t *testing.T) {
