@@ -29,6 +29,10 @@ type committer struct {
 	events   EventLog
 	maxBatch int
 	observe  func(n int) // batch sizes, for the metrics
+	// queued, when set, is called once a call has joined the queue, outside the lock,
+	// before it waits (writer false) or writes (writer true). A test hook, nil in
+	// production: a test blocks in it to script an interleaving (commit_script_test.go).
+	queued func(msgID string, writer bool)
 
 	mu      sync.Mutex
 	queue   []*call
@@ -60,6 +64,9 @@ func (c *committer) append(ctx context.Context, ev *domain.Event, msgID string) 
 	c.queue = append(c.queue, me)
 	if c.writing {
 		c.mu.Unlock()
+		if c.queued != nil {
+			c.queued(msgID, false)
+		}
 		select {
 		case <-me.done:
 			return me.p.Seq, me.p.Duplicate, me.p.Err
@@ -76,6 +83,9 @@ func (c *committer) append(ctx context.Context, ev *domain.Event, msgID string) 
 	} else {
 		c.writing = true
 		c.mu.Unlock()
+		if c.queued != nil {
+			c.queued(msgID, true)
+		}
 	}
 	c.write(ctx)
 	// The batch just written held this call: it was first in the queue.
