@@ -154,6 +154,9 @@ func (s *server) waitFor(ctx context.Context, w http.ResponseWriter, seq uint64)
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.maxWait)
 	defer cancel()
+	if s.waiting != nil {
+		s.waiting(seq)
+	}
 	setSeq(w, s.proj.WaitFor(wctx, seq))
 	return ctx.Err() == nil
 }
@@ -428,6 +431,9 @@ func (s *server) handleChanges() http.Handler {
 			}
 			// Nothing yet: sleep until the next commit or the deadline, then look again.
 			wctx, cancel := context.WithDeadline(ctx, deadline)
+			if s.waiting != nil {
+				s.waiting(cp + 1)
+			}
 			reached := s.proj.WaitFor(wctx, cp+1)
 			timedOut := wctx.Err() != nil
 			cancel()

@@ -135,6 +135,11 @@ type Config struct {
 	// request's write deadline is moved past it, so the server's WriteTimeout does not
 	// cut the answer.
 	VerifyTimeout time.Duration
+	// waiting, when set, is called each time a request is about to hold for the
+	// projection to reach seq (?minSeq, /v1/changes?wait, an erase's wait): it has read
+	// the checkpoint short of seq. A test hook, nil in production: tests order their
+	// commits after it instead of sleeping.
+	waiting func(seq uint64)
 }
 
 // server is the handler's shared state; handlers reach it through the closure.
@@ -158,6 +163,7 @@ type server struct {
 	lastSweep      func() time.Time
 	console        http.Handler
 	mux            *http.ServeMux
+	waiting        func(seq uint64) // Config.waiting
 }
 
 // tokenHash holds a token's SHA-256 rather than the secret, so that comparing presented
@@ -196,6 +202,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		keys:           cfg.Keys,
 		erase:          cfg.Erase,
 		mux:            http.NewServeMux(),
+		waiting:        cfg.waiting,
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()

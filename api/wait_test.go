@@ -37,15 +37,34 @@ func (s *served) wait() *httptest.ResponseRecorder {
 	return s.rec
 }
 
-// settle gives a request started in the background time to reach its wait. Correctness
-// never depends on it: it only makes the tests exercise waking rather than not waiting.
-func settle() { time.Sleep(50 * time.Millisecond) }
+// watchWaits reports on the channel returned each time a request is about to hold for
+// the projection (Config.waiting), with the seq it waits for. A test that commits after
+// it exercises waking rather than not waiting, whatever the scheduler does.
+func watchWaits(c *Config) <-chan uint64 {
+	ch := make(chan uint64, 64)
+	c.waiting = func(seq uint64) { ch <- seq }
+	return ch
+}
+
+// held waits until a request is about to hold for seq.
+func held(t *testing.T, waits <-chan uint64, seq uint64) {
+	t.Helper()
+	select {
+	case got := <-waits:
+		if got != seq {
+			t.Fatalf("a request holds for seq %d, want %d", got, seq)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no request held for seq %d", seq)
+	}
+}
 
 func TestMinSeqWakesOnCommit(t *testing.T) {
 	// A long bound: the request can only come back with the new state through the commit.
-	f := newFixture(t, func(c *Config) { c.MaxWait = time.Minute })
+	var waits <-chan uint64
+	f := newFixture(t, func(c *Config) { c.MaxWait = time.Minute; waits = watchWaits(c) })
 	s := f.serveAsync(t.Context(), "/v1/applicants/"+string(idNone)+"?minSeq=22", readerToken)
-	settle()
+	held(t, waits, 22)
 	f.apply(t, spec{id: idNone, app: app1, ext: "user-9", typ: domain.EventCreated, at: 30 * time.Minute, recv: 30 * time.Minute})
 	rec := s.wait()
 	if rec.Code != http.StatusOK || rec.Header().Get(SeqHeader) != "22" {
@@ -81,10 +100,11 @@ func TestMinSeqBounded(t *testing.T) {
 }
 
 func TestMinSeqCancelFreesHandler(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.MaxWait = time.Hour })
+	var waits <-chan uint64
+	f := newFixture(t, func(c *Config) { c.MaxWait = time.Hour; waits = watchWaits(c) })
 	ctx, cancel := context.WithCancel(t.Context())
 	s := f.serveAsync(ctx, "/v1/applicants/"+string(idA)+"?minSeq=1000", readerToken)
-	settle()
+	held(t, waits, 1000)
 	cancel()
 	if rec := s.wait(); rec.Body.Len() != 0 {
 		t.Errorf("answered a client that left: %s", rec.Body)
@@ -95,12 +115,14 @@ func TestMinSeqCancelFreesHandler(t *testing.T) {
 }
 
 func TestChangesWakesOnCommit(t *testing.T) {
-	f := newFixture(t, nil)
+	var waits <-chan uint64
+	f := newFixture(t, func(c *Config) { waits = watchWaits(c) })
 	s := f.serveAsync(t.Context(), "/v1/changes?after=21&wait=60", readerToken)
-	settle()
-	// An annotation changes no status: the request keeps waiting through its commit.
+	held(t, waits, 22)
+	// An annotation changes no status: the request looks again after its commit and
+	// goes back to waiting, for the next one.
 	f.apply(t, spec{id: idA, app: app1, ext: "user-1", typ: domain.EventStepPassed, step: "liveness", at: 31 * time.Minute, recv: 31 * time.Minute})
-	settle()
+	held(t, waits, 23)
 	select {
 	case <-s.done:
 		t.Fatalf("answered on a commit without a change: %s", s.rec.Body)
@@ -129,10 +151,11 @@ func TestChangesWaitBounded(t *testing.T) {
 }
 
 func TestChangesCancelFreesHandler(t *testing.T) {
-	f := newFixture(t, nil)
+	var waits <-chan uint64
+	f := newFixture(t, func(c *Config) { waits = watchWaits(c) })
 	ctx, cancel := context.WithCancel(t.Context())
 	s := f.serveAsync(ctx, "/v1/changes?after=21&wait=60", readerToken)
-	settle()
+	held(t, waits, 22)
 	cancel()
 	if rec := s.wait(); rec.Body.Len() != 0 {
 		t.Errorf("answered a client that left: %s", rec.Body)
@@ -141,9 +164,10 @@ func TestChangesCancelFreesHandler(t *testing.T) {
 
 // Closing the projection under a waiting request frees it too (shutdown order).
 func TestChangesWaitEndsOnClose(t *testing.T) {
-	f := newFixture(t, nil)
+	var waits <-chan uint64
+	f := newFixture(t, func(c *Config) { waits = watchWaits(c) })
 	s := f.serveAsync(t.Context(), "/v1/changes?after=21&wait=60", readerToken)
-	settle()
+	held(t, waits, 22)
 	f.proj.Close()
 	rec := s.wait()
 	if rec.Code != http.StatusServiceUnavailable {
