@@ -324,21 +324,46 @@ func TestFollowSurvivesReconnects(t *testing.T) {
 	logFill(t, l, 100, 7)
 	c, stop := logFollow(t, l, 1, 16, 5*time.Millisecond)
 
-	// Reconnect repeatedly while an appender keeps writing and Follow keeps delivering.
-	appended := make(chan struct{})
-	go func() {
-		defer close(appended)
-		for i := 100; i < 400; i++ {
-			logAppendRetry(t, l, logNth(i, 7))
+	// Six reconnects, each while Follow is live (it has delivered every event appended so
+	// far) and as the next 50 appends are let go, so the appender writes through the
+	// reconnect (retrying as Allpass would) and Follow must resume where it was.
+	const rounds, chunk = 6, 50
+	ctx, cancel := context.WithCancel(context.Background())
+	next := make(chan struct{})
+	appended := make(chan error, 1)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() {
+		appended <- func() error {
+			for r := range rounds {
+				select {
+				case <-next:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				for i := 100 + r*chunk; i < 100+(r+1)*chunk; i++ {
+					if _, err := logAppendRetry(ctx, l, logNth(i, 7), nil); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}()
+	})
+	for r := range rounds {
+		c.waitFor(t, 100+r*chunk, 60*time.Second)
+		select {
+		case next <- struct{}{}:
+		case err := <-appended:
+			t.Fatalf("the appender stopped: %v", err)
 		}
-	}()
-	for range 6 {
-		time.Sleep(20 * time.Millisecond)
 		if err := l.conn.NC.ForceReconnect(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	<-appended
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
 	c.waitFor(t, 400, 60*time.Second)
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
@@ -346,22 +371,26 @@ func TestFollowSurvivesReconnects(t *testing.T) {
 	logCheckSeqs(t, c.seqs, 1, 400)
 }
 
-// logAppendRetry appends ev, retrying while the log is unavailable (as Allpass would);
-// the message id makes a retry of a write that did land a duplicate, not a new event.
-func logAppendRetry(t *testing.T, l *EventLog, ev *domain.Event) uint64 {
-	t.Helper()
+// logAppendRetry appends ev, retrying while the log is unavailable (as Allpass would),
+// for up to a minute or until ctx ends; retried, if not nil, is called before each
+// retry. The message id makes a retry of a write that did land a duplicate, not a new
+// event. It reports failure as an error, so a goroutine of the test may call it.
+func logAppendRetry(ctx context.Context, l *EventLog, ev *domain.Event, retried func()) (uint64, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		seq, _, err := l.Append(ctx, ev, logMsgID(ev))
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		seq, _, err := l.Append(actx, ev, logMsgID(ev))
 		cancel()
 		if err == nil {
-			return seq
+			return seq, nil
 		}
-		if domain.KindOf(err) != domain.KindUnavailable || time.Now().After(deadline) {
-			t.Fatalf("Append: %v", err)
+		if domain.KindOf(err) != domain.KindUnavailable || time.Now().After(deadline) || ctx.Err() != nil {
+			return 0, fmt.Errorf("Append %s: %w", logMsgID(ev), err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		if retried != nil {
+			retried()
+		}
+		time.Sleep(50 * time.Millisecond) // back-off between retries, as a sender would
 	}
 }
 
@@ -385,17 +414,35 @@ func TestFollowSurvivesServerRestart(t *testing.T) {
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	refused := make(chan struct{})
+	var once sync.Once
+	appended := make(chan error, 1)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 40; i < 80; i++ {
-			logAppendRetry(t, l, logNth(i, 3))
-		}
-	}()
-	time.Sleep(300 * time.Millisecond)
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() {
+		appended <- func() error {
+			for i := 40; i < 80; i++ {
+				if _, err := logAppendRetry(ctx, l, logNth(i, 3), func() { once.Do(func() { close(refused) }) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+	})
+	// The server comes back once the outage has refused an append: the appender is
+	// then retrying through it.
+	select {
+	case <-refused:
+	case err := <-appended:
+		t.Fatalf("the appender stopped before an append was refused: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no append refused while the server was down")
+	}
 	natsStart(t, srvCfg)
-	wg.Wait()
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
 
 	c.waitFor(t, 80, 60*time.Second)
 	if err := stop(); !errors.Is(err, context.Canceled) {
@@ -407,11 +454,26 @@ func TestFollowSurvivesServerRestart(t *testing.T) {
 func TestFollowStopsWhenConnectionCloses(t *testing.T) {
 	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
 	l := logOpen(t, c, Config{}, nil)
+	logAppend(t, l, logNth(0, 1))
 	done := make(chan error, 1)
+	delivered := make(chan struct{}, 1)
 	go func() {
-		done <- l.Follow(context.Background(), 1, 10, time.Millisecond, func([]domain.Event) error { return nil })
+		done <- l.Follow(context.Background(), 1, 10, time.Millisecond, func([]domain.Event) error {
+			select {
+			case delivered <- struct{}{}:
+			default:
+			}
+			return nil
+		})
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// Close once Follow is following: it has delivered the log so far and waits for more.
+	select {
+	case <-delivered:
+	case err := <-done:
+		t.Fatalf("Follow returned before the close: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Follow delivered nothing")
+	}
 	c.Close()
 	select {
 	case err := <-done:
