@@ -541,9 +541,11 @@ func TestWaitFor(t *testing.T) {
 	}
 	type result struct{ seq, cp uint64 }
 	woke := make(chan result, 3)
+	parked := make(chan uint64, 16)
 	for _, seq := range []uint64{10, 20, 40} {
-		go func() { woke <- result{seq, p.WaitFor(context.Background(), seq)} }()
+		go func() { woke <- result{seq, p.WaitFor(parkCtx{context.Background(), parked, seq}, seq)} }()
 	}
+	awaitParked(t, parked, 10, 20, 40) // all three wait: only the commit can wake them
 	if _, err := p.Apply(events[:25], f); err != nil {
 		t.Fatal(err)
 	}
@@ -553,10 +555,11 @@ func TestWaitFor(t *testing.T) {
 			t.Fatalf("WaitFor(%d) returned %d after applying up to 25", r.seq, r.cp)
 		}
 	}
+	awaitParked(t, parked, 40) // woken too, it saw 25 and waits again
 	select {
 	case r := <-woke:
 		t.Fatalf("WaitFor(%d) returned %d before its seq was applied", r.seq, r.cp)
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	if _, err := p.Apply(events[25:], f); err != nil {
 		t.Fatal(err)
@@ -572,11 +575,39 @@ func TestWaitFor(t *testing.T) {
 	}
 
 	done := make(chan uint64)
-	go func() { done <- p.WaitFor(context.Background(), 1000) }()
-	time.Sleep(10 * time.Millisecond)
+	go func() { done <- p.WaitFor(parkCtx{context.Background(), parked, 1000}, 1000) }()
+	awaitParked(t, parked, 1000) // waiting, so only the close can free it
 	p.Close()
 	if got := <-done; got != 50 {
 		t.Fatalf("WaitFor after Close = %d", got)
+	}
+}
+
+// parkCtx reports seq on parked each time its Done is asked for. WaitFor asks for it
+// only in its select, after it took the advance channel and read a checkpoint short of
+// seq, so a report means the waiter is parking: what wakes it now is an advance, the
+// end of ctx or the close.
+type parkCtx struct {
+	context.Context
+	parked chan<- uint64
+	seq    uint64
+}
+
+func (c parkCtx) Done() <-chan struct{} {
+	c.parked <- c.seq
+	return c.Context.Done()
+}
+
+// awaitParked waits until each of seqs has parked (reports of others are skipped).
+func awaitParked(t *testing.T, parked <-chan uint64, seqs ...uint64) {
+	t.Helper()
+	for len(seqs) > 0 {
+		select {
+		case s := <-parked:
+			seqs = slices.DeleteFunc(seqs, func(x uint64) bool { return x == s })
+		case <-time.After(10 * time.Second):
+			t.Fatalf("WaitFor(%v) never parked", seqs)
+		}
 	}
 }
 
