@@ -312,6 +312,11 @@ type RunOptions struct {
 	// LeaseTTL is how long the lease outlives its last renewal (default 30 s); it is
 	// renewed every third of it, and a node without it retries as often.
 	LeaseTTL time.Duration
+	// leaseTried and swept are test hooks, nil in production: leaseTried is called
+	// after each attempt to take the lease with Acquire's error, swept after each sweep
+	// this node ran while holding it. Tests wait on them instead of sleeping.
+	leaseTried func(err error)
+	swept      func()
 }
 
 // DefaultLeaseTTL: a node that dies hands the sweep over within half a minute.
@@ -338,12 +343,15 @@ func (r *Reconciler) Run(ctx context.Context, leases *eventlog.Leases, opt RunOp
 	retry := opt.LeaseTTL / 3
 	for {
 		lease, err := leases.Acquire(ctx, LeaseName, opt.Holder, opt.LeaseTTL)
+		if opt.leaseTried != nil {
+			opt.leaseTried(err)
+		}
 		switch {
 		case err == nil:
 			if lease.Prior() != "" && lease.Prior() != opt.Holder {
 				r.log.Info("reconcile lease taken over", zap.String("from", lease.Prior()))
 			}
-			r.hold(ctx, lease, opt.LeaseTTL)
+			r.hold(ctx, lease, opt.LeaseTTL, opt.swept)
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			if err := lease.Release(rctx); err != nil {
 				r.log.Warn("reconcile lease not released; it expires on its own", zap.Error(err))
@@ -360,8 +368,9 @@ func (r *Reconciler) Run(ctx context.Context, leases *eventlog.Leases, opt RunOp
 }
 
 // hold sweeps while the lease is held, renewing it with the latest progress every third
-// of ttl, and returns when ctx ends or the lease is lost.
-func (r *Reconciler) hold(ctx context.Context, lease *eventlog.Lease, ttl time.Duration) {
+// of ttl, and returns when ctx ends or the lease is lost. swept (RunOptions.swept) may
+// be nil.
+func (r *Reconciler) hold(ctx context.Context, lease *eventlog.Lease, ttl time.Duration, swept func()) {
 	var prog Progress
 	if b := lease.Data(); len(b) > 0 {
 		if err := json.Unmarshal(b, &prog); err != nil {
@@ -434,6 +443,9 @@ func (r *Reconciler) hold(ctx context.Context, lease *eventlog.Lease, ttl time.D
 			r.log.Warn("sweep failed; retried at the next period", zap.Error(err))
 		}
 		setLatest(prog)
+		if swept != nil {
+			swept()
+		}
 		if clock.Sleep(hctx, r.cfg.Every) != nil {
 			return
 		}

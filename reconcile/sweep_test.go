@@ -3,6 +3,8 @@ package reconcile
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"sync"
@@ -222,37 +224,58 @@ func TestRunOneSweeperAndTakeover(t *testing.T) {
 	}
 	nodeA := f.newReconciler(Config{Every: time.Hour}, prometheus.NewRegistry())
 	nodeB := f.newReconciler(Config{Every: time.Hour}, prometheus.NewRegistry())
-	run := func(r *Reconciler, holder string) (stop func()) {
+	const ttl = 300 * time.Millisecond
+	// signal sends on ch without blocking Run: the test reads what it waits for, and a
+	// report it does not wait for is dropped.
+	signal := func(ch chan struct{}) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	sweptA, sweptB, refusedB := make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{}, 1)
+	optA := RunOptions{Holder: "node-a", LeaseTTL: ttl, swept: func() { signal(sweptA) }}
+	optB := RunOptions{Holder: "node-b", LeaseTTL: ttl, swept: func() { signal(sweptB) },
+		leaseTried: func(err error) {
+			if errors.Is(err, eventlog.ErrLeaseHeld) {
+				signal(refusedB)
+			}
+		}}
+	run := func(r *Reconciler, opt RunOptions) (stop func()) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			r.Run(rctx, leases, RunOptions{Holder: holder, LeaseTTL: 300 * time.Millisecond})
+			r.Run(rctx, leases, opt)
 		}()
 		return func() { cancel(); <-done }
 	}
-	waitCalls := func(n int64) {
+	await := func(ch chan struct{}, what string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for f.api.calls.Load() < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d Open API calls, want %d", f.api.calls.Load(), n)
-			}
-			time.Sleep(10 * time.Millisecond)
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: not within 10 s (%d Open API calls)", what, f.api.calls.Load())
 		}
 	}
-	stopA := run(nodeA, "node-a")
-	waitCalls(10) // the first sweep is full: no full sweep on record
-	stopB := run(nodeB, "node-b")
-	time.Sleep(500 * time.Millisecond) // longer than the lease's ttl: B must not sweep
+	stopA := run(nodeA, optA)
+	await(sweptA, "node A's first sweep")
+	if n := f.api.calls.Load(); n != 10 { // full: no full sweep on record
+		t.Fatalf("%d calls in the first sweep, want 10", n)
+	}
+	stopB := run(nodeB, optB)
+	// B is refused on five attempts a third of the ttl apart: more than a ttl in which
+	// A, renewing, keeps the lease, and B must not sweep.
+	for i := range 5 {
+		await(refusedB, fmt.Sprintf("node B's refusal %d", i+1))
+	}
 	if n := f.api.calls.Load(); n != 10 {
 		t.Fatalf("%d calls with two nodes running: both swept", n)
 	}
 	f.catchUp()
 	stopA()
 	// B takes over and sweeps at once: stale only now, and the diverged are fixed.
-	waitCalls(14)
-	time.Sleep(200 * time.Millisecond)
+	await(sweptB, "node B's sweep after the takeover")
 	stopB()
 	if n := f.api.calls.Load(); n != 14 {
 		t.Fatalf("%d calls, want 10 + 4", n)
