@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/allpass"
 	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/store/eventlog"
@@ -30,18 +32,26 @@ type delivery struct {
 
 // flood posts webhooks from senders goroutines until next returns false: next(sender, i)
 // gives the webhook number of the sender's i-th post. Every post's answer is returned.
+// The senders report what goes wrong with t.Errorf: they are not the test's goroutine.
 func (e *env) flood(t *testing.T, senders int, next func(sender, i int) (int, bool)) []delivery {
 	t.Helper()
 	bodies := sync.Map{} // n -> [2]string{body, sig}, sealed once so a repeat is a retry
-	seal1 := func(n int) (string, string) {
+	seal1 := func(n int) (string, string, error) {
 		if v, ok := bodies.Load(n); ok {
 			b := v.([2]string)
-			return b[0], b[1]
+			return b[0], b[1], nil
 		}
-		body, sig := seal(t, e.cbc, payload(e.cbc, n, "applicantCreated"), "2026-03-01T10:00:00Z")
+		plain, err := json.Marshal(payload(e.cbc, n, "applicantCreated"))
+		if err != nil {
+			return "", "", err
+		}
+		body, sig, err := allpass.Seal(e.cbc.Method, e.cbc.Keys[0], plain, "2026-03-01T10:00:00Z", nil)
+		if err != nil {
+			return "", "", err
+		}
 		v, _ := bodies.LoadOrStore(n, [2]string{string(body), sig})
 		b := v.([2]string)
-		return b[0], b[1]
+		return b[0], b[1], nil
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
 	defer client.CloseIdleConnections()
@@ -55,7 +65,11 @@ func (e *env) flood(t *testing.T, senders int, next func(sender, i int) (int, bo
 				if !ok {
 					return
 				}
-				body, sig := seal1(n)
+				body, sig, err := seal1(n)
+				if err != nil {
+					t.Errorf("sealing webhook %d: %v", n, err)
+					return
+				}
 				d := delivery{n: n, status: -1}
 				req, _ := http.NewRequest("POST", e.srv.URL+"/webhooks/allpass/cbc", bytes.NewReader([]byte(body)))
 				req.Header.Set("x-allpass-signature", sig)
@@ -66,8 +80,19 @@ func (e *env) flood(t *testing.T, senders int, next func(sender, i int) (int, bo
 					resp.Body.Close()
 					d.status, d.raw = resp.StatusCode, string(raw)
 					if d.status == 200 {
-						a := decodeAnswer(t, resp.StatusCode, resp.Header, raw)
-						d.seq, d.dup = a.seq, a.duplicate
+						if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+							t.Errorf("webhook %d: 200 with Content-Type %q", n, ct)
+							return
+						}
+						var ok struct {
+							Seq       *uint64 `json:"seq"`
+							Duplicate *bool   `json:"duplicate"`
+						}
+						if err := json.Unmarshal(raw, &ok); err != nil || ok.Seq == nil || ok.Duplicate == nil {
+							t.Errorf("webhook %d: 200 body %q is not {seq,duplicate}: %v", n, raw, err)
+							return
+						}
+						d.seq, d.dup = *ok.Seq, *ok.Duplicate
 					}
 				}
 				mu.Lock()
@@ -142,9 +167,7 @@ func checkProjected(t *testing.T, events *eventlog.EventLog, seqOf map[int]uint6
 	run, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- projector.New(events, proj, projector.Config{}, zap.NewNop(), nil).Run(run) }()
-	for proj.Checkpoint() < last && ctx.Err() == nil {
-		time.Sleep(5 * time.Millisecond)
-	}
+	proj.WaitFor(ctx, last) // or the 60 s deadline: checked below
 	stop()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("projector: %v", err)
