@@ -270,19 +270,6 @@ func clRandHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// clUUID returns a random version 4 UUID.
-func clUUID(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
 // clGet does an authorised GET and returns the response; the caller closes the body.
 func clGet(ctx context.Context, url, token string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

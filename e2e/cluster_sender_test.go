@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/allpass"
 )
 
@@ -49,9 +50,9 @@ type clDelivery struct {
 
 // clSender plays Allpass against one ingest node: workers deliver applicants' lifecycles,
 // retrying every answer but 200 with a short bounded backoff (Allpass waits 30 s and
-// more; the test compresses that).
+// more; the test compresses that). Its workers are not the test's goroutine: they
+// record failures (fail) for the test to report.
 type clSender struct {
-	t       *testing.T
 	url     string
 	app     clApp
 	keys    allpass.Keys
@@ -83,7 +84,7 @@ func clNewSender(t *testing.T, ingestURL string, app clApp) *clSender {
 		t.Fatal(err)
 	}
 	return &clSender{
-		t: t, url: ingestURL + "/webhooks/allpass/main", app: app,
+		url: ingestURL + "/webhooks/allpass/main", app: app,
 		keys:    allpass.Keys{Secret: sec, HMAC: mac[:]},
 		client:  &http.Client{Timeout: 15 * time.Second},
 		workers: 4, pace: 10 * time.Millisecond, budget: 60 * time.Second, maxApps: 5000,
@@ -126,7 +127,7 @@ func (s *clSender) work(ctx context.Context) {
 		if n > s.maxApps {
 			return
 		}
-		applicant := clUUID(s.t)
+		applicant := domain.NewUUID()
 		base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(n) * time.Second)
 		for i, typ := range clLifecycle {
 			if s.stopped(ctx) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kycstate/kycstate/domain"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -121,7 +122,7 @@ func TestClusterNoQuorum(t *testing.T) {
 func clSetup(t *testing.T) (*clCluster, *clServices, *clSender) {
 	t.Helper()
 	c := clStartCluster(t)
-	app := clApp{appKey: clUUID(t), secretHex: clRandHex(t, 32), hmacHx: clRandHex(t, 32)}
+	app := clApp{appKey: domain.NewUUID(), secretHex: clRandHex(t, 32), hmacHx: clRandHex(t, 32)}
 	svc := clStartServices(t, c, app)
 	info, err := c.streamInfo()
 	if err != nil {
