@@ -149,7 +149,8 @@ func readAll(r io.Reader, buf []byte) ([]byte, error) {
 // commit on its own (Apply's duration): the baseline the feed adds its wake-up and HTTP
 // round trip to. Reported: p50 and p99 of the delay, p50 of the commit, and their ratio.
 func BenchmarkChangeFeedDelay(b *testing.B) {
-	f := newFixture(b, nil)
+	var waits <-chan uint64
+	f := newFixture(b, func(c *Config) { waits = watchWaits(c) })
 	srv := httptest.NewServer(f.h)
 	defer srv.Close()
 
@@ -197,9 +198,19 @@ func BenchmarkChangeFeedDelay(b *testing.B) {
 	types := []domain.EventType{domain.EventIncomplete, domain.EventInProgress}
 	b.ResetTimer()
 	for i := range b.N {
-		// Let the follower's next request reach its wait: the figure is the parked
-		// follower's delay, not that of one between two requests.
-		time.Sleep(time.Millisecond)
+		// Commit once the follower's next request holds for this event: the figure is
+		// the parked follower's delay, not that of one between two requests.
+		for want := uint64(len(f.stored)) + 1; ; {
+			select {
+			case seq := <-waits:
+				if seq != want {
+					continue // a hold that ended (its wait=1 ran out) before this event
+				}
+			case <-readerDone:
+				b.Fatal("follower stopped")
+			}
+			break
+		}
 		at := 2*time.Hour + time.Duration(i)*time.Second
 		evs := fixtureEvents(b, uint64(len(f.stored))+1, []spec{{id: idE, app: app1, ext: "user-5", typ: types[i%2], at: at, recv: at}})
 		t0 := time.Now()
