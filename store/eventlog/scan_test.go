@@ -570,7 +570,10 @@ func TestReadWithSlowFnIsNotIdle(t *testing.T) {
 func TestReadWhenServerDiesIsUnavailable(t *testing.T) {
 	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
 	l := logOpen(t, c, Config{}, nil)
-	l.readIdle, l.requestTimeout = 300*time.Millisecond, 300*time.Millisecond
+	// Short, so Read gives up soon after the server is gone, but not so short that a
+	// loaded machine (-race, two cores) is taken for a stalled stream before the first
+	// delivery: at 300 ms it was, now and then, and Read gave up having read nothing.
+	l.readIdle, l.requestTimeout = time.Second, 300*time.Millisecond
 	const n = 3 * readPrefetch // more than the client buffers ahead
 	logFill(t, l, n, 50)
 
