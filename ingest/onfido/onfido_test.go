@@ -122,7 +122,7 @@ func TestReplayedDelivery(t *testing.T) {
 	if _, id4, _ := a.Open(changed, signed("token-now", changed), testReceived, Options{}); id4 == id1 {
 		t.Fatal("a different outcome has the same content id")
 	}
-	if ContentID("on", body) != id1 {
+	if string(ContentID("on", body)) != id1 {
 		t.Fatal("ContentID disagrees with Open")
 	}
 }

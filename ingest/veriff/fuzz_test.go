@@ -60,7 +60,8 @@ func checkEvent(t *testing.T, a *App, body []byte, ev domain.Event, id string) {
 	if !bytes.Equal(ev.Payload, body) || ev.Raw == nil || ev.Raw.Body != string(body) {
 		t.Fatal("payload or raw is not the body")
 	}
-	if id != ContentID(a.Name, body) || ev.AppKey != domain.AppKey(a.Name) || ev.Provider != Provider {
+	if id != string(ContentID(a.Name, body)) || string(ev.ContentID) != id ||
+		ev.AppKey != domain.AppKey(a.Name) || ev.Provider != Provider {
 		t.Fatalf("content id %s, app %s, provider %s", id, ev.AppKey, ev.Provider)
 	}
 	if ev.EventAt.IsZero() || (ev.EventAtSource != domain.SourceReceived && ev.EventAtSource != SourceDecisionTime) {

@@ -134,7 +134,7 @@ func TestVectors(t *testing.T) {
 			if !ev.EventAt.Equal(w.EventAt) || ev.EventAtSource != w.EventAtSource || ev.EventAt.Location() != time.UTC {
 				t.Fatalf("eventAt %s (%s), want %s (%s)", ev.EventAt, ev.EventAtSource, w.EventAt, w.EventAtSource)
 			}
-			if id != w.ContentID {
+			if id != w.ContentID || string(ev.ContentID) != id {
 				t.Fatalf("content id %s, want %s", id, w.ContentID)
 			}
 			if ev.V != domain.StoredVersion || ev.Provider != "veriff" || ev.Origin != domain.OriginWebhook ||

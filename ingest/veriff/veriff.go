@@ -55,7 +55,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"time"
@@ -144,7 +143,8 @@ func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (do
 	if opt.KeepRaw {
 		ev.Raw = &domain.Raw{Body: string(body), Signature: signature}
 	}
-	return ev, ContentID(a.Name, body), nil
+	ev.ContentID = ContentID(a.Name, body)
+	return ev, string(ev.ContentID), nil
 }
 
 // authentic reports whether authClient is a's API key and signature the hex HMAC-SHA256 of
@@ -178,17 +178,11 @@ func Sign(secret, body []byte) map[string]string {
 	return map[string]string{HeaderSignature: hex.EncodeToString(mac(secret, body))}
 }
 
-// ContentID is a webhook's content id and Nats-Msg-Id: hex SHA-256 over "veriff", the app's
-// name and the raw body, each as an 8-byte big-endian length and its bytes. Veriff's
-// webhooks carry no event id, so a retried delivery (the same bytes) has the same id and
-// anything Veriff changed in a new one makes a new event.
-func ContentID(app string, body []byte) string {
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range [][]byte{[]byte(Provider), []byte(app), body} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write(f)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+// ContentID is a webhook's content id (DESIGN.md section 15) and Nats-Msg-Id:
+// domain.NewContentID over "veriff", the app's name and the raw body, the bytes the signature
+// authenticates. Veriff's webhooks carry no event id, so a retried delivery (the same
+// bytes) has the same id, replayed an hour or a year later too, and anything Veriff
+// changed in a new one makes a new event.
+func ContentID(app string, body []byte) domain.ContentID {
+	return domain.NewContentID(Provider, app, body)
 }

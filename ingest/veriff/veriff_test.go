@@ -133,7 +133,7 @@ func TestReplayedDelivery(t *testing.T) {
 	if _, id4, _ := a.Open(changed, signed(a, "secret-now", changed), testReceived, Options{}); id4 == id1 {
 		t.Fatal("a different decision has the same content id")
 	}
-	if ContentID("ve", body) != id1 {
+	if string(ContentID("ve", body)) != id1 {
 		t.Fatal("ContentID disagrees with Open")
 	}
 }
