@@ -26,6 +26,9 @@ const (
 	CodeBusy = "busy"
 	// CodeBodyUnreadable: the body broke off or could not be read. 400.
 	CodeBodyUnreadable = "body_unreadable"
+	// CodeBodyTooSlow: the body did not arrive within ingest.read_timeout, or fell below
+	// the minimum rate (1 KiB/s after the first second). 400.
+	CodeBodyTooSlow = "body_too_slow"
 )
 
 // Errors the handler itself produces. errMethod is answered 405 (refuse), which is HTTP's
@@ -36,6 +39,8 @@ var (
 	errNoApp    = domain.Public(opWebhook, domain.KindNotFound, CodeUnknownApp, "no app is configured under that name or appKey")
 	errBusy     = domain.Public(opWebhook, domain.KindUnavailable, CodeBusy, "too many requests in flight; retry later")
 	errReadBody = domain.Public(opWebhook, domain.KindInvalid, CodeBodyUnreadable, "the request body could not be read")
+	errTooSlow  = domain.Public(opWebhook, domain.KindInvalid, CodeBodyTooSlow,
+		"the request body did not arrive within the read timeout at the minimum rate of 1 KiB/s")
 )
 
 const opWebhook = "ingest.webhook"

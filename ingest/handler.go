@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -42,6 +44,24 @@ const (
 	DefaultMaxInFlight   = 256
 	DefaultAppendTimeout = 5 * time.Second
 	DefaultQueueWait     = 2 * time.Second
+	// DefaultReadTimeout bounds the read of one webhook's body (DESIGN.md section 15,
+	// "Admission before work"). Allpass sends a few KiB at once; even the 1 MiB limit
+	// arrives in well under a second on any link a webhook sender uses.
+	DefaultReadTimeout = 5 * time.Second
+)
+
+// The minimum rate of a body: after the first minBodyGrace, a body must have arrived at
+// minBodyRate bytes a second or more, counted from the start of its read, or the read is
+// cut (400 body_too_slow). With the read timeout, it bounds what a slow sender costs: its
+// own connection and at most minBodyRate bytes a second of buffer, never an in-flight
+// slot (the body is read before one is taken). A constant, not a setting: no genuine
+// webhook comes near it, and the read timeout is the knob for slow links.
+const (
+	minBodyRate  = 1 << 10 // bytes per second
+	minBodyGrace = time.Second
+	// bodyPrealloc caps what a declared Content-Length makes the read allocate before any
+	// of the body has arrived: a slow sender declaring 1 MiB must not cost 1 MiB at once.
+	bodyPrealloc = 32 << 10
 )
 
 // retryAfter is the Retry-After of every 503, in seconds. Allpass ignores it (its own
@@ -64,10 +84,16 @@ type HandlerConfig struct {
 	Metrics prometheus.Registerer // nil: collectors are not registered
 	// MaxBody bounds a request body (default 1 MiB); larger bodies are answered 413.
 	MaxBody int64
-	// MaxInFlight bounds the requests handled at once (default 256): bodies read, webhooks
-	// opened and appends waiting for the log. It bounds memory and the size of one group
-	// commit. Past it a request waits for a slot, up to QueueWait, without its body read.
+	// MaxInFlight bounds the requests handled at once (default 256): webhooks opened and
+	// appends waiting for the log. It bounds the work in flight and the size of one group
+	// commit. A request takes a slot only once its whole body is read (ReadTimeout), so a
+	// slow sender never holds one; past the limit a request waits for a slot, up to
+	// QueueWait.
 	MaxInFlight int
+	// ReadTimeout bounds the read of a request's body (default 5 s), which must also
+	// arrive at the minimum rate (minBodyRate after minBodyGrace); a body not read in
+	// time is answered 400 body_too_slow. ingest.read_timeout.
+	ReadTimeout time.Duration
 	// QueueWait is how long a request past MaxInFlight waits for a slot before it is
 	// answered 503 with Retry-After (default 2 s; DESIGN.md section 3, "Under load"). A
 	// burst (Allpass retrying everything after an outage) is then absorbed rather than
@@ -103,6 +129,7 @@ type handler struct {
 	log       *zap.Logger
 	m         *metrics
 	maxBody   int64
+	readTime  time.Duration
 	sem       chan struct{}
 	queueWait time.Duration
 	commit    *committer
@@ -146,6 +173,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		events:        cfg.Events,
 		log:           cfg.Logger,
 		maxBody:       cfg.MaxBody,
+		readTime:      cfg.ReadTimeout,
 		appendTimeout: cfg.AppendTimeout,
 		opt:           allpass.Options{KeepRaw: cfg.KeepRaw},
 		now:           cfg.Now,
@@ -158,6 +186,9 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	h.log = h.log.Named("ingest")
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBody
+	}
+	if h.readTime <= 0 {
+		h.readTime = DefaultReadTimeout
 	}
 	inflight := cfg.MaxInFlight
 	if inflight <= 0 {
@@ -192,6 +223,10 @@ type server struct {
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// readTimeout is the handler's body read bound; NewHTTPServer sets the server's own
+// ReadTimeout from it.
+func (s *server) readTimeout() time.Duration { return s.h.readTime }
 
 // stopQueue refuses, at once, every request waiting for an in-flight slot, and every
 // one that arrives later; the requests in flight finish. Safe to call twice.
@@ -234,47 +269,56 @@ func (h *handler) routes() http.Handler {
 type exchange struct {
 	start      time.Time // monotonic, for the duration histogram
 	receivedAt time.Time
-	pathApp    string // the {app} segment; only set once it named a configured app
-	label      string // app label of the metrics and logs: a configured name, "unknown" or "any"
+	pathApp    string         // the {app} segment; only set once it named a configured app
+	label      string         // app label of the metrics and logs: a configured name, "unknown" or "any"
+	apps       []*allpass.App // the apps the request may be for
 	body       []byte
 	keep       bool // kept in rejects if refused
 }
 
-// webhook serves one webhook route ({app} in the path when byPath) within the in-flight
-// limit, waiting up to the queue wait for a slot (acquire). A refusal is answered, counted and kept (refuse) while the request still holds
-// its slot: keeping a reject is part of what a request costs.
+// webhook serves one webhook route ({app} in the path when byPath). Admission comes
+// after the work the sender must do: the whole body is read first (admit), under the
+// read timeout and the minimum rate, and only then does the request wait, up to the
+// queue wait, for an in-flight slot (acquire), in which it is opened and appended. A
+// slow sender costs its own connection, never a slot of a genuine webhook. A refusal is
+// answered, counted and kept (refuse) while the request still holds its slot, if it took
+// one: keeping a reject is part of what a request costs.
 func (h *handler) webhook(byPath bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := &exchange{start: time.Now(), receivedAt: h.now().UTC(), label: appAny}
-		if !h.acquire(r.Context()) {
-			// The body is not read: refusing must cost less than serving.
-			h.refuse(w, r, x, errBusy)
-			return
+		err := h.admit(w, r, x, byPath)
+		if err == nil {
+			if h.acquire(r.Context()) {
+				defer func() { <-h.sem }()
+				h.m.inflight.Inc()
+				defer h.m.inflight.Dec()
+				err = h.serveWebhook(w, r, x)
+			} else {
+				// Refusing must cost less than serving: a busy refusal is not kept.
+				err, x.keep = errBusy, false
+			}
 		}
-		defer func() { <-h.sem }()
-		h.m.inflight.Inc()
-		defer h.m.inflight.Dec()
-		if err := h.serveWebhook(w, r, x, byPath); err != nil {
+		if err != nil {
 			h.refuse(w, r, x, err)
 		}
 	})
 }
 
-// serveWebhook answers 200 once the log has the event, or returns why not; it writes
-// nothing when it returns an error.
-func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchange, byPath bool) error {
-	apps := h.apps.all
+// admit finds the apps the request may be for and reads its body, before the request
+// takes a slot. It writes nothing.
+func (h *handler) admit(w http.ResponseWriter, r *http.Request, x *exchange, byPath bool) error {
+	x.apps = h.apps.all
 	if byPath {
 		pathApp := r.PathValue("app")
-		var ok bool
-		if apps, ok = h.apps.lookup(pathApp); !ok {
+		apps, ok := h.apps.lookup(pathApp)
+		if !ok {
 			x.label = appUnknown
 			return errNoApp
 		}
-		x.pathApp = pathApp
+		x.apps, x.pathApp = apps, pathApp
 	}
-	if len(apps) == 1 {
-		x.label = apps[0].Name
+	if len(x.apps) == 1 {
+		x.label = x.apps[0].Name
 	}
 
 	body, err := h.readBody(w, r)
@@ -284,11 +328,14 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 	// opened but whose stored event is over the log's message limit is kept: it is
 	// authentic, and a raised limit can recover it.
 	x.body, x.keep = body, domain.KindOf(err) != domain.KindTooLarge
-	if err != nil {
-		return err
-	}
+	return err
+}
 
-	app, ev, msgID, err := openAny(apps, body, r.Header.Get(allpass.SignatureHeader), x.receivedAt, h.opt)
+// serveWebhook opens the webhook read by admit and answers 200 once the log has the
+// event, or returns why not; it writes nothing when it returns an error. The request
+// holds an in-flight slot.
+func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchange) error {
+	app, ev, msgID, err := openAny(x.apps, x.body, r.Header.Get(allpass.SignatureHeader), x.receivedAt, h.opt)
 	if err != nil {
 		return err
 	}
@@ -395,24 +442,83 @@ type appendResult struct {
 }
 
 // readBody reads the whole body, at most maxBody bytes, before anything acts on it: the
-// MAC covers all of it, and a half-read request must not reach the log.
+// MAC covers all of it, and a half-read request must not reach the log. The read is
+// bounded by the read timeout and the minimum rate (bodyClock), through the
+// connection's read deadline; once the body is in, the deadline is lifted, so that the
+// server's watch for a client hanging up does not take a webhook waiting for the log
+// for one. A body not read whole closes the connection after the answer. Memory: what
+// has arrived, at most maxBody, per connection.
 func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > h.maxBody {
 		return nil, errTooLarge(h.maxBody)
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(min(r.ContentLength, bodyPrealloc)))
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody))
+	rc := http.NewResponseController(w)
+	clock := bodyClock{start: time.Now(), timeout: h.readTime}
+	// A writer that cannot set deadlines (a test's recorder) reads unbounded, as before.
+	bounded := rc.SetReadDeadline(clock.deadline(0)) == nil
+	body := io.Reader(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if bounded {
+		body = &deadlineReader{r: body, rc: rc, clock: clock}
+	}
+	_, err := buf.ReadFrom(body)
+	if err != nil {
+		// The rest of the body is not wanted: closing after the answer keeps net/http
+		// from draining it (a slow sender would hold the connection on).
+		w.Header().Set("Connection", "close")
+	} else if bounded {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
 		return nil, errTooLarge(h.maxBody)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return buf.Bytes(), errTooSlow
 	case err != nil:
 		return buf.Bytes(), errReadBody
 	}
 	return buf.Bytes(), nil
+}
+
+// bodyClock is the schedule a body must keep: all of it within timeout of start, and
+// after minBodyGrace at least minBodyRate bytes a second since start.
+type bodyClock struct {
+	start   time.Time
+	timeout time.Duration
+}
+
+// deadline is when the read fails if no byte past the first n arrives: the rate is
+// broken once minBodyRate x (t - start - minBodyGrace) exceeds n.
+func (c bodyClock) deadline(n int64) time.Time {
+	d := c.start.Add(c.timeout)
+	if rate := c.start.Add(minBodyGrace + time.Duration(n)*time.Second/minBodyRate); rate.Before(d) {
+		d = rate
+	}
+	return d
+}
+
+// deadlineReader moves the connection's read deadline along the body clock as the
+// body arrives.
+type deadlineReader struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	clock bodyClock
+	n     int64
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if n > 0 {
+		d.n += int64(n)
+		if derr := d.rc.SetReadDeadline(d.clock.deadline(d.n)); derr != nil && err == nil {
+			err = derr
+		}
+	}
+	return n, err
 }
 
 // refuse answers err, counts and logs the refusal, and keeps the request in the rejects

@@ -111,6 +111,13 @@ func newEnvAt(tb testing.TB, dir string, opts ...envOption) *env {
 // newEnvServer is newEnvAt with the JetStream server's options.
 func newEnvServer(tb testing.TB, dir string, js []jstest.Option, opts ...envOption) *env {
 	tb.Helper()
+	return buildEnv(tb, dir, js, nil, opts...)
+}
+
+// buildEnv is newEnvServer with, when lc is set, the HTTP server's listener wrapped in
+// Listener(lc) as serve wraps it.
+func buildEnv(tb testing.TB, dir string, js []jstest.Option, lc *ListenerConfig, opts ...envOption) *env {
+	tb.Helper()
 	e := &env{dir: dir, reg: prometheus.NewRegistry()}
 	e.conn, e.events = mustLog(tb, dir, js...)
 	e.cbc, e.gcm = mustApps(tb, mustVectors(tb))
@@ -132,6 +139,12 @@ func newEnvServer(tb testing.TB, dir string, js []jstest.Option, opts ...envOpti
 	}
 	e.srv = httptest.NewUnstartedServer(h)
 	e.srv.Config = NewHTTPServer("", h)
+	if lc != nil {
+		lc.Metrics = e.reg
+		if e.srv.Listener, err = Listener(e.srv.Listener, *lc); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	e.srv.Start()
 	tb.Cleanup(e.srv.Close)
 	e.client = e.srv.Client()
