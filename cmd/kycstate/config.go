@@ -105,6 +105,12 @@ type IngestConfig struct {
 	// QueueWait is how long a request past max_in_flight waits for a slot before 503.
 	QueueWait     Duration `yaml:"queue_wait"`
 	AppendTimeout Duration `yaml:"append_timeout"`
+	// ReadTimeout bounds the read of a webhook's body, which is read before the request
+	// takes an in-flight slot (DESIGN.md section 15), at a minimum rate of 1 KiB/s.
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// MaxConnsPerSource caps the connections one source address holds open at once; 0
+	// switches the cap off (behind a proxy every connection has the proxy's address).
+	MaxConnsPerSource int `yaml:"max_conns_per_source"`
 	// KeepRaw keeps the original body and signature in each stored event so auditors can
 	// re-verify authenticity offline. Default true.
 	KeepRaw *bool `yaml:"keep_raw"`
@@ -196,7 +202,8 @@ func defaultConfig() Config {
 			DuplicateWindow: Duration(eventlog.DefaultDuplicateWindow), RejectsMaxBytes: eventlog.DefaultRejectsMaxBytes,
 			RejectsMaxAge: Duration(eventlog.DefaultRejectsMaxAge)},
 		Ingest: IngestConfig{Listen: ":8080", MaxBody: ingest.DefaultMaxBody, MaxInFlight: ingest.DefaultMaxInFlight,
-			QueueWait: Duration(ingest.DefaultQueueWait), AppendTimeout: Duration(ingest.DefaultAppendTimeout)},
+			QueueWait: Duration(ingest.DefaultQueueWait), AppendTimeout: Duration(ingest.DefaultAppendTimeout),
+			ReadTimeout: Duration(ingest.DefaultReadTimeout), MaxConnsPerSource: ingest.DefaultMaxConnsPerSource},
 		API: APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(api.DefaultMaxWait), ReadyLag: 1000},
 		Projector: ProjectorConfig{Batch: projector.DefaultMaxBatch,
 			BatchWait: Duration(projector.DefaultMaxWait)},

@@ -18,6 +18,8 @@ func TestConfigContractKeysYAMLAndEnv(t *testing.T) {
 		{"ingest.listen", "ingest: {listen: ':1'}", "KYCSTATE_INGEST_LISTEN", ":1"},
 		{"ingest.queue_wait", "ingest: {queue_wait: 3s}", "KYCSTATE_INGEST_QUEUE_WAIT", "3s"},
 		{"ingest.max_in_flight", "ingest: {max_in_flight: 7}", "KYCSTATE_INGEST_MAX_IN_FLIGHT", "7"},
+		{"ingest.read_timeout", "ingest: {read_timeout: 3s}", "KYCSTATE_INGEST_READ_TIMEOUT", "3s"},
+		{"ingest.max_conns_per_source", "ingest: {max_conns_per_source: 9}", "KYCSTATE_INGEST_MAX_CONNS_PER_SOURCE", "9"},
 		{"api.listen", "api: {listen: ':2'}", "KYCSTATE_API_LISTEN", ":2"},
 		{"api.tokens[].name", "api: {tokens: [{name: n}]}", "KYCSTATE_API_TOKENS_0_NAME", "n"},
 		{"api.tokens[].role", "api: {tokens: [{role: auditor}]}", "KYCSTATE_API_TOKENS_0_ROLE", "auditor"},

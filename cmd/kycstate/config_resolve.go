@@ -93,6 +93,12 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	if at := time.Duration(cfg.Ingest.AppendTimeout); at <= 0 || at+time.Duration(cfg.Ingest.QueueWait) > ingest.MaxHold {
 		return nil, cfgErr("ingest.append_timeout", "must be positive, and with ingest.queue_wait at most %s, so a held webhook is answered before the connection's write timeout", ingest.MaxHold)
 	}
+	if rt := time.Duration(cfg.Ingest.ReadTimeout); rt <= 0 || rt > ingest.MaxReadTimeout {
+		return nil, cfgErr("ingest.read_timeout", "must be positive and at most %s, so a webhook read, queued and appended is answered before the connection's write timeout", ingest.MaxReadTimeout)
+	}
+	if cfg.Ingest.MaxConnsPerSource < 0 {
+		return nil, cfgErr("ingest.max_conns_per_source", "must be 0 (no cap) or positive")
+	}
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

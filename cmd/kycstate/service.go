@@ -177,9 +177,10 @@ type namedLoop struct {
 }
 
 type namedServer struct {
-	name string
-	srv  *http.Server
-	ln   net.Listener
+	name  string
+	srv   *http.Server
+	ln    net.Listener
+	limit func(net.Listener) (net.Listener, error) // nil: the listener as it is
 }
 
 // start runs the start steps. Each step that opens something appends its closer to undo.
@@ -343,6 +344,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 			h, err = ingest.NewHandler(ingest.HandlerConfig{
 				Apps: r.Apps, Events: events, Logger: log, Metrics: reg,
 				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight, QueueWait: time.Duration(r.Ingest.QueueWait),
+				ReadTimeout:   time.Duration(r.Ingest.ReadTimeout),
 				AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
 				Ready: func(ctx context.Context) error { _, err := events.LastSeq(ctx); return err },
 			})
@@ -356,8 +358,12 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		if !m.mode.Query {
 			srv.Handler = withMetrics(h, reg)
 		}
+		// Connections per source are capped at the listener, before net/http reads a byte.
+		limit := func(ln net.Listener) (net.Listener, error) {
+			return ingest.Listener(ln, ingest.ListenerConfig{MaxConnsPerSource: r.Ingest.MaxConnsPerSource, Logger: log, Metrics: reg})
+		}
 		// First in the list: the webhook endpoint is the first to stop.
-		c.servers = append([]namedServer{{name: stepListenHooks, srv: srv}}, c.servers...)
+		c.servers = append([]namedServer{{name: stepListenHooks, srv: srv, limit: limit}}, c.servers...)
 	}
 
 	c.background = append(c.background, m.extraLoops...)
@@ -373,6 +379,11 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 			}
 			// Serve closes the listener too; a second Close is harmless.
 			*undo = append(*undo, func() error { ln.Close(); return nil })
+			if s.limit != nil {
+				if ln, err = s.limit(ln); err != nil {
+					return err
+				}
+			}
 			s.ln = ln
 			m.addrs[s.name] = ln.Addr()
 			return nil
