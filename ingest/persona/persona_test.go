@@ -1,0 +1,381 @@
+package persona
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kycstate/kycstate/domain"
+)
+
+// vectorFile is testdata/vectors.json, written by testdata/gen from Persona's documented
+// algorithm without this package.
+type vectorFile struct {
+	App struct {
+		Name    string   `json:"name"`
+		Secrets []string `json:"secrets"`
+	} `json:"app"`
+	ReceivedAt string       `json:"received_at"`
+	Cases      []vectorCase `json:"cases"`
+}
+
+type vectorCase struct {
+	Name    string            `json:"name"`
+	Headers map[string]string `json:"headers"`
+	Body    string            `json:"body"`
+	Expect  struct {
+		OK             bool   `json:"ok"`
+		Kind           string `json:"kind"`
+		Code           string `json:"code"`
+		ApplicantID    string `json:"applicantId"`
+		ExternalUserID string `json:"externalUserId"`
+		Type           string `json:"type"`
+		ProviderStatus string `json:"providerStatus"`
+		EventAt        string `json:"eventAt"`
+		EventAtSource  string `json:"eventAtSource"`
+		ContentID      string `json:"contentId"`
+	} `json:"expect"`
+}
+
+func loadVectors(tb testing.TB) vectorFile {
+	tb.Helper()
+	b, err := os.ReadFile("testdata/vectors.json")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var vf vectorFile
+	if err := json.Unmarshal(b, &vf); err != nil {
+		tb.Fatalf("testdata/vectors.json: %v", err)
+	}
+	if len(vf.Cases) == 0 {
+		tb.Fatal("testdata/vectors.json holds no cases")
+	}
+	return vf
+}
+
+func (vf vectorFile) app() *App {
+	a := &App{Name: vf.App.Name}
+	for _, s := range vf.App.Secrets {
+		a.Secrets = append(a.Secrets, []byte(s))
+	}
+	return a
+}
+
+func (vf vectorFile) receivedAt(tb testing.TB) time.Time {
+	tb.Helper()
+	return mustTime(tb, vf.ReceivedAt)
+}
+
+func (vf vectorFile) named(tb testing.TB, name string) vectorCase {
+	tb.Helper()
+	for _, c := range vf.Cases {
+		if c.Name == name {
+			return c
+		}
+	}
+	tb.Fatalf("no vector %q", name)
+	return vectorCase{}
+}
+
+func header(m map[string]string) http.Header {
+	h := http.Header{}
+	for k, v := range m {
+		h.Set(k, v)
+	}
+	return h
+}
+
+func mustTime(tb testing.TB, s string) time.Time {
+	tb.Helper()
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
+// checkRefusal asserts err's kind and code, and that its message gives nothing away.
+func checkRefusal(tb testing.TB, err error, kind domain.ErrorKind, code string, secrets []string, body string) {
+	tb.Helper()
+	if err == nil {
+		tb.Fatalf("accepted, want a refusal of kind %v code %s", kind, code)
+	}
+	if got := domain.KindOf(err); got != kind {
+		tb.Fatalf("kind %v, want %v (%v)", got, kind, err)
+	}
+	if got := domain.CodeOf(err); got != code {
+		tb.Fatalf("code %q, want %q (%v)", got, code, err)
+	}
+	msg := err.Error()
+	for _, s := range secrets {
+		if strings.Contains(msg, s) {
+			tb.Fatalf("refusal %q holds a secret", msg)
+		}
+	}
+	if len(msg) > 200 || (len(body) > 16 && strings.Contains(msg, body[:16])) {
+		tb.Fatalf("refusal %q may echo the body", msg)
+	}
+}
+
+func kindOf(tb testing.TB, name string) domain.ErrorKind {
+	tb.Helper()
+	for _, k := range []domain.ErrorKind{domain.KindUnauthorized, domain.KindInvalid, domain.KindUnprocessable} {
+		if k.String() == name {
+			return k
+		}
+	}
+	tb.Fatalf("vector kind %q", name)
+	return 0
+}
+
+func TestVectors(t *testing.T) {
+	vf := loadVectors(t)
+	app, at := vf.app(), vf.receivedAt(t)
+	for _, c := range vf.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			ev, id, err := app.Open([]byte(c.Body), header(c.Headers), at, Options{})
+			if !c.Expect.OK {
+				checkRefusal(t, err, kindOf(t, c.Expect.Kind), c.Expect.Code, vf.App.Secrets, c.Body)
+				if id != "" || ev.Type != "" {
+					t.Fatalf("a refusal returned event %+v and id %q", ev, id)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			want := domain.Event{
+				V: domain.StoredVersion, Provider: "persona", Origin: domain.OriginWebhook, AppKey: "pa",
+				ApplicantID: domain.ApplicantID(c.Expect.ApplicantID), ExternalUserID: domain.ExternalUserID(c.Expect.ExternalUserID),
+				Type: domain.EventType(c.Expect.Type), ProviderStatus: c.Expect.ProviderStatus,
+				EventAt: mustTime(t, c.Expect.EventAt), EventAtSource: c.Expect.EventAtSource, ReceivedAt: at,
+				Payload: json.RawMessage(c.Body),
+			}
+			if !equalEvents(ev, want) {
+				t.Fatalf("event\n%+v\nwant\n%+v", ev, want)
+			}
+			if id != c.Expect.ContentID {
+				t.Fatalf("content id %s, want %s", id, c.Expect.ContentID)
+			}
+			if ev.Raw != nil {
+				t.Fatal("Raw kept without KeepRaw")
+			}
+		})
+	}
+}
+
+func equalEvents(a, b domain.Event) bool {
+	ab, bb := a.Payload, b.Payload
+	a.Payload, b.Payload = nil, nil
+	ea, eb := a.EventAt, b.EventAt
+	a.EventAt, b.EventAt = time.Time{}, time.Time{}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return bytes.Equal(ja, jb) && bytes.Equal(ab, bb) && ea.Equal(eb) && ea.Location() == time.UTC
+}
+
+// TestSignMatchesVectors holds Sign to the independently made vectors, and Open to
+// Sign's output.
+func TestSignMatchesVectors(t *testing.T) {
+	vf := loadVectors(t)
+	c := vf.named(t, "approved_kebab")
+	got := Sign([]byte(vf.App.Secrets[0]), []byte(c.Body), time.Unix(1772359200, 0))
+	if got[SignatureHeader] != c.Headers["Persona-Signature"] {
+		t.Fatalf("Sign = %v, the vector says %v", got, c.Headers)
+	}
+	if _, _, err := vf.app().Open([]byte(c.Body), header(got), vf.receivedAt(t), Options{}); err != nil {
+		t.Fatalf("Open of Sign's output: %v", err)
+	}
+}
+
+// TestSignatureBeforeParse: every body the vectors refuse as malformed or invalid is
+// refused as unauthorized once its signature is wrong, whatever is wrong with the body.
+func TestSignatureBeforeParse(t *testing.T) {
+	vf := loadVectors(t)
+	app, at := vf.app(), vf.receivedAt(t)
+	n := 0
+	for _, c := range vf.Cases {
+		if c.Expect.OK || c.Expect.Code == CodeBadSignature {
+			continue
+		}
+		n++
+		for _, h := range []map[string]string{
+			{},
+			{SignatureHeader: "t=1772359200,v1=" + strings.Repeat("ab", 32)},
+			Sign([]byte("not-this-apps-secret"), []byte(c.Body), time.Unix(1772359200, 0)),
+		} {
+			_, _, err := app.Open([]byte(c.Body), header(h), at, Options{})
+			checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, vf.App.Secrets, c.Body)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d malformed or invalid vectors", n)
+	}
+}
+
+func TestKeepRaw(t *testing.T) {
+	vf := loadVectors(t)
+	c := vf.named(t, "rotation_retired_then_current")
+	ev, _, err := vf.app().Open([]byte(c.Body), header(c.Headers), vf.receivedAt(t), Options{KeepRaw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Raw == nil || ev.Raw.Body != c.Body || ev.Raw.Signature != c.Headers["Persona-Signature"] {
+		t.Fatalf("Raw = %+v, want the body and the header as received", ev.Raw)
+	}
+}
+
+// TestReplay: a resend of one event (another t, another signature, even other bytes)
+// gets the same content id; another event gets another.
+func TestReplay(t *testing.T) {
+	app := &App{Name: "pa", Secrets: [][]byte{[]byte("k")}}
+	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	open := func(body string, sent int64) string {
+		t.Helper()
+		_, id, err := app.Open([]byte(body), header(Sign([]byte("k"), []byte(body), time.Unix(sent, 0))), at, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	first := `{"data":{"type":"event","id":"evt_1","attributes":{"name":"inquiry.started","payload":{"data":{"type":"inquiry","id":"inq_1"}}}}}`
+	again := `{"data":{"id":"evt_1","type":"event","attributes":{"payload":{"data":{"id":"inq_1","type":"inquiry"}},"name":"inquiry.started"}}}`
+	other := strings.Replace(first, "evt_1", "evt_2", 1)
+	noID := `{"data":{"attributes":{"name":"inquiry.started","payload":{"data":{"type":"inquiry","id":"inq_1"}}}}}`
+	if open(first, 100) != open(first, 160) || open(first, 100) != open(again, 400) {
+		t.Fatal("one event, two content ids")
+	}
+	if open(first, 100) == open(other, 100) {
+		t.Fatal("two events, one content id")
+	}
+	if open(noID, 1) != open(noID, 2) || open(noID, 1) == open(noID+"\n", 1) {
+		t.Fatal("without data.id the content id must follow the exact bytes")
+	}
+}
+
+func TestContentIDIsLengthPrefixed(t *testing.T) {
+	if ContentID("ab", "c", nil) == ContentID("a", "bc", nil) {
+		t.Fatal("fields run into each other")
+	}
+	h := sha256.New()
+	for _, f := range []string{"persona", "app", "evt_1"} {
+		h.Write([]byte{0, 0, 0, 0, 0, 0, 0, byte(len(f))})
+		h.Write([]byte(f))
+	}
+	if got, want := ContentID("app", "evt_1", []byte("ignored")), hex.EncodeToString(h.Sum(nil)); got != want {
+		t.Fatalf("ContentID = %s, want %s", got, want)
+	}
+}
+
+// TestLargeBody: a body at the handler's 1 MiB limit verifies and is stored whole.
+func TestLargeBody(t *testing.T) {
+	app := &App{Name: "pa", Secrets: [][]byte{[]byte("k")}}
+	head := `{"data":{"id":"evt_big","attributes":{"name":"inquiry.completed","payload":{"data":{"type":"inquiry","id":"inq_big","attributes":{"status":"completed"}},"included":[{"type":"document","attributes":{"blob":"`
+	tail := `"}}]}}}}`
+	body := head + strings.Repeat("x", 1<<20-len(head)-len(tail)) + tail
+	if len(body) != 1<<20 {
+		t.Fatalf("body of %d bytes", len(body))
+	}
+	ev, _, err := app.Open([]byte(body), header(Sign([]byte("k"), []byte(body), time.Now())), time.Now(), Options{KeepRaw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(ev.Payload) != body || ev.Raw.Body != body || ev.ProviderStatus != "completed" {
+		t.Fatal("the payload is not the body")
+	}
+}
+
+// TestRotation: a header with two sets verifies when either matches a secret of the
+// app, and each of the app's secrets verifies alone.
+func TestRotation(t *testing.T) {
+	body := []byte(`{"data":{"id":"evt_r","attributes":{"name":"inquiry.approved","payload":{"data":{"type":"inquiry","id":"inq_r"}}}}}`)
+	app := &App{Name: "pa", Secrets: [][]byte{[]byte("new"), []byte("old")}}
+	sig := func(secret string, ts int64) string {
+		return Sign([]byte(secret), body, time.Unix(ts, 0))[SignatureHeader]
+	}
+	for _, h := range []string{
+		sig("new", 10), sig("old", 10),
+		sig("new", 10) + " " + sig("gone", 10),
+		sig("gone", 10) + " " + sig("old", 11),
+		sig("old", 10) + "  " + sig("new", 10),
+	} {
+		if _, _, err := app.Open(body, header(map[string]string{SignatureHeader: h}), time.Now(), Options{}); err != nil {
+			t.Fatalf("%q: %v", h, err)
+		}
+	}
+	for _, h := range []string{
+		sig("gone", 10), sig("gone", 10) + " " + sig("older", 10),
+		strings.Replace(sig("new", 10), "t=10", "t=11", 1),
+		"t=10", "v1=" + strings.Repeat("0", 64), "", " ", ",,,", "t=,v1=",
+	} {
+		_, _, err := app.Open(body, header(map[string]string{SignatureHeader: h}), time.Now(), Options{})
+		checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, []string{"new", "old"}, string(body))
+	}
+}
+
+func TestValidate(t *testing.T) {
+	body := []byte(`{"data":{"attributes":{"name":"inquiry.created","payload":{"data":{"type":"inquiry","id":"inq_1"}}}}}`)
+	for _, a := range []*App{
+		{Name: "", Secrets: [][]byte{[]byte("k")}},
+		{Name: "p a", Secrets: [][]byte{[]byte("k")}},
+		{Name: "pa"},
+		{Name: "pa", Secrets: [][]byte{[]byte("k"), {}}},
+	} {
+		err := a.Validate()
+		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig {
+			t.Errorf("Validate(%q, %d secrets) = %v", a.Name, len(a.Secrets), err)
+		}
+		if _, _, err := a.Open(body, header(Sign([]byte("k"), body, time.Now())), time.Now(), Options{}); domain.KindOf(err) != domain.KindInternal {
+			t.Errorf("Open on an invalid app: %v, want KindInternal", err)
+		}
+	}
+}
+
+// TestStatusesReachTheTable: the event each inquiry status comes with, as Open stores
+// it, reads the common status of section 13 (and inquiry.failed, REJECTED).
+func TestStatusesReachTheTable(t *testing.T) {
+	app := &App{Name: "pa", Secrets: [][]byte{[]byte("k")}}
+	for name, want := range map[string]domain.Status{
+		"inquiry.created": "INIT", "inquiry.started": "INCOMPLETE", "inquiry.expired": "INCOMPLETE",
+		"inquiry.completed": "COMPLETED", "inquiry.failed": "REJECTED", "inquiry.marked-for-review": "IN_REVIEW",
+		"inquiry.approved": "APPROVED", "inquiry.declined": "REJECTED",
+		"inquiry.transitioned": "", "inquiry.some-future-event": "",
+	} {
+		body := []byte(`{"data":{"id":"evt_s","attributes":{"name":"` + name + `","payload":{"data":{"type":"inquiry","id":"inq_s"}}}}}`)
+		ev, _, err := app.Open(body, header(Sign([]byte("k"), body, time.Now())), time.Now(), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, got := domain.ProviderPersona.Classify(ev.Type, ev.ProviderStatus); got != want {
+			t.Errorf("%s reads %q, want %q", name, got, want)
+		}
+	}
+}
+
+// TestSignatureIsOverTheRawBody: the body Persona signed, with its white space, is what
+// verifies; the same JSON re-encoded does not.
+func TestSignatureIsOverTheRawBody(t *testing.T) {
+	app := &App{Name: "pa", Secrets: [][]byte{[]byte("k")}}
+	body := "{ \"data\" : {\"attributes\":{\"name\":\"inquiry.created\",\"payload\":{\"data\":{\"type\":\"inquiry\",\"id\":\"inq_1\"}}}} }\n"
+	ts := "1772359200"
+	m := hmac.New(sha256.New, []byte("k"))
+	m.Write([]byte(ts + "." + body))
+	h := header(map[string]string{SignatureHeader: "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))})
+	if _, _, err := app.Open([]byte(body), h, time.Now(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatal(err)
+	}
+	compact, _ := json.Marshal(v)
+	_, _, err := app.Open(compact, h, time.Now(), Options{})
+	checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, nil, string(compact))
+}
