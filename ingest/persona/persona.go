@@ -52,7 +52,6 @@ package persona
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -134,27 +133,20 @@ func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (do
 	if opt.KeepRaw {
 		ev.Raw = &domain.Raw{Body: string(body), Signature: sig}
 	}
-	return ev, ContentID(a.Name, eventID, body), nil
+	ev.ContentID = ContentID(a.Name, eventID, body)
+	return ev, string(ev.ContentID), nil
 }
 
-// ContentID is the content id of a delivery (its Nats-Msg-Id): hex SHA-256 over the
-// provider name, the app's name and Persona's event id (data.id, evt_...), each as an
-// 8-byte big-endian length and then its bytes. Without an event id ("") the whole raw
-// body stands in for it, so a resend of the same bytes still collapses. Persona signs
-// each attempt with its own t, so the body, not the header, is what a resend repeats.
-func ContentID(app, eventID string, body []byte) string {
-	h := sha256.New()
-	var n [8]byte
-	last := []byte(eventID)
+// ContentID is a delivery's content id (DESIGN.md section 15) and Nats-Msg-Id:
+// domain.NewContentID over "persona", the app's name and Persona's event id (data.id,
+// evt_...), which the signature covers. Without an event id ("") the whole raw body
+// stands in for it, so a resend of the same bytes still collapses. Persona signs each
+// attempt with its own t, so the body, not the header, is what a resend repeats.
+func ContentID(app, eventID string, body []byte) domain.ContentID {
 	if eventID == "" {
-		last = body
+		return domain.NewContentID(Provider, app, body)
 	}
-	for _, f := range [][]byte{[]byte(Provider), []byte(app), last} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write(f)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return domain.NewContentID(Provider, app, []byte(eventID))
 }
 
 // Sign signs body as Persona does at time t: the header a webhook carries. It is for the

@@ -156,7 +156,7 @@ func TestVectors(t *testing.T) {
 				ApplicantID: domain.ApplicantID(c.Expect.ApplicantID), ExternalUserID: domain.ExternalUserID(c.Expect.ExternalUserID),
 				Type: domain.EventType(c.Expect.Type), ProviderStatus: c.Expect.ProviderStatus,
 				EventAt: mustTime(t, c.Expect.EventAt), EventAtSource: c.Expect.EventAtSource, ReceivedAt: at,
-				Payload: json.RawMessage(c.Body),
+				Payload: json.RawMessage(c.Body), ContentID: domain.ContentID(c.Expect.ContentID),
 			}
 			if !equalEvents(ev, want) {
 				t.Fatalf("event\n%+v\nwant\n%+v", ev, want)
@@ -269,7 +269,7 @@ func TestContentIDIsLengthPrefixed(t *testing.T) {
 		h.Write([]byte{0, 0, 0, 0, 0, 0, 0, byte(len(f))})
 		h.Write([]byte(f))
 	}
-	if got, want := ContentID("app", "evt_1", []byte("ignored")), hex.EncodeToString(h.Sum(nil)); got != want {
+	if got, want := ContentID("app", "evt_1", []byte("ignored")), domain.ContentID(hex.EncodeToString(h.Sum(nil))); got != want {
 		t.Fatalf("ContentID = %s, want %s", got, want)
 	}
 }

@@ -72,7 +72,7 @@ func FuzzOpen(f *testing.F) {
 		if ev.EventAt.IsZero() || ev.EventAt.Location() != time.UTC {
 			t.Fatalf("event time %v", ev.EventAt)
 		}
-		if b, err := hex.DecodeString(id); err != nil || len(b) != 32 {
+		if b, err := hex.DecodeString(id); err != nil || len(b) != 32 || string(ev.ContentID) != id {
 			t.Fatalf("content id %q", id)
 		}
 		if _, err := json.Marshal(ev); err != nil {

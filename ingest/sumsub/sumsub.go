@@ -50,7 +50,6 @@ package sumsub
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"time"
@@ -144,7 +143,8 @@ func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (do
 	if opt.KeepRaw {
 		ev.Raw = &domain.Raw{Body: string(body), Signature: rawSignature(digest, alg)}
 	}
-	return ev, ContentID(a.Name, eventID, body), nil
+	ev.ContentID = ContentID(a.Name, eventID, body)
+	return ev, string(ev.ContentID), nil
 }
 
 // rawSignature is how the digest headers are kept with a stored event: the algorithm as
@@ -156,23 +156,15 @@ func rawSignature(digest, alg string) string {
 	return alg + " " + digest
 }
 
-// ContentID is the content id of a delivery (its Nats-Msg-Id): hex SHA-256 over the
-// provider name, the app's name and Sumsub's event id (correlationId), each as an 8-byte
-// big-endian length and then its bytes. Without an event id ("") the whole raw body
+// ContentID is a delivery's content id (DESIGN.md section 15) and Nats-Msg-Id:
+// domain.NewContentID over "sumsub", the app's name and Sumsub's event id
+// (correlationId), which the digest covers. Without an event id ("") the whole raw body
 // stands in for it, so a resend of the same bytes still collapses.
-func ContentID(app, eventID string, body []byte) string {
-	h := sha256.New()
-	var n [8]byte
-	last := []byte(eventID)
+func ContentID(app, eventID string, body []byte) domain.ContentID {
 	if eventID == "" {
-		last = body
+		return domain.NewContentID(Provider, app, body)
 	}
-	for _, f := range [][]byte{[]byte(Provider), []byte(app), last} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write(f)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return domain.NewContentID(Provider, app, []byte(eventID))
 }
 
 // Sign signs body as Sumsub does with its default algorithm: the headers a webhook
