@@ -18,7 +18,7 @@ type Outcome string
 
 // The outcomes, in the order the fold checks them (DESIGN.md section 5).
 const (
-	OutcomeDuplicate Outcome = "duplicate" // same type, stepName and eventAt as an event already applied
+	OutcomeDuplicate Outcome = "duplicate" // same type, stepName and eventAt as an event already applied, or a content id already seen
 	OutcomeStale     Outcome = "stale"     // a status event older than the latest applied status event
 	OutcomeApplied   Outcome = "applied"   // a regular transition, or to the status it already has
 	OutcomeIrregular Outcome = "irregular" // a transition the table does not list: applied and flagged
@@ -118,6 +118,15 @@ type State struct {
 	// sorted, for the duplicate rule. Eight bytes each: a false duplicate needs a 64-bit
 	// collision within one applicant's few dozen events.
 	Seen []uint64 `json:"seen,omitempty"`
+	// SeenContent holds the fingerprints of the content ids (DESIGN.md section 15) of every
+	// event folded so far but the unauthenticated, sorted: eight bytes of the id each, as
+	// Seen. A set of its own rather than a second hash domain in Seen, because the two
+	// are kept by different rules: Seen marks only the events that took effect, so that a
+	// stale event does not shadow a later one with its type and time, while a content id
+	// is marked by every event that carries one, stale and duplicate too, since the same
+	// authenticated bytes are the same event whatever the fold made of them the first
+	// time. Events stored before content ids add nothing.
+	SeenContent []uint64 `json:"seenContent,omitempty"`
 }
 
 // Record is one event's line in an applicant's history: what arrived and what the fold
@@ -142,6 +151,11 @@ type Record struct {
 	StepName             string               `json:"stepName,omitempty"`
 	Warnings             []string             `json:"warnings"`
 	Digest               Digest               `json:"digest"`
+
+	// ContentID and TimeFlag are the event's, as in Event: Refold needs the content id
+	// for the duplicate rule, and history shows the flag beside the time it explains.
+	ContentID ContentID `json:"cid,omitempty"`
+	TimeFlag  TimeFlag  `json:"timeFlag,omitempty"`
 }
 
 // StatusChanged reports whether the record moved the applicant to a different status.
@@ -259,7 +273,7 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 		SealedExternalUserID: e.SealedExternalUserID, ExternalUserIndex: e.ExternalUserIndex,
 		Type: e.Type, Origin: e.Origin.OrDefault(), EventAt: e.EventAt, EventAtSource: e.EventAtSource, ReceivedAt: e.ReceivedAt,
 		From: prev, To: prev, StepName: e.StepName, Warnings: nonNil(e.Warnings),
-		Digest: s.Digest,
+		Digest: s.Digest, ContentID: e.ContentID, TimeFlag: e.TimeFlag,
 	}
 
 	if e.Auth == AuthFailed {
@@ -280,8 +294,14 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 	if class == ClassErasure && rec.Origin != OriginOperator {
 		class = ClassUnknown // only an operator erases; a webhook of that name is unknown
 	}
+	// Rule 1 also holds for the authenticated bytes: a webhook replayed with another
+	// envelope time, an hour or a year later, is the event it copies (DESIGN.md section 15).
+	repeated := false
+	if e.ContentID != "" {
+		repeated = !s.markContent(contentFingerprint(e.ContentID))
+	}
 	switch {
-	case s.seen(fp):
+	case repeated || s.seen(fp):
 		rec.Outcome = OutcomeDuplicate
 		return rec
 	case class == ClassStatus && prev != StatusNone && e.EventAt.Before(prevAt):
@@ -362,6 +382,7 @@ func (r Record) Event() Event {
 		SealedExternalUserID: r.SealedExternalUserID, ExternalUserIndex: r.ExternalUserIndex,
 		Type: r.Type, Origin: r.Origin, StepName: r.StepName, Warnings: r.Warnings, EventAt: r.EventAt,
 		EventAtSource: r.EventAtSource, ReceivedAt: r.ReceivedAt, Auth: r.auth(),
+		ContentID: r.ContentID, TimeFlag: r.TimeFlag,
 	}
 }
 
@@ -381,6 +402,7 @@ func (s State) Clone() State {
 	s.Flags = slices.Clone(nonNil(s.Flags))
 	s.Warnings = slices.Clone(nonNil(s.Warnings))
 	s.Seen = slices.Clone(s.Seen)
+	s.SeenContent = slices.Clone(s.SeenContent)
 	return s
 }
 
@@ -394,6 +416,29 @@ func (s *State) markSeen(fp uint64) {
 	if !found {
 		s.Seen = slices.Insert(s.Seen, i, fp)
 	}
+}
+
+// markContent adds a content id's fingerprint to the set and reports whether it is new.
+func (s *State) markContent(fp uint64) bool {
+	i, found := slices.BinarySearch(s.SeenContent, fp)
+	if !found {
+		s.SeenContent = slices.Insert(s.SeenContent, i, fp)
+	}
+	return !found
+}
+
+// contentFingerprint is the eight bytes of a content id the fold keeps. A content id is
+// already a SHA-256 in hex, so its first sixteen digits serve as they are; anything else
+// in the field (not written by this build) is hashed.
+func contentFingerprint(c ContentID) uint64 {
+	if len(c) == 2*sha256.Size {
+		var b [8]byte
+		if _, err := hex.Decode(b[:], []byte(c[:16])); err == nil {
+			return binary.BigEndian.Uint64(b[:])
+		}
+	}
+	sum := sha256.Sum256([]byte("content id\x00" + string(c)))
+	return binary.BigEndian.Uint64(sum[:8])
 }
 
 // fingerprint identifies an event for the duplicate rule: type, stepName and eventAt.

@@ -180,8 +180,10 @@ func renumber(events []domain.Event) {
 }
 
 // randomLog generates one applicant's log: mostly forward-moving status events, with
-// out-of-order and equal timestamps, exact re-deliveries, annotations with repeated steps
-// and warnings, unknown names and a changing externalUserId, so that every outcome occurs.
+// out-of-order and equal timestamps, exact re-deliveries, replays (an earlier event's
+// content id under a new time), annotations with repeated steps and warnings, unknown
+// names and a changing externalUserId, so that every outcome occurs. Most events carry a
+// content id of their own; about one in six has none, as events stored before content ids.
 func randomLog(tb testing.TB, r *rand.Rand, n int) []domain.Event {
 	tb.Helper()
 	statusTypes := lifecycleColumns
@@ -195,6 +197,14 @@ func randomLog(tb testing.TB, r *rand.Rand, n int) []domain.Event {
 		if len(out) > 0 && r.IntN(100) < 8 {
 			out = append(out, out[r.IntN(len(out))]) // exact re-delivery
 			continue
+		}
+		if len(out) > 0 && r.IntN(100) < 5 {
+			// A replay: the same authenticated bytes with another envelope time.
+			if orig := out[r.IntN(len(out))]; orig.ContentID != "" {
+				clock += r.IntN(3600) - 600
+				out = append(out, replayed(tb, orig, 0, at(clock)))
+				continue
+			}
 		}
 		switch p := r.IntN(100); {
 		case p < 12:
@@ -228,6 +238,9 @@ func randomLog(tb testing.TB, r *rand.Rand, n int) []domain.Event {
 			opts = append(opts, withWarnings(w...))
 		}
 		opts = append(opts, withExt(exts[r.IntN(len(exts))]))
+		if r.IntN(6) != 0 {
+			opts = append(opts, withCID(domain.ContentID(fmt.Sprintf("%016x%016x%016x%016x", r.Uint64(), r.Uint64(), r.Uint64(), r.Uint64()))))
+		}
 		out = append(out, ev(tb, 0, t, at(clock), opts...))
 	}
 	renumber(out)
@@ -306,21 +319,26 @@ func decisionOf(s domain.State) decision {
 // model is an independent, deliberately naive statement of DESIGN.md section 5, used to
 // check the fold's decisions on generated and fuzzed logs.
 type model struct {
-	grid map[domain.Status]map[domain.EventType]byte
-	d    decision
-	seen map[string]bool
+	grid     map[domain.Status]map[domain.EventType]byte
+	d        decision
+	seen     map[string]bool
+	contents map[domain.ContentID]bool // every content id folded (section 15)
 }
 
 func newModel(tb testing.TB) *model {
 	return &model{grid: lifecycleGrid(tb),
 		d:    decision{StepsPassed: []string{}, Flags: []string{}, Warnings: []string{}},
-		seen: map[string]bool{}}
+		seen: map[string]bool{}, contents: map[domain.ContentID]bool{}}
 }
 
 func (m *model) apply(tb testing.TB, e domain.Event) domain.Outcome {
 	tb.Helper()
 	key := fmt.Sprintf("%s\x00%s\x00%d", e.Type, e.StepName, e.EventAt.UnixNano())
-	if m.seen[key] {
+	repeated := e.ContentID != "" && m.contents[e.ContentID]
+	if e.ContentID != "" {
+		m.contents[e.ContentID] = true
+	}
+	if repeated || m.seen[key] {
 		return "duplicate"
 	}
 	to, isStatus := statusTargets[e.Type]

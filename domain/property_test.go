@@ -2,6 +2,7 @@ package domain_test
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -62,9 +63,10 @@ func TestFoldDeterministic(t *testing.T) {
 }
 
 // TestRedeliveryInvariance inserts exact copies of earlier events anywhere after their
-// originals, as Allpass retries and JetStream redeliveries do: the decision part of the
-// final state and the outcome of every original event stay the same, and every copy is
-// a duplicate or stale.
+// originals, as Allpass retries and JetStream redeliveries do, and replays (an event
+// with a content id resent under another time, as a captured webhook with a new envelope
+// time): the decision part of the final state and the outcome of every original event
+// stay the same, every copy is a duplicate or stale, and every replay a duplicate.
 func TestRedeliveryInvariance(t *testing.T) {
 	for _, seed := range propertySeeds {
 		r := rand.New(rand.NewPCG(seed, 3))
@@ -83,7 +85,11 @@ func TestRedeliveryInvariance(t *testing.T) {
 		for range copies {
 			i := r.IntN(len(items))
 			j := i + 1 + r.IntN(len(items)-i)
-			items = slices.Insert(items, j, item{items[i].e, -1})
+			c := items[i].e
+			if c.ContentID != "" && r.IntN(2) == 0 {
+				c = replayed(t, c, 0, c.EventAt.Add(time.Duration(r.IntN(1<<20)-1<<19)*time.Second))
+			}
+			items = slices.Insert(items, j, item{c, -1})
 		}
 		redelivered := make([]domain.Event, len(items))
 		for i, it := range items {
@@ -104,6 +110,8 @@ func TestRedeliveryInvariance(t *testing.T) {
 				t.Fatalf("seed %d: original event %d became %q, was %q", seed, it.orig, recs[k].Outcome, wantRecs[it.orig].Outcome)
 			case it.orig < 0 && recs[k].Outcome != domain.OutcomeDuplicate && recs[k].Outcome != domain.OutcomeStale:
 				t.Fatalf("seed %d: a re-delivered %s got %q", seed, it.e.Type, recs[k].Outcome)
+			case it.orig < 0 && it.e.ContentID != "" && recs[k].Outcome != domain.OutcomeDuplicate:
+				t.Fatalf("seed %d: a replayed %s got %q", seed, it.e.Type, recs[k].Outcome)
 			}
 		}
 	}
@@ -117,7 +125,7 @@ func TestApplyDoesNotMutate(t *testing.T) {
 		ApplicantID: testApplicant, AppKey: testApp, Status: "IN_PROGRESS", StatusAt: at(0),
 		Events: 3, LastSeq: 3,
 		StepsPassed: withRoom("document"), Flags: withRoom("expiredDocument"), Warnings: withRoom("glare"),
-		Seen: append(make([]uint64, 0, 16), 10, 20, 30),
+		Seen: append(make([]uint64, 0, 16), 10, 20, 30), SeenContent: append(make([]uint64, 0, 16), 10, 20),
 	}
 	snapshot := deepCopy(s)
 	f := domain.NewFolder()
@@ -144,12 +152,17 @@ func TestApplyDoesNotMutate(t *testing.T) {
 				t.Errorf("%s: the returned %s shares its backing array with the input", e.Type, name)
 			}
 		}
-		seenIn, seenOut := s.Seen[:cap(s.Seen)], next.Seen[:cap(next.Seen)]
-		if slices.ContainsFunc(seenIn[len(s.Seen):], func(v uint64) bool { return v != 0 }) {
-			t.Errorf("%s: Apply wrote into the spare capacity of the input's Seen", e.Type)
-		}
-		if len(seenOut) > 0 && &seenIn[0] == &seenOut[0] {
-			t.Errorf("%s: the returned Seen shares its backing array with the input", e.Type)
+		for name, pair := range map[string][2][]uint64{
+			"Seen":        {s.Seen, next.Seen},
+			"SeenContent": {s.SeenContent, next.SeenContent},
+		} {
+			in, out := pair[0][:cap(pair[0])], pair[1][:cap(pair[1])]
+			if slices.ContainsFunc(in[len(pair[0]):], func(v uint64) bool { return v != 0 }) {
+				t.Errorf("%s: Apply wrote into the spare capacity of the input's %s", e.Type, name)
+			}
+			if len(out) > 0 && &in[0] == &out[0] {
+				t.Errorf("%s: the returned %s shares its backing array with the input", e.Type, name)
+			}
 		}
 	}
 
@@ -198,12 +211,15 @@ func deepCopy(s domain.State) domain.State {
 	s.Flags = slices.Clone(s.Flags)
 	s.Warnings = slices.Clone(s.Warnings)
 	s.Seen = slices.Clone(s.Seen)
+	s.SeenContent = slices.Clone(s.SeenContent)
 	return s
 }
 
 // decodeEvents turns fuzz bytes into up to 48 events of one applicant, three bytes each:
 // the type (0xff: an exact copy of an earlier event instead), a signed step of the clock
-// in seconds, and bits choosing stepName, warnings, externalUserId and a sub-second part.
+// in seconds, and bits choosing stepName, warnings, externalUserId, a sub-second part and
+// (0x80) the previous event's content id instead of one of its own, as a replay has. The
+// odd events with 0x80 and no previous id carry none, as events stored before content ids.
 func decodeEvents(tb testing.TB, data []byte) []domain.Event {
 	tb.Helper()
 	types := slices.Concat(lifecycleColumns, annotationTypes, unknownTypes)
@@ -223,8 +239,15 @@ func decodeEvents(tb testing.TB, data []byte) []domain.Event {
 		if b2&0x40 != 0 {
 			eventAt = eventAt.Add(500 * time.Millisecond)
 		}
+		c := domain.ContentID(fmt.Sprintf("c%d", len(events)))
+		if b2&0x80 != 0 {
+			c = ""
+			if len(events) > 0 {
+				c = events[len(events)-1].ContentID
+			}
+		}
 		events = append(events, ev(tb, 0, types[int(b0)%len(types)], eventAt,
-			withStep(steps[b2&3]), withWarnings(warnings[b2>>2&3]...), withExt(exts[b2>>4&3])))
+			withStep(steps[b2&3]), withWarnings(warnings[b2>>2&3]...), withExt(exts[b2>>4&3]), withCID(c)))
 	}
 	renumber(events)
 	return events
@@ -238,6 +261,7 @@ func FuzzApply(f *testing.F) {
 	f.Add([]byte{0, 10, 0, 2, 10, 0, 8, 5, 1, 8, 5, 2, 5, 10, 0, 4, 10, 4, 6, 10, 0})   // a happy path
 	f.Add([]byte{6, 0, 0, 0, 0xf0, 0, 2, 20, 0x11, 0xff, 1, 0, 3, 0xfb, 0, 0xff, 0, 0}) // out of order, copies
 	f.Add([]byte{14, 0, 0x7f, 15, 0, 0, 16, 1, 0x20, 7, 3, 0, 0xff, 2, 0, 1, 0, 0x40})  // unknowns first
+	f.Add([]byte{0, 0, 0, 2, 10, 0, 8, 5, 0, 7, 5, 0, 6, 5, 0, 6, 9, 0x80, 6, 9, 0x80}) // replays
 	f.Fuzz(func(t *testing.T, data []byte) {
 		events := decodeEvents(t, data)
 		s, recs := checkAgainstModel(t, events)

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,13 +24,18 @@ import (
 // Layouts (uvarint lengths and counts; times as zigzag varint Unix seconds + uvarint
 // nanoseconds, read back in UTC):
 //
-//	state:  0x03 digest[32] lastSeq events anomalies applicantId appKey externalUserId
+//	state:  0x04 digest[32] lastSeq events anomalies applicantId appKey externalUserId
 //	        sealedExt extIndex status statusAt lastEventAt reconciledAt erased(0|1)
 //	        stepsPassed flags warnings seen(count, 8 bytes each, ascending)
-//	        seqs(count, first, deltas > 0)
-//	record: 0x03 seq applicantId appKey externalUserId sealedExt extIndex type origin
+//	        seqs(count, first, deltas > 0) seenContent(count, 8 bytes each, ascending)
+//	record: 0x04 seq applicantId appKey externalUserId sealedExt extIndex type origin
 //	        eventAt eventAtSource receivedAt outcome from to stepName warnings digest[32]
+//	        cid timeFlag
 //	change: 0x02 seq applicantId appKey externalUserId sealedExt from to at
+//
+// A record's cid is one byte of kind and then the id: 0 none; 1 the 32 bytes of a
+// canonical id (64 lower-case hex digits), half the size of its text, since every
+// webhook's record carries one; 2 any other text, length-prefixed.
 //
 // Files of schema version 1 may also hold older formats, which are still read. Format 1
 // of states and records (before origins, reconciliation and erasure) lacks reconciledAt,
@@ -38,12 +44,14 @@ import (
 // Format 2 of states and records, and 1 of changes, lack the sealed externalUserId and
 // its blind index (stored version 2 events, DESIGN.md section 11); they are read as
 // holding the id in clear, as the events they were folded from did.
+// Format 3 of states and records lacks content ids and the time flag (DESIGN.md section
+// 15); they are read as having none, as the events they were folded from had.
 //
 // Decoders check every length against the bytes left, so a scribbled value gives an
 // error, never a panic or a huge allocation.
 const (
-	stateFormat  = 3
-	recordFormat = 3
+	stateFormat  = 4
+	recordFormat = 4
 	changeFormat = 2
 
 	stateFormatV1  = 1
@@ -96,6 +104,10 @@ func appendState(b []byte, r *stateRec) []byte {
 		b = binary.AppendUvarint(b, s-prev)
 		prev = s
 	}
+	b = binary.AppendUvarint(b, uint64(len(r.SeenContent)))
+	for _, fp := range r.SeenContent {
+		b = binary.BigEndian.AppendUint64(b, fp)
+	}
 	return b
 }
 
@@ -127,12 +139,7 @@ func decodeState(b []byte) (stateRec, error) {
 	r.StepsPassed = d.strings()
 	r.Flags = d.strings()
 	r.Warnings = d.strings()
-	if n := d.countOf(8); n > 0 {
-		r.Seen = make([]uint64, n)
-		for i := range r.Seen {
-			r.Seen[i] = binary.BigEndian.Uint64(d.bytes(8))
-		}
-	}
+	r.Seen = d.fingerprints()
 	if n := d.countOf(1); n > 0 {
 		r.Seqs = make([]uint64, n)
 		var prev uint64
@@ -145,6 +152,9 @@ func decodeState(b []byte) (stateRec, error) {
 			r.Seqs[i] = prev
 		}
 	}
+	if v >= 4 {
+		r.SeenContent = d.fingerprints()
+	}
 	if err := d.end(); err != nil {
 		return r, err
 	}
@@ -155,7 +165,7 @@ func decodeState(b []byte) (stateRec, error) {
 		return r, d.failf("%d seqs for %d events", len(r.Seqs), r.Events)
 	case r.Events > 0 && r.Seqs[len(r.Seqs)-1] != r.LastSeq:
 		return r, d.failf("last seq %d, seq list ends at %d", r.LastSeq, r.Seqs[len(r.Seqs)-1])
-	case !slices.IsSorted(r.Seen):
+	case !slices.IsSorted(r.Seen), !slices.IsSorted(r.SeenContent):
 		return r, d.failf("fingerprints not sorted")
 	}
 	return r, nil
@@ -189,7 +199,9 @@ func appendRecord(b []byte, r *domain.Record) []byte {
 	b = appendString(b, string(r.To))
 	b = appendString(b, r.StepName)
 	b = appendStrings(b, r.Warnings)
-	return append(b, r.Digest[:]...)
+	b = append(b, r.Digest[:]...)
+	b = appendContentID(b, r.ContentID)
+	return appendString(b, string(r.TimeFlag))
 }
 
 func decodeRecord(b []byte) (domain.Record, error) {
@@ -221,6 +233,10 @@ func decodeRecord(b []byte) (domain.Record, error) {
 	r.StepName = d.string()
 	r.Warnings = d.strings()
 	copy(r.Digest[:], d.bytes(len(r.Digest)))
+	if v >= 4 {
+		r.ContentID = d.contentID()
+		r.TimeFlag = domain.TimeFlag(d.string())
+	}
 	if err := d.end(); err != nil {
 		return r, err
 	}
@@ -269,6 +285,38 @@ func decodeChange(b []byte) (domain.Change, error) {
 		return c, d.failf("status %q -> %q", c.From, c.To)
 	}
 	return c, nil
+}
+
+// Kinds of an encoded content id (see the layouts above).
+const (
+	cidNone      = 0
+	cidCanonical = 1
+	cidText      = 2
+)
+
+func appendContentID(b []byte, c domain.ContentID) []byte {
+	switch {
+	case c == "":
+		return append(b, cidNone)
+	case isCanonicalID(string(c)):
+		b, _ = hex.AppendDecode(append(b, cidCanonical), []byte(c)) // canonical: it decodes
+		return b
+	}
+	return appendString(append(b, cidText), string(c))
+}
+
+// isCanonicalID reports whether s is 64 lower-case hex digits: what hex.EncodeToString
+// makes of a SHA-256, and so what decoding its 32 bytes gives back.
+func isCanonicalID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func appendBool(b []byte, v bool) []byte {
@@ -328,6 +376,35 @@ func (d *decoder) byte() byte {
 	c := d.b[0]
 	d.b = d.b[1:]
 	return c
+}
+
+// fingerprints reads a list of 8-byte fingerprints; none comes back nil, as the fold
+// leaves an empty set.
+func (d *decoder) fingerprints() []uint64 {
+	n := d.countOf(8)
+	if n == 0 {
+		return nil
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = binary.BigEndian.Uint64(d.bytes(8))
+	}
+	return out
+}
+
+func (d *decoder) contentID() domain.ContentID {
+	switch d.byte() {
+	case cidNone:
+		return ""
+	case cidCanonical:
+		return domain.ContentID(hex.EncodeToString(d.bytes(32)))
+	case cidText:
+		if s := d.string(); s != "" && !isCanonicalID(s) {
+			return domain.ContentID(s)
+		}
+	}
+	d.failf("content id kind")
+	return ""
 }
 
 func (d *decoder) bool() bool {

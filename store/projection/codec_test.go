@@ -90,11 +90,13 @@ func goldenValues() (stateRec, domain.Record, domain.Change) {
 		AppKey: "71f2c0c6-c720-423b-8df0-7763102ad57e", SealedExternalUserID: "c2VhbGVk", ExternalUserIndex: "00ff", Status: domain.StatusApproved,
 		StatusAt: at, LastEventAt: at.Add(time.Minute), LastSeq: 300, Events: 3,
 		StepsPassed: []string{"IDENTITY"}, Flags: []string{"expiredDocument"}, Warnings: []string{"GLARE"},
-		Anomalies: 1, Digest: dg, Seen: []uint64{7, 1 << 40}, ReconciledAt: at, Erased: true}, Seqs: []uint64{1, 200, 300}}
+		Anomalies: 1, Digest: dg, Seen: []uint64{7, 1 << 40}, ReconciledAt: at, Erased: true,
+		SeenContent: []uint64{3, 1 << 63}}, Seqs: []uint64{1, 200, 300}}
 	rec := domain.Record{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, SealedExternalUserID: "c2VhbGVk", ExternalUserIndex: "00ff",
 		Type: domain.EventApproved, Origin: domain.OriginWebhook, EventAt: at, EventAtSource: domain.SourcePayloadUpdatedAt,
 		ReceivedAt: at.Add(time.Second), Outcome: domain.OutcomeIrregular, From: domain.StatusInit,
-		To: domain.StatusApproved, StepName: "", Warnings: []string{"GLARE"}, Digest: dg}
+		To: domain.StatusApproved, StepName: "", Warnings: []string{"GLARE"}, Digest: dg,
+		ContentID: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", TimeFlag: domain.TimeFlagClockSkew}
 	ch := domain.Change{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, SealedExternalUserID: "c2VhbGVk",
 		From: domain.StatusInit, To: domain.StatusApproved, At: at}
 	return st, rec, ch
@@ -165,12 +167,78 @@ func TestCodecReadsFormat1(t *testing.T) {
 	}
 }
 
-// clearExt turns golden values into what formats before 3 held: the id in clear.
+// clearExt turns golden values into what formats before 3 held: the id in clear, and no
+// content ids (noContentIDs).
 func clearExt(st *domain.State, rec *domain.Record, ch *domain.Change) {
+	noContentIDs(st, rec)
 	st.ExternalUserID, st.SealedExternalUserID, st.ExternalUserIndex = "user-42", "", ""
 	rec.ExternalUserID, rec.SealedExternalUserID, rec.ExternalUserIndex = "user-42", "", ""
 	if ch != nil {
 		ch.ExternalUserID, ch.SealedExternalUserID = "user-42", ""
+	}
+}
+
+// noContentIDs turns golden values into what formats before 4 held: no content ids and
+// no time flag.
+func noContentIDs(st *domain.State, rec *domain.Record) {
+	st.SeenContent = nil
+	rec.ContentID, rec.TimeFlag = "", ""
+}
+
+// Values of schema version 2 (states and records in format 3), before content ids, still
+// decode, as holding none.
+func TestCodecReadsFormat3(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "projection", "codec_schema2.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := map[string][]byte{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		name, h, _ := strings.Cut(line, " ")
+		v, err := hex.DecodeString(strings.TrimSpace(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc[name] = v
+	}
+	st, rec, ch := goldenValues()
+	noContentIDs(&st.State, &rec)
+	if got, err := decodeState(enc["state"]); err != nil || !reflect.DeepEqual(got, st) {
+		t.Errorf("format 3 state:\n got %+v (%v)\nwant %+v", got, err, st)
+	}
+	if got, err := decodeRecord(enc["record"]); err != nil || !reflect.DeepEqual(got, rec) {
+		t.Errorf("format 3 record:\n got %+v (%v)\nwant %+v", got, err, rec)
+	}
+	if got, err := decodeChange(enc["change"]); err != nil || !reflect.DeepEqual(got, ch) {
+		t.Errorf("format 2 change:\n got %+v (%v)\nwant %+v", got, err, ch)
+	}
+}
+
+// A record's content id takes 33 bytes when canonical and comes back as it went in,
+// whatever its form; an encoding that would not come back the same is refused.
+func TestCodecContentID(t *testing.T) {
+	_, rec, _ := goldenValues()
+	for _, c := range []domain.ContentID{"", rec.ContentID, "C0FFEE", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08", "x"} {
+		rec.ContentID = c
+		b := appendRecord(nil, &rec)
+		if got := mustDecodeRecord(t, b); got.ContentID != c {
+			t.Errorf("content id %q came back as %q", c, got.ContentID)
+		}
+	}
+	canonical := appendContentID(nil, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+	if len(canonical) != 33 || canonical[0] != cidCanonical {
+		t.Errorf("a canonical content id took %d bytes, kind %d", len(canonical), canonical[0])
+	}
+	// A canonical id written as text would decode to a value that encodes otherwise.
+	d := decoder{b: appendString([]byte{cidText}, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")}
+	if d.contentID(); !errors.Is(d.err, errCorruptValue) {
+		t.Errorf("a canonical id as text: %v", d.err)
+	}
+	for _, bad := range [][]byte{{3}, {cidText, 0}} {
+		d := decoder{b: bad}
+		if d.contentID(); !errors.Is(d.err, errCorruptValue) {
+			t.Errorf("content id % x: %v", bad, d.err)
+		}
 	}
 }
 

@@ -26,10 +26,13 @@ import (
 // A build refuses a file of a newer version, as written by a newer kycstate, rather than
 // take a value it cannot decode for damage; it reads every version from oldestSchema on.
 //
+//	3: states and records in format 4 (content ids and the time flag, DESIGN.md
+//	   section 15), changes in format 2. A file raised from 2 keeps its format 3
+//	   values, read as holding no content ids, as the events they came from.
 //	2: states and records in format 3, changes in format 2; every bucket below.
 //	1: states and records in formats 1 to 3, changes in 1 or 2, the format byte telling
 //	   them apart; extIndex and apps may be missing.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // oldestSchema is the oldest version this build reads. A writable open raises an older
 // file it reads to SchemaVersion before anything is written (upgradeSchema), since what

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"testing"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
@@ -14,8 +15,11 @@ import (
 // steps passed, plus retried deliveries (duplicates), out-of-order deliveries (stale),
 // transitions the table does not list (irregular), annotations with warnings, event
 // names Allpass may add later (unknown), externalUserIds that change or are omitted, and
-// events of different applicants interleaved. Stored holds the JSON the log would keep.
-// The same seed always gives the same log.
+// events of different applicants interleaved. The first quarter of the log has no
+// content ids, as a log written before them; after it every event has one, replays of
+// captured webhooks (an earlier content id under a new time) come in, and a few times
+// are flagged. Stored holds the JSON the log would keep. The same seed always gives the
+// same log.
 func genLog(seed uint64, applicants, events int) []domain.Event {
 	return newGen(seed, applicants, events).next(events)
 }
@@ -47,6 +51,7 @@ type genSent struct {
 	step     string
 	warnings []string
 	at       time.Time
+	cid      domain.ContentID
 }
 
 var (
@@ -97,10 +102,17 @@ func (g *gen) next(n int) []domain.Event {
 		e := domain.Event{V: domain.StoredVersion, Provider: "allpass", AppKey: a.app, ApplicantID: a.id,
 			ExternalUserID: a.ext, EventAt: now, EventAtSource: domain.SourcePayloadUpdatedAt,
 			ReceivedAt: now.Add(time.Duration(rng.IntN(900)) * time.Millisecond)}
+		if g.made > g.events/4 {
+			e.ContentID = domain.ContentID(fmt.Sprintf("%016x%016x%016x%016x", rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64()))
+		}
 		switch r := rng.IntN(100); {
 		case r < 6 && len(a.recent) > 0: // a retried delivery of an earlier event
 			old := a.recent[rng.IntN(len(a.recent))]
-			e.Type, e.StepName, e.Warnings, e.EventAt = old.typ, old.step, old.warnings, old.at
+			e.Type, e.StepName, e.Warnings, e.EventAt, e.ContentID = old.typ, old.step, old.warnings, old.at, old.cid
+		case r < 8 && len(a.recent) > 0 && a.recent[0].cid != "": // a captured webhook replayed later
+			old := a.recent[0]
+			e.Type, e.StepName, e.Warnings, e.ContentID = old.typ, old.step, old.warnings, old.cid
+			e.EventAtSource = domain.SourceEnvelopeTime
 		case r < 11 && !a.last.IsZero(): // an older status event delivered late
 			e.Type = genStatuses[rng.IntN(len(genStatuses))]
 			e.EventAt = a.last.Add(-time.Duration(1+rng.IntN(60)) * time.Second)
@@ -131,6 +143,9 @@ func (g *gen) next(n int) []domain.Event {
 		case r < 8:
 			e.ExternalUserID = "" // payload without externalUserId
 		}
+		if e.ContentID != "" && rng.IntN(40) == 0 { // a time outside the trusted window
+			e.EventAt, e.EventAtSource, e.TimeFlag = e.ReceivedAt, domain.SourceReceived, domain.TimeFlagClockSkew
+		}
 		if e.Type.Class() == domain.ClassStatus && e.EventAt.After(a.last) {
 			a.last = e.EventAt
 		}
@@ -144,7 +159,7 @@ func (g *gen) next(n int) []domain.Event {
 		if len(a.recent) == 4 {
 			a.recent = append(a.recent[:0], a.recent[1:]...)
 		}
-		a.recent = append(a.recent, genSent{e.Type, e.StepName, e.Warnings, e.EventAt})
+		a.recent = append(a.recent, genSent{e.Type, e.StepName, e.Warnings, e.EventAt, e.ContentID})
 		out = append(out, e)
 	}
 	return out
@@ -177,4 +192,30 @@ func foldLog(events []domain.Event) folded {
 		out.records = append(out.records, rec)
 	}
 	return out
+}
+
+// The generated log holds what the tests built on it rely on: events with and without
+// content ids, flagged times, and replays (a content id again under a new time), each
+// replay folding to a duplicate.
+func TestGenLogHasReplays(t *testing.T) {
+	events := genLog(40, 200, 4000)
+	f := foldLog(events)
+	var withCID, flagged, replays int
+	for i, e := range events {
+		if e.ContentID != "" {
+			withCID++
+		}
+		if e.TimeFlag != "" {
+			flagged++
+		}
+		if e.EventAtSource == domain.SourceEnvelopeTime {
+			replays++
+			if f.records[i].Outcome != domain.OutcomeDuplicate {
+				t.Fatalf("replay at seq %d folded to %q", e.Seq, f.records[i].Outcome)
+			}
+		}
+	}
+	if withCID == 0 || withCID == len(events) || flagged == 0 || replays == 0 {
+		t.Fatalf("%d of %d events with a content id, %d flagged, %d replays", withCID, len(events), flagged, replays)
+	}
 }
