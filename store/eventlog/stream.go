@@ -225,6 +225,12 @@ func (l *EventLog) ensureStream(ctx context.Context, op string, want jetstream.S
 	if err != nil {
 		return nil, streamErr(op, want.Name, err)
 	}
+	if s.CachedInfo().Config.Mirror != nil {
+		// A standby's mirror: configured as a mirror, written only by it (standby.go).
+		l.log.Info("stream is a mirror: this node reads a standby", zap.String("stream", want.Name),
+			zap.String("origin", s.CachedInfo().Config.Mirror.Name))
+		return s, nil
+	}
 	for _, d := range StreamDifferences(want, s.CachedInfo().Config) {
 		if want.Name == RejectStream && d.Setting == "max_age" {
 			continue // updated by updateRejectsMaxAge
@@ -243,6 +249,9 @@ func (l *EventLog) allowAtomic(ctx context.Context, s jetstream.Stream) (jetstre
 	have := s.CachedInfo().Config
 	if have.AllowAtomicPublish {
 		return s, true
+	}
+	if have.Mirror != nil {
+		return s, false // a mirror takes no publishes; Promote configures it
 	}
 	have.AllowAtomicPublish = true
 	updated, err := l.js.UpdateStream(ctx, have)
