@@ -11,9 +11,10 @@
 // The console reads through Backend, which package api implements over its own handlers'
 // functions, so a page shows exactly what the API answers, limited by the same roles; it
 // imports no store and not package api. A session is a signed, expiring cookie naming
-// the token's name and role, never the token; it holds no server state but a bounded list
-// of signed-out sessions. Every form that changes something is a POST carrying a CSRF
-// token; reading is GET.
+// the token's name and role, never the token; it holds no server state but bounded lists
+// of signed-out sessions and of each source's recent sign-in failures. Every form that
+// changes something is a POST carrying a CSRF token; reading is GET. Sign-in never
+// refuses a valid token: failures slow their source instead.
 package console
 
 import (
@@ -25,6 +26,9 @@ import (
 
 	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/authlog"
+	"github.com/kycstate/kycstate/internal/clock"
+	"github.com/kycstate/kycstate/internal/source"
 	"go.uber.org/zap"
 )
 
@@ -98,13 +102,18 @@ type Backend interface {
 // Defaults of Config.
 const (
 	DefaultSessionTTL = 8 * time.Hour // a working day: a forgotten session ends by itself
-	// Failed sign-ins per remote address: a burst of 5, then one more every 12 s. A person
-	// mistyping a token is not slowed; guessing a 128-bit token is hopeless anyway, and
-	// this keeps the log of failures small.
-	defaultFailBurst = 5
-	defaultFailEvery = 12 * time.Second
-	// defaultLimiterSize bounds the addresses the limiter remembers; past it the ones
-	// unknown share a single budget, so a spray of addresses costs bounded memory.
+	// Sign-in attempts per source (slower): 5 failures are not slowed (a person mistyping
+	// a token); from there each attempt, right or wrong, is held 0.5 s, then 1, 2, and
+	// at most 4 s; one failure is forgotten every 12 s. A guesser then gets at most one
+	// answer per 4 s per connection, and an officer behind the same address waits at
+	// most 4 s to sign in. Guessing a 128-bit token is hopeless anyway; this keeps a weak
+	// one out of reach and the log of failures small.
+	defaultFreeFailures = 5
+	defaultForget       = 12 * time.Second
+	defaultFirstHold    = 500 * time.Millisecond
+	defaultMaxHold      = 4 * time.Second
+	// defaultLimiterSize bounds the sources the slower remembers; past it the ones
+	// unknown share a single level, so a spray of addresses costs bounded memory.
 	defaultLimiterSize = 10_000
 )
 
@@ -125,8 +134,16 @@ type Config struct {
 	// VerifyBound is how long a verify run may take to answer; the request's write
 	// deadline is moved past it. Zero: the server's deadline stands.
 	VerifyBound time.Duration
-	// Now is the clock of sessions and the limiter (default time.Now).
+	// Now is the clock of sessions and of the sign-in slower (default time.Now).
 	Now func() time.Time
+	// Sleep holds a slowed sign-in attempt for d, or until ctx ends (default clock.Sleep).
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Proxies are the trusted proxies whose X-Forwarded-For names a sign-in's source
+	// (api.trusted_proxies). Zero: the peer's address is the source.
+	Proxies source.Proxies
+	// Refusals records failed sign-ins (rate-limited lines with the source and a token
+	// fingerprint, and a counter). Nil: the console's own, logging to Logger.
+	Refusals *authlog.Listener
 	// SignOuts, when set, shares sign-outs between query nodes (eventlog.SignOuts): a
 	// session signed out on one node is refused by every node that shares them. Nil:
 	// each node refuses only the sessions signed out on it.
@@ -155,7 +172,10 @@ type Console struct {
 	verifyBound time.Duration
 	now         func() time.Time
 	pages       pages
-	limiter     *limiter
+	slower      *slower
+	sleep       func(ctx context.Context, d time.Duration) error
+	proxies     source.Proxies
+	refusals    *authlog.Listener
 	revoked     *revocations
 	signOuts    SignOuts
 	warned      atomic.Int64 // Unix seconds of the last "sign-outs not shared" warning
@@ -190,6 +210,9 @@ func New(cfg Config) (*Console, error) {
 		now:         cfg.Now,
 		pages:       pg,
 		signOuts:    cfg.SignOuts,
+		sleep:       cfg.Sleep,
+		proxies:     cfg.Proxies,
+		refusals:    cfg.Refusals,
 		mux:         http.NewServeMux(),
 	}
 	if c.log == nil {
@@ -202,7 +225,17 @@ func New(cfg Config) (*Console, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.limiter = newLimiter(defaultFailBurst, defaultFailEvery, defaultLimiterSize)
+	if c.sleep == nil {
+		c.sleep = clock.Sleep
+	}
+	if c.refusals == nil {
+		r, err := authlog.New(authlog.Config{Logger: c.log})
+		if err != nil {
+			return nil, domain.E(op, domain.KindInternal, err)
+		}
+		c.refusals = r.Listener(authlog.ListenerConsole)
+	}
+	c.slower = newSlower(defaultFreeFailures, defaultForget, defaultFirstHold, defaultMaxHold, defaultLimiterSize)
 	c.revoked = newRevocations(defaultLimiterSize)
 	c.routes()
 	return c, nil

@@ -177,14 +177,14 @@ func (f *fakeBackend) Verify(ctx context.Context) (domain.VerifyResult, error) {
 	return domain.VerifyResult{Checkpoint: 3, LogLast: 3, Applicants: 3, Events: 3}, nil
 }
 
-// clock is a settable test clock.
-type clock struct {
+// testClock is a settable test clock.
+type testClock struct {
 	mu  sync.Mutex
 	now time.Time
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) add(d time.Duration) {
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) add(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
@@ -193,7 +193,29 @@ func (c *clock) add(d time.Duration) {
 type harness struct {
 	c     *Console
 	b     *fakeBackend
-	clock *clock
+	clock *testClock
+
+	mu    sync.Mutex
+	holds []time.Duration // every sign-in hold, in order
+}
+
+// sleep is the console's Sleep: it records the hold and moves the clock past it, as a
+// real wait would, and returns at once.
+func (h *harness) sleep(ctx context.Context, d time.Duration) error {
+	h.mu.Lock()
+	h.holds = append(h.holds, d)
+	h.mu.Unlock()
+	h.clock.add(d)
+	return ctx.Err()
+}
+
+// takeHolds returns the holds recorded since the last call.
+func (h *harness) takeHolds() []time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.holds
+	h.holds = nil
+	return out
 }
 
 func newHarness(tb testing.TB) *harness { return newHarnessWith(tb, nil) }
@@ -201,13 +223,13 @@ func newHarness(tb testing.TB) *harness { return newHarnessWith(tb, nil) }
 // newHarnessWith is newHarness with cfg changed by adjust (nil: as it is).
 func newHarnessWith(tb testing.TB, adjust func(*Config)) *harness {
 	tb.Helper()
-	h := &harness{b: &fakeBackend{}, clock: &clock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	h := &harness{b: &fakeBackend{}, clock: &testClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	var err error
 	log := zap.NewNop() // a fuzz target may not log through its *testing.F
 	if t, ok := tb.(*testing.T); ok {
 		log = zaptest.NewLogger(t)
 	}
-	cfg := Config{Backend: h.b, Logger: log, Now: h.clock.Now}
+	cfg := Config{Backend: h.b, Logger: log, Now: h.clock.Now, Sleep: h.sleep}
 	if adjust != nil {
 		adjust(&cfg)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/source"
 	"go.uber.org/zap"
 )
 
@@ -113,18 +114,13 @@ func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status in
 		Data: signinData{Next: next, Token: c.keys.signinToken(nonce)}})
 }
 
-// signin checks the token and starts a session. Failures are rate-limited per address
-// and logged with the address, never with what was typed.
+// signin checks the token and starts a session. A valid token always signs in; an
+// attempt from a source with many recent failures is held first (slower), right or wrong
+// alike, and a failure is logged (rate-limited) with the source and the token's
+// fingerprint, never with what was typed. The token is checked before the slower is
+// asked, in the backend's constant time, so the decision can never turn a valid token
+// away.
 func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
-	addr, now := remoteKey(r), c.now()
-	if ok, wait := c.limiter.allow(addr, now); !ok {
-		secs := int(wait/time.Second) + 1
-		w.Header().Set("Retry-After", fmt.Sprint(secs))
-		c.log.Warn("console sign-in rate-limited", zap.String("remote", addr))
-		c.renderSignin(w, r, http.StatusTooManyRequests, "/console/",
-			fmt.Sprintf("Too many failed sign-ins from your address; try again in %d seconds.", secs))
-		return
-	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		c.renderSignin(w, r, http.StatusBadRequest, "/console/", "The sign-in form was malformed or too large.")
@@ -137,25 +133,42 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := strings.TrimSpace(r.PostForm.Get("token"))
-	if tok == "" || len(tok) > maxTokenBytes {
-		c.limiter.fail(addr, now)
+	if tok == "" {
 		c.renderSignin(w, r, http.StatusUnauthorized, next, "Enter an API token.")
 		return
 	}
-	p, err := c.b.Authenticate(tok)
+	src, now := c.proxies.Of(r), c.now()
+	var p Principal
+	err := domain.E("console.signin", domain.KindUnauthorized, "token longer than any configured one")
+	if len(tok) <= maxTokenBytes {
+		p, err = c.b.Authenticate(tok)
+	}
 	if err == nil && !p.Role.Valid() {
 		err = domain.E("console.signin", domain.KindForbidden, "token has a role the console does not know")
 	}
+	hold := c.slower.attempt(source.Key(src), now, err != nil)
 	if err != nil {
-		c.limiter.fail(addr, now)
-		c.log.Warn("console sign-in refused", zap.String("remote", addr))
+		reason := "unknown token"
+		if domain.KindOf(err) == domain.KindForbidden {
+			reason = "unknown role"
+		}
+		c.refusals.Refused(src, tok, reason, zap.String("path", r.URL.Path))
+	}
+	if hold > 0 {
+		if c.sleep(r.Context(), hold) != nil {
+			return // the browser went away; no one to answer
+		}
+		now = c.now()
+	}
+	if err != nil {
 		c.renderSignin(w, r, http.StatusUnauthorized, next, "That token is not valid here.")
 		return
 	}
 	s := session{Name: p.Name, Role: p.Role, Expires: now.Add(c.ttl).Unix(), ID: randomHex(16)}
 	http.SetCookie(w, c.cookie(r, sessionCookie, c.keys.encode(s), int(c.ttl/time.Second)))
 	http.SetCookie(w, c.cookie(r, preCookie, "", -1))
-	c.log.Info("console sign-in", zap.String("token", p.Name), zap.String("role", string(p.Role)), zap.String("remote", addr))
+	c.log.Info("console sign-in", zap.String("token", p.Name), zap.String("role", string(p.Role)),
+		zap.String("source", source.String(src)), zap.Duration("held", hold))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 

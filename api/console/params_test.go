@@ -132,7 +132,8 @@ func FuzzSignin(f *testing.F) {
 	h := newHarness(f)
 	pre, csrf := h.signinForm(f)
 	f.Fuzz(func(t *testing.T, body string) {
-		h.c.limiter = newLimiter(defaultFailBurst, defaultFailEvery, defaultLimiterSize)
+		h.c.slower = newSlower(defaultFreeFailures, defaultForget, defaultFirstHold, defaultMaxHold, defaultLimiterSize)
+		h.takeHolds()
 		req, _ := http.NewRequest("POST", "/console/signin", strings.NewReader(body+"&csrf="+url.QueryEscape(csrf)))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		rec := h.doRequest(req, pre)
