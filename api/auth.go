@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kycstate/kycstate/domain"
+	"go.uber.org/zap"
 )
 
 // principal is who made a request: the token's name (for logs) and role.
@@ -28,12 +29,15 @@ func principalFrom(ctx context.Context) (principal, bool) {
 // 401 (with WWW-Authenticate: Bearer) without a valid token, 403 when the role may not.
 func (s *server) require(need domain.Role, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.authenticate(r)
+		p, tok, err := s.authenticate(r)
 		if err != nil {
 			challenge := `Bearer realm="kycstate"`
+			reason := "no token"
 			if err == errBadToken {
 				challenge += `, error="invalid_token"`
+				reason = "unknown token"
 			}
+			s.refused.Refused(s.proxies.Of(r), tok, reason, zap.String("method", r.Method), zap.String("path", r.URL.Path))
 			w.Header().Set("WWW-Authenticate", challenge)
 			s.errs.Write(w, r, errParam("Authorization", domain.KindUnauthorized, err.Error()))
 			return
@@ -47,16 +51,19 @@ func (s *server) require(need domain.Role, h http.Handler) http.Handler {
 	})
 }
 
-// authenticate finds the token presented in the Authorization header. It compares the
-// presented token's hash with every configured token's, without stopping at a match, so
-// the time taken says neither whether nor which token matched.
-func (s *server) authenticate(r *http.Request) (principal, error) {
+// authenticate finds the token presented in the Authorization header, and returns it
+// (for its fingerprint in the log of a refusal). It compares the presented token's hash
+// with every configured token's, without stopping at a match, so the time taken says
+// neither whether nor which token matched.
+func (s *server) authenticate(r *http.Request) (principal, string, error) {
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
-		return principal{}, errNoToken
+		return principal{}, "", errNoToken
 	}
-	return s.authenticateToken(strings.TrimSpace(tok))
+	tok = strings.TrimSpace(tok)
+	p, err := s.authenticateToken(tok)
+	return p, tok, err
 }
 
 // authenticateToken finds the configured token tok is, as authenticate does for a

@@ -13,6 +13,7 @@ import (
 	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/api/console"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/authlog"
 	"go.uber.org/zap"
 )
 
@@ -24,6 +25,8 @@ func newConsole(s *server, key []byte, signOuts console.SignOuts) (http.Handler,
 		SessionKey:  sessionKeyFor(key, s.tokens),
 		VerifyBound: s.verifyTimeout + writeMargin,
 		SignOuts:    signOuts,
+		Proxies:     s.proxies,
+		Refusals:    s.refusals.Listener(authlog.ListenerConsole),
 	})
 }
 

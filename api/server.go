@@ -24,11 +24,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/kycstate/kycstate/api/console"
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/internal/authlog"
 	"github.com/kycstate/kycstate/internal/httperr"
+	"github.com/kycstate/kycstate/internal/source"
 	"github.com/kycstate/kycstate/reconcile"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -115,6 +118,10 @@ type Config struct {
 	// service gives every query node the same one (derived from keys.master). Nil: a
 	// random key per process, so sessions end with it.
 	ConsoleSessionKey []byte
+	// TrustedProxies are the proxies (api.trusted_proxies) whose X-Forwarded-For names a
+	// request's source, for the console's sign-in slower and the logs of refused
+	// authentications. Nil: the peer's address is the source.
+	TrustedProxies []netip.Prefix
 	// ConsoleSignOuts shares console sign-outs between query nodes (KYC_SIGNOUTS). Nil:
 	// each node refuses only the sessions signed out on it.
 	ConsoleSignOuts console.SignOuts
@@ -162,6 +169,9 @@ type server struct {
 	erase          EraseFunc
 	lastSweep      func() time.Time
 	console        http.Handler
+	proxies        source.Proxies
+	refusals       *authlog.Refusals
+	refused        *authlog.Listener // the API's own refusals; the console has its listener
 	mux            *http.ServeMux
 	waiting        func(seq uint64) // Config.waiting
 }
@@ -201,6 +211,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		lag:            cfg.Lag,
 		keys:           cfg.Keys,
 		erase:          cfg.Erase,
+		proxies:        source.NewProxies(cfg.TrustedProxies),
 		mux:            http.NewServeMux(),
 		waiting:        cfg.waiting,
 	}
@@ -254,6 +265,10 @@ func NewServer(cfg Config) (http.Handler, error) {
 		return nil, domain.E(op, domain.KindConflict, err)
 	}
 	s.metrics = m
+	if s.refusals, err = authlog.New(authlog.Config{Logger: s.log, Metrics: reg}); err != nil {
+		return nil, domain.E(op, domain.KindConflict, err)
+	}
+	s.refused = s.refusals.Listener(authlog.ListenerAPI)
 	if s.console, err = newConsole(s, cfg.ConsoleSessionKey, cfg.ConsoleSignOuts); err != nil {
 		return nil, err
 	}
