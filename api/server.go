@@ -114,9 +114,9 @@ type Config struct {
 	// Lag reports how many sequences the projection is behind the log (the projector's
 	// Lag), for the console's ops page. Nil: shown as unknown.
 	Lag func() uint64
-	// ConsoleSessionKey signs the console's session cookies (at least 32 bytes); the
-	// service gives every query node the same one (derived from keys.master). Nil: a
-	// random key per process, so sessions end with it.
+	// ConsoleSessionKey signs the console's session cookies (at least 32 bytes), bound
+	// to Tokens; the service gives every query node the same one (api.console.session_key,
+	// or derived from keys.master). Nil: a random key per process, so sessions end with it.
 	ConsoleSessionKey []byte
 	// TrustedProxies are the proxies (api.trusted_proxies) whose X-Forwarded-For names a
 	// request's source, for the console's sign-in slower and the logs of refused

@@ -122,6 +122,23 @@ type APIConfig struct {
 	MaxWait Duration      `yaml:"max_wait"`
 	// ReadyLag is how many sequences behind the log the projection may be and still be ready.
 	ReadyLag uint64 `yaml:"ready_lag"`
+	// TrustedProxies are the proxies in front of the API, as CIDRs (10.0.0.0/8) or
+	// addresses: from a peer among them, the right-most X-Forwarded-For address that is
+	// not one is the request's source, for the console's sign-in slowing and the logs of
+	// refused authentications. Empty (the default): the peer is the source, whatever
+	// X-Forwarded-For says.
+	TrustedProxies []string      `yaml:"trusted_proxies"`
+	Console        ConsoleConfig `yaml:"console"`
+}
+
+// ConsoleConfig is the auditor console's (DESIGN.md section 12).
+type ConsoleConfig struct {
+	// SessionKey signs console sessions: 32 bytes as 64 hex characters or base64. Every
+	// query node behind one balancer needs the same one, so that a session opened on one
+	// is accepted by the next. Unset: a key derived from keys.master, which those nodes
+	// share too. Either way the key is bound to api.tokens, so changing a token ends the
+	// sessions it opened.
+	SessionKey Secret `yaml:"session_key"`
 }
 
 type TokenConfig struct {

@@ -45,6 +45,8 @@ func TestConfigContractKeysYAMLAndEnv(t *testing.T) {
 		{"projector.batch_wait", "projector: {batch_wait: 2ms}", "KYCSTATE_PROJECTOR_BATCH_WAIT", "2ms"},
 		{"ingest.keep_raw", "ingest: {keep_raw: false}", "KYCSTATE_INGEST_KEEP_RAW", "false"},
 		{"keys.previous as a list", "keys: {previous: ['file:/p', 'env:Q']}", "KYCSTATE_KEYS_PREVIOUS", "file:/p,env:Q"},
+		{"api.trusted_proxies", "api: {trusted_proxies: ['10.0.0.0/8', 'fd00::/8']}", "KYCSTATE_API_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"},
+		{"api.console.session_key", "api: {console: {session_key: 'env:K'}}", "KYCSTATE_API_CONSOLE_SESSION_KEY", "env:K"},
 		{"apps[].previous_keys[].secret_key", "apps: [{previous_keys: [{secret_key: 'env:S'}]}]", "KYCSTATE_APPS_0_PREVIOUS_KEYS_0_SECRET_KEY", "env:S"},
 	}
 	getenv, environ := envFunc()

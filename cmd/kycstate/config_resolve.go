@@ -4,7 +4,11 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -12,6 +16,7 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/source"
 	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
 )
@@ -27,6 +32,10 @@ type Resolved struct {
 	Sync     time.Duration // 0: fsync every write
 	// Keys are keys.master and keys.previous, nil when keys.master is not set.
 	Keys *eventlog.MasterKeys
+	// TrustedProxies is api.trusted_proxies parsed.
+	TrustedProxies []netip.Prefix
+	// ConsoleSessionKey is api.console.session_key, nil when it is not set.
+	ConsoleSessionKey []byte
 }
 
 type resolvedToken struct {
@@ -176,7 +185,39 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	if needTokens && len(r.Tokens) == 0 {
 		return nil, cfgErr("api.tokens", "at least one token is needed to serve the read API")
 	}
+	for i, c := range cfg.API.TrustedProxies {
+		p, err := source.ParseCIDR(c)
+		if err != nil {
+			return nil, cfgErr(fmt.Sprintf("api.trusted_proxies[%d]", i), "%v", err)
+		}
+		r.TrustedProxies = append(r.TrustedProxies, p)
+	}
+	if cfg.API.Console.SessionKey != "" {
+		const key = "api.console.session_key"
+		v, err := cfg.API.Console.SessionKey.resolve(key, getenv)
+		if err != nil {
+			return nil, err
+		}
+		if r.ConsoleSessionKey, err = parseKey32(v); err != nil {
+			return nil, cfgErr(key, "%v", err)
+		}
+	}
 	return r, nil
+}
+
+// parseKey32 reads a 32-byte key given as 64 hex characters or base64 (standard or
+// URL alphabet, padded or not). Its error holds no part of s.
+func parseKey32(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("must be 32 bytes as 64 hex characters or base64 (kycstate keygen prints one)")
 }
 
 // resolveKeys parses keys.master and keys.previous. Errors name the key, never the value.

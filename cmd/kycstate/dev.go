@@ -80,6 +80,9 @@ func ensureDevConfig(dataDir, path string) (bool, error) {
 		OpenAPI: OpenAPIConfig{BaseURL: "http://127.0.0.1:8082", PrivateKey: Secret(randHex(24)),
 			Timeout: Duration(reconcile.DefaultTimeout)},
 	}}
+	// The console's sessions are signed with their own key, as on nodes behind a
+	// balancer, rather than one derived from the development master key.
+	cfg.API.Console.SessionKey = Secret(randHex(32))
 	cfg.API.Tokens = []TokenConfig{
 		{Name: "dev-reader", Role: string(domain.RoleReader), Token: Secret(randHex(24))},
 		{Name: "dev-auditor", Role: string(domain.RoleAuditor), Token: Secret(randHex(24))},

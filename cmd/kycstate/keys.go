@@ -69,6 +69,17 @@ func loadOrCreateMasterKey(r *Resolved, path string, create bool) (bool, error) 
 	return created, nil
 }
 
+// consoleSessionKey is the key that signs console sessions: api.console.session_key
+// when it is set, else one derived from keys.master, so that deployments without it keep
+// their sessions valid across restarts and query nodes. Every node with the same key (and
+// the same api.tokens, which the API binds it to) accepts the same sessions.
+func consoleSessionKey(r *Resolved) []byte {
+	if r.ConsoleSessionKey != nil {
+		return r.ConsoleSessionKey
+	}
+	return r.Keys.Current.SessionKey()
+}
+
 // opsMasterKey gives an operations command the master key: keys.master, else the
 // development key of a serve's data_dir if there is one. Without either, r.Keys stays
 // nil: the log is read without opening personal data.

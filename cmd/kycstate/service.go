@@ -328,9 +328,9 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Lag:    pj.Lag,
 				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, events, proj) },
 				Keys:   events.Keys(), Erase: eraser.Erase,
-				// Every query node with the same keys.master accepts the same sessions.
-				ConsoleSessionKey: r.Keys.Current.SessionKey(),
+				ConsoleSessionKey: consoleSessionKey(r),
 				ConsoleSignOuts:   signOuts,
+				TrustedProxies:    r.TrustedProxies,
 			})
 			return err
 		}); err != nil {
