@@ -1,8 +1,9 @@
 // Package eventlog is kycstate's event log and everything else it keeps in JetStream:
 // KYC_EVENTS (every accepted webhook and operator event, the source of truth),
 // KYC_REJECTS (refused webhooks, kept for reprocessing), KYC_KEYS (the data-key ring that
-// seals personal data), KYC_SIGNOUTS (console sessions signed out) and the leases of
-// periodic jobs. It is the only package that builds JetStream streams or buckets; callers
+// seals personal data, and the keys of projection snapshots), KYC_SIGNOUTS (console
+// sessions signed out), KYC_SNAPSHOTS (projection snapshots, each sealed under a key of
+// its own) and the leases of periodic jobs. It is the only package that builds JetStream streams or buckets; callers
 // see domain types. EventLog implements domain.EventSource, which projection.Rebuild and
 // projection.Verify read.
 //
@@ -24,4 +25,7 @@
 //     data key, bound to the event's clear fields. An erasure is recorded as pending
 //     before its key is destroyed, so one a crash interrupted is found and finished, and
 //     no key is ever made again for an erased applicant.
+//   - A snapshot is stored only sealed, under a key of its own in KYC_KEYS; once that
+//     key is destroyed no copy of the snapshot opens. A snapshot object becomes visible
+//     only once every chunk of it is stored.
 package eventlog

@@ -335,6 +335,12 @@ func (k *Keyring) readKey(ctx context.Context, subject string) (*key, error) {
 	return &key{raw: raw, aead: aead, seq: msg.Sequence}, nil
 }
 
+// rewrapped reports whether Rewrap wraps messages of kind anew: every kind that holds a
+// key (a snapshot's too); tombstones and pending erasures hold none.
+func rewrapped(kind string) bool {
+	return kind == kindData || kind == kindIndex || kind == kindSnapshot
+}
+
 func isWrongLastSeq(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
@@ -402,7 +408,7 @@ func (k *Keyring) Rewrap(ctx context.Context) (int, error) {
 		}
 		seq = msg.Sequence + 1
 		var m keyMsg
-		if json.Unmarshal(msg.Data, &m) != nil || (m.Kind != kindData && m.Kind != kindIndex) || m.KeyID == k.current.id {
+		if json.Unmarshal(msg.Data, &m) != nil || !rewrapped(m.Kind) || m.KeyID == k.current.id {
 			continue
 		}
 		master, ok := k.masters[m.KeyID]
