@@ -108,6 +108,10 @@ type HandlerConfig struct {
 	// KeepRaw stores the original body and signature in each event (DESIGN.md section 3:
 	// on unless switched off; the configuration layer sets it).
 	KeepRaw bool
+	// Times is the window an event's own time is trusted in (DESIGN.md section 15;
+	// ingest.max_clock_skew and ingest.max_event_age, defaults DefaultMaxClockSkew and
+	// DefaultMaxEventAge): outside it the event is stored with its receive time, flagged.
+	Times domain.TimeBounds
 	// Now is the clock of receivedAt (default time.Now).
 	Now func() time.Time
 	// Ready, if set, answers GET /readyz: nil when the log is reachable. A load balancer
@@ -140,6 +144,7 @@ type handler struct {
 	closeOnce     sync.Once
 	appendTimeout time.Duration
 	opt           allpass.Options
+	times         domain.TimeBounds
 	now           func() time.Time
 	beforeAppend  func()
 }
@@ -176,6 +181,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		readTime:      cfg.ReadTimeout,
 		appendTimeout: cfg.AppendTimeout,
 		opt:           allpass.Options{KeepRaw: cfg.KeepRaw},
+		times:         timeBounds(cfg.Times),
 		now:           cfg.Now,
 		beforeAppend:  cfg.beforeAppend,
 		ready:         cfg.Ready,
@@ -340,6 +346,7 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 		return err
 	}
 	x.label = app.Name
+	trustTime(&ev, h.times)
 
 	if h.beforeAppend != nil {
 		h.beforeAppend()

@@ -29,6 +29,9 @@ type ReprocessConfig struct {
 	Apps []*allpass.App
 	// Options are those the handler opens webhooks with (keep_raw).
 	Options allpass.Options
+	// Times is the handler's trusted time window (HandlerConfig.Times), applied from the
+	// reject's own receive time, as the webhook would have been.
+	Times domain.TimeBounds
 	// AppendTimeout bounds each append's wait for the log's acknowledgement, as
 	// HandlerConfig.AppendTimeout bounds a webhook's: the one ingest.append_timeout.
 	// Default DefaultAppendTimeout.
@@ -61,6 +64,7 @@ func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from u
 		log = zap.NewNop()
 	}
 	log = log.Named("reprocess")
+	times := timeBounds(cfg.Times)
 	appendTimeout := cfg.AppendTimeout
 	if appendTimeout <= 0 {
 		appendTimeout = DefaultAppendTimeout
@@ -84,6 +88,7 @@ func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from u
 			res.Next = r.Seq + 1
 			return nil
 		}
+		trustTime(&ev, times)
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		seq, dup, err := events.Append(actx, &ev, msgID)
 		cancel()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/api"
+	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/erase"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
@@ -111,9 +112,20 @@ type IngestConfig struct {
 	// MaxConnsPerSource caps the connections one source address holds open at once; 0
 	// switches the cap off (behind a proxy every connection has the proxy's address).
 	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// MaxClockSkew and MaxEventAge are the window an event's own time is trusted in
+	// (DESIGN.md section 15): no more than MaxClockSkew after its receive time, and, for
+	// a time no signature covers (Allpass's envelope time), no more than MaxEventAge
+	// before it. Outside, the event is stored with its receive time, flagged clock_skew.
+	MaxClockSkew Duration `yaml:"max_clock_skew"`
+	MaxEventAge  Duration `yaml:"max_event_age"`
 	// KeepRaw keeps the original body and signature in each stored event so auditors can
 	// re-verify authenticity offline. Default true.
 	KeepRaw *bool `yaml:"keep_raw"`
+}
+
+// times is the trusted time window ingest and rejects reprocess apply.
+func (c IngestConfig) times() domain.TimeBounds {
+	return domain.TimeBounds{MaxClockSkew: time.Duration(c.MaxClockSkew), MaxEventAge: time.Duration(c.MaxEventAge)}
 }
 
 type APIConfig struct {
@@ -220,7 +232,8 @@ func defaultConfig() Config {
 			RejectsMaxAge: Duration(eventlog.DefaultRejectsMaxAge)},
 		Ingest: IngestConfig{Listen: ":8080", MaxBody: ingest.DefaultMaxBody, MaxInFlight: ingest.DefaultMaxInFlight,
 			QueueWait: Duration(ingest.DefaultQueueWait), AppendTimeout: Duration(ingest.DefaultAppendTimeout),
-			ReadTimeout: Duration(ingest.DefaultReadTimeout), MaxConnsPerSource: ingest.DefaultMaxConnsPerSource},
+			ReadTimeout: Duration(ingest.DefaultReadTimeout), MaxConnsPerSource: ingest.DefaultMaxConnsPerSource,
+			MaxClockSkew: Duration(ingest.DefaultMaxClockSkew), MaxEventAge: Duration(ingest.DefaultMaxEventAge)},
 		API: APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(api.DefaultMaxWait), ReadyLag: 1000},
 		Projector: ProjectorConfig{Batch: projector.DefaultMaxBatch,
 			BatchWait: Duration(projector.DefaultMaxWait)},

@@ -85,8 +85,11 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	if err := resolveKeys(r, cfg.Keys, getenv); err != nil {
 		return nil, err
 	}
-	if time.Duration(cfg.NATS.DuplicateWindow) < time.Minute {
-		return nil, cfgErr("nats.duplicate_window", "must be at least 1m; Allpass retries for hours, 24h is the default")
+	// The window only spares the log the copies it recognises: a resend past it is stored
+	// and folded a duplicate by its content id (DESIGN.md section 15), so a short window
+	// costs space, never a decision.
+	if time.Duration(cfg.NATS.DuplicateWindow) < time.Second {
+		return nil, cfgErr("nats.duplicate_window", "must be at least 1s; Allpass retries for hours, 24h is the default")
 	}
 	if cfg.Ingest.MaxBody <= 0 {
 		return nil, cfgErr("ingest.max_body", "must be positive")
@@ -107,6 +110,12 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	}
 	if cfg.Ingest.MaxConnsPerSource < 0 {
 		return nil, cfgErr("ingest.max_conns_per_source", "must be 0 (no cap) or positive")
+	}
+	if cfg.Ingest.MaxClockSkew <= 0 {
+		return nil, cfgErr("ingest.max_clock_skew", "must be positive; 5m is the default")
+	}
+	if cfg.Ingest.MaxEventAge <= 0 {
+		return nil, cfgErr("ingest.max_event_age", "must be positive; 168h (past Allpass's retries) is the default")
 	}
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -92,6 +92,19 @@ func TestConfigQueueWaitDefault(t *testing.T) {
 	}
 }
 
+// TestConfigTimeWindowDefault: with no key, the trusted time window is DESIGN.md section
+// 15's: 5m of clock skew, 7 days of age.
+func TestConfigTimeWindowDefault(t *testing.T) {
+	getenv, environ := envFunc()
+	cfg, err := loadConfig("", getenv, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Ingest.times(); got.MaxClockSkew != 5*time.Minute || got.MaxEventAge != 168*time.Hour {
+		t.Fatalf("max_clock_skew %s, max_event_age %s; want 5m and 168h", got.MaxClockSkew, got.MaxEventAge)
+	}
+}
+
 func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 	const leaked = "not-a-key-but-a-secret-value-SHOULD-NOT-APPEAR"
 	cases := []struct {
@@ -115,6 +128,9 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 		{"read timeout zero", "ingest: {read_timeout: 0s}", nil, "ingest.read_timeout"},
 		{"read timeout past the write timeout", "ingest: {read_timeout: 30s}", nil, "ingest.read_timeout"},
 		{"conns per source negative", "ingest: {max_conns_per_source: -1}", nil, "ingest.max_conns_per_source"},
+		{"clock skew zero", "ingest: {max_clock_skew: 0s}", nil, "ingest.max_clock_skew"},
+		{"event age negative", "", []string{"KYCSTATE_INGEST_MAX_EVENT_AGE", "-1h"}, "ingest.max_event_age"},
+		{"duplicate window under a second", "nats: {duplicate_window: 500ms}", nil, "nats.duplicate_window"},
 		{"unknown key", "natz: {}", nil, "natz"},
 		{"not a mapping", "just words", nil, "line 1: the file must be a mapping of keys"},
 		{"unknown nested key by its path", "ingest: {listen: ':1', bogus_key: 1}", nil, "line 1: unknown key ingest.bogus_key"},

@@ -48,7 +48,7 @@ nothing.`+offlineNote)
 	if sub == "reprocess" {
 		res, err := ingest.Reprocess(ctx, o.events, ingest.ReprocessConfig{Apps: o.r.Apps,
 			Options:       allpass.Options{KeepRaw: o.r.Ingest.KeepRaw == nil || *o.r.Ingest.KeepRaw},
-			AppendTimeout: time.Duration(o.r.Ingest.AppendTimeout), Logger: o.log}, *from)
+			AppendTimeout: time.Duration(o.r.Ingest.AppendTimeout), Times: o.r.Ingest.times(), Logger: o.log}, *from)
 		if err != nil {
 			return err
 		}

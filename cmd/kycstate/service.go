@@ -345,6 +345,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Apps: r.Apps, Events: events, Logger: log, Metrics: reg,
 				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight, QueueWait: time.Duration(r.Ingest.QueueWait),
 				ReadTimeout:   time.Duration(r.Ingest.ReadTimeout),
+				Times:         r.Ingest.times(),
 				AppendTimeout: time.Duration(r.Ingest.AppendTimeout), KeepRaw: r.Ingest.KeepRaw == nil || *r.Ingest.KeepRaw,
 				Ready: func(ctx context.Context) error { _, err := events.LastSeq(ctx); return err },
 			})
