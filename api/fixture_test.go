@@ -51,6 +51,7 @@ type spec struct {
 	step     string
 	warnings []string
 	source   string
+	flag     domain.TimeFlag // the time was outside the trusted window: at = recv, source received
 }
 
 // fixtureSpecs is the log, in stream order (seq = index + 1). Applicants interleave, as
@@ -58,26 +59,26 @@ type spec struct {
 func fixtureSpecs() []spec {
 	m := time.Minute
 	return []spec{
-		{id: idA, app: app1, ext: "user-1", typ: domain.EventCreated, at: 0, recv: 1 * m},                                             // 1
-		{id: idB, app: app1, ext: "user-2", typ: domain.EventCreated, at: 1 * m, recv: 2 * m},                                         // 2
-		{id: idA, app: app1, ext: "user-1", typ: domain.EventInProgress, at: 2 * m, recv: 3 * m},                                      // 3
-		{id: idC, app: app2, ext: "user-1", typ: domain.EventApproved, at: 3 * m, recv: 4 * m},                                        // 4 irregular: first event not created
-		{id: idB, app: app1, ext: "user-2", typ: domain.EventInProgress, at: 5 * m, recv: 5 * m},                                      // 5
-		{id: idB, app: app1, ext: "user-2", typ: domain.EventInProgress, at: 5 * m, recv: 6 * m},                                      // 6 duplicate (a retry)
-		{id: idA, app: app1, ext: "user-1", typ: domain.EventStepPassed, at: 6 * m, recv: 7 * m, step: "document"},                    // 7
-		{id: idD, app: app1, typ: domain.EventDuplicateEmail, at: 7 * m, recv: 8 * m, warnings: []string{"email reused"}},             // 8
-		{id: idB, app: app1, ext: "user-2", typ: domain.EventInReview, at: 4 * m, recv: 9 * m},                                        // 9 stale: older than IN_PROGRESS at 5m
-		{id: idA, app: app1, ext: "user-1", typ: domain.EventStepPassed, at: 9 * m, recv: 10 * m, step: "selfie"},                     // 10
-		{id: idE, app: app1, ext: "user-5", typ: domain.EventCreated, at: 10 * m, recv: 11 * m, source: "envelope.time"},              // 11
-		{id: idC, app: app2, ext: "user-1", typ: domain.EventOnHold, at: 11 * m, recv: 12 * m},                                        // 12 irregular: APPROVED -> ON_HOLD
-		{id: idA, app: app1, ext: "user-1", typ: domain.EventCompleted, at: 12 * m, recv: 13 * m},                                     // 13
-		{id: idD, app: app1, typ: domain.EventExpiredDocument, at: 13 * m, recv: 14 * m},                                              // 14
-		{id: idB, app: app1, ext: "user-2", typ: domain.EventRejected, at: 14 * m, recv: 15 * m, warnings: []string{"face mismatch"}}, // 15
-		{id: idE, app: app1, ext: "user-5", typ: domain.EventInProgress, at: 15 * m, recv: 16 * m},                                    // 16
-		{id: idD, app: app1, typ: "applicantLevelChanged", at: 16 * m, recv: 17 * m},                                                  // 17 unknown
-		{id: idC, app: app2, ext: "user-1", typ: domain.EventCompleted, at: 17 * m, recv: 18 * m},                                     // 18
-		{id: idA, app: app1, ext: "user-1", typ: domain.EventApproved, at: 18 * m, recv: 19 * m},                                      // 19
-		{id: idE, app: app1, ext: "user-5", typ: domain.EventApproved, at: 19 * m, recv: 20 * m},                                      // 20
+		{id: idA, app: app1, ext: "user-1", typ: domain.EventCreated, at: 0, recv: 1 * m},                                                  // 1
+		{id: idB, app: app1, ext: "user-2", typ: domain.EventCreated, at: 1 * m, recv: 2 * m},                                              // 2
+		{id: idA, app: app1, ext: "user-1", typ: domain.EventInProgress, at: 2 * m, recv: 3 * m},                                           // 3
+		{id: idC, app: app2, ext: "user-1", typ: domain.EventApproved, at: 3 * m, recv: 4 * m},                                             // 4 irregular: first event not created
+		{id: idB, app: app1, ext: "user-2", typ: domain.EventInProgress, at: 5 * m, recv: 5 * m},                                           // 5
+		{id: idB, app: app1, ext: "user-2", typ: domain.EventInProgress, at: 5 * m, recv: 6 * m},                                           // 6 duplicate (a retry)
+		{id: idA, app: app1, ext: "user-1", typ: domain.EventStepPassed, at: 6 * m, recv: 7 * m, step: "document"},                         // 7
+		{id: idD, app: app1, typ: domain.EventDuplicateEmail, at: 7 * m, recv: 8 * m, warnings: []string{"email reused"}},                  // 8
+		{id: idB, app: app1, ext: "user-2", typ: domain.EventInReview, at: 4 * m, recv: 9 * m},                                             // 9 stale: older than IN_PROGRESS at 5m
+		{id: idA, app: app1, ext: "user-1", typ: domain.EventStepPassed, at: 9 * m, recv: 10 * m, step: "selfie"},                          // 10
+		{id: idE, app: app1, ext: "user-5", typ: domain.EventCreated, at: 10 * m, recv: 11 * m, source: "envelope.time"},                   // 11
+		{id: idC, app: app2, ext: "user-1", typ: domain.EventOnHold, at: 11 * m, recv: 12 * m},                                             // 12 irregular: APPROVED -> ON_HOLD
+		{id: idA, app: app1, ext: "user-1", typ: domain.EventCompleted, at: 12 * m, recv: 13 * m},                                          // 13
+		{id: idD, app: app1, typ: domain.EventExpiredDocument, at: 13 * m, recv: 14 * m},                                                   // 14
+		{id: idB, app: app1, ext: "user-2", typ: domain.EventRejected, at: 14 * m, recv: 15 * m, warnings: []string{"face mismatch"}},      // 15
+		{id: idE, app: app1, ext: "user-5", typ: domain.EventInProgress, at: 16 * m, recv: 16 * m, source: "received", flag: "clock_skew"}, // 16 its own time a year ahead
+		{id: idD, app: app1, typ: "applicantLevelChanged", at: 16 * m, recv: 17 * m},                                                       // 17 unknown
+		{id: idC, app: app2, ext: "user-1", typ: domain.EventCompleted, at: 17 * m, recv: 18 * m},                                          // 18
+		{id: idA, app: app1, ext: "user-1", typ: domain.EventApproved, at: 18 * m, recv: 19 * m},                                           // 19
+		{id: idE, app: app1, ext: "user-5", typ: domain.EventApproved, at: 19 * m, recv: 20 * m},                                           // 20
 		// 21: through an ingest node whose clock is behind: "received" before seq 19.
 		{id: idA, app: app1, ext: "user-1", typ: domain.EventStepPassed, at: 20 * m, recv: 19*m - 15*time.Second, step: "address"},
 	}
@@ -101,7 +102,7 @@ func fixtureEvents(tb testing.TB, first uint64, specs []spec) []domain.Event {
 		ev := domain.Event{V: domain.StoredVersionClear, Provider: "allpass", AppKey: s.app, ApplicantID: s.id,
 			ExternalUserID: s.ext, Type: s.typ, StepName: s.step, Warnings: s.warnings,
 			EventAt: base.Add(s.at), EventAtSource: src, ReceivedAt: base.Add(s.recv), Payload: payload,
-			Seq: first + uint64(i)}
+			TimeFlag: s.flag, Seq: first + uint64(i)}
 		if ev.Stored, err = json.Marshal(ev); err != nil {
 			tb.Fatal(err)
 		}

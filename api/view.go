@@ -50,6 +50,7 @@ func newEventView(r domain.Record) client.Event {
 		To:            strPtr(r.To),
 		StepName:      strPtr(r.StepName),
 		Warnings:      nonNil(r.Warnings),
+		TimeFlag:      strPtr(r.TimeFlag),
 	}
 }
 

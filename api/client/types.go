@@ -44,6 +44,10 @@ type Event struct {
 	To            *string          `json:"to"`   // null: still no status after
 	StepName      *string          `json:"stepName"`
 	Warnings      []string         `json:"warnings"`
+	// TimeFlag is "clock_skew" when the event's own time lay outside the window ingest
+	// trusts and eventAt is the receive time (eventAtSource "received"; DESIGN.md
+	// section 15); null otherwise.
+	TimeFlag *string `json:"timeFlag"`
 }
 
 // History is one page of GET /v1/applicants/{id}/history.

@@ -299,6 +299,10 @@ func TestRolesLimitWhatIsShown(t *testing.T) {
 	if n := strings.Count(rec.Body.String(), `data-test="history-row"`); n != 2 {
 		t.Errorf("auditor: %d history rows, want 2", n)
 	}
+	// The timeline shows a flagged time beside the time it explains, on that row only.
+	if n := strings.Count(rec.Body.String(), `<span class="timeflag"`); n != 1 || !strings.Contains(rec.Body.String(), `(received) · received`) {
+		t.Errorf("auditor: %d time flags shown, want 1 on the flagged row", n)
+	}
 	rec = h.do("GET", app+"?seq=1", nil, auditor)
 	if !strings.Contains(rec.Body.String(), `data-test="applicant-status">INIT<`) {
 		t.Errorf("auditor as of seq 1: %s", rec.Body)

@@ -76,11 +76,12 @@ func (f *fakeBackend) events(id domain.ApplicantID) []client.Event {
 			{Seq: 1, Type: domain.EventCreated, Origin: domain.OriginWebhook, Outcome: domain.OutcomeApplied, To: str("INIT"),
 				EventAt: client.Time(t0), ReceivedAt: client.Time(t0), Warnings: []string{}},
 			{Seq: 3, Type: domain.EventApproved, Origin: domain.OriginWebhook, Outcome: domain.OutcomeIrregular, From: str("INIT"), To: str("APPROVED"),
-				EventAt: client.Time(t0.Add(time.Minute)), ReceivedAt: client.Time(t0.Add(time.Minute)), Warnings: []string{}},
+				EventAt: client.Time(t0.Add(time.Minute)), EventAtSource: domain.SourceReceived, ReceivedAt: client.Time(t0.Add(time.Minute)),
+				Warnings: []string{}, TimeFlag: str(string(domain.TimeFlagClockSkew))},
 		}
 	case idTwo:
 		return []client.Event{{Seq: 2, Type: hostile, Origin: domain.OriginWebhook, StepName: str(hostile), Warnings: []string{hostile},
-			Outcome: domain.OutcomeUnknown, EventAt: client.Time(t0), ReceivedAt: client.Time(t0), EventAtSource: hostile}}
+			Outcome: domain.OutcomeUnknown, EventAt: client.Time(t0), ReceivedAt: client.Time(t0), EventAtSource: hostile, TimeFlag: str(hostile)}}
 	}
 	return nil
 }
