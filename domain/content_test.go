@@ -65,6 +65,24 @@ func TestContentIDDuplicate(t *testing.T) {
 	}
 }
 
+// A replay's time is the resender's: it does not advance LastEventAt, which retention
+// counts from, so a captured webhook resent with today's time cannot hold off erasure.
+func TestContentIDReplayKeepsLastEventAt(t *testing.T) {
+	f := domain.NewFolder()
+	var s domain.State
+	approved := ev(t, 2, "applicantApproved", at(10), withCID(cid(2)))
+	s, _ = f.Apply(s, ev(t, 1, "applicantCreated", at(0), withCID(cid(1))))
+	s, _ = f.Apply(s, approved)
+	s, rec := f.Apply(s, replayed(t, approved, 3, at(10).AddDate(0, 6, 0)))
+	if rec.Outcome != domain.OutcomeDuplicate || !s.LastEventAt.Equal(at(10)) {
+		t.Fatalf("replay: %q, lastEventAt %v, want duplicate and %v", rec.Outcome, s.LastEventAt, at(10))
+	}
+	// A new event does advance it.
+	if s, _ = f.Apply(s, ev(t, 4, "applicantStepPassed", at(20), withStep("selfie"), withCID(cid(4)))); !s.LastEventAt.Equal(at(20)) {
+		t.Fatalf("new event: lastEventAt %v, want %v", s.LastEventAt, at(20))
+	}
+}
+
 // An unauthenticated event marks no content id: the genuine event with it still applies.
 func TestContentIDUnauthenticatedMarksNothing(t *testing.T) {
 	f := domain.NewFolder()

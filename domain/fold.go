@@ -286,9 +286,6 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 		rec.ExternalUserID, rec.SealedExternalUserID, rec.ExternalUserIndex = "", "", ""
 		return rec
 	}
-	if e.EventAt.After(s.LastEventAt) {
-		s.LastEventAt = e.EventAt
-	}
 	fp := fingerprint(e)
 	class := e.Type.Class()
 	if class == ClassErasure && rec.Origin != OriginOperator {
@@ -302,11 +299,17 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 	}
 	switch {
 	case repeated || s.seen(fp):
+		// A duplicate's time is not news: a fingerprint twin has its original's, and a
+		// replay's comes from whoever resent it. Leaving LastEventAt keeps a captured
+		// webhook, replayed with today's envelope time, from holding off retention.
 		rec.Outcome = OutcomeDuplicate
 		return rec
 	case class == ClassStatus && prev != StatusNone && e.EventAt.Before(prevAt):
-		rec.Outcome = OutcomeStale
+		rec.Outcome = OutcomeStale // older than StatusAt, so not later than LastEventAt
 		return rec
+	}
+	if e.EventAt.After(s.LastEventAt) {
+		s.LastEventAt = e.EventAt
 	}
 
 	s.markSeen(fp)
