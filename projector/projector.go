@@ -48,6 +48,19 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// LagEvery is how often the stream's last sequence is read for the lag gauge, default 1 s.
 	LagEvery time.Duration
+	// Shredder, when set, destroys an erased applicant's data key before the batch
+	// holding its applicantErased is folded (DESIGN.md section 14): the log this node
+	// reads may be a copy (a restored backup, a standby's mirror) whose key ring still
+	// holds the key, and the state must never say erased while this node can still open
+	// the applicant's data. A failure stops the batch, which is retried.
+	Shredder Shredder
+}
+
+// Shredder destroys erased applicants' data keys: *eventlog.Keyring.
+type Shredder interface {
+	// ShredApplicant destroys the applicant's data key in this node's key ring.
+	// Idempotent. Errors: KindUnavailable (retry).
+	ShredApplicant(ctx context.Context, app domain.AppKey, id domain.ApplicantID) error
 }
 
 func (c *Config) defaults() {
@@ -166,6 +179,9 @@ func (p *Projector) Run(ctx context.Context) error {
 					return err
 				}
 			}
+			if err := p.shred(ctx, batch); err != nil {
+				return err
+			}
 			if _, err := p.proj.Apply(batch, folder); err != nil {
 				return err
 			}
@@ -188,6 +204,25 @@ func (p *Projector) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, p.cfg.RetryMax)
 	}
+}
+
+// shred destroys the keys of the applicants whose erasure batch holds, before the batch
+// is folded; events the projection already holds are skipped, as Apply skips them.
+func (p *Projector) shred(ctx context.Context, batch []domain.Event) error {
+	if p.cfg.Shredder == nil {
+		return nil
+	}
+	cp := p.proj.Checkpoint()
+	for i := range batch {
+		ev := &batch[i]
+		if ev.Seq <= cp || ev.Type != domain.EventErased || ev.Origin != domain.OriginOperator {
+			continue
+		}
+		if err := p.cfg.Shredder.ShredApplicant(ctx, ev.AppKey, ev.ApplicantID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (p *Projector) committed(batch []domain.Event) {
