@@ -37,6 +37,8 @@ type opsOptions struct {
 	// without a master key: it writes the log or the ring (nothing is ever written in
 	// clear), or opens sealed fields (export --open).
 	NeedKeys bool
+	// NewDataDir: offline, the data dir may hold no log yet (restore fills it).
+	NewDataDir bool
 }
 
 // openOps loads the config at cfgPath and opens the log. The data dir's lock is taken
@@ -44,6 +46,33 @@ type opsOptions struct {
 // opt.OwnsProjection. The key ring is opened when a master key is known (keys.master, or
 // a serve's development key); opt.NeedKeys and opt.NeedApps refuse to go on without one.
 func openOps(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsSetup, error) {
+	oc, err := openOpsConn(ctx, e, cfgPath, opt)
+	if err != nil {
+		return nil, err
+	}
+	events, err := eventlog.Open(ctx, oc.conn, logConfig(oc.r), oc.log)
+	if err != nil {
+		oc.Close()
+		return nil, err
+	}
+	return &opsSetup{r: oc.r, log: oc.log, events: events, closer: oc.Close}, nil
+}
+
+// opsConn is an operations command's connection to NATS before any stream is opened:
+// what backup and restore need, which must not create the streams they copy.
+type opsConn struct {
+	r      *Resolved
+	log    *zap.Logger
+	conn   *eventlog.Conn
+	closer func()
+}
+
+func (o *opsConn) Close() { o.closer() }
+
+// openOpsConn is openOps up to the connection: config, master key, logger, the data
+// dir's lock (offline, or opt.OwnsProjection) and NATS (embedded on <data_dir>/nats when
+// nats.url is empty). With opt.NewDataDir an offline data dir need not hold a log yet.
+func openOpsConn(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsConn, error) {
 	r, err := opsConfig(e, cfgPath, opt.NeedApps)
 	if err != nil {
 		return nil, err
@@ -65,7 +94,7 @@ func openOps(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsS
 			closers[i]()
 		}
 	}
-	if len(r.URLs) == 0 {
+	if len(r.URLs) == 0 && !opt.NewDataDir {
 		if _, err := os.Stat(filepath.Join(r.DataDir, "nats")); err != nil {
 			return nil, fmt.Errorf("no event log at %s (set nats.url, or --config with the data_dir of a kycstate serve)", filepath.Join(r.DataDir, "nats"))
 		}
@@ -86,12 +115,7 @@ func openOps(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsS
 		return nil, err
 	}
 	closers = append(closers, func() { conn.Close() })
-	events, err := eventlog.Open(ctx, conn, logConfig(r), log)
-	if err != nil {
-		closeAll()
-		return nil, err
-	}
-	return &opsSetup{r: r, log: log, events: events, closer: closeAll}, nil
+	return &opsConn{r: r, log: log, conn: conn, closer: closeAll}, nil
 }
 
 func (o *opsSetup) Close() { o.closer() }
