@@ -40,6 +40,7 @@ const (
 	stepLock        = "lock"
 	stepNATS        = "nats"
 	stepEventLog    = "event log"
+	stepShred       = "shred"
 	stepProjection  = "projection"
 	stepErase       = "erase"
 	stepReconcile   = "reconcile"
@@ -244,7 +245,28 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		return nil, err
 	}
 
+	// A node reading a standby (its KYC_EVENTS is a mirror) only reads: the primary's
+	// nodes write the log (DESIGN.md section 14).
+	standby := events.IsMirror()
+	if standby && m.mode.Ingest {
+		return nil, fmt.Errorf("start %s: KYC_EVENTS at nats.url is a mirror (a standby): webhooks go to the primary; promote the standby first (kycstate standby --promote)", stepEventLog)
+	}
 	if m.mode.Query {
+		// Erasure survives every copy (DESIGN.md section 14): before it serves, the node
+		// destroys every key its KYC_KEYS marks erased and still holds (a restored backup,
+		// a standby's mirror, which copies no deletions).
+		if err := step(stepShred, func() error {
+			rep, err := events.Keys().ShredErased(ctx)
+			if err != nil {
+				return err
+			}
+			log.Info("erased applicants' keys checked", zap.Int("keyMessages", rep.Keys), zap.Int("erased", rep.Erased),
+				zap.Int("destroyed", rep.Destroyed), zap.Int("underWay", rep.Left), zap.Duration("took", rep.Took),
+				zap.Bool("standby", standby))
+			return nil
+		}); err != nil {
+			return nil, err
+		}
 		var proj *projection.Projection
 		if err := step(stepProjection, func() (err error) {
 			proj, err = projection.Open(filepath.Join(r.DataDir, "projection.db"), projection.Options{})
@@ -275,9 +297,19 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}); err != nil {
 			return nil, err
 		}
-		c.background = append(c.background, namedLoop{name: "erase", run: eraser.Run})
+		eraseFn := eraser.Erase
+		if standby {
+			// Erasures, retention and their retries write the log: the primary's to do.
+			eraseFn = func(context.Context, domain.AppKey, domain.ApplicantID, string, string) (uint64, bool, error) {
+				return 0, false, domain.Public("api.erase", domain.KindUnavailable, "",
+					"this node reads a standby (a mirror of the primary's log): erase through the primary")
+			}
+		} else {
+			c.background = append(c.background, namedLoop{name: "erase", run: eraser.Run})
+		}
 		pj := projector.New(events, proj, projector.Config{
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
+			Shredder: events.Keys(),
 		}, log, reg)
 		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
 		// Reconciliation (DESIGN.md section 10): the endpoint on every query node with an
@@ -285,7 +317,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		// one node at a time through the lease.
 		var checkOne func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
 		var lastSweep func() time.Time
-		if len(r.OpenAPIs) > 0 {
+		if len(r.OpenAPIs) > 0 && !standby {
 			if err := step(stepReconcile, func() error {
 				rec, err := reconcile.New(reconcileConfig(r), proj, events, r.OpenAPIs, log, reg)
 				if err != nil {
@@ -327,7 +359,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
 				Lag:    pj.Lag,
 				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, events, proj) },
-				Keys:   events.Keys(), Erase: eraser.Erase,
+				Keys:   events.Keys(), Erase: eraseFn,
 				ConsoleSessionKey: consoleSessionKey(r),
 				ConsoleSignOuts:   signOuts,
 				TrustedProxies:    r.TrustedProxies,
