@@ -398,7 +398,8 @@ func TestBinaryUsage(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("kycstate --help: exit %d\n%s", code, top)
 	}
-	commands := []string{"serve", "ingest", "query", "replay", "verify", "rebuild", "export", "rejects", "sim", "keygen", "version"}
+	commands := []string{"serve", "ingest", "query", "replay", "verify", "rebuild", "export", "rejects", "sim", "keygen", "version",
+		"backup", "restore", "erasures", "standby"}
 	for _, c := range commands {
 		if !regexp.MustCompile(`(?m)^\s+` + c + `\s`).MatchString(top) {
 			t.Errorf("kycstate --help does not list %s:\n%s", c, top)
@@ -421,7 +422,8 @@ func TestBinaryUsage(t *testing.T) {
 	}
 	// The audit and operations commands say whether they work on a running service or
 	// need it stopped (DESIGN.md section 8).
-	for _, c := range []string{"replay", "verify", "rebuild", "export", "rejects list", "rejects reprocess"} {
+	for _, c := range []string{"replay", "verify", "rebuild", "export", "rejects list", "rejects reprocess",
+		"backup", "restore", "erasures", "standby"} {
 		out, _ := run(append(strings.Fields(c), "--help")...)
 		if !strings.Contains(out, "-config") || !(strings.Contains(out, "stopped") || strings.Contains(out, "running")) {
 			t.Errorf("kycstate %s --help does not name --config or say whether the service may run:\n%s", c, out)
