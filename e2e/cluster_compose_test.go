@@ -27,13 +27,20 @@ func TestClusterComposeFiles(t *testing.T) {
 		Volumes  map[string]any              `yaml:"volumes"`
 	}
 	clReadYAML(t, "../docker-compose.yml", &compose)
-	stages := clDockerStages(t)
+	stages, baseArgs := clDockerStages(t)
 
 	var natsSvcs, ingestSvcs, querySvcs []string
 	for name, s := range compose.Services {
 		if !slices.Contains(stages, s.Build.Target) || s.Build.Dockerfile != "deploy/Dockerfile" {
 			t.Errorf("service %s builds %s target %q; deploy/Dockerfile has stages %v",
 				name, s.Build.Dockerfile, s.Build.Target, stages)
+		}
+		// Each base image passes through, the Dockerfile's default unless the environment
+		// names another.
+		for arg, def := range baseArgs {
+			if want := "${" + arg + ":-" + def + "}"; s.Build.Args[arg] != want {
+				t.Errorf("service %s passes build arg %s = %q, want %q", name, arg, s.Build.Args[arg], want)
+			}
 		}
 		switch {
 		case s.Build.Target == "nats-server":
@@ -192,7 +199,8 @@ type clComposeService struct {
 	Build struct {
 		Context    string `yaml:"context"`
 		Dockerfile string `yaml:"dockerfile"`
-		Target     string `yaml:"target"`
+		Target     string            `yaml:"target"`
+		Args       map[string]string `yaml:"args"`
 	} `yaml:"build"`
 	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
@@ -235,9 +243,10 @@ func clReadYAML(t *testing.T, path string, v any) {
 	}
 }
 
-// clDockerStages returns deploy/Dockerfile's stage names, checking on the way that it
-// builds with the Go release go.mod names and runs as a non-root user.
-func clDockerStages(t *testing.T) []string {
+// clDockerStages returns deploy/Dockerfile's stage names and its base-image build
+// arguments with their defaults, checking on the way that it builds with the Go release
+// go.mod names and runs as a non-root user.
+func clDockerStages(t *testing.T) ([]string, map[string]string) {
 	t.Helper()
 	df, err := os.ReadFile("../deploy/Dockerfile")
 	if err != nil {
@@ -251,12 +260,35 @@ func clDockerStages(t *testing.T) []string {
 	if goVer == nil {
 		t.Fatal("go.mod has no go line")
 	}
+	// No "# syntax=" line: it pulls a frontend image, which a build without registry
+	// access cannot, and the built-in frontend has RUN --mount.
+	if regexp.MustCompile(`(?im)^#\s*syntax\s*=`).Match(df) {
+		t.Error("Dockerfile has a # syntax= line")
+	}
 	var stages []string
 	var froms []string
+	// Base images are build arguments declared before the first FROM, with today's images
+	// as defaults; FROM names them, and the defaults are what is checked.
+	args := map[string]string{}
 	for _, line := range strings.Split(string(df), "\n") {
 		f := strings.Fields(line)
+		if len(f) == 2 && strings.EqualFold(f[0], "ARG") && len(froms) == 0 {
+			if name, def, ok := strings.Cut(f[1], "="); ok {
+				args[name] = def
+			}
+		}
 		if len(f) >= 2 && strings.EqualFold(f[0], "FROM") {
-			froms = append(froms, f[1])
+			img := f[1]
+			if strings.HasPrefix(img, "${") && strings.HasSuffix(img, "}") {
+				def, ok := args[img[2:len(img)-1]]
+				if !ok {
+					t.Errorf("Dockerfile: FROM %s names no ARG declared before the first FROM", img)
+				}
+				img = def
+			} else {
+				t.Errorf("Dockerfile: FROM %s is not a build argument: a build where registries are mirrored cannot name its own", img)
+			}
+			froms = append(froms, img)
 			if len(f) == 4 && strings.EqualFold(f[2], "AS") {
 				stages = append(stages, f[3])
 			}
@@ -269,5 +301,5 @@ func clDockerStages(t *testing.T) []string {
 	if n := strings.Count(string(df), "\nUSER 65532:65532"); n != len(froms)-1 {
 		t.Errorf("Dockerfile: %d runtime stages but %d USER 65532:65532 lines", len(froms)-1, n)
 	}
-	return stages
+	return stages, args
 }
