@@ -197,8 +197,8 @@ func TestClusterComposeFiles(t *testing.T) {
 
 type clComposeService struct {
 	Build struct {
-		Context    string `yaml:"context"`
-		Dockerfile string `yaml:"dockerfile"`
+		Context    string            `yaml:"context"`
+		Dockerfile string            `yaml:"dockerfile"`
 		Target     string            `yaml:"target"`
 		Args       map[string]string `yaml:"args"`
 	} `yaml:"build"`
