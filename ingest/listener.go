@@ -12,10 +12,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultMaxConnsPerSource is ingest.max_conns_per_source's default: far above what one
-// webhook sender keeps open (Allpass delivers one webhook per connection, a few at once),
-// far below what it takes to hold a node's memory or file descriptors.
-const DefaultMaxConnsPerSource = 64
+// DefaultMaxConnsPerSource is ingest.max_conns_per_source's default. A provider delivers
+// from a handful of addresses, and one of them catching up after an outage (or a load
+// test from one host) keeps hundreds of connections open at once: four times
+// ingest.max_in_flight's default leaves such a sender room to fill every slot, while one
+// address still cannot hold the descriptors and memory of thousands. Bodies are read
+// before admission, so a connection costs a goroutine and its buffers, never a slot.
+const DefaultMaxConnsPerSource = 4 * DefaultMaxInFlight
 
 // CodeTooManyConnections is the code of a connection refused at the listener. 503.
 const CodeTooManyConnections = "too_many_connections"
