@@ -202,11 +202,13 @@ func TestErasureKilledBetweenAppendAndKeyDeletion(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The eraser is held between its append and its own deletion of the key. The
+	// projector may already have shredded the key as it folded applicantErased (a node
+	// destroys what its log says is erased), so the key's presence is not what shows the
+	// kill landed in the window: the erasure's pending record is, which only the eraser
+	// removes, and which the next start must find and finish.
 	p.kill()
 	wrappedKey := `"kind":"data","app":"` + string(s.app.AppKey) + `","id":"` + id + `"`
-	if got := grepDataDir(t, filepath.Join(s.dataDir, "nats"), []string{wrappedKey}); len(got) == 0 {
-		t.Fatal("the key is gone before the restart: the hook did not stop the erasure before the deletion")
-	}
 
 	s.bin, s.env = "", nil
 	p = s.start(t)
@@ -215,7 +217,8 @@ func TestErasureKilledBetweenAppendAndKeyDeletion(t *testing.T) {
 		var st client.State
 		getJSON(t, s.apiURL+"/v1/applicants/"+id, s.reader, &st)
 		_, metrics := getJSON(t, s.apiURL+"/metrics", "", nil)
-		if st.Erased && strings.Contains(metrics, `kycstate_erasures_total{result="erased"} 1`) && strings.Contains(metrics, "kycstate_erasures_pending 0") {
+		if st.Erased && strings.Contains(metrics, `kycstate_erasures_total{result="erased"} 1`) && strings.Contains(metrics, "kycstate_erasures_pending 0") &&
+			strings.Contains(p.Output(), "pending erasure finished") {
 			break
 		}
 		if time.Now().After(deadline) {
