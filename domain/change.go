@@ -7,6 +7,7 @@ type Change struct {
 	Seq            uint64         `json:"seq"`
 	ApplicantID    ApplicantID    `json:"applicantId"`
 	AppKey         AppKey         `json:"appKey"`
+	Provider       Provider       `json:"provider"` // the applicant's (State.Provider)
 	ExternalUserID ExternalUserID `json:"externalUserId"`
 	// SealedExternalUserID replaces ExternalUserID when the applicant's id is sealed.
 	SealedExternalUserID SealedExternalUserID `json:"sealedExt,omitempty"`

@@ -92,8 +92,16 @@ func (d Digest) Next(stored []byte) Digest {
 
 // State is an applicant's current state, as folded from its events in stream order.
 type State struct {
-	ApplicantID    ApplicantID    `json:"applicantId"`
-	AppKey         AppKey         `json:"appKey"`
+	ApplicantID ApplicantID `json:"applicantId"`
+	AppKey      AppKey      `json:"appKey"`
+	// Provider is the provider of the applicant's events (DESIGN.md section 13); with
+	// AppKey (the app's name for providers other than Allpass) and ApplicantID it names
+	// the applicant (Key). A state read from a projection written before providers is
+	// Allpass's.
+	Provider Provider `json:"provider"`
+	// ProviderStatus is the provider's own status as the latest applied status event
+	// stated it (Event.ProviderStatus), verbatim; Allpass's events state none.
+	ProviderStatus string         `json:"providerStatus,omitempty"`
 	ExternalUserID ExternalUserID `json:"externalUserId"`
 	// SealedExternalUserID and ExternalUserIndex replace ExternalUserID for an applicant
 	// whose latest externalUserId came in a version 2 event: one or the other is set.
@@ -133,9 +141,14 @@ type State struct {
 // decided. It holds everything the fold reads, so history can be folded again (Refold)
 // without the log, and the digest after the event so the refolded state carries it.
 type Record struct {
-	Seq            uint64         `json:"seq"`
-	ApplicantID    ApplicantID    `json:"applicantId"`
-	AppKey         AppKey         `json:"appKey"`
+	Seq         uint64      `json:"seq"`
+	ApplicantID ApplicantID `json:"applicantId"`
+	AppKey      AppKey      `json:"appKey"`
+	// Provider and ProviderStatus are the event's (Event.Provider, read by ProviderOf, and
+	// Event.ProviderStatus): the fold's inputs, so Refold classifies the event again as
+	// Apply did.
+	Provider       Provider       `json:"provider"`
+	ProviderStatus string         `json:"providerStatus,omitempty"`
 	ExternalUserID ExternalUserID `json:"externalUserId,omitempty"`
 	// SealedExternalUserID and ExternalUserIndex are the event's, as in Event.
 	SealedExternalUserID SealedExternalUserID `json:"sealedExt,omitempty"`
@@ -160,6 +173,9 @@ type Record struct {
 
 // StatusChanged reports whether the record moved the applicant to a different status.
 func (r Record) StatusChanged() bool { return r.From != r.To }
+
+// Key returns the key of the applicant the record belongs to.
+func (r Record) Key() ApplicantKey { return KeyOf(r.Provider, r.AppKey, r.ApplicantID) }
 
 // fsmNew is the lifecycle machine's name for "no status yet"; it never leaves this package.
 const fsmNew = "NEW"
@@ -186,7 +202,7 @@ func Lifecycle() fsm.Events {
 	}
 }
 
-// NewMachine builds the lifecycle FSM, positioned at "no status yet".
+// NewMachine builds Allpass's lifecycle FSM, positioned at "no status yet".
 func NewMachine() *fsm.FSM { return fsm.NewFSM(fsmNew, Lifecycle(), nil) }
 
 // Folder applies events to states. It reuses one FSM (building one costs about ten
@@ -194,49 +210,106 @@ func NewMachine() *fsm.FSM { return fsm.NewFSM(fsmNew, Lifecycle(), nil) }
 // than the rest of a fold but for the digest), so a Folder belongs to one goroutine at
 // a time.
 type Folder struct {
-	m       *fsm.FSM
-	answers map[transition]bool // Regular's answers, at most maxAnswers of them
+	machines map[Provider]*fsm.FSM // each provider's journey, built when first asked
+	answers  map[transition]bool   // the machines' answers, at most maxAnswers of them
 }
 
-// transition is one question Regular asks the machine.
+// transition is one question the fold asks a provider's machine: from a status, the
+// transition named name (an event type for Allpass, a destination status for the others;
+// see journey).
 type transition struct {
+	p    Provider
 	from Status
-	t    EventType
+	name string
 }
 
 // maxAnswers bounds what a Folder remembers. Apply asks only about status events (some
-// 72 questions), but Regular is exported and event types are free text: a caller asking
-// about invented ones must not grow the map without end.
+// 72 questions per provider), but Regular is exported and event types are free text: a
+// caller asking about invented ones must not grow the map without end.
 const maxAnswers = 1024
 
-// NewFolder returns a Folder with its own lifecycle machine.
-func NewFolder() *Folder { return &Folder{m: NewMachine(), answers: map[transition]bool{}} }
+// NewFolder returns a Folder with its own lifecycle machines.
+func NewFolder() *Folder {
+	return &Folder{machines: map[Provider]*fsm.FSM{}, answers: map[transition]bool{}}
+}
+
+// journey returns p's table of regular transitions as looplab/fsm events, and whether
+// the fold names a transition by the common status it leads to rather than by the
+// event's type: Allpass's Lifecycle names each by its event type, the other providers'
+// journeys (journey_<provider>.go) by their destination, since a type of theirs does
+// not name a status alone (Sumsub's applicantReviewed leads to three). ok is false for
+// a provider without a journey, whose events the fold never classifies as status events.
+func (p Provider) journey() (events fsm.Events, byStatus, ok bool) {
+	switch p {
+	case ProviderAllpass:
+		return Lifecycle(), false, true
+	case ProviderSumsub:
+		return journeySumsub(), true, true
+	case ProviderPersona:
+		return journeyPersona(), true, true
+	case ProviderVeriff:
+		return journeyVeriff(), true, true
+	case ProviderOnfido:
+		return journeyOnfido(), true, true
+	}
+	return nil, false, false
+}
 
 // Apply folds one event into s with a throwaway Folder. Use a Folder in loops.
 func Apply(s State, e Event) (State, Record) { return NewFolder().Apply(s, e) }
 
-// Regular reports whether the lifecycle table lists the transition from -> event. The
-// machine decides; its answer to each question is remembered, since the table is fixed.
+// Regular reports whether Allpass's lifecycle table lists the transition from -> event.
+// The machine decides; its answer to each question is remembered, since the table is
+// fixed.
 func (f *Folder) Regular(from Status, t EventType) bool {
-	q := transition{from, t}
+	return f.regular(ProviderAllpass, from, string(t))
+}
+
+// RegularFor reports whether provider p's journey lists a status event of type t that
+// leads to status to as a regular transition from from: Regular for Allpass, and for the
+// other providers the transition to to in their journey (journey_<provider>.go). A
+// provider without a journey lists none.
+func (f *Folder) RegularFor(p Provider, from Status, t EventType, to Status) bool {
+	_, byStatus, ok := p.journey()
+	switch {
+	case !ok:
+		return false
+	case byStatus:
+		return f.regular(p, from, string(to))
+	}
+	return f.regular(p, from, string(t))
+}
+
+// regular asks p's machine about the transition name from from, remembering the answer.
+func (f *Folder) regular(p Provider, from Status, name string) bool {
+	q := transition{p, from, name}
 	if ok, known := f.answers[q]; known {
 		return ok
 	}
-	ok := f.ask(from, t)
+	ok := f.ask(p, from, name)
 	if len(f.answers) < maxAnswers {
 		f.answers[q] = ok
 	}
 	return ok
 }
 
-// ask puts the question to the machine.
-func (f *Folder) ask(from Status, t EventType) bool {
+// ask puts the question to p's machine, building it on the first question.
+func (f *Folder) ask(p Provider, from Status, name string) bool {
+	m := f.machines[p]
+	if m == nil {
+		events, _, ok := p.journey()
+		if !ok {
+			return false
+		}
+		m = fsm.NewFSM(fsmNew, events, nil)
+		f.machines[p] = m
+	}
 	cur := string(from)
 	if from == StatusNone {
 		cur = fsmNew
 	}
-	f.m.SetState(cur)
-	err := f.m.Event(context.Background(), string(t))
+	m.SetState(cur)
+	err := m.Event(context.Background(), name)
 	if err == nil {
 		return true
 	}
@@ -259,17 +332,23 @@ func (f *Folder) Apply(s State, e Event) (State, Record) {
 // applicant's state this way, without a copy of it per event.
 func (f *Folder) Fold(s *State, e *Event) Record {
 	prev, prevAt := s.Status, s.StatusAt
+	provider := ProviderOf(e.Provider)
 	s.StepsPassed, s.Flags, s.Warnings = nonNil(s.StepsPassed), nonNil(s.Flags), nonNil(s.Warnings)
 	if s.ApplicantID == "" {
 		s.ApplicantID = e.ApplicantID
 		s.AppKey = e.AppKey
+		s.Provider = provider
+	}
+	if s.Provider == "" {
+		s.Provider = ProviderAllpass // a state folded before providers were recorded
 	}
 	s.Events++
 	s.LastSeq = e.Seq
 	s.Digest = s.Digest.Next(e.Stored)
 
 	rec := Record{
-		Seq: e.Seq, ApplicantID: e.ApplicantID, AppKey: e.AppKey, ExternalUserID: e.ExternalUserID,
+		Seq: e.Seq, ApplicantID: e.ApplicantID, AppKey: e.AppKey, Provider: provider,
+		ProviderStatus: e.ProviderStatus, ExternalUserID: e.ExternalUserID,
 		SealedExternalUserID: e.SealedExternalUserID, ExternalUserIndex: e.ExternalUserIndex,
 		Type: e.Type, Origin: e.Origin.OrDefault(), EventAt: e.EventAt, EventAtSource: e.EventAtSource, ReceivedAt: e.ReceivedAt,
 		From: prev, To: prev, StepName: e.StepName, Warnings: nonNil(e.Warnings),
@@ -287,9 +366,15 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 		return rec
 	}
 	fp := fingerprint(e)
-	class := e.Type.Class()
-	if class == ClassErasure && rec.Origin != OriginOperator {
-		class = ClassUnknown // only an operator erases; a webhook of that name is unknown
+	// The provider's table says what the event does (DESIGN.md section 13); for Allpass,
+	// its type alone. An erasure is the operator's, whatever the applicant's provider:
+	// only an operator erases, and a webhook of that name is unknown.
+	class, to := provider.Classify(e.Type, e.ProviderStatus)
+	switch {
+	case e.Type == EventErased && rec.Origin == OriginOperator:
+		class, to = ClassErasure, StatusNone
+	case class == ClassErasure:
+		class = ClassUnknown
 	}
 	// Rule 1 also holds for the authenticated bytes: a webhook replayed with another
 	// envelope time, an hour or a year later, is the event it copies (DESIGN.md section 15).
@@ -330,7 +415,6 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 	}
 	switch class {
 	case ClassStatus:
-		to, _ := e.Type.Target()
 		rec.Outcome = OutcomeApplied
 		switch {
 		case to == prev:
@@ -339,11 +423,12 @@ func (f *Folder) Fold(s *State, e *Event) Record {
 			// told; rules 1 and 2 (duplicate, stale) have already had their say.
 			rec.Outcome = OutcomeReconciled
 			s.ReconciledAt = e.EventAt
-		case !f.Regular(prev, e.Type):
+		case !f.RegularFor(provider, prev, e.Type, to):
 			rec.Outcome = OutcomeIrregular
 			s.Anomalies++
 		}
 		s.Status, s.StatusAt, rec.To = to, e.EventAt, to
+		s.ProviderStatus = e.ProviderStatus
 		s.Warnings = appendNew(s.Warnings, e.Warnings...)
 	case ClassErasure:
 		rec.Outcome = OutcomeErased
@@ -381,7 +466,8 @@ func (f *Folder) Refold(records []Record) State {
 // Event returns the fold's inputs recorded in r (without the stored bytes).
 func (r Record) Event() Event {
 	return Event{
-		Seq: r.Seq, AppKey: r.AppKey, ApplicantID: r.ApplicantID, ExternalUserID: r.ExternalUserID,
+		Seq: r.Seq, Provider: string(r.Provider), ProviderStatus: r.ProviderStatus,
+		AppKey: r.AppKey, ApplicantID: r.ApplicantID, ExternalUserID: r.ExternalUserID,
 		SealedExternalUserID: r.SealedExternalUserID, ExternalUserIndex: r.ExternalUserIndex,
 		Type: r.Type, Origin: r.Origin, StepName: r.StepName, Warnings: r.Warnings, EventAt: r.EventAt,
 		EventAtSource: r.EventAtSource, ReceivedAt: r.ReceivedAt, Auth: r.auth(),
@@ -444,7 +530,11 @@ func contentFingerprint(c ContentID) uint64 {
 	return binary.BigEndian.Uint64(sum[:8])
 }
 
-// fingerprint identifies an event for the duplicate rule: type, stepName and eventAt.
+// fingerprint identifies an event for the duplicate rule: type, stepName and eventAt,
+// and the provider's status when the event states one. A type of a provider other than
+// Allpass does not name its status alone (Sumsub's applicantReviewed is GREEN or RED), so
+// two events of one type and time with different statuses are two events; an Allpass
+// event states none, and hashes exactly as before providers.
 func fingerprint(e *Event) uint64 {
 	h := sha256.New()
 	h.Write([]byte(e.Type))
@@ -455,6 +545,10 @@ func fingerprint(e *Event) uint64 {
 	binary.BigEndian.PutUint64(t[:8], uint64(e.EventAt.Unix()))
 	binary.BigEndian.PutUint32(t[8:], uint32(e.EventAt.Nanosecond()))
 	h.Write(t[:])
+	if e.ProviderStatus != "" {
+		h.Write([]byte{0})
+		h.Write([]byte(e.ProviderStatus))
+	}
 	var sum [32]byte
 	h.Sum(sum[:0])
 	return binary.BigEndian.Uint64(sum[:8])

@@ -28,3 +28,34 @@ func (p Provider) Valid() bool {
 	}
 	return false
 }
+
+// ProviderOf reads an event's provider field: the empty string, which no event written
+// by kycstate carries but a hand-made one may, is Allpass, the default.
+func ProviderOf(s string) Provider {
+	if s == "" {
+		return ProviderAllpass
+	}
+	return Provider(s)
+}
+
+// ApplicantKey names one applicant across providers (DESIGN.md section 13: an applicant
+// is (provider, app, the provider's id)). An Allpass applicant's key is its id, a
+// lower-case UUID, as it has always been; any other provider's is
+// "<provider>.<app>.<id>". A UUID holds no '.', and a provider's app and id are subject
+// tokens, which hold none either, so no key of one form equals a key of the other, and
+// two applicants of different providers that share an id have different keys.
+type ApplicantKey string
+
+// KeyOf returns the key of applicant id of app of provider p ("" is Allpass).
+func KeyOf(p Provider, app AppKey, id ApplicantID) ApplicantKey {
+	if p == ProviderAllpass || p == "" {
+		return ApplicantKey(id)
+	}
+	return ApplicantKey(string(p) + "." + string(app) + "." + string(id))
+}
+
+// Key returns the applicant's key.
+func (s State) Key() ApplicantKey { return KeyOf(s.Provider, s.AppKey, s.ApplicantID) }
+
+// Key returns the key of the applicant the event belongs to.
+func (e *Event) Key() ApplicantKey { return KeyOf(ProviderOf(e.Provider), e.AppKey, e.ApplicantID) }
