@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
@@ -15,17 +16,50 @@ import (
 	"go.uber.org/zap"
 )
 
-// Subject returns kyc.events.allpass.<appKey>.<applicantId>. Both ids must already be
-// validated UUIDs; Subject refuses anything else with KindInvalid.
+// Subject returns kyc.events.allpass.<appKey>.<applicantId>, an Allpass applicant's
+// subject. Both ids must already be validated UUIDs; Subject refuses anything else with
+// KindInvalid.
 func Subject(app domain.AppKey, id domain.ApplicantID) (string, error) {
+	return ProviderSubject(domain.ProviderAllpass, app, id)
+}
+
+// ProviderSubject returns kyc.events.<provider>.<app>.<applicantId>, the subject of
+// every event of one applicant (DESIGN.md sections 3 and 13). For Allpass, app is the
+// appKey and both ids are lower-case UUIDs; for the other providers, app is the app's
+// name and the id the provider's, both subject tokens (domain.IsSubjectToken). Anything
+// else, an unknown provider included, is refused with KindInvalid: no subject is built
+// from a token that could add a level or a wildcard.
+func ProviderSubject(p domain.Provider, app domain.AppKey, id domain.ApplicantID) (string, error) {
 	const op = "eventlog.Subject"
-	if !domain.IsCanonicalUUID(string(app)) {
-		return "", domain.E(op, domain.KindInvalid, "appKey is not a lower-case UUID")
+	switch {
+	case p == domain.ProviderAllpass:
+		if !domain.IsCanonicalUUID(string(app)) {
+			return "", domain.E(op, domain.KindInvalid, "appKey is not a lower-case UUID")
+		}
+		if !domain.IsCanonicalUUID(string(id)) {
+			return "", domain.E(op, domain.KindInvalid, "applicantId is not a lower-case UUID")
+		}
+	case !p.Valid():
+		return "", domain.E(op, domain.KindInvalid, "provider is not one of "+providerList())
+	case !domain.IsSubjectToken(string(app)):
+		return "", domain.E(op, domain.KindInvalid, "app is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
+	case !domain.IsSubjectToken(string(id)):
+		return "", domain.E(op, domain.KindInvalid, "applicantId is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
 	}
-	if !domain.IsCanonicalUUID(string(id)) {
-		return "", domain.E(op, domain.KindInvalid, "applicantId is not a lower-case UUID")
+	return "kyc.events." + string(p) + "." + string(app) + "." + string(id), nil
+}
+
+// eventSubject is the subject ev is stored on.
+func eventSubject(ev *domain.Event) (string, error) {
+	return ProviderSubject(domain.ProviderOf(ev.Provider), ev.AppKey, ev.ApplicantID)
+}
+
+func providerList() string {
+	names := make([]string, 0, len(domain.Providers()))
+	for _, p := range domain.Providers() {
+		names = append(names, string(p))
 	}
-	return "kyc.events.allpass." + string(app) + "." + string(id), nil
+	return strings.Join(names, ", ")
 }
 
 // Append stores ev with the Nats-Msg-Id msgID and returns its sequence once the stream
@@ -95,7 +129,7 @@ func messageOf(op string, ev *domain.Event, msgID string, data []byte) (*nats.Ms
 	if ev == nil || msgID == "" {
 		return nil, domain.E(op, domain.KindInvalid, "no event or no message id")
 	}
-	subject, err := Subject(ev.AppKey, ev.ApplicantID)
+	subject, err := eventSubject(ev)
 	if err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
@@ -128,7 +162,7 @@ func (l *EventLog) encode(ctx context.Context, op string, ev *domain.Event, msgI
 	if msgID == "" {
 		return nil, domain.E(op, domain.KindInvalid, "empty message id")
 	}
-	if _, err := Subject(ev.AppKey, ev.ApplicantID); err != nil {
+	if _, err := eventSubject(ev); err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
 	switch ev.V {

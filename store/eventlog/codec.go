@@ -44,6 +44,9 @@ func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
 		b = appendField(b, "externalUserId", string(ev.ExternalUserID))
 	}
 	b = appendField(b, "type", string(ev.Type))
+	if ev.ProviderStatus != "" {
+		b = appendField(b, "providerStatus", ev.ProviderStatus)
+	}
 	if ev.StepName != "" {
 		b = appendField(b, "stepName", ev.StepName)
 	}
@@ -218,6 +221,9 @@ func fastDecodeEvent(data []byte, ev *domain.Event, skipRaw bool) bool {
 			bit = 1 << 5
 			s, ok = d.str()
 			ev.Type = domain.EventType(s)
+		case "providerStatus":
+			bit = 1 << 19
+			ev.ProviderStatus, ok = d.str()
 		case "stepName":
 			bit = 1 << 6
 			ev.StepName, ok = d.str()

@@ -222,11 +222,24 @@ const (
 	kindPending = "pending"
 )
 
+// appKeySubject is the subject of an Allpass applicant's data key.
 func appKeySubject(app domain.AppKey, id domain.ApplicantID) (string, error) {
-	if !domain.IsCanonicalUUID(string(app)) || !domain.IsCanonicalUUID(string(id)) {
-		return "", domain.E("eventlog.keySubject", domain.KindInvalid, "appKey and applicantId must be lower-case UUIDs")
+	return keySubject(domain.ProviderAllpass, app, id)
+}
+
+// keySubject is the subject of an applicant's data key: kyc.keys.app.<appKey>.<id> for
+// Allpass, as it has always been, and kyc.keys.<provider>.<app>.<id> for the other
+// providers (DESIGN.md section 13). "app" is no provider's name, so the two forms never
+// meet, and an id two providers share has a key per provider. App and id are the third
+// and fourth tokens in both. The tokens are checked as the event subject checks them.
+func keySubject(p domain.Provider, app domain.AppKey, id domain.ApplicantID) (string, error) {
+	if _, err := ProviderSubject(p, app, id); err != nil {
+		return "", domain.E("eventlog.keySubject", domain.KindInvalid, err)
 	}
-	return "kyc.keys.app." + string(app) + "." + string(id), nil
+	if p == domain.ProviderAllpass {
+		return "kyc.keys.app." + string(app) + "." + string(id), nil
+	}
+	return "kyc.keys." + string(p) + "." + string(app) + "." + string(id), nil
 }
 
 func pendingSubject(app domain.AppKey, id domain.ApplicantID) string {

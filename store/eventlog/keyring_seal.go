@@ -51,7 +51,7 @@ func (k *Keyring) Seal(ctx context.Context, ev *domain.Event) error {
 		ev.ExternalUserID, ev.Raw = "", nil
 		return nil
 	}
-	subject, err := appKeySubject(ev.AppKey, ev.ApplicantID)
+	subject, err := keySubject(domain.ProviderOf(ev.Provider), ev.AppKey, ev.ApplicantID)
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func (k *Keyring) Open(ctx context.Context, ev *domain.Event) error {
 	if ev.V != domain.StoredVersion || (ev.SealedExternalUserID == "" && ev.Sealed == "") {
 		return nil
 	}
-	subject, err := appKeySubject(ev.AppKey, ev.ApplicantID)
+	subject, err := keySubject(domain.ProviderOf(ev.Provider), ev.AppKey, ev.ApplicantID)
 	if err != nil {
 		return err
 	}
@@ -135,11 +135,17 @@ func (k *Keyring) Open(ctx context.Context, ev *domain.Event) error {
 	return nil
 }
 
-// OpenExternalUserID opens a sealed externalUserId of applicant (app, id), as the state
-// and the change feed carry it. Errors as Open's.
+// OpenExternalUserID opens a sealed externalUserId of Allpass applicant (app, id), as
+// the state and the change feed carry it. Errors as Open's.
 func (k *Keyring) OpenExternalUserID(ctx context.Context, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error) {
+	return k.OpenProviderExternalUserID(ctx, domain.ProviderAllpass, app, id, s)
+}
+
+// OpenProviderExternalUserID is OpenExternalUserID for an applicant of any provider
+// (DESIGN.md section 13): each has its own data key.
+func (k *Keyring) OpenProviderExternalUserID(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error) {
 	const op = "eventlog.Keyring.OpenExternalUserID"
-	subject, err := appKeySubject(app, id)
+	subject, err := keySubject(p, app, id)
 	if err != nil {
 		return "", err
 	}

@@ -33,8 +33,13 @@ func lastSeq(ctx context.Context, op string, s jetstream.Stream) (uint64, error)
 // It reads up to the applicant's last event at the time of the call. Errors: KindInvalid
 // for bad ids, KindUnavailable when the stream does not answer or stops making progress.
 func (l *EventLog) Applicant(ctx context.Context, app domain.AppKey, id domain.ApplicantID) ([]domain.Event, error) {
+	return l.ProviderApplicant(ctx, domain.ProviderAllpass, app, id)
+}
+
+// ProviderApplicant is Applicant for an applicant of any provider (ProviderSubject).
+func (l *EventLog) ProviderApplicant(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID) ([]domain.Event, error) {
 	const op = "eventlog.EventLog.Applicant"
-	subject, err := Subject(app, id)
+	subject, err := ProviderSubject(p, app, id)
 	if err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
