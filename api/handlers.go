@@ -268,13 +268,15 @@ func (s *server) handleApplicants() http.Handler {
 		if q.has("appKey") {
 			return errParam("appKey", domain.KindInvalid, "filters only an externalUserId lookup")
 		}
-		var cursor string
+		// The cursor is the last applicant's key: its id for Allpass, provider.app.id for
+		// the others (DESIGN.md section 13), so a page may end on any provider's.
+		var cursor domain.ApplicantKey
 		if c := q.get("cursor"); c != "" {
-			if cursor, err = parseUUID("cursor", c); err != nil {
-				return err
+			if cursor, err = domain.ParseApplicantKey(c); err != nil {
+				return errParam("cursor", domain.KindInvalid, fmt.Sprintf("must be the next of a previous page, got %s", quote(c)))
 			}
 		}
-		states, next, err := s.proj.ByStatus(st, domain.ApplicantID(cursor), limit)
+		states, next, err := s.proj.ByStatus(st, cursor, limit)
 		if err != nil {
 			return err
 		}

@@ -82,7 +82,7 @@ type Projection interface {
 	ByExternalUserIndex(index func(domain.AppKey) domain.ExternalUserIndex, app domain.AppKey, limit int) ([]domain.State, error)
 	// ByStatus returns up to limit applicants in status s after the cursor (an
 	// applicant id, "" from the start), and the next cursor ("" at the end).
-	ByStatus(s domain.Status, cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error)
+	ByStatus(s domain.Status, cursor domain.ApplicantKey, limit int) ([]domain.State, domain.ApplicantKey, error)
 	// Anomalies returns up to limit irregular events after seq after, and the seq to
 	// continue from (0: no more).
 	Anomalies(after uint64, limit int) ([]domain.Record, uint64, error)

@@ -1,5 +1,7 @@
 package domain
 
+import "strings"
+
 // Provider names the KYC provider an event came from (DESIGN.md section 13). It is the
 // second token of every event subject, kyc.events.<provider>.<app>.<applicantId>, and the
 // `provider` of every stored event, state, history event and change.
@@ -59,3 +61,19 @@ func (s State) Key() ApplicantKey { return KeyOf(s.Provider, s.AppKey, s.Applica
 
 // Key returns the key of the applicant the event belongs to.
 func (e *Event) Key() ApplicantKey { return KeyOf(ProviderOf(e.Provider), e.AppKey, e.ApplicantID) }
+
+// ParseApplicantKey reads an applicant key as KeyOf writes it: a UUID (an Allpass
+// applicant's, any case, returned canonical) or <provider>.<app>.<id> of a provider other
+// than Allpass with app and id subject tokens (IsSubjectToken). Errors: KindInvalid.
+func ParseApplicantKey(s string) (ApplicantKey, error) {
+	const op = "domain.ParseApplicantKey"
+	if u, ok := ParseUUID(s); ok {
+		return ApplicantKey(u), nil
+	}
+	p, rest, ok1 := strings.Cut(s, ".")
+	app, id, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || Provider(p) == ProviderAllpass || !Provider(p).Valid() || !IsSubjectToken(app) || !IsSubjectToken(id) {
+		return "", E(op, KindInvalid, "not an applicant key: an Allpass applicant id (a UUID) or provider.app.id")
+	}
+	return ApplicantKey(s), nil
+}

@@ -84,9 +84,9 @@ type Projection interface {
 	// WaitFor blocks until the projection has applied seq or ctx ends, and returns the
 	// checkpoint then.
 	WaitFor(ctx context.Context, seq uint64) uint64
-	// States returns up to limit states in applicant id order after cursor ("" from the
+	// States returns up to limit states in applicant key order after cursor ("" from the
 	// start), and the next cursor ("" at the end).
-	States(cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error)
+	States(cursor domain.ApplicantKey, limit int) ([]domain.State, domain.ApplicantKey, error)
 }
 
 // Config holds an Eraser's dependencies.
@@ -315,7 +315,7 @@ func (e *Eraser) Sweep(ctx context.Context) (int, error) {
 	}
 	cutoff := e.cfg.Now().Add(-e.cfg.EraseAfter)
 	n := 0
-	var cursor domain.ApplicantID
+	var cursor domain.ApplicantKey
 	checked := time.Now()
 	for {
 		if e.cfg.MayRun != nil && time.Since(checked) >= sweepRecheck {
@@ -334,6 +334,11 @@ func (e *Eraser) Sweep(ctx context.Context) (int, error) {
 		}
 		for _, st := range page {
 			if st.Erased || st.LastEventAt.IsZero() || !st.LastEventAt.Before(cutoff) {
+				continue
+			}
+			if st.Provider != "" && st.Provider != domain.ProviderAllpass {
+				// Erasing another provider's applicant is not built yet (Erase takes an
+				// Allpass applicant); it is left for the sweep that can, not failed on.
 				continue
 			}
 			if err := ctx.Err(); err != nil {

@@ -320,10 +320,10 @@ func TestReconciledAndWebhookRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rebuilt.Close()
-	live := map[domain.ApplicantID]domain.Digest{}
-	f.proj.Digests(func(id domain.ApplicantID, d domain.Digest) error { live[id] = d; return nil })
+	live := map[domain.ApplicantKey]domain.Digest{}
+	f.proj.Digests(func(id domain.ApplicantKey, d domain.Digest) error { live[id] = d; return nil })
 	n := 0
-	rebuilt.Digests(func(id domain.ApplicantID, d domain.Digest) error {
+	rebuilt.Digests(func(id domain.ApplicantKey, d domain.Digest) error {
 		n++
 		if live[id] != d {
 			t.Errorf("applicant %s: rebuilt digest %s, live %s", id, d, live[id])

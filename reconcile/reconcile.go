@@ -87,8 +87,9 @@ type App struct {
 // Projection is what a check reads: *projection.Projection.
 type Projection interface {
 	State(id domain.ApplicantID) (domain.State, bool, error)
-	ByStatus(s domain.Status, cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error)
-	Digests(fn func(domain.ApplicantID, domain.Digest) error) error
+	StateOf(key domain.ApplicantKey) (domain.State, bool, error)
+	ByStatus(s domain.Status, cursor domain.ApplicantKey, limit int) ([]domain.State, domain.ApplicantKey, error)
+	Digests(fn func(domain.ApplicantKey, domain.Digest) error) error
 }
 
 // EventLog is where a check appends: *eventlog.EventLog.

@@ -244,6 +244,9 @@ func (r *Reconciler) candidates(full bool, now time.Time, prog *Progress, retry 
 	out := map[domain.AppKey][]domain.ApplicantID{}
 	add := func(st domain.State) {
 		key := st.AppKey
+		if st.Provider != "" && st.Provider != domain.ProviderAllpass {
+			return // Allpass's Open API knows only Allpass's applicants
+		}
 		if _, ok := r.apps[key]; !ok || prog.Done[key] {
 			return
 		}
@@ -253,8 +256,8 @@ func (r *Reconciler) candidates(full bool, now time.Time, prog *Progress, retry 
 		out[key] = append(out[key], st.ApplicantID)
 	}
 	if full {
-		err := r.proj.Digests(func(id domain.ApplicantID, _ domain.Digest) error {
-			st, found, err := r.proj.State(id)
+		err := r.proj.Digests(func(id domain.ApplicantKey, _ domain.Digest) error {
+			st, found, err := r.proj.StateOf(id)
 			if err != nil {
 				return err
 			}
@@ -272,7 +275,7 @@ func (r *Reconciler) candidates(full bool, now time.Time, prog *Progress, retry 
 			if s == domain.StatusApproved || s == domain.StatusRejected {
 				continue
 			}
-			var cursor domain.ApplicantID
+			var cursor domain.ApplicantKey
 			for {
 				page, next, err := r.proj.ByStatus(s, cursor, 1000)
 				if err != nil {

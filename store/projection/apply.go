@@ -31,7 +31,7 @@ func (p *Projection) Apply(events []domain.Event, f *domain.Folder) ([]domain.Re
 		recs []domain.Record
 		cp   uint64
 	)
-	var touched []domain.ApplicantID
+	var touched []domain.ApplicantKey
 	err := p.update(op, func(tx *bolt.Tx) error {
 		w, err := newWriter(tx, f, nil, nil)
 		if err != nil {

@@ -24,14 +24,15 @@ import (
 // Layouts (uvarint lengths and counts; times as zigzag varint Unix seconds + uvarint
 // nanoseconds, read back in UTC):
 //
-//	state:  0x04 digest[32] lastSeq events anomalies applicantId appKey externalUserId
+//	state:  0x05 digest[32] lastSeq events anomalies applicantId appKey externalUserId
 //	        sealedExt extIndex status statusAt lastEventAt reconciledAt erased(0|1)
 //	        stepsPassed flags warnings seen(count, 8 bytes each, ascending)
 //	        seqs(count, first, deltas > 0) seenContent(count, 8 bytes each, ascending)
-//	record: 0x04 seq applicantId appKey externalUserId sealedExt extIndex type origin
+//	        provider providerStatus
+//	record: 0x05 seq applicantId appKey externalUserId sealedExt extIndex type origin
 //	        eventAt eventAtSource receivedAt outcome from to stepName warnings digest[32]
-//	        cid timeFlag
-//	change: 0x02 seq applicantId appKey externalUserId sealedExt from to at
+//	        cid timeFlag provider providerStatus
+//	change: 0x03 seq applicantId appKey externalUserId sealedExt from to at provider
 //
 // A record's cid is one byte of kind and then the id: 0 none; 1 the 32 bytes of a
 // canonical id (64 lower-case hex digits), half the size of its text, since every
@@ -46,13 +47,15 @@ import (
 // holding the id in clear, as the events they were folded from did.
 // Format 3 of states and records lacks content ids and the time flag (DESIGN.md section
 // 15); they are read as having none, as the events they were folded from had.
+// Format 4 of states and records, and 2 of changes, lack the provider and its status
+// (DESIGN.md section 13): every applicant then was Allpass's, and Allpass states none.
 //
 // Decoders check every length against the bytes left, so a scribbled value gives an
 // error, never a panic or a huge allocation.
 const (
-	stateFormat  = 4
-	recordFormat = 4
-	changeFormat = 2
+	stateFormat  = 5
+	recordFormat = 5
+	changeFormat = 3
 
 	stateFormatV1  = 1
 	recordFormatV1 = 1
@@ -108,7 +111,8 @@ func appendState(b []byte, r *stateRec) []byte {
 	for _, fp := range r.SeenContent {
 		b = binary.BigEndian.AppendUint64(b, fp)
 	}
-	return b
+	b = appendString(b, string(domain.ProviderOf(string(r.Provider))))
+	return appendString(b, r.ProviderStatus)
 }
 
 func decodeState(b []byte) (stateRec, error) {
@@ -155,10 +159,17 @@ func decodeState(b []byte) (stateRec, error) {
 	if v >= 4 {
 		r.SeenContent = d.fingerprints()
 	}
+	r.Provider = domain.ProviderAllpass
+	if v >= 5 {
+		r.Provider = domain.Provider(d.string())
+		r.ProviderStatus = d.string()
+	}
 	if err := d.end(); err != nil {
 		return r, err
 	}
 	switch {
+	case !r.Provider.Valid():
+		return r, d.failf("provider %q", r.Provider)
 	case r.Status != domain.StatusNone && !r.Status.Valid():
 		return r, d.failf("status %q", r.Status)
 	case len(r.Seqs) != r.Events:
@@ -201,7 +212,9 @@ func appendRecord(b []byte, r *domain.Record) []byte {
 	b = appendStrings(b, r.Warnings)
 	b = append(b, r.Digest[:]...)
 	b = appendContentID(b, r.ContentID)
-	return appendString(b, string(r.TimeFlag))
+	b = appendString(b, string(r.TimeFlag))
+	b = appendString(b, string(domain.ProviderOf(string(r.Provider))))
+	return appendString(b, r.ProviderStatus)
 }
 
 func decodeRecord(b []byte) (domain.Record, error) {
@@ -237,10 +250,17 @@ func decodeRecord(b []byte) (domain.Record, error) {
 		r.ContentID = d.contentID()
 		r.TimeFlag = domain.TimeFlag(d.string())
 	}
+	r.Provider = domain.ProviderAllpass
+	if v >= 5 {
+		r.Provider = domain.Provider(d.string())
+		r.ProviderStatus = d.string()
+	}
 	if err := d.end(); err != nil {
 		return r, err
 	}
 	switch {
+	case !r.Provider.Valid():
+		return r, d.failf("provider %q", r.Provider)
 	case !r.Outcome.Valid():
 		return r, d.failf("outcome %q", r.Outcome)
 	case r.From != domain.StatusNone && !r.From.Valid(), r.To != domain.StatusNone && !r.To.Valid():
@@ -258,14 +278,15 @@ func appendChange(b []byte, c *domain.Change) []byte {
 	b = appendString(b, string(c.SealedExternalUserID))
 	b = appendString(b, string(c.From))
 	b = appendString(b, string(c.To))
-	return appendTime(b, c.At)
+	b = appendTime(b, c.At)
+	return appendString(b, string(domain.ProviderOf(string(c.Provider))))
 }
 
 func decodeChange(b []byte) (domain.Change, error) {
 	var c domain.Change
 	d := decoder{b: b}
 	v := d.byte()
-	if v != changeFormat && v != changeFormatV1 {
+	if v < changeFormatV1 || v > changeFormat {
 		return c, d.failf("change format %d", v)
 	}
 	c.Seq = d.uvarint()
@@ -278,8 +299,15 @@ func decodeChange(b []byte) (domain.Change, error) {
 	c.From = domain.Status(d.string())
 	c.To = domain.Status(d.string())
 	c.At = d.time()
+	c.Provider = domain.ProviderAllpass
+	if v >= 3 {
+		c.Provider = domain.Provider(d.string())
+	}
 	if err := d.end(); err != nil {
 		return c, err
+	}
+	if !c.Provider.Valid() {
+		return c, d.failf("provider %q", c.Provider)
 	}
 	if (c.From != domain.StatusNone && !c.From.Valid()) || !c.To.Valid() {
 		return c, d.failf("status %q -> %q", c.From, c.To)
@@ -534,19 +562,19 @@ func keySeq(k []byte) (uint64, bool) {
 // an id is kept in the state and history but cannot be looked up.
 const maxIndexedExt = 1024
 
-// indexKey builds "<prefix> 0x00 <applicantId>" for the externalUserId and status indexes.
-// Applicant ids are UUIDs, so the id is everything after the last 0x00 even when an
-// externalUserId contains one.
-func indexKey(prefix string, id domain.ApplicantID) []byte {
+// indexKey builds "<prefix> 0x00 <applicant key>" for the externalUserId, status and id
+// indexes. A key (an Allpass UUID, or provider.app.id of subject tokens) holds no 0x00,
+// so the key is everything after the last 0x00 even when an externalUserId contains one.
+func indexKey(prefix string, id domain.ApplicantKey) []byte {
 	b := make([]byte, 0, len(prefix)+1+len(id))
 	b = append(b, prefix...)
 	b = append(b, 0)
 	return append(b, id...)
 }
 
-// indexID returns the applicant id of an index key under prefix (which includes its
+// indexID returns the applicant key of an index key under prefix (which includes its
 // trailing 0x00), or false when the key belongs to a longer prefix value.
-func indexID(k, prefix []byte) (domain.ApplicantID, bool) {
+func indexID(k, prefix []byte) (domain.ApplicantKey, bool) {
 	if len(k) <= len(prefix) {
 		return "", false
 	}
@@ -554,5 +582,5 @@ func indexID(k, prefix []byte) (domain.ApplicantID, bool) {
 	if slices.Contains(rest, 0) {
 		return "", false
 	}
-	return domain.ApplicantID(rest), true
+	return domain.ApplicantKey(rest), true
 }

@@ -27,7 +27,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			t.Fatalf("record %d: round trip gave %+v, %v", r.Seq, got, err)
 		}
 		if r.StatusChanged() {
-			c := domain.Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey, ExternalUserID: r.ExternalUserID,
+			c := domain.Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey, Provider: r.Provider, ExternalUserID: r.ExternalUserID,
 				From: r.From, To: r.To, At: r.EventAt}
 			got, err := decodeChange(appendChange(nil, &c))
 			if err != nil || !reflect.DeepEqual(got, c) {
@@ -91,13 +91,14 @@ func goldenValues() (stateRec, domain.Record, domain.Change) {
 		StatusAt: at, LastEventAt: at.Add(time.Minute), LastSeq: 300, Events: 3,
 		StepsPassed: []string{"IDENTITY"}, Flags: []string{"expiredDocument"}, Warnings: []string{"GLARE"},
 		Anomalies: 1, Digest: dg, Seen: []uint64{7, 1 << 40}, ReconciledAt: at, Erased: true,
-		SeenContent: []uint64{3, 1 << 63}}, Seqs: []uint64{1, 200, 300}}
+		SeenContent: []uint64{3, 1 << 63}, Provider: domain.ProviderVeriff, ProviderStatus: "approved"}, Seqs: []uint64{1, 200, 300}}
 	rec := domain.Record{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, SealedExternalUserID: "c2VhbGVk", ExternalUserIndex: "00ff",
 		Type: domain.EventApproved, Origin: domain.OriginWebhook, EventAt: at, EventAtSource: domain.SourcePayloadUpdatedAt,
 		ReceivedAt: at.Add(time.Second), Outcome: domain.OutcomeIrregular, From: domain.StatusInit,
 		To: domain.StatusApproved, StepName: "", Warnings: []string{"GLARE"}, Digest: dg,
-		ContentID: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", TimeFlag: domain.TimeFlagClockSkew}
-	ch := domain.Change{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, SealedExternalUserID: "c2VhbGVk",
+		ContentID: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", TimeFlag: domain.TimeFlagClockSkew,
+		Provider: domain.ProviderVeriff, ProviderStatus: "approved"}
+	ch := domain.Change{Seq: 300, ApplicantID: st.ApplicantID, AppKey: st.AppKey, Provider: domain.ProviderVeriff, SealedExternalUserID: "c2VhbGVk",
 		From: domain.StatusInit, To: domain.StatusApproved, At: at}
 	return st, rec, ch
 }
@@ -171,6 +172,7 @@ func TestCodecReadsFormat1(t *testing.T) {
 // content ids (noContentIDs).
 func clearExt(st *domain.State, rec *domain.Record, ch *domain.Change) {
 	noContentIDs(st, rec)
+	noProvider(st, rec, ch)
 	st.ExternalUserID, st.SealedExternalUserID, st.ExternalUserIndex = "user-42", "", ""
 	rec.ExternalUserID, rec.SealedExternalUserID, rec.ExternalUserIndex = "user-42", "", ""
 	if ch != nil {
@@ -183,6 +185,45 @@ func clearExt(st *domain.State, rec *domain.Record, ch *domain.Change) {
 func noContentIDs(st *domain.State, rec *domain.Record) {
 	st.SeenContent = nil
 	rec.ContentID, rec.TimeFlag = "", ""
+}
+
+// noProvider turns golden values into what formats before 5 (states, records) and 3
+// (changes) held: no provider, read as Allpass, and no provider status.
+func noProvider(st *domain.State, rec *domain.Record, ch *domain.Change) {
+	st.Provider, st.ProviderStatus = domain.ProviderAllpass, ""
+	rec.Provider, rec.ProviderStatus = domain.ProviderAllpass, ""
+	if ch != nil {
+		ch.Provider = domain.ProviderAllpass
+	}
+}
+
+// Values of schema version 3 (states and records in format 4, changes in 2), before
+// providers, still decode, as Allpass's.
+func TestCodecReadsFormat4(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "projection", "codec_schema3.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := map[string][]byte{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		name, h, _ := strings.Cut(line, " ")
+		v, err := hex.DecodeString(strings.TrimSpace(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc[name] = v
+	}
+	st, rec, ch := goldenValues()
+	noProvider(&st.State, &rec, &ch)
+	if got, err := decodeState(enc["state"]); err != nil || !reflect.DeepEqual(got, st) {
+		t.Errorf("format 4 state:\n got %+v (%v)\nwant %+v", got, err, st)
+	}
+	if got, err := decodeRecord(enc["record"]); err != nil || !reflect.DeepEqual(got, rec) {
+		t.Errorf("format 4 record:\n got %+v (%v)\nwant %+v", got, err, rec)
+	}
+	if got, err := decodeChange(enc["change"]); err != nil || !reflect.DeepEqual(got, ch) {
+		t.Errorf("format 2 change:\n got %+v (%v)\nwant %+v", got, err, ch)
+	}
 }
 
 // Values of schema version 2 (states and records in format 3), before content ids, still
@@ -203,6 +244,7 @@ func TestCodecReadsFormat3(t *testing.T) {
 	}
 	st, rec, ch := goldenValues()
 	noContentIDs(&st.State, &rec)
+	noProvider(&st.State, &rec, &ch)
 	if got, err := decodeState(enc["state"]); err != nil || !reflect.DeepEqual(got, st) {
 		t.Errorf("format 3 state:\n got %+v (%v)\nwant %+v", got, err, st)
 	}
@@ -326,7 +368,7 @@ func TestDecodeRejectsDamage(t *testing.T) {
 }
 
 func TestIndexKeys(t *testing.T) {
-	id := domain.ApplicantID("0d4c1c8e-6f7e-4e43-9a42-3f2a1f9f0c11")
+	id := domain.ApplicantKey("0d4c1c8e-6f7e-4e43-9a42-3f2a1f9f0c11")
 	for _, ext := range []string{"user-1", "a\x00b", "\x00", "x"} {
 		k := indexKey(ext, id)
 		got, ok := indexID(k, indexKey(ext, ""))

@@ -18,7 +18,8 @@ import (
 
 // SchemaVersion is the version of everything the projection file stores; a file keeps
 // the version it was written at in its meta bucket. It covers the buckets below with
-// their keys (seqs as 8 bytes big-endian, index keys as value 0x00 applicantId) and the
+// their keys (seqs as 8 bytes big-endian, states by applicant key, index keys as value
+// 0x00 applicant key; domain.ApplicantKey: an Allpass applicant's id) and the
 // layouts of codec.go: states, history records and changes. A change to any of them bumps
 // it: testdata/projection/codec_schema<N>.golden pins the values' bytes at version N, so
 // an encoding that changes while the version stays fails TestCodecGolden.
@@ -26,13 +27,18 @@ import (
 // A build refuses a file of a newer version, as written by a newer kycstate, rather than
 // take a value it cannot decode for damage; it reads every version from oldestSchema on.
 //
+//	4: states and records in format 5, changes in format 3 (the provider, DESIGN.md
+//	   section 13); states of other providers than Allpass under their applicant key
+//	   (provider.app.id) and the ids bucket. A file raised from 3 (or earlier) gains
+//	   the empty ids bucket and keeps its values, read as Allpass's: every applicant
+//	   then was, and an Allpass applicant's key is its id, so no key changes.
 //	3: states and records in format 4 (content ids and the time flag, DESIGN.md
 //	   section 15), changes in format 2. A file raised from 2 keeps its format 3
 //	   values, read as holding no content ids, as the events they came from.
 //	2: states and records in format 3, changes in format 2; every bucket below.
 //	1: states and records in formats 1 to 3, changes in 1 or 2, the format byte telling
 //	   them apart; extIndex and apps may be missing.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // oldestSchema is the oldest version this build reads. A writable open raises an older
 // file it reads to SchemaVersion before anything is written (upgradeSchema), since what
@@ -48,10 +54,10 @@ type Options struct {
 // Buckets of the projection file.
 var (
 	bucketMeta      = []byte("meta")      // schema version, checkpoint
-	bucketStates    = []byte("states")    // applicantId -> state record (state + its history seqs)
+	bucketStates    = []byte("states")    // applicant key -> state record (state + its history seqs)
 	bucketHistory   = []byte("history")   // seq -> record; append-only
-	bucketExt       = []byte("ext")       // externalUserId 0x00 applicantId -> appKey
-	bucketStatus    = []byte("status")    // status 0x00 applicantId -> empty
+	bucketExt       = []byte("ext")       // externalUserId 0x00 applicant key -> appKey
+	bucketStatus    = []byte("status")    // status 0x00 applicant key -> empty
 	bucketAnomalies = []byte("anomalies") // seq -> empty; the record is in history
 	bucketChanges   = []byte("changes")   // seq -> change; append-only
 	// bucketExtIndex is the blind index of sealed externalUserIds (stored version 2):
@@ -59,12 +65,16 @@ var (
 	// of, so a lookup without an appKey knows which (appKey, externalUserId) to hash.
 	bucketExtIndex = []byte("extIndex")
 	bucketApps     = []byte("apps") // appKey -> empty
+	// bucketIDs finds the applicants of providers other than Allpass by their provider's
+	// id alone: id 0x00 applicant key -> empty. An Allpass applicant needs no entry: its
+	// key is its id.
+	bucketIDs = []byte("ids")
 
 	allBuckets = [][]byte{bucketMeta, bucketStates, bucketHistory, bucketExt, bucketStatus,
-		bucketAnomalies, bucketChanges, bucketExtIndex, bucketApps}
-	// laterBuckets came during schema version 1: upgradeSchema adds them to a version 1
-	// file, and a read-only open reads their absence as empty.
-	laterBuckets = [][]byte{bucketExtIndex, bucketApps}
+		bucketAnomalies, bucketChanges, bucketExtIndex, bucketApps, bucketIDs}
+	// laterBuckets came after schema version 1 began: upgradeSchema adds them to an
+	// older file, and a read-only open reads their absence as empty.
+	laterBuckets = [][]byte{bucketExtIndex, bucketApps, bucketIDs}
 
 	keySchema     = []byte("schema")
 	keyCheckpoint = []byte("checkpoint")

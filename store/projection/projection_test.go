@@ -204,7 +204,7 @@ func TestApplyReadsWhatTheFoldSays(t *testing.T) {
 			}
 			slices.Sort(want)
 			var got []domain.ApplicantID
-			cursor := domain.ApplicantID("")
+			cursor := domain.ApplicantKey("")
 			for {
 				page, next, err := p.ByStatus(s, cursor, 7)
 				if err != nil {
@@ -315,7 +315,7 @@ func TestApplyReadsWhatTheFoldSays(t *testing.T) {
 		for _, r := range exp.records {
 			if r.StatusChanged() {
 				st := exp.states[r.ApplicantID]
-				want = append(want, domain.Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey,
+				want = append(want, domain.Change{Seq: r.Seq, ApplicantID: r.ApplicantID, AppKey: r.AppKey, Provider: domain.ProviderAllpass,
 					From: r.From, To: r.To, At: r.EventAt, ExternalUserID: extAt(exp.history[r.ApplicantID], r.Seq, st)})
 			}
 		}
@@ -338,9 +338,9 @@ func TestApplyReadsWhatTheFoldSays(t *testing.T) {
 	})
 
 	t.Run("digests", func(t *testing.T) {
-		var ids []domain.ApplicantID
-		err := p.Digests(func(id domain.ApplicantID, d domain.Digest) error {
-			if d != exp.states[id].Digest {
+		var ids []domain.ApplicantKey
+		err := p.Digests(func(id domain.ApplicantKey, d domain.Digest) error {
+			if d != exp.states[domain.ApplicantID(id)].Digest {
 				return fmt.Errorf("digest of %s differs", id)
 			}
 			ids = append(ids, id)
@@ -353,7 +353,7 @@ func TestApplyReadsWhatTheFoldSays(t *testing.T) {
 			t.Fatalf("Digests visited %d applicants (sorted %v), want %d", len(ids), slices.IsSorted(ids), len(exp.states))
 		}
 		stop := errors.New("stop")
-		if err := p.Digests(func(domain.ApplicantID, domain.Digest) error { return stop }); err != stop {
+		if err := p.Digests(func(domain.ApplicantKey, domain.Digest) error { return stop }); err != stop {
 			t.Fatalf("Digests did not return fn's error: %v", err)
 		}
 	})
@@ -381,9 +381,9 @@ func TestDigestsAcrossChunks(t *testing.T) {
 	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events, 3, 500)
 	n := 0
-	var last domain.ApplicantID
-	if err := p.Digests(func(id domain.ApplicantID, d domain.Digest) error {
-		if id <= last || d != exp.states[id].Digest {
+	var last domain.ApplicantKey
+	if err := p.Digests(func(id domain.ApplicantKey, d domain.Digest) error {
+		if id <= last || d != exp.states[domain.ApplicantID(id)].Digest {
 			return fmt.Errorf("applicant %s out of order or wrong digest", id)
 		}
 		last = id

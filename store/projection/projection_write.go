@@ -22,7 +22,7 @@ type writer struct {
 	writerBuckets
 	checkpoint uint64 // the last sequence folded (the file's checkpoint when the writer starts)
 
-	touched map[domain.ApplicantID]*touched
+	touched map[domain.ApplicantKey]*touched
 	mem     *arena
 	scratch []byte
 
@@ -32,7 +32,7 @@ type writer struct {
 	// index changes of one flush or spill, applied in key order: bbolt keeps a node's
 	// entries in one slice until the commit splits it, so entries put out of order into
 	// a large node cost a copy of the slice each.
-	extOps, extIndexOps, statusOps []indexOp
+	extOps, extIndexOps, statusOps, idOps []indexOp
 	// appsIndexed are the appKeys known to be in the apps bucket in this transaction.
 	appsIndexed map[domain.AppKey]bool
 }
@@ -48,7 +48,7 @@ type bucket interface {
 // writerBuckets are the buckets a writer writes to.
 type writerBuckets struct {
 	states, history, ext, status, anomalies, changes, meta bucket
-	extIndex, apps                                         bucket
+	extIndex, apps, ids                                    bucket
 }
 
 // txBuckets returns tx's buckets for a writer. Keys only ever grow in history, anomalies
@@ -65,6 +65,7 @@ func txBuckets(tx *bolt.Tx) (writerBuckets, error) {
 		{&bs.anomalies, bucketAnomalies, true}, {&bs.changes, bucketChanges, true},
 		{&bs.meta, bucketMeta, false},
 		{&bs.extIndex, bucketExtIndex, false}, {&bs.apps, bucketApps, false},
+		{&bs.ids, bucketIDs, false},
 	} {
 		b := tx.Bucket(x.name)
 		if b == nil {
@@ -102,7 +103,7 @@ type touched struct {
 // Past budget bytes the parked states are written to the file (spilled), and from
 // then on those applicants fold from the file as in Apply.
 type parking struct {
-	states map[domain.ApplicantID][]byte
+	states map[domain.ApplicantKey][]byte
 	bytes  int
 	budget int
 }
@@ -112,7 +113,8 @@ const parkOverhead = 96
 
 func (pk *parking) full() bool { return pk.bytes > pk.budget }
 
-// maxApplicantID bounds applicant ids as keys; ingest lets only UUIDs through.
+// maxApplicantID bounds applicant ids and appKeys; ingest lets only UUIDs (Allpass) and
+// subject tokens of at most 64 characters (the other providers) through.
 const maxApplicantID = 128
 
 func newWriter(tx *bolt.Tx, f *domain.Folder, mem *arena, park *parking) (*writer, error) {
@@ -128,7 +130,7 @@ func newBucketWriter(bs writerBuckets, f *domain.Folder, mem *arena, park *parki
 	w := &writer{
 		folder:        f,
 		writerBuckets: bs,
-		touched:       make(map[domain.ApplicantID]*touched),
+		touched:       make(map[domain.ApplicantKey]*touched),
 		appsIndexed:   map[domain.AppKey]bool{},
 		mem:           mem,
 		park:          park,
@@ -156,7 +158,16 @@ func (w *writer) event(e *domain.Event) (rec domain.Record, ok bool, err error) 
 		// The appKey is a key of the apps bucket once the event carries a blind index.
 		return rec, false, domain.E("", domain.KindInvalid, fmt.Sprintf("event %d has no valid appKey", e.Seq))
 	}
-	t, err := w.load(e.ApplicantID)
+	p := domain.ProviderOf(e.Provider)
+	if !p.Valid() {
+		return rec, false, domain.E("", domain.KindInvalid, fmt.Sprintf("event %d has an unknown provider", e.Seq))
+	}
+	if p != domain.ProviderAllpass && (!domain.IsSubjectToken(string(e.AppKey)) || !domain.IsSubjectToken(string(e.ApplicantID))) {
+		// An applicant key is provider.app.id: a '.' in app or id could name another's,
+		// and the log stores no other provider's event with ids other than subject tokens.
+		return rec, false, domain.E("", domain.KindInvalid, fmt.Sprintf("event %d has no valid app or applicant id", e.Seq))
+	}
+	t, err := w.load(e.Key())
 	if err != nil {
 		return rec, false, err
 	}
@@ -176,7 +187,7 @@ func (w *writer) event(e *domain.Event) (rec domain.Record, ok bool, err error) 
 		}
 	}
 	if rec.StatusChanged() {
-		c := domain.Change{Seq: e.Seq, ApplicantID: next.ApplicantID, AppKey: next.AppKey,
+		c := domain.Change{Seq: e.Seq, ApplicantID: next.ApplicantID, AppKey: next.AppKey, Provider: next.Provider,
 			ExternalUserID: next.ExternalUserID, SealedExternalUserID: next.SealedExternalUserID,
 			From: rec.From, To: rec.To, At: rec.EventAt}
 		w.scratch = appendChange(w.scratch[:0], &c)
@@ -188,7 +199,7 @@ func (w *writer) event(e *domain.Event) (rec domain.Record, ok bool, err error) 
 	return rec, true, nil
 }
 
-func (w *writer) load(id domain.ApplicantID) (*touched, error) {
+func (w *writer) load(id domain.ApplicantKey) (*touched, error) {
 	if t := w.touched[id]; t != nil {
 		return t, nil
 	}
@@ -204,8 +215,8 @@ func (w *writer) load(id domain.ApplicantID) (*touched, error) {
 		if err != nil {
 			return nil, err
 		}
-		if rec.ApplicantID != id {
-			return nil, fmt.Errorf("%w: state under %s names %s", errCorruptValue, id, rec.ApplicantID)
+		if rec.Key() != id {
+			return nil, fmt.Errorf("%w: state under %s names %s", errCorruptValue, id, rec.Key())
 		}
 		t.rec, t.inFile, t.indexedExt, t.indexedIdx, t.indexedStatus = rec, true, rec.ExternalUserID, rec.ExternalUserIndex, rec.Status
 	}
@@ -213,7 +224,7 @@ func (w *writer) load(id domain.ApplicantID) (*touched, error) {
 	return t, nil
 }
 
-func (pk *parking) get(id domain.ApplicantID) ([]byte, bool) {
+func (pk *parking) get(id domain.ApplicantKey) ([]byte, bool) {
 	if pk == nil {
 		return nil, false
 	}
@@ -221,7 +232,7 @@ func (pk *parking) get(id domain.ApplicantID) ([]byte, bool) {
 	return b, ok
 }
 
-func (pk *parking) put(id domain.ApplicantID, enc []byte) {
+func (pk *parking) put(id domain.ApplicantKey, enc []byte) {
 	if old, ok := pk.states[id]; ok {
 		pk.bytes -= len(old)
 	} else {
@@ -234,7 +245,7 @@ func (pk *parking) put(id domain.ApplicantID, enc []byte) {
 // flush writes the touched states and their index changes in key order (or parks them),
 // and the checkpoint. The writer can go on folding afterwards (in the same transaction).
 func (w *writer) flush() error {
-	ids := make([]domain.ApplicantID, 0, len(w.touched))
+	ids := make([]domain.ApplicantKey, 0, len(w.touched))
 	for id := range w.touched {
 		ids = append(ids, id)
 	}
@@ -246,7 +257,7 @@ func (w *writer) flush() error {
 			w.park.put(id, bytes.Clone(w.scratch))
 			continue
 		}
-		if err := w.store(id, w.scratch, &t.rec.State, t.indexedExt, t.indexedIdx, t.indexedStatus); err != nil {
+		if err := w.store(id, w.scratch, &t.rec.State, !t.inFile, t.indexedExt, t.indexedIdx, t.indexedStatus); err != nil {
 			return err
 		}
 		t.inFile, t.indexedExt, t.indexedIdx, t.indexedStatus = true, t.rec.ExternalUserID, t.rec.ExternalUserIndex, t.rec.Status
@@ -263,7 +274,7 @@ func (w *writer) spill() error {
 	if w.park == nil || len(w.park.states) == 0 {
 		return nil
 	}
-	ids := make([]domain.ApplicantID, 0, len(w.park.states))
+	ids := make([]domain.ApplicantKey, 0, len(w.park.states))
 	for id := range w.park.states {
 		ids = append(ids, id)
 	}
@@ -274,14 +285,14 @@ func (w *writer) spill() error {
 		if err != nil {
 			return err
 		}
-		if err := w.store(id, enc, &rec.State, "", "", domain.StatusNone); err != nil {
+		if err := w.store(id, enc, &rec.State, true, "", "", domain.StatusNone); err != nil {
 			return err
 		}
 		if t := w.touched[id]; t != nil {
 			t.inFile, t.indexedExt, t.indexedIdx, t.indexedStatus = true, rec.ExternalUserID, rec.ExternalUserIndex, rec.Status
 		}
 	}
-	w.park.states, w.park.bytes = make(map[domain.ApplicantID][]byte), 0
+	w.park.states, w.park.bytes = make(map[domain.ApplicantKey][]byte), 0
 	return w.applyIndexOps()
 }
 
@@ -289,7 +300,7 @@ func (w *writer) applyIndexOps() error {
 	for _, x := range []struct {
 		b   bucket
 		ops *[]indexOp
-	}{{w.ext, &w.extOps}, {w.extIndex, &w.extIndexOps}, {w.status, &w.statusOps}} {
+	}{{w.ext, &w.extOps}, {w.extIndex, &w.extIndexOps}, {w.status, &w.statusOps}, {w.ids, &w.idOps}} {
 		slices.SortFunc(*x.ops, func(a, b indexOp) int { return bytes.Compare(a.key, b.key) })
 		for _, op := range *x.ops {
 			var err error
@@ -309,10 +320,14 @@ func (w *writer) applyIndexOps() error {
 
 // store puts an applicant's encoded state in the file and queues the index changes from
 // indexedExt, indexedIdx and indexedStatus (what the file's indexes hold for it) to its
-// current ones.
-func (w *writer) store(id domain.ApplicantID, enc []byte, st *domain.State, indexedExt domain.ExternalUserID, indexedIdx domain.ExternalUserIndex, indexedStatus domain.Status) error {
+// current ones. fresh says the file holds no state of the applicant yet: one of a
+// provider other than Allpass is then entered in the ids index, once.
+func (w *writer) store(id domain.ApplicantKey, enc []byte, st *domain.State, fresh bool, indexedExt domain.ExternalUserID, indexedIdx domain.ExternalUserIndex, indexedStatus domain.Status) error {
 	if err := w.states.Put(w.mem.copyString(string(id)), w.mem.copy(enc)); err != nil {
 		return err
+	}
+	if fresh && st.Provider != domain.ProviderAllpass {
+		w.idOps = append(w.idOps, indexOp{key: w.mem.copy(indexKey(string(st.ApplicantID), id)), val: []byte{}})
 	}
 	if idx := st.ExternalUserIndex; idx != indexedIdx {
 		if indexedIdx != "" {

@@ -14,8 +14,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// State returns an applicant's current state.
+// State returns an Allpass applicant's current state, or any provider's given its key
+// as an id (StateOf).
 func (p *Projection) State(id domain.ApplicantID) (domain.State, bool, error) {
+	return p.StateOf(domain.ApplicantKey(id))
+}
+
+// StateOf returns the current state of the applicant with key id (domain.KeyOf).
+func (p *Projection) StateOf(id domain.ApplicantKey) (domain.State, bool, error) {
 	const op = "projection.Projection.State"
 	if st, ok := p.states.get(id); ok {
 		return st, true, nil
@@ -37,11 +43,17 @@ func (p *Projection) State(id domain.ApplicantID) (domain.State, bool, error) {
 	return rec.State, true, nil
 }
 
-// History returns up to limit records of an applicant with seq > after, in order, and
-// the seq to continue from (0 when there are no more). limit <= 0 returns all of them,
-// which is what folding history to a point in time (Folder.Refold) needs. An unknown
-// applicant has no history (no error).
+// History returns up to limit records of an Allpass applicant (or of any provider's,
+// given its key as an id) with seq > after, in order, and the seq to continue from (0
+// when there are no more). limit <= 0 returns all of them, which is what folding history
+// to a point in time (Folder.Refold) needs. An unknown applicant has no history (no
+// error).
 func (p *Projection) History(id domain.ApplicantID, after uint64, limit int) ([]domain.Record, uint64, error) {
+	return p.HistoryOf(domain.ApplicantKey(id), after, limit)
+}
+
+// HistoryOf is History for the applicant with key id (domain.KeyOf).
+func (p *Projection) HistoryOf(id domain.ApplicantKey, after uint64, limit int) ([]domain.Record, uint64, error) {
 	const op = "projection.Projection.History"
 	var (
 		recs []domain.Record
@@ -71,9 +83,78 @@ func (p *Projection) History(id domain.ApplicantID, after uint64, limit int) ([]
 	return recs, next, nil
 }
 
-// ByExternalUserID returns the applicants carrying ext (of app, if app is not empty), in
-// applicant id order, at most limit of them (all when limit <= 0). externalUserIds longer
-// than 1 KiB are not indexed.
+// Applicant returns the state of applicant id of provider pr (DESIGN.md section 13: an
+// applicant is (provider, app, the provider's id)). app may be empty: the applicant is
+// then looked up by its id among pr's apps, and an id that two apps of pr hold is
+// KindConflict (name the app). An Allpass applicant is found by its id alone, whatever
+// app is given, as it always was.
+func (p *Projection) Applicant(pr domain.Provider, app domain.AppKey, id domain.ApplicantID) (domain.State, bool, error) {
+	const op = "projection.Projection.Applicant"
+	if pr == domain.ProviderAllpass || app != "" {
+		return p.StateOf(domain.KeyOf(pr, app, id))
+	}
+	all, err := p.ApplicantsByID(id)
+	if err != nil {
+		return domain.State{}, false, err
+	}
+	var found []domain.State
+	for _, st := range all {
+		if st.Provider == pr {
+			found = append(found, st)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return domain.State{}, false, nil
+	case 1:
+		return found[0], true, nil
+	}
+	return domain.State{}, false, domain.Public(op, domain.KindConflict, "ambiguous_applicant",
+		fmt.Sprintf("%d apps of %s hold applicant id %s; name the app", len(found), pr, id))
+}
+
+// ApplicantsByID returns every applicant whose id (its provider's) is id, of every
+// provider and app, in applicant key order: two providers may give the same id (Veriff's
+// and Onfido's ids are UUIDs, as Allpass's are), and a caller that did not say which
+// provider it means gets them all.
+func (p *Projection) ApplicantsByID(id domain.ApplicantID) ([]domain.State, error) {
+	const op = "projection.Projection.ApplicantsByID"
+	if id == "" || slices.Contains([]byte(id), 0) {
+		return nil, nil
+	}
+	var out []domain.State
+	err := p.view(op, func(tx *bolt.Tx) error {
+		if st, found, err := getState(tx, domain.ApplicantKey(id)); err != nil {
+			return err
+		} else if found {
+			out = append(out, st.State)
+		}
+		b := tx.Bucket(bucketIDs)
+		if b == nil {
+			return nil // a read-only file of schema 3 or older: Allpass's applicants only
+		}
+		found, _, err := indexScan{b: b, name: "ids", value: string(id), strict: true}.run(tx)
+		if err != nil {
+			return err
+		}
+		for _, st := range found {
+			if st.ApplicantID != id {
+				return fmt.Errorf("%w: ids index files %s under %s", errCorruptValue, st.Key(), id)
+			}
+		}
+		out = append(out, found...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b domain.State) int { return strings.Compare(string(a.Key()), string(b.Key())) })
+	return out, nil
+}
+
+// ByExternalUserID returns the applicants carrying ext (of app, if app is not empty), of
+// every provider, in applicant key order, at most limit of them (all when limit <= 0).
+// externalUserIds longer than 1 KiB are not indexed.
 func (p *Projection) ByExternalUserID(ext domain.ExternalUserID, app domain.AppKey, limit int) ([]domain.State, error) {
 	const op = "projection.Projection.ByExternalUserID"
 	if ext == "" {
@@ -92,8 +173,9 @@ func (p *Projection) ByExternalUserID(ext domain.ExternalUserID, app domain.AppK
 }
 
 // ByExternalUserIndex returns the applicants whose sealed externalUserId has the blind
-// index index(appKey): of app if it is not empty, else of every app the index holds, in
-// applicant id order, at most limit of them (all when limit <= 0). index is the key
+// index index(appKey): of app if it is not empty, else of every app the index holds (the
+// apps of every provider), in applicant key order, at most limit of them (all when
+// limit <= 0). index is the key
 // ring's (the projection holds no key); the caller checks each match by opening its id,
 // as two ids could in principle share an index.
 func (p *Projection) ByExternalUserIndex(index func(domain.AppKey) domain.ExternalUserIndex, app domain.AppKey, limit int) ([]domain.State, error) {
@@ -125,22 +207,22 @@ func (p *Projection) ByExternalUserIndex(index func(domain.AppKey) domain.Extern
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b domain.State) int { return strings.Compare(string(a.ApplicantID), string(b.ApplicantID)) })
+	slices.SortFunc(out, func(a, b domain.State) int { return strings.Compare(string(a.Key()), string(b.Key())) })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
 }
 
-// States returns up to limit applicants' states in applicant id order after the cursor
-// ("" from the start), and the next cursor ("" at the end): what a sweep over every
-// applicant (retention) reads, a page per transaction.
-func (p *Projection) States(cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error) {
+// States returns up to limit applicants' states in applicant key order after the cursor
+// (an applicant key, "" from the start), and the next cursor ("" at the end): what a
+// sweep over every applicant (retention) reads, a page per transaction.
+func (p *Projection) States(cursor domain.ApplicantKey, limit int) ([]domain.State, domain.ApplicantKey, error) {
 	const op = "projection.Projection.States"
 	limit = max(limit, 1)
 	var (
 		out  []domain.State
-		next domain.ApplicantID
+		next domain.ApplicantKey
 	)
 	err := p.view(op, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketStates).Cursor()
@@ -153,7 +235,7 @@ func (p *Projection) States(cursor domain.ApplicantID, limit int) ([]domain.Stat
 		}
 		for ; k != nil; k, v = c.Next() {
 			if len(out) == limit {
-				next = out[len(out)-1].ApplicantID
+				next = out[len(out)-1].Key()
 				break
 			}
 			st, err := decodeState(v)
@@ -170,17 +252,17 @@ func (p *Projection) States(cursor domain.ApplicantID, limit int) ([]domain.Stat
 	return out, next, nil
 }
 
-// ByStatus returns up to limit applicants in status s, ordered by applicant id, after the
-// cursor (an applicant id, "" from the start), and the next cursor ("" at the end).
-// limit <= 0 returns all of them.
-func (p *Projection) ByStatus(s domain.Status, cursor domain.ApplicantID, limit int) ([]domain.State, domain.ApplicantID, error) {
+// ByStatus returns up to limit applicants in status s, of every provider, ordered by
+// applicant key, after the cursor (an applicant key, "" from the start), and the next
+// cursor ("" at the end). limit <= 0 returns all of them.
+func (p *Projection) ByStatus(s domain.Status, cursor domain.ApplicantKey, limit int) ([]domain.State, domain.ApplicantKey, error) {
 	const op = "projection.Projection.ByStatus"
 	if !s.Valid() {
 		return nil, "", domain.E(op, domain.KindInvalid, fmt.Sprintf("unknown status %q", s))
 	}
 	var (
 		out  []domain.State
-		next domain.ApplicantID
+		next domain.ApplicantKey
 	)
 	err := p.view(op, func(tx *bolt.Tx) error {
 		var err error
@@ -250,13 +332,13 @@ func (p *Projection) Changes(after uint64, limit int) ([]domain.Change, error) {
 	return out, nil
 }
 
-// Digests calls fn for every applicant with its digest, in applicant id order. It reads
-// in short transactions and calls fn outside them, so a slow fn holds up nothing; an
-// applicant first applied while it runs may or may not be included.
-func (p *Projection) Digests(fn func(domain.ApplicantID, domain.Digest) error) error {
+// Digests calls fn for every applicant with its key and digest, in applicant key order.
+// It reads in short transactions and calls fn outside them, so a slow fn holds up
+// nothing; an applicant first applied while it runs may or may not be included.
+func (p *Projection) Digests(fn func(domain.ApplicantKey, domain.Digest) error) error {
 	const op = "projection.Projection.Digests"
 	type entry struct {
-		id domain.ApplicantID
+		id domain.ApplicantKey
 		dg domain.Digest
 	}
 	const chunk = 1024
@@ -278,7 +360,7 @@ func (p *Projection) Digests(fn func(domain.ApplicantID, domain.Digest) error) e
 				if err != nil {
 					return err
 				}
-				buf = append(buf, entry{domain.ApplicantID(k), dg})
+				buf = append(buf, entry{domain.ApplicantKey(k), dg})
 			}
 			return nil
 		})
@@ -297,8 +379,8 @@ func (p *Projection) Digests(fn func(domain.ApplicantID, domain.Digest) error) e
 	}
 }
 
-// getState reads and decodes an applicant's state record.
-func getState(tx *bolt.Tx, id domain.ApplicantID) (stateRec, bool, error) {
+// getState reads and decodes the state record of the applicant with key id.
+func getState(tx *bolt.Tx, id domain.ApplicantKey) (stateRec, bool, error) {
 	if id == "" {
 		return stateRec{}, false, nil
 	}
@@ -310,8 +392,8 @@ func getState(tx *bolt.Tx, id domain.ApplicantID) (stateRec, bool, error) {
 	if err != nil {
 		return st, false, err
 	}
-	if st.ApplicantID != id {
-		return st, false, fmt.Errorf("%w: state under %s names %s", errCorruptValue, id, st.ApplicantID)
+	if st.Key() != id {
+		return st, false, fmt.Errorf("%w: state under %s names %s", errCorruptValue, id, st.Key())
 	}
 	return st, true, nil
 }
@@ -358,15 +440,16 @@ func seqsAfter(b *bolt.Bucket, after uint64, limit int) ([]uint64, bool, error) 
 	return out, false, nil
 }
 
-// indexScan is one walk of an index bucket whose keys are indexKey(value, applicantId)
-// (ext and extIndex, whose entries hold the appKey; status, whose entries are empty): the
-// applicants filed under one value, in applicant id order, each answered with its state.
+// indexScan is one walk of an index bucket whose keys are indexKey(value, applicant key)
+// (ext and extIndex, whose entries hold the appKey; status and ids, whose entries are
+// empty): the applicants filed under one value, in applicant key order, each answered
+// with its state.
 type indexScan struct {
 	b     *bolt.Bucket
-	name  string             // the index, as a damaged entry's error names it
-	value string             // the indexed value
-	after domain.ApplicantID // start after this applicant; "" from the first
-	app   domain.AppKey      // if set, only the entries that hold this appKey
+	name  string              // the index, as a damaged entry's error names it
+	value string              // the indexed value
+	after domain.ApplicantKey // start after this applicant; "" from the first
+	app   domain.AppKey       // if set, only the entries that hold this appKey
 	// strict makes a key under the value that names no applicant damage. Otherwise it is
 	// an entry of a longer value that starts with this one and a 0x00 (an externalUserId
 	// may hold one), and is skipped.
@@ -377,7 +460,7 @@ type indexScan struct {
 // run returns the states and the cursor to go on from: the last applicant returned when
 // the limit cut the walk short before another entry, else "". An entry naming an
 // applicant without a state is damage.
-func (s indexScan) run(tx *bolt.Tx) ([]domain.State, domain.ApplicantID, error) {
+func (s indexScan) run(tx *bolt.Tx) ([]domain.State, domain.ApplicantKey, error) {
 	var out []domain.State
 	prefix := indexKey(s.value, "")
 	from := indexKey(s.value, s.after)
@@ -395,7 +478,7 @@ func (s indexScan) run(tx *bolt.Tx) ([]domain.State, domain.ApplicantID, error) 
 			continue
 		}
 		if s.limit > 0 && len(out) == s.limit {
-			return out, out[len(out)-1].ApplicantID, nil
+			return out, out[len(out)-1].Key(), nil
 		}
 		st, found, err := getState(tx, id)
 		if err != nil {

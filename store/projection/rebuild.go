@@ -75,7 +75,7 @@ func NewBuilder(path string) (*Builder, error) {
 		return nil, err
 	}
 	b := &Builder{path: path, db: db, folder: domain.NewFolder(),
-		park:        &parking{states: make(map[domain.ApplicantID][]byte), budget: defaultParkBudget},
+		park:        &parking{states: make(map[domain.ApplicantKey][]byte), budget: defaultParkBudget},
 		chunkEvents: defaultChunkEvents, chunkApplicants: defaultChunkApplicants}
 	if err := db.Update(createBuckets); err != nil {
 		db.Close()
@@ -125,8 +125,8 @@ func (r *recorder) Delete(key []byte) error {
 }
 
 // The order of writerBuckets' fields, as chunkOp.b numbers them.
-func (bs *writerBuckets) list() [9]*bucket {
-	return [9]*bucket{&bs.states, &bs.history, &bs.ext, &bs.status, &bs.anomalies, &bs.changes, &bs.meta, &bs.extIndex, &bs.apps}
+func (bs *writerBuckets) list() [10]*bucket {
+	return [10]*bucket{&bs.states, &bs.history, &bs.ext, &bs.status, &bs.anomalies, &bs.changes, &bs.meta, &bs.extIndex, &bs.apps, &bs.ids}
 }
 
 // chunkWriter replays recorded chunks into a file, one transaction each, in a goroutine

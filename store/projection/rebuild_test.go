@@ -371,12 +371,12 @@ func TestRebuildEmptyLog(t *testing.T) {
 func checkIndexes(t *testing.T, d map[string][]kv, exp folded) {
 	t.Helper()
 	var ext, status []kv
-	for id, st := range exp.states {
+	for _, st := range exp.states {
 		if st.ExternalUserID != "" {
-			ext = append(ext, kv{indexKey(string(st.ExternalUserID), id), []byte(st.AppKey)})
+			ext = append(ext, kv{indexKey(string(st.ExternalUserID), st.Key()), []byte(st.AppKey)})
 		}
 		if st.Status != domain.StatusNone {
-			status = append(status, kv{indexKey(string(st.Status), id), []byte{}})
+			status = append(status, kv{indexKey(string(st.Status), st.Key()), []byte{}})
 		}
 	}
 	byKey := func(a, b kv) int { return bytes.Compare(a.k, b.k) }

@@ -109,7 +109,7 @@ func TestStatesPages(t *testing.T) {
 	p := mustOpen(t, filepath.Join(t.TempDir(), "p.db"), Options{})
 	applyBatches(t, p, events, 1, 50)
 	var all []domain.ApplicantID
-	cursor := domain.ApplicantID("")
+	cursor := domain.ApplicantKey("")
 	for {
 		page, next, err := p.States(cursor, 10)
 		if err != nil {

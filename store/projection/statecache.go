@@ -19,11 +19,11 @@ const stateCacheSize = 8192
 type stateCache struct {
 	mu  sync.Mutex
 	gen uint64
-	m   map[domain.ApplicantID]domain.State
+	m   map[domain.ApplicantKey]domain.State
 }
 
 // get returns a copy of id's cached state: callers may change what they get.
-func (c *stateCache) get(id domain.ApplicantID) (domain.State, bool) {
+func (c *stateCache) get(id domain.ApplicantKey) (domain.State, bool) {
 	c.mu.Lock()
 	st, ok := c.m[id]
 	c.mu.Unlock()
@@ -41,7 +41,7 @@ func (c *stateCache) generation() uint64 {
 
 // put keeps st for id if nothing was dropped since generation gen. A full cache makes
 // room by dropping an entry at random (map order).
-func (c *stateCache) put(id domain.ApplicantID, st domain.State, gen uint64) {
+func (c *stateCache) put(id domain.ApplicantKey, st domain.State, gen uint64) {
 	st = st.Clone() // the caller keeps its own
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -49,7 +49,7 @@ func (c *stateCache) put(id domain.ApplicantID, st domain.State, gen uint64) {
 		return
 	}
 	if c.m == nil {
-		c.m = make(map[domain.ApplicantID]domain.State)
+		c.m = make(map[domain.ApplicantKey]domain.State)
 	}
 	if _, ok := c.m[id]; !ok && len(c.m) >= stateCacheSize {
 		for old := range c.m {
@@ -61,7 +61,7 @@ func (c *stateCache) put(id domain.ApplicantID, st domain.State, gen uint64) {
 }
 
 // drop forgets ids and starts a new generation.
-func (c *stateCache) drop(ids []domain.ApplicantID) {
+func (c *stateCache) drop(ids []domain.ApplicantKey) {
 	if len(ids) == 0 {
 		return
 	}

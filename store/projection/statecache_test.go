@@ -13,13 +13,13 @@ import (
 func TestStateCache(t *testing.T) {
 	var c stateCache
 	for i := range 2 * stateCacheSize {
-		c.put(domain.ApplicantID(fmt.Sprint(i)), domain.State{Events: i}, c.generation())
+		c.put(domain.ApplicantKey(fmt.Sprint(i)), domain.State{Events: i}, c.generation())
 	}
 	if n := len(c.m); n != stateCacheSize {
 		t.Fatalf("%d entries, bound %d", n, stateCacheSize)
 	}
 	gen := c.generation()
-	c.drop([]domain.ApplicantID{"x"})
+	c.drop([]domain.ApplicantKey{"x"})
 	c.put("stale", domain.State{Events: 1}, gen)
 	if _, ok := c.get("stale"); ok {
 		t.Fatal("a state read before a drop was kept")
@@ -33,7 +33,7 @@ func TestStateCache(t *testing.T) {
 	if again, _ := c.get("a"); again.StepsPassed[0] != "document" {
 		t.Fatalf("changing what get returned changed the cache: %v", again.StepsPassed)
 	}
-	c.drop([]domain.ApplicantID{"a"})
+	c.drop([]domain.ApplicantKey{"a"})
 	if _, ok := c.get("a"); ok {
 		t.Fatal("dropped, still there")
 	}

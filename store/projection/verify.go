@@ -42,7 +42,8 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (dom
 	const op = "projection.Verify"
 	res := domain.VerifyResult{Checkpoint: p.Checkpoint(), LogLast: last}
 	cp := res.Checkpoint
-	chains := make(map[domain.ApplicantID]*chain)
+	// Chains by applicant key: two providers' applicants may share an id.
+	chains := make(map[domain.ApplicantKey]*chain)
 	if cp > 0 {
 		err := read(ctx, 1, rebuildBatch, func(evs []domain.Event) error {
 			for i := range evs {
@@ -50,10 +51,11 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (dom
 				if e.Seq > cp {
 					return errStopRead
 				}
-				c := chains[e.ApplicantID]
+				key := e.Key()
+				c := chains[key]
 				if c == nil {
 					c = &chain{}
-					chains[e.ApplicantID] = c
+					chains[key] = c
 				}
 				c.digest = c.digest.Next(e.Stored)
 				c.lastSeq = e.Seq
@@ -89,17 +91,20 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (dom
 			}
 			digest, lastSeq, events = recs[0].Digest, st.Seqs[i-1], i
 		}
-		c := chains[st.ApplicantID]
+		// A difference names the applicant by its key: its id for Allpass, as before, and
+		// provider.app.id for the others, so that one of two sharing an id is told apart.
+		id := domain.ApplicantID(st.Key())
+		c := chains[st.Key()]
 		switch {
 		case c == nil:
-			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffExtra, ApplicantID: st.ApplicantID,
+			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffExtra, ApplicantID: id,
 				Log: "no events", Projection: describe(digest, events, lastSeq)})
 			return nil
 		case c.digest != digest:
-			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffDigest, ApplicantID: st.ApplicantID,
+			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffDigest, ApplicantID: id,
 				Log: describe(c.digest, c.events, c.lastSeq), Projection: describe(digest, events, lastSeq)})
 		case c.events != events || c.lastSeq != lastSeq:
-			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffCount, ApplicantID: st.ApplicantID,
+			res.Differences = append(res.Differences, domain.VerifyDifference{Kind: domain.DiffCount, ApplicantID: id,
 				Log: describe(c.digest, c.events, c.lastSeq), Projection: describe(digest, events, lastSeq)})
 		}
 		c.seen = true
@@ -111,7 +116,7 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (dom
 	var missing []domain.VerifyDifference
 	for id, c := range chains {
 		if !c.seen {
-			missing = append(missing, domain.VerifyDifference{Kind: domain.DiffMissing, ApplicantID: id,
+			missing = append(missing, domain.VerifyDifference{Kind: domain.DiffMissing, ApplicantID: domain.ApplicantID(id),
 				Log: describe(c.digest, c.events, c.lastSeq), Projection: "no state"})
 		}
 	}
@@ -147,8 +152,8 @@ func (p *Projection) scanStates(op string, fn func(*bolt.Tx, *stateRec) error) e
 				if err != nil {
 					return err
 				}
-				if string(st.ApplicantID) != string(k) {
-					return fmt.Errorf("%w: state under %s names %s", errCorruptValue, k, st.ApplicantID)
+				if string(st.Key()) != string(k) {
+					return fmt.Errorf("%w: state under %s names %s", errCorruptValue, k, st.Key())
 				}
 				if err := fn(tx, &st); err != nil {
 					return err
