@@ -166,16 +166,16 @@ func (c *cluster) take(n *node) eventlog.SnapshotInfo {
 }
 
 // digests maps every applicant to its digest.
-func digests(t *testing.T, p *projection.Projection) map[domain.ApplicantID]domain.Digest {
+func digests(t *testing.T, p *projection.Projection) map[domain.ApplicantKey]domain.Digest {
 	t.Helper()
-	out := map[domain.ApplicantID]domain.Digest{}
-	if err := p.Digests(func(id domain.ApplicantID, d domain.Digest) error { out[id] = d; return nil }); err != nil {
+	out := map[domain.ApplicantKey]domain.Digest{}
+	if err := p.Digests(func(id domain.ApplicantKey, d domain.Digest) error { out[id] = d; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-func sameDigests(t *testing.T, want, got map[domain.ApplicantID]domain.Digest) {
+func sameDigests(t *testing.T, want, got map[domain.ApplicantKey]domain.Digest) {
 	t.Helper()
 	if len(want) != len(got) {
 		t.Fatalf("%d applicants, want %d", len(got), len(want))

@@ -57,7 +57,7 @@ func TestWriteSchema3Fixture(t *testing.T) {
 	steps := []step{
 		{0, "applicantCreated", 0, "", "user-1"}, {1, "applicantCreated", 1, "", "user-2"},
 		{0, "applicantInProgress", 10, "", ""}, {0, "applicantStepPassed", 11, "IDENTITY", ""},
-		{1, "applicantApproved", 12, "", "user-2"}, // irregular: INIT -> APPROVED
+		{1, "applicantApproved", 12, "", "user-2"},                                  // irregular: INIT -> APPROVED
 		{0, "applicantInReview", 20, "", ""}, {0, "applicantCompleted", 15, "", ""}, // stale
 		{2, "applicantCreated", 30, "", "user-1"}, {2, "somethingNew", 31, "", ""},
 		{0, "applicantApproved", 40, "", ""}, {2, "applicantInProgress", 41, "", ""},
@@ -74,7 +74,7 @@ func TestWriteSchema3Fixture(t *testing.T) {
 		ev := domain.Event{Provider: "allpass", Origin: domain.OriginWebhook, AppKey: app, ApplicantID: ids[s.id],
 			ExternalUserID: domain.ExternalUserID(s.ext), Type: s.typ, StepName: s.step, EventAt: at,
 			EventAtSource: domain.SourcePayloadUpdatedAt, ReceivedAt: at.Add(time.Second), Payload: pb,
-			Raw: &domain.Raw{Body: fmt.Sprintf(`{"data":"%d"}`, i), Signature: "sig"},
+			Raw:       &domain.Raw{Body: fmt.Sprintf(`{"data":"%d"}`, i), Signature: "sig"},
 			ContentID: domain.NewContentID("allpass", string(app), fmt.Appendf(nil, "data-%d", i))}
 		if _, _, err := l.Append(ctx, &ev, string(ev.ContentID)); err != nil {
 			t.Fatal(err)
