@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // FuzzOpen asserts no panic, a known code and kind for every refusal, a short message, and
@@ -25,7 +26,7 @@ func FuzzOpen(f *testing.F) {
 		ev, id, err := a.Open(body, h, v.ReceivedAt, Options{KeepRaw: true})
 		if err != nil {
 			code := domain.CodeOf(err)
-			if kind, ok := codeKinds[code]; !ok || code == CodeBadSignature || domain.KindOf(err) != kind {
+			if kind, ok := codeKinds[code]; !ok || code == webhook.CodeBadSignature || domain.KindOf(err) != kind {
 				t.Fatalf("refusal of code %q kind %v: %v", code, domain.KindOf(err), err)
 			}
 			if len(err.Error()) > 200 {
@@ -36,7 +37,7 @@ func FuzzOpen(f *testing.F) {
 		}
 
 		h.Set(HeaderSignature, Sign(a.Secrets[0], append(bytes.Clone(body), 'x'))[HeaderSignature])
-		if _, _, err := a.Open(body, h, v.ReceivedAt, Options{}); domain.CodeOf(err) != CodeBadSignature {
+		if _, _, err := a.Open(body, h, v.ReceivedAt, Options{}); domain.CodeOf(err) != webhook.CodeBadSignature {
 			t.Fatalf("a body under another body's signature: %v", err)
 		}
 	})
@@ -48,7 +49,7 @@ func checkEvent(t *testing.T, a *App, body []byte, ev domain.Event, id string) {
 	if !domain.IsSubjectToken(string(ev.ApplicantID)) {
 		t.Fatalf("applicant id %q is no subject token", ev.ApplicantID)
 	}
-	if !printable(string(ev.Type), maxNameLen) || (ev.ProviderStatus != "" && !printable(ev.ProviderStatus, maxNameLen)) {
+	if (string(ev.Type) == "" || webhook.CheckPrintable(string(ev.Type)) != nil) || (ev.ProviderStatus != "" && (ev.ProviderStatus == "" || webhook.CheckPrintable(ev.ProviderStatus) != nil)) {
 		t.Fatalf("type %q or status %q not printable", ev.Type, ev.ProviderStatus)
 	}
 	if !bytes.Equal(ev.Payload, body) || ev.Raw == nil || ev.Raw.Body != string(body) {

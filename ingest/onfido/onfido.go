@@ -48,13 +48,11 @@
 package onfido
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // Provider is the provider name written into every stored event.
@@ -73,92 +71,39 @@ type App struct {
 }
 
 // Validate reports whether a can open webhooks: its name is a subject token and it has at
-// least one secret, none empty. Errors are KindInvalid (CodeInvalidConfig) and name the
-// app, never a secret.
-func (a *App) Validate() error {
-	bad := func(msg string) error {
-		return domain.Public("onfido.App.Validate", domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: %s", a.Name, msg))
-	}
-	switch {
-	case !domain.IsSubjectToken(a.Name):
-		return bad("name is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
-	case len(a.Secrets) == 0:
-		return bad("no webhook_secret")
-	}
-	for i, s := range a.Secrets {
-		if len(s) == 0 {
-			return bad(fmt.Sprintf("secret %d is empty", i))
-		}
-	}
-	return nil
-}
+// least one secret, none empty. Errors are KindInvalid (webhook.CodeInvalidConfig) and
+// name the app, never a secret.
+func (a *App) Validate() error { return webhook.CheckApp("onfido.App.Validate", a.Name, a.Secrets) }
 
 // Header is what Open reads of a request's headers; net/http's Header has Get.
-type Header interface{ Get(name string) string }
+type Header = webhook.Header
 
-// Options of Open.
-type Options struct {
-	KeepRaw bool // keep the raw body and the signature header in the stored event
-}
+// Options of Open: KeepRaw keeps the raw body and X-SHA2-Signature in the stored event.
+type Options = webhook.Options
 
 // Open authenticates one webhook for app a, then parses it and names the event. It
 // returns the event to store (Seq 0) and its content id, the Nats-Msg-Id.
 //
-// Errors carry a kind and a code (domain.CodeOf): KindUnauthorized, CodeBadSignature;
-// KindInvalid, CodeMalformedPayload (not one JSON object, too deep, a member read twice);
-// KindUnprocessable, CodeInvalidPayload (a member missing or invalid, no workflow run). An
-// app that fails Validate is KindInternal. Open keeps no state: it is safe for concurrent
-// use.
+// Errors carry a kind and a code (domain.CodeOf, ingest/webhook's codes):
+// KindUnauthorized, CodeBadSignature; KindInvalid, CodeMalformedPayload (not one JSON
+// object, too deep, a member read twice); KindUnprocessable, CodeInvalidPayload (a member
+// missing or invalid, no workflow run). An app that fails Validate is KindInternal. Open
+// keeps no state: it is safe for concurrent use.
 func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (domain.Event, string, error) {
-	const op = "onfido.Open"
-	if err := a.Validate(); err != nil {
-		return domain.Event{}, "", domain.E(op, domain.KindInternal, err)
-	}
 	signature := h.Get(HeaderSignature)
-	if !a.authentic(body, signature) {
-		return domain.Event{}, "", domain.Public(op, domain.KindUnauthorized, CodeBadSignature,
-			"X-SHA2-Signature matches no configured secret")
-	}
-	ev, err := parseWebhook(body, receivedAt)
-	if err != nil {
-		return domain.Event{}, "", err
-	}
-	ev.AppKey = domain.AppKey(a.Name)
-	if opt.KeepRaw {
-		ev.Raw = &domain.Raw{Body: string(body), Signature: signature}
-	}
-	ev.ContentID = ContentID(a.Name, body)
-	return ev, string(ev.ContentID), nil
-}
-
-// authentic reports whether signature is the hex HMAC-SHA256 of body under one of a's
-// secrets. Every secret is tried, whatever an earlier one answered.
-func (a *App) authentic(body []byte, signature string) bool {
-	given, err := hex.DecodeString(signature)
-	if err != nil || len(given) != sha256.Size {
-		return false
-	}
-	ok := false
-	for _, s := range a.Secrets {
-		if hmac.Equal(given, mac(s, body)) {
-			ok = true
-		}
-	}
-	return ok
-}
-
-// mac is the HMAC-SHA256 of msg under secret.
-func mac(secret, msg []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write(msg)
-	return m.Sum(nil)
+	return webhook.Adapter{
+		Op: "onfido.Open", Provider: Provider, App: a.Name, Validate: a.Validate,
+		Verify:     func(body []byte) bool { return webhook.VerifyHex(sha256.New, a.Secrets, signature, body) },
+		Unverified: "X-SHA2-Signature matches no configured secret",
+		Parse:      parseWebhook,
+	}.Open(body, signature, receivedAt, opt)
 }
 
 // Sign signs body as Onfido signs a webhook: X-SHA2-Signature, the lower-case hex
 // HMAC-SHA256 of the body under the webhook's token. For the simulator and the handler's
 // tests; the vectors are made without it.
 func Sign(secret, body []byte) map[string]string {
-	return map[string]string{HeaderSignature: hex.EncodeToString(mac(secret, body))}
+	return map[string]string{HeaderSignature: webhook.SumHex(sha256.New, secret, body)}
 }
 
 // ContentID is a webhook's content id (DESIGN.md section 15) and Nats-Msg-Id:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 var (
@@ -48,7 +49,7 @@ func TestValidate(t *testing.T) {
 		a := testApp()
 		mutate(a)
 		err := a.Validate()
-		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig {
+		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != webhook.CodeInvalidConfig {
 			t.Errorf("%s: %v", name, err)
 		}
 		body := runBody(testRun, "approved")
@@ -71,7 +72,7 @@ func TestEverySecretTried(t *testing.T) {
 			t.Errorf("signed with %s: %v", s, err)
 		}
 	}
-	if _, _, err := a.Open(body, signed("t3", body), testReceived, Options{}); domain.CodeOf(err) != CodeBadSignature {
+	if _, _, err := a.Open(body, signed("t3", body), testReceived, Options{}); domain.CodeOf(err) != webhook.CodeBadSignature {
 		t.Errorf("signed with a secret the app lacks: %v", err)
 	}
 }
@@ -90,7 +91,7 @@ func TestAuthenticatedBeforeParsed(t *testing.T) {
 			"SHA-1 length":              {"X-Sha2-Signature": {strings.Repeat("ab", 20)}},
 		} {
 			_, _, err := a.Open(body, h, testReceived, Options{})
-			if domain.CodeOf(err) != CodeBadSignature || domain.KindOf(err) != domain.KindUnauthorized {
+			if domain.CodeOf(err) != webhook.CodeBadSignature || domain.KindOf(err) != domain.KindUnauthorized {
 				t.Errorf("%s, body %.20q: %v, want bad_signature", name, body, err)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // FuzzOpen asserts no panic, a known kind and code for every refusal, and that whatever
@@ -43,9 +44,9 @@ func FuzzOpen(f *testing.F) {
 		if err != nil {
 			kind, code := domain.KindOf(err), domain.CodeOf(err)
 			switch {
-			case kind == domain.KindUnauthorized && code == CodeBadSignature:
-			case kind == domain.KindInvalid && code == CodeMalformedPayload:
-			case kind == domain.KindUnprocessable && code == CodeInvalidPayload:
+			case kind == domain.KindUnauthorized && code == webhook.CodeBadSignature:
+			case kind == domain.KindInvalid && code == webhook.CodeMalformedPayload:
+			case kind == domain.KindUnprocessable && code == webhook.CodeInvalidPayload:
 			default:
 				t.Fatalf("refusal of kind %v code %q: %v", kind, code, err)
 			}
@@ -63,7 +64,7 @@ func FuzzOpen(f *testing.F) {
 		if !domain.IsSubjectToken(string(ev.ApplicantID)) || !strings.HasPrefix(string(ev.ApplicantID), inquiryPrefix) {
 			t.Fatalf("accepted inquiry id %q", ev.ApplicantID)
 		}
-		if ev.Type == "" || checkPrintable("", string(ev.Type)) != nil || checkPrintable("", ev.ProviderStatus) != nil {
+		if ev.Type == "" || webhook.CheckPrintable(string(ev.Type)) != nil || webhook.CheckPrintable(ev.ProviderStatus) != nil {
 			t.Fatalf("accepted name %q status %q", ev.Type, ev.ProviderStatus)
 		}
 		if !bytes.Equal(ev.Payload, body) || ev.Raw == nil || ev.Raw.Body != string(body) || ev.Raw.Signature != sig {

@@ -1,26 +1,23 @@
 package persona
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 	"github.com/kycstate/kycstate/internal/jsonscan"
 )
 
-// Payload limits. The payload is Persona's, so the limits are loose; they exist so that
+// Payload limits beside webhook.MaxName. The payload is Persona's, so the limits are loose; they exist so that
 // what becomes a NATS header, an index key or a log field stays printable and bounded.
 const (
 	// maxDepth bounds nesting (an inquiry with its included objects nests some eight
 	// levels), checked before anything is decoded so a bomb fails in one scan.
 	maxDepth = 64
-	// maxTypeLen bounds the event's name and providerStatus, which travel in headers.
-	maxTypeLen = 128
 	// maxTextLen bounds reference-id (the externalUserId).
 	maxTextLen = 256
 	// inquiryPrefix starts every inquiry id Persona gives.
@@ -68,14 +65,9 @@ type object struct {
 	members map[string]json.RawMessage
 }
 
-// errTwice is a member given twice, or in two inflections: one reader could take one and
-// another reader the other.
-type errTwice struct{ path string }
-
-func (e errTwice) Error() string { return e.path + " gives a member twice" }
-
 // split reads raw as an object at path whose members named in ms may appear once, in
-// one inflection. It reports malformed input (a member twice) with errTwice.
+// one inflection. A member given twice, or in two inflections, is malformed: one reader
+// could take one and another reader the other.
 func split(path string, raw json.RawMessage, ms ...member) (object, error) {
 	var known []string
 	for _, m := range ms {
@@ -93,7 +85,7 @@ func split(path string, raw json.RawMessage, ms ...member) (object, error) {
 			}
 		}
 		if n > 1 {
-			return object{}, errTwice{path}
+			return object{}, fmt.Errorf("%s gives a member twice", path)
 		}
 	}
 	return object{path, members}, nil
@@ -160,19 +152,21 @@ func (e fieldError) Error() string { return e.path + " " + e.problem }
 // data.attributes.created-at that does not parse is skipped, not refused: the event is
 // worth more than its timestamp, and eventAtSource says where the time came from.
 func parse(body []byte, receivedAt time.Time) (domain.Event, string, error) {
-	const op = "persona.Open"
 	ev, eventID, err := read(body, receivedAt)
-	var twice errTwice
-	var field fieldError
-	switch {
-	case err == nil:
-		return ev, eventID, nil
-	case errors.As(err, &field):
-		return domain.Event{}, "", fail(op, domain.KindUnprocessable, CodeInvalidPayload, field.Error())
-	case errors.As(err, &twice):
-		return domain.Event{}, "", fail(op, domain.KindInvalid, CodeMalformedPayload, twice.Error())
+	if err != nil {
+		return domain.Event{}, "", refusal("persona.Open", err)
 	}
-	return domain.Event{}, "", fail(op, domain.KindInvalid, CodeMalformedPayload, err.Error())
+	return ev, eventID, nil
+}
+
+// refusal is the refusal for one of read's errors: a fieldError is CodeInvalidPayload,
+// anything else (not an object, too deep, a member twice) CodeMalformedPayload.
+func refusal(op string, err error) error {
+	var field fieldError
+	if errors.As(err, &field) {
+		return webhook.Invalid(op, field.path, field.problem)
+	}
+	return domain.Public(op, domain.KindInvalid, webhook.CodeMalformedPayload, err.Error())
 }
 
 // read is parse with its errors untyped by kind: fieldError for a member that is
@@ -209,19 +203,9 @@ func read(body []byte, receivedAt time.Time) (domain.Event, string, error) {
 		return domain.Event{}, "", err
 	}
 
-	ev := domain.Event{
-		V:              domain.StoredVersion,
-		Provider:       Provider,
-		Origin:         domain.OriginWebhook,
-		ApplicantID:    inquiry.id,
-		ExternalUserID: domain.ExternalUserID(inquiry.referenceID),
-		Type:           domain.EventType(name),
-		ProviderStatus: inquiry.status,
-		ReceivedAt:     receivedAt.UTC(),
-		EventAt:        receivedAt.UTC(),
-		EventAtSource:  domain.SourceReceived,
-		Payload:        json.RawMessage(bytes.Clone(body)),
-	}
+	ev := webhook.NewEvent(Provider, body, receivedAt)
+	ev.ApplicantID, ev.ExternalUserID = inquiry.id, domain.ExternalUserID(inquiry.referenceID)
+	ev.Type, ev.ProviderStatus = domain.EventType(name), inquiry.status
 	if raw, ok := attrs.get(mCreatedAt); ok {
 		if t, ok := parseTime(raw); ok {
 			ev.EventAt, ev.EventAtSource = t, SourceCreatedAt
@@ -329,45 +313,28 @@ func orField(err error, f fieldError) error {
 	return f
 }
 
-// checkPrintable accepts "" and up to maxTypeLen characters of printable ASCII (space to
-// tilde): what may travel in a message header and a metric label.
+// checkPrintable is webhook.CheckPrintable for the name or status at path.
 func checkPrintable(path, s string) error {
-	if len(s) > maxTypeLen {
-		return fieldError{path, fmt.Sprintf("is longer than %d characters", maxTypeLen)}
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return fieldError{path, "is not printable ASCII"}
-		}
+	if err := webhook.CheckPrintable(s); err != nil {
+		return fieldError{path, err.Error()}
 	}
 	return nil
 }
 
-// checkText accepts up to maxTextLen bytes without control characters.
+// checkText is webhook.CheckText for the reference-id at path.
 func checkText(path, s string) error {
-	switch {
-	case len(s) > maxTextLen:
-		return fieldError{path, fmt.Sprintf("is longer than %d bytes", maxTextLen)}
-	case strings.ContainsFunc(s, unicode.IsControl):
-		return fieldError{path, "contains control characters"}
+	if err := webhook.CheckText(s, maxTextLen); err != nil {
+		return fieldError{path, err.Error()}
 	}
 	return nil
 }
 
 // parseTime reads a JSON string holding an RFC 3339 time, as Persona writes them
-// ("2019-09-09T22:40:56.000Z"); the result is UTC, within years 1970 to 9999.
+// ("2019-09-09T22:40:56.000Z"), as webhook.ParseTime bounds it.
 func parseTime(raw json.RawMessage) (time.Time, bool) {
 	s, ok := jsonscan.String(raw)
 	if !ok {
 		return time.Time{}, false
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, false
-	}
-	t = t.UTC()
-	if t.Year() < 1970 || t.Year() > 9999 {
-		return time.Time{}, false
-	}
-	return t, true
+	return webhook.ParseTime(s)
 }

@@ -50,14 +50,12 @@
 package persona
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // Provider is the provider name written into every stored event.
@@ -79,62 +77,37 @@ type App struct {
 }
 
 // Validate reports whether a can open webhooks: its name is a subject token and it has
-// at least one secret, none empty. Errors are KindInvalid (CodeInvalidConfig) and name the
-// app, never a secret.
-func (a *App) Validate() error {
-	const op = "persona.App.Validate"
-	if !domain.IsSubjectToken(a.Name) {
-		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: the name is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'", a.Name))
-	}
-	if len(a.Secrets) == 0 {
-		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: no webhook secret", a.Name))
-	}
-	for i, s := range a.Secrets {
-		if len(s) == 0 {
-			return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: webhook secret %d is empty", a.Name, i))
-		}
-	}
-	return nil
-}
+// at least one secret, none empty. Errors are KindInvalid (webhook.CodeInvalidConfig) and
+// name the app, never a secret.
+func (a *App) Validate() error { return webhook.CheckApp("persona.App.Validate", a.Name, a.Secrets) }
 
 // Header is what Open reads of a request's headers; net/http's Header has Get.
-type Header interface{ Get(name string) string }
+type Header = webhook.Header
 
-// Options of Open.
-type Options struct {
-	KeepRaw bool // keep the raw body and Persona-Signature in the stored event
-}
+// Options of Open: KeepRaw keeps the raw body and Persona-Signature in the stored event.
+type Options = webhook.Options
 
 // Open verifies one webhook for app a and returns the event to store (Seq 0) and its
 // content id (the Nats-Msg-Id). The signature is verified over the raw body, with every
 // secret of a, before the body is parsed.
 //
-// Errors carry a kind and a code (domain.CodeOf): KindUnauthorized (CodeBadSignature) for
-// a missing or wrong signature; KindInvalid (CodeMalformedPayload) for a body that is not
-// one JSON object; KindUnprocessable (CodeInvalidPayload) for a member this adapter reads
-// that is missing or invalid; KindInternal (CodeInvalidConfig) for an app that fails
-// Validate. Open keeps no state: it is safe for concurrent use.
+// Errors carry a kind and a code (domain.CodeOf, ingest/webhook's codes):
+// KindUnauthorized (CodeBadSignature) for a missing or wrong signature; KindInvalid
+// (CodeMalformedPayload) for a body that is not one JSON object; KindUnprocessable
+// (CodeInvalidPayload) for a member this adapter reads that is missing or invalid;
+// KindInternal (CodeInvalidConfig) for an app that fails Validate. Open keeps no state:
+// it is safe for concurrent use.
 func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (domain.Event, string, error) {
-	if err := a.Validate(); err != nil {
-		return domain.Event{}, "", domain.E("persona.Open", domain.KindInternal, err)
-	}
 	var sig string
 	if h != nil {
 		sig = h.Get(SignatureHeader)
 	}
-	if !a.verify(body, sig) {
-		return domain.Event{}, "", errBadSignature()
-	}
-	ev, eventID, err := parse(body, receivedAt)
-	if err != nil {
-		return domain.Event{}, "", err
-	}
-	ev.AppKey = domain.AppKey(a.Name)
-	if opt.KeepRaw {
-		ev.Raw = &domain.Raw{Body: string(body), Signature: sig}
-	}
-	ev.ContentID = ContentID(a.Name, eventID, body)
-	return ev, string(ev.ContentID), nil
+	return webhook.Adapter{
+		Op: "persona.Open", Provider: Provider, App: a.Name, Validate: a.Validate,
+		Verify:     func(body []byte) bool { return a.verify(body, sig) },
+		Unverified: "Persona-Signature is missing or matches no configured secret",
+		Parse:      parse,
+	}.Open(body, sig, receivedAt, opt)
 }
 
 // ContentID is a delivery's content id (DESIGN.md section 15) and Nats-Msg-Id:
@@ -143,24 +116,15 @@ func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (do
 // stands in for it, so a resend of the same bytes still collapses. Persona signs each
 // attempt with its own t, so the body, not the header, is what a resend repeats.
 func ContentID(app, eventID string, body []byte) domain.ContentID {
-	if eventID == "" {
-		return domain.NewContentID(Provider, app, body)
-	}
-	return domain.NewContentID(Provider, app, []byte(eventID))
+	return webhook.ContentID(Provider, app, eventID, body)
 }
 
 // Sign signs body as Persona does at time t: the header a webhook carries. It is for the
 // simulator and the handler's tests; the vectors are made without it.
 func Sign(secret, body []byte, t time.Time) map[string]string {
 	ts := strconv.FormatInt(t.Unix(), 10)
-	return map[string]string{SignatureHeader: "t=" + ts + ",v1=" + hex.EncodeToString(mac(secret, ts, body))}
+	return map[string]string{SignatureHeader: "t=" + ts + ",v1=" + webhook.SumHex(sha256.New, secret, signed(ts, body)...)}
 }
 
-// mac is Persona's signature: HMAC-SHA256 of "<t>.<body>".
-func mac(secret []byte, t string, body []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(t))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
-}
+// signed is what Persona signs at time t: "<t>.<body>", in parts (see webhook.Sum).
+func signed(t string, body []byte) [][]byte { return [][]byte{[]byte(t), []byte("."), body} }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // vectorFile is testdata/vectors.json, written by testdata/gen from Persona's documented
@@ -202,7 +203,7 @@ func TestSignatureBeforeParse(t *testing.T) {
 	app, at := vf.app(), vf.receivedAt(t)
 	n := 0
 	for _, c := range vf.Cases {
-		if c.Expect.OK || c.Expect.Code == CodeBadSignature {
+		if c.Expect.OK || c.Expect.Code == webhook.CodeBadSignature {
 			continue
 		}
 		n++
@@ -212,7 +213,7 @@ func TestSignatureBeforeParse(t *testing.T) {
 			Sign([]byte("not-this-apps-secret"), []byte(c.Body), time.Unix(1772359200, 0)),
 		} {
 			_, _, err := app.Open([]byte(c.Body), header(h), at, Options{})
-			checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, vf.App.Secrets, c.Body)
+			checkRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, vf.App.Secrets, c.Body)
 		}
 	}
 	if n < 10 {
@@ -316,7 +317,7 @@ func TestRotation(t *testing.T) {
 		"t=10", "v1=" + strings.Repeat("0", 64), "", " ", ",,,", "t=,v1=",
 	} {
 		_, _, err := app.Open(body, header(map[string]string{SignatureHeader: h}), time.Now(), Options{})
-		checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, []string{"new", "old"}, string(body))
+		checkRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, []string{"new", "old"}, string(body))
 	}
 }
 
@@ -329,7 +330,7 @@ func TestValidate(t *testing.T) {
 		{Name: "pa", Secrets: [][]byte{[]byte("k"), {}}},
 	} {
 		err := a.Validate()
-		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig {
+		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != webhook.CodeInvalidConfig {
 			t.Errorf("Validate(%q, %d secrets) = %v", a.Name, len(a.Secrets), err)
 		}
 		if _, _, err := a.Open(body, header(Sign([]byte("k"), body, time.Now())), time.Now(), Options{}); domain.KindOf(err) != domain.KindInternal {
@@ -377,5 +378,5 @@ func TestSignatureIsOverTheRawBody(t *testing.T) {
 	}
 	compact, _ := json.Marshal(v)
 	_, _, err := app.Open(compact, h, time.Now(), Options{})
-	checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, nil, string(compact))
+	checkRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, nil, string(compact))
 }

@@ -1,7 +1,6 @@
 package persona
 
 import (
-	"errors"
 	"net/url"
 	"time"
 
@@ -73,17 +72,10 @@ func inquiryTimes() []member {
 func ParseInquiry(want domain.ApplicantID, body []byte) (InquiryStatus, error) {
 	const op = "persona.ParseInquiry"
 	st, err := readInquiry(want, body)
-	var twice errTwice
-	var field fieldError
-	switch {
-	case err == nil:
-		return st, nil
-	case errors.As(err, &field):
-		return InquiryStatus{}, fail(op, domain.KindUnprocessable, CodeInvalidPayload, field.Error())
-	case errors.As(err, &twice):
-		return InquiryStatus{}, fail(op, domain.KindInvalid, CodeMalformedPayload, twice.Error())
+	if err != nil {
+		return InquiryStatus{}, refusal(op, err)
 	}
-	return InquiryStatus{}, fail(op, domain.KindInvalid, CodeMalformedPayload, err.Error())
+	return st, nil
 }
 
 func readInquiry(want domain.ApplicantID, body []byte) (InquiryStatus, error) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // Answers of GET /api/v1/inquiries/{inquiry-id} in the documented JSON:API shape
@@ -74,17 +75,17 @@ func TestParseInquiry(t *testing.T) {
 		kind domain.ErrorKind
 		code string
 	}{
-		"another inquiry":    {strings.Replace(inquiryApproved, "inq_2CVZ4HyVg7qaboXz2PUHknAn", "inq_other", 1), domain.KindUnprocessable, CodeInvalidPayload},
-		"another object":     {`{"data":{"type":"account","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"approved"}}}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"no data":            {`{"errors":[{"title":"Record not found"}]}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"no attributes":      {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn"}}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"unknown status":     {strings.Replace(inquiryApproved, `"approved"`, `"archived"`, 1), domain.KindUnprocessable, CodeInvalidPayload},
-		"status not string":  {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":true}}}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"list answer":        {`{"data":[` + inquiryPendingCamel + `]}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"not json":           {`<html>502</html>`, domain.KindInvalid, CodeMalformedPayload},
-		"two statuses":       {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"approved","status":"declined"}}}`, domain.KindInvalid, CodeMalformedPayload},
-		"two inflections":    {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"approved","reference-id":"a","reference_id":"b"}}}`, domain.KindInvalid, CodeMalformedPayload},
-		"reference not text": {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"approved","reference-id":["a"]}}}`, domain.KindUnprocessable, CodeInvalidPayload},
+		"another inquiry":    {strings.Replace(inquiryApproved, "inq_2CVZ4HyVg7qaboXz2PUHknAn", "inq_other", 1), domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"another object":     {`{"data":{"type":"account","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"approved"}}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"no data":            {`{"errors":[{"title":"Record not found"}]}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"no attributes":      {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn"}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"unknown status":     {strings.Replace(inquiryApproved, `"approved"`, `"archived"`, 1), domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"status not string":  {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":true}}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"list answer":        {`{"data":[` + inquiryPendingCamel + `]}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"not json":           {`<html>502</html>`, domain.KindInvalid, webhook.CodeMalformedPayload},
+		"two statuses":       {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"approved","status":"declined"}}}`, domain.KindInvalid, webhook.CodeMalformedPayload},
+		"two inflections":    {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"approved","reference-id":"a","reference_id":"b"}}}`, domain.KindInvalid, webhook.CodeMalformedPayload},
+		"reference not text": {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"approved","reference-id":["a"]}}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
 	} {
 		_, err := ParseInquiry(id, []byte(c.body))
 		if domain.KindOf(err) != c.kind || domain.CodeOf(err) != c.code {

@@ -1,12 +1,11 @@
 package persona
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
 
-	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // Bounds on Persona-Signature. Each t costs one HMAC of the whole body per secret, so a
@@ -20,14 +19,15 @@ const (
 // verify reports whether sig, a Persona-Signature value, holds a set t=<unix>,v1=<hex>
 // whose v1 is the HMAC-SHA256 of "<t>.<body>" under one of a's secrets. Sets are
 // separated by white space, pairs by commas; a set may repeat v1, and keys other than t
-// and v1 are skipped. Every set, signature and secret is tried whichever matches, each
-// comparison in constant time, so the time taken says nothing about which one matched.
+// and v1 are skipped. Every set is tried whichever matches, and webhook.Verify tries
+// every signature and secret of a set in constant time, so the time taken says nothing
+// about which one matched.
 func (a *App) verify(body []byte, sig string) bool {
 	sets := strings.Fields(sig)
 	if len(sets) == 0 || len(sets) > maxSignatureSets {
 		return false
 	}
-	ok := 0
+	ok := false
 	for _, set := range sets {
 		t, sigs := "", [][]byte(nil)
 		for _, pair := range strings.Split(set, ",") {
@@ -44,16 +44,9 @@ func (a *App) verify(body []byte, sig string) bool {
 		if !isDigits(t) || len(t) > maxTimestampLen || len(sigs) == 0 {
 			continue
 		}
-		for _, s := range a.Secrets {
-			got := mac(s, t, body)
-			for _, want := range sigs {
-				if hmac.Equal(got, want) {
-					ok = 1
-				}
-			}
-		}
+		ok = webhook.Verify(sha256.New, a.Secrets, sigs, signed(t, body)...) || ok
 	}
-	return ok == 1
+	return ok
 }
 
 // isDigits reports whether s is one or more ASCII digits.
@@ -64,10 +57,4 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// errBadSignature is every signature failure, with one text whatever failed.
-func errBadSignature() error {
-	return fail("persona.Open", domain.KindUnauthorized, CodeBadSignature,
-		"Persona-Signature is missing or matches no configured secret")
 }

@@ -1,28 +1,22 @@
 package sumsub
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 	"github.com/kycstate/kycstate/internal/jsonscan"
 )
 
-// Payload limits. The payload is Sumsub's, so the limits are loose; they exist so that
+// Payload limits beside webhook.MaxName. The payload is Sumsub's, so the limits are loose; they exist so that
 // what becomes a NATS header, an index key or a log field stays printable and bounded.
 const (
 	// maxDepth bounds nesting (Sumsub's deepest documented field is three levels down),
 	// checked before anything is decoded so a bomb fails in one scan.
 	maxDepth = 32
-	// maxTypeLen bounds `type` and providerStatus, which travel in message headers.
-	maxTypeLen = 128
 	// maxTextLen bounds externalUserId.
 	maxTextLen = 256
 )
@@ -63,161 +57,80 @@ const answerRed = "RED"
 // createdAtMs and createdAt that do not parse are skipped, not refused: the event is
 // worth more than its timestamp, and eventAtSource says where the time came from.
 func parse(body []byte, receivedAt time.Time) (domain.Event, string, error) {
-	const op = "sumsub.Open"
-	fields, err := jsonscan.Object(body, maxDepth, fieldApplicantID, fieldType, fieldExternalUserID,
+	top, err := webhook.ReadObject("sumsub.Open", "body", body, maxDepth, fieldApplicantID, fieldType, fieldExternalUserID,
 		fieldCorrelationID, fieldReviewStatus, fieldReviewResult, fieldCreatedAtMs, fieldCreatedAt)
 	if err != nil {
-		return domain.Event{}, "", fail(op, domain.KindInvalid, CodeMalformedPayload, "body "+err.Error())
+		return domain.Event{}, "", err
 	}
-	bad := func(field, problem string) error {
-		return fail(op, domain.KindUnprocessable, CodeInvalidPayload, field+" "+problem)
+	applicant, err := top.ID(fieldApplicantID)
+	if err != nil {
+		return domain.Event{}, "", err
+	}
+	typ, err := top.Name(fieldType)
+	if err != nil {
+		return domain.Event{}, "", err
+	}
+	ext, err := top.Text(fieldExternalUserID, maxTextLen)
+	if err != nil {
+		return domain.Event{}, "", err
+	}
+	result, _, err := top.Object(fieldReviewResult, fieldReviewAnswer, fieldReviewRejectType)
+	if err != nil {
+		return domain.Event{}, "", err
+	}
+	status, err := providerStatus(top, result)
+	if err != nil {
+		return domain.Event{}, "", err
+	}
+	eventID, _, err := top.String(fieldCorrelationID)
+	if err != nil {
+		return domain.Event{}, "", err
 	}
 
-	id, present, err := stringField(fields, fieldApplicantID)
-	switch {
-	case err != nil:
-		return domain.Event{}, "", bad(fieldApplicantID, err.Error())
-	case !present:
-		return domain.Event{}, "", bad(fieldApplicantID, "is missing")
-	}
-	applicant, err := domain.ParseProviderID(id)
-	if err != nil {
-		return domain.Event{}, "", bad(fieldApplicantID, "is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
-	}
-	typ, err := printableField(fields, fieldType)
-	switch {
-	case err != nil:
-		return domain.Event{}, "", bad(fieldType, err.Error())
-	case typ == "":
-		return domain.Event{}, "", bad(fieldType, "is missing")
-	}
-	ext, _, err := stringField(fields, fieldExternalUserID)
-	if err == nil {
-		err = checkText(ext, maxTextLen)
-	}
-	if err != nil {
-		return domain.Event{}, "", bad(fieldExternalUserID, err.Error())
-	}
-	var result map[string]json.RawMessage
-	if raw, ok := fields[fieldReviewResult]; ok && !jsonscan.IsNull(raw) {
-		if raw[0] != '{' {
-			return domain.Event{}, "", bad(fieldReviewResult, "must be an object")
-		}
-		// The body is valid and within the depth bound, so only a field given twice fails.
-		if result, err = jsonscan.Object(raw, maxDepth, fieldReviewAnswer, fieldReviewRejectType); err != nil {
-			return domain.Event{}, "", fail(op, domain.KindInvalid, CodeMalformedPayload, fieldReviewResult+" "+err.Error())
-		}
-	}
-	status, field, err := providerStatus(fields, result)
-	if err != nil {
-		return domain.Event{}, "", bad(field, err.Error())
-	}
-	eventID, _, err := stringField(fields, fieldCorrelationID)
-	if err != nil {
-		return domain.Event{}, "", bad(fieldCorrelationID, err.Error())
-	}
-
-	ev := domain.Event{
-		V:              domain.StoredVersion,
-		Provider:       Provider,
-		Origin:         domain.OriginWebhook,
-		ApplicantID:    applicant,
-		ExternalUserID: domain.ExternalUserID(ext),
-		Type:           domain.EventType(typ),
-		ProviderStatus: status,
-		ReceivedAt:     receivedAt.UTC(),
-		Payload:        json.RawMessage(bytes.Clone(body)),
-	}
-	ev.EventAt, ev.EventAtSource = eventTime(fields, ev.ReceivedAt)
+	ev := webhook.NewEvent(Provider, body, receivedAt)
+	ev.ApplicantID, ev.ExternalUserID, ev.Type, ev.ProviderStatus = applicant, domain.ExternalUserID(ext), domain.EventType(typ), status
+	ev.EventAt, ev.EventAtSource = eventTime(top, ev.ReceivedAt)
 	return ev, eventID, nil
 }
 
 // providerStatus is the status the payload states: the review answer when it has one
-// (for RED with the reject type after a '+'), else reviewStatus verbatim, else "".
-// result is the reviewResult object (nil when absent). An error names its field.
-func providerStatus(fields, result map[string]json.RawMessage) (string, string, error) {
-	review, _, err := stringField(fields, fieldReviewStatus)
+// (for RED with the reject type after a '+'), else reviewStatus verbatim, else "". o
+// holds reviewStatus (the zero Object for none) and result is its reviewResult (the zero
+// Object when absent). An error names its field.
+func providerStatus(o, result webhook.Object) (string, error) {
+	review, _, err := o.String(fieldReviewStatus)
 	if err != nil {
-		return "", fieldReviewStatus, err
+		return "", err
 	}
-	answer, _, err := stringField(result, fieldReviewAnswer)
+	answer, _, err := result.String(fieldReviewAnswer)
 	if err != nil {
-		return "", fieldReviewResult + "." + fieldReviewAnswer, err
+		return "", err
 	}
-	reject, _, err := stringField(result, fieldReviewRejectType)
+	reject, _, err := result.String(fieldReviewRejectType)
 	if err != nil {
-		return "", fieldReviewResult + "." + fieldReviewRejectType, err
+		return "", err
 	}
-	status, field := review, fieldReviewStatus
+	status, holder, field := review, o, fieldReviewStatus
 	switch {
 	case answer == answerRed && reject != "":
-		status, field = answer+"+"+reject, fieldReviewResult
+		status, holder, field = answer+"+"+reject, result, ""
 	case answer != "":
-		status, field = answer, fieldReviewResult+"."+fieldReviewAnswer
+		status, holder, field = answer, result, fieldReviewAnswer
 	}
-	if err := checkPrintable(status); err != nil {
-		return "", field, err
+	if err := webhook.CheckPrintable(status); err != nil {
+		return "", holder.Invalid(field, err.Error())
 	}
-	return status, "", nil
-}
-
-// stringField reads an optional string field; null counts as absent. Its errors complete
-// a sentence that starts with the field's name.
-func stringField(fields map[string]json.RawMessage, name string) (string, bool, error) {
-	raw, ok := fields[name]
-	if !ok || jsonscan.IsNull(raw) {
-		return "", false, nil
-	}
-	s, ok := jsonscan.String(raw)
-	if !ok {
-		return "", false, errors.New("must be a string")
-	}
-	return s, true, nil
-}
-
-// printableField reads an optional string of at most maxTypeLen printable ASCII
-// characters.
-func printableField(fields map[string]json.RawMessage, name string) (string, error) {
-	s, _, err := stringField(fields, name)
-	if err == nil {
-		err = checkPrintable(s)
-	}
-	return s, err
-}
-
-// checkPrintable accepts "" and up to maxTypeLen characters of printable ASCII (space to
-// tilde): what may travel in a message header and a metric label.
-func checkPrintable(s string) error {
-	if len(s) > maxTypeLen {
-		return fmt.Errorf("is longer than %d characters", maxTypeLen)
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return errors.New("is not printable ASCII")
-		}
-	}
-	return nil
-}
-
-// checkText accepts up to max bytes without control characters.
-func checkText(s string, max int) error {
-	switch {
-	case len(s) > max:
-		return fmt.Errorf("is longer than %d bytes", max)
-	case strings.ContainsFunc(s, unicode.IsControl):
-		return errors.New("contains control characters")
-	}
-	return nil
+	return status, nil
 }
 
 // eventTime picks the event's time: createdAtMs if it parses, else createdAt, else
 // receivedAt.
-func eventTime(fields map[string]json.RawMessage, receivedAt time.Time) (time.Time, string) {
+func eventTime(o webhook.Object, receivedAt time.Time) (time.Time, string) {
 	for _, c := range [...]struct{ field, source string }{
 		{fieldCreatedAtMs, SourceCreatedAtMs},
 		{fieldCreatedAt, SourceCreatedAt},
 	} {
-		if raw, ok := fields[c.field]; ok {
+		if raw, ok := o.Raw(c.field); ok {
 			if t, ok := parseTimeValue(raw); ok {
 				return t, c.source
 			}
@@ -242,7 +155,7 @@ func parseTimeValue(raw json.RawMessage) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	whole := int64(ms)
-	return inRange(time.UnixMilli(whole).UTC())
+	return webhook.EventTime(time.UnixMilli(whole))
 }
 
 // maxUnixMillis is 10000-01-01T00:00:00Z in milliseconds: stored times must marshal as
@@ -267,17 +180,10 @@ func timeLayouts() []string {
 func parseTime(s string) (time.Time, bool) {
 	for _, layout := range timeLayouts() {
 		if t, err := time.Parse(layout, s); err == nil {
-			return inRange(t.UTC())
+			return webhook.EventTime(t)
 		}
 	}
 	return time.Time{}, false
-}
-
-func inRange(t time.Time) (time.Time, bool) {
-	if t.Year() < 1970 || t.Year() > 9999 {
-		return time.Time{}, false
-	}
-	return t, true
 }
 
 // isDigits reports whether s is one or more ASCII digits.

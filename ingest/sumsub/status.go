@@ -1,16 +1,13 @@
 package sumsub
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/internal/jsonscan"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // The headers of Sumsub's App-Token authentication.
@@ -34,15 +31,10 @@ func ApplicantPath(applicantID domain.ApplicantID) string {
 // the request is sent.
 func SignRequest(appToken string, secret []byte, ts time.Time, method, pathAndQuery string, body []byte) map[string]string {
 	sec := strconv.FormatInt(ts.Unix(), 10)
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(sec))
-	m.Write([]byte(method))
-	m.Write([]byte(pathAndQuery))
-	m.Write(body)
 	return map[string]string{
 		AppTokenHeader:  appToken,
 		AccessTsHeader:  sec,
-		AccessSigHeader: hex.EncodeToString(m.Sum(nil)),
+		AccessSigHeader: webhook.SumHex(sha256.New, secret, []byte(sec), []byte(method), []byte(pathAndQuery), body),
 	}
 }
 
@@ -89,73 +81,54 @@ func reviewTypes() map[string]domain.EventType {
 // such an answer may be appended.
 func ParseApplicant(want domain.ApplicantID, body []byte) (ApplicantStatus, error) {
 	const op = "sumsub.ParseApplicant"
-	malformed := func(what string, err error) error {
-		return fail(op, domain.KindInvalid, CodeMalformedPayload, what+" "+err.Error())
-	}
-	bad := func(field, problem string) error {
-		return fail(op, domain.KindUnprocessable, CodeInvalidPayload, field+" "+problem)
-	}
-	fields, err := jsonscan.Object(body, maxDepth, "id", fieldExternalUserID, fieldCreatedAt, "review")
+	top, err := webhook.ReadObject(op, "body", body, maxDepth, "id", fieldExternalUserID, fieldCreatedAt, "review")
 	if err != nil {
-		return ApplicantStatus{}, malformed("body", err)
+		return ApplicantStatus{}, err
 	}
-	id, _, err := stringField(fields, "id")
+	id, _, err := top.String("id")
 	switch {
 	case err != nil:
-		return ApplicantStatus{}, bad("id", err.Error())
+		return ApplicantStatus{}, err
 	case id != string(want):
-		return ApplicantStatus{}, bad("id", "is not the applicant asked about")
+		return ApplicantStatus{}, top.Invalid("id", "is not the applicant asked about")
 	}
-	ext, _, err := stringField(fields, fieldExternalUserID)
-	if err == nil {
-		err = checkText(ext, maxTextLen)
-	}
+	ext, err := top.Text(fieldExternalUserID, maxTextLen)
 	if err != nil {
-		return ApplicantStatus{}, bad(fieldExternalUserID, err.Error())
+		return ApplicantStatus{}, err
 	}
-	raw, ok := fields["review"]
-	if !ok || jsonscan.IsNull(raw) || raw[0] != '{' {
-		return ApplicantStatus{}, bad("review", "is missing or not an object")
-	}
-	review, err := jsonscan.Object(raw, maxDepth, fieldReviewStatus, fieldReviewResult, "reviewDate", "startDate", "createDate")
+	review, err := top.RequiredObject("review", fieldReviewStatus, fieldReviewResult, "reviewDate", "startDate", "createDate")
 	if err != nil {
-		return ApplicantStatus{}, malformed("review", err)
+		return ApplicantStatus{}, err
 	}
-	var result map[string]json.RawMessage
-	if raw, ok := review[fieldReviewResult]; ok && !jsonscan.IsNull(raw) {
-		if raw[0] != '{' {
-			return ApplicantStatus{}, bad("review.reviewResult", "must be an object")
-		}
-		if result, err = jsonscan.Object(raw, maxDepth, fieldReviewAnswer, fieldReviewRejectType); err != nil {
-			return ApplicantStatus{}, malformed("review.reviewResult", err)
-		}
-	}
-	rs, _, err := stringField(review, fieldReviewStatus)
+	result, _, err := review.Object(fieldReviewResult, fieldReviewAnswer, fieldReviewRejectType)
 	if err != nil {
-		return ApplicantStatus{}, bad("review.reviewStatus", err.Error())
+		return ApplicantStatus{}, err
+	}
+	rs, _, err := review.String(fieldReviewStatus)
+	if err != nil {
+		return ApplicantStatus{}, err
 	}
 	typ, ok := reviewTypes()[rs]
 	if !ok {
-		return ApplicantStatus{}, bad("review.reviewStatus", "is missing or not a status Sumsub documents")
+		return ApplicantStatus{}, review.Invalid(fieldReviewStatus, "is missing or not a status Sumsub documents")
 	}
 	st := ApplicantStatus{Type: typ, ProviderStatus: rs, ExternalUserID: domain.ExternalUserID(ext)}
 	if rs == "completed" {
-		ps, field, err := providerStatus(nil, result)
-		if err != nil {
-			return ApplicantStatus{}, bad("review."+field, err.Error())
+		// The answer alone: reviewStatus is "completed" whatever the answer was.
+		if st.ProviderStatus, err = providerStatus(webhook.Object{}, result); err != nil {
+			return ApplicantStatus{}, err
 		}
-		st.ProviderStatus = ps
 	}
 	class, status := domain.ProviderSumsub.Classify(st.Type, st.ProviderStatus)
 	if class != domain.ClassStatus {
-		return ApplicantStatus{}, bad("review.reviewResult", "has no answer the status table names")
+		return ApplicantStatus{}, review.Invalid(fieldReviewResult, "has no answer the status table names")
 	}
 	st.Status = status
 	for _, f := range []struct {
-		fields map[string]json.RawMessage
-		name   string
-	}{{review, "reviewDate"}, {review, "startDate"}, {review, "createDate"}, {fields, fieldCreatedAt}} {
-		if raw, ok := f.fields[f.name]; ok {
+		o    webhook.Object
+		name string
+	}{{review, "reviewDate"}, {review, "startDate"}, {review, "createDate"}, {top, fieldCreatedAt}} {
+		if raw, ok := f.o.Raw(f.name); ok {
 			if t, ok := parseTimeValue(raw); ok {
 				st.UpdatedAt = t
 				break

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // TestSignRequest checks App-Token signing against the documented signing string: the
@@ -119,17 +120,17 @@ func TestParseApplicant(t *testing.T) {
 		kind domain.ErrorKind
 		code string
 	}{
-		"another applicant":   {strings.Replace(applicantGreen, `"65f1c2a9e4b0a1b2c3d4e5f6"`, `"65f1c2a9e4b0a1b2c3d4e5f9"`, 1), domain.KindUnprocessable, CodeInvalidPayload},
-		"no id":               {`{"review":{"reviewStatus":"init"}}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"no review":           {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6"}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"review not object":   {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":"completed"}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"unknown status":      {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":{"reviewStatus":"archived"}}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"completed no answer": {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":{"reviewStatus":"completed"}}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"red no reject type":  {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":{"reviewStatus":"completed","reviewResult":{"reviewAnswer":"RED"}}}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"list answer":         {`{"list":{"items":[` + applicantGreen + `],"totalItems":1}}`, domain.KindUnprocessable, CodeInvalidPayload},
-		"not json":            {`<html>502</html>`, domain.KindInvalid, CodeMalformedPayload},
-		"two ids":             {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","id":"x","review":{"reviewStatus":"init"}}`, domain.KindInvalid, CodeMalformedPayload},
-		"two statuses":        {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":{"reviewStatus":"init","reviewStatus":"completed"}}`, domain.KindInvalid, CodeMalformedPayload},
+		"another applicant":   {strings.Replace(applicantGreen, `"65f1c2a9e4b0a1b2c3d4e5f6"`, `"65f1c2a9e4b0a1b2c3d4e5f9"`, 1), domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"no id":               {`{"review":{"reviewStatus":"init"}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"no review":           {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6"}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"review not object":   {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":"completed"}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"unknown status":      {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":{"reviewStatus":"archived"}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"completed no answer": {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":{"reviewStatus":"completed"}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"red no reject type":  {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":{"reviewStatus":"completed","reviewResult":{"reviewAnswer":"RED"}}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"list answer":         {`{"list":{"items":[` + applicantGreen + `],"totalItems":1}}`, domain.KindUnprocessable, webhook.CodeInvalidPayload},
+		"not json":            {`<html>502</html>`, domain.KindInvalid, webhook.CodeMalformedPayload},
+		"two ids":             {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","id":"x","review":{"reviewStatus":"init"}}`, domain.KindInvalid, webhook.CodeMalformedPayload},
+		"two statuses":        {`{"id":"65f1c2a9e4b0a1b2c3d4e5f6","review":{"reviewStatus":"init","reviewStatus":"completed"}}`, domain.KindInvalid, webhook.CodeMalformedPayload},
 	} {
 		_, err := ParseApplicant(id, []byte(c.body))
 		if domain.KindOf(err) != c.kind || domain.CodeOf(err) != c.code {

@@ -48,13 +48,11 @@
 package sumsub
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // Provider is the provider name written into every stored event.
@@ -89,62 +87,37 @@ type App struct {
 }
 
 // Validate reports whether a can open webhooks: its name is a subject token and it has
-// at least one secret, none empty. Errors are KindInvalid (CodeInvalidConfig) and name the
-// app, never a secret.
-func (a *App) Validate() error {
-	const op = "sumsub.App.Validate"
-	if !domain.IsSubjectToken(a.Name) {
-		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: the name is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'", a.Name))
-	}
-	if len(a.Secrets) == 0 {
-		return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: no webhook secret", a.Name))
-	}
-	for i, s := range a.Secrets {
-		if len(s) == 0 {
-			return fail(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: webhook secret %d is empty", a.Name, i))
-		}
-	}
-	return nil
-}
+// at least one secret, none empty. Errors are KindInvalid (webhook.CodeInvalidConfig) and
+// name the app, never a secret.
+func (a *App) Validate() error { return webhook.CheckApp("sumsub.App.Validate", a.Name, a.Secrets) }
 
 // Header is what Open reads of a request's headers; net/http's Header has Get.
-type Header interface{ Get(name string) string }
+type Header = webhook.Header
 
-// Options of Open.
-type Options struct {
-	KeepRaw bool // keep the raw body and the digest headers in the stored event
-}
+// Options of Open: KeepRaw keeps the raw body and the digest headers in the stored event.
+type Options = webhook.Options
 
 // Open verifies one webhook for app a and returns the event to store (Seq 0) and its
 // content id (the Nats-Msg-Id). The digest is verified over the raw body, with every
 // secret of a, before the body is parsed.
 //
-// Errors carry a kind and a code (domain.CodeOf): KindUnauthorized (CodeBadSignature) for a missing
-// or wrong digest; KindInvalid (CodeMalformedPayload) for a body that is not one JSON
-// object; KindUnprocessable (CodeInvalidPayload) for a field this adapter reads that is
-// missing or invalid; KindInternal (CodeInvalidConfig) for an app that fails Validate.
-// Open keeps no state: it is safe for concurrent use.
+// Errors carry a kind and a code (domain.CodeOf, ingest/webhook's codes):
+// KindUnauthorized (CodeBadSignature) for a missing or wrong digest; KindInvalid
+// (CodeMalformedPayload) for a body that is not one JSON object; KindUnprocessable
+// (CodeInvalidPayload) for a field this adapter reads that is missing or invalid;
+// KindInternal (CodeInvalidConfig) for an app that fails Validate. Open keeps no state:
+// it is safe for concurrent use.
 func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (domain.Event, string, error) {
-	if err := a.Validate(); err != nil {
-		return domain.Event{}, "", domain.E("sumsub.Open", domain.KindInternal, err)
-	}
 	var digest, alg string
 	if h != nil {
 		digest, alg = h.Get(DigestHeader), h.Get(DigestAlgHeader)
 	}
-	if !a.verify(body, digest, alg) {
-		return domain.Event{}, "", errBadSignature()
-	}
-	ev, eventID, err := parse(body, receivedAt)
-	if err != nil {
-		return domain.Event{}, "", err
-	}
-	ev.AppKey = domain.AppKey(a.Name)
-	if opt.KeepRaw {
-		ev.Raw = &domain.Raw{Body: string(body), Signature: rawSignature(digest, alg)}
-	}
-	ev.ContentID = ContentID(a.Name, eventID, body)
-	return ev, string(ev.ContentID), nil
+	return webhook.Adapter{
+		Op: "sumsub.Open", Provider: Provider, App: a.Name, Validate: a.Validate,
+		Verify:     func(body []byte) bool { return a.verify(body, digest, alg) },
+		Unverified: "X-Payload-Digest is missing or matches no configured secret",
+		Parse:      parse,
+	}.Open(body, rawSignature(digest, alg), receivedAt, opt)
 }
 
 // rawSignature is how the digest headers are kept with a stored event: the algorithm as
@@ -161,20 +134,12 @@ func rawSignature(digest, alg string) string {
 // (correlationId), which the digest covers. Without an event id ("") the whole raw body
 // stands in for it, so a resend of the same bytes still collapses.
 func ContentID(app, eventID string, body []byte) domain.ContentID {
-	if eventID == "" {
-		return domain.NewContentID(Provider, app, body)
-	}
-	return domain.NewContentID(Provider, app, []byte(eventID))
+	return webhook.ContentID(Provider, app, eventID, body)
 }
 
 // Sign signs body as Sumsub does with its default algorithm: the headers a webhook
 // carries. It is for the simulator and the handler's tests; the vectors are made without
 // it.
 func Sign(secret, body []byte) map[string]string {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return map[string]string{
-		DigestHeader:    hex.EncodeToString(m.Sum(nil)),
-		DigestAlgHeader: AlgSHA256,
-	}
+	return map[string]string{DigestHeader: webhook.SumHex(sha256.New, secret, body), DigestAlgHeader: AlgSHA256}
 }

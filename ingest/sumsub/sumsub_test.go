@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // vectorFile is testdata/vectors.json, written by testdata/gen from Sumsub's documented
@@ -208,7 +209,7 @@ func TestSignatureBeforeParse(t *testing.T) {
 	app, at := vf.app(), vf.receivedAt(t)
 	n := 0
 	for _, c := range vf.Cases {
-		if c.Expect.OK || c.Expect.Code == CodeBadSignature {
+		if c.Expect.OK || c.Expect.Code == webhook.CodeBadSignature {
 			continue
 		}
 		n++
@@ -218,7 +219,7 @@ func TestSignatureBeforeParse(t *testing.T) {
 			Sign([]byte("not-this-apps-secret"), []byte(c.Body)),
 		} {
 			_, _, err := app.Open([]byte(c.Body), header(h), at, Options{})
-			checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, vf.App.Secrets, c.Body)
+			checkRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, vf.App.Secrets, c.Body)
 		}
 	}
 	if n < 10 {
@@ -319,7 +320,7 @@ func TestRotatedSecrets(t *testing.T) {
 		}
 	}
 	_, _, err := app.Open(body, header(Sign([]byte("oldest"), body)), time.Now(), Options{})
-	checkRefusal(t, err, domain.KindUnauthorized, CodeBadSignature, []string{"new", "old"}, string(body))
+	checkRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, []string{"new", "old"}, string(body))
 	// Each algorithm with each secret.
 	for _, alg := range []string{AlgSHA1, AlgSHA256, AlgSHA512} {
 		m := hmac.New(digestAlgFor(t, alg), []byte("old"))
@@ -351,7 +352,7 @@ func TestValidate(t *testing.T) {
 		{Name: "ss", Secrets: [][]byte{[]byte("k"), nil}},
 	} {
 		err := a.Validate()
-		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig {
+		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != webhook.CodeInvalidConfig {
 			t.Errorf("Validate(%q, %d secrets) = %v", a.Name, len(a.Secrets), err)
 		}
 		body := []byte(`{"applicantId":"a1","type":"applicantCreated"}`)

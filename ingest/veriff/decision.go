@@ -1,11 +1,11 @@
 package veriff
 
 import (
-	"encoding/hex"
+	"crypto/sha256"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
-	"github.com/kycstate/kycstate/internal/jsonscan"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // Veriff's status API for reconciliation (DESIGN.md sections 10 and 13): GET
@@ -19,14 +19,14 @@ func DecisionPath(id domain.ApplicantID) string { return "/v1/sessions/" + strin
 
 // DecisionRequest returns the path and headers of GET /v1/sessions/{id}/decision for a,
 // signed with a's current secret. Errors: KindInternal (CodeInvalidConfig) for an app that
-// fails Validate; KindInvalid (CodeInvalidPayload) for an id that is not a subject token.
+// fails Validate; KindInvalid (webhook.CodeInvalidPayload) for an id that is not a subject token.
 func (a *App) DecisionRequest(id domain.ApplicantID) (path string, headers map[string]string, err error) {
 	const op = "veriff.DecisionRequest"
 	if err := a.Validate(); err != nil {
 		return "", nil, domain.E(op, domain.KindInternal, err)
 	}
 	if _, err := domain.ParseProviderID(string(id)); err != nil {
-		return "", nil, domain.Public(op, domain.KindInvalid, CodeInvalidPayload, "session id is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
+		return "", nil, domain.Public(op, domain.KindInvalid, webhook.CodeInvalidPayload, "session id is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
 	}
 	return DecisionPath(id), map[string]string{
 		HeaderAuthClient: a.APIKey,
@@ -37,7 +37,7 @@ func (a *App) DecisionRequest(id domain.ApplicantID) (path string, headers map[s
 // SignSessionID is the X-HMAC-SIGNATURE of a GET about session id: the lower-case hex
 // HMAC-SHA256 of the id under secret.
 func SignSessionID(secret []byte, id domain.ApplicantID) string {
-	return hex.EncodeToString(mac(secret, []byte(id)))
+	return webhook.SumHex(sha256.New, secret, []byte(id))
 }
 
 // Decision is what reconciliation reads of a GET /v1/sessions/{id}/decision answer.
@@ -66,22 +66,22 @@ type Decision struct {
 // twice); KindUnprocessable, CodeInvalidPayload (status not "success", verification not an
 // object or null, a member missing or invalid, or the answer about another session).
 func ParseDecision(id domain.ApplicantID, body []byte) (Decision, error) {
-	top, err := jsonscan.Object(body, maxDepth, memberStatus, memberVerification)
+	top, err := webhook.ReadObject("veriff", "answer", body, maxDepth, memberStatus, memberVerification)
 	if err != nil {
-		return Decision{}, domain.Public("veriff", domain.KindInvalid, CodeMalformedPayload, "answer "+err.Error())
+		return Decision{}, err
 	}
-	if st, present, err := stringMember(top, memberStatus); err != nil || !present || st != "success" {
-		return Decision{}, invalid(memberStatus, `is not "success"`)
+	if st, present, err := top.String(memberStatus); err != nil || !present || st != "success" {
+		return Decision{}, top.Invalid(memberStatus, `is not "success"`)
 	}
-	if _, ok := top[memberVerification]; !ok {
-		return Decision{}, invalid(memberVerification, "is missing")
+	if !top.Has(memberVerification) {
+		return Decision{}, top.Invalid(memberVerification, "is missing")
 	}
 	v, err := verificationOf(top)
 	if err != nil || v == nil {
 		return Decision{}, err
 	}
 	if v.id != id {
-		return Decision{}, invalid(memberVerification+"."+memberID, "is not the session asked about")
+		return Decision{}, top.Invalid(memberVerification+"."+memberID, "is not the session asked about")
 	}
 	d := Decision{
 		Ready: true, SessionID: v.id, Type: TypeDecision, ProviderStatus: v.status,

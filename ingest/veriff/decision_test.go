@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // decisionAnswer is an answer of GET /v1/sessions/{id}/decision in the shape Veriff
@@ -70,14 +71,14 @@ func TestParseDecision(t *testing.T) {
 		body string
 		code string
 	}{
-		"another session":         {"a1c68aea-7f4d-478d-80ab-ca9356074f69", decisionAnswer, CodeInvalidPayload},
-		"an error answer":         {testSession, `{"status":"fail","code":"1102","message":"Mandatory X-AUTH-CLIENT header containing the API key is missing from the request."}`, CodeInvalidPayload},
-		"no verification":         {testSession, `{"status":"success"}`, CodeInvalidPayload},
-		"verification not object": {testSession, `{"status":"success","verification":"approved"}`, CodeInvalidPayload},
-		"no status":               {testSession, `{"status":"success","verification":{"id":"` + string(testSession) + `"}}`, CodeInvalidPayload},
-		"truncated":               {testSession, decisionAnswer[:200], CodeMalformedPayload},
-		"verification twice":      {testSession, `{"status":"success","verification":null,"verification":{}}`, CodeMalformedPayload},
-		"status twice":            {testSession, `{"status":"fail","status":"success","verification":null}`, CodeMalformedPayload},
+		"another session":         {"a1c68aea-7f4d-478d-80ab-ca9356074f69", decisionAnswer, webhook.CodeInvalidPayload},
+		"an error answer":         {testSession, `{"status":"fail","code":"1102","message":"Mandatory X-AUTH-CLIENT header containing the API key is missing from the request."}`, webhook.CodeInvalidPayload},
+		"no verification":         {testSession, `{"status":"success"}`, webhook.CodeInvalidPayload},
+		"verification not object": {testSession, `{"status":"success","verification":"approved"}`, webhook.CodeInvalidPayload},
+		"no status":               {testSession, `{"status":"success","verification":{"id":"` + string(testSession) + `"}}`, webhook.CodeInvalidPayload},
+		"truncated":               {testSession, decisionAnswer[:200], webhook.CodeMalformedPayload},
+		"verification twice":      {testSession, `{"status":"success","verification":null,"verification":{}}`, webhook.CodeMalformedPayload},
+		"status twice":            {testSession, `{"status":"fail","status":"success","verification":null}`, webhook.CodeMalformedPayload},
 	} {
 		_, err := ParseDecision(c.id, []byte(c.body))
 		if domain.CodeOf(err) != c.code {
@@ -101,7 +102,7 @@ func TestDecisionRequest(t *testing.T) {
 	if h[HeaderAuthClient] != a.APIKey || h[HeaderSignature] != SignSessionID([]byte("secret-now"), testSession) || len(h) != 2 {
 		t.Fatalf("headers %v", h)
 	}
-	if _, _, err := a.DecisionRequest("a/../b"); domain.CodeOf(err) != CodeInvalidPayload || domain.KindOf(err) != domain.KindInvalid {
+	if _, _, err := a.DecisionRequest("a/../b"); domain.CodeOf(err) != webhook.CodeInvalidPayload || domain.KindOf(err) != domain.KindInvalid {
 		t.Fatalf("an id that is no subject token: %v", err)
 	}
 	a.APIKey = ""
@@ -130,7 +131,7 @@ func FuzzParseDecision(f *testing.F) {
 		d, err := ParseDecision(testSession, body)
 		if err != nil {
 			code := domain.CodeOf(err)
-			if kind, ok := codeKinds[code]; !ok || code == CodeBadSignature || domain.KindOf(err) != kind {
+			if kind, ok := codeKinds[code]; !ok || code == webhook.CodeBadSignature || domain.KindOf(err) != kind {
 				t.Fatalf("refusal of code %q kind %v: %v", code, domain.KindOf(err), err)
 			}
 			return
@@ -142,7 +143,7 @@ func FuzzParseDecision(f *testing.F) {
 			return
 		}
 		class, status := domain.ProviderVeriff.Classify(d.Type, d.ProviderStatus)
-		if d.SessionID != testSession || !printable(d.ProviderStatus, maxNameLen) || class != d.Class || status != d.Status {
+		if d.SessionID != testSession || (d.ProviderStatus == "" || webhook.CheckPrintable(d.ProviderStatus) != nil) || class != d.Class || status != d.Status {
 			t.Fatalf("decision %+v", d)
 		}
 	})

@@ -52,14 +52,12 @@
 package veriff
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
-	"fmt"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 // Provider is the provider name written into every stored event.
@@ -86,96 +84,56 @@ type App struct {
 }
 
 // Validate reports whether a can open webhooks: its name is a subject token, it has an
-// API key and at least one secret, none empty. Errors are KindInvalid (CodeInvalidConfig)
-// and name the app, never a secret.
+// API key and at least one secret, none empty. Errors are KindInvalid
+// (webhook.CodeInvalidConfig) and name the app, never a secret.
 func (a *App) Validate() error {
 	const op = "veriff.App.Validate"
-	bad := func(msg string) error {
-		return domain.Public(op, domain.KindInvalid, CodeInvalidConfig, fmt.Sprintf("app %q: %s", a.Name, msg))
+	if err := webhook.CheckApp(op, a.Name, a.Secrets); err != nil {
+		return err
 	}
-	switch {
-	case !domain.IsSubjectToken(a.Name):
-		return bad("name is not 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
-	case a.APIKey == "":
-		return bad("api_key is empty")
-	case len(a.Secrets) == 0:
-		return bad("no webhook_secret")
-	}
-	for i, s := range a.Secrets {
-		if len(s) == 0 {
-			return bad(fmt.Sprintf("secret %d is empty", i))
-		}
+	if a.APIKey == "" {
+		return webhook.InvalidConfig(op, a.Name, "api_key is empty")
 	}
 	return nil
 }
 
 // Header is what Open reads of a request's headers; net/http's Header has Get.
-type Header interface{ Get(name string) string }
+type Header = webhook.Header
 
-// Options of Open.
-type Options struct {
-	KeepRaw bool // keep the raw body and the signature header in the stored event
-}
+// Options of Open: KeepRaw keeps the raw body and X-HMAC-SIGNATURE in the stored event.
+type Options = webhook.Options
 
 // Open authenticates one webhook for app a, then parses it and names the event. It
 // returns the event to store (Seq 0) and its content id, the Nats-Msg-Id.
 //
-// Errors carry a kind and a code (Code): KindUnauthorized, CodeBadSignature (X-AUTH-CLIENT
-// or X-HMAC-SIGNATURE); KindInvalid, CodeMalformedPayload (not one JSON object, too deep,
-// a member read twice); KindUnprocessable, CodeInvalidPayload (a member missing or
-// invalid). An app that fails Validate is KindInternal. Open keeps no state: it is safe
-// for concurrent use.
+// Errors carry a kind and a code (domain.CodeOf, ingest/webhook's codes):
+// KindUnauthorized, CodeBadSignature (X-AUTH-CLIENT or X-HMAC-SIGNATURE); KindInvalid,
+// CodeMalformedPayload (not one JSON object, too deep, a member read twice);
+// KindUnprocessable, CodeInvalidPayload (a member missing or invalid). An app that fails
+// Validate is KindInternal. Open keeps no state: it is safe for concurrent use.
 func (a *App) Open(body []byte, h Header, receivedAt time.Time, opt Options) (domain.Event, string, error) {
-	const op = "veriff.Open"
-	if err := a.Validate(); err != nil {
-		return domain.Event{}, "", domain.E(op, domain.KindInternal, err)
-	}
 	signature := h.Get(HeaderSignature)
-	if !a.authentic(body, h.Get(HeaderAuthClient), signature) {
-		return domain.Event{}, "", domain.Public(op, domain.KindUnauthorized, CodeBadSignature,
-			"X-AUTH-CLIENT is not this app's API key or X-HMAC-SIGNATURE matches no configured secret")
-	}
-	ev, err := parseWebhook(body, receivedAt)
-	if err != nil {
-		return domain.Event{}, "", err
-	}
-	ev.AppKey = domain.AppKey(a.Name)
-	if opt.KeepRaw {
-		ev.Raw = &domain.Raw{Body: string(body), Signature: signature}
-	}
-	ev.ContentID = ContentID(a.Name, body)
-	return ev, string(ev.ContentID), nil
+	return webhook.Adapter{
+		Op: "veriff.Open", Provider: Provider, App: a.Name, Validate: a.Validate,
+		Verify:     func(body []byte) bool { return a.authentic(body, h.Get(HeaderAuthClient), signature) },
+		Unverified: "X-AUTH-CLIENT is not this app's API key or X-HMAC-SIGNATURE matches no configured secret",
+		Parse:      parseWebhook,
+	}.Open(body, signature, receivedAt, opt)
 }
 
 // authentic reports whether authClient is a's API key and signature the hex HMAC-SHA256 of
-// body under one of a's secrets. Every secret is tried, whatever an earlier one answered.
+// body under one of a's secrets. Both are checked, whatever the first answered.
 func (a *App) authentic(body []byte, authClient, signature string) bool {
 	keyOK := subtle.ConstantTimeCompare([]byte(authClient), []byte(a.APIKey)) == 1
-	given, err := hex.DecodeString(signature)
-	if err != nil || len(given) != sha256.Size {
-		return false
-	}
-	macOK := false
-	for _, s := range a.Secrets {
-		if hmac.Equal(given, mac(s, body)) {
-			macOK = true
-		}
-	}
+	macOK := webhook.VerifyHex(sha256.New, a.Secrets, signature, body)
 	return keyOK && macOK
-}
-
-// mac is the HMAC-SHA256 of msg under secret.
-func mac(secret, msg []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write(msg)
-	return m.Sum(nil)
 }
 
 // Sign signs body as Veriff signs a webhook: X-HMAC-SIGNATURE, the lower-case hex
 // HMAC-SHA256 of the body under secret. The caller adds X-AUTH-CLIENT (the app's API
 // key). For the simulator and the handler's tests; the vectors are made without it.
 func Sign(secret, body []byte) map[string]string {
-	return map[string]string{HeaderSignature: hex.EncodeToString(mac(secret, body))}
+	return map[string]string{HeaderSignature: webhook.SumHex(sha256.New, secret, body)}
 }
 
 // ContentID is a webhook's content id (DESIGN.md section 15) and Nats-Msg-Id:

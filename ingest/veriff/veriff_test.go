@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook"
 )
 
 var (
@@ -48,7 +49,7 @@ func TestValidate(t *testing.T) {
 		a := testApp()
 		mutate(a)
 		err := a.Validate()
-		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != CodeInvalidConfig {
+		if domain.KindOf(err) != domain.KindInvalid || domain.CodeOf(err) != webhook.CodeInvalidConfig {
 			t.Errorf("%s: %v", name, err)
 		}
 		if err != nil && strings.Contains(err.Error(), "secret-now") {
@@ -75,7 +76,7 @@ func TestEverySecretTried(t *testing.T) {
 			t.Errorf("signed with %s: %v", s, err)
 		}
 	}
-	if _, _, err := a.Open(body, signed(a, "s3", body), testReceived, Options{}); domain.CodeOf(err) != CodeBadSignature {
+	if _, _, err := a.Open(body, signed(a, "s3", body), testReceived, Options{}); domain.CodeOf(err) != webhook.CodeBadSignature {
 		t.Errorf("signed with a secret the app lacks: %v", err)
 	}
 }
@@ -95,7 +96,7 @@ func TestAuthenticatedBeforeParsed(t *testing.T) {
 			"signature of another body": signed(a, "secret-now", append(bytes.Clone(body), ' ')),
 		} {
 			_, _, err := a.Open(body, h, testReceived, Options{})
-			if domain.CodeOf(err) != CodeBadSignature || domain.KindOf(err) != domain.KindUnauthorized {
+			if domain.CodeOf(err) != webhook.CodeBadSignature || domain.KindOf(err) != domain.KindUnauthorized {
 				t.Errorf("%s, body %.20q: %v, want bad_signature", name, body, err)
 			}
 		}
