@@ -63,19 +63,12 @@ func classifyOnfido(t EventType, providerStatus string) (Class, Status) {
 // declined); approved and declined are final. abandoned shares INCOMPLETE with
 // awaiting_input, the only status a run is abandoned from.
 func journeyOnfido() fsm.Events {
-	src := func(ss ...Status) []string {
-		out := []string{fsmNew}
-		for _, s := range ss {
-			out = append(out, string(s))
-		}
-		return out
-	}
-	return fsm.Events{
-		{Name: string(StatusIncomplete), Src: src(StatusInProgress), Dst: string(StatusIncomplete)},
-		{Name: string(StatusInProgress), Src: src(StatusIncomplete, StatusOnHold), Dst: string(StatusInProgress)},
-		{Name: string(StatusOnHold), Src: src(StatusInProgress), Dst: string(StatusOnHold)},
-		{Name: string(StatusInReview), Src: src(StatusInProgress, StatusOnHold), Dst: string(StatusInReview)},
-		{Name: string(StatusApproved), Src: src(StatusInProgress, StatusOnHold, StatusInReview), Dst: string(StatusApproved)},
-		{Name: string(StatusRejected), Src: src(StatusInProgress, StatusOnHold, StatusInReview), Dst: string(StatusRejected)},
-	}
+	return journey(
+		step(StatusIncomplete, StatusNone, StatusInProgress),
+		step(StatusInProgress, StatusNone, StatusIncomplete, StatusOnHold),
+		step(StatusOnHold, StatusNone, StatusInProgress),
+		step(StatusInReview, StatusNone, StatusInProgress, StatusOnHold),
+		step(StatusApproved, StatusNone, StatusInProgress, StatusOnHold, StatusInReview),
+		step(StatusRejected, StatusNone, StatusInProgress, StatusOnHold, StatusInReview),
+	)
 }

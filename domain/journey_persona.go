@@ -27,6 +27,20 @@ func personaAnnotations() []EventType {
 	}
 }
 
+// personaStatuses maps each status event to its common status.
+func personaStatuses() map[EventType]Status {
+	return map[EventType]Status{
+		personaCreated:         StatusInit,
+		personaStarted:         StatusIncomplete,
+		personaExpired:         StatusIncomplete,
+		personaCompleted:       StatusCompleted,
+		personaMarkedForReview: StatusInReview,
+		personaApproved:        StatusApproved,
+		personaFailed:          StatusRejected,
+		personaDeclined:        StatusRejected,
+	}
+}
+
 // classifyPersona maps a Persona event to its class and, for a status event, the common
 // status: section 13's Persona column, and inquiry.failed, which Persona documents beside
 // inquiry.completed (the end user failed a required check) and the section leaves out.
@@ -34,26 +48,7 @@ func personaAnnotations() []EventType {
 // the inquiry, and that is a regular step. The event's name decides: the inquiry status
 // it carries (providerStatus) is kept for the record and is the same fact.
 func classifyPersona(t EventType, providerStatus string) (Class, Status) {
-	switch t {
-	case personaCreated:
-		return ClassStatus, StatusInit
-	case personaStarted, personaExpired:
-		return ClassStatus, StatusIncomplete
-	case personaCompleted:
-		return ClassStatus, StatusCompleted
-	case personaMarkedForReview:
-		return ClassStatus, StatusInReview
-	case personaApproved:
-		return ClassStatus, StatusApproved
-	case personaFailed, personaDeclined:
-		return ClassStatus, StatusRejected
-	}
-	for _, a := range personaAnnotations() {
-		if t == a {
-			return ClassAnnotation, StatusNone
-		}
-	}
-	return ClassUnknown, StatusNone
+	return classifyByName(t, personaStatuses(), personaAnnotations())
 }
 
 // journeyPersona is Persona's inquiry lifecycle as looplab/fsm events, each named by its
@@ -64,19 +59,12 @@ func classifyPersona(t EventType, providerStatus string) (Class, Status) {
 // which may follow each other and may overrule a failure. A workflow may decline an
 // expired inquiry.
 func journeyPersona() fsm.Events {
-	src := func(ss ...Status) []string {
-		out := make([]string, len(ss))
-		for i, s := range ss {
-			out[i] = string(s)
-		}
-		return out
-	}
-	return fsm.Events{
-		{Name: string(StatusInit), Src: []string{fsmNew}, Dst: string(StatusInit)},
-		{Name: string(StatusIncomplete), Src: src(StatusInit), Dst: string(StatusIncomplete)},
-		{Name: string(StatusCompleted), Src: src(StatusIncomplete), Dst: string(StatusCompleted)},
-		{Name: string(StatusInReview), Src: src(StatusCompleted, StatusRejected), Dst: string(StatusInReview)},
-		{Name: string(StatusApproved), Src: src(StatusCompleted, StatusInReview, StatusRejected), Dst: string(StatusApproved)},
-		{Name: string(StatusRejected), Src: src(StatusIncomplete, StatusCompleted, StatusInReview, StatusApproved), Dst: string(StatusRejected)},
-	}
+	return journey(
+		step(StatusInit, StatusNone),
+		step(StatusIncomplete, StatusInit),
+		step(StatusCompleted, StatusIncomplete),
+		step(StatusInReview, StatusCompleted, StatusRejected),
+		step(StatusApproved, StatusCompleted, StatusInReview, StatusRejected),
+		step(StatusRejected, StatusIncomplete, StatusCompleted, StatusInReview, StatusApproved),
+	)
 }

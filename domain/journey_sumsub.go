@@ -38,32 +38,28 @@ func sumsubAnnotations() []EventType {
 	}
 }
 
+// sumsubStatuses maps the types that state a status whatever the payload says to it.
+func sumsubStatuses() map[EventType]Status {
+	return map[EventType]Status{
+		sumsubCreated: StatusInit,
+		sumsubPending: StatusInProgress,
+		sumsubOnHold:  StatusOnHold,
+		sumsubReset:   StatusIncomplete,
+	}
+}
+
 // classifySumsub maps a Sumsub event to its class and, for a status event, the common
 // status (section 13's Sumsub column). An applicantReviewed is a status event only with
 // an answer the table names: a RED without a reject type, or an answer Sumsub adds later,
 // says nothing the fold may act on, so it is unknown rather than guessed at.
 func classifySumsub(t EventType, providerStatus string) (Class, Status) {
-	switch t {
-	case sumsubCreated:
-		return ClassStatus, StatusInit
-	case sumsubPending:
-		return ClassStatus, StatusInProgress
-	case sumsubOnHold:
-		return ClassStatus, StatusOnHold
-	case sumsubReset:
-		return ClassStatus, StatusIncomplete
-	case sumsubReviewed:
+	if t == sumsubReviewed {
 		if s, ok := sumsubAnswers()[providerStatus]; ok {
 			return ClassStatus, s
 		}
 		return ClassUnknown, StatusNone
 	}
-	for _, a := range sumsubAnnotations() {
-		if t == a {
-			return ClassAnnotation, StatusNone
-		}
-	}
-	return ClassUnknown, StatusNone
+	return classifyByName(t, sumsubStatuses(), sumsubAnnotations())
 }
 
 // journeySumsub is Sumsub's documented journey as looplab/fsm events, each named by its
@@ -73,19 +69,12 @@ func classifySumsub(t EventType, providerStatus string) (Class, Status) {
 // applicant back to INCOMPLETE; a compliance officer's re-review flips APPROVED and
 // REJECTED; an approved applicant moved to another level is checked again (pending).
 func journeySumsub() fsm.Events {
-	src := func(ss ...Status) []string {
-		out := make([]string, len(ss))
-		for i, s := range ss {
-			out[i] = string(s)
-		}
-		return out
-	}
-	return fsm.Events{
-		{Name: string(StatusInit), Src: []string{fsmNew}, Dst: string(StatusInit)},
-		{Name: string(StatusInProgress), Src: src(StatusInit, StatusIncomplete, StatusApproved), Dst: string(StatusInProgress)},
-		{Name: string(StatusOnHold), Src: src(StatusInProgress), Dst: string(StatusOnHold)},
-		{Name: string(StatusIncomplete), Src: src(StatusInProgress, StatusOnHold, StatusApproved, StatusRejected), Dst: string(StatusIncomplete)},
-		{Name: string(StatusApproved), Src: src(StatusInProgress, StatusOnHold, StatusRejected), Dst: string(StatusApproved)},
-		{Name: string(StatusRejected), Src: src(StatusInProgress, StatusOnHold, StatusApproved), Dst: string(StatusRejected)},
-	}
+	return journey(
+		step(StatusInit, StatusNone),
+		step(StatusInProgress, StatusInit, StatusIncomplete, StatusApproved),
+		step(StatusOnHold, StatusInProgress),
+		step(StatusIncomplete, StatusInProgress, StatusOnHold, StatusApproved, StatusRejected),
+		step(StatusApproved, StatusInProgress, StatusOnHold, StatusRejected),
+		step(StatusRejected, StatusInProgress, StatusOnHold, StatusApproved),
+	)
 }

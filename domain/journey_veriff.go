@@ -55,18 +55,11 @@ func classifyVeriff(t EventType, providerStatus string) (Class, Status) {
 // expired and abandoned end a session that was created or started but not submitted: they
 // share INCOMPLETE with started, so they need no transition of their own.
 func journeyVeriff() fsm.Events {
-	src := func(ss ...Status) []string {
-		out := []string{fsmNew}
-		for _, s := range ss {
-			out = append(out, string(s))
-		}
-		return out
-	}
-	return fsm.Events{
-		{Name: string(StatusIncomplete), Src: src(StatusInProgress, StatusInReview), Dst: string(StatusIncomplete)},
-		{Name: string(StatusInProgress), Src: src(StatusIncomplete), Dst: string(StatusInProgress)},
-		{Name: string(StatusInReview), Src: src(StatusIncomplete, StatusInProgress), Dst: string(StatusInReview)},
-		{Name: string(StatusApproved), Src: src(StatusIncomplete, StatusInProgress, StatusInReview), Dst: string(StatusApproved)},
-		{Name: string(StatusRejected), Src: src(StatusIncomplete, StatusInProgress, StatusInReview), Dst: string(StatusRejected)},
-	}
+	return journey(
+		step(StatusIncomplete, StatusNone, StatusInProgress, StatusInReview),
+		step(StatusInProgress, StatusNone, StatusIncomplete),
+		step(StatusInReview, StatusNone, StatusIncomplete, StatusInProgress),
+		step(StatusApproved, StatusNone, StatusIncomplete, StatusInProgress, StatusInReview),
+		step(StatusRejected, StatusNone, StatusIncomplete, StatusInProgress, StatusInReview),
+	)
 }
