@@ -1,197 +1,52 @@
 package persona
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/webhook"
+	"github.com/kycstate/kycstate/ingest/webhook/webhooktest"
+	"github.com/kycstate/kycstate/internal/vectorfile"
 )
 
-// vectorFile is testdata/vectors.json, written by testdata/gen from Persona's documented
+// suite runs testdata/vectors.json, written by testdata/gen from Persona's documented
 // algorithm without this package.
-type vectorFile struct {
-	App struct {
-		Name    string   `json:"name"`
-		Secrets []string `json:"secrets"`
-	} `json:"app"`
-	ReceivedAt string       `json:"received_at"`
-	Cases      []vectorCase `json:"cases"`
-}
-
-type vectorCase struct {
-	Name    string            `json:"name"`
-	Headers map[string]string `json:"headers"`
-	Body    string            `json:"body"`
-	Expect  struct {
-		OK             bool   `json:"ok"`
-		Kind           string `json:"kind"`
-		Code           string `json:"code"`
-		ApplicantID    string `json:"applicantId"`
-		ExternalUserID string `json:"externalUserId"`
-		Type           string `json:"type"`
-		ProviderStatus string `json:"providerStatus"`
-		EventAt        string `json:"eventAt"`
-		EventAtSource  string `json:"eventAtSource"`
-		ContentID      string `json:"contentId"`
-	} `json:"expect"`
-}
-
-func loadVectors(tb testing.TB) vectorFile {
-	tb.Helper()
-	b, err := os.ReadFile("testdata/vectors.json")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var vf vectorFile
-	if err := json.Unmarshal(b, &vf); err != nil {
-		tb.Fatalf("testdata/vectors.json: %v", err)
-	}
-	if len(vf.Cases) == 0 {
-		tb.Fatal("testdata/vectors.json holds no cases")
-	}
-	return vf
-}
-
-func (vf vectorFile) app() *App {
-	a := &App{Name: vf.App.Name}
-	for _, s := range vf.App.Secrets {
-		a.Secrets = append(a.Secrets, []byte(s))
-	}
-	return a
-}
-
-func (vf vectorFile) receivedAt(tb testing.TB) time.Time {
-	tb.Helper()
-	return mustTime(tb, vf.ReceivedAt)
-}
-
-func (vf vectorFile) named(tb testing.TB, name string) vectorCase {
-	tb.Helper()
-	for _, c := range vf.Cases {
-		if c.Name == name {
-			return c
-		}
-	}
-	tb.Fatalf("no vector %q", name)
-	return vectorCase{}
-}
-
-func header(m map[string]string) http.Header {
-	h := http.Header{}
-	for k, v := range m {
-		h.Set(k, v)
-	}
-	return h
-}
-
-func mustTime(tb testing.TB, s string) time.Time {
-	tb.Helper()
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return t
-}
-
-// checkRefusal asserts err's kind and code, and that its message gives nothing away.
-func checkRefusal(tb testing.TB, err error, kind domain.ErrorKind, code string, secrets []string, body string) {
-	tb.Helper()
-	if err == nil {
-		tb.Fatalf("accepted, want a refusal of kind %v code %s", kind, code)
-	}
-	if got := domain.KindOf(err); got != kind {
-		tb.Fatalf("kind %v, want %v (%v)", got, kind, err)
-	}
-	if got := domain.CodeOf(err); got != code {
-		tb.Fatalf("code %q, want %q (%v)", got, code, err)
-	}
-	msg := err.Error()
-	for _, s := range secrets {
-		if strings.Contains(msg, s) {
-			tb.Fatalf("refusal %q holds a secret", msg)
-		}
-	}
-	if len(msg) > 200 || (len(body) > 16 && strings.Contains(msg, body[:16])) {
-		tb.Fatalf("refusal %q may echo the body", msg)
+func suite() webhooktest.Suite {
+	return webhooktest.Suite{
+		Provider: domain.ProviderPersona,
+		App: func(name, _ string, secrets [][]byte) webhooktest.Open {
+			return (&App{Name: name, Secrets: secrets}).Open
+		},
+		// Persona-Signature as received, every set of it.
+		Signature: func(h map[string]string) string { return h["Persona-Signature"] },
 	}
 }
 
-func kindOf(tb testing.TB, name string) domain.ErrorKind {
-	tb.Helper()
-	for _, k := range []domain.ErrorKind{domain.KindUnauthorized, domain.KindInvalid, domain.KindUnprocessable} {
-		if k.String() == name {
-			return k
-		}
-	}
-	tb.Fatalf("vector kind %q", name)
-	return 0
+func loadVectors(tb testing.TB) webhooktest.Vectors { return webhooktest.Load(tb, 40) }
+
+// testApp is the vectors' app.
+func testApp(v webhooktest.Vectors) *App {
+	return &App{Name: v.App.Name, Secrets: v.Secrets(vectorfile.Case{})}
 }
 
-func TestVectors(t *testing.T) {
-	vf := loadVectors(t)
-	app, at := vf.app(), vf.receivedAt(t)
-	for _, c := range vf.Cases {
-		t.Run(c.Name, func(t *testing.T) {
-			ev, id, err := app.Open([]byte(c.Body), header(c.Headers), at, Options{})
-			if !c.Expect.OK {
-				checkRefusal(t, err, kindOf(t, c.Expect.Kind), c.Expect.Code, vf.App.Secrets, c.Body)
-				if id != "" || ev.Type != "" {
-					t.Fatalf("a refusal returned event %+v and id %q", ev, id)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
-			want := domain.Event{
-				V: domain.StoredVersion, Provider: "persona", Origin: domain.OriginWebhook, AppKey: "pa",
-				ApplicantID: domain.ApplicantID(c.Expect.ApplicantID), ExternalUserID: domain.ExternalUserID(c.Expect.ExternalUserID),
-				Type: domain.EventType(c.Expect.Type), ProviderStatus: c.Expect.ProviderStatus,
-				EventAt: mustTime(t, c.Expect.EventAt), EventAtSource: c.Expect.EventAtSource, ReceivedAt: at,
-				Payload: json.RawMessage(c.Body), ContentID: domain.ContentID(c.Expect.ContentID),
-			}
-			if !equalEvents(ev, want) {
-				t.Fatalf("event\n%+v\nwant\n%+v", ev, want)
-			}
-			if id != c.Expect.ContentID {
-				t.Fatalf("content id %s, want %s", id, c.Expect.ContentID)
-			}
-			if ev.Raw != nil {
-				t.Fatal("Raw kept without KeepRaw")
-			}
-		})
-	}
-}
+var header = webhooktest.Header
 
-func equalEvents(a, b domain.Event) bool {
-	ab, bb := a.Payload, b.Payload
-	a.Payload, b.Payload = nil, nil
-	ea, eb := a.EventAt, b.EventAt
-	a.EventAt, b.EventAt = time.Time{}, time.Time{}
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return bytes.Equal(ja, jb) && bytes.Equal(ab, bb) && ea.Equal(eb) && ea.Location() == time.UTC
-}
+func TestVectors(t *testing.T) { suite().Run(t, loadVectors(t)) }
 
-// TestSignMatchesVectors holds Sign to the independently made vectors, and Open to
-// Sign's output.
 func TestSignMatchesVectors(t *testing.T) {
-	vf := loadVectors(t)
-	c := vf.named(t, "approved_kebab")
-	got := Sign([]byte(vf.App.Secrets[0]), []byte(c.Body), time.Unix(1772359200, 0))
+	v := loadVectors(t)
+	c := v.Case(t, "approved_kebab")
+	got := Sign([]byte(v.App.Secrets[0]), []byte(c.Body), time.Unix(1772359200, 0))
 	if got[SignatureHeader] != c.Headers["Persona-Signature"] {
 		t.Fatalf("Sign = %v, the vector says %v", got, c.Headers)
 	}
-	if _, _, err := vf.app().Open([]byte(c.Body), header(got), vf.receivedAt(t), Options{}); err != nil {
+	if _, _, err := testApp(v).Open([]byte(c.Body), header(got), v.At, Options{}); err != nil {
 		t.Fatalf("Open of Sign's output: %v", err)
 	}
 }
@@ -199,32 +54,18 @@ func TestSignMatchesVectors(t *testing.T) {
 // TestSignatureBeforeParse: every body the vectors refuse as malformed or invalid is
 // refused as unauthorized once its signature is wrong, whatever is wrong with the body.
 func TestSignatureBeforeParse(t *testing.T) {
-	vf := loadVectors(t)
-	app, at := vf.app(), vf.receivedAt(t)
-	n := 0
-	for _, c := range vf.Cases {
-		if c.Expect.OK || c.Expect.Code == webhook.CodeBadSignature {
-			continue
-		}
-		n++
-		for _, h := range []map[string]string{
-			{},
+	suite().SignatureBeforeParse(t, loadVectors(t), 10, func(body []byte) []map[string]string {
+		return []map[string]string{
 			{SignatureHeader: "t=1772359200,v1=" + strings.Repeat("ab", 32)},
-			Sign([]byte("not-this-apps-secret"), []byte(c.Body), time.Unix(1772359200, 0)),
-		} {
-			_, _, err := app.Open([]byte(c.Body), header(h), at, Options{})
-			checkRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, vf.App.Secrets, c.Body)
+			Sign([]byte("not-this-apps-secret"), body, time.Unix(1772359200, 0)),
 		}
-	}
-	if n < 10 {
-		t.Fatalf("only %d malformed or invalid vectors", n)
-	}
+	})
 }
 
 func TestKeepRaw(t *testing.T) {
-	vf := loadVectors(t)
-	c := vf.named(t, "rotation_retired_then_current")
-	ev, _, err := vf.app().Open([]byte(c.Body), header(c.Headers), vf.receivedAt(t), Options{KeepRaw: true})
+	v := loadVectors(t)
+	c := v.Case(t, "rotation_retired_then_current")
+	ev, _, err := testApp(v).Open([]byte(c.Body), header(c.Headers), v.At, Options{KeepRaw: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +158,7 @@ func TestRotation(t *testing.T) {
 		"t=10", "v1=" + strings.Repeat("0", 64), "", " ", ",,,", "t=,v1=",
 	} {
 		_, _, err := app.Open(body, header(map[string]string{SignatureHeader: h}), time.Now(), Options{})
-		checkRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, []string{"new", "old"}, string(body))
+		webhooktest.CheckRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, []string{"new", "old"}, body)
 	}
 }
 
@@ -378,5 +219,5 @@ func TestSignatureIsOverTheRawBody(t *testing.T) {
 	}
 	compact, _ := json.Marshal(v)
 	_, _, err := app.Open(compact, h, time.Now(), Options{})
-	checkRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, nil, string(compact))
+	webhooktest.CheckRefusal(t, err, domain.KindUnauthorized, webhook.CodeBadSignature, nil, compact)
 }

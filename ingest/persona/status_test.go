@@ -10,6 +10,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/webhook"
+	"github.com/kycstate/kycstate/ingest/webhook/webhooktest"
 )
 
 // Answers of GET /api/v1/inquiries/{inquiry-id} in the documented JSON:API shape
@@ -52,13 +53,13 @@ func TestParseInquiry(t *testing.T) {
 		body string
 		want InquiryStatus
 	}{
-		"approved": {inquiryApproved, InquiryStatus{"approved", "inquiry.approved", "APPROVED", mustTime(t, "2026-03-01T10:00:01.1Z"), "user-17"}},
-		"pending":  {inquiryPendingCamel, InquiryStatus{"pending", "inquiry.started", "INCOMPLETE", mustTime(t, "2026-03-01T09:58:30Z"), ""}},
-		"review":   {inquiryReviewSnake, InquiryStatus{"needs_review", "inquiry.marked-for-review", "IN_REVIEW", mustTime(t, "2026-03-01T10:00:00Z"), "user-17"}},
-		"failed":   {strings.Replace(inquiryReviewSnake, "needs_review", "failed", 1), InquiryStatus{"failed", "inquiry.failed", "REJECTED", mustTime(t, "2026-03-01T10:00:00Z"), "user-17"}},
-		"created":  {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"created"}}}`, InquiryStatus{"created", "inquiry.created", "INIT", mustTime(t, "0001-01-01T00:00:00Z"), ""}},
-		"expired":  {strings.Replace(inquiryPendingCamel, `"pending"`, `"expired"`, 1), InquiryStatus{"expired", "inquiry.expired", "INCOMPLETE", mustTime(t, "2026-03-01T09:58:30Z"), ""}},
-		"declined": {strings.Replace(inquiryApproved, `"approved"`, `"declined"`, 1), InquiryStatus{"declined", "inquiry.declined", "REJECTED", mustTime(t, "2026-03-01T10:00:01.1Z"), "user-17"}},
+		"approved": {inquiryApproved, InquiryStatus{"approved", "inquiry.approved", "APPROVED", webhooktest.MustTime(t, "2026-03-01T10:00:01.1Z"), "user-17"}},
+		"pending":  {inquiryPendingCamel, InquiryStatus{"pending", "inquiry.started", "INCOMPLETE", webhooktest.MustTime(t, "2026-03-01T09:58:30Z"), ""}},
+		"review":   {inquiryReviewSnake, InquiryStatus{"needs_review", "inquiry.marked-for-review", "IN_REVIEW", webhooktest.MustTime(t, "2026-03-01T10:00:00Z"), "user-17"}},
+		"failed":   {strings.Replace(inquiryReviewSnake, "needs_review", "failed", 1), InquiryStatus{"failed", "inquiry.failed", "REJECTED", webhooktest.MustTime(t, "2026-03-01T10:00:00Z"), "user-17"}},
+		"created":  {`{"data":{"type":"inquiry","id":"inq_2CVZ4HyVg7qaboXz2PUHknAn","attributes":{"status":"created"}}}`, InquiryStatus{"created", "inquiry.created", "INIT", webhooktest.MustTime(t, "0001-01-01T00:00:00Z"), ""}},
+		"expired":  {strings.Replace(inquiryPendingCamel, `"pending"`, `"expired"`, 1), InquiryStatus{"expired", "inquiry.expired", "INCOMPLETE", webhooktest.MustTime(t, "2026-03-01T09:58:30Z"), ""}},
+		"declined": {strings.Replace(inquiryApproved, `"approved"`, `"declined"`, 1), InquiryStatus{"declined", "inquiry.declined", "REJECTED", webhooktest.MustTime(t, "2026-03-01T10:00:01.1Z"), "user-17"}},
 	} {
 		got, err := ParseInquiry(id, []byte(c.body))
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest/webhook"
+	"github.com/kycstate/kycstate/ingest/webhook/webhooktest"
 )
 
 // TestSignRequest checks App-Token signing against the documented signing string: the
@@ -92,7 +93,7 @@ const (
 
 func TestParseApplicant(t *testing.T) {
 	const id domain.ApplicantID = "65f1c2a9e4b0a1b2c3d4e5f6"
-	at := func(s string) time.Time { return mustTime(t, s) }
+	at := func(s string) time.Time { return webhooktest.MustTime(t, s) }
 	for name, c := range map[string]struct {
 		body string
 		want ApplicantStatus

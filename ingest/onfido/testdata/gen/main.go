@@ -16,15 +16,13 @@
 package main
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/kycstate/kycstate/internal/vectorfile"
 )
 
 const (
@@ -50,63 +48,14 @@ const (
 	classicSignature = "a0082d7481f9f0a2907583dbe1f344d6d4c0d9989df2fd804f98479f60cd760e"
 )
 
-// Vectors is the file's shape; ingest/onfido's tests read it.
-type Vectors struct {
-	Comment    string `json:"comment"`
-	App        App    `json:"app"`
-	ReceivedAt string `json:"receivedAt"`
-	Cases      []Case `json:"cases"`
-}
+type (
+	Case = vectorfile.Case
+	Want = vectorfile.Want
+)
 
-type App struct {
-	Name    string   `json:"name"`
-	Secrets []string `json:"secrets"` // current first
-}
+func sign(secret, msg string) string { return vectorfile.HMACHex(sha256.New, secret, msg) }
 
-type Case struct {
-	Name string `json:"name"`
-	// Source names where a published example comes from; empty for ours.
-	Source string `json:"source,omitempty"`
-	// Secrets replace the app's secrets for this case (Onfido's examples use their own).
-	Secrets []string `json:"secrets,omitempty"`
-	Body    string   `json:"body,omitempty"`
-	// BodyHex holds a body that is not UTF-8 (a JSON string cannot), in hex.
-	BodyHex string            `json:"bodyHex,omitempty"`
-	Headers map[string]string `json:"headers"`
-	// Error is the stable code Open must refuse with; empty for a case it accepts.
-	Error string `json:"error,omitempty"`
-	Want  *Want  `json:"want,omitempty"`
-}
-
-type Want struct {
-	ApplicantID    string `json:"applicantId"`
-	Type           string `json:"type"`
-	ProviderStatus string `json:"providerStatus"`
-	ExternalUserID string `json:"externalUserId"`
-	EventAt        string `json:"eventAt"`
-	EventAtSource  string `json:"eventAtSource"`
-	ContentID      string `json:"contentId"`
-	// Class and Status are what DESIGN.md section 13's table makes of the event.
-	Class  string `json:"class"`
-	Status string `json:"status"`
-}
-
-func sign(secret, msg string) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(msg))
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-func contentID(body string) string {
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range []string{"onfido", appName, body} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write([]byte(f))
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
+func contentID(body string) string { return vectorfile.ContentID("onfido", appName, body) }
 
 func headers(secret, body string) map[string]string {
 	return map[string]string{"X-SHA2-Signature": sign(secret, body)}
@@ -162,19 +111,21 @@ func accepted(name, body, secret string, w Want) Case {
 }
 
 func refused(name, body string, h map[string]string, code string) Case {
-	if !utf8.ValidString(body) {
-		return Case{Name: name, BodyHex: hex.EncodeToString([]byte(body)), Headers: h, Error: code}
-	}
-	return Case{Name: name, Body: body, Headers: h, Error: code}
+	return Case{Name: name, Headers: h, Error: code}.WithBody(body)
 }
 
-// published is one of Onfido's signed examples, its signature checked here first.
-func published(name, source, token, body, signature string, c Case) Case {
+// published is one of Onfido's signed examples, its signature checked here first: refused
+// with code, or accepted as w when code is "".
+func published(name, source, token, body, signature, code string, w Want) Case {
 	if got := sign(token, body); got != signature {
 		panic(fmt.Sprintf("%s: HMAC-SHA256 gives %s, Onfido publishes %s", name, got, signature))
 	}
-	c.Name, c.Source, c.Secrets, c.Body = name, source, []string{token}, body
+	c := Case{Name: name, Source: source, Secrets: []string{token}, Body: body, Error: code}
 	c.Headers = map[string]string{"X-SHA2-Signature": signature}
+	if code == "" {
+		w.ContentID = contentID(body)
+		c.Want = &w
+	}
 	return c
 }
 
@@ -189,46 +140,46 @@ func main() {
 	truncated := approved[:len(approved)/2]
 
 	cases := []Case{
-		accepted("run approved", approved, current, Want{run, "workflow_run.completed", "approved", "user-4711", completed, src, "", "status", "APPROVED"}),
+		accepted("run approved", approved, current, vectorfile.Expect(run, "workflow_run.completed", "approved", "user-4711", completed, src, "status", "APPROVED")),
 		accepted("run declined, signed with the previous token (rotation)", runCompleted(run, "declined", started, completed, "user-4711"), previous,
-			Want{run, "workflow_run.completed", "declined", "user-4711", completed, src, "", "status", "REJECTED"}),
+			vectorfile.Expect(run, "workflow_run.completed", "declined", "user-4711", completed, src, "status", "REJECTED")),
 		accepted("run review", runCompleted(run, "review", started, completed, "user-4711"), current,
-			Want{run, "workflow_run.completed", "review", "user-4711", completed, src, "", "status", "IN_REVIEW"}),
+			vectorfile.Expect(run, "workflow_run.completed", "review", "user-4711", completed, src, "status", "IN_REVIEW")),
 		accepted("run abandoned, no customer_user_id", runCompleted(run, "abandoned", started, completed, "-"), current,
-			Want{run, "workflow_run.completed", "abandoned", "", completed, src, "", "status", "INCOMPLETE"}),
+			vectorfile.Expect(run, "workflow_run.completed", "abandoned", "", completed, src, "status", "INCOMPLETE")),
 		accepted("run awaiting_client_input", runCompleted(run, "awaiting_client_input", started, "-", "user-4711"), current,
-			Want{run, "workflow_run.completed", "awaiting_client_input", "user-4711", started, "payload.object.started_at_iso8601", "", "status", "ON_HOLD"}),
+			vectorfile.Expect(run, "workflow_run.completed", "awaiting_client_input", "user-4711", started, "payload.object.started_at_iso8601", "status", "ON_HOLD")),
 		accepted("run processing, no times: the receive time", runCompleted(run, "processing", "-", "-", "user-4711"), current,
-			Want{run, "workflow_run.completed", "processing", "user-4711", receivedAt, "received", "", "status", "IN_PROGRESS"}),
+			vectorfile.Expect(run, "workflow_run.completed", "processing", "user-4711", receivedAt, "received", "status", "IN_PROGRESS")),
 		accepted("run in error", runCompleted(run, "error", started, completed, "user-4711"), current,
-			Want{run, "workflow_run.completed", "error", "user-4711", completed, src, "", "annotation", ""}),
+			vectorfile.Expect(run, "workflow_run.completed", "error", "user-4711", completed, src, "annotation", "")),
 		accepted("run with an unreadable completed_at", runCompleted(run, "approved", started, "soon", "user-4711"), current,
-			Want{run, "workflow_run.completed", "approved", "user-4711", started, "payload.object.started_at_iso8601", "", "status", "APPROVED"}),
+			vectorfile.Expect(run, "workflow_run.completed", "approved", "user-4711", started, "payload.object.started_at_iso8601", "status", "APPROVED")),
 		accepted("run of a status Onfido may add", runCompleted(run, "paused", started, completed, "user-4711"), current,
-			Want{run, "workflow_run.completed", "paused", "user-4711", completed, src, "", "unknown", ""}),
+			vectorfile.Expect(run, "workflow_run.completed", "paused", "user-4711", completed, src, "unknown", "")),
 		accepted("task completed", task("workflow_task.completed", "completed", run2), current,
-			Want{run2, "workflow_task.completed", "completed", "", "2026-03-01T09:44:05Z", src, "", "annotation", ""}),
+			vectorfile.Expect(run2, "workflow_task.completed", "completed", "", "2026-03-01T09:44:05Z", src, "annotation", "")),
 		func() Case {
 			b := `{"payload":{"resource_type":"workflow_timeline_file","action":"workflow_timeline_file.created","object":{"id":"b1e7a3c0-1111-4222-8333-944455556666","href":"https://api.eu.onfido.com/v3.6/workflow_runs/` + run + `/timeline_file/b1e7a3c0"},"resource":{"workflow_run_id":"` + run + `"}}}`
-			return accepted("timeline file created", b, current, Want{run, "workflow_timeline_file.created", "", "", receivedAt, "received", "", "annotation", ""})
+			return accepted("timeline file created", b, current, vectorfile.Expect(run, "workflow_timeline_file.created", "", "", receivedAt, "received", "annotation", ""))
 		}(),
 		func() Case {
 			b := `{"payload":{"resource_type":"workflow_run","action":"workflow_run.resumed","object":{"id":"` + run + `","status":"processing"}}}`
-			return accepted("an action Onfido may add", b, current, Want{run, "workflow_run.resumed", "processing", "", receivedAt, "received", "", "unknown", ""})
+			return accepted("an action Onfido may add", b, current, vectorfile.Expect(run, "workflow_run.resumed", "processing", "", receivedAt, "received", "unknown", ""))
 		}(),
 		func() Case {
-			c := accepted("upper-case hex signature", approved, current, Want{run, "workflow_run.completed", "approved", "user-4711", completed, src, "", "status", "APPROVED"})
+			c := accepted("upper-case hex signature", approved, current, vectorfile.Expect(run, "workflow_run.completed", "approved", "user-4711", completed, src, "status", "APPROVED"))
 			c.Headers["X-SHA2-Signature"] = strings.ToUpper(c.Headers["X-SHA2-Signature"])
 			return c
 		}(),
 		published("Onfido's published workflow task example", "github.com/onfido/onfido-node test/studio-webhook-event-verifier.test.ts",
-			studioToken, studioBody, studioSignature, Case{Want: &Want{run2, "workflow_task.started", "started", "", "2024-07-10T12:49:09Z",
-				"payload.object.started_at_iso8601", contentID(studioBody), "annotation", ""}}),
+			studioToken, studioBody, studioSignature, "", vectorfile.Expect(run2, "workflow_task.started", "started", "", "2024-07-10T12:49:09Z",
+				"payload.object.started_at_iso8601", "annotation", "")),
 		published("Onfido's published check example: authentic, about no workflow run", "github.com/onfido/onfido-node test/classic-webhook-event-verifier.test.ts",
-			classicToken, classicBody, classicSignature, Case{Error: "invalid_payload"}),
+			classicToken, classicBody, classicSignature, "invalid_payload", Want{}),
 		func() Case {
 			c := published("Onfido's published example under the app's own tokens", "github.com/onfido/onfido-node test/studio-webhook-event-verifier.test.ts",
-				studioToken, studioBody, studioSignature, Case{Error: "bad_signature"})
+				studioToken, studioBody, studioSignature, "bad_signature", Want{})
 			c.Secrets = nil
 			return c
 		}(),
@@ -302,16 +253,14 @@ func main() {
 		}(),
 	}
 
-	v := Vectors{
+	v := vectorfile.File{
 		Comment: "Made by ingest/onfido/testdata/gen from Onfido's documented signing (hex HMAC-SHA256 of the raw body " +
 			"under the webhook's token), with Onfido's own published examples; not by the adapter.",
-		App:        App{Name: appName, Secrets: []string{current, previous}},
+		App:        vectorfile.App{Name: appName, Secrets: []string{current, previous}},
 		ReceivedAt: receivedAt,
 		Cases:      cases,
 	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
+	if err := vectorfile.Write(os.Stdout, v); err != nil {
 		panic(err)
 	}
 }

@@ -15,13 +15,11 @@
 package main
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"os"
 	"strings"
+
+	"github.com/kycstate/kycstate/internal/vectorfile"
 )
 
 const (
@@ -35,41 +33,9 @@ const (
 	event      = "evt_XGuYWp7WuDzNxie5z16s7sGJ"
 )
 
-type expect struct {
-	OK             bool   `json:"ok"`
-	Kind           string `json:"kind,omitempty"`
-	Code           string `json:"code,omitempty"`
-	ApplicantID    string `json:"applicantId,omitempty"`
-	ExternalUserID string `json:"externalUserId,omitempty"`
-	Type           string `json:"type,omitempty"`
-	ProviderStatus string `json:"providerStatus,omitempty"`
-	EventAt        string `json:"eventAt,omitempty"`
-	EventAtSource  string `json:"eventAtSource,omitempty"`
-	ContentID      string `json:"contentId,omitempty"`
-}
+type Want = vectorfile.Want
 
-type vectorCase struct {
-	Name    string            `json:"name"`
-	Headers map[string]string `json:"headers"`
-	Body    string            `json:"body"`
-	Expect  expect            `json:"expect"`
-}
-
-type file struct {
-	About string `json:"about"`
-	App   struct {
-		Name    string   `json:"name"`
-		Secrets []string `json:"secrets"`
-	} `json:"app"`
-	ReceivedAt string       `json:"received_at"`
-	Cases      []vectorCase `json:"cases"`
-}
-
-func v1(secret, ts, body string) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts + "." + body))
-	return hex.EncodeToString(m.Sum(nil))
-}
+func v1(secret, ts, body string) string { return vectorfile.HMACHex(sha256.New, secret, ts+"."+body) }
 
 func set(secret, ts, body string) string { return "t=" + ts + ",v1=" + v1(secret, ts, body) }
 
@@ -78,18 +44,10 @@ func header(sets ...string) map[string]string {
 }
 
 func contentID(eventID, body string) string {
-	last := eventID
-	if last == "" {
-		last = body
+	if eventID == "" {
+		return vectorfile.ContentID("persona", appName, body)
 	}
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range []string{"persona", appName, last} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write([]byte(f))
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return vectorfile.ContentID("persona", appName, eventID)
 }
 
 // inquiryEvent renders an event whose payload is the inquiry, with the given key
@@ -107,34 +65,29 @@ func inquiryEvent(eventID, name, createdAt, status, reference, createdKey, refKe
 }
 
 func main() {
-	var f file
-	f.About = "Persona webhook vectors made by ingest/persona/testdata/gen from the documented algorithm: " +
-		"Persona-Signature = t=<unix>,v1=hex HMAC-SHA256(secret, t + \".\" + raw body); sets space-separated while rotating. " +
-		"Secrets are the app's, current first. contentId = hex SHA-256 of length-prefixed persona, app name, data.id (else the body)."
-	f.App.Name = appName
-	f.App.Secrets = []string{current, previous}
-	f.ReceivedAt = receivedAt
-
-	ok := func(name string, h map[string]string, b, eventID string, e expect) {
-		e.OK = true
-		e.ContentID = contentID(eventID, b)
-		f.Cases = append(f.Cases, vectorCase{name, h, b, e})
+	f := vectorfile.File{
+		Comment: "Persona webhook vectors made by ingest/persona/testdata/gen from the documented algorithm: " +
+			"Persona-Signature = t=<unix>,v1=hex HMAC-SHA256(secret, t + \".\" + raw body); sets space-separated while rotating. " +
+			"Secrets are the app's, current first. contentId = hex SHA-256 of length-prefixed persona, app name, data.id (else the body).",
+		App:        vectorfile.App{Name: appName, Secrets: []string{current, previous}},
+		ReceivedAt: receivedAt,
 	}
-	refuse := func(name string, h map[string]string, b, kind, code string) {
-		f.Cases = append(f.Cases, vectorCase{name, h, b, expect{Kind: kind, Code: code}})
+	ok := func(name string, h map[string]string, b, eventID string, w Want) {
+		w.ContentID = contentID(eventID, b)
+		f.Cases = append(f.Cases, vectorfile.Case{Name: name, Headers: h, Body: b, Want: &w})
+	}
+	refuse := func(name string, h map[string]string, b, code string) {
+		f.Cases = append(f.Cases, vectorfile.Case{Name: name, Headers: h, Body: b, Error: code})
 	}
 	const (
-		unauthorized  = "unauthorized"
-		invalid       = "invalid"
-		unprocessable = "unprocessable"
-		badSignature  = "bad_signature"
-		malformed     = "malformed_payload"
-		invalidPay    = "invalid_payload"
+		badSignature = "bad_signature"
+		malformed    = "malformed_payload"
+		invalidPay   = "invalid_payload"
 	)
 
 	approved := inquiryEvent(event, "inquiry.approved", "2026-03-01T10:00:01.100Z", "approved", `"user-17"`, "created-at", "reference-id")
-	approvedWant := expect{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.approved", ProviderStatus: "approved",
-		EventAt: "2026-03-01T10:00:01.1Z", EventAtSource: "payload.data.attributes.created-at"}
+	approvedWant := Want{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.approved", ProviderStatus: "approved",
+		EventAt: "2026-03-01T10:00:01.1Z", EventAtSource: "payload.data.attributes.created-at", Class: "status", Status: "APPROVED"}
 	ok("approved_kebab", header(set(current, t, approved)), approved, event, approvedWant)
 	ok("previous_secret", header(set(previous, t, approved)), approved, event, approvedWant)
 	ok("rotation_retired_then_current", header(set(retired, t, approved), set(current, t, approved)), approved, event, approvedWant)
@@ -145,86 +98,79 @@ func main() {
 
 	created := inquiryEvent("evt_created0000000000000001", "inquiry.created", "2026-03-01T09:58:00.000Z", "created", "null", "created-at", "reference-id")
 	ok("created_reference_null", header(set(current, t, created)), created, "evt_created0000000000000001",
-		expect{ApplicantID: inquiry, Type: "inquiry.created", ProviderStatus: "created", EventAt: "2026-03-01T09:58:00Z",
-			EventAtSource: "payload.data.attributes.created-at"})
+		Want{ApplicantID: inquiry, Type: "inquiry.created", ProviderStatus: "created", EventAt: "2026-03-01T09:58:00Z",
+			EventAtSource: "payload.data.attributes.created-at", Class: "status", Status: "INIT"})
 
 	review := inquiryEvent("evt_review00000000000000001", "inquiry.marked-for-review", "2026-03-01T10:00:02.000Z", "needs_review", `"user-17"`, "createdAt", "referenceId")
 	ok("marked_for_review_camel", header(set(current, t, review)), review, "evt_review00000000000000001",
-		expect{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.marked-for-review", ProviderStatus: "needs_review",
-			EventAt: "2026-03-01T10:00:02Z", EventAtSource: "payload.data.attributes.created-at"})
+		Want{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.marked-for-review", ProviderStatus: "needs_review",
+			EventAt: "2026-03-01T10:00:02Z", EventAtSource: "payload.data.attributes.created-at", Class: "status", Status: "IN_REVIEW"})
 
 	failed := inquiryEvent("evt_failed00000000000000001", "inquiry.failed", "2026-03-01T10:00:03+00:00", "failed", `"user-17"`, "created_at", "reference_id")
 	ok("failed_snake", header(set(current, t, failed)), failed, "evt_failed00000000000000001",
-		expect{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.failed", ProviderStatus: "failed",
-			EventAt: "2026-03-01T10:00:03Z", EventAtSource: "payload.data.attributes.created-at"})
+		Want{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.failed", ProviderStatus: "failed",
+			EventAt: "2026-03-01T10:00:03Z", EventAtSource: "payload.data.attributes.created-at", Class: "status", Status: "REJECTED"})
 
 	verification := `{"data":{"type":"event","id":"evt_verif000000000000000001","attributes":{"name":"verification.passed","payload":{"data":{"type":"verification/government-id","id":"ver_KnqQRXmxmtquRE65CHTzymhR","attributes":{"status":"passed"},"relationships":{"inquiry":{"data":{"type":"inquiry","id":"` + inquiry + `"}}}}},"created-at":"2026-03-01T09:59:30.000Z"}}}`
 	ok("verification_names_its_inquiry", header(set(current, t, verification)), verification, "evt_verif000000000000000001",
-		expect{ApplicantID: inquiry, Type: "verification.passed", EventAt: "2026-03-01T09:59:30Z", EventAtSource: "payload.data.attributes.created-at"})
+		Want{ApplicantID: inquiry, Type: "verification.passed", EventAt: "2026-03-01T09:59:30Z", EventAtSource: "payload.data.attributes.created-at", Class: "unknown", Status: ""})
 
 	noID := inquiryEvent("", "inquiry.completed", "2026-03-01T10:00:00.500Z", "completed", `"user-17"`, "created-at", "reference-id")
 	ok("no_event_id", header(set(current, t, noID)), noID, "",
-		expect{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.completed", ProviderStatus: "completed",
-			EventAt: "2026-03-01T10:00:00.5Z", EventAtSource: "payload.data.attributes.created-at"})
+		Want{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.completed", ProviderStatus: "completed",
+			EventAt: "2026-03-01T10:00:00.5Z", EventAtSource: "payload.data.attributes.created-at", Class: "status", Status: "COMPLETED"})
 
 	badTime := inquiryEvent("evt_future00000000000000001", "inquiry.some-future-event", "yesterday", "approved", `"user-17"`, "created-at", "reference-id")
 	ok("unknown_name_kept_bad_time", header(set(current, t, badTime)), badTime, "evt_future00000000000000001",
-		expect{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.some-future-event", ProviderStatus: "approved",
-			EventAt: receivedAt, EventAtSource: "received"})
+		Want{ApplicantID: inquiry, ExternalUserID: "user-17", Type: "inquiry.some-future-event", ProviderStatus: "approved",
+			EventAt: receivedAt, EventAtSource: "received", Class: "unknown", Status: ""})
 
-	refuse("wrong_secret", header(set(retired, t, approved)), approved, unauthorized, badSignature)
-	refuse("forged_body", header(set(current, t, approved)), strings.Replace(approved, `"approved"`, `"declined"`, 1), unauthorized, badSignature)
-	refuse("truncated_body", header(set(current, t, approved)), approved[:len(approved)/2], unauthorized, badSignature)
-	refuse("moved_timestamp", header("t=1772359201,v1="+v1(current, t, approved)), approved, unauthorized, badSignature)
-	refuse("missing_header", map[string]string{}, approved, unauthorized, badSignature)
-	refuse("no_timestamp", header("v1="+v1(current, t, approved)), approved, unauthorized, badSignature)
-	refuse("timestamp_not_digits", header("t=1772359200.0,v1="+v1(current, "1772359200.0", approved)), approved, unauthorized, badSignature)
-	refuse("signature_not_hex", header("t="+t+",v1="+strings.Repeat("zz", 32)), approved, unauthorized, badSignature)
-	refuse("signature_of_body_alone", header("t="+t+",v1="+func() string {
-		m := hmac.New(sha256.New, []byte(current))
-		m.Write([]byte(approved))
-		return hex.EncodeToString(m.Sum(nil))
-	}()), approved, unauthorized, badSignature)
+	refuse("wrong_secret", header(set(retired, t, approved)), approved, badSignature)
+	refuse("forged_body", header(set(current, t, approved)), strings.Replace(approved, `"approved"`, `"declined"`, 1), badSignature)
+	refuse("truncated_body", header(set(current, t, approved)), approved[:len(approved)/2], badSignature)
+	refuse("moved_timestamp", header("t=1772359201,v1="+v1(current, t, approved)), approved, badSignature)
+	refuse("missing_header", map[string]string{}, approved, badSignature)
+	refuse("no_timestamp", header("v1="+v1(current, t, approved)), approved, badSignature)
+	refuse("timestamp_not_digits", header("t=1772359200.0,v1="+v1(current, "1772359200.0", approved)), approved, badSignature)
+	refuse("signature_not_hex", header("t="+t+",v1="+strings.Repeat("zz", 32)), approved, badSignature)
+	refuse("signature_of_body_alone", header("t="+t+",v1="+vectorfile.HMACHex(sha256.New, current, approved)), approved, badSignature)
 	refuse("too_many_sets", header(set(retired, t, approved), set(retired, t, approved), set(retired, t, approved),
-		set(retired, t, approved), set(current, t, approved)), approved, unauthorized, badSignature)
-	refuse("malformed_body_bad_signature", header("t="+t+",v1="+strings.Repeat("00", 32)), `{"data":`, unauthorized, badSignature)
+		set(retired, t, approved), set(current, t, approved)), approved, badSignature)
+	refuse("malformed_body_bad_signature", header("t="+t+",v1="+strings.Repeat("00", 32)), `{"data":`, badSignature)
 
 	twoNames := `{"data":{"id":"evt_1","attributes":{"name":"inquiry.approved","name":"inquiry.declined","payload":{"data":{"type":"inquiry","id":"` + inquiry + `"}}}}}`
 	twoRefs := `{"data":{"id":"evt_1","attributes":{"name":"inquiry.approved","payload":{"data":{"type":"inquiry","id":"` + inquiry + `","attributes":{"reference-id":"a","referenceId":"b"}}}}}}`
 	named := func(name, payloadData string) string {
 		return `{"data":{"type":"event","id":"evt_x","attributes":{"name":"` + name + `","payload":{"data":` + payloadData + `}}}}`
 	}
-	for _, c := range []struct{ name, body, kind, code string }{
-		{"signed_truncated_body", approved[:len(approved)/2], invalid, malformed},
-		{"signed_not_an_object", `[{"data":{}}]`, invalid, malformed},
-		{"signed_trailing_data", approved + "\n{}", invalid, malformed},
-		{"duplicate_name", twoNames, invalid, malformed},
-		{"reference_id_in_two_inflections", twoRefs, invalid, malformed},
-		{"data_missing", `{"meta":{}}`, unprocessable, invalidPay},
-		{"data_not_object", `{"data":[]}`, unprocessable, invalidPay},
-		{"attributes_missing", `{"data":{"type":"event","id":"evt_x"}}`, unprocessable, invalidPay},
-		{"name_missing", `{"data":{"id":"evt_x","attributes":{"payload":{"data":{"type":"inquiry","id":"` + inquiry + `"}}}}}`, unprocessable, invalidPay},
-		{"name_not_ascii", named("inquiry.approuvé", `{"type":"inquiry","id":"`+inquiry+`"}`), unprocessable, invalidPay},
-		{"name_control_character", named(`inquiry.approved\r`, `{"type":"inquiry","id":"`+inquiry+`"}`), unprocessable, invalidPay},
-		{"name_129_chars", named(strings.Repeat("n", 129), `{"type":"inquiry","id":"`+inquiry+`"}`), unprocessable, invalidPay},
-		{"inquiry_id_missing", named("inquiry.approved", `{"type":"inquiry","attributes":{"status":"approved"}}`), unprocessable, invalidPay},
-		{"inquiry_id_not_inquiry", named("inquiry.approved", `{"type":"inquiry","id":"act_ABC"}`), unprocessable, invalidPay},
-		{"inquiry_id_not_subject_safe", named("inquiry.approved", `{"type":"inquiry","id":"inq_a.b"}`), unprocessable, invalidPay},
-		{"inquiry_id_wildcard", named("inquiry.approved", `{"type":"inquiry","id":"inq_>"}`), unprocessable, invalidPay},
-		{"inquiry_id_65_chars", named("inquiry.approved", `{"type":"inquiry","id":"inq_`+strings.Repeat("a", 61)+`"}`), unprocessable, invalidPay},
-		{"account_event_names_no_inquiry", named("account.created", `{"type":"account","id":"act_ABC","attributes":{"reference-id":"user-17"}}`), unprocessable, invalidPay},
-		{"payload_missing", `{"data":{"id":"evt_x","attributes":{"name":"inquiry.approved"}}}`, unprocessable, invalidPay},
-		{"status_not_string", named("inquiry.approved", `{"type":"inquiry","id":"`+inquiry+`","attributes":{"status":1}}`), unprocessable, invalidPay},
-		{"reference_id_control", named("inquiry.approved", `{"type":"inquiry","id":"`+inquiry+`","attributes":{"reference-id":"a\u0007b"}}`), unprocessable, invalidPay},
-		{"event_id_not_string", `{"data":{"id":7,"attributes":{"name":"inquiry.approved","payload":{"data":{"type":"inquiry","id":"` + inquiry + `"}}}}}`, unprocessable, invalidPay},
+	for _, c := range []struct{ name, body, code string }{
+		{"signed_truncated_body", approved[:len(approved)/2], malformed},
+		{"signed_not_an_object", `[{"data":{}}]`, malformed},
+		{"signed_trailing_data", approved + "\n{}", malformed},
+		{"duplicate_name", twoNames, malformed},
+		{"reference_id_in_two_inflections", twoRefs, malformed},
+		{"data_missing", `{"meta":{}}`, invalidPay},
+		{"data_not_object", `{"data":[]}`, invalidPay},
+		{"attributes_missing", `{"data":{"type":"event","id":"evt_x"}}`, invalidPay},
+		{"name_missing", `{"data":{"id":"evt_x","attributes":{"payload":{"data":{"type":"inquiry","id":"` + inquiry + `"}}}}}`, invalidPay},
+		{"name_not_ascii", named("inquiry.approuvé", `{"type":"inquiry","id":"`+inquiry+`"}`), invalidPay},
+		{"name_control_character", named(`inquiry.approved\r`, `{"type":"inquiry","id":"`+inquiry+`"}`), invalidPay},
+		{"name_129_chars", named(strings.Repeat("n", 129), `{"type":"inquiry","id":"`+inquiry+`"}`), invalidPay},
+		{"inquiry_id_missing", named("inquiry.approved", `{"type":"inquiry","attributes":{"status":"approved"}}`), invalidPay},
+		{"inquiry_id_not_inquiry", named("inquiry.approved", `{"type":"inquiry","id":"act_ABC"}`), invalidPay},
+		{"inquiry_id_not_subject_safe", named("inquiry.approved", `{"type":"inquiry","id":"inq_a.b"}`), invalidPay},
+		{"inquiry_id_wildcard", named("inquiry.approved", `{"type":"inquiry","id":"inq_>"}`), invalidPay},
+		{"inquiry_id_65_chars", named("inquiry.approved", `{"type":"inquiry","id":"inq_`+strings.Repeat("a", 61)+`"}`), invalidPay},
+		{"account_event_names_no_inquiry", named("account.created", `{"type":"account","id":"act_ABC","attributes":{"reference-id":"user-17"}}`), invalidPay},
+		{"payload_missing", `{"data":{"id":"evt_x","attributes":{"name":"inquiry.approved"}}}`, invalidPay},
+		{"status_not_string", named("inquiry.approved", `{"type":"inquiry","id":"`+inquiry+`","attributes":{"status":1}}`), invalidPay},
+		{"reference_id_control", named("inquiry.approved", `{"type":"inquiry","id":"`+inquiry+`","attributes":{"reference-id":"a\u0007b"}}`), invalidPay},
+		{"event_id_not_string", `{"data":{"id":7,"attributes":{"name":"inquiry.approved","payload":{"data":{"type":"inquiry","id":"` + inquiry + `"}}}}}`, invalidPay},
 	} {
-		refuse(c.name, header(set(current, t, c.body)), c.body, c.kind, c.code)
+		refuse(c.name, header(set(current, t, c.body)), c.body, c.code)
 	}
 
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(f); err != nil {
+	if err := vectorfile.Write(os.Stdout, f); err != nil {
 		os.Stderr.WriteString(err.Error() + "\n")
 		os.Exit(1)
 	}

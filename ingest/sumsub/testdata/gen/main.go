@@ -15,16 +15,14 @@
 package main
 
 import (
-	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
-	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"hash"
 	"os"
 	"strings"
+
+	"github.com/kycstate/kycstate/internal/vectorfile"
 )
 
 const (
@@ -35,35 +33,7 @@ const (
 	receivedAt = "2026-03-01T10:00:05Z"
 )
 
-type expect struct {
-	OK             bool   `json:"ok"`
-	Kind           string `json:"kind,omitempty"`
-	Code           string `json:"code,omitempty"`
-	ApplicantID    string `json:"applicantId,omitempty"`
-	ExternalUserID string `json:"externalUserId,omitempty"`
-	Type           string `json:"type,omitempty"`
-	ProviderStatus string `json:"providerStatus,omitempty"`
-	EventAt        string `json:"eventAt,omitempty"`
-	EventAtSource  string `json:"eventAtSource,omitempty"`
-	ContentID      string `json:"contentId,omitempty"`
-}
-
-type vectorCase struct {
-	Name    string            `json:"name"`
-	Headers map[string]string `json:"headers"`
-	Body    string            `json:"body"`
-	Expect  expect            `json:"expect"`
-}
-
-type file struct {
-	About string `json:"about"`
-	App   struct {
-		Name    string   `json:"name"`
-		Secrets []string `json:"secrets"`
-	} `json:"app"`
-	ReceivedAt string       `json:"received_at"`
-	Cases      []vectorCase `json:"cases"`
-}
+type Want = vectorfile.Want
 
 func digest(alg, secret, body string) string {
 	var h func() hash.Hash
@@ -75,9 +45,7 @@ func digest(alg, secret, body string) string {
 	default:
 		h = sha256.New
 	}
-	m := hmac.New(h, []byte(secret))
-	m.Write([]byte(body))
-	return hex.EncodeToString(m.Sum(nil))
+	return vectorfile.HMACHex(h, secret, body)
 }
 
 func signed(alg, secret, body string) map[string]string {
@@ -85,18 +53,10 @@ func signed(alg, secret, body string) map[string]string {
 }
 
 func contentID(eventID, body string) string {
-	last := eventID
-	if last == "" {
-		last = body
+	if eventID == "" {
+		return vectorfile.ContentID("sumsub", appName, body)
 	}
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range []string{"sumsub", appName, last} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write([]byte(f))
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return vectorfile.ContentID("sumsub", appName, eventID)
 }
 
 // body renders a payload in the documented shape, members in the given order.
@@ -110,29 +70,24 @@ const (
 )
 
 func main() {
-	var f file
-	f.About = "Sumsub webhook vectors made by ingest/sumsub/testdata/gen from the documented algorithm: " +
-		"X-Payload-Digest = hex HMAC(secret, raw body), hash named by X-Payload-Digest-Alg. " +
-		"Secrets are the app's, current first. contentId = hex SHA-256 of length-prefixed sumsub, app name, correlationId (else the body)."
-	f.App.Name = appName
-	f.App.Secrets = []string{current, previous}
-	f.ReceivedAt = receivedAt
-
-	ok := func(name string, headers map[string]string, b, eventID string, e expect) {
-		e.OK = true
-		e.ContentID = contentID(eventID, b)
-		f.Cases = append(f.Cases, vectorCase{name, headers, b, e})
+	f := vectorfile.File{
+		Comment: "Sumsub webhook vectors made by ingest/sumsub/testdata/gen from the documented algorithm: " +
+			"X-Payload-Digest = hex HMAC(secret, raw body), hash named by X-Payload-Digest-Alg. " +
+			"Secrets are the app's, current first. contentId = hex SHA-256 of length-prefixed sumsub, app name, correlationId (else the body).",
+		App:        vectorfile.App{Name: appName, Secrets: []string{current, previous}},
+		ReceivedAt: receivedAt,
 	}
-	refuse := func(name string, headers map[string]string, b, kind, code string) {
-		f.Cases = append(f.Cases, vectorCase{name, headers, b, expect{Kind: kind, Code: code}})
+	ok := func(name string, headers map[string]string, b, eventID string, w Want) {
+		w.ContentID = contentID(eventID, b)
+		f.Cases = append(f.Cases, vectorfile.Case{Name: name, Headers: headers, Body: b, Want: &w})
+	}
+	refuse := func(name string, headers map[string]string, b, code string) {
+		f.Cases = append(f.Cases, vectorfile.Case{Name: name, Headers: headers, Body: b, Error: code})
 	}
 	const (
-		unauthorized  = "unauthorized"
-		invalid       = "invalid"
-		unprocessable = "unprocessable"
-		badSignature  = "bad_signature"
-		malformed     = "malformed_payload"
-		invalidPay    = "invalid_payload"
+		badSignature = "bad_signature"
+		malformed    = "malformed_payload"
+		invalidPay   = "invalid_payload"
 	)
 
 	created := body(str("applicantId", applicant), str("inspectionId", inspect),
@@ -140,16 +95,16 @@ func main() {
 		str("externalUserId", "user-17"), str("type", "applicantCreated"), `"sandboxMode":true`,
 		str("reviewStatus", "init"), str("createdAtMs", "2026-03-01 09:58:01.004"), str("clientId", "acme"))
 	ok("created_sha256", signed("HMAC_SHA256_HEX", current, created), created,
-		"req-0b7f6a52-8a51-4c1e-9d0e-3f4c2a1b0c9d", expect{ApplicantID: applicant, ExternalUserID: "user-17",
-			Type: "applicantCreated", ProviderStatus: "init", EventAt: "2026-03-01T09:58:01.004Z", EventAtSource: "payload.createdAtMs"})
+		"req-0b7f6a52-8a51-4c1e-9d0e-3f4c2a1b0c9d", Want{ApplicantID: applicant, ExternalUserID: "user-17",
+			Type: "applicantCreated", ProviderStatus: "init", EventAt: "2026-03-01T09:58:01.004Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "INIT"})
 
 	pending := body(str("applicantId", applicant), str("inspectionId", inspect),
 		str("correlationId", "6f2b0c1d9e8a7b6c5d4e3f2a1b0c9d8e"), str("levelName", "basic-kyc-level"),
 		str("externalUserId", "user-17"), str("type", "applicantPending"), `"reviewResult":null`,
 		str("reviewStatus", "pending"), str("createdAtMs", "2026-03-01 09:59:12.250"), `"applicantMemberOf":null`)
 	ok("pending_sha1", signed("HMAC_SHA1_HEX", current, pending), pending,
-		"6f2b0c1d9e8a7b6c5d4e3f2a1b0c9d8e", expect{ApplicantID: applicant, ExternalUserID: "user-17",
-			Type: "applicantPending", ProviderStatus: "pending", EventAt: "2026-03-01T09:59:12.25Z", EventAtSource: "payload.createdAtMs"})
+		"6f2b0c1d9e8a7b6c5d4e3f2a1b0c9d8e", Want{ApplicantID: applicant, ExternalUserID: "user-17",
+			Type: "applicantPending", ProviderStatus: "pending", EventAt: "2026-03-01T09:59:12.25Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "IN_PROGRESS"})
 
 	green := body(str("applicantId", applicant), str("inspectionId", inspect),
 		str("correlationId", "req-9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"), str("externalUserId", "user-17"),
@@ -157,95 +112,92 @@ func main() {
 		`"reviewResult":{"reviewAnswer":"GREEN"}`, str("reviewStatus", "completed"),
 		str("createdAtMs", "2026-03-01 10:00:01.321"))
 	ok("reviewed_green_sha512", signed("HMAC_SHA512_HEX", current, green), green,
-		"req-9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", expect{ApplicantID: applicant, ExternalUserID: "user-17",
-			Type: "applicantReviewed", ProviderStatus: "GREEN", EventAt: "2026-03-01T10:00:01.321Z", EventAtSource: "payload.createdAtMs"})
+		"req-9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", Want{ApplicantID: applicant, ExternalUserID: "user-17",
+			Type: "applicantReviewed", ProviderStatus: "GREEN", EventAt: "2026-03-01T10:00:01.321Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "APPROVED"})
 
 	retry := body(str("applicantId", applicant), str("correlationId", "req-retry-1"), str("type", "applicantReviewed"),
 		`"reviewResult":{"moderationComment":"Upload a sharper photo.","reviewAnswer":"RED","rejectLabels":["BAD_PROOF_OF_IDENTITY"],"reviewRejectType":"RETRY","buttonIds":[]}`,
 		str("reviewStatus", "completed"), str("createdAt", "2026-03-01 10:00:02+0000"), str("createdAtMs", "2026-03-01 10:00:02.500"))
 	ok("reviewed_red_retry", signed("HMAC_SHA256_HEX", current, retry), retry, "req-retry-1",
-		expect{ApplicantID: applicant, Type: "applicantReviewed", ProviderStatus: "RED+RETRY",
-			EventAt: "2026-03-01T10:00:02.5Z", EventAtSource: "payload.createdAtMs"})
+		Want{ApplicantID: applicant, Type: "applicantReviewed", ProviderStatus: "RED+RETRY",
+			EventAt: "2026-03-01T10:00:02.5Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "INCOMPLETE"})
 
 	final := body(str("applicantId", applicant), str("correlationId", "req-final-1"), str("type", "applicantReviewed"),
 		`"reviewResult":{"reviewAnswer":"RED","rejectLabels":["FORGERY"],"reviewRejectType":"FINAL"}`,
 		str("reviewStatus", "completed"), str("createdAt", "2026-03-01 10:00:03+0000"))
 	ok("reviewed_red_final_createdAt", signed("HMAC_SHA256_HEX", current, final), final, "req-final-1",
-		expect{ApplicantID: applicant, Type: "applicantReviewed", ProviderStatus: "RED+FINAL",
-			EventAt: "2026-03-01T10:00:03Z", EventAtSource: "payload.createdAt"})
+		Want{ApplicantID: applicant, Type: "applicantReviewed", ProviderStatus: "RED+FINAL",
+			EventAt: "2026-03-01T10:00:03Z", EventAtSource: "payload.createdAt", Class: "status", Status: "REJECTED"})
 
 	ok("no_alg_header_sha256", map[string]string{"X-Payload-Digest": digest("HMAC_SHA256_HEX", current, created)}, created,
-		"req-0b7f6a52-8a51-4c1e-9d0e-3f4c2a1b0c9d", expect{ApplicantID: applicant, ExternalUserID: "user-17",
-			Type: "applicantCreated", ProviderStatus: "init", EventAt: "2026-03-01T09:58:01.004Z", EventAtSource: "payload.createdAtMs"})
+		"req-0b7f6a52-8a51-4c1e-9d0e-3f4c2a1b0c9d", Want{ApplicantID: applicant, ExternalUserID: "user-17",
+			Type: "applicantCreated", ProviderStatus: "init", EventAt: "2026-03-01T09:58:01.004Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "INIT"})
 	ok("no_alg_header_sha1", map[string]string{"X-Payload-Digest": digest("HMAC_SHA1_HEX", current, created)}, created,
-		"req-0b7f6a52-8a51-4c1e-9d0e-3f4c2a1b0c9d", expect{ApplicantID: applicant, ExternalUserID: "user-17",
-			Type: "applicantCreated", ProviderStatus: "init", EventAt: "2026-03-01T09:58:01.004Z", EventAtSource: "payload.createdAtMs"})
+		"req-0b7f6a52-8a51-4c1e-9d0e-3f4c2a1b0c9d", Want{ApplicantID: applicant, ExternalUserID: "user-17",
+			Type: "applicantCreated", ProviderStatus: "init", EventAt: "2026-03-01T09:58:01.004Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "INIT"})
 	upper := signed("HMAC_SHA256_HEX", current, created)
 	upper["X-Payload-Digest"] = strings.ToUpper(upper["X-Payload-Digest"])
 	ok("upper_case_hex", upper, created, "req-0b7f6a52-8a51-4c1e-9d0e-3f4c2a1b0c9d",
-		expect{ApplicantID: applicant, ExternalUserID: "user-17", Type: "applicantCreated", ProviderStatus: "init",
-			EventAt: "2026-03-01T09:58:01.004Z", EventAtSource: "payload.createdAtMs"})
+		Want{ApplicantID: applicant, ExternalUserID: "user-17", Type: "applicantCreated", ProviderStatus: "init",
+			EventAt: "2026-03-01T09:58:01.004Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "INIT"})
 	ok("rotated_previous_secret", signed("HMAC_SHA256_HEX", previous, green), green,
-		"req-9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", expect{ApplicantID: applicant, ExternalUserID: "user-17",
-			Type: "applicantReviewed", ProviderStatus: "GREEN", EventAt: "2026-03-01T10:00:01.321Z", EventAtSource: "payload.createdAtMs"})
+		"req-9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", Want{ApplicantID: applicant, ExternalUserID: "user-17",
+			Type: "applicantReviewed", ProviderStatus: "GREEN", EventAt: "2026-03-01T10:00:01.321Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "APPROVED"})
 
 	noCorr := body(str("applicantId", applicant), str("type", "applicantOnHold"), str("reviewStatus", "onHold"),
 		str("createdAtMs", "2026-03-01 10:00:04.000"))
 	ok("no_correlation_id", signed("HMAC_SHA256_HEX", current, noCorr), noCorr, "",
-		expect{ApplicantID: applicant, Type: "applicantOnHold", ProviderStatus: "onHold",
-			EventAt: "2026-03-01T10:00:04Z", EventAtSource: "payload.createdAtMs"})
+		Want{ApplicantID: applicant, Type: "applicantOnHold", ProviderStatus: "onHold",
+			EventAt: "2026-03-01T10:00:04Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "ON_HOLD"})
 
 	unknown := body(str("applicantId", applicant), str("correlationId", "req-kyt-1"), str("type", "applicantKytTxnApproved"),
 		`"kytTxnId":"tx-1"`, str("createdAtMs", "not a time"))
 	ok("unknown_type_kept_bad_time", signed("HMAC_SHA256_HEX", current, unknown), unknown, "req-kyt-1",
-		expect{ApplicantID: applicant, Type: "applicantKytTxnApproved", EventAt: receivedAt, EventAtSource: "received"})
+		Want{ApplicantID: applicant, Type: "applicantKytTxnApproved", EventAt: receivedAt, EventAtSource: "received", Class: "unknown", Status: ""})
 
 	nullExt := body(str("applicantId", "A-b_9"), `"externalUserId":null`, str("type", "applicantReset"),
 		str("reviewStatus", "init"), `"createdAtMs":1772359205123`)
 	ok("null_external_user_id_numeric_ms", signed("HMAC_SHA256_HEX", current, nullExt), nullExt, "",
-		expect{ApplicantID: "A-b_9", Type: "applicantReset", ProviderStatus: "init",
-			EventAt: "2026-03-01T10:00:05.123Z", EventAtSource: "payload.createdAtMs"})
+		Want{ApplicantID: "A-b_9", Type: "applicantReset", ProviderStatus: "init",
+			EventAt: "2026-03-01T10:00:05.123Z", EventAtSource: "payload.createdAtMs", Class: "status", Status: "INCOMPLETE"})
 
-	refuse("wrong_secret", signed("HMAC_SHA256_HEX", wrong, created), created, unauthorized, badSignature)
+	refuse("wrong_secret", signed("HMAC_SHA256_HEX", wrong, created), created, badSignature)
 	forged := strings.Replace(green, `"GREEN"`, `"RED"`, 1)
-	refuse("forged_body", signed("HMAC_SHA256_HEX", current, green), forged, unauthorized, badSignature)
-	refuse("truncated_body", signed("HMAC_SHA256_HEX", current, green), green[:len(green)/2], unauthorized, badSignature)
-	refuse("missing_digest", map[string]string{"X-Payload-Digest-Alg": "HMAC_SHA256_HEX"}, created, unauthorized, badSignature)
+	refuse("forged_body", signed("HMAC_SHA256_HEX", current, green), forged, badSignature)
+	refuse("truncated_body", signed("HMAC_SHA256_HEX", current, green), green[:len(green)/2], badSignature)
+	refuse("missing_digest", map[string]string{"X-Payload-Digest-Alg": "HMAC_SHA256_HEX"}, created, badSignature)
 	refuse("alg_does_not_match_digest", map[string]string{"X-Payload-Digest": digest("HMAC_SHA256_HEX", current, created),
-		"X-Payload-Digest-Alg": "HMAC_SHA512_HEX"}, created, unauthorized, badSignature)
+		"X-Payload-Digest-Alg": "HMAC_SHA512_HEX"}, created, badSignature)
 	refuse("unknown_alg", map[string]string{"X-Payload-Digest": digest("HMAC_SHA256_HEX", current, created),
-		"X-Payload-Digest-Alg": "HMAC_MD5_HEX"}, created, unauthorized, badSignature)
-	refuse("digest_not_hex", map[string]string{"X-Payload-Digest": strings.Repeat("zz", 32)}, created, unauthorized, badSignature)
+		"X-Payload-Digest-Alg": "HMAC_MD5_HEX"}, created, badSignature)
+	refuse("digest_not_hex", map[string]string{"X-Payload-Digest": strings.Repeat("zz", 32)}, created, badSignature)
 	refuse("malformed_body_bad_signature", map[string]string{"X-Payload-Digest": strings.Repeat("00", 32)},
-		`{"applicantId":`, unauthorized, badSignature)
+		`{"applicantId":`, badSignature)
 
-	for _, c := range []struct{ name, body, kind, code string }{
-		{"signed_truncated_body", green[:len(green)/2], invalid, malformed},
-		{"signed_not_an_object", `["applicantCreated"]`, invalid, malformed},
-		{"signed_trailing_data", created + "{}", invalid, malformed},
-		{"duplicate_applicant_id", body(str("applicantId", applicant), str("applicantId", "65f1c2a9e4b0a1b2c3d4e5f8"), str("type", "applicantCreated")), invalid, malformed},
-		{"duplicate_review_answer", body(str("applicantId", applicant), str("type", "applicantReviewed"), `"reviewResult":{"reviewAnswer":"RED","reviewAnswer":"GREEN"}`), invalid, malformed},
-		{"applicant_id_not_subject_safe", body(str("applicantId", "65f1c2a9.e4b0"), str("type", "applicantCreated")), unprocessable, invalidPay},
-		{"applicant_id_wildcard", body(str("applicantId", "*"), str("type", "applicantCreated")), unprocessable, invalidPay},
-		{"applicant_id_65_chars", body(str("applicantId", strings.Repeat("a", 65)), str("type", "applicantCreated")), unprocessable, invalidPay},
-		{"applicant_id_missing", body(str("type", "applicantCreated")), unprocessable, invalidPay},
-		{"applicant_id_number", body(`"applicantId":65`, str("type", "applicantCreated")), unprocessable, invalidPay},
-		{"type_missing", body(str("applicantId", applicant)), unprocessable, invalidPay},
-		{"type_not_ascii", body(str("applicantId", applicant), str("type", "applicantCréé")), unprocessable, invalidPay},
-		{"type_control_character", body(str("applicantId", applicant), str("type", `applicant\nCreated`)), unprocessable, invalidPay},
-		{"type_129_chars", body(str("applicantId", applicant), str("type", strings.Repeat("t", 129))), unprocessable, invalidPay},
-		{"external_user_id_control", body(str("applicantId", applicant), str("type", "applicantCreated"), str("externalUserId", `a\u0000b`)), unprocessable, invalidPay},
-		{"review_result_not_object", body(str("applicantId", applicant), str("type", "applicantReviewed"), str("reviewResult", "GREEN")), unprocessable, invalidPay},
-		{"review_answer_not_string", body(str("applicantId", applicant), str("type", "applicantReviewed"), `"reviewResult":{"reviewAnswer":1}`), unprocessable, invalidPay},
-		{"correlation_id_not_string", body(str("applicantId", applicant), str("type", "applicantCreated"), `"correlationId":{}`), unprocessable, invalidPay},
+	for _, c := range []struct{ name, body, code string }{
+		{"signed_truncated_body", green[:len(green)/2], malformed},
+		{"signed_not_an_object", `["applicantCreated"]`, malformed},
+		{"signed_trailing_data", created + "{}", malformed},
+		{"duplicate_applicant_id", body(str("applicantId", applicant), str("applicantId", "65f1c2a9e4b0a1b2c3d4e5f8"), str("type", "applicantCreated")), malformed},
+		{"duplicate_review_answer", body(str("applicantId", applicant), str("type", "applicantReviewed"), `"reviewResult":{"reviewAnswer":"RED","reviewAnswer":"GREEN"}`), malformed},
+		{"applicant_id_not_subject_safe", body(str("applicantId", "65f1c2a9.e4b0"), str("type", "applicantCreated")), invalidPay},
+		{"applicant_id_wildcard", body(str("applicantId", "*"), str("type", "applicantCreated")), invalidPay},
+		{"applicant_id_65_chars", body(str("applicantId", strings.Repeat("a", 65)), str("type", "applicantCreated")), invalidPay},
+		{"applicant_id_missing", body(str("type", "applicantCreated")), invalidPay},
+		{"applicant_id_number", body(`"applicantId":65`, str("type", "applicantCreated")), invalidPay},
+		{"type_missing", body(str("applicantId", applicant)), invalidPay},
+		{"type_not_ascii", body(str("applicantId", applicant), str("type", "applicantCréé")), invalidPay},
+		{"type_control_character", body(str("applicantId", applicant), str("type", `applicant\nCreated`)), invalidPay},
+		{"type_129_chars", body(str("applicantId", applicant), str("type", strings.Repeat("t", 129))), invalidPay},
+		{"external_user_id_control", body(str("applicantId", applicant), str("type", "applicantCreated"), str("externalUserId", `a\u0000b`)), invalidPay},
+		{"review_result_not_object", body(str("applicantId", applicant), str("type", "applicantReviewed"), str("reviewResult", "GREEN")), invalidPay},
+		{"review_answer_not_string", body(str("applicantId", applicant), str("type", "applicantReviewed"), `"reviewResult":{"reviewAnswer":1}`), invalidPay},
+		{"correlation_id_not_string", body(str("applicantId", applicant), str("type", "applicantCreated"), `"correlationId":{}`), invalidPay},
 	} {
-		refuse(c.name, signed("HMAC_SHA256_HEX", current, c.body), c.body, c.kind, c.code)
+		refuse(c.name, signed("HMAC_SHA256_HEX", current, c.body), c.body, c.code)
 	}
 
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(f); err != nil {
+	if err := vectorfile.Write(os.Stdout, f); err != nil {
 		os.Stderr.WriteString(err.Error() + "\n")
 		os.Exit(1)
 	}

@@ -16,14 +16,12 @@
 package main
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/kycstate/kycstate/internal/vectorfile"
 )
 
 const (
@@ -37,44 +35,16 @@ const (
 	session2   = "a1c68aea-7f4d-478d-80ab-ca9356074f69"
 )
 
-// Vectors is the file's shape; ingest/veriff's tests read it.
-type Vectors struct {
-	Comment    string   `json:"comment"`
-	App        App      `json:"app"`
-	ReceivedAt string   `json:"receivedAt"`
-	Cases      []Case   `json:"cases"`
-	GetSigns   []GetSig `json:"getSignatures"`
+// file is the vectors file with what Veriff's status API adds: the signatures of its GETs.
+type file struct {
+	vectorfile.File
+	GetSigns []GetSig `json:"getSignatures"`
 }
 
-type App struct {
-	Name    string   `json:"name"`
-	APIKey  string   `json:"apiKey"`
-	Secrets []string `json:"secrets"` // current first
-}
-
-type Case struct {
-	Name string `json:"name"`
-	Body string `json:"body,omitempty"`
-	// BodyHex holds a body that is not UTF-8 (a JSON string cannot), in hex.
-	BodyHex string            `json:"bodyHex,omitempty"`
-	Headers map[string]string `json:"headers"`
-	// Error is the stable code Open must refuse with; empty for a case it accepts.
-	Error string `json:"error,omitempty"`
-	Want  *Want  `json:"want,omitempty"`
-}
-
-type Want struct {
-	ApplicantID    string `json:"applicantId"`
-	Type           string `json:"type"`
-	ProviderStatus string `json:"providerStatus"`
-	ExternalUserID string `json:"externalUserId"`
-	EventAt        string `json:"eventAt"`
-	EventAtSource  string `json:"eventAtSource"`
-	ContentID      string `json:"contentId"`
-	// Class and Status are what DESIGN.md section 13's table makes of the event.
-	Class  string `json:"class"`
-	Status string `json:"status"`
-}
+type (
+	Case = vectorfile.Case
+	Want = vectorfile.Want
+)
 
 // GetSig is the X-HMAC-SIGNATURE of GET /v1/sessions/{sessionId}/decision.
 type GetSig struct {
@@ -83,22 +53,9 @@ type GetSig struct {
 	Signature string `json:"signature"`
 }
 
-func sign(secret, msg string) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(msg))
-	return hex.EncodeToString(m.Sum(nil))
-}
+func sign(secret, msg string) string { return vectorfile.HMACHex(sha256.New, secret, msg) }
 
-func contentID(body string) string {
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range []string{"veriff", appName, body} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write([]byte(f))
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
+func contentID(body string) string { return vectorfile.ContentID("veriff", appName, body) }
 
 // headers signs body with secret, as Veriff does.
 func headers(secret, body string) map[string]string {
@@ -145,10 +102,7 @@ func accepted(name, body, secret string, w Want) Case {
 }
 
 func refused(name, body string, h map[string]string, code string) Case {
-	if !utf8.ValidString(body) {
-		return Case{Name: name, BodyHex: hex.EncodeToString([]byte(body)), Headers: h, Error: code}
-	}
-	return Case{Name: name, Body: body, Headers: h, Error: code}
+	return Case{Name: name, Headers: h, Error: code}.WithBody(body)
 }
 
 func main() {
@@ -159,30 +113,30 @@ func main() {
 	truncated := approved[:len(approved)/2]
 
 	cases := []Case{
-		accepted("decision approved", approved, current, Want{session, "decision", "approved", "user-4711", dt, "payload.verification.decisionTime", "", "status", "APPROVED"}),
+		accepted("decision approved", approved, current, vectorfile.Expect(session, "decision", "approved", "user-4711", dt, "payload.verification.decisionTime", "status", "APPROVED")),
 		accepted("decision signed with the previous secret (rotation)", decision(session, "declined", 9102, "user-4711", dt), previous,
-			Want{session, "decision", "declined", "user-4711", dt, "payload.verification.decisionTime", "", "status", "REJECTED"}),
+			vectorfile.Expect(session, "decision", "declined", "user-4711", dt, "payload.verification.decisionTime", "status", "REJECTED")),
 		accepted("decision resubmission_requested", decision(session, "resubmission_requested", 9103, "user-4711", dt), current,
-			Want{session, "decision", "resubmission_requested", "user-4711", dt, "payload.verification.decisionTime", "", "status", "INCOMPLETE"}),
+			vectorfile.Expect(session, "decision", "resubmission_requested", "user-4711", dt, "payload.verification.decisionTime", "status", "INCOMPLETE")),
 		accepted("decision expired, no vendorData", decision(session, "expired", 9104, "-", dt), current,
-			Want{session, "decision", "expired", "", dt, "payload.verification.decisionTime", "", "status", "INCOMPLETE"}),
+			vectorfile.Expect(session, "decision", "expired", "", dt, "payload.verification.decisionTime", "status", "INCOMPLETE")),
 		accepted("decision abandoned", decision(session, "abandoned", 9104, "user-4711", dt), current,
-			Want{session, "decision", "abandoned", "user-4711", dt, "payload.verification.decisionTime", "", "status", "INCOMPLETE"}),
+			vectorfile.Expect(session, "decision", "abandoned", "user-4711", dt, "payload.verification.decisionTime", "status", "INCOMPLETE")),
 		accepted("decision review", decision(session2, "review", 9121, "user-4711", dt), current,
-			Want{session2, "decision", "review", "user-4711", dt, "payload.verification.decisionTime", "", "status", "IN_REVIEW"}),
+			vectorfile.Expect(session2, "decision", "review", "user-4711", dt, "payload.verification.decisionTime", "status", "IN_REVIEW")),
 		accepted("decision without decisionTime: the receive time, not acceptanceTime", decision(session, "approved", 9001, "user-4711", "-"), current,
-			Want{session, "decision", "approved", "user-4711", receivedAt, "received", "", "status", "APPROVED"}),
+			vectorfile.Expect(session, "decision", "approved", "user-4711", receivedAt, "received", "status", "APPROVED")),
 		accepted("decision with an unreadable decisionTime", decision(session, "approved", 9001, "user-4711", "yesterday"), current,
-			Want{session, "decision", "approved", "user-4711", receivedAt, "received", "", "status", "APPROVED"}),
+			vectorfile.Expect(session, "decision", "approved", "user-4711", receivedAt, "received", "status", "APPROVED")),
 		accepted("decision of a status Veriff may add", decision(session, "on_hold", 9999, "user-4711", dt), current,
-			Want{session, "decision", "on_hold", "user-4711", dt, "payload.verification.decisionTime", "", "unknown", ""}),
-		accepted("event started", started, current, Want{session, "started", "started", "user-4711", receivedAt, "received", "", "status", "INCOMPLETE"}),
+			vectorfile.Expect(session, "decision", "on_hold", "user-4711", dt, "payload.verification.decisionTime", "unknown", "")),
+		accepted("event started", started, current, vectorfile.Expect(session, "started", "started", "user-4711", receivedAt, "received", "status", "INCOMPLETE")),
 		accepted("event submitted", event(session, "submitted", 7002, "user-4711"), previous,
-			Want{session, "submitted", "submitted", "user-4711", receivedAt, "received", "", "status", "IN_PROGRESS"}),
+			vectorfile.Expect(session, "submitted", "submitted", "user-4711", receivedAt, "received", "status", "IN_PROGRESS")),
 		accepted("event of an action Veriff may add", event(session, "resubmitted", 7003, "user-4711"), current,
-			Want{session, "resubmitted", "resubmitted", "user-4711", receivedAt, "received", "", "unknown", ""}),
+			vectorfile.Expect(session, "resubmitted", "resubmitted", "user-4711", receivedAt, "received", "unknown", "")),
 		func() Case {
-			c := accepted("upper-case hex signature", approved, current, Want{session, "decision", "approved", "user-4711", dt, "payload.verification.decisionTime", "", "status", "APPROVED"})
+			c := accepted("upper-case hex signature", approved, current, vectorfile.Expect(session, "decision", "approved", "user-4711", dt, "payload.verification.decisionTime", "status", "APPROVED"))
 			c.Headers["X-HMAC-SIGNATURE"] = strings.ToUpper(c.Headers["X-HMAC-SIGNATURE"])
 			return c
 		}(),
@@ -254,20 +208,20 @@ func main() {
 		}(),
 	}
 
-	v := Vectors{
-		Comment: "Made by ingest/veriff/testdata/gen from Veriff's documented signing (hex HMAC-SHA256 of the raw body " +
-			"under the shared secret key, X-AUTH-CLIENT the API key); not by the adapter.",
-		App:        App{Name: appName, APIKey: apiKey, Secrets: []string{current, previous}},
-		ReceivedAt: receivedAt,
-		Cases:      cases,
+	v := file{
+		File: vectorfile.File{
+			Comment: "Made by ingest/veriff/testdata/gen from Veriff's documented signing (hex HMAC-SHA256 of the raw body " +
+				"under the shared secret key, X-AUTH-CLIENT the API key); not by the adapter.",
+			App:        vectorfile.App{Name: appName, APIKey: apiKey, Secrets: []string{current, previous}},
+			ReceivedAt: receivedAt,
+			Cases:      cases,
+		},
 		GetSigns: []GetSig{
 			{current, session, sign(current, session)},
 			{previous, session2, sign(previous, session2)},
 		},
 	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
+	if err := vectorfile.Write(os.Stdout, v); err != nil {
 		panic(err)
 	}
 }
