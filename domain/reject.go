@@ -19,4 +19,9 @@ type Reject struct {
 	Headers    map[string]string `json:"headers"` // the headers that matter (x-allpass-signature, content-type)
 	RemoteAddr string            `json:"remoteAddr"`
 	ReceivedAt time.Time         `json:"receivedAt"`
+
+	// Provider is the provider of the path the webhook came to (DESIGN.md section 13:
+	// POST /webhooks/{provider}/{app}); "" is Allpass, as every reject kept before
+	// other providers was.
+	Provider string `json:"provider,omitempty"`
 }

@@ -34,9 +34,12 @@ const (
 // Errors the handler itself produces. errMethod is answered 405 (refuse), which is HTTP's
 // routing answer rather than an error kind.
 var (
-	errMethod   = domain.Public(opWebhook, domain.KindInvalid, CodeMethodNotAllowed, "method not allowed")
-	errNoRoute  = domain.Public(opWebhook, domain.KindNotFound, CodeNoRoute, "no such path")
-	errNoApp    = domain.Public(opWebhook, domain.KindNotFound, CodeUnknownApp, "no app is configured under that name or appKey")
+	errMethod  = domain.Public(opWebhook, domain.KindInvalid, CodeMethodNotAllowed, "method not allowed")
+	errNoRoute = domain.Public(opWebhook, domain.KindNotFound, CodeNoRoute, "no such path")
+	errNoApp   = domain.Public(opWebhook, domain.KindNotFound, CodeUnknownApp, "no app is configured under that name or appKey")
+	// A provider kycstate does not know makes an unknown path, as for any other path.
+	errNoProvider = domain.Public(opWebhook, domain.KindNotFound, CodeNoRoute,
+		"no such path: the provider is not one of allpass, sumsub, persona, veriff, onfido")
 	errBusy     = domain.Public(opWebhook, domain.KindUnavailable, CodeBusy, "too many requests in flight; retry later")
 	errReadBody = domain.Public(opWebhook, domain.KindInvalid, CodeBodyUnreadable, "the request body could not be read")
 	errTooSlow  = domain.Public(opWebhook, domain.KindInvalid, CodeBodyTooSlow,

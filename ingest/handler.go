@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,10 +79,14 @@ var keptHeaders = [...]string{allpass.SignatureHeader, "content-type", "user-age
 
 // HandlerConfig holds the webhook handler's dependencies and limits.
 type HandlerConfig struct {
-	Apps    []*allpass.App
-	Events  EventLog
-	Logger  *zap.Logger           // nil: no logging
-	Metrics prometheus.Registerer // nil: collectors are not registered
+	Apps []*allpass.App
+	// Providers are the configured apps of the other providers (DESIGN.md section 13),
+	// served at POST /webhooks/{provider}/{app}. Apps and Providers may each be empty,
+	// not both.
+	Providers []*ProviderApp
+	Events    EventLog
+	Logger    *zap.Logger           // nil: no logging
+	Metrics   prometheus.Registerer // nil: collectors are not registered
 	// MaxBody bounds a request body (default 1 MiB); larger bodies are answered 413.
 	MaxBody int64
 	// MaxInFlight bounds the requests handled at once (default 256): webhooks opened and
@@ -129,6 +134,7 @@ type handler struct {
 	ready     func(ctx context.Context) error
 	appends   appendHealth
 	apps      appIndex
+	providers providerIndex
 	events    EventLog
 	log       *zap.Logger
 	m         *metrics
@@ -153,6 +159,9 @@ type handler struct {
 //
 //	POST /webhooks/allpass/{app}  {app} = a configured app's name or appKey
 //	POST /webhooks/allpass        tries every configured app; the MAC or tag picks one
+//	POST /webhooks/{provider}/{app}  {app} = the name of a configured app of that
+//	                              provider (sumsub, persona, veriff, onfido), opened by
+//	                              its adapter (ProviderApp)
 //	GET  /healthz                 alive
 //	GET  /readyz                  the log is reachable (HandlerConfig.Ready) and appends
 //	                              have not been failing for the last 30 s
@@ -163,7 +172,7 @@ type handler struct {
 // kept in the rejects stream for `kycstate rejects reprocess`.
 func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	const op = "ingest.NewHandler"
-	if len(cfg.Apps) == 0 {
+	if len(cfg.Apps) == 0 && len(cfg.Providers) == 0 {
 		return nil, domain.E(op, domain.KindInvalid, "no apps configured")
 	}
 	if cfg.Events == nil {
@@ -173,8 +182,13 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
+	providers, err := newProviderIndex(cfg.Providers)
+	if err != nil {
+		return nil, domain.E(op, domain.KindInvalid, err)
+	}
 	h := &handler{
 		apps:          apps,
+		providers:     providers,
 		events:        cfg.Events,
 		log:           cfg.Logger,
 		maxBody:       cfg.MaxBody,
@@ -243,6 +257,10 @@ func (h *handler) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /webhooks/allpass/{app}", h.webhook(true))
 	mux.Handle("POST /webhooks/allpass", h.webhook(false))
+	// Every other provider's path: registered without a method, since a pattern with one
+	// would overlap the method-less Allpass patterns below with neither more specific
+	// than the other; the handler answers a method other than POST 405 itself.
+	mux.Handle("/webhooks/{provider}/{app}", h.providerWebhook())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httperr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -278,6 +296,7 @@ type exchange struct {
 	pathApp    string         // the {app} segment; only set once it named a configured app
 	label      string         // app label of the metrics and logs: a configured name, "unknown" or "any"
 	apps       []*allpass.App // the apps the request may be for
+	papp       *ProviderApp   // or the provider app it is for (POST /webhooks/{provider}/{app})
 	body       []byte
 	keep       bool // kept in rejects if refused
 }
@@ -290,9 +309,17 @@ type exchange struct {
 // answered, counted and kept (refuse) while the request still holds its slot, if it took
 // one: keeping a reject is part of what a request costs.
 func (h *handler) webhook(byPath bool) http.Handler {
+	return h.serve(appAny, func(w http.ResponseWriter, r *http.Request, x *exchange) error {
+		return h.admit(w, r, x, byPath)
+	})
+}
+
+// serve is a webhook route whose admit finds what the request is for and reads its body
+// (see webhook); label is the metrics' app label until an app is known.
+func (h *handler) serve(label string, admit func(http.ResponseWriter, *http.Request, *exchange) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		x := &exchange{start: time.Now(), receivedAt: h.now().UTC(), label: appAny}
-		err := h.admit(w, r, x, byPath)
+		x := &exchange{start: time.Now(), receivedAt: h.now().UTC(), label: label}
+		err := admit(w, r, x)
 		if err == nil {
 			if h.acquire(r.Context()) {
 				defer func() { <-h.sem }()
@@ -323,10 +350,18 @@ func (h *handler) admit(w http.ResponseWriter, r *http.Request, x *exchange, byP
 		}
 		x.apps, x.pathApp = apps, pathApp
 	}
+	if len(x.apps) == 0 {
+		x.label = appUnknown
+		return errNoApp // no Allpass app is configured, only other providers'
+	}
 	if len(x.apps) == 1 {
 		x.label = x.apps[0].Name
 	}
+	return h.readInto(w, r, x)
+}
 
+// readInto reads the request's body into x, and says whether a refusal is kept.
+func (h *handler) readInto(w http.ResponseWriter, r *http.Request, x *exchange) error {
 	body, err := h.readBody(w, r)
 	// From here on a refusal is kept in rejects (a truncated body too: it shows an
 	// operator where deliveries break off), except a body over the limit: nothing a fixed
@@ -341,11 +376,23 @@ func (h *handler) admit(w http.ResponseWriter, r *http.Request, x *exchange, byP
 // event, or returns why not; it writes nothing when it returns an error. The request
 // holds an in-flight slot.
 func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchange) error {
-	app, ev, msgID, err := openAny(x.apps, x.body, r.Header.Get(allpass.SignatureHeader), x.receivedAt, h.opt)
+	var (
+		ev    domain.Event
+		msgID string
+		err   error
+	)
+	if x.papp != nil {
+		ev, msgID, err = x.papp.Open(x.body, r.Header, x.receivedAt, h.opt.KeepRaw)
+	} else {
+		var app *allpass.App
+		app, ev, msgID, err = openAny(x.apps, x.body, r.Header.Get(allpass.SignatureHeader), x.receivedAt, h.opt)
+		if err == nil {
+			x.label = app.Name
+		}
+	}
 	if err != nil {
 		return err
 	}
-	x.label = app.Name
 	trustTime(&ev, h.times)
 
 	if h.beforeAppend != nil {
@@ -569,12 +616,21 @@ func (h *handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, er
 // the log is down, which is logged: the answer stays the refusal.
 func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg string) {
 	headers := make(map[string]string, len(keptHeaders))
-	for _, k := range keptHeaders {
+	kept := keptHeaders[:]
+	var provider string
+	if x.papp != nil {
+		// Another provider's: its own signature headers, and the provider, so that
+		// Reprocess opens it with that provider's adapter.
+		kept = slices.Concat(x.papp.headers, keptHeaders[1:])
+		provider = string(x.papp.provider)
+	}
+	for _, k := range kept {
 		if v := r.Header.Get(k); v != "" {
 			headers[k] = v
 		}
 	}
 	rej := domain.Reject{
+		Provider:   provider,
 		App:        x.pathApp,
 		Reason:     code,
 		Message:    msg,

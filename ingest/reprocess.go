@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"time"
 
@@ -25,8 +26,12 @@ type ReprocessResult struct {
 
 // ReprocessConfig says how Reprocess opens and appends rejects.
 type ReprocessConfig struct {
-	// Apps are the current Allpass apps, whose keys the rejects are tried with. Required.
+	// Apps are the current Allpass apps, whose keys the rejects are tried with.
 	Apps []*allpass.App
+	// Providers are the current apps of the other providers: a reject of one of them
+	// (Reject.Provider) is tried with the app of its provider it was sent to. Apps and
+	// Providers may each be empty, not both.
+	Providers []*ProviderApp
 	// Options are those the handler opens webhooks with (keep_raw).
 	Options allpass.Options
 	// Times is the handler's trusted time window (HandlerConfig.Times), applied from the
@@ -52,10 +57,14 @@ type ReprocessConfig struct {
 func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from uint64) (ReprocessResult, error) {
 	const op = "ingest.Reprocess"
 	res := ReprocessResult{FailingByReason: map[string]int{}, Next: from}
-	if len(cfg.Apps) == 0 {
+	if len(cfg.Apps) == 0 && len(cfg.Providers) == 0 {
 		return res, domain.E(op, domain.KindInvalid, "no apps configured")
 	}
 	idx, err := newAppIndex(cfg.Apps)
+	if err != nil {
+		return res, domain.E(op, domain.KindInvalid, err)
+	}
+	pidx, err := newProviderIndex(cfg.Providers)
 	if err != nil {
 		return res, domain.E(op, domain.KindInvalid, err)
 	}
@@ -75,11 +84,7 @@ func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from u
 			return err
 		}
 		res.Seen++
-		candidates, ok := idx.lookup(r.App)
-		if !ok {
-			candidates = idx.all
-		}
-		app, ev, msgID, err := openAny(candidates, []byte(r.Body), signatureOf(r.Headers), r.ReceivedAt, cfg.Options)
+		label, ev, msgID, err := reopen(idx, pidx, r, cfg.Options)
 		if err != nil {
 			_, reason, _ := httperr.Answer(err) // the code the webhook would be refused with now
 			res.Failing++
@@ -100,7 +105,7 @@ func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from u
 		} else {
 			res.Recovered++
 		}
-		log.Debug("reject reprocessed", zap.Uint64("rejectSeq", r.Seq), zap.String("app", app.Name),
+		log.Debug("reject reprocessed", zap.Uint64("rejectSeq", r.Seq), zap.String("app", label),
 			zap.Uint64("seq", seq), zap.Bool("duplicate", dup))
 		res.Next = r.Seq + 1
 		return nil
@@ -111,6 +116,36 @@ func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from u
 		return res, domain.E(op, domain.KindOf(err), err)
 	}
 	return res, nil
+}
+
+// reopen opens reject r as its webhook would open now: with the app of its provider it
+// was sent to, or, for Allpass, with the app it names (any app when it names none that is
+// configured). It returns the name of the app that opened it.
+func reopen(idx appIndex, pidx providerIndex, r domain.Reject, opt allpass.Options) (string, domain.Event, string, error) {
+	if p := domain.Provider(r.Provider); p != "" && p != domain.ProviderAllpass {
+		a, ok := pidx.lookup(p, r.App)
+		if !ok {
+			return "", domain.Event{}, "", errNoApp
+		}
+		h := make(http.Header, len(r.Headers))
+		for k, v := range r.Headers {
+			h.Set(k, v)
+		}
+		ev, msgID, err := a.Open([]byte(r.Body), h, r.ReceivedAt, opt.KeepRaw)
+		return a.name, ev, msgID, err
+	}
+	candidates, ok := idx.lookup(r.App)
+	if !ok {
+		candidates = idx.all
+	}
+	if len(candidates) == 0 {
+		return "", domain.Event{}, "", errNoApp
+	}
+	app, ev, msgID, err := openAny(candidates, []byte(r.Body), signatureOf(r.Headers), r.ReceivedAt, opt)
+	if err != nil {
+		return "", ev, msgID, err
+	}
+	return app.Name, ev, msgID, nil
 }
 
 // signatureOf finds the signature header among a reject's kept headers, whatever the case
