@@ -124,7 +124,7 @@ func (b consoleBackend) Changes(ctx context.Context, after uint64, limit int) ([
 		return nil, err
 	}
 	for i, c := range cs {
-		if cs[i].ExternalUserID, err = b.s.openedID(ctx, c.AppKey, c.ApplicantID, c.ExternalUserID, c.SealedExternalUserID); err != nil {
+		if cs[i].ExternalUserID, err = b.s.openedID(ctx, c.Provider, c.AppKey, c.ApplicantID, c.ExternalUserID, c.SealedExternalUserID); err != nil {
 			return nil, err
 		}
 	}

@@ -29,7 +29,7 @@ func (k *fakeKeys) seal(app domain.AppKey, id domain.ApplicantID, ext domain.Ext
 	return domain.SealedExternalUserID("sealed|" + string(app) + "|" + string(id) + "|" + string(ext))
 }
 
-func (k *fakeKeys) OpenExternalUserID(_ context.Context, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error) {
+func (k *fakeKeys) OpenProviderExternalUserID(_ context.Context, _ domain.Provider, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.fail != nil {

@@ -313,7 +313,7 @@ func (s *server) byExternalUserID(ctx context.Context, ext domain.ExternalUserID
 		return nil, err
 	}
 	for _, st := range blind {
-		got, err := s.externalUserID(ctx, st.AppKey, st.ApplicantID, "", st.SealedExternalUserID)
+		got, err := s.externalUserID(ctx, st.Provider, st.AppKey, st.ApplicantID, "", st.SealedExternalUserID)
 		if err != nil {
 			return nil, err
 		}

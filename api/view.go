@@ -120,18 +120,19 @@ func NewReconcileView(r reconcile.Report) client.Reconcile {
 // (DESIGN.md section 11): the projection holds neither a key nor an id in clear. The
 // event log's key ring (eventlog.Keyring) implements it.
 type Keys interface {
-	// OpenExternalUserID opens a sealed id of applicant (app, id). Errors: KindNotFound
+	// OpenProviderExternalUserID opens a sealed id of applicant (provider, app, id): every
+	// provider's applicant has its own data key (DESIGN.md section 13). Errors: KindNotFound
 	// when the applicant's key is destroyed or was never made (the id is gone: shown as
 	// null); KindUnavailable when the key store does not answer; KindInternal when the
 	// value does not open (tampered, or moved from another applicant).
-	OpenExternalUserID(ctx context.Context, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error)
+	OpenProviderExternalUserID(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error)
 	// Index is the blind index of (app, ext), as the sealed events carry it.
 	Index(app domain.AppKey, ext domain.ExternalUserID) domain.ExternalUserIndex
 }
 
 // externalUserID returns the id to show for a state: in clear (an applicant whose latest
 // id came in a version 1 event), opened from its sealed form, or null (none, or erased).
-func (s *server) externalUserID(ctx context.Context, app domain.AppKey, id domain.ApplicantID, clear domain.ExternalUserID, sealed domain.SealedExternalUserID) (*string, error) {
+func (s *server) externalUserID(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, clear domain.ExternalUserID, sealed domain.SealedExternalUserID) (*string, error) {
 	if clear != "" {
 		return strPtr(clear), nil
 	}
@@ -141,7 +142,7 @@ func (s *server) externalUserID(ctx context.Context, app domain.AppKey, id domai
 	if s.keys == nil {
 		return nil, domain.E("api.externalUserId", domain.KindUnavailable, "this node has no key ring to open externalUserIds")
 	}
-	ext, err := s.keys.OpenExternalUserID(ctx, app, id, sealed)
+	ext, err := s.keys.OpenProviderExternalUserID(ctx, domain.ProviderOf(string(p)), app, id, sealed)
 	if domain.KindOf(err) == domain.KindNotFound {
 		return nil, nil
 	}
@@ -154,7 +155,7 @@ func (s *server) externalUserID(ctx context.Context, app domain.AppKey, id domai
 // stateView is newStateView with the externalUserId opened.
 func (s *server) stateView(ctx context.Context, st domain.State) (client.State, error) {
 	v := newStateView(st)
-	ext, err := s.externalUserID(ctx, st.AppKey, st.ApplicantID, st.ExternalUserID, st.SealedExternalUserID)
+	ext, err := s.externalUserID(ctx, st.Provider, st.AppKey, st.ApplicantID, st.ExternalUserID, st.SealedExternalUserID)
 	v.ExternalUserID = ext
 	return v, err
 }
@@ -175,15 +176,15 @@ func (s *server) stateViews(ctx context.Context, ss []domain.State) ([]client.St
 // domain states.
 func (s *server) openState(ctx context.Context, st domain.State) (domain.State, error) {
 	var err error
-	st.ExternalUserID, err = s.openedID(ctx, st.AppKey, st.ApplicantID, st.ExternalUserID, st.SealedExternalUserID)
+	st.ExternalUserID, err = s.openedID(ctx, st.Provider, st.AppKey, st.ApplicantID, st.ExternalUserID, st.SealedExternalUserID)
 	return st, err
 }
 
 // openedID is externalUserID in the domain's form, for the console's rows: "" for none,
 // or for an erased applicant's.
-func (s *server) openedID(ctx context.Context, app domain.AppKey, id domain.ApplicantID,
+func (s *server) openedID(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID,
 	clear domain.ExternalUserID, sealed domain.SealedExternalUserID) (domain.ExternalUserID, error) {
-	ext, err := s.externalUserID(ctx, app, id, clear, sealed)
+	ext, err := s.externalUserID(ctx, p, app, id, clear, sealed)
 	if ext == nil || err != nil {
 		return "", err
 	}
@@ -193,7 +194,7 @@ func (s *server) openedID(ctx context.Context, app domain.AppKey, id domain.Appl
 func (s *server) changeViews(ctx context.Context, cs []domain.Change) ([]client.Change, error) {
 	out := newChangeViews(cs)
 	for i, c := range cs {
-		ext, err := s.externalUserID(ctx, c.AppKey, c.ApplicantID, c.ExternalUserID, c.SealedExternalUserID)
+		ext, err := s.externalUserID(ctx, c.Provider, c.AppKey, c.ApplicantID, c.ExternalUserID, c.SealedExternalUserID)
 		if err != nil {
 			return nil, err
 		}
@@ -205,7 +206,7 @@ func (s *server) changeViews(ctx context.Context, cs []domain.Change) ([]client.
 func (s *server) anomalyViews(ctx context.Context, rs []domain.Record) ([]client.Anomaly, error) {
 	out := newAnomalyViews(rs)
 	for i, r := range rs {
-		ext, err := s.externalUserID(ctx, r.AppKey, r.ApplicantID, r.ExternalUserID, r.SealedExternalUserID)
+		ext, err := s.externalUserID(ctx, r.Provider, r.AppKey, r.ApplicantID, r.ExternalUserID, r.SealedExternalUserID)
 		if err != nil {
 			return nil, err
 		}

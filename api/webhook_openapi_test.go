@@ -7,9 +7,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/ingest/providertest"
 	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
 )
@@ -78,6 +81,55 @@ func TestOpenAPIWebhooks(t *testing.T) {
 			t.Errorf("POST %s: %d, want %d: %s", c.path, rec.Code, c.want, rec.Body)
 		}
 		doc.checkOp(t, http.MethodPost, c.path, rec)
+	}
+
+	// Another provider's path (DESIGN.md section 13), against the same document.
+	ss, err := ingest.NewProviderApp(ingest.ProviderAppConfig{Provider: domain.ProviderSumsub, Name: "ss", Secrets: [][]byte{[]byte("ss-secret")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph, err := ingest.NewHandler(ingest.HandlerConfig{Providers: []*ingest.ProviderApp{ss}, Events: events, MaxBody: 8 << 10, KeepRaw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssBody := providertest.Body(domain.ProviderSumsub, providertest.Event{ID: "65f1c2a9e4b0a1b2c3d4e5f6", Type: "applicantCreated",
+		Status: "init", EventID: "req-1", At: time.Date(2024, 5, 1, 9, 0, 0, 0, time.UTC)})
+	signed := func(b []byte) http.Header {
+		return providertest.Sign(domain.ProviderSumsub, []byte("ss-secret"), "", b, time.Now())
+	}
+	badID := bytes.ReplaceAll(ssBody, []byte("65f1c2a9e4b0a1b2c3d4e5f6"), []byte("65f1c2a9.e4b0"))
+	for _, c := range []struct {
+		method, path string
+		body         []byte
+		h            http.Header
+		want         int
+	}{
+		{http.MethodPost, "/webhooks/sumsub/ss", ssBody, signed(ssBody), http.StatusOK},
+		{http.MethodPost, "/webhooks/sumsub/ss", ssBody, signed(ssBody), http.StatusOK}, // resent: duplicate
+		{http.MethodPost, "/webhooks/sumsub/ss", ssBody, signed([]byte("{}")), http.StatusUnauthorized},
+		{http.MethodPost, "/webhooks/sumsub/ss", []byte(`{"a":`), signed([]byte(`{"a":`)), http.StatusBadRequest},
+		{http.MethodPost, "/webhooks/sumsub/ss", badID, signed(badID), http.StatusUnprocessableEntity},
+		{http.MethodPost, "/webhooks/sumsub/other", ssBody, signed(ssBody), http.StatusNotFound},
+		{http.MethodPost, "/webhooks/persona/ss", ssBody, signed(ssBody), http.StatusNotFound},
+		{http.MethodPost, "/webhooks/sumsub/ss", bytes.Repeat([]byte(" "), 9<<10), signed(ssBody), http.StatusRequestEntityTooLarge},
+		{http.MethodGet, "/webhooks/sumsub/ss", nil, nil, http.StatusMethodNotAllowed},
+	} {
+		req := httptest.NewRequestWithContext(ctx, c.method, c.path, bytes.NewReader(c.body))
+		for k, v := range c.h {
+			req.Header[k] = v
+		}
+		rec := httptest.NewRecorder()
+		ph.ServeHTTP(rec, req)
+		if rec.Code != c.want {
+			t.Errorf("%s %s: %d, want %d: %s", c.method, c.path, rec.Code, c.want, rec.Body)
+		}
+		if c.method == http.MethodGet {
+			if err := doc.validateAs(http.MethodPost, c.path, rec); err != nil {
+				t.Errorf("GET %s: the 405 does not match the POST's: %v", c.path, err)
+			}
+			continue
+		}
+		doc.checkOp(t, c.method, c.path, rec)
 	}
 
 	// Another method on a webhook path: 405 with Allow: POST, in the form the POST lists;
