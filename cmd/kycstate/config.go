@@ -164,8 +164,24 @@ type ProjectorConfig struct {
 	BatchWait Duration `yaml:"batch_wait"`
 }
 
+// AppConfig is one entry of apps: an app of Allpass (the default provider) or of another
+// provider (DESIGN.md section 13), each with its own keys.
 type AppConfig struct {
-	Name      string `yaml:"name"`
+	Name string `yaml:"name"`
+	// Provider is allpass (the default when empty), sumsub, persona, veriff or onfido.
+	// An Allpass app has app_key, method, secret_key, hmac_key, previous_keys and
+	// open_api; another provider's has webhook_secret, previous_webhook_secrets and
+	// (Veriff) api_key.
+	Provider string `yaml:"provider"`
+	// WebhookSecret signs the provider's webhooks (Sumsub's secret key, Persona's
+	// webhook secret, Veriff's shared secret key, Onfido's webhook token).
+	WebhookSecret Secret `yaml:"webhook_secret"`
+	// PreviousWebhookSecrets are still accepted during a rotation, tried after
+	// webhook_secret in order.
+	PreviousWebhookSecrets []Secret `yaml:"previous_webhook_secrets"`
+	// APIKey is Veriff's API key: a webhook's X-AUTH-CLIENT must equal it.
+	APIKey Secret `yaml:"api_key"`
+
 	AppKey    string `yaml:"app_key"`
 	Method    string `yaml:"method"`
 	SecretKey Secret `yaml:"secret_key"`

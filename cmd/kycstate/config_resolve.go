@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,8 +25,10 @@ import (
 // Resolved is the configuration with secrets read and keys parsed.
 type Resolved struct {
 	Config
-	Apps   []*allpass.App
-	Tokens []resolvedToken
+	Apps []*allpass.App
+	// Providers are the apps of the other providers (DESIGN.md section 13).
+	Providers []*ingest.ProviderApp
+	Tokens    []resolvedToken
 	// OpenAPIs are the apps with open_api configured, for reconciliation.
 	OpenAPIs []reconcile.App
 	URLs     []string
@@ -134,6 +137,21 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 		if a.Name != "" {
 			key = fmt.Sprintf("apps[%d] (%s)", i, a.Name)
 		}
+		if p := domain.Provider(a.Provider); p != "" && p != domain.ProviderAllpass {
+			papp, err := resolveProviderApp(key, p, a, getenv)
+			if err != nil {
+				return nil, err
+			}
+			if prev, dup := seen[papp.Name()]; dup {
+				return nil, cfgErr(key, "name %q already used by %s", papp.Name(), prev)
+			}
+			seen[papp.Name()] = key
+			r.Providers = append(r.Providers, papp)
+			continue
+		}
+		if err := onlyKeysOf(key, domain.ProviderAllpass, a); err != nil {
+			return nil, err
+		}
 		app, err := resolveApp(key, a, getenv)
 		if err != nil {
 			return nil, err
@@ -164,8 +182,8 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	case !(rc.Rate > 0) || rc.Rate > 1000:
 		return nil, cfgErr("reconcile.rate", "must be more than 0 and at most 1000 calls per second")
 	}
-	if needApps && len(r.Apps) == 0 {
-		return nil, cfgErr("apps", "at least one Allpass app is needed to accept webhooks")
+	if needApps && len(r.Apps) == 0 && len(r.Providers) == 0 {
+		return nil, cfgErr("apps", "at least one app is needed to accept webhooks")
 	}
 
 	names := map[string]bool{}
@@ -347,4 +365,77 @@ func resolveApp(key string, a AppConfig, getenv func(string) string) (*allpass.A
 		app.Keys = append(app.Keys, keys)
 	}
 	return app, nil
+}
+
+// resolveProviderApp checks an app of provider p (not Allpass) and reads its secrets:
+// webhook_secret, then previous_webhook_secrets, and Veriff's api_key. Errors name the key,
+// never a value.
+func resolveProviderApp(key string, p domain.Provider, a AppConfig, getenv func(string) string) (*ingest.ProviderApp, error) {
+	if !p.Valid() {
+		return nil, cfgErr(key+".provider", "must be allpass, sumsub, persona, veriff or onfido")
+	}
+	if err := onlyKeysOf(key, p, a); err != nil {
+		return nil, err
+	}
+	if !domain.IsSubjectToken(a.Name) {
+		return nil, cfgErr(key+".name", "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-' (it names the app in /webhooks/%s/{app} and in subjects)", p)
+	}
+	c := ingest.ProviderAppConfig{Provider: p, Name: a.Name}
+	secrets := append([]Secret{a.WebhookSecret}, a.PreviousWebhookSecrets...)
+	for i, sec := range secrets {
+		field := ".webhook_secret"
+		if i > 0 {
+			field = fmt.Sprintf(".previous_webhook_secrets[%d]", i-1)
+		}
+		if sec == "" {
+			return nil, cfgErr(key+field, "must be set")
+		}
+		v, err := sec.resolve(key+field, getenv)
+		if err != nil {
+			return nil, err
+		}
+		c.Secrets = append(c.Secrets, []byte(v))
+	}
+	if p == domain.ProviderVeriff {
+		if a.APIKey == "" {
+			return nil, cfgErr(key+".api_key", "must be set for veriff: a webhook's X-AUTH-CLIENT must equal it")
+		}
+		v, err := a.APIKey.resolve(key+".api_key", getenv)
+		if err != nil {
+			return nil, err
+		}
+		c.APIKey = v
+	}
+	app, err := ingest.NewProviderApp(c)
+	if err != nil {
+		return nil, cfgErr(key, "%s", domain.MessageOf(err))
+	}
+	return app, nil
+}
+
+// onlyKeysOf refuses a key of a's entry that provider p's apps do not have: an Allpass
+// app's keys on another provider's entry, or the reverse, are a mistake, not ignored.
+func onlyKeysOf(key string, p domain.Provider, a AppConfig) error {
+	set := map[string]bool{
+		"webhook_secret": a.WebhookSecret != "", "previous_webhook_secrets": len(a.PreviousWebhookSecrets) > 0,
+		"api_key": a.APIKey != "",
+		"app_key": a.AppKey != "", "method": a.Method != "", "secret_key": a.SecretKey != "",
+		"hmac_key": a.HMACKey != "", "previous_keys": len(a.PreviousKeys) > 0, "open_api": a.OpenAPI != (OpenAPIConfig{}),
+	}
+	var allowed []string
+	switch p {
+	case domain.ProviderAllpass:
+		allowed = []string{"app_key", "method", "secret_key", "hmac_key", "previous_keys", "open_api"}
+	case domain.ProviderVeriff:
+		allowed = []string{"webhook_secret", "previous_webhook_secrets", "api_key"}
+	default:
+		allowed = []string{"webhook_secret", "previous_webhook_secrets"}
+	}
+	for _, k := range []string{"webhook_secret", "previous_webhook_secrets", "api_key", "app_key", "method",
+		"secret_key", "hmac_key", "previous_keys", "open_api"} {
+		if set[k] && !slices.Contains(allowed, k) {
+			return cfgErr(key+"."+k, "is not a key of a %s app (it has %s)", p, strings.Join(allowed, ", "))
+		}
+	}
+	return nil
 }

@@ -21,7 +21,7 @@ import (
 const devConfigName = "dev.yaml"
 
 // loadServiceConfig loads --config, or, when there is none and the environment defines no
-// app (no KYCSTATE_APPS_<n>_APP_KEY), the development config under data_dir (generated on
+// app (no KYCSTATE_APPS_<n>_APP_KEY or _PROVIDER of another provider), the development config under data_dir (generated on
 // first start), with the KYCSTATE_* variables over it: KYCSTATE_APPS_0_OPEN_API_BASE_URL
 // points the development app at another Open API rather than leaving a nameless app.
 func loadServiceConfig(e *env, path string, allowDev bool) (Config, error) {
@@ -46,11 +46,11 @@ func loadServiceConfig(e *env, path string, allowDev bool) (Config, error) {
 	return cfg, nil
 }
 
-// definesApp reports whether cfg names an app of its own, rather than overriding
-// fields of the development app.
+// definesApp reports whether cfg names an app of its own (an Allpass app_key, or an app
+// of another provider), rather than overriding fields of the development app.
 func definesApp(cfg Config) bool {
 	for _, a := range cfg.Apps {
-		if a.AppKey != "" {
+		if a.AppKey != "" || (a.Provider != "" && a.Provider != string(domain.ProviderAllpass)) {
 			return true
 		}
 	}

@@ -46,7 +46,7 @@ nothing.`+offlineNote)
 	}
 	defer o.Close()
 	if sub == "reprocess" {
-		res, err := ingest.Reprocess(ctx, o.events, ingest.ReprocessConfig{Apps: o.r.Apps,
+		res, err := ingest.Reprocess(ctx, o.events, ingest.ReprocessConfig{Apps: o.r.Apps, Providers: o.r.Providers,
 			Options:       allpass.Options{KeepRaw: o.r.Ingest.KeepRaw == nil || *o.r.Ingest.KeepRaw},
 			AppendTimeout: time.Duration(o.r.Ingest.AppendTimeout), Times: o.r.Ingest.times(), Logger: o.log}, *from)
 		if err != nil {

@@ -374,7 +374,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		var h http.Handler
 		if err := step(stepIngest, func() (err error) {
 			h, err = ingest.NewHandler(ingest.HandlerConfig{
-				Apps: r.Apps, Events: events, Logger: log, Metrics: reg,
+				Apps: r.Apps, Providers: r.Providers, Events: events, Logger: log, Metrics: reg,
 				MaxBody: r.Ingest.MaxBody, MaxInFlight: r.Ingest.MaxInFlight, QueueWait: time.Duration(r.Ingest.QueueWait),
 				ReadTimeout:   time.Duration(r.Ingest.ReadTimeout),
 				Times:         r.Ingest.times(),

@@ -85,6 +85,9 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(r.Apps) == 0 {
+		return cfgErr("apps", "sim drives an Allpass app, and the config has none")
+	}
 	app := *r.Apps[0]
 	switch m := allpass.Method(*method); m {
 	case "":
