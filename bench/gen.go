@@ -53,6 +53,13 @@ type workload struct {
 	active []*journey
 	// Applicants counts journeys started so far.
 	Applicants int
+	// short draws the scale run's journeys: about five events each (see newShortJourney).
+	short bool
+	// limit, when above 0, is how many journeys are drawn in all: once reached, next
+	// only finishes the journeys in flight, and more reports when none is left.
+	limit int
+	// onFirst, when set, is told each applicant's id as its first delivery is drawn.
+	onFirst func(id string)
 }
 
 // journey is one applicant's deliveries, in the order they will be sent.
@@ -60,6 +67,7 @@ type journey struct {
 	id, ext   string
 	createdAt time.Time
 	sends     []send
+	started   bool // a delivery of it has been drawn
 }
 
 type send struct {
@@ -76,17 +84,38 @@ func newWorkload(seed uint64, app *allpass.App, inFlight int) *workload {
 		clock: epoch, active: make([]*journey, 0, inFlight)}
 }
 
-// next returns the next delivery to send.
+// more reports whether next has a delivery left to draw: always, unless limit is set
+// and every journey of it has been sent.
+func (w *workload) more() bool {
+	return w.limit <= 0 || w.Applicants < w.limit || len(w.active) > 0
+}
+
+// drawing reports whether new journeys are still drawn.
+func (w *workload) drawing() bool { return w.limit <= 0 || w.Applicants < w.limit }
+
+// next returns the next delivery to send; call it only while more reports true.
 func (w *workload) next() delivery {
-	for len(w.active) < cap(w.active) {
-		w.active = append(w.active, w.newJourney())
+	for len(w.active) < cap(w.active) && w.drawing() {
+		w.active = append(w.active, w.journey())
 	}
 	i := w.rng.IntN(len(w.active))
 	j := w.active[i]
+	if !j.started {
+		j.started = true
+		if w.onFirst != nil {
+			w.onFirst(j.id)
+		}
+	}
 	s := j.sends[0]
 	j.sends = j.sends[1:]
 	if len(j.sends) == 0 {
-		w.active[i] = w.newJourney()
+		if w.drawing() {
+			w.active[i] = w.journey()
+		} else {
+			last := len(w.active) - 1
+			w.active[i] = w.active[last]
+			w.active = w.active[:last]
+		}
 	}
 	// Deliveries are a few milliseconds apart overall; each journey's own events are
 	// further apart (their updatedAt moves by seconds to minutes).
@@ -111,6 +140,55 @@ func (w *workload) next() delivery {
 
 var stepNames = [...]string{"document", "selfie", "liveness", "proofOfAddress", "questionnaire"}
 var unknownTypes = [...]domain.EventType{"applicantLevelChanged", "applicantPersonalInfoChanged", "applicantReset"}
+
+// journey draws the next journey of the kind this workload draws.
+func (w *workload) journey() *journey {
+	if w.short {
+		return w.newShortJourney()
+	}
+	return w.newJourney()
+}
+
+// newShortJourney draws the scale run's journey, about five events (DESIGN.md section 14:
+// 2,000,000 applicants, about 10,000,000 events): created, in progress, one step passed,
+// completed, a decision; now and then an annotation, an irregular start, a redelivery or
+// a status event delivered late, so the fold meets every kind of outcome at scale too.
+func (w *workload) newShortJourney() *journey {
+	w.Applicants++
+	rng := w.rng
+	j := &journey{id: w.uuid(), ext: fmt.Sprintf("user-%d", w.Applicants), createdAt: w.clock}
+	t := w.clock
+	var evs []send
+	add := func(typ domain.EventType, step string, warnings ...string) {
+		t = t.Add(time.Duration(1000+rng.IntN(300_000)) * time.Millisecond)
+		if warnings == nil {
+			warnings = []string{}
+		}
+		evs = append(evs, send{typ: typ, step: step, warnings: warnings, at: t})
+	}
+	maybe := func(p float64) bool { return rng.Float64() < p }
+	if !maybe(0.02) {
+		add(domain.EventCreated, "")
+	}
+	add(domain.EventInProgress, "")
+	add(domain.EventStepPassed, stepNames[rng.IntN(len(stepNames))])
+	switch {
+	case maybe(0.03):
+		add(domain.EventDuplicateEmail, "")
+	case maybe(0.02):
+		add(domain.EventExpiredDocument, "", "documentExpired")
+	case maybe(0.01):
+		add(unknownTypes[rng.IntN(len(unknownTypes))], "")
+	}
+	add(domain.EventCompleted, "")
+	if maybe(0.7) {
+		add(domain.EventApproved, "")
+	} else {
+		add(domain.EventRejected, "")
+	}
+	j.sends = w.sendOrder(evs)
+	return j
+}
 
 func (w *workload) newJourney() *journey {
 	w.Applicants++
@@ -173,8 +251,15 @@ func (w *workload) newJourney() *journey {
 		decide()
 	}
 
-	// Send order: a few status events arrive after the next status event (stale when
-	// folded), and a few deliveries come again later with the same payload.
+	j.sends = w.sendOrder(evs)
+	return j
+}
+
+// sendOrder is the order a journey's events are sent in: a few status events arrive
+// after the next status event (stale when folded), and a few deliveries come again later
+// with the same payload.
+func (w *workload) sendOrder(evs []send) []send {
+	maybe := func(p float64) bool { return w.rng.Float64() < p }
 	order := make([]send, 0, len(evs)+2)
 	var held *send
 	for i := range evs {
@@ -195,8 +280,7 @@ func (w *workload) newJourney() *journey {
 	if held != nil {
 		order = append(order, *held)
 	}
-	j.sends = order
-	return j
+	return order
 }
 
 func (w *workload) uuid() string {
@@ -280,7 +364,11 @@ func storedEvents(ctx context.Context, ring *eventlog.Keyring, app *allpass.App,
 
 // parallel runs fn(0..n-1) on every core and returns the first error.
 func parallel(n int, fn func(i int) error) error {
-	workers := runtime.GOMAXPROCS(0)
+	return parallelN(n, runtime.GOMAXPROCS(0), fn)
+}
+
+// parallelN runs fn(0..n-1) on the given number of goroutines and returns the first error.
+func parallelN(n, workers int, fn func(i int) error) error {
 	var wg sync.WaitGroup
 	errs := make([]error, workers)
 	for w := range workers {
