@@ -10,7 +10,10 @@
 //     serving the same bytes after the same token check;
 //  5. ingest_r3 and ingest_burst_r3: the two ingest comparisons on a 3-node cluster of
 //     nats-server processes on loopback, KYC_EVENTS with three replicas;
-//  6. the peak RSS of each phase.
+//  6. the peak RSS of each phase;
+//  7. scale (only with -scale N or -only scale): a log of N applicants loaded at raw
+//     speed, and its per-unit costs, rebuild, query-node start (from sequence 1 and from a
+//     snapshot) and GET rate beside the same figures at 100,000 events (bench/scale.go).
 //
 // Each phase runs in its own child process (this binary again, with -phase), so each
 // peak RSS (VmHWM) is that phase's own and no phase inherits another's heap or caches.
@@ -24,7 +27,7 @@
 //
 // Run it through bench/run, which builds it first:
 //
-//	bench/run [--quick] [--profile DIR] [--only ingest,rebuild,lag,api,r3]
+//	bench/run [--quick] [--profile DIR] [--only ingest,rebuild,lag,api,r3] [--scale N]
 package main
 
 import (
@@ -57,6 +60,8 @@ type options struct {
 	// (deploy/nats/nats-cluster.conf) of the r3 phases; bench/run sets both.
 	NATSServer string
 	NATSConf   string
+	// Scale is the scale run's number of applicants (DESIGN.md section 14); 0: no scale run.
+	Scale int
 }
 
 // result is what a phase reports to the parent: named figures, notes, its peak RSS.
@@ -88,7 +93,7 @@ type phaseSpec struct {
 // phases lists the phases in the order they run. load, drain, rebuild and drain2 share
 // the stream in Dir.
 func phases() []phaseSpec {
-	return []phaseSpec{
+	return append([]phaseSpec{
 		{"ingest", "ingest", phaseIngest},
 		{"ingest_burst", "ingest", phaseIngestBurst},
 		{"burst", "ingest", phaseBurst},
@@ -100,7 +105,7 @@ func phases() []phaseSpec {
 		{"api", "api", phaseAPI},
 		{"ingest_r3", "r3", phaseIngestR3},
 		{"ingest_burst_r3", "r3", phaseIngestBurstR3},
-	}
+	}, scalePhases()...)
 }
 
 const resultPrefix = "RESULT "
@@ -108,13 +113,14 @@ const resultPrefix = "RESULT "
 func main() {
 	var o options
 	phase := flag.String("phase", "", "run one phase and print its result (internal: the parent runs each phase this way)")
-	only := flag.String("only", "", "comma-separated groups to run: ingest, rebuild, lag, api, r3 (default all)")
+	only := flag.String("only", "", "comma-separated groups to run: ingest, rebuild, lag, api, r3, scale (default all but scale)")
 	flag.BoolVar(&o.Quick, "quick", false, "smaller sizes, under 3 minutes on 2 cores")
 	flag.StringVar(&o.Dir, "dir", "", "scratch directory (default: a new temporary directory, removed afterwards)")
 	flag.StringVar(&o.Profile, "profile", "", "write CPU profiles of the measured sections into this directory")
 	flag.Uint64Var(&o.Seed, "seed", 1, "seed of the workload")
 	flag.StringVar(&o.NATSServer, "nats-server", "", "nats-server binary for the r3 phases' cluster")
 	flag.StringVar(&o.NATSConf, "nats-conf", "", "nats-server configuration of each cluster node (deploy/nats/nats-cluster.conf)")
+	flag.IntVar(&o.Scale, "scale", 0, fmt.Sprintf("run the scale phases on a log of this many applicants (about 5 events each; -only scale alone: %d)", DefaultScale))
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -171,6 +177,9 @@ func parent(ctx context.Context, o options, only string, out io.Writer) error {
 	if o.Quick {
 		mode = "quick"
 	}
+	if o.Scale > 0 || strings.Contains(only, "scale") {
+		mode = "scale"
+	}
 	fmt.Fprintf(out, "cpus %d\n", runtime.NumCPU())
 	fmt.Fprintf(out, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(out, "mode %s, started %s, %s\n", mode, time.Now().UTC().Format(time.RFC3339), loadAvg())
@@ -183,10 +192,29 @@ func parent(ctx context.Context, o options, only string, out io.Writer) error {
 	}
 	for g := range groups {
 		if !slices.ContainsFunc(phases(), func(p phaseSpec) bool { return p.group == g }) {
-			return fmt.Errorf("--only: no group %q (ingest, rebuild, lag, api, r3)", g)
+			return fmt.Errorf("--only: no group %q (ingest, rebuild, lag, api, r3, scale)", g)
 		}
 	}
-	if (len(groups) == 0 || groups["r3"]) && (o.NATSServer == "" || o.NATSConf == "") {
+	// The scale run is long and fills the disk: it runs only when asked for, alone when
+	// --scale is given without --only.
+	switch {
+	case o.Scale < 0:
+		return fmt.Errorf("--scale %d: the number of applicants must be positive", o.Scale)
+	case o.Scale > 0 && len(groups) == 0:
+		groups["scale"] = true
+	case o.Scale > 0 && !groups["scale"]:
+		return errors.New("--scale sets the size of the scale group: add scale to --only")
+	case o.Scale == 0 && groups["scale"]:
+		o.Scale = DefaultScale
+	}
+	if len(groups) == 0 {
+		for _, p := range phases() {
+			if p.group != "scale" {
+				groups[p.group] = true
+			}
+		}
+	}
+	if groups["r3"] && (o.NATSServer == "" || o.NATSConf == "") {
 		return errors.New("the r3 phases need -nats-server and -nats-conf (bench/run builds and passes them)")
 	}
 	if o.Dir == "" {
@@ -196,6 +224,12 @@ func parent(ctx context.Context, o options, only string, out io.Writer) error {
 		}
 		defer os.RemoveAll(dir)
 		o.Dir = dir
+	}
+	if groups["scale"] {
+		fmt.Fprintf(out, "scale %d applicants under %s\n", o.Scale, o.Dir)
+		if err := scaleDiskCheck(o.Dir, o.Scale); err != nil {
+			return err
+		}
 	}
 	if o.Profile != "" {
 		if err := os.MkdirAll(o.Profile, 0o755); err != nil {
@@ -210,7 +244,7 @@ func parent(ctx context.Context, o options, only string, out io.Writer) error {
 	start := time.Now()
 	results := map[string]*result{}
 	for _, p := range phases() {
-		if len(groups) > 0 && !groups[p.group] {
+		if !groups[p.group] {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "== %s\n", p.name)
@@ -259,6 +293,9 @@ func runChild(ctx context.Context, self, name string, o options) (*result, error
 	}
 	if o.NATSServer != "" {
 		args = append(args, "-nats-server", o.NATSServer, "-nats-conf", o.NATSConf)
+	}
+	if o.Scale > 0 {
+		args = append(args, "-scale", fmt.Sprint(o.Scale))
 	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr

@@ -8,3 +8,13 @@ import "syscall"
 func childProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// freeBytes is the space an unprivileged process may still write on the file system
+// holding dir; ok is false where that cannot be known.
+func freeBytes(dir string) (free int64, ok bool, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, false, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), true, nil
+}

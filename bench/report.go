@@ -20,10 +20,6 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		}
 		return math.NaN()
 	}
-	type ratio struct {
-		name  string
-		value float64
-	}
 	var ratios []ratio
 
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
@@ -119,6 +115,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 			v("api", "p99_ms")/v("api", "bare_p99_ms"), "")
 		ratios = append(ratios, ratio{"api", x})
 	}
+	ratios = append(ratios, scaleRows(v, row)...)
 	for _, name := range []string{"ingest_r3", "ingest_burst_r3"} {
 		if res[name] == nil {
 			continue
@@ -162,7 +159,7 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		notes = append(notes, fmt.Sprintf("lag: %.0f of %.0f sends started more than 10 ms after their slot: the service did not keep the pace",
 			r.Values["behind"], r.Values["sent"]))
 	}
-	for _, name := range []string{"ingest", "ingest_burst", "ingest_r3", "ingest_burst_r3", "api"} {
+	for _, name := range []string{"ingest", "ingest_burst", "ingest_r3", "ingest_burst_r3", "api", "scale_api"} {
 		if r := res[name]; r != nil {
 			notes = append(notes, fmt.Sprintf("%s: ratio is the median of %.0f paired rounds (range %.2f to %.2f); the totals give %.2f",
 				name, r.Values["rounds"], r.Values["ratio_min"], r.Values["ratio_max"], r.Values["ratio_totals"]))
@@ -183,6 +180,15 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		fmt.Fprintf(out, "ratio %s %.2f\n", r.name, r.value)
 	}
 }
+
+// ratio is one `ratio <name> <value>` line of the output.
+type ratio struct {
+	name  string
+	value float64
+}
+
+// rowFunc prints one row of the table: a figure, its baseline and their ratio (NaN: none).
+type rowFunc func(phase, figure string, value float64, vfmt, baseName string, base float64, bfmt string, ratio float64, goal string)
 
 // phaseWhat describes what a phase did, with its sizes.
 func phaseWhat(name string, r *result) string {
@@ -207,5 +213,5 @@ func phaseWhat(name string, r *result) string {
 	case "api":
 		return fmt.Sprintf("projection of %.0f events; %.0f GETs each side over %d ids", x["events"], x["requests"], apiIDs)
 	}
-	return ""
+	return scaleWhat(name, r)
 }
