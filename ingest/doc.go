@@ -1,5 +1,7 @@
-// Package ingest turns Allpass webhooks into events on the event log, and is the only
-// writer of webhooks to it.
+// Package ingest turns Allpass webhooks, and those of the other providers (DESIGN.md
+// section 13: Sumsub, Persona, Veriff, Onfido, each opened by its own pure adapter in
+// ingest/<provider> through the registry of providers.go), into events on the event log,
+// and is the only writer of webhooks to it.
 //
 // Its job: answer each webhook with 200 only once the log has acknowledged the event
 // (a duplicate the log recognises is a 200 too), refuse everything else with a JSON error
@@ -11,9 +13,10 @@
 // Invariants:
 //   - Never 200 without the log's acknowledgement; a write the log cannot confirm is 503
 //     with Retry-After, and a retry of the same delivery is stored once (its Nats-Msg-Id).
-//   - The MAC or tag is verified before anything is decrypted, and the whole body is read
-//     before anything acts on it (the wire format, ingest/allpass, does the checks; it
-//     imports no HTTP and no NATS).
+//   - The MAC or tag is verified before anything is decrypted (another provider's
+//     signature before its body is parsed), and the whole body is read before anything
+//     acts on it (the wire formats, ingest/allpass and ingest/<provider>, do the checks;
+//     they import no HTTP and no NATS).
 //   - Appends that arrive while a write is in flight are group-committed: one write for
 //     the batch, each webhook answered from that write's acknowledgement.
 //   - Requests in flight are bounded; past the bound a request waits a bounded time for a
