@@ -69,7 +69,7 @@ nothing.`+offlineNote)
 		if *format == "jsonl" {
 			return enc.Encode(r)
 		}
-		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Seq, r.ReceivedAt.Format(time.RFC3339), orAny(r.App), r.Status, r.Reason, r.RemoteAddr)
+		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Seq, r.ReceivedAt.Format(time.RFC3339), rejectApp(r), r.Status, r.Reason, r.RemoteAddr)
 		return err
 	})
 	tw.Flush()
@@ -92,6 +92,15 @@ func reprocessSummary(res ingest.ReprocessResult) string {
 	}
 	fmt.Fprintf(&b, "; next run: --from %d", res.Next)
 	return b.String()
+}
+
+// rejectApp names the app a reject was sent to: its {app}, after its provider for one of
+// another provider than Allpass (sumsub/ss).
+func rejectApp(r domain.Reject) string {
+	if r.Provider != "" && r.Provider != string(domain.ProviderAllpass) {
+		return r.Provider + "/" + r.App
+	}
+	return orAny(r.App)
 }
 
 func orAny(s string) string {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 )
 
@@ -32,6 +33,24 @@ func TestRejectsRefusesBadFormat(t *testing.T) {
 		err := run(t.Context(), []string{"rejects", sub, "--format", "xml"}, func(string) string { return "" }, nil, nil, io.Discard, io.Discard)
 		if !errors.Is(err, errUsage) {
 			t.Errorf("rejects %s --format xml: %v, want a usage error", sub, err)
+		}
+	}
+}
+
+// TestRejectApp: the table names another provider's reject by provider and app, an
+// Allpass one as before.
+func TestRejectApp(t *testing.T) {
+	for _, c := range []struct {
+		r    domain.Reject
+		want string
+	}{
+		{domain.Reject{App: "main"}, "main"},
+		{domain.Reject{}, "(any)"},
+		{domain.Reject{Provider: "allpass", App: "main"}, "main"},
+		{domain.Reject{Provider: "sumsub", App: "ss"}, "sumsub/ss"},
+	} {
+		if got := rejectApp(c.r); got != c.want {
+			t.Errorf("rejectApp(%+v) = %q, want %q", c.r, got, c.want)
 		}
 	}
 }
