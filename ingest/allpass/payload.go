@@ -61,7 +61,8 @@ func payloadFields() []string {
 //   - warnings: optional array of strings (null is absent; empty is stored as absent).
 //
 // Unknown fields are kept: Payload is a copy of the plaintext, byte for byte.
-// EventAt comes from eventTime. All times are UTC.
+// EventAt comes from eventTime. All times are UTC. A payload refused once its id has
+// been read returns, with the error, an event holding only that ApplicantID.
 func parsePayload(app domain.AppKey, plaintext []byte, envelopeTime string, receivedAt time.Time) (domain.Event, error) {
 	const op = "allpass.Open"
 	fields, err := decodeObject(plaintext, payloadMaxDepth, payloadFields())
@@ -77,31 +78,33 @@ func parsePayload(app domain.AppKey, plaintext []byte, envelopeTime string, rece
 	if err != nil {
 		return domain.Event{}, bad(fieldID, err.Error())
 	}
+	// Refused past here, the event returned still names its applicant, for the rejects.
+	named := domain.Event{ApplicantID: domain.ApplicantID(id)}
 	key, err := uuidField(fields, fieldAppKey)
 	if err != nil {
-		return domain.Event{}, bad(fieldAppKey, err.Error())
+		return named, bad(fieldAppKey, err.Error())
 	}
 	if !strings.EqualFold(key, string(app)) {
-		return domain.Event{}, bad(fieldAppKey, "is not this app's appKey")
+		return named, bad(fieldAppKey, "is not this app's appKey")
 	}
 	typ, present, err := textField(fields, fieldType, maxTypeLen)
 	switch {
 	case err != nil:
-		return domain.Event{}, bad(fieldType, err.Error())
+		return named, bad(fieldType, err.Error())
 	case !present || typ == "":
-		return domain.Event{}, bad(fieldType, "is missing")
+		return named, bad(fieldType, "is missing")
 	}
 	ext, _, err := textField(fields, fieldExternalUserID, maxTextLen)
 	if err != nil {
-		return domain.Event{}, bad(fieldExternalUserID, err.Error())
+		return named, bad(fieldExternalUserID, err.Error())
 	}
 	step, _, err := textField(fields, fieldStepName, maxTextLen)
 	if err != nil {
-		return domain.Event{}, bad(fieldStepName, err.Error())
+		return named, bad(fieldStepName, err.Error())
 	}
 	warnings, err := warningsField(fields)
 	if err != nil {
-		return domain.Event{}, bad(fieldWarnings, err.Error())
+		return named, bad(fieldWarnings, err.Error())
 	}
 
 	ev.V = domain.StoredVersion

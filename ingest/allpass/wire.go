@@ -144,7 +144,8 @@ func (a *App) open(body []byte, signature string, receivedAt time.Time, opt Opti
 	}
 	ev, err := parsePayload(a.AppKey, plaintext, env.Time, receivedAt)
 	if err != nil {
-		return domain.Event{}, "", err
+		// Past the MAC: the refusal is of an authenticated webhook.
+		return domain.Event{}, "", &AuthenticatedError{AppKey: a.AppKey, ApplicantID: ev.ApplicantID, Err: err}
 	}
 	if opt.KeepRaw {
 		ev.Raw = &domain.Raw{Body: string(body), Signature: signature}

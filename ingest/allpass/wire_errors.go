@@ -37,3 +37,18 @@ func errBadSignature() error {
 	return domain.Public("allpass.Open", domain.KindUnauthorized, CodeBadSignature,
 		"signature does not verify or data does not decrypt with any configured key")
 }
+
+// AuthenticatedError is how Open refuses a webhook whose MAC or tag verified and whose
+// plaintext was then refused (CodeMalformedPlaintext, CodeInvalidPayload): the sender
+// held the app's key, so the refusal is worth keeping whole under the app and the
+// applicant it names (DESIGN.md section 15, "Rejects cannot be flooded away"), where a
+// refusal no key authenticated is only sampled. Err is the refusal itself: its kind,
+// code and message are the answer, as for any other error of Open.
+type AuthenticatedError struct {
+	AppKey      domain.AppKey      // the configured app whose key verified the webhook
+	ApplicantID domain.ApplicantID // the payload's id when it is a valid one, else ""
+	Err         error
+}
+
+func (e *AuthenticatedError) Error() string { return e.Err.Error() }
+func (e *AuthenticatedError) Unwrap() error { return e.Err }
