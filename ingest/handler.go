@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -72,10 +71,6 @@ const retryAfter = "5"
 // errs answers every refusal (internal/httperr: the one mapping of kinds to statuses);
 // refuse logs them itself, with the app and the reason.
 var errs = httperr.Writer{RetryAfter: retryAfter}
-
-// Headers kept with a reject: what re-verifying the request needs (the signature), and
-// what tells an operator who sent it. Names are lower case in domain.Reject.Headers.
-var keptHeaders = [...]string{allpass.SignatureHeader, "content-type", "user-agent"}
 
 // HandlerConfig holds the webhook handler's dependencies and limits.
 type HandlerConfig struct {
@@ -143,6 +138,7 @@ type handler struct {
 	sem       chan struct{}
 	queueWait time.Duration
 	commit    *committer
+	samples   *sampler
 	// closing is closed when the HTTP server shuts down (NewHTTPServer registers
 	// stopQueue): requests waiting for a slot are refused at once, so the log can close
 	// once the ones in flight are answered.
@@ -169,7 +165,8 @@ type handler struct {
 // A webhook is answered 200 {"seq":N,"duplicate":false} only after the log acknowledged
 // it, and 200 with "duplicate":true when the log already had it. Every refusal is a JSON
 // error (internal/httperr); refusals other than 404, 405, 413 and the in-flight limit are
-// kept in the rejects stream for `kycstate rejects reprocess`.
+// kept in the rejects stream for `kycstate rejects reprocess`: whole when a key verified
+// the webhook, as a rate-limited sample when none did (keepReject).
 func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	const op = "ingest.NewHandler"
 	if len(cfg.Apps) == 0 && len(cfg.Providers) == 0 {
@@ -226,6 +223,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if h.now == nil {
 		h.now = time.Now
 	}
+	h.samples = newSampler()
 	if h.m, err = newMetrics(cfg.Metrics); err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
@@ -299,6 +297,10 @@ type exchange struct {
 	papp       *ProviderApp   // or the provider app it is for (POST /webhooks/{provider}/{app})
 	body       []byte
 	keep       bool // kept in rejects if refused
+	// authApp is set once a key verified the webhook (the app's appKey), with the
+	// applicant its payload names (when valid): its refusal is kept whole under them.
+	authApp       domain.AppKey
+	authApplicant domain.ApplicantID
 }
 
 // webhook serves one webhook route ({app} in the path when byPath). Admission comes
@@ -386,8 +388,13 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 	} else {
 		var app *allpass.App
 		app, ev, msgID, err = openAny(x.apps, x.body, r.Header.Get(allpass.SignatureHeader), x.receivedAt, h.opt)
+		if ae := (*allpass.AuthenticatedError)(nil); errors.As(err, &ae) {
+			x.authApp, x.authApplicant = canonicalApp(ae.AppKey), ae.ApplicantID
+		}
 		if err == nil {
 			x.label = app.Name
+			// Refused from here on (the log refusing the write), it is kept whole.
+			x.authApp, x.authApplicant = canonicalApp(ev.AppKey), ev.ApplicantID
 		}
 	}
 	if err != nil {
@@ -609,42 +616,4 @@ func (h *handler) refuse(w http.ResponseWriter, r *http.Request, x *exchange, er
 		h.keepReject(r, x, status, code, msg)
 	}
 	h.m.duration.Observe(time.Since(x.start).Seconds())
-}
-
-// keepReject appends the refused request to the rejects stream. It runs before the answer
-// is flushed, so a sender that saw the refusal can count on the reject being kept, unless
-// the log is down, which is logged: the answer stays the refusal.
-func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg string) {
-	headers := make(map[string]string, len(keptHeaders))
-	kept := keptHeaders[:]
-	var provider string
-	if x.papp != nil {
-		// Another provider's: its own signature headers, and the provider, so that
-		// Reprocess opens it with that provider's adapter.
-		kept = slices.Concat(x.papp.headers, keptHeaders[1:])
-		provider = string(x.papp.provider)
-	}
-	for _, k := range kept {
-		if v := r.Header.Get(k); v != "" {
-			headers[k] = v
-		}
-	}
-	rej := domain.Reject{
-		Provider:   provider,
-		App:        x.pathApp,
-		Reason:     code,
-		Message:    msg,
-		Status:     status,
-		Body:       string(x.body),
-		Headers:    headers,
-		RemoteAddr: r.RemoteAddr,
-		ReceivedAt: x.receivedAt,
-	}
-	// The reject outlives a client that hung up: it is what reprocessing works from.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.appendTimeout)
-	defer cancel()
-	if err := h.events.Reject(ctx, rej); err != nil {
-		h.log.Error("reject not kept", zap.String("app", x.label), zap.String("reason", code),
-			zap.String("remote", r.RemoteAddr), zap.Error(err))
-	}
 }

@@ -344,7 +344,8 @@ func vectorStatus(reason, name string) int {
 func TestVectorsOverHTTP(t *testing.T) {
 	v := mustVectors(t)
 	e := newEnv(t)
-	var refused int
+	var authRefused, unauthRefused int
+	start := time.Now()
 	for _, c := range v.Cases {
 		name := map[allpass.Method]string{allpass.MethodCBC: "cbc", allpass.MethodGCM: "gcm"}[c.Method]
 		for _, path := range []string{"/webhooks/allpass/" + name, "/webhooks/allpass",
@@ -354,7 +355,11 @@ func TestVectorsOverHTTP(t *testing.T) {
 				sig := c.Headers["x-allpass-signature"]
 				a := e.post(t, path, []byte(c.Body), sig)
 				if !c.Expect.OK {
-					refused++
+					if c.Expect.Reason == "payload" {
+						authRefused++ // the MAC verified: kept whole
+					} else {
+						unauthRefused++ // kept as a sample, within the budget
+					}
 					if want := vectorStatus(c.Expect.Reason, c.Name); a.status != want {
 						t.Fatalf("status %d (%s), want %d", a.status, a.raw, want)
 					}
@@ -396,8 +401,24 @@ func TestVectorsOverHTTP(t *testing.T) {
 	if got := len(e.logged(t)); got != valid {
 		t.Fatalf("stream holds %d events, want one per valid vector (%d)", got, valid)
 	}
-	if got := len(e.rejects(t)); got != refused {
-		t.Fatalf("rejects holds %d, want one per refused post (%d)", got, refused)
+	// Every refusal of an authenticated webhook is kept; the others are sampled, one
+	// source's budget being sampleBurst at once and one a second after.
+	var auth, samples int
+	for _, r := range e.rejects(t) {
+		switch r.Kept {
+		case domain.KeptAuthenticated:
+			auth++
+		case domain.KeptSample:
+			samples++
+		}
+	}
+	if auth != authRefused {
+		t.Fatalf("%d authenticated rejects kept, want one per refused authenticated post (%d)", auth, authRefused)
+	}
+	lo := min(unauthRefused, sampleBurst)
+	hi := min(unauthRefused, sampleBurst+int(time.Since(start)/sampleEvery)+1)
+	if samples < lo || samples > hi {
+		t.Fatalf("%d samples of %d unauthenticated refusals, want %d to %d", samples, unauthRefused, lo, hi)
 	}
 }
 

@@ -30,9 +30,11 @@ type metrics struct {
 	appends    prometheus.Counter
 	duplicates prometheus.Counter
 	rejects    *prometheus.CounterVec
-	inflight   prometheus.Gauge
-	queued     prometheus.Gauge
-	batch      prometheus.Histogram
+	// samplesDropped counts unauthenticated refusals not kept: over their sample budget.
+	samplesDropped prometheus.Counter
+	inflight       prometheus.Gauge
+	queued         prometheus.Gauge
+	batch          prometheus.Histogram
 }
 
 // newMetrics builds the collectors and registers them on reg; a nil reg keeps them
@@ -62,6 +64,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kycstate_ingest_rejects_total",
 			Help: "Webhook requests refused, by reason code (the error code answered).",
 		}, []string{"reason"}),
+		samplesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kycstate_ingest_reject_samples_dropped_total",
+			Help: "Refusals that no key authenticated and that were not kept in KYC_REJECTS: over their source's or the node's sample budget.",
+		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kycstate_ingest_inflight",
 			Help: "Webhook requests being handled now (bounded by the in-flight limit).",
@@ -80,7 +86,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.appends, m.duplicates, m.rejects, m.inflight, m.queued, m.batch} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.appends, m.duplicates, m.rejects, m.samplesDropped, m.inflight, m.queued, m.batch} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -18,6 +18,9 @@ type ReprocessResult struct {
 	Recovered  int `json:"recovered"`  // opened with the current keys and appended as new events
 	Duplicates int `json:"duplicates"` // opened, and the log already had them (reprocessed before, or retried by Allpass)
 	Failing    int `json:"failing"`    // still refused with the current keys
+	// Truncated counts samples whose body was cut when kept: they cannot open, and are
+	// skipped (ReprocessConfig.Skipped hears of each).
+	Truncated int `json:"truncated"`
 	// FailingByReason counts the still-failing rejects by the code they fail with now.
 	FailingByReason map[string]int `json:"failingByReason"`
 	// Next is the reject sequence to resume from: one past the last reject handled.
@@ -42,6 +45,8 @@ type ReprocessConfig struct {
 	// Default DefaultAppendTimeout.
 	AppendTimeout time.Duration
 	Logger        *zap.Logger // nil: no logs
+	// Skipped, if set, is told of each reject skipped: a sample whose body was cut.
+	Skipped func(domain.Reject)
 }
 
 // Reprocess re-opens each kept reject from sequence from on with the current keys of
@@ -52,8 +57,11 @@ type ReprocessConfig struct {
 // duplicate).
 //
 // A reject is tried with the app it was sent to (by name or appKey); one sent to the
-// generic path, or to an app since renamed, is tried with every app. An append that
-// fails stops the run with its error; the result so far says where to resume (Next).
+// generic path, or to an app since renamed, is tried with every app. Authenticated
+// rejects, samples and rejects kept before the split are all tried alike, except a
+// sample whose body was cut: it cannot open, and is counted as Truncated and skipped.
+// An append that fails stops the run with its error; the result so far says where to
+// resume (Next).
 func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from uint64) (ReprocessResult, error) {
 	const op = "ingest.Reprocess"
 	res := ReprocessResult{FailingByReason: map[string]int{}, Next: from}
@@ -84,6 +92,14 @@ func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from u
 			return err
 		}
 		res.Seen++
+		if r.Truncated() {
+			res.Truncated++
+			res.Next = r.Seq + 1
+			if cfg.Skipped != nil {
+				cfg.Skipped(r)
+			}
+			return nil
+		}
 		label, ev, msgID, err := reopen(idx, pidx, r, cfg.Options)
 		if err != nil {
 			_, reason, _ := httperr.Answer(err) // the code the webhook would be refused with now
@@ -111,7 +127,8 @@ func Reprocess(ctx context.Context, events EventLog, cfg ReprocessConfig, from u
 		return nil
 	})
 	log.Info("rejects reprocessed", zap.Int("seen", res.Seen), zap.Int("recovered", res.Recovered),
-		zap.Int("duplicates", res.Duplicates), zap.Int("failing", res.Failing), zap.Uint64("next", res.Next))
+		zap.Int("duplicates", res.Duplicates), zap.Int("failing", res.Failing), zap.Int("truncated", res.Truncated),
+		zap.Uint64("next", res.Next))
 	if err != nil {
 		return res, domain.E(op, domain.KindOf(err), err)
 	}

@@ -12,17 +12,47 @@ import (
 	"github.com/kycstate/kycstate/domain"
 )
 
+// logReject is an authenticated reject of applicant n of app 1.
 func logReject(n int, reason string) domain.Reject {
 	return domain.Reject{
-		App:        "main",
-		Reason:     reason,
-		Message:    fmt.Sprintf("refusal %d", n),
-		Status:     401,
-		Body:       fmt.Sprintf(`{"status":true,"statusCode":200,"data":"%064x","time":"2025-03-01T09:00:00Z"}`, n),
-		Headers:    map[string]string{"x-allpass-signature": fmt.Sprintf("%064x", n+1), "content-type": "application/json"},
-		RemoteAddr: "192.0.2.7:41234",
-		ReceivedAt: time.Date(2025, 3, 1, 9, 0, n, 0, time.UTC),
+		App:         "main",
+		Reason:      reason,
+		Message:     fmt.Sprintf("refusal %d", n),
+		Status:      422,
+		Body:        fmt.Sprintf(`{"status":true,"statusCode":200,"data":"%064x","time":"2025-03-01T09:00:00Z"}`, n),
+		Headers:     map[string]string{"x-allpass-signature": fmt.Sprintf("%064x", n+1), "content-type": "application/json"},
+		RemoteAddr:  "192.0.2.7:41234",
+		ReceivedAt:  time.Date(2025, 3, 1, 9, 0, n, 0, time.UTC),
+		Kept:        domain.KeptAuthenticated,
+		Provider:    "allpass",
+		AppKey:      logApp(1),
+		ApplicantID: logApplicant(n),
 	}
+}
+
+// logSample is a sample of an unauthenticated request from remote, its body cut to
+// the sample size.
+func logSample(n int, remote string, body string) domain.Reject {
+	size := len(body)
+	if len(body) > domain.SampleBodyMax {
+		body = body[:domain.SampleBodyMax]
+	}
+	return domain.Reject{
+		App: "main", Reason: "bad_signature", Message: fmt.Sprintf("sample %d", n), Status: 401,
+		Body: body, Headers: map[string]string{"x-allpass-signature": "00"},
+		RemoteAddr: remote, ReceivedAt: time.Date(2025, 3, 1, 9, 0, 0, n, time.UTC),
+		Kept: domain.KeptSample, BodySize: size,
+	}
+}
+
+// readRejects lists every reject kept.
+func readRejects(tb testing.TB, l *EventLog) []domain.Reject {
+	tb.Helper()
+	var got []domain.Reject
+	if err := l.Rejects(context.Background(), 1, func(r domain.Reject) error { got = append(got, r); return nil }); err != nil {
+		tb.Fatal(err)
+	}
+	return got
 }
 
 func TestRejectsRoundTrip(t *testing.T) {
@@ -30,14 +60,19 @@ func TestRejectsRoundTrip(t *testing.T) {
 	ctx := context.Background()
 
 	var want []domain.Reject
-	for i, reason := range []string{"bad_signature", "Malformed.Envelope", "a>b*c d", "", "unprocessable"} {
-		r := logReject(i, reason)
-		if i == 2 {
+	for i := range 5 {
+		r := logReject(i, "invalid_payload")
+		switch i {
+		case 1:
+			r.ApplicantID = "" // the payload named no valid applicant
+		case 2:
 			r.Body = "\xff\xfe binary \x00 body" // not UTF-8: must come back byte for byte
-		}
-		if i == 3 {
+		case 3:
+			r = logSample(i, "198.51.100.9:5000", "<html>&"+strings.Repeat("\x01", 10)+"\xff")
 			r.Headers = nil
 			r.App = ""
+		case 4:
+			r = logSample(i, "198.51.100.9:5001", strings.Repeat("j", 3*domain.SampleBodyMax))
 		}
 		r.Seq = 999 // ignored: the stream assigns sequences
 		if err := l.Reject(ctx, r); err != nil {
@@ -47,10 +82,7 @@ func TestRejectsRoundTrip(t *testing.T) {
 		want = append(want, r)
 	}
 
-	var got []domain.Reject
-	if err := l.Rejects(ctx, 1, func(r domain.Reject) error { got = append(got, r); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	got := readRejects(t, l)
 	if len(got) != len(want) {
 		t.Fatalf("got %d rejects, want %d", len(got), len(want))
 	}
@@ -59,13 +91,15 @@ func TestRejectsRoundTrip(t *testing.T) {
 			t.Errorf("reject %d:\n got %+v\nwant %+v", i, got[i], want[i])
 		}
 	}
+	if got[3].Truncated() || !got[4].Truncated() || got[0].Truncated() {
+		t.Fatalf("truncated: %v %v %v", got[0].Truncated(), got[3].Truncated(), got[4].Truncated())
+	}
 
-	// Subjects carry only the sanitised reason.
+	// Authenticated rejects are on their applicant's subject, samples in the ring.
 	for seq, subject := range map[uint64]string{
-		1: "kyc.rejects.bad_signature",
-		2: "kyc.rejects.malformed_envelope",
-		3: "kyc.rejects.a_b_c_d",
-		4: "kyc.rejects.unknown",
+		1: "kyc.rejects.auth.allpass." + string(logApp(1)) + "." + string(logApplicant(0)),
+		2: "kyc.rejects.auth.allpass." + string(logApp(1)) + ".none",
+		3: "kyc.rejects.auth.allpass." + string(logApp(1)) + "." + string(logApplicant(2)),
 	} {
 		m, err := l.rejects.GetMsg(ctx, seq)
 		if err != nil {
@@ -73,6 +107,16 @@ func TestRejectsRoundTrip(t *testing.T) {
 		}
 		if m.Subject != subject {
 			t.Errorf("seq %d subject %q, want %q", seq, m.Subject, subject)
+		}
+	}
+	for _, seq := range []uint64{4, 5} {
+		m, err := l.rejects.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := ParseRejectSubject(m.Subject)
+		if err != nil || p.Kept != domain.KeptSample {
+			t.Errorf("seq %d subject %q: %+v %v", seq, m.Subject, p, err)
 		}
 	}
 
@@ -97,36 +141,103 @@ func TestRejectsRoundTrip(t *testing.T) {
 	}
 }
 
-func TestRejectSubjectSanitises(t *testing.T) {
-	for in, want := range map[string]string{
-		"bad_signature":          "kyc.rejects.bad_signature",
-		"BAD-Signature":          "kyc.rejects.bad_signature",
-		"":                       "kyc.rejects.unknown",
-		"a.b.>":                  "kyc.rejects.a_b__",
-		"*":                      "kyc.rejects._",
-		"\x00\r\n":               "kyc.rejects.___",
-		"é":                      "kyc.rejects.__",
-		strings.Repeat("x", 100): "kyc.rejects." + strings.Repeat("x", 64),
+// TestRejectRefusesWhatItCannotPlace: a reject that says neither kind, or whose ids
+// would not make subject tokens, is refused before anything is published, as is a
+// sample over its size bound.
+func TestRejectRefusesWhatItCannotPlace(t *testing.T) {
+	l := startLogFast(t)
+	ctx := context.Background()
+	bad := []struct {
+		name string
+		r    func() domain.Reject
+		kind domain.ErrorKind
+	}{
+		{"no kind", func() domain.Reject { r := logReject(1, "x"); r.Kept = ""; return r }, domain.KindInvalid},
+		{"unknown kind", func() domain.Reject { r := logReject(1, "x"); r.Kept = "other"; return r }, domain.KindInvalid},
+		{"app with dot", func() domain.Reject { r := logReject(1, "x"); r.AppKey = "a.b"; return r }, domain.KindInvalid},
+		{"applicant wildcard", func() domain.Reject { r := logReject(1, "x"); r.ApplicantID = ">"; return r }, domain.KindInvalid},
+		{"applicant upper case", func() domain.Reject {
+			r := logReject(1, "x")
+			r.ApplicantID = domain.ApplicantID(strings.ToUpper(string(r.ApplicantID)))
+			return r
+		}, domain.KindInvalid},
+		{"provider with dot", func() domain.Reject { r := logReject(1, "x"); r.Provider = "all.pass"; return r }, domain.KindInvalid},
+		{"no provider", func() domain.Reject { r := logReject(1, "x"); r.Provider = ""; return r }, domain.KindInvalid},
+		{"sample too large", func() domain.Reject {
+			r := logSample(1, "192.0.2.1:1", "x")
+			r.Headers = map[string]string{"x-allpass-signature": strings.Repeat("<", MaxSampleBytes)}
+			return r
+		}, domain.KindTooLarge},
+	}
+	for _, c := range bad {
+		if err := l.Reject(ctx, c.r()); domain.KindOf(err) != c.kind {
+			t.Errorf("%s: %v, want %v", c.name, err, c.kind)
+		}
+	}
+	if got := readRejects(t, l); len(got) != 0 {
+		t.Fatalf("%d rejects kept", len(got))
+	}
+}
+
+func TestRejectSubjects(t *testing.T) {
+	app, id := logApp(1), logApplicant(1)
+	good := map[string]RejectPlace{
+		"kyc.rejects.auth.allpass." + string(app) + "." + string(id): {Kept: domain.KeptAuthenticated, Provider: "allpass", AppKey: app, ApplicantID: id},
+		"kyc.rejects.auth.onfido2." + string(app) + ".none":          {Kept: domain.KeptAuthenticated, Provider: "onfido2", AppKey: app},
+		"kyc.rejects.unauth.0.0":                                     {Kept: domain.KeptSample},
+		"kyc.rejects.unauth.15.63":                                   {Kept: domain.KeptSample, Bucket: 15, Slot: 63},
+		"kyc.rejects.bad_signature":                                  {Reason: "bad_signature"},
+		"kyc.rejects.unknown":                                        {Reason: "unknown"},
+	}
+	for subject, want := range good {
+		got, err := ParseRejectSubject(subject)
+		if err != nil || got != want {
+			t.Errorf("ParseRejectSubject(%q) = %+v, %v; want %+v", subject, got, err, want)
+		}
+		if s, err := want.Subject(); err != nil || s != subject {
+			t.Errorf("%+v.Subject() = %q, %v", want, s, err)
+		}
+	}
+	for _, subject := range []string{
+		"", "kyc.rejects.", "kyc.rejects.auth", "kyc.rejects.unauth", "kyc.events.x", "kyc.rejects.Bad",
+		"kyc.rejects.auth.allpass." + string(app),
+		"kyc.rejects.auth.allpass." + string(app) + "." + strings.ToUpper(string(id)),
+		"kyc.rejects.auth.allpass." + string(app) + ".*",
+		"kyc.rejects.auth.all_pass." + string(app) + ".none",
+		"kyc.rejects.auth.allpass." + string(app) + "." + string(id) + ".x",
+		"kyc.rejects.unauth.16.0", "kyc.rejects.unauth.0.64", "kyc.rejects.unauth.01.0",
+		"kyc.rejects.unauth.-1.0", "kyc.rejects.unauth.+1.0", "kyc.rejects.unauth.0",
+		"kyc.rejects.unauth.a.b", "kyc.rejects.a.b", "kyc.rejects." + strings.Repeat("x", 65),
 	} {
-		if got := RejectSubject(in); got != want {
-			t.Errorf("RejectSubject(%q) = %q, want %q", in, got, want)
+		if p, err := ParseRejectSubject(subject); domain.KindOf(err) != domain.KindInvalid {
+			t.Errorf("ParseRejectSubject(%q) = %+v, %v; want KindInvalid", subject, p, err)
 		}
 	}
 }
 
-func FuzzRejectSubject(f *testing.F) {
-	f.Add("bad_signature")
-	f.Add("a.b>*")
-	f.Fuzz(func(t *testing.T, reason string) {
-		s := RejectSubject(reason)
-		token, ok := strings.CutPrefix(s, "kyc.rejects.")
-		if !ok || token == "" || len(token) > maxReasonLen {
-			t.Fatalf("RejectSubject(%q) = %q", reason, s)
-		}
-		for _, c := range []byte(token) {
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
-				t.Fatalf("RejectSubject(%q) = %q", reason, s)
+// FuzzParseRejectSubject: whatever the subject, the parser does not panic, and what it
+// accepts is exactly what RejectPlace.Subject makes of the result, with no wildcard and
+// no empty token.
+func FuzzParseRejectSubject(f *testing.F) {
+	f.Add("kyc.rejects.auth.allpass." + string(logApp(1)) + "." + string(logApplicant(1)))
+	f.Add("kyc.rejects.auth.allpass." + string(logApp(1)) + ".none")
+	f.Add("kyc.rejects.unauth.3.12")
+	f.Add("kyc.rejects.bad_signature")
+	f.Add("kyc.rejects.unauth.03.1")
+	f.Fuzz(func(t *testing.T, subject string) {
+		p, err := ParseRejectSubject(subject)
+		if err != nil {
+			if domain.KindOf(err) != domain.KindInvalid {
+				t.Fatalf("kind %v", domain.KindOf(err))
 			}
+			return
+		}
+		s, err := p.Subject()
+		if err != nil || s != subject {
+			t.Fatalf("%q parsed to %+v, which makes %q, %v", subject, p, s, err)
+		}
+		if strings.ContainsAny(subject, "*> \t\r\n") || strings.Contains(subject, "..") || strings.HasSuffix(subject, ".") {
+			t.Fatalf("accepted %q", subject)
 		}
 	})
 }
@@ -137,7 +248,7 @@ func TestRejectsAreSizeBoundedOldestFirst(t *testing.T) {
 	ctx := context.Background()
 	const n = 100
 	for i := range n {
-		r := logReject(i, "bad_signature")
+		r := logReject(i, "invalid_payload")
 		r.Body = strings.Repeat("b", 2000) // ~2 KiB each: 100 of them overflow 64 KiB
 		if err := l.Reject(ctx, r); err != nil {
 			t.Fatalf("Reject %d: %v", i, err)
@@ -171,7 +282,7 @@ func TestRejectWhenServerIsDownIsUnavailable(t *testing.T) {
 	c.Server().WaitForShutdown()
 	rctx, rcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer rcancel()
-	err := l.Reject(rctx, logReject(1, "bad_signature"))
+	err := l.Reject(rctx, logReject(1, "invalid_payload"))
 	if domain.KindOf(err) != domain.KindUnavailable {
 		t.Fatalf("Reject with the server down: %v", err)
 	}
@@ -199,4 +310,25 @@ func FuzzDecodeReject(f *testing.F) {
 			t.Fatalf("seq %d", r.Seq)
 		}
 	})
+}
+
+func TestSampleSlots(t *testing.T) {
+	for _, c := range []struct {
+		maxBytes int64
+		want     int
+	}{
+		{1 << 10, 1},
+		{1 << 20, 1},
+		{4 << 20, 4},
+		{DefaultRejectsMaxBytes, MaxSampleSlots},
+		{1 << 40, MaxSampleSlots},
+	} {
+		got := sampleSlots(c.maxBytes)
+		if got != c.want {
+			t.Errorf("sampleSlots(%d) = %d, want %d", c.maxBytes, got, c.want)
+		}
+		if share := int64(SampleBuckets * got * MaxSampleBytes); got > 1 && share > c.maxBytes/4 {
+			t.Errorf("share %d of a %d-byte stream is over a quarter", share, c.maxBytes)
+		}
+	}
 }

@@ -87,6 +87,11 @@ type EventLog struct {
 	// atomic: KYC_EVENTS takes atomic batches (AppendBatch); false only when an existing
 	// stream could not be updated to allow them, and then AppendBatch publishes one by one.
 	atomic bool
+	// rollup: KYC_REJECTS allows subject rollups, which keep the samples in their ring
+	// (rejects.go); false only when an existing stream could not be updated to allow
+	// them, and then samples are not kept.
+	rollup  bool
+	samples *sampleRing
 
 	readIdle       time.Duration // defaultReadIdle; tests shorten it
 	requestTimeout time.Duration // defaultRequestTimeout; tests shorten it
@@ -124,6 +129,9 @@ func EventStreamConfig(cfg Config) jetstream.StreamConfig {
 // nothing. It is bounded by size with Discard Old: when full, the oldest rejects are
 // dropped to make room, because the newest are the ones an operator still needs to
 // reprocess, and a flood of garbage must not fill the disk the event log lives on.
+// Garbage cannot take that room either: what no key authenticated is kept in a ring of
+// fixed size (rejects.go), which subject rollups (AllowRollup) keep at one message a
+// subject.
 func RejectStreamConfig(cfg Config) jetstream.StreamConfig {
 	cfg = cfg.withDefaults()
 	return jetstream.StreamConfig{
@@ -142,6 +150,7 @@ func RejectStreamConfig(cfg Config) jetstream.StreamConfig {
 		Replicas:          cfg.Replicas,
 		Duplicates:        rejectsDuplicateWindow,
 		AllowDirect:       true,
+		AllowRollup:       true,
 	}
 }
 
@@ -165,7 +174,7 @@ func Open(ctx context.Context, c *Conn, cfg Config, log *zap.Logger) (*EventLog,
 		log = zap.NewNop()
 	}
 	cfg = cfg.withDefaults()
-	l := &EventLog{conn: c, js: c.JS, cfg: cfg, log: log.Named("eventlog"),
+	l := &EventLog{conn: c, js: c.JS, cfg: cfg, log: log.Named("eventlog"), samples: newSampleRing(sampleSlots(cfg.RejectsMaxBytes)),
 		readIdle: defaultReadIdle, requestTimeout: defaultRequestTimeout}
 	var err error
 	if l.events, err = l.ensureStream(ctx, op, EventStreamConfig(cfg)); err != nil {
@@ -175,7 +184,7 @@ func Open(ctx context.Context, c *Conn, cfg Config, log *zap.Logger) (*EventLog,
 	if l.rejects, err = l.ensureStream(ctx, op, RejectStreamConfig(cfg)); err != nil {
 		return nil, err
 	}
-	if err := l.updateRejectsMaxAge(ctx, op); err != nil {
+	if err := l.updateRejects(ctx, op); err != nil {
 		return nil, err
 	}
 	if cfg.Keys != nil {
@@ -189,21 +198,40 @@ func Open(ctx context.Context, c *Conn, cfg Config, log *zap.Logger) (*EventLog,
 // Keys returns the log's data-key ring, nil when it was opened without master keys.
 func (l *EventLog) Keys() *Keyring { return l.keys }
 
-// updateRejectsMaxAge applies nats.rejects_max_age to an existing KYC_REJECTS. Unlike the
-// event log's settings this one is updated: the age bound is what keeps refused bodies,
-// personal data, from being kept forever, and a stream created before it had none.
-func (l *EventLog) updateRejectsMaxAge(ctx context.Context, op string) error {
+// updateRejects brings an existing KYC_REJECTS to two settings of this version. Unlike
+// the event log's settings these are updated: the age bound (nats.rejects_max_age) is
+// what keeps refused bodies, personal data, from being kept forever, and a stream
+// created before it had none; subject rollups keep the samples of unauthenticated
+// requests in their ring, and allowing them changes nothing already stored (subjects,
+// limits and the rejects kept before are left as they are). An update refused for the
+// age is an error; refused for rollups, it is logged and samples are not kept, so junk
+// still cannot evict authenticated rejects.
+func (l *EventLog) updateRejects(ctx context.Context, op string) error {
 	have := l.rejects.CachedInfo().Config
-	if have.MaxAge == l.cfg.RejectsMaxAge {
+	l.rollup = have.AllowRollup
+	if have.MaxAge == l.cfg.RejectsMaxAge && have.AllowRollup {
 		return nil
 	}
-	have.MaxAge = l.cfg.RejectsMaxAge
-	s, err := l.js.UpdateStream(ctx, have)
-	if err != nil {
-		return streamErr(op, RejectStream, err)
+	if have.MaxAge != l.cfg.RejectsMaxAge {
+		have.MaxAge = l.cfg.RejectsMaxAge
+		s, err := l.js.UpdateStream(ctx, have)
+		if err != nil {
+			return streamErr(op, RejectStream, err)
+		}
+		l.log.Info("stream max age updated", zap.String("stream", RejectStream), zap.Duration("maxAge", have.MaxAge))
+		l.rejects = s
 	}
-	l.log.Info("stream max age updated", zap.String("stream", RejectStream), zap.Duration("maxAge", have.MaxAge))
-	l.rejects = s
+	if !have.AllowRollup {
+		have.AllowRollup = true
+		s, err := l.js.UpdateStream(ctx, have)
+		if err != nil {
+			l.log.Warn("stream not updated to allow rollups; samples of unauthenticated requests are not kept",
+				zap.String("stream", RejectStream), zap.Error(err))
+			return nil
+		}
+		l.log.Info("stream updated to allow rollups", zap.String("stream", RejectStream))
+		l.rejects, l.rollup = s, true
+	}
 	return nil
 }
 
@@ -232,8 +260,8 @@ func (l *EventLog) ensureStream(ctx context.Context, op string, want jetstream.S
 		return s, nil
 	}
 	for _, d := range StreamDifferences(want, s.CachedInfo().Config) {
-		if want.Name == RejectStream && d.Setting == "max_age" {
-			continue // updated by updateRejectsMaxAge
+		if want.Name == RejectStream && (d.Setting == "max_age" || d.Setting == "allow_rollup") {
+			continue // updated by updateRejects
 		}
 		l.log.Warn("stream setting differs from configuration; left unchanged",
 			zap.String("stream", want.Name), zap.String("setting", d.Setting),
@@ -300,6 +328,7 @@ func StreamDifferences(want, have jetstream.StreamConfig) []Difference {
 	check("max_msgs_per_subject", want.MaxMsgsPerSubject, have.MaxMsgsPerSubject)
 	check("allow_direct", want.AllowDirect, have.AllowDirect)
 	check("allow_atomic", want.AllowAtomicPublish, have.AllowAtomicPublish)
+	check("allow_rollup", want.AllowRollup, have.AllowRollup)
 	return ds
 }
 
