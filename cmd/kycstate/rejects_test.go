@@ -20,6 +20,8 @@ func TestReprocessSummary(t *testing.T) {
 		{ingest.ReprocessResult{Seen: 5, Recovered: 1, Duplicates: 1, Failing: 3, Next: 6,
 			FailingByReason: map[string]int{"invalid_payload": 1, "bad_signature": 2}},
 			"reprocessed 5 rejects: recovered: 1, duplicates: 1, failing: 3 (bad_signature: 2, invalid_payload: 1); next run: --from 6"},
+		{ingest.ReprocessResult{Seen: 4, Recovered: 1, Truncated: 3, Next: 9},
+			"reprocessed 4 rejects: recovered: 1, duplicates: 0, failing: 0, skipped (samples cut when kept): 3; next run: --from 9"},
 	}
 	for _, c := range cases {
 		if got := reprocessSummary(c.res); got != c.want {
