@@ -124,7 +124,7 @@ func registered(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	events := jstest.Start(t).EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, zap.NewNop())
-	if _, err := erase.New(erase.Config{Events: events, Keys: events.Keys(), Projection: proj, Metrics: rec}); err != nil {
+	if _, err := erase.New(erase.Config{Events: events, Keys: events.Keys(), Rejects: events, Projection: proj, Metrics: rec}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := api.NewServer(api.Config{Projection: proj, Metrics: rec, Gatherer: rec.Registry,

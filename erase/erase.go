@@ -6,8 +6,10 @@
 // and writes the applicant's tombstone (from then on no key is made for it, and its new
 // events are stored without personal fields); then applicantErased is appended to the
 // log, so the decision trail says who erased and why before anything is gone; then the
-// data key is destroyed (securely deleted from KYC_KEYS); last the record of the erasure
-// under way is removed. A crash or a refused deletion anywhere in between leaves that
+// data key is destroyed (securely deleted from KYC_KEYS); then the applicant's
+// authenticated rejects are securely deleted from KYC_REJECTS (a refused webhook opens
+// with the app's key, not the data key, so destroying the key does not reach it); last
+// the record of the erasure under way is removed. A crash or a refused deletion anywhere in between leaves that
 // record, and Run finishes the erasure from it, on restart too: the append is repeated
 // under the same message id (the log drops the repeat), the deletion is idempotent.
 //
@@ -79,6 +81,14 @@ type Keyring interface {
 	PendingErasures(ctx context.Context) ([]eventlog.Erasure, error)
 }
 
+// Rejects is where refused webhooks are kept: *eventlog.EventLog.
+type Rejects interface {
+	// DeleteRejects securely deletes every reject kept whole under the applicant (app,
+	// id): those whose signature verified and whose payload named it. It returns how
+	// many, and is idempotent. Errors: KindUnavailable when a deletion is not confirmed.
+	DeleteRejects(ctx context.Context, app domain.AppKey, id domain.ApplicantID) (int, error)
+}
+
 // Projection is what the retention sweep reads: *projection.Projection.
 type Projection interface {
 	// WaitFor blocks until the projection has applied seq or ctx ends, and returns the
@@ -95,6 +105,9 @@ type Config struct {
 	// eventlog.Config.Keys). Both required.
 	Events EventLog
 	Keys   Keyring
+	// Rejects is where the applicant's refused webhooks are deleted from (the same log).
+	// Required.
+	Rejects Rejects
 	// Projection, when set, is what the retention sweep reads (last event times).
 	Projection Projection
 	// EraseAfter (retention.erase_after) erases applicants whose last event is older
@@ -138,8 +151,8 @@ const (
 // KindConflict when the metrics are registered twice.
 func New(cfg Config) (*Eraser, error) {
 	const op = "erase.New"
-	if cfg.Events == nil || cfg.Keys == nil {
-		return nil, domain.E(op, domain.KindInvalid, "erasure needs the event log with its key ring (keys.master)")
+	if cfg.Events == nil || cfg.Keys == nil || cfg.Rejects == nil {
+		return nil, domain.E(op, domain.KindInvalid, "erasure needs the event log with its key ring (keys.master) and its rejects")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -213,8 +226,8 @@ func (e *Eraser) failed(id domain.ApplicantID, by, msg string, err error) {
 	}
 }
 
-// finish runs the steps after BeginErasure: append, destroy, end. seq is 0 when the
-// append did not happen.
+// finish runs the steps after BeginErasure: append, destroy the key, delete the
+// rejects, end. seq is 0 when the append did not happen.
 func (e *Eraser) finish(ctx context.Context, er eventlog.Erasure) (seq uint64, err error) {
 	seq, err = e.appendErased(ctx, er)
 	if err != nil {
@@ -227,6 +240,13 @@ func (e *Eraser) finish(ctx context.Context, er eventlog.Erasure) (seq uint64, e
 	}
 	if err := e.ring.DestroyKey(ctx, er.AppKey, er.ApplicantID); err != nil {
 		return seq, err
+	}
+	n, err := e.cfg.Rejects.DeleteRejects(ctx, er.AppKey, er.ApplicantID)
+	if err != nil {
+		return seq, err
+	}
+	if n > 0 {
+		e.log.Info("rejects of the erased applicant deleted", zap.String("applicantId", string(er.ApplicantID)), zap.Int("rejects", n))
 	}
 	if err := e.ring.EndErasure(ctx, er); err != nil {
 		// The key is gone; the record left behind only makes Run repeat harmless steps.

@@ -86,11 +86,12 @@ func project(t *testing.T, events *eventlog.EventLog) *projection.Projection {
 	return p
 }
 
-// New refuses an eraser without the log or without its key ring: nothing could be
+// New refuses an eraser without the log, its key ring or its rejects: nothing could be
 // erased, and a request would find out only when it tried.
 func TestNewNeedsLogAndKeyring(t *testing.T) {
 	events := keyedLog(t)
-	for name, cfg := range map[string]Config{"no log": {Keys: events.Keys()}, "no key ring": {Events: events}, "nothing": {}} {
+	for name, cfg := range map[string]Config{"no log": {Keys: events.Keys(), Rejects: events}, "no key ring": {Events: events, Rejects: events},
+		"no rejects": {Events: events, Keys: events.Keys()}, "nothing": {}} {
 		if _, err := New(cfg); domain.KindOf(err) != domain.KindInvalid {
 			t.Errorf("%s: %v, want KindInvalid", name, err)
 		}
@@ -107,7 +108,7 @@ func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
 	webhook(t, events, id, domain.EventCreated, 1, base)
 	reg := prometheus.NewRegistry()
 	stop := errors.New("killed")
-	e, err := New(Config{Events: events, Keys: events.Keys(), Metrics: reg, Logger: zaptest.NewLogger(t), AfterAppend: func(context.Context) error { return stop }})
+	e, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Metrics: reg, Logger: zaptest.NewLogger(t), AfterAppend: func(context.Context) error { return stop }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestErasureInterruptedAfterAppendIsFinished(t *testing.T) {
 	}
 
 	// "Restart": a new Eraser without the hook finds the erasure under way.
-	e2, err := New(Config{Events: events, Keys: events.Keys(), Logger: zaptest.NewLogger(t)})
+	e2, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +170,14 @@ func TestRetentionSweep(t *testing.T) {
 	webhook(t, events, applicant(2), domain.EventCreated, 2, base)                   // old, but
 	webhook(t, events, applicant(2), domain.EventInProgress, 3, now.Add(-time.Hour)) // recent again
 	webhook(t, events, applicant(3), domain.EventCreated, 4, now.Add(-48*time.Hour)) // recent
+	for _, id := range []domain.ApplicantID{applicant(1), applicant(3)} {
+		if err := events.Reject(context.Background(), domain.Reject{Reason: "invalid_payload", Status: 422, Body: "refused",
+			Kept: domain.KeptAuthenticated, Provider: "allpass", AppKey: app, ApplicantID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	p := project(t, events)
-	e, err := New(Config{Events: events, Keys: events.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+	e, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 		Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -184,6 +191,10 @@ func TestRetentionSweep(t *testing.T) {
 	keep3, _ := events.Keys().Erased(context.Background(), app, applicant(3))
 	if !erasedNow || keep2 || keep3 {
 		t.Fatalf("erased: 1 %v, 2 %v, 3 %v", erasedNow, keep2, keep3)
+	}
+	// The erased applicant's rejects went with it; the others' stay.
+	if rs := listRejects(t, events); len(rs) != 1 || rs[0].ApplicantID != applicant(3) {
+		t.Fatalf("rejects after the sweep: %+v", rs)
 	}
 }
 
@@ -208,7 +219,7 @@ func TestLongSweepAsksMayRunAgain(t *testing.T) {
 		{yes: 99, wantErased: 1, wantCalls: 3},                               // the fifth; the erased are paged past
 	} {
 		calls := 0
-		e, err := New(Config{Events: events, Keys: events.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+		e, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 			Logger: zaptest.NewLogger(t), MayRun: func(context.Context) (bool, error) { calls++; return calls <= c.yes, nil }})
 		if err != nil {
 			t.Fatal(err)
@@ -239,7 +250,7 @@ func TestErasureRacingWebhooks(t *testing.T) {
 	ctx := context.Background()
 	id := applicant(9)
 	webhook(t, events, id, domain.EventCreated, 0, base)
-	e, err := New(Config{Events: events, Keys: events.Keys(), Logger: zaptest.NewLogger(t)})
+	e, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +306,7 @@ func TestErasureFailedIsCountedAndLogged(t *testing.T) {
 	events := srv.EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: m}}, zaptest.NewLogger(t))
 	core, logs := observer.New(zap.ErrorLevel)
 	reg := prometheus.NewRegistry()
-	e, err := New(Config{Events: events, Keys: events.Keys(), Metrics: reg, Logger: zap.New(core)})
+	e, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Metrics: reg, Logger: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +354,7 @@ func TestRetentionSweepWaitsForTheProjection(t *testing.T) {
 	}
 	// Active again, but the projection has not folded it yet.
 	webhook(t, events, applicant(1), domain.EventInProgress, 2, now.Add(-time.Hour))
-	e, err := New(Config{Events: events, Keys: events.Keys(), Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
+	e, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Projection: p, EraseAfter: 5 * 365 * 24 * time.Hour, Now: func() time.Time { return now },
 		Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -368,7 +379,7 @@ func TestRunSweepsAtStart(t *testing.T) {
 	events := keyedLog(t)
 	now := base.Add(10 * 365 * 24 * time.Hour)
 	webhook(t, events, applicant(1), domain.EventCreated, 1, base)
-	e, err := New(Config{Events: events, Keys: events.Keys(), Projection: project(t, events), EraseAfter: 5 * 365 * 24 * time.Hour, SweepEvery: time.Hour,
+	e, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Projection: project(t, events), EraseAfter: 5 * 365 * 24 * time.Hour, SweepEvery: time.Hour,
 		Now: func() time.Time { return now }, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -31,7 +31,7 @@ func TestLedgerHoldsErasuresAndNothingPersonal(t *testing.T) {
 	for n := range 3 {
 		webhook(t, events, applicant(n), domain.EventCreated, n, base)
 	}
-	er, err := New(Config{Events: events, Keys: events.Keys(), Logger: zaptest.NewLogger(t)})
+	er, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestEraseAfterRestoreErasesWhatTheBackupMissed(t *testing.T) {
 	for n := range 4 {
 		webhook(t, events, applicant(n), domain.EventCreated, n, base)
 	}
-	er, err := New(Config{Events: events, Keys: events.Keys(), Logger: zaptest.NewLogger(t)})
+	er, err := New(Config{Events: events, Keys: events.Keys(), Rejects: events, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestEraseAfterRestoreErasesWhatTheBackupMissed(t *testing.T) {
 		}
 	}
 	revents := restored.EventLog(t, eventlog.Config{Keys: masterKeys(t)}, zaptest.NewLogger(t))
-	rer, err := New(Config{Events: revents, Keys: revents.Keys(), Logger: zaptest.NewLogger(t)})
+	rer, err := New(Config{Events: revents, Keys: revents.Keys(), Rejects: revents, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

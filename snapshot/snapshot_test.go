@@ -330,7 +330,7 @@ func TestErasureMakesOlderSnapshotsUnreadable(t *testing.T) {
 	if !bytes.Contains(raw, index) {
 		t.Fatal("test setup: the projection does not hold the applicant's blind index; the test would prove nothing")
 	}
-	er, err := erase.New(erase.Config{Events: c.events, Keys: c.events.Keys()})
+	er, err := erase.New(erase.Config{Events: c.events, Keys: c.events.Keys(), Rejects: c.events})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestErasureDuringUpload(t *testing.T) {
 		info, takeErr = a.snap.Take(ctx)
 	}()
 	<-held
-	er, err := erase.New(erase.Config{Events: c.events, Keys: c.events.Keys()})
+	er, err := erase.New(erase.Config{Events: c.events, Keys: c.events.Keys(), Rejects: c.events})
 	if err != nil {
 		t.Fatal(err)
 	}

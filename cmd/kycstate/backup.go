@@ -206,7 +206,7 @@ are wrapped under.`)
 		return fmt.Errorf("destroying the keys of erased applicants: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "erased applicants in the backup: %d; data keys found and destroyed: %d\n", rep.Erased, rep.Destroyed)
-	er, err := erase.New(erase.Config{Events: events, Keys: keys, Logger: oc.log})
+	er, err := erase.New(erase.Config{Events: events, Keys: keys, Rejects: events, Logger: oc.log})
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ data_dir; it needs keys.master (or the serve's development key under data_dir).`
 	if !found {
 		return fmt.Errorf("no applicant %s in the log", id)
 	}
-	er, err := erase.New(erase.Config{Events: o.events, Keys: keyringOf(o.events), Logger: o.log})
+	er, err := erase.New(erase.Config{Events: o.events, Keys: keyringOf(o.events), Rejects: o.events, Logger: o.log})
 	if err != nil {
 		return err
 	}

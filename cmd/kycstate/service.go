@@ -290,7 +290,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				}
 				mayRun = retentionLease(leases, leaseHolder(m.mode.Name), time.Duration(r.Retention.Every))
 			}
-			eraser, err = erase.New(erase.Config{Events: events, Keys: keyringOf(events), Projection: proj,
+			eraser, err = erase.New(erase.Config{Events: events, Keys: keyringOf(events), Rejects: events, Projection: proj,
 				EraseAfter: time.Duration(r.Retention.EraseAfter), SweepEvery: time.Duration(r.Retention.Every),
 				MayRun: mayRun, Logger: log, Metrics: reg, AfterAppend: m.afterEraseAppend})
 			return err
