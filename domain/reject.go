@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Reject is a refused webhook, kept so that nothing is lost to a misconfigured key: the
 // request as received, what it was answered, and who sent it. ingest fills it, the event
@@ -53,6 +56,10 @@ const (
 // a sample of a genuine webhook refused under a misconfigured key is whole and can be
 // reprocessed; junk costs at most this much.
 const SampleBodyMax = 4 << 10
+
+// ErrNoRoomForSample is why a sample is not kept when the rejects stream is nearly
+// full: keeping it would drop the oldest reject, perhaps an authenticated one.
+var ErrNoRoomForSample = errors.New("rejects stream nearly full: samples are not kept, so that they drop no authenticated reject")
 
 // Truncated reports whether r is a sample whose body was cut: it cannot be reprocessed.
 func (r Reject) Truncated() bool { return r.Kept == KeptSample && r.BodySize > len(r.Body) }

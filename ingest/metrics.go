@@ -66,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		samplesDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kycstate_ingest_reject_samples_dropped_total",
-			Help: "Refusals that no key authenticated and that were not kept in KYC_REJECTS: over their source's or the node's sample budget.",
+			Help: "Refusals that no key authenticated and that were not kept in KYC_REJECTS: over their source's or the node's sample budget, or the stream nearly full.",
 		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kycstate_ingest_inflight",

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -61,7 +62,12 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 	// The reject outlives a client that hung up: it is what reprocessing works from.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.appendTimeout)
 	defer cancel()
-	if err := h.events.Reject(ctx, rej); err != nil {
+	err := h.events.Reject(ctx, rej)
+	if errors.Is(err, domain.ErrNoRoomForSample) {
+		h.m.samplesDropped.Inc()
+		return
+	}
+	if err != nil {
 		h.log.Error("reject not kept", zap.String("app", x.label), zap.String("reason", code),
 			zap.String("kept", rej.Kept), zap.String("remote", r.RemoteAddr), zap.Error(err))
 	}

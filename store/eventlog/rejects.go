@@ -220,8 +220,10 @@ func (s *sampleRing) place(remoteAddr string) RejectPlace {
 // MaxSampleBytes or a reject over the server's maximum payload; KindUnavailable when
 // the stream does not confirm before ctx's deadline (the caller's, as for Append), or
 // when the stream does not allow rollups (an existing stream that could not be updated:
-// samples are then not kept, see Open). KYC_REJECTS is size-bounded with Discard Old:
-// keeping a new reject may drop the oldest.
+// samples are then not kept, see Open); domain.ErrNoRoomForSample (KindUnavailable) when a
+// sample would take room an authenticated reject may need (roomForSample).
+// KYC_REJECTS is size-bounded with Discard Old: keeping a new authenticated reject may
+// drop the oldest; keeping a sample never does.
 func (l *EventLog) Reject(ctx context.Context, r domain.Reject) error {
 	const op = "eventlog.EventLog.Reject"
 	r.Seq = 0
@@ -233,6 +235,9 @@ func (l *EventLog) Reject(ctx context.Context, r domain.Reject) error {
 	case domain.KeptSample:
 		if !l.rollup {
 			return domain.E(op, domain.KindUnavailable, RejectStream+" does not allow rollups; samples are not kept")
+		}
+		if err := l.roomForSample(ctx); err != nil {
+			return err
 		}
 		place = l.samples.place(r.RemoteAddr)
 		hdr = nats.Header{jetstream.MsgRollup: []string{jetstream.MsgRollupSubject}}
@@ -269,6 +274,34 @@ func (l *EventLog) Reject(ctx context.Context, r domain.Reject) error {
 			fmt.Sprintf("acknowledged by stream %q, not %s", ack.Stream, RejectStream))
 	}
 	return nil
+}
+
+// roomForSample returns nil when KYC_REJECTS has room for a sample: its bytes stay
+// sampleHeadroom under its bound. A sample replaces the one in its slot, but JetStream
+// stores the new message, enforcing the size bound (dropping the oldest message, of any
+// kind), before the rollup removes the old one: in a full stream every sample would drop
+// the oldest reject, however small the ring's share. So a sample is kept only while the
+// stream is not near its bound; the headroom absorbs what other writers add between
+// this look and the publish. Errors: KindUnavailable, wrapping domain.ErrNoRoomForSample
+// when there is no room.
+func (l *EventLog) roomForSample(ctx context.Context) error {
+	const op = "eventlog.EventLog.Reject"
+	rctx, cancel := context.WithTimeout(ctx, l.requestTimeout)
+	defer cancel()
+	info, err := l.rejects.Info(rctx)
+	if err != nil {
+		return domain.E(op, domain.KindUnavailable, fmt.Errorf("stream info of %s: %w", RejectStream, err))
+	}
+	if maxBytes := info.Config.MaxBytes; maxBytes > 0 && int64(info.State.Bytes)+sampleHeadroom(maxBytes) > maxBytes {
+		return domain.E(op, domain.KindUnavailable, domain.ErrNoRoomForSample)
+	}
+	return nil
+}
+
+// sampleHeadroom is the room KYC_REJECTS bounded at maxBytes must have left for a
+// sample to be kept: an eighth of it, and at least two samples a bucket of the ring.
+func sampleHeadroom(maxBytes int64) int64 {
+	return max(maxBytes/8, 2*SampleBuckets*MaxSampleBytes)
 }
 
 // Rejects calls fn for each kept reject in order, starting at sequence from: the

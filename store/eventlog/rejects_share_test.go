@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -219,5 +220,67 @@ func TestDeleteRejects(t *testing.T) {
 	}
 	if _, err := l.DeleteRejects(ctx, logApp(1), "*"); domain.KindOf(err) != domain.KindInvalid {
 		t.Fatalf("bad applicant: %v", err)
+	}
+}
+
+// TestSamplesCannotEvictFromAFullStream: in a KYC_REJECTS its authenticated rejects have
+// filled, a sample would be stored (dropping the oldest reject to make room) before its
+// rollup removed the sample it replaces; so samples are refused there
+// (domain.ErrNoRoomForSample) and every authenticated reject stays. Before, each sample
+// of a flood dropped one.
+func TestSamplesCannotEvictFromAFullStream(t *testing.T) {
+	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
+	const bound = 1 << 20
+	l := logOpen(t, c, Config{RejectsMaxBytes: bound}, nil)
+	ctx := context.Background()
+	pad := strings.Repeat("p", 40<<10)
+	for i := 0; ; i++ {
+		r := logReject(i, "invalid_payload")
+		r.Body += pad
+		if err := l.Reject(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		info, err := l.rejects.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.FirstSeq > 1 { // full: the bound dropped the first
+			break
+		}
+	}
+	before := readRejects(t, l)
+	refused := 0
+	for i := range 200 {
+		err := l.Reject(ctx, logSample(i, fmt.Sprintf("203.0.113.%d:1", i%50), strings.Repeat("j", 3000)))
+		switch {
+		case errors.Is(err, domain.ErrNoRoomForSample) && domain.KindOf(err) == domain.KindUnavailable:
+			refused++
+		case err != nil:
+			t.Fatalf("sample %d: %v", i, err)
+		}
+	}
+	after := readRejects(t, l)
+	if len(after) != len(before) || after[0].Seq != before[0].Seq {
+		t.Fatalf("%d authenticated rejects from seq %d before 200 samples, %d from seq %d after; %d samples refused",
+			len(before), before[0].Seq, len(after), after[0].Seq, refused)
+	}
+	if refused != 200 {
+		t.Fatalf("%d of 200 samples refused in a full stream", refused)
+	}
+}
+
+// TestSamplesKeptWhileThereIsRoom: the headroom check refuses nothing in a stream that
+// has room, past the samples' own share.
+func TestSamplesKeptWhileThereIsRoom(t *testing.T) {
+	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
+	l := logOpen(t, c, Config{RejectsMaxBytes: 1 << 20}, nil)
+	ctx := context.Background()
+	for i := range 100 {
+		if err := l.Reject(ctx, logSample(i, fmt.Sprintf("203.0.113.%d:1", i), strings.Repeat("j", 4000))); err != nil {
+			t.Fatalf("sample %d: %v", i, err)
+		}
+	}
+	if msgs, _ := sampleShare(t, l); msgs == 0 || msgs > SampleBuckets*sampleSlots(1<<20) {
+		t.Fatalf("%d samples kept", msgs)
 	}
 }
