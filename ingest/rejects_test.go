@@ -187,3 +187,40 @@ func TestSampler(t *testing.T) {
 		t.Fatalf("%d sources tracked, bound %d", len(s.source), sampleSources)
 	}
 }
+
+// TestHostileSampleStaysInItsBound: a request built to make its sample as large as it
+// can (a 1 MB body of bytes JSON escapes six-fold or cannot hold, every kept header
+// 16 KiB of the same) is still kept, cut: its body to domain.SampleBodyMax, its headers
+// to sampleHeaderMax, under the store's bound for one sample, and nothing is logged as
+// not kept.
+func TestHostileSampleStaysInItsBound(t *testing.T) {
+	e := newEnv(t)
+	body := []byte(strings.Repeat("<\xff\"\u2028", 1_000_000/7))
+	hostile := strings.Repeat("<", 16<<10)
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/allpass/cbc", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range keptHeaders {
+		req.Header.Set(h, hostile)
+	}
+	if a := e.do(t, req); a.status != http.StatusBadRequest && a.status != http.StatusUnauthorized {
+		t.Fatalf("hostile request: %d %s", a.status, a.raw)
+	}
+	rs := e.rejects(t)
+	if len(rs) != 1 {
+		t.Fatalf("%d rejects kept; want the sample", len(rs))
+	}
+	r := rs[0]
+	if r.Kept != domain.KeptSample || r.Body != string(body[:domain.SampleBodyMax]) || r.BodySize != len(body) || len(r.Headers) != len(keptHeaders) {
+		t.Fatalf("sample kept as %q, %d of %d bytes, %d headers", r.Kept, len(r.Body), r.BodySize, len(r.Headers))
+	}
+	for k, v := range r.Headers {
+		if v != hostile[:sampleHeaderMax] {
+			t.Fatalf("header %s kept %d bytes", k, len(v))
+		}
+	}
+	if n := e.logs.FilterMessage("reject not kept").Len(); n != 0 {
+		t.Fatalf("%d rejects not kept", n)
+	}
+}

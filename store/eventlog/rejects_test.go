@@ -332,3 +332,23 @@ func TestSampleSlots(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSamplePlace: whatever a request's remote address (the one input of a sample's
+// place), the sample goes to a valid ring subject that ParseRejectSubject reads back.
+func FuzzSamplePlace(f *testing.F) {
+	f.Add("192.0.2.1:1234")
+	f.Add("[2001:db8::1]:443")
+	f.Add("")
+	f.Add("*.>:\x00")
+	ring := newSampleRing(sampleSlots(DefaultRejectsMaxBytes))
+	f.Fuzz(func(t *testing.T, remote string) {
+		p := ring.place(remote)
+		s, err := p.Subject()
+		if err != nil {
+			t.Fatalf("%q placed at %+v: %v", remote, p, err)
+		}
+		if q, err := ParseRejectSubject(s); err != nil || q != p {
+			t.Fatalf("%q placed at %s, read back as %+v, %v", remote, s, q, err)
+		}
+	})
+}
