@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -398,4 +399,81 @@ func TestNewProviderApp(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 		}
 	}
+}
+
+// FuzzProviderHandler posts any body to every provider's path, signed as the provider
+// signs it or with whatever header the input gives: every answer is one of the
+// documented statuses with a JSON body, the stream moves only on a 200, and what a 200
+// stored is the body, under a subject built from tokens that were checked.
+func FuzzProviderHandler(f *testing.F) {
+	_, events := mustLog(f, f.TempDir())
+	apps := providerApps(f, nil)
+	h, err := NewHandler(HandlerConfig{Providers: apps, Events: events, KeepRaw: true, MaxBody: 64 << 10})
+	if err != nil {
+		f.Fatal(err)
+	}
+	start := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	for i, p := range providertest.Providers() {
+		evs, _ := providertest.Journey(p, providerID(p, i), "user-1", start)
+		for _, ev := range evs {
+			f.Add(uint8(i), providertest.Body(p, ev), true, "")
+		}
+		f.Add(uint8(i), []byte(`{"a":`), true, "")
+		f.Add(uint8(i), providertest.Body(p, evs[0]), false, "t=1,v1=00")
+	}
+	f.Add(uint8(4), []byte(`{}`), true, "")
+
+	allowed := map[int]bool{200: true, 400: true, 401: true, 404: true, 413: true, 422: true, 503: true}
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, route uint8, body []byte, sign bool, sig string) {
+		i := int(route) % (len(apps) + 1)
+		path, p := "/webhooks/acme/x", domain.Provider("")
+		header := http.Header{}
+		if i < len(apps) {
+			p = apps[i].Provider()
+			path = "/webhooks/" + string(p) + "/" + apps[i].Name()
+			if sign {
+				header = providertest.Sign(p, providerSecrets(p)[0], testVeriffAPIKey, body, time.Now())
+			}
+		}
+		if !sign {
+			for _, k := range []string{"X-Payload-Digest", "Persona-Signature", "X-HMAC-SIGNATURE", "X-SHA2-Signature"} {
+				header.Set(k, sig)
+			}
+		}
+		before, err := events.LastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+		req.Header = header
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if !allowed[rec.Code] {
+			t.Fatalf("status %d (%s)", rec.Code, rec.Body.Bytes())
+		}
+		a := decodeAnswer(t, rec.Code, rec.Header(), rec.Body.Bytes())
+		after, err := events.LastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case a.status != 200 && after != before:
+			t.Fatalf("answered %d but the stream moved from %d to %d", a.status, before, after)
+		case a.status == 200 && !sign:
+			t.Fatalf("an unsigned body was stored at %d", a.seq)
+		case a.status == 200 && !a.duplicate && (a.seq != before+1 || after != a.seq):
+			t.Fatalf("new event answered at %d; stream went from %d to %d", a.seq, before, after)
+		}
+		if a.status == 200 {
+			got := readOne(t, events, a.seq)
+			// A duplicate may be another body of the same provider event id (its original).
+			if got.Provider != string(p) || got.Raw == nil || (!a.duplicate && got.Raw.Body != string(body)) {
+				t.Fatalf("stored %+v for a %s webhook", got, p)
+			}
+			if _, err := eventlog.ProviderSubject(p, got.AppKey, got.ApplicantID); err != nil {
+				t.Fatalf("stored under ids that make no subject: %v", err)
+			}
+		}
+	})
 }
