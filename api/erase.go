@@ -30,7 +30,8 @@ const (
 )
 
 // handleErase answers POST /v1/applicants/{id}/erase (admin) with {"reason":"..."}. It
-// erases whatever the applicant's state; a repeated erasure appends another
+// erases whatever the applicant's state, once the projection has applied the log as it
+// stood when the request arrived (atHead); a repeated erasure appends another
 // applicantErased and finds no key left to destroy, which is harmless. The answer waits
 // (up to MaxWait) for the projection to apply the erasure, so a read that follows it
 // sees erased: true.
@@ -47,12 +48,16 @@ func (s *server) handleErase() http.Handler {
 		if err != nil {
 			return err
 		}
+		behind, ok, err := s.atHead(r.Context(), w)
+		if !ok {
+			return err
+		}
 		st, found, err := s.proj.State(domain.ApplicantID(id))
 		if err != nil {
 			return err
 		}
 		if !found {
-			return errParam("id", domain.KindNotFound, "no applicant "+id)
+			return notFoundAt(behind, "no applicant "+id)
 		}
 		p, _ := principalFrom(r.Context())
 		seq, pending, err := s.erase(r.Context(), st.AppKey, st.ApplicantID, p.name, reason)

@@ -161,6 +161,55 @@ func (s *server) waitFor(ctx context.Context, w http.ResponseWriter, seq uint64)
 	return ctx.Err() == nil
 }
 
+// atHead holds an action (reconcile, erase) until the projection has applied the log as
+// it stood when the request arrived (DESIGN.md section 7): it reads the log's last
+// sequence first, then waits for the projection to reach it, both within MaxWait. So an
+// applicant whose webhook was answered 200 before this request is found. It returns
+// false, having answered nothing, when the client went away; an error when the log
+// cannot say its last sequence. behind is the sequence the projection did not reach
+// within the bound (0: it did): a lookup that finds nothing then says so, not 404.
+func (s *server) atHead(ctx context.Context, w http.ResponseWriter) (behind uint64, ok bool, err error) {
+	if s.lastSeq == nil {
+		return 0, true, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.maxWait)
+	defer cancel()
+	head, err := s.lastSeq(wctx)
+	if ctx.Err() != nil {
+		return 0, false, nil
+	}
+	if err != nil {
+		s.log.Warn("last sequence of the log not read", zap.Error(err))
+		return 0, false, domain.WithPublic(domain.E("api.atHead", domain.KindUnavailable, err), "", "the event log cannot say how far it goes; retry later")
+	}
+	if head == 0 || s.proj.Checkpoint() >= head {
+		return 0, true, nil
+	}
+	if s.waiting != nil {
+		s.waiting(head)
+	}
+	reached := s.proj.WaitFor(wctx, head)
+	setSeq(w, reached)
+	if ctx.Err() != nil {
+		return 0, false, nil
+	}
+	if reached < head {
+		return head, true, nil
+	}
+	return 0, true, nil
+}
+
+// notFoundAt is the answer to an action on an applicant the projection does not have:
+// 404 when the projection had applied the log as it stood at arrival, else 503, since
+// the applicant's first event may be in the part not applied yet.
+func notFoundAt(behind uint64, msg string) error {
+	if behind > 0 {
+		return errParam("id", domain.KindUnavailable, fmt.Sprintf(
+			"the projection has not applied the log up to seq %d yet, which may hold this applicant; retry later", behind))
+	}
+	return errParam("id", domain.KindNotFound, msg)
+}
+
 // handleHistory answers GET /v1/applicants/{id}/history?after=SEQ&limit=N.
 func (s *server) handleHistory() http.Handler {
 	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
@@ -528,12 +577,16 @@ func (s *server) handleReconcile() http.Handler {
 			return errCode("reconcile", domain.KindNotFound, client.CodeReconcileDisabled,
 				"this node does not reconcile: no app has open_api configured")
 		}
+		behind, ok, err := s.atHead(r.Context(), w)
+		if !ok {
+			return err
+		}
 		rep, err := s.reconcile(r.Context(), domain.ApplicantID(id), dryRun)
 		switch {
 		case r.Context().Err() != nil:
 			return nil // the client went away
 		case domain.KindOf(err) == domain.KindNotFound:
-			return errParam("id", domain.KindNotFound, "kycstate has no events of this applicant")
+			return notFoundAt(behind, "kycstate has no events of this applicant")
 		case err != nil:
 			return err
 		}

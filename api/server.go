@@ -103,8 +103,14 @@ type Config struct {
 	// Ready answers /readyz: nil error when the log is reachable and the projector has
 	// caught up within its bound. Nil: ready whenever the server answers.
 	Ready func(ctx context.Context) error
-	// MaxWait bounds ?minSeq waits (default 5 s).
+	// MaxWait bounds ?minSeq waits (default 5 s), and how long reconcile and erase wait
+	// for the projection to reach the log's last sequence.
 	MaxWait time.Duration
+	// LastSeq returns the event log's last sequence (eventlog.EventLog.LastSeq).
+	// Reconcile and erase read it when a request arrives and wait (up to MaxWait) for the
+	// projection to apply it before they look the applicant up (DESIGN.md section 7).
+	// Nil: they act on the projection as it is.
+	LastSeq func(ctx context.Context) (uint64, error)
 	// MaxChangesWait bounds /v1/changes?wait (default and at most 60 s).
 	MaxChangesWait time.Duration
 	// Verify answers GET /v1/verify (auditor): it folds the log afresh and compares it
@@ -159,6 +165,7 @@ type server struct {
 	metrics        *metrics
 	ready          func(ctx context.Context) error
 	maxWait        time.Duration
+	lastSeq        func(ctx context.Context) (uint64, error)
 	maxChangesWait time.Duration
 	verify         func(ctx context.Context) (domain.VerifyResult, error)
 	reconcile      func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
@@ -201,6 +208,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		log:            cfg.Logger,
 		ready:          cfg.Ready,
 		maxWait:        cfg.MaxWait,
+		lastSeq:        cfg.LastSeq,
 		maxChangesWait: cfg.MaxChangesWait,
 		gatherer:       cfg.Gatherer,
 		verify:         cfg.Verify,

@@ -180,6 +180,42 @@ func TestReconcileBinary(t *testing.T) {
 	s.mustOps(t, "verify")
 }
 
+// Seen from outside, as a product service would do it: one webhook answered 200, then at
+// once a reconcile of that applicant, or an erasure. Both act on the projection as of the
+// log's last sequence when they arrive (DESIGN.md section 7): never "kycstate has no
+// events of this applicant".
+func TestReconcileAndEraseRightAfterWebhook(t *testing.T) {
+	needBins(t)
+	s := newBinService(t)
+	oa := newOpenAPI(t, s.app)
+	s.appExtra = fmt.Sprintf("    open_api: { base_url: %q, private_key: %q, timeout: 5s }\n", oa.srv.URL, oa.key)
+	s.extra = "reconcile: { every: 0 }\n"
+	s.setKeys(t, testKeys{s.secretHex, s.hmacHex})
+	p := s.start(t)
+
+	ctx := context.Background()
+	auditor, _ := client.New(s.apiURL, s.auditor)
+	admin, _ := client.New(s.apiURL, s.admin)
+	at := time.Now().UTC().Add(-time.Minute)
+	for i := range 20 {
+		id := newID()
+		oa.set(id, domain.StatusApproved)
+		seq := mustPost(t, s.ingestURL, s.app.Name, sealHook(t, s.app, s.app.Keys[0], id, "applicantCreated", "", at, fmt.Sprintf("ra%08d", i))).seq
+		rep, _, err := auditor.Reconcile(ctx, domain.ApplicantID(id), false)
+		if err != nil || rep.Action != "appended" || rep.Seq == nil || *rep.Seq <= seq {
+			t.Fatalf("reconcile #%d right after its webhook (seq %d): %+v, %v; want appended after it", i, seq, rep, err)
+		}
+		id = newID()
+		seq = mustPost(t, s.ingestURL, s.app.Name, sealHook(t, s.app, s.app.Keys[0], id, "applicantCreated", "", at, fmt.Sprintf("re%08d", i))).seq
+		e, _, err := admin.Erase(ctx, domain.ApplicantID(id), "retention period over")
+		if err != nil || !e.Erased || e.Seq <= seq {
+			t.Fatalf("erase #%d right after its webhook (seq %d): %+v, %v; want erased after it", i, seq, e, err)
+		}
+	}
+	p.mustTerm(t)
+	s.mustOps(t, "verify")
+}
+
 // kycstate sim --give-up drops a share of webhooks for good and serves the Open API for
 // its applicants (--open-api); against the built binary configured to reconcile there,
 // its check passes: every given-up status recovered through reconciliation.

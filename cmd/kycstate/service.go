@@ -355,7 +355,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				Reconcile:  checkOne,
 				LastSweep:  lastSweep,
 				Projection: proj, Tokens: apiTokens(r), Logger: log,
-				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait),
+				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait), LastSeq: events.LastSeq,
 				Ready:  func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
 				Lag:    pj.Lag,
 				Verify: func(ctx context.Context) (domain.VerifyResult, error) { return projection.Verify(ctx, events, proj) },
