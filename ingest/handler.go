@@ -408,7 +408,10 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 	ctx, cancel := context.WithTimeout(r.Context(), h.appendTimeout)
 	seq, dup, err := h.commit.append(ctx, &ev, msgID)
 	cancel()
-	if r.Context().Err() == nil { // a client that went away says nothing about the log
+	// A client that went away says nothing about the log, and neither does a refusal of
+	// the request's own making (an event too large once sealed for the server's maximum
+	// payload): readiness follows the log's own failures only (DESIGN.md section 3).
+	if r.Context().Err() == nil && !ownFault(err) {
 		h.appends.record(err == nil, h.now())
 	}
 	if err != nil {
@@ -427,6 +430,13 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 		zap.Bool("duplicate", dup), zap.String("remote", r.RemoteAddr))
 	return nil
 }
+
+// ownFault reports whether a failed append failed because of the request, not the log:
+// its stored event is over the server's maximum payload, which a healthy log refuses as
+// surely as a failing one. It is answered 413 for that request alone and counts neither
+// against readiness nor as the log's failure. (An event the log finds invalid after Open
+// accepted it is a broken invariant, errAppend's 500, and stays counted.)
+func ownFault(err error) bool { return domain.KindOf(err) == domain.KindTooLarge }
 
 // acquire takes an in-flight slot, waiting for one up to the queue wait. It gives up
 // when the wait is over, the client has gone, or the server is shutting down.

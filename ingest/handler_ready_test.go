@@ -5,11 +5,13 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
 )
 
@@ -101,5 +103,56 @@ func TestReadyzFollowsAppends(t *testing.T) {
 	}
 	if post(3) != http.StatusOK || do(http.MethodGet, "/readyz", nil, "") != http.StatusOK {
 		t.Fatal("not ready after a good append")
+	}
+}
+
+// A webhook under ingest.max_body whose stored event, sealed, is over the server's
+// maximum payload (an external cluster keeps nats-server's 1 MiB default) is the
+// request's own fault: 413 for it alone. The node stays ready, the refusal is counted
+// as refused (not unavailable), and the next webhook is stored. (It was recorded as a
+// failure of the log: /readyz 503 for 30 s, for every webhook the node would take.)
+func TestSealedOverMaxPayloadIs413AndNodeStaysReady(t *testing.T) {
+	const maxPayload = 64 << 10
+	e := newEnvServer(t, t.TempDir(), []jstest.Option{jstest.MaxPayload(maxPayload)})
+	readyz := func() int {
+		req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/readyz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	p := payload(e.cbc, 1, "applicantCreated")
+	p["padding"] = strings.Repeat("x", maxPayload/2) // the body is about twice that, under 1 MiB
+	body, sig := seal(t, e.cbc, p, "2026-03-01T10:00:00Z")
+	if len(body) >= DefaultMaxBody || len(body) < maxPayload/2 {
+		t.Fatalf("body of %d bytes: the test needs it under max_body", len(body))
+	}
+	a := e.post(t, "/webhooks/allpass/cbc", body, sig)
+	if a.status != http.StatusRequestEntityTooLarge || a.errCode != CodeBodyTooLarge {
+		t.Fatalf("sealed over the maximum payload: %d %s, want 413 %s", a.status, a.raw, CodeBodyTooLarge)
+	}
+	if code := readyz(); code != http.StatusOK {
+		t.Fatalf("readyz after a webhook too large for the log: %d, want 200", code)
+	}
+	for _, c := range []struct {
+		outcome string
+		want    float64
+	}{{outcomeRefused, 1}, {outcomeUnavailable, 0}, {outcomeError, 0}} {
+		if got := e.metric(t, "kycstate_ingest_requests_total",
+			map[string]string{"app": "cbc", "outcome": c.outcome}); got != c.want {
+			t.Errorf("requests{outcome=%s} = %v, want %v", c.outcome, got, c.want)
+		}
+	}
+	if n := e.lastSeq(t); n != 0 {
+		t.Fatalf("stream at %d after a refusal", n)
+	}
+	body, sig = seal(t, e.cbc, payload(e.cbc, 2, "applicantCreated"), "2026-03-01T10:00:01Z")
+	if a := e.post(t, "/webhooks/allpass/cbc", body, sig); a.status != http.StatusOK || a.seq != 1 {
+		t.Fatalf("next webhook: %d %s", a.status, a.raw)
 	}
 }

@@ -124,3 +124,7 @@ func (s *Server) EventLog(tb testing.TB, cfg eventlog.Config, log *zap.Logger) *
 	}
 	return events
 }
+
+// MaxPayload sets the server's maximum payload (production's external clusters keep
+// nats-server's default, 1 MiB).
+func MaxPayload(n int32) Option { return func(o *server.Options) { o.MaxPayload = n } }

@@ -185,12 +185,19 @@ func (l *EventLog) encode(ctx context.Context, op string, ev *domain.Event, msgI
 	if err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
-	if max := l.conn.NC.MaxPayload(); max > 0 && int64(len(data)) > max {
+	if max := l.conn.NC.MaxPayload(); max > 0 && int64(len(data))+headerRoom > max {
 		return nil, domain.E(op, domain.KindTooLarge,
-			fmt.Sprintf("stored event of %d bytes exceeds the server's maximum payload %d", len(data), max))
+			fmt.Sprintf("stored event of %d bytes (and its headers) exceeds the server's maximum payload %d", len(data), max))
 	}
 	return data, nil
 }
+
+// headerRoom is what an event's message headers may take of the server's maximum payload,
+// which counts headers and data together: the type (up to 128 bytes), the Nats-Msg-Id,
+// the expected stream and an atomic batch's three headers come to about 350 bytes. An
+// event is refused here, alone, rather than by the client at publish time, where an
+// atomic batch would fail as a whole for every webhook gathered with it.
+const headerRoom = 1 << 10
 
 func rawLen(ev *domain.Event) int {
 	if ev.Raw == nil {

@@ -3,10 +3,12 @@ package eventlog
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -304,5 +306,80 @@ func TestParseAck(t *testing.T) {
 		if (want == nil) == ok || (ok && *got != *want) {
 			t.Errorf("parseAck(%s) = %+v, %v", in, got, ok)
 		}
+	}
+}
+
+// startLogMaxPayload is an event log on an embedded server whose maximum payload is max,
+// as an external cluster's may be (nats-server's default is 1 MiB).
+func startLogMaxPayload(tb testing.TB, max int32) *EventLog {
+	tb.Helper()
+	ns, err := server.NewServer(&server.Options{
+		DontListen: true, JetStream: true, StoreDir: tb.TempDir(), NoSigs: true, MaxPayload: max,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns.Start()
+	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(30 * time.Second) {
+		tb.Fatal("server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	c, err := Wrap(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return logOpen(tb, c, Config{}, nil)
+}
+
+// TestAppendBatchEventAtMaxPayloadFailsAlone: the server's maximum payload counts a
+// message's headers with its data. An event whose stored bytes fit under it but not
+// with the headers of an atomic batch is refused alone, as too large, before anything is
+// published; the webhooks gathered with it are stored. (Refused by the client in the
+// middle of a batch, it failed the whole batch as too large, and left the batch's first
+// messages staged on the server.)
+func TestAppendBatchEventAtMaxPayloadFailsAlone(t *testing.T) {
+	const max = 64 << 10
+	l := startLogMaxPayload(t, max)
+	var evs []*domain.Event
+	for i := range MinAtomicBatch + 2 {
+		evs = append(evs, logNth(i, 50))
+	}
+	const big = 3
+	ev := evs[big]
+	stored := *ev
+	data, err := appendStoredEvent(nil, &stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stored bytes 64 under the maximum: the batch headers alone are more.
+	ev.Raw.Body += strings.Repeat("x", max-64-len(data))
+	if data, _ = appendStoredEvent(nil, ev); len(data) != max-64 {
+		t.Fatalf("padded event stores %d bytes, want %d", len(data), max-64)
+	}
+	ps := pendingOf(evs...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l.AppendBatch(ctx, ps)
+	for i, p := range ps {
+		switch {
+		case i == big:
+			if domain.KindOf(p.Err) != domain.KindTooLarge || p.Seq != 0 {
+				t.Fatalf("the event at the maximum: seq %d err %v, want KindTooLarge", p.Seq, p.Err)
+			}
+		case p.Err != nil || p.Seq == 0:
+			t.Fatalf("pending %d, gathered with an event too large: seq %d err %v", i, p.Seq, p.Err)
+		}
+	}
+	if last, _ := l.LastSeq(ctx); last != uint64(len(ps)-1) {
+		t.Fatalf("last seq %d, want %d", last, len(ps)-1)
+	}
+	// Alone, it is refused the same way, never as the log's failure.
+	if _, _, err := l.Append(ctx, evs[big], ps[big].MsgID); domain.KindOf(err) != domain.KindTooLarge {
+		t.Fatalf("Append alone: %v, want KindTooLarge", err)
 	}
 }
