@@ -23,8 +23,7 @@ func suite() webhooktest.Suite {
 		App: func(name, _ string, secrets [][]byte) webhooktest.Open {
 			return (&App{Name: name, Secrets: secrets}).Open
 		},
-		// Persona-Signature as received, every set of it.
-		Signature: func(h map[string]string) string { return h["Persona-Signature"] },
+		Signature: webhooktest.HeaderOf(SignatureHeader), // as received, every set of it
 	}
 }
 

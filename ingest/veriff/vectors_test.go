@@ -1,44 +1,29 @@
 package veriff
 
 import (
-	"encoding/hex"
-	"encoding/json"
-	"net/http"
-	"os"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/kycstate/kycstate/domain"
+	"github.com/kycstate/kycstate/ingest/webhook/webhooktest"
+	"github.com/kycstate/kycstate/internal/vectorfile"
 )
 
-// vectors is testdata/vectors.json, written by testdata/gen from Veriff's documented
+// suite runs testdata/vectors.json, written by testdata/gen from Veriff's documented
 // algorithm and never by this package.
+func suite() webhooktest.Suite {
+	return webhooktest.Suite{
+		Provider: domain.ProviderVeriff,
+		App: func(name, key string, secrets [][]byte) webhooktest.Open {
+			return (&App{Name: name, APIKey: key, Secrets: secrets}).Open
+		},
+		Signature: webhooktest.HeaderOf(HeaderSignature),
+		Private:   []string{"user-4711", "f04bdb47"}, // the user and the session of the bodies
+	}
+}
+
+// vectors is the file: the webhooks, and the signatures of the status API's GET.
 type vectors struct {
-	App struct {
-		Name    string   `json:"name"`
-		APIKey  string   `json:"apiKey"`
-		Secrets []string `json:"secrets"`
-	} `json:"app"`
-	ReceivedAt time.Time `json:"receivedAt"`
-	Cases      []struct {
-		Name    string            `json:"name"`
-		Body    string            `json:"body"`
-		BodyHex string            `json:"bodyHex"`
-		Headers map[string]string `json:"headers"`
-		Error   string            `json:"error"`
-		Want    *struct {
-			ApplicantID    string    `json:"applicantId"`
-			Type           string    `json:"type"`
-			ProviderStatus string    `json:"providerStatus"`
-			ExternalUserID string    `json:"externalUserId"`
-			EventAt        time.Time `json:"eventAt"`
-			EventAtSource  string    `json:"eventAtSource"`
-			ContentID      string    `json:"contentId"`
-			Class          string    `json:"class"`
-			Status         string    `json:"status"`
-		} `json:"want"`
-	} `json:"cases"`
+	webhooktest.Vectors
 	GetSignatures []struct {
 		Secret    string `json:"secret"`
 		SessionID string `json:"sessionId"`
@@ -48,130 +33,22 @@ type vectors struct {
 
 func loadVectors(tb testing.TB) vectors {
 	tb.Helper()
-	b, err := os.ReadFile("testdata/vectors.json")
-	if err != nil {
-		tb.Fatalf("vectors: %v (regenerate: go run ./ingest/veriff/testdata/gen > ingest/veriff/testdata/vectors.json)", err)
-	}
 	var v vectors
-	if err := json.Unmarshal(b, &v); err != nil {
-		tb.Fatalf("vectors: %v", err)
-	}
-	if len(v.Cases) < 30 || len(v.GetSignatures) == 0 {
-		tb.Fatalf("vectors: %d cases, %d GET signatures: the file is cut short", len(v.Cases), len(v.GetSignatures))
+	v.Vectors = webhooktest.Load(tb, 30, &v)
+	if len(v.GetSignatures) == 0 {
+		tb.Fatal("testdata/vectors.json: no GET signatures: the file is cut short")
 	}
 	return v
 }
 
-func (v vectors) app() *App {
-	a := &App{Name: v.App.Name, APIKey: v.App.APIKey}
-	for _, s := range v.App.Secrets {
-		a.Secrets = append(a.Secrets, []byte(s))
-	}
-	return a
+// vectorApp is the vectors' app.
+func vectorApp(v vectors) *App {
+	return &App{Name: v.App.Name, APIKey: v.App.APIKey, Secrets: v.Secrets(vectorfile.Case{})}
 }
 
-func httpHeader(m map[string]string) http.Header {
-	h := http.Header{}
-	for k, v := range m {
-		h.Set(k, v)
-	}
-	return h
-}
+func TestVectors(t *testing.T) { suite().Run(t, loadVectors(t).Vectors) }
 
-func caseBody(tb testing.TB, body, bodyHex string) []byte {
-	if bodyHex == "" {
-		return []byte(body)
-	}
-	b, err := hex.DecodeString(bodyHex)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
-}
-
-// codeKinds is the kind each code must come with (PROVIDERS.md).
-var codeKinds = map[string]domain.ErrorKind{
-	"bad_signature":     domain.KindUnauthorized,
-	"malformed_payload": domain.KindInvalid,
-	"invalid_payload":   domain.KindUnprocessable,
-}
-
-var classNames = map[domain.Class]string{domain.ClassStatus: "status", domain.ClassAnnotation: "annotation", domain.ClassUnknown: "unknown"}
-
-// TestVectors opens every vector: accepted ones become exactly the event the generator
-// expects, refused ones fail with the expected code and kind, and no message repeats the
-// body, a secret or a signature.
-func TestVectors(t *testing.T) {
-	v := loadVectors(t)
-	a := v.app()
-	for _, c := range v.Cases {
-		t.Run(c.Name, func(t *testing.T) {
-			body := caseBody(t, c.Body, c.BodyHex)
-			ev, id, err := a.Open(body, httpHeader(c.Headers), v.ReceivedAt, Options{KeepRaw: true})
-			if c.Error != "" {
-				if err == nil {
-					t.Fatalf("accepted, want %s", c.Error)
-				}
-				if domain.CodeOf(err) != c.Error || domain.KindOf(err) != codeKinds[c.Error] {
-					t.Fatalf("code %q kind %v, want %q %v: %v", domain.CodeOf(err), domain.KindOf(err), c.Error, codeKinds[c.Error], err)
-				}
-				for _, secret := range append(v.App.Secrets, v.App.APIKey, c.Headers["X-HMAC-SIGNATURE"], "user-4711", "f04bdb47") {
-					if secret != "" && strings.Contains(err.Error(), secret) {
-						t.Fatalf("message %q holds %q", err, secret)
-					}
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("refused: %v", err)
-			}
-			w := c.Want
-			if ev.ApplicantID != domain.ApplicantID(w.ApplicantID) || ev.Type != domain.EventType(w.Type) ||
-				ev.ProviderStatus != w.ProviderStatus || ev.ExternalUserID != domain.ExternalUserID(w.ExternalUserID) {
-				t.Fatalf("event %s %s %q %q, want %s %s %q %q", ev.ApplicantID, ev.Type, ev.ProviderStatus, ev.ExternalUserID,
-					w.ApplicantID, w.Type, w.ProviderStatus, w.ExternalUserID)
-			}
-			if !ev.EventAt.Equal(w.EventAt) || ev.EventAtSource != w.EventAtSource || ev.EventAt.Location() != time.UTC {
-				t.Fatalf("eventAt %s (%s), want %s (%s)", ev.EventAt, ev.EventAtSource, w.EventAt, w.EventAtSource)
-			}
-			if id != w.ContentID || string(ev.ContentID) != id {
-				t.Fatalf("content id %s, want %s", id, w.ContentID)
-			}
-			if ev.V != domain.StoredVersion || ev.Provider != "veriff" || ev.Origin != domain.OriginWebhook ||
-				ev.AppKey != domain.AppKey(v.App.Name) || !ev.ReceivedAt.Equal(v.ReceivedAt) || string(ev.Payload) != string(body) {
-				t.Fatalf("event frame %+v", ev)
-			}
-			if ev.Raw == nil || ev.Raw.Body != string(body) || ev.Raw.Signature != c.Headers["X-HMAC-SIGNATURE"] {
-				t.Fatalf("raw %+v", ev.Raw)
-			}
-			class, status := domain.ProviderVeriff.Classify(ev.Type, ev.ProviderStatus)
-			if classNames[class] != w.Class || string(status) != w.Status {
-				t.Fatalf("classified %s %q, want %s %q", classNames[class], status, w.Class, w.Status)
-			}
-		})
-	}
-}
-
-// TestSignMatchesVectors holds Sign, which the simulator and the handler's tests use, to
-// the signatures the generator made with crypto/hmac.
+// TestSignMatchesVectors holds Sign to the signatures the generator made.
 func TestSignMatchesVectors(t *testing.T) {
-	v := loadVectors(t)
-	signed := 0
-	for _, c := range v.Cases {
-		if c.Error != "" || c.Headers["X-HMAC-SIGNATURE"] != strings.ToLower(c.Headers["X-HMAC-SIGNATURE"]) {
-			continue
-		}
-		body := caseBody(t, c.Body, c.BodyHex)
-		match := false
-		for _, s := range v.App.Secrets {
-			match = match || Sign([]byte(s), body)[HeaderSignature] == c.Headers["X-HMAC-SIGNATURE"]
-		}
-		if !match {
-			t.Errorf("%s: Sign gives none of the vector's signature", c.Name)
-		}
-		signed++
-	}
-	if signed < 10 {
-		t.Fatalf("only %d signed vectors", signed)
-	}
+	loadVectors(t).CheckSign(t, HeaderSignature, Sign, 10)
 }

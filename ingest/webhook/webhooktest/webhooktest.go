@@ -29,18 +29,21 @@ type Vectors struct {
 	At time.Time
 }
 
-// Load reads testdata/vectors.json of the package under test. A file that is missing,
-// does not parse, or holds fewer than minCases cases fails tb: the vectors are the
-// adapter's outside check, so a run without them must not pass.
-func Load(tb testing.TB, minCases int) Vectors {
+// Load reads testdata/vectors.json of the package under test, and into each of extra
+// (pointers) the members a provider adds to the file. A file that is missing, does not
+// parse, or holds fewer than minCases cases fails tb: the vectors are the adapter's
+// outside check, so a run without them must not pass.
+func Load(tb testing.TB, minCases int, extra ...any) Vectors {
 	tb.Helper()
 	b, err := os.ReadFile("testdata/vectors.json")
 	if err != nil {
 		tb.Fatalf("vectors: %v (regenerate them with go run ./ingest/<provider>/testdata/gen)", err)
 	}
 	var v Vectors
-	if err := json.Unmarshal(b, &v.File); err != nil {
-		tb.Fatalf("testdata/vectors.json: %v", err)
+	for _, into := range append([]any{&v.File}, extra...) {
+		if err := json.Unmarshal(b, into); err != nil {
+			tb.Fatalf("testdata/vectors.json: %v", err)
+		}
 	}
 	if v.At, err = time.Parse(time.RFC3339Nano, v.ReceivedAt); err != nil {
 		tb.Fatalf("testdata/vectors.json: receivedAt: %v", err)
@@ -323,4 +326,70 @@ func CheckFuzzEvent(t *testing.T, provider domain.Provider, app string, body []b
 	if _, err := json.Marshal(ev); err != nil {
 		t.Fatalf("the event does not marshal: %v", err)
 	}
+}
+
+// CheckSign holds an adapter's Sign, which the simulator and the handler's tests use, to
+// the signatures the generator made with crypto/hmac: every accepted case whose header
+// (a lower-case hex signature) Sign gives under one of the case's secrets. At least min
+// cases must be so signed.
+func (v Vectors) CheckSign(t *testing.T, header string, sign func(secret, body []byte) map[string]string, min int) {
+	t.Helper()
+	signed := 0
+	for _, c := range v.Cases {
+		sig := c.Headers[header]
+		if c.Error != "" || sig != strings.ToLower(sig) {
+			continue
+		}
+		body := Body(t, c)
+		match := false
+		for _, s := range v.Secrets(c) {
+			match = match || sign(s, body)[header] == sig
+		}
+		if !match {
+			t.Errorf("%s: Sign gives none of the vector's signature", c.Name)
+		}
+		signed++
+	}
+	if signed < min {
+		t.Fatalf("only %d signed vectors, want %d", signed, min)
+	}
+}
+
+// FuzzSigned is the fuzz target of an adapter whose signature is over the body alone.
+// Each input is signed by sign under the app's last secret (a rotation's), so the parser
+// behind the signature check is what is fuzzed: a refusal must hold to CheckFuzzRefusal
+// and not be bad_signature, an accepted event to CheckFuzzEvent, keep its raw body, and
+// pass check. Then the input is opened once more under the signature of other bytes,
+// which must be refused as bad_signature before the body is read. Seeds are the vectors.
+func (s Suite) FuzzSigned(f *testing.F, v Vectors, sign func(secret, body []byte) map[string]string, check func(t *testing.T, body []byte, ev domain.Event, id string)) {
+	f.Helper()
+	for _, c := range v.Cases {
+		f.Add(Body(f, c))
+	}
+	secrets := v.Secrets(vectorfile.Case{})
+	open := s.App(v.App.Name, v.App.APIKey, secrets)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, id, err := open(body, Header(sign(secrets[len(secrets)-1], body)), v.At, webhook.Options{KeepRaw: true})
+		if err != nil {
+			if CheckFuzzRefusal(t, err) == webhook.CodeBadSignature {
+				t.Fatalf("a signed body was refused as unauthorized: %v", err)
+			}
+		} else {
+			CheckFuzzEvent(t, s.Provider, v.App.Name, body, ev, id)
+			if ev.Raw == nil {
+				t.Fatal("KeepRaw kept nothing")
+			}
+			check(t, body, ev, id)
+		}
+		forged := sign(secrets[0], append(bytes.Clone(body), 'x'))
+		if _, _, err := open(body, Header(forged), v.At, webhook.Options{}); domain.CodeOf(err) != webhook.CodeBadSignature {
+			t.Fatalf("a body under another body's signature: %v", err)
+		}
+	})
+}
+
+// HeaderOf is a Suite's Signature for a provider whose signature is one header, kept as
+// received.
+func HeaderOf(name string) func(headers map[string]string) string {
+	return func(h map[string]string) string { return h[name] }
 }
