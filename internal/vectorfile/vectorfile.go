@@ -77,6 +77,27 @@ func Expect(applicantID, typ, providerStatus, externalUserID, eventAt, eventAtSo
 	return Want{applicantID, typ, providerStatus, externalUserID, eventAt, eventAtSource, "", class, status}
 }
 
+// Accepted is the case of a webhook Open must accept as w, its content id contentID.
+func Accepted(name string, headers map[string]string, body, contentID string, w Want) Case {
+	w.ContentID = contentID
+	return Case{Name: name, Headers: headers, Want: &w}.WithBody(body)
+}
+
+// Refused is the case of a webhook Open must refuse with code.
+func Refused(name string, headers map[string]string, body, code string) Case {
+	return Case{Name: name, Headers: headers, Error: code}.WithBody(body)
+}
+
+// MustJSON is v as compact JSON, for a generator's bodies; it panics on what cannot be
+// marshalled (a generator's bug).
+func MustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
 // Bytes is the case's body: Body, or BodyHex decoded.
 func (c Case) Bytes() ([]byte, error) {
 	if c.BodyHex == "" {

@@ -17,7 +17,6 @@ package main
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -80,14 +79,14 @@ func runCompleted(id, status, startedAt, completedAt, customerUserID string) str
 	if customerUserID != "-" {
 		res["customer_user_id"] = customerUserID
 	}
-	return mustJSON(map[string]any{"payload": map[string]any{
+	return vectorfile.MustJSON(map[string]any{"payload": map[string]any{
 		"resource_type": "workflow_run", "action": "workflow_run.completed", "object": obj, "resource": res,
 	}})
 }
 
 // task is a workflow task event about run.
 func task(action, status, runID string) string {
-	return mustJSON(map[string]any{"payload": map[string]any{
+	return vectorfile.MustJSON(map[string]any{"payload": map[string]any{
 		"resource_type": "workflow_task", "action": action,
 		"object": map[string]any{"id": "document_photo_a1b2", "task_def_id": "upload_document_photo",
 			"workflow_run_id": runID, "status": status, "started_at_iso8601": "2026-03-01T09:41:00Z",
@@ -97,21 +96,12 @@ func task(action, status, runID string) string {
 	}})
 }
 
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return string(b)
-}
-
 func accepted(name, body, secret string, w Want) Case {
-	w.ContentID = contentID(body)
-	return Case{Name: name, Body: body, Headers: headers(secret, body), Want: &w}
+	return vectorfile.Accepted(name, headers(secret, body), body, contentID(body), w)
 }
 
 func refused(name, body string, h map[string]string, code string) Case {
-	return Case{Name: name, Headers: h, Error: code}.WithBody(body)
+	return vectorfile.Refused(name, h, body, code)
 }
 
 // published is one of Onfido's signed examples, its signature checked here first: refused

@@ -73,11 +73,10 @@ func main() {
 		ReceivedAt: receivedAt,
 	}
 	ok := func(name string, h map[string]string, b, eventID string, w Want) {
-		w.ContentID = contentID(eventID, b)
-		f.Cases = append(f.Cases, vectorfile.Case{Name: name, Headers: h, Body: b, Want: &w})
+		f.Cases = append(f.Cases, vectorfile.Accepted(name, h, b, contentID(eventID, b), w))
 	}
 	refuse := func(name string, h map[string]string, b, code string) {
-		f.Cases = append(f.Cases, vectorfile.Case{Name: name, Headers: h, Body: b, Error: code})
+		f.Cases = append(f.Cases, vectorfile.Refused(name, h, b, code))
 	}
 	const (
 		badSignature = "bad_signature"

@@ -78,11 +78,10 @@ func main() {
 		ReceivedAt: receivedAt,
 	}
 	ok := func(name string, headers map[string]string, b, eventID string, w Want) {
-		w.ContentID = contentID(eventID, b)
-		f.Cases = append(f.Cases, vectorfile.Case{Name: name, Headers: headers, Body: b, Want: &w})
+		f.Cases = append(f.Cases, vectorfile.Accepted(name, headers, b, contentID(eventID, b), w))
 	}
 	refuse := func(name string, headers map[string]string, b, code string) {
-		f.Cases = append(f.Cases, vectorfile.Case{Name: name, Headers: headers, Body: b, Error: code})
+		f.Cases = append(f.Cases, vectorfile.Refused(name, headers, b, code))
 	}
 	const (
 		badSignature = "bad_signature"

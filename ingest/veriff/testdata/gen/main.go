@@ -17,7 +17,6 @@ package main
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"os"
 	"strings"
 
@@ -77,32 +76,23 @@ func decision(id, status string, code int, vendorData, decisionTime string) stri
 	if decisionTime != "-" {
 		v["decisionTime"] = decisionTime
 	}
-	return mustJSON(map[string]any{"status": "success", "verification": v, "technicalData": map[string]any{"ip": "192.0.2.10"}})
+	return vectorfile.MustJSON(map[string]any{"status": "success", "verification": v, "technicalData": map[string]any{"ip": "192.0.2.10"}})
 }
 
 // event is an event webhook's body in the documented shape.
 func event(id, action string, code int, vendorData string) string {
-	return mustJSON(map[string]any{
+	return vectorfile.MustJSON(map[string]any{
 		"id": id, "attemptId": "e30122d1-740b-4764-853f-470374a7abf4", "feature": "selfid",
 		"code": code, "action": action, "vendorData": vendorData, "endUserId": nil,
 	})
 }
 
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return string(b)
-}
-
 func accepted(name, body, secret string, w Want) Case {
-	w.ContentID = contentID(body)
-	return Case{Name: name, Body: body, Headers: headers(secret, body), Want: &w}
+	return vectorfile.Accepted(name, headers(secret, body), body, contentID(body), w)
 }
 
 func refused(name, body string, h map[string]string, code string) Case {
-	return Case{Name: name, Headers: h, Error: code}.WithBody(body)
+	return vectorfile.Refused(name, h, body, code)
 }
 
 func main() {
