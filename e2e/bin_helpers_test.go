@@ -242,12 +242,22 @@ var errBadAnswer = errors.New("answer breaks the contract")
 // postHook sends h to the app's webhook path. An error wrapping errBadAnswer is a 200 with
 // a body that is not {"seq":N,"duplicate":B}; any other error means no answer arrived.
 func postHook(client *http.Client, base, appName string, h hook) (answer, error) {
-	req, err := http.NewRequest(http.MethodPost, base+"/webhooks/allpass/"+appName, bytes.NewReader(h.body))
+	header := http.Header{}
+	header.Set("Content-Type", "application/json")
+	header.Set("x-allpass-signature", h.sig)
+	return postWebhook(client, base+"/webhooks/allpass/"+appName, h.body, header)
+}
+
+// postWebhook posts body with header to a webhook path (url) and reads the answer as
+// postHook says.
+func postWebhook(client *http.Client, url string, body []byte, header http.Header) (answer, error) {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return answer{}, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("x-allpass-signature", h.sig)
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return answer{}, err

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -81,34 +80,7 @@ func (a provApp) sign(secret, body []byte) http.Header {
 // wrapping errBadAnswer is a 200 whose body breaks the contract; any other error means
 // no answer arrived.
 func postProv(c *http.Client, base string, a provApp, body []byte, h http.Header) (answer, error) {
-	req, err := http.NewRequest(http.MethodPost, base+"/webhooks/"+string(a.p)+"/"+a.name, bytes.NewReader(body))
-	if err != nil {
-		return answer{}, err
-	}
-	for k, v := range h {
-		req.Header[k] = v
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return answer{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return answer{}, err
-	}
-	ans := answer{code: resp.StatusCode, body: string(b), retryAfter: resp.Header.Get("Retry-After")}
-	if ans.code == http.StatusOK {
-		var r struct {
-			Seq       *uint64 `json:"seq"`
-			Duplicate *bool   `json:"duplicate"`
-		}
-		if err := json.Unmarshal(b, &r); err != nil || r.Seq == nil || r.Duplicate == nil || *r.Seq == 0 {
-			return ans, fmt.Errorf("%w: 200 with a body that is not {\"seq\":N,\"duplicate\":B}: %q", errBadAnswer, b)
-		}
-		ans.seq, ans.dup = *r.Seq, *r.Duplicate
-	}
-	return ans, nil
+	return postWebhook(c, base+"/webhooks/"+string(a.p)+"/"+a.name, body, h)
 }
 
 func mustPostProv(t *testing.T, base string, a provApp, body []byte, h http.Header) answer {
