@@ -25,15 +25,30 @@ type NATSConfig struct {
 	// StoreDir is the embedded server's JetStream directory.
 	StoreDir string
 	// Listen, if set ("127.0.0.1:4222"), lets the embedded server accept TCP clients;
-	// empty means in-process only, no port. The port has no authentication: anyone who
-	// reaches it can publish under kyc.events.>, so bind it to a trusted network only.
+	// empty means in-process only, no port. A listening server admits only clients that
+	// present the nkey whose seed is in ListenSeed (the in-process client too): nobody
+	// who merely reaches the port can publish under kyc.events.>.
 	Listen string
+	// ListenSeed is the file of that nkey's seed, required with Listen: read at start,
+	// or made (mode 0600) the first time. A client of the listener gives the same file
+	// as its Credentials. The port speaks plaintext; the seed never crosses it.
+	ListenSeed string
 	// SyncInterval of the embedded server; 0 means fsync every write ("always").
 	SyncInterval time.Duration
 	// Name identifies this client in the server's connection list.
 	Name string
 	// ConnectTimeout bounds the first connection to an external NATS (default 10 s).
 	ConnectTimeout time.Duration
+
+	// How this client authenticates to an external NATS (unused by the embedded server,
+	// which makes its own identity, see ListenSeed): at most one of Credentials (the path
+	// of a creds file or an nkey seed file, nats.credentials) and User with Password
+	// (nats.user, nats.password). None: no credentials are presented.
+	Credentials    string
+	User, Password string
+	// TLS (nats.tls) verifies the server against a CA and presents a client certificate;
+	// set, the connection must be TLS.
+	TLS TLSFiles
 }
 
 // Defaults of the connection.
@@ -59,6 +74,7 @@ type Conn struct {
 	stop func()
 
 	srv       *server.Server
+	wipe      func()        // wipes the listener's nkey, if there is one
 	borrowed  bool          // NC belongs to the caller (Wrap): Close leaves it open
 	closed    chan struct{} // closed by the connection's ClosedHandler
 	closeOnce sync.Once
@@ -103,17 +119,43 @@ func connectEmbedded(ctx context.Context, op string, cfg NATSConfig, log *zap.Lo
 		// write; SyncInterval is then only the background flush of metadata.
 		opts.SyncAlways = true
 	}
+	c := &Conn{closed: make(chan struct{})}
+	var identity []nats.Option
 	if cfg.Listen != "" {
 		host, port, err := splitListen(cfg.Listen)
 		if err != nil {
 			return nil, domain.E(op, domain.KindInvalid, err)
 		}
+		if cfg.ListenSeed == "" {
+			return nil, domain.E(op, domain.KindInvalid, "embedded NATS with a listener needs a credentials file (ListenSeed)")
+		}
+		kp, err := listenIdentity(cfg.ListenSeed)
+		if err != nil {
+			return nil, domain.E(op, domain.KindInvalid, err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			kp.Wipe()
+			return nil, domain.E(op, domain.KindInvalid, err)
+		}
+		// With a port, every client authenticates: the listener's identity is the only
+		// user the server knows, so an anonymous connection is refused, in process too.
+		// The in-process client signs each challenge with the pair it keeps until Close.
 		opts.DontListen = false
 		opts.Host, opts.Port = host, port
+		opts.Nkeys = []*server.NkeyUser{{Nkey: pub}}
+		identity = []nats.Option{nats.Nkey(pub, kp.Sign)}
+		c.wipe = kp.Wipe
+	}
+	fail := func(kind domain.ErrorKind, err any) (*Conn, error) {
+		if c.wipe != nil {
+			c.wipe()
+		}
+		return nil, domain.E(op, kind, err)
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, domain.E(op, domain.KindInvalid, fmt.Errorf("embedded NATS: %w", err))
+		return fail(domain.KindInvalid, fmt.Errorf("embedded NATS: %w", err))
 	}
 	// Route the server's own log into zap; only warnings and errors are kept.
 	ns.SetLoggerV2(serverLogger{log.Named("server")}, false, false, false)
@@ -121,7 +163,7 @@ func connectEmbedded(ctx context.Context, op string, cfg NATSConfig, log *zap.Lo
 	if !ns.ReadyForConnections(readyTimeout) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		return nil, domain.E(op, domain.KindUnavailable, "embedded NATS did not become ready")
+		return fail(domain.KindUnavailable, "embedded NATS did not become ready")
 	}
 	stop := func() {
 		ns.Shutdown()
@@ -129,23 +171,28 @@ func connectEmbedded(ctx context.Context, op string, cfg NATSConfig, log *zap.Lo
 	}
 	if err := ctx.Err(); err != nil {
 		stop()
-		return nil, domain.E(op, domain.KindUnavailable, err)
+		return fail(domain.KindUnavailable, err)
 	}
-	c := &Conn{srv: ns, stop: stop, closed: make(chan struct{})}
+	c.srv, c.stop = ns, stop
 	nopts := c.natsOptions(cfg, log, true)
+	nopts = append(nopts, identity...)
 	nopts = append(nopts, nats.InProcessServer(ns))
 	nc, err := nats.Connect(ns.ClientURL(), nopts...)
 	if err != nil {
 		stop()
-		return nil, domain.E(op, domain.KindUnavailable, err)
+		return fail(domain.KindUnavailable, err)
 	}
 	if err := c.finish(nc); err != nil {
 		nc.Close()
 		stop()
-		return nil, domain.E(op, domain.KindUnavailable, err)
+		return fail(domain.KindUnavailable, err)
 	}
 	log.Info("embedded nats started", zap.String("storeDir", cfg.StoreDir),
 		zap.Bool("syncAlways", opts.SyncAlways), zap.Bool("listening", !opts.DontListen))
+	if !opts.DontListen {
+		log.Info("embedded nats listens; clients authenticate with the nkey seed in the credentials file",
+			zap.String("listen", cfg.Listen), zap.String("credentials", cfg.ListenSeed))
+	}
 	return c, nil
 }
 
@@ -154,8 +201,13 @@ func connectExternal(ctx context.Context, op string, cfg NATSConfig, log *zap.Lo
 	if timeout <= 0 {
 		timeout = DefaultConnectTimeout
 	}
+	auth, err := authOptions(cfg)
+	if err != nil {
+		return nil, domain.E(op, domain.KindInvalid, err)
+	}
 	c := &Conn{closed: make(chan struct{})}
 	nopts := c.natsOptions(cfg, log, false)
+	nopts = append(nopts, auth...)
 	// Keep trying the first connection too; Connect then returns at once and the loop
 	// below waits, bounded by ConnectTimeout and ctx.
 	nopts = append(nopts, nats.RetryOnFailedConnect(true))
@@ -178,7 +230,12 @@ func connectExternal(ctx context.Context, op string, cfg NATSConfig, log *zap.Lo
 		if !nc.IsConnected() {
 			nc.Close()
 			cause := ctx.Err()
-			if cause == nil {
+			switch last := nc.LastError(); {
+			case cause != nil:
+			case last != nil:
+				// Refused credentials or TLS end here, the client having given up.
+				cause = fmt.Errorf("no NATS server accepted the connection within %s: %w", timeout, last)
+			default:
 				cause = fmt.Errorf("no NATS server reachable within %s", timeout)
 			}
 			return nil, domain.E(op, domain.KindUnavailable, cause)
@@ -293,6 +350,9 @@ func (c *Conn) close() error {
 	}
 	if c.stop != nil {
 		c.stop()
+	}
+	if c.wipe != nil {
+		c.wipe()
 	}
 	if err != nil {
 		return domain.E("eventlog.Conn.Close", domain.KindUnavailable, err)

@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -117,12 +118,14 @@ func natsFreePort(t *testing.T) int {
 func TestConnectExternalLogsEachStateChangeOnce(t *testing.T) {
 	dir := t.TempDir()
 	listen := "127.0.0.1:" + strconv.Itoa(natsFreePort(t))
-	srv, err := Connect(context.Background(), NATSConfig{StoreDir: dir, Listen: listen}, zap.NewNop())
+	srvCfg := NATSConfig{StoreDir: dir, Listen: listen, ListenSeed: filepath.Join(dir, "client.nk")}
+	srv, err := Connect(context.Background(), srvCfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	ext, err := Connect(context.Background(), NATSConfig{URLs: []string{"nats://" + listen}, Name: "test"}, zap.New(core))
+	ext, err := Connect(context.Background(), NATSConfig{URLs: []string{"nats://" + listen}, Name: "test",
+		Credentials: srvCfg.ListenSeed}, zap.New(core))
 	if err != nil {
 		srv.Close()
 		t.Fatal(err)
@@ -138,7 +141,7 @@ func TestConnectExternalLogsEachStateChangeOnce(t *testing.T) {
 	reconnected := ext.NC.StatusChanged(nats.CONNECTED)
 	srv.Close() // the server goes away: one disconnect
 	waitLog(t, logs, "nats disconnected", 1)
-	srv2, err := Connect(context.Background(), NATSConfig{StoreDir: dir, Listen: listen}, zap.NewNop())
+	srv2, err := Connect(context.Background(), srvCfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -400,10 +401,11 @@ func TestFollowSurvivesServerRestart(t *testing.T) {
 	}
 	dir := t.TempDir()
 	listen := fmt.Sprintf("127.0.0.1:%d", natsFreePort(t))
-	srvCfg := NATSConfig{StoreDir: dir, Listen: listen, SyncInterval: time.Minute}
+	srvCfg := NATSConfig{StoreDir: dir, Listen: listen, SyncInterval: time.Minute,
+		ListenSeed: filepath.Join(dir, "client.nk")}
 	srv := natsStart(t, srvCfg)
 	// The log is reached over TCP, as an ingest or query node reaches a NATS cluster.
-	ext := natsStart(t, NATSConfig{URLs: []string{"nats://" + listen}})
+	ext := natsStart(t, NATSConfig{URLs: []string{"nats://" + listen}, Credentials: srvCfg.ListenSeed})
 	l := logOpen(t, ext, Config{}, nil)
 	logFill(t, l, 40, 3)
 	c, stop := logFollow(t, l, 1, 8, 5*time.Millisecond)
