@@ -97,6 +97,25 @@ type NATSConfig struct {
 	// RejectsMaxAge is how long KYC_REJECTS keeps a refused webhook (default 7 days):
 	// the bodies hold personal data. Applied to an existing stream too.
 	RejectsMaxAge Duration `yaml:"rejects_max_age"`
+
+	// How this process authenticates to the NATS of nats.url (DESIGN.md section 15).
+	// Credentials is the path of a creds file or an nkey seed file; User and Password
+	// authenticate by name instead (one of the two ways, or none). With neither, and
+	// nats.url set, the credentials file serve made for its listener in data_dir is used
+	// when it is there, so the tools reach a running serve with its own config.
+	Credentials string `yaml:"credentials"`
+	User        string `yaml:"user"`
+	Password    Secret `yaml:"password"`
+	// TLS verifies the server and presents a client certificate.
+	TLS NATSTLSConfig `yaml:"tls"`
+}
+
+// NATSTLSConfig are PEM file paths: CA alone verifies the server (instead of the system's
+// roots); Cert and Key, both or neither, are the client certificate.
+type NATSTLSConfig struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 type IngestConfig struct {

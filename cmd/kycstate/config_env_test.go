@@ -50,6 +50,12 @@ func TestConfigContractKeysYAMLAndEnv(t *testing.T) {
 		{"keys.previous as a list", "keys: {previous: ['file:/p', 'env:Q']}", "KYCSTATE_KEYS_PREVIOUS", "file:/p,env:Q"},
 		{"api.trusted_proxies", "api: {trusted_proxies: ['10.0.0.0/8', 'fd00::/8']}", "KYCSTATE_API_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"},
 		{"api.console.session_key", "api: {console: {session_key: 'env:K'}}", "KYCSTATE_API_CONSOLE_SESSION_KEY", "env:K"},
+		{"nats.credentials", "nats: {credentials: /run/secrets/nats.nk}", "KYCSTATE_NATS_CREDENTIALS", "/run/secrets/nats.nk"},
+		{"nats.user", "nats: {user: ingest}", "KYCSTATE_NATS_USER", "ingest"},
+		{"nats.password", "nats: {password: 'file:/run/secrets/nats'}", "KYCSTATE_NATS_PASSWORD", "file:/run/secrets/nats"},
+		{"nats.tls.ca", "nats: {tls: {ca: /ca.pem}}", "KYCSTATE_NATS_TLS_CA", "/ca.pem"},
+		{"nats.tls.cert", "nats: {tls: {cert: /c.pem}}", "KYCSTATE_NATS_TLS_CERT", "/c.pem"},
+		{"nats.tls.key", "nats: {tls: {key: /k.pem}}", "KYCSTATE_NATS_TLS_KEY", "/k.pem"},
 		{"apps[].previous_keys[].secret_key", "apps: [{previous_keys: [{secret_key: 'env:S'}]}]", "KYCSTATE_APPS_0_PREVIOUS_KEYS_0_SECRET_KEY", "env:S"},
 	}
 	getenv, environ := envFunc()

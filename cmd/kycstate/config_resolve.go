@@ -33,6 +33,8 @@ type Resolved struct {
 	OpenAPIs []reconcile.App
 	URLs     []string
 	Sync     time.Duration // 0: fsync every write
+	// NATSPassword is nats.password read.
+	NATSPassword string
 	// Keys are keys.master and keys.previous, nil when keys.master is not set.
 	Keys *eventlog.MasterKeys
 	// TrustedProxies is api.trusted_proxies parsed.
@@ -57,6 +59,13 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 		if u = strings.TrimSpace(u); u != "" {
 			r.URLs = append(r.URLs, u)
 		}
+	}
+	if cfg.NATS.Password != "" {
+		pw, err := cfg.NATS.Password.resolve("nats.password", getenv)
+		if err != nil {
+			return nil, err
+		}
+		r.NATSPassword = pw
 	}
 	if cfg.NATS.Replicas < 1 || cfg.NATS.Replicas > 5 {
 		return nil, cfgErr("nats.replicas", "must be 1 to 5, got %d", cfg.NATS.Replicas)

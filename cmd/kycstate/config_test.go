@@ -161,6 +161,10 @@ func TestConfigErrorsNameKeyNotSecret(t *testing.T) {
 		{"bad session key", "api: {console: {session_key: " + leaked + "}}", nil, "api.console.session_key"},
 		{"short session key", "api: {console: {session_key: " + testSecret[:62] + "}}", nil, "api.console.session_key"},
 		{"session key env unset", "api: {console: {session_key: 'env:NO_SESSION_KEY'}}", nil, "NO_SESSION_KEY"},
+		{"nats password env unset", "nats: {user: u, password: 'env:NO_NATS_PASSWORD'}", nil, "nats.password"},
+		{"nats password file missing", "nats: {user: u, password: 'file:/nonexistent/nats-password'}", nil, "nats.password"},
+		{"nats tls unknown key by its path", "nats: {tls: {crt: /c.pem}}", nil, "unknown key nats.tls.crt"},
+		{"nats tls env typo", "", []string{"KYCSTATE_NATS_TLS_CERTIFICATE", "x"}, "KYCSTATE_NATS_TLS_CERTIFICATE"},
 		{"env list of apps without index", "", []string{"KYCSTATE_APPS", "x"}, "KYCSTATE_APPS_0_NAME"},
 		{"env list of tokens without index", "", []string{"KYCSTATE_API_TOKENS", "x"}, "KYCSTATE_API_TOKENS_0_NAME"},
 		{"env list of previous keys without index", "", []string{"KYCSTATE_APPS_0_PREVIOUS_KEYS", leaked}, "KYCSTATE_APPS_0_PREVIOUS_KEYS_0_SECRET_KEY"},
@@ -233,3 +237,63 @@ func TestSecretNeverPrints(t *testing.T) {
 }
 
 func fmtV(v any) string { return fmt.Sprintf("%v %+v %#v", v, v, v) }
+
+// The NATS credentials: a password resolved like every secret, and, with nats.url set and
+// nothing configured, the seed serve made for its listener under data_dir.
+func TestConfigNATSCredentials(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := writeFile(t, "nats-password", "pw-from-a-file\n")
+	getenv, environ := envFunc("KYCSTATE_NATS_USER", "query", "KYCSTATE_NATS_PASSWORD", "file:"+pwFile,
+		"KYCSTATE_NATS_URL", "nats://a:4222,nats://b:4222", "KYCSTATE_DATA_DIR", dir,
+		"KYCSTATE_NATS_TLS_CA", "/ca.pem")
+	cfg, err := loadConfig("", getenv, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := resolveConfig(cfg, getenv, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := natsConfig(r, "query")
+	if nc.User != "query" || nc.Password != "pw-from-a-file" || nc.TLS.CA != "/ca.pem" || nc.Credentials != "" {
+		t.Fatalf("user %q, password read %v, ca %q, credentials %q", nc.User, nc.Password == "pw-from-a-file", nc.TLS.CA, nc.Credentials)
+	}
+	if want := filepath.Join(dir, natsSeedName); nc.ListenSeed != want {
+		t.Errorf("listener seed %q, want %q", nc.ListenSeed, want)
+	}
+
+	seed := filepath.Join(dir, natsSeedName)
+	for _, c := range []struct {
+		name     string
+		env      []string
+		seedFile bool
+		want     string
+	}{
+		{"url, nothing configured, no seed file", []string{"KYCSTATE_NATS_URL", "nats://h:1"}, false, ""},
+		{"url, nothing configured, seed file", []string{"KYCSTATE_NATS_URL", "nats://h:1"}, true, seed},
+		{"url, credentials configured", []string{"KYCSTATE_NATS_URL", "nats://h:1", "KYCSTATE_NATS_CREDENTIALS", "/x.creds"}, true, "/x.creds"},
+		{"url, user configured", []string{"KYCSTATE_NATS_URL", "nats://h:1", "KYCSTATE_NATS_USER", "u", "KYCSTATE_NATS_PASSWORD", "p"}, true, ""},
+		{"embedded", nil, true, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			os.Remove(seed)
+			if c.seedFile {
+				if err := os.WriteFile(seed, []byte("SU...\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			getenv, environ := envFunc(append(c.env, "KYCSTATE_DATA_DIR", dir)...)
+			cfg, err := loadConfig("", getenv, environ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := resolveConfig(cfg, getenv, false, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := natsConfig(r, "ops").Credentials; got != c.want {
+				t.Errorf("credentials %q, want %q", got, c.want)
+			}
+		})
+	}
+}

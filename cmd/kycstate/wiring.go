@@ -31,11 +31,29 @@ func withMetrics(h http.Handler, reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
+// natsSeedName is the file under data_dir holding the nkey seed that serve's embedded
+// server, once nats.listen is set, requires of every client (itself included). serve
+// makes it (0600) the first time; the tools read it.
+const natsSeedName = "nats-client.nk"
+
+// natsConfig is the connection r describes. With nats.url set and no credentials
+// configured, the listener credentials under data_dir are presented when they exist: an
+// operator runs the tools against a running serve with its config and
+// KYCSTATE_NATS_URL, nothing else.
 func natsConfig(r *Resolved, name string) eventlog.NATSConfig {
-	return eventlog.NATSConfig{
+	c := eventlog.NATSConfig{
 		URLs: r.URLs, StoreDir: filepath.Join(r.DataDir, "nats"), Listen: r.NATS.Listen,
+		ListenSeed:   filepath.Join(r.DataDir, natsSeedName),
 		SyncInterval: r.Sync, Name: "kycstate-" + name,
+		Credentials: r.NATS.Credentials, User: r.NATS.User, Password: r.NATSPassword,
+		TLS: eventlog.TLSFiles{CA: r.NATS.TLS.CA, Cert: r.NATS.TLS.Cert, Key: r.NATS.TLS.Key},
 	}
+	if len(c.URLs) > 0 && c.Credentials == "" && c.User == "" {
+		if _, err := os.Stat(c.ListenSeed); err == nil {
+			c.Credentials = c.ListenSeed
+		}
+	}
+	return c
 }
 
 func logConfig(r *Resolved) eventlog.Config {
