@@ -19,8 +19,8 @@ key and a master key (keys.master), as YAML to paste into a config.
 With --nats DIR it makes the NATS identities of deploy/nats/nats-cluster.conf instead: an
 nkey seed per identity in DIR/nats-ingest.nk, nats-query.nk and nats-admin.nk (mode 0600;
 a node presents its file as nats.credentials), and prints their public keys as the
-NATS_*_NKEY lines the servers' environment takes (deploy/compose.env). It never
-overwrites a seed.`)
+NATS_*_NKEY lines the servers' environment takes (deploy/compose.env), with a fresh
+NATS_CLUSTER_PASSWORD for the servers' routes. It never overwrites a seed.`)
 	natsDir := fs.String("nats", "", "make the NATS identities' seeds in this directory")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -90,5 +90,6 @@ func keygenNATS(e *env, dir string) error {
 		}
 		fmt.Fprintf(e.stdout, "%s=%s\n", id.env, pub)
 	}
+	fmt.Fprintf(e.stdout, "# The routes' password, the same on the three servers (a secret).\nNATS_CLUSTER_PASSWORD=%s\n", randHex(24))
 	return nil
 }

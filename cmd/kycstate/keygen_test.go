@@ -46,6 +46,9 @@ func TestKeygenNATS(t *testing.T) {
 			t.Errorf("keygen printed the %s seed", id.name)
 		}
 	}
+	if !regexp.MustCompile(`(?m)^NATS_CLUSTER_PASSWORD=[0-9a-f]{48}$`).Match(stdout.Bytes()) {
+		t.Errorf("no NATS_CLUSTER_PASSWORD of 48 hex characters in:\n%s", stdout.String())
+	}
 	if bytes.Equal(seeds["ingest"], seeds["query"]) || bytes.Equal(seeds["query"], seeds["admin"]) {
 		t.Error("two identities share a seed")
 	}
