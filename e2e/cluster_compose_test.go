@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -25,6 +26,9 @@ func TestClusterComposeFiles(t *testing.T) {
 	var compose struct {
 		Services map[string]clComposeService `yaml:"services"`
 		Volumes  map[string]any              `yaml:"volumes"`
+		Secrets  map[string]struct {
+			File string `yaml:"file"`
+		} `yaml:"secrets"`
 	}
 	clReadYAML(t, "../docker-compose.yml", &compose)
 	stages, baseArgs := clDockerStages(t)
@@ -67,13 +71,26 @@ func TestClusterComposeFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The variables the config references, comments left out.
+	// The variables the config takes from the environment: those it references, comments
+	// and quoted strings (subjects like "$JS.API.>") left out, that it does not define
+	// itself (INGEST_PERMISSIONS = {...}).
 	conf = regexp.MustCompile(`(?m)#.*$`).ReplaceAll(conf, nil)
-	var confVars []string
+	conf = regexp.MustCompile(`"[^"]*"`).ReplaceAll(conf, nil)
+	var confVars, defined []string
+	for _, m := range regexp.MustCompile(`(?m)^\s*([A-Z][A-Z0-9_]*)\s*[=:]`).FindAllStringSubmatch(string(conf), -1) {
+		defined = append(defined, m[1])
+	}
 	for _, m := range regexp.MustCompile(`\$([A-Z][A-Z0-9_]*)`).FindAllStringSubmatch(string(conf), -1) {
-		if !slices.Contains(confVars, m[1]) {
+		if !slices.Contains(confVars, m[1]) && !slices.Contains(defined, m[1]) {
 			confVars = append(confVars, m[1])
 		}
+	}
+	// The identities' public keys come from compose's environment (deploy/compose.env, as
+	// kycstate keygen --nats prints them); here from the test's own keygen.
+	ids, routePassword := clNewIdentities(t, t.TempDir())
+	composeVars := map[string]string{"NATS_CLUSTER_PASSWORD": routePassword}
+	for name, v := range clIdentities {
+		composeVars[v] = ids[name].pub
 	}
 	natsClientURLs := map[string]bool{}
 	serverNames := map[string]string{}
@@ -83,10 +100,18 @@ func TestClusterComposeFiles(t *testing.T) {
 		if !slices.Equal(s.Command, []string{"-c", confPath}) {
 			t.Errorf("%s: command %v, want -c %s", name, s.Command, confPath)
 		}
-		env := s.Environment
+		env := map[string]string{}
+		for k, v := range s.Environment {
+			env[k] = clComposeInterpolate(t, name, v, composeVars)
+		}
 		for _, v := range confVars {
 			if env[v] == "" {
 				t.Errorf("%s: nats-cluster.conf references $%s, which the service does not set", name, v)
+			}
+		}
+		for _, v := range slices.Concat(slices.Collect(maps.Values(clIdentities)), []string{"NATS_CLUSTER_PASSWORD"}) {
+			if want := "${" + v + ":?"; !strings.HasPrefix(s.Environment[v], want) {
+				t.Errorf("%s: %s is %q; want it required from compose's environment (%s...})", name, v, s.Environment[v], want)
 			}
 		}
 		if prev, dup := serverNames[env["NATS_SERVER_NAME"]]; dup {
@@ -104,7 +129,7 @@ func TestClusterComposeFiles(t *testing.T) {
 		}
 		var want []string
 		for _, n := range natsSvcs {
-			want = append(want, fmt.Sprintf("nats://%s:%s", n, compose.Services[n].Environment["NATS_CLUSTER_PORT"]))
+			want = append(want, fmt.Sprintf("nats://kycstate-route:%s@%s:%s", routePassword, n, compose.Services[n].Environment["NATS_CLUSTER_PORT"]))
 		}
 		slices.Sort(routes)
 		if !slices.Equal(routes, want) {
@@ -127,8 +152,9 @@ func TestClusterComposeFiles(t *testing.T) {
 	var kc struct {
 		DataDir string `yaml:"data_dir"`
 		NATS    struct {
-			URL      string `yaml:"url"`
-			Replicas int    `yaml:"replicas"`
+			URL         string `yaml:"url"`
+			Replicas    int    `yaml:"replicas"`
+			Credentials string `yaml:"credentials"`
 		} `yaml:"nats"`
 	}
 	clReadYAML(t, clKycstateConf, &kc)
@@ -170,6 +196,27 @@ func TestClusterComposeFiles(t *testing.T) {
 				t.Errorf("%s does not depend on %s", name, n)
 			}
 		}
+		// Its identity's seed, and only that, at the path nats.credentials names.
+		identity := s.Command[0]
+		if len(s.Secrets) != 1 || "/run/secrets/"+s.Secrets[0].Target != kc.NATS.Credentials {
+			t.Errorf("%s: secrets %+v; want one, mounted at nats.credentials %s", name, s.Secrets, kc.NATS.Credentials)
+			continue
+		}
+		file := compose.Secrets[s.Secrets[0].Source].File
+		if want := "./deploy/secrets/nats-" + identity + ".nk"; file != want {
+			t.Errorf("%s: its NATS seed is secret %s from %q, want the %s identity's %s", name, s.Secrets[0].Source, file, identity, want)
+		}
+	}
+	for name, sec := range compose.Secrets {
+		if strings.Contains(sec.File, "admin") {
+			t.Errorf("secret %s (%s): no container needs the admin identity", name, sec.File)
+		}
+		if !strings.HasPrefix(sec.File, "./deploy/secrets/") {
+			t.Errorf("secret %s is %s, outside deploy/secrets/ (which .gitignore keeps out of the repository)", name, sec.File)
+		}
+	}
+	if ign, err := os.ReadFile("../.gitignore"); err != nil || !regexp.MustCompile(`(?m)^/?deploy/secrets/$`).Match(ign) {
+		t.Errorf(".gitignore does not keep deploy/secrets/ out of the repository (%v)", err)
 	}
 	for _, name := range querySvcs {
 		vol := compose.Services[name].volumeAt(kc.DataDir)
@@ -206,6 +253,31 @@ type clComposeService struct {
 	Environment map[string]string `yaml:"environment"`
 	Volumes     []string          `yaml:"volumes"`
 	DependsOn   []string          `yaml:"depends_on"`
+	Secrets     []struct {
+		Source string `yaml:"source"`
+		Target string `yaml:"target"`
+	} `yaml:"secrets"`
+}
+
+// clComposeInterpolate replaces compose's ${NAME}, ${NAME:?message} and ${NAME:-default}
+// in v with vars, as compose would with that environment; a required variable vars lacks
+// fails the test.
+func clComposeInterpolate(t *testing.T, service, v string, vars map[string]string) string {
+	t.Helper()
+	re := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([?-])([^}]*))?\}`)
+	return re.ReplaceAllStringFunc(v, func(m string) string {
+		p := re.FindStringSubmatch(m)
+		if val, ok := vars[p[1]]; ok {
+			return val
+		}
+		switch p[2] {
+		case "-":
+			return p[3]
+		case "?":
+			t.Errorf("%s: needs %s, which the test does not give: %s", service, p[1], p[3])
+		}
+		return ""
+	})
 }
 
 // mountOf returns where the service mounts the host file src, failing if it does not.

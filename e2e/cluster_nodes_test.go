@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,7 +20,8 @@ import (
 
 // The cluster tests run deploy/nats/nats-cluster.conf and deploy/kycstate/cluster.yaml,
 // the very files docker-compose.yml mounts, with loopback addresses and free ports given
-// through the environment where compose gives container names.
+// through the environment where compose gives container names, and the identities and
+// route password that kycstate keygen --nats makes, as an operator would.
 const (
 	clNATSConf     = "../deploy/nats/nats-cluster.conf"
 	clKycstateConf = "../deploy/kycstate/cluster.yaml"
@@ -41,8 +44,84 @@ type clCluster struct {
 	conf  string
 	nodes []*clNode
 	urls  []string
-	nc    *nats.Conn
-	js    jetstream.JetStream
+	ids   map[string]clIdentity // ingest, query, admin: the identities of the config
+	// routePassword admits a node's route to the others; routeAddrs are the route ports.
+	routePassword string
+	routeAddrs    []string
+	nc            *nats.Conn // as admin
+	js            jetstream.JetStream
+}
+
+// clIdentities are the users deploy/nats/nats-cluster.conf names, each by the variable
+// that gives the servers its public nkey.
+var clIdentities = map[string]string{
+	"ingest": "NATS_INGEST_NKEY",
+	"query":  "NATS_QUERY_NKEY",
+	"admin":  "NATS_ADMIN_NKEY",
+}
+
+// clIdentity is one of them: the public nkey the servers are given and the seed file the
+// client presents.
+type clIdentity struct {
+	pub      string
+	seedFile string
+}
+
+// clNewIdentities makes the identities as an operator does, with kycstate keygen --nats:
+// seeds in dir, public keys printed as the servers' environment, with the routes'
+// password.
+func clNewIdentities(t *testing.T, dir string) (ids map[string]clIdentity, routePassword string) {
+	t.Helper()
+	out, err := runCmd(t, dir, nil, opsWait, bins.kycstate, "keygen", "--nats", dir)
+	if err != nil {
+		t.Fatalf("kycstate keygen --nats: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`(?m)^NATS_CLUSTER_PASSWORD=([0-9a-f]{32,})$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("keygen --nats printed no NATS_CLUSTER_PASSWORD line:\n%s", out)
+	}
+	routePassword = m[1]
+	ids = map[string]clIdentity{}
+	for name, v := range clIdentities {
+		m := regexp.MustCompile(`(?m)^` + v + `=(U[A-Z0-9]{55})$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("keygen --nats printed no %s line:\n%s", v, out)
+		}
+		seedFile := filepath.Join(dir, "nats-"+name+".nk")
+		if st, err := os.Stat(seedFile); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("keygen --nats: seed file %s: %v (mode %v), want 0600", seedFile, err, st)
+		}
+		ids[name] = clIdentity{pub: m[1], seedFile: seedFile}
+	}
+	return ids, routePassword
+}
+
+// connectAs connects to every node as the named identity and returns the connection and
+// a channel of the errors the server sends it asynchronously (permission violations).
+func (c *clCluster) connectAs(name string) (*nats.Conn, <-chan error) {
+	c.t.Helper()
+	id, ok := c.ids[name]
+	if !ok {
+		c.t.Fatalf("no identity %q", name)
+	}
+	auth, err := nats.NkeyOptionFromSeed(id.seedFile)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	errs := make(chan error, 64)
+	nc, err := nats.Connect(strings.Join(c.urls, ","), auth, nats.Name("cluster-test-"+name),
+		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(nc.Close)
+	return nc, errs
 }
 
 // clPorts returns n distinct loopback ports that were free a moment ago.
@@ -69,9 +148,15 @@ func clStartCluster(t *testing.T) *clCluster {
 	}
 	ports := clPorts(t, 9) // client, route, monitoring for each node
 	c := &clCluster{t: t, conf: conf}
-	var routes []string
+	c.ids, c.routePassword = clNewIdentities(t, t.TempDir())
+	// Every node gets the identities' public keys and the routes, which carry the password.
+	shared := []string{"NATS_CLUSTER_PASSWORD=" + c.routePassword}
+	for name, v := range clIdentities {
+		shared = append(shared, v+"="+c.ids[name].pub)
+	}
 	for i := range 3 {
-		routes = append(routes, fmt.Sprintf("NATS_ROUTE_%d=nats://127.0.0.1:%d", i+1, ports[3*i+1]))
+		c.routeAddrs = append(c.routeAddrs, fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]))
+		shared = append(shared, fmt.Sprintf("NATS_ROUTE_%d=nats://kycstate-route:%s@%s", i+1, c.routePassword, c.routeAddrs[i]))
 	}
 	for i := range 3 {
 		n := &clNode{name: fmt.Sprintf("n%d", i+1), dir: t.TempDir()}
@@ -82,7 +167,7 @@ func clStartCluster(t *testing.T) *clCluster {
 			"NATS_CLUSTER_PORT=" + strconv.Itoa(ports[3*i+1]),
 			"NATS_HTTP_PORT=" + strconv.Itoa(ports[3*i+2]),
 			"NATS_STORE_DIR=" + filepath.Join(n.dir, "store"),
-		}, routes...)
+		}, shared...)
 		c.urls = append(c.urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]))
 		c.nodes = append(c.nodes, n)
 		c.restart(n)
@@ -95,12 +180,8 @@ func clStartCluster(t *testing.T) *clCluster {
 		}
 	})
 
-	c.nc, err = nats.Connect(strings.Join(c.urls, ","), nats.Name("cluster-test"),
-		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.nc.Close)
+	// The test reads the stream back and watches leaders as the operator would: admin.
+	c.nc, _ = c.connectAs("admin")
 	if c.js, err = jetstream.New(c.nc); err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +251,7 @@ type clServices struct {
 	queryURLs []string
 	reader    string
 	auditor   string
+	admin     string
 }
 
 // clApp is the Allpass app the test sends as.
@@ -186,7 +268,7 @@ func clStartServices(t *testing.T, c *clCluster, app clApp) *clServices {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &clServices{reader: clRandHex(t, 20), auditor: clRandHex(t, 20)}
+	s := &clServices{reader: clRandHex(t, 20), auditor: clRandHex(t, 20), admin: clRandHex(t, 20)}
 	common := []string{
 		"KYCSTATE_NATS_URL=" + strings.Join(c.urls, ","),
 		"KYCSTATE_NATS_REPLICAS=3",
@@ -198,7 +280,7 @@ func clStartServices(t *testing.T, c *clCluster, app clApp) *clServices {
 		"ALLPASS_HMAC_KEY=" + app.hmacHx,
 		"READER_TOKEN=" + s.reader,
 		"AUDITOR_TOKEN=" + s.auditor,
-		"ADMIN_TOKEN=" + clRandHex(t, 20),
+		"ADMIN_TOKEN=" + s.admin,
 		// Every node of the cluster shares keys.master (DESIGN.md section 11).
 		"KYCSTATE_MASTER_KEY=" + clRandHex(t, 32),
 	}
@@ -206,10 +288,12 @@ func clStartServices(t *testing.T, c *clCluster, app clApp) *clServices {
 	names := []string{"ingest"}
 	ports := clPorts(t, 3)
 
+	// Each node presents its identity's seed where compose mounts it as a secret.
 	dir := t.TempDir()
 	p := start(t, dir, append([]string{
 		"KYCSTATE_DATA_DIR=" + dir,
 		fmt.Sprintf("KYCSTATE_INGEST_LISTEN=127.0.0.1:%d", ports[0]),
+		"KYCSTATE_NATS_CREDENTIALS=" + c.ids["ingest"].seedFile,
 	}, common...), bins.kycstate, "ingest", "--config", conf)
 	s.ingestURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	procs = append(procs, p)
@@ -221,6 +305,7 @@ func clStartServices(t *testing.T, c *clCluster, app clApp) *clServices {
 		p := start(t, dir, append([]string{
 			"KYCSTATE_DATA_DIR=" + dir,
 			fmt.Sprintf("KYCSTATE_API_LISTEN=127.0.0.1:%d", ports[1+i]),
+			"KYCSTATE_NATS_CREDENTIALS=" + c.ids["query"].seedFile,
 		}, common...), bins.kycstate, "query", "--config", conf)
 		url := fmt.Sprintf("http://127.0.0.1:%d", ports[1+i])
 		s.queryURLs = append(s.queryURLs, url)

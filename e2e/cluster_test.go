@@ -190,7 +190,9 @@ type clStored struct {
 //     no webhook twice, and every webhook answered 200 at the sequence its 200 named;
 //   - both query nodes, once they have applied last, give the same state (status, digest,
 //     every field) for every applicant, with the applicant's event count and last
-//     sequence as the stream has them, and APPROVED where the whole lifecycle arrived.
+//     sequence as the stream has them, and APPROVED where the whole lifecycle arrived;
+//   - no server logged a permission violation: the ingest and query identities of
+//     deploy/nats/nats-cluster.conf allow everything the nodes do, failover included.
 func clVerify(t *testing.T, c *clCluster, svc *clServices, ds []clDelivery) {
 	t.Helper()
 	sent := map[clKey]*clDelivery{}
@@ -268,6 +270,8 @@ func clVerify(t *testing.T, c *clCluster, svc *clServices, ds []clDelivery) {
 		last, len(perApplicant), delivered, len(ds))
 
 	clCompareQueryNodes(t, svc, last, perApplicant, lastSeqOf, count)
+	// Through failover too, the nodes needed nothing their identities lack.
+	clCheckViolations(t, c, nil)
 }
 
 // clReadStream reads KYC_EVENTS 1..last with an ordered consumer and returns each
