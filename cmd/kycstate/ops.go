@@ -13,9 +13,10 @@ import (
 )
 
 const offlineNote = `
-It reads the log through nats.url when set (a running cluster), otherwise offline from
-<data_dir>/nats of a stopped "kycstate serve" (it takes the data dir's lock, so it refuses
-while serve runs there).`
+It reads the log through nats.url when set (a running cluster, with nats.credentials; or a
+running serve's nats.listen, with the credentials serve keeps in <data_dir>), otherwise
+offline from <data_dir>/nats of a stopped "kycstate serve" (it takes the data dir's lock,
+so it refuses while serve runs there).`
 
 // opsSetup is what an audit or operations command needs: config, logger and the event log.
 type opsSetup struct {

@@ -9,7 +9,9 @@ import (
 const serveHelp = `Runs the whole service in one process: an embedded nats-server (JetStream, fsync on every
 write, no TCP port unless nats.listen is set; or the external NATS at nats.url), the webhook
 endpoint (ingest.listen, default :8080), the projector, and the read API (api.listen, default
-127.0.0.1:8081). Data lives under data_dir (default ./data).
+127.0.0.1:8081). Data lives under data_dir (default ./data). With nats.listen, every NATS
+client must present the nkey whose seed serve keeps in <data_dir>/nats-client.nk (made on
+first start); the tools, given serve's config and KYCSTATE_NATS_URL, present it themselves.
 
 With no --config and no app defined by KYCSTATE_APPS_<n>_APP_KEY it starts in development
 mode: it generates an Allpass app's keys and three API tokens (reader, auditor, admin), writes them to
