@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,7 +28,8 @@ import (
 //     KYC_REJECTS, an erasure, console sign-in and sign-out across nodes, leases) without
 //     one permission violation in any server's log;
 //   - neither identity can delete or purge a stream, loosen KYC_EVENTS's limits, or delete
-//     a KYC_EVENTS message; ingest cannot delete a KYC_KEYS message; query can securely
+//     a KYC_EVENTS message; ingest cannot delete a KYC_KEYS message, nor publish a
+//     forged plaintext event where only query (or nobody) may; query can securely
 //     delete one (the erasure does it, and the test does it once more itself).
 func TestClusterIdentities(t *testing.T) {
 	needBins(t)
@@ -168,6 +170,23 @@ func TestClusterIdentities(t *testing.T) {
 			return clStreamOf(ctx, js, "KYC_KEYS", func(st jetstream.Stream) error { return st.SecureDeleteMsg(ctx, otherKey.Sequence) })
 		}},
 	}
+	// What the client of issue 21 published, a plaintext version-1 event approving an
+	// applicant, sent with the ingest identity to subjects only the query identity (or
+	// nobody) may publish on: a sign-out (it would end an officer's session on every
+	// node), the retention lease (it would stop the sweep), and a reply inbox (a forged
+	// answer to a node's JetStream request, a PubAck included).
+	forged := clForgedEvent(app, other)
+	forgedOn := []struct{ stream, subject string }{
+		{"KYC_SIGNOUTS", "kyc.signouts.forged" + clRandHex(t, 4)},
+		{"KV_KYC_LEASES", "$KV.KYC_LEASES.retention"},
+		{"", "_INBOX.forged" + clRandHex(t, 4)},
+	}
+	for _, f := range forgedOn {
+		ingestOnly = append(ingestOnly, attempt{"publish a plaintext event on " + f.subject, f.subject, func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := js.Publish(ctx, f.subject, forged)
+			return err
+		}})
+	}
 	var provoked []string
 	for _, who := range []string{"ingest", "query"} {
 		nc, asyncErrs := c.connectAs(who)
@@ -210,6 +229,11 @@ func TestClusterIdentities(t *testing.T) {
 	}
 	if _, err := keys.GetMsg(ctx, otherKey.Sequence); err != nil {
 		t.Fatalf("ingest's attempt removed a data key: %v", err)
+	}
+	for _, f := range forgedOn {
+		if f.stream != "" {
+			clNoForgedMsg(ctx, t, c.js, f.stream, f.subject, forged)
+		}
 	}
 
 	// The query identity securely deletes a data key, as an erasure does.
@@ -292,6 +316,36 @@ func clKeyKind(ctx context.Context, t *testing.T, keys jetstream.Stream, subject
 		t.Fatalf("%s seq %d: not JSON: %v", subject, m.Sequence, err)
 	}
 	return km.Kind
+}
+
+// clForgedEvent is a stored event as version 1 wrote it, in clear and without a MAC:
+// applicant approved, now.
+func clForgedEvent(app clApp, applicant string) []byte {
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	return fmt.Appendf(nil, `{"v":1,"provider":"allpass","appKey":%q,"applicantId":%q,"externalUserId":"forged","type":"applicantApproved","eventAt":%q,"eventAtSource":"payload","receivedAt":%q,"payload":{"type":"applicantApproved","applicantId":%q}}`,
+		app.appKey, applicant, now, now, applicant)
+}
+
+// clNoForgedMsg fails the test when stream, if it exists, holds forged on subject.
+func clNoForgedMsg(ctx context.Context, t *testing.T, js jetstream.JetStream, stream, subject string, forged []byte) {
+	t.Helper()
+	st, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("%s %s: %v", stream, subject, err)
+	}
+	if bytes.Equal(m.Data, forged) {
+		t.Errorf("the ingest identity's forged event is in %s on %s (seq %d)", stream, subject, m.Sequence)
+	}
 }
 
 // clKeySubject is where KYC_KEYS keeps an applicant's data key.
