@@ -385,6 +385,15 @@ func (h *handler) serveWebhook(w http.ResponseWriter, r *http.Request, x *exchan
 	)
 	if x.papp != nil {
 		ev, msgID, err = x.papp.Open(x.body, r.Header, x.receivedAt, h.opt.KeepRaw)
+		switch k := domain.KindOf(err); {
+		case err == nil: // opened: refused from here on (the log refusing the write), it is kept whole
+			x.authApp, x.authApplicant = ev.AppKey, ev.ApplicantID
+		case k == domain.KindInvalid || k == domain.KindUnprocessable:
+			// Past the signature (the adapter verifies it before it parses): the body is
+			// the provider's, kept whole under the app. Which applicant it names, the
+			// adapter does not say of a body it refuses.
+			x.authApp = domain.AppKey(x.papp.name)
+		}
 	} else {
 		var app *allpass.App
 		app, ev, msgID, err = openAny(x.apps, x.body, r.Header.Get(allpass.SignatureHeader), x.receivedAt, h.opt)

@@ -226,6 +226,15 @@ func TestProviderWebhooks(t *testing.T) {
 				if r.Provider != string(p) || r.App != app || r.Reason != c.code || r.Status != c.status || r.Body != string(c.body) {
 					t.Fatalf("%s: reject kept as %+v", c.name, r)
 				}
+				// Past the signature (400, 422) the body is the provider's: kept whole under
+				// the app; anything no secret verifies is only a sample (DESIGN.md section 15).
+				if authenticated := c.status == 400 || c.status == 422; authenticated {
+					if r.Kept != domain.KeptAuthenticated || r.AppKey != domain.AppKey(app) {
+						t.Fatalf("%s: an authenticated refusal kept as %q under %q", c.name, r.Kept, r.AppKey)
+					}
+				} else if r.Kept != domain.KeptSample || r.AppKey != "" {
+					t.Fatalf("%s: an unauthenticated refusal kept as %q under %q", c.name, r.Kept, r.AppKey)
+				}
 				for k := range c.h {
 					if k != "Content-Type" && r.Headers[strings.ToLower(k)] != c.h.Get(k) {
 						t.Fatalf("%s: header %s kept as %q", c.name, k, r.Headers[strings.ToLower(k)])

@@ -40,16 +40,17 @@ func (h *handler) keepReject(r *http.Request, x *exchange, status int, code, msg
 		RemoteAddr: r.RemoteAddr,
 		ReceivedAt: x.receivedAt,
 	}
-	names := keptHeaders[:]
+	names, provider := keptHeaders[:], allpass.Provider
 	if x.papp != nil {
 		// Another provider's: its own signature headers, and the provider, so that
-		// Reprocess opens it with that provider's adapter. Its refusals are kept as
-		// samples: its app and applicant ids are not the UUIDs a subject holds.
+		// Reprocess opens it with that provider's adapter. Kept whole when its signature
+		// verified, under the app's name (and the applicant, when known), as Allpass's.
 		names = slices.Concat(x.papp.headers, keptHeaders[1:])
-		rej.Provider = string(x.papp.provider)
+		provider = string(x.papp.provider)
+		rej.Provider = provider
 	}
 	if x.authApp != "" {
-		rej.Kept, rej.Provider, rej.AppKey, rej.ApplicantID = domain.KeptAuthenticated, allpass.Provider, x.authApp, x.authApplicant
+		rej.Kept, rej.Provider, rej.AppKey, rej.ApplicantID = domain.KeptAuthenticated, provider, x.authApp, x.authApplicant
 		rej.Body, rej.Headers = string(x.body), keptHeaderValues(r, names, 0)
 	} else {
 		if !h.samples.allow(sourceOf(r.RemoteAddr), time.Now()) {

@@ -90,7 +90,8 @@ type RejectPlace struct {
 }
 
 // Subject returns the subject of the reject at p. Errors: KindInvalid when a field
-// would not make a valid token (an id not a lower-case UUID, a provider not [a-z0-9],
+// would not make a valid token (an Allpass id not a lower-case UUID, another provider's
+// not a subject token, a provider not [a-z0-9],
 // a bucket or slot out of range, a reason not [a-z0-9_]).
 func (p RejectPlace) Subject() (string, error) {
 	const op = "eventlog.RejectPlace.Subject"
@@ -99,13 +100,20 @@ func (p RejectPlace) Subject() (string, error) {
 		if !validProvider(p.Provider) {
 			return "", domain.E(op, domain.KindInvalid, "provider is not 1 to 32 of [a-z0-9]")
 		}
-		if !domain.IsCanonicalUUID(string(p.AppKey)) {
-			return "", domain.E(op, domain.KindInvalid, "appKey is not a lower-case UUID")
+		// Allpass's app and applicant are lower-case UUIDs; another provider's (DESIGN.md
+		// section 13) are its app's name and its own id, subject tokens both, as in
+		// kyc.events.<provider>.<app>.<id>.
+		valid, what := domain.IsCanonicalUUID, "a lower-case UUID"
+		if p.Provider != string(domain.ProviderAllpass) {
+			valid, what = domain.IsSubjectToken, "1 to 64 of A-Z, a-z, 0-9, '_' and '-'"
+		}
+		if !valid(string(p.AppKey)) {
+			return "", domain.E(op, domain.KindInvalid, "appKey is not "+what)
 		}
 		id := NoApplicant
 		if p.ApplicantID != "" {
-			if !domain.IsCanonicalUUID(string(p.ApplicantID)) {
-				return "", domain.E(op, domain.KindInvalid, "applicantId is not a lower-case UUID")
+			if !valid(string(p.ApplicantID)) {
+				return "", domain.E(op, domain.KindInvalid, "applicantId is not "+what)
 			}
 			id = string(p.ApplicantID)
 		}

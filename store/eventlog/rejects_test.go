@@ -184,10 +184,13 @@ func TestRejectSubjects(t *testing.T) {
 	good := map[string]RejectPlace{
 		"kyc.rejects.auth.allpass." + string(app) + "." + string(id): {Kept: domain.KeptAuthenticated, Provider: "allpass", AppKey: app, ApplicantID: id},
 		"kyc.rejects.auth.onfido2." + string(app) + ".none":          {Kept: domain.KeptAuthenticated, Provider: "onfido2", AppKey: app},
-		"kyc.rejects.unauth.0.0":                                     {Kept: domain.KeptSample},
-		"kyc.rejects.unauth.15.63":                                   {Kept: domain.KeptSample, Bucket: 15, Slot: 63},
-		"kyc.rejects.bad_signature":                                  {Reason: "bad_signature"},
-		"kyc.rejects.unknown":                                        {Reason: "unknown"},
+		// Another provider's (DESIGN.md section 13): its app's name and its own id.
+		"kyc.rejects.auth.sumsub.ss.65f1c2a9e4b0a1b2c3d4e5f6": {Kept: domain.KeptAuthenticated, Provider: "sumsub", AppKey: "ss", ApplicantID: "65f1c2a9e4b0a1b2c3d4e5f6"},
+		"kyc.rejects.auth.persona.pa_1.none":                  {Kept: domain.KeptAuthenticated, Provider: "persona", AppKey: "pa_1"},
+		"kyc.rejects.unauth.0.0":                              {Kept: domain.KeptSample},
+		"kyc.rejects.unauth.15.63":                            {Kept: domain.KeptSample, Bucket: 15, Slot: 63},
+		"kyc.rejects.bad_signature":                           {Reason: "bad_signature"},
+		"kyc.rejects.unknown":                                 {Reason: "unknown"},
 	}
 	for subject, want := range good {
 		got, err := ParseRejectSubject(subject)
@@ -205,6 +208,9 @@ func TestRejectSubjects(t *testing.T) {
 		"kyc.rejects.auth.allpass." + string(app) + ".*",
 		"kyc.rejects.auth.all_pass." + string(app) + ".none",
 		"kyc.rejects.auth.allpass." + string(app) + "." + string(id) + ".x",
+		"kyc.rejects.auth.allpass.ss.65f1c2a9e4b0a1b2c3d4e5f6", // Allpass's ids are UUIDs
+		"kyc.rejects.auth.sumsub.s+s.abc", "kyc.rejects.auth.sumsub.ss.a=b",
+		"kyc.rejects.auth.sumsub.ss." + strings.Repeat("a", 65),
 		"kyc.rejects.unauth.16.0", "kyc.rejects.unauth.0.64", "kyc.rejects.unauth.01.0",
 		"kyc.rejects.unauth.-1.0", "kyc.rejects.unauth.+1.0", "kyc.rejects.unauth.0",
 		"kyc.rejects.unauth.a.b", "kyc.rejects.a.b", "kyc.rejects." + strings.Repeat("x", 65),
@@ -224,6 +230,7 @@ func FuzzParseRejectSubject(f *testing.F) {
 	f.Add("kyc.rejects.unauth.3.12")
 	f.Add("kyc.rejects.bad_signature")
 	f.Add("kyc.rejects.unauth.03.1")
+	f.Add("kyc.rejects.auth.persona.pa.inq_Abc-9")
 	f.Fuzz(func(t *testing.T, subject string) {
 		p, err := ParseRejectSubject(subject)
 		if err != nil {
