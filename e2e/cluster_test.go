@@ -456,20 +456,9 @@ func clConsoleAcrossNodes(t *testing.T, svc *clServices) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var pre *http.Cookie
-	for _, c := range resp.Cookies() {
-		if c.Name == "kycstate_console_pre" {
-			pre = c
-		}
-	}
-	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
-	if pre == nil || m == nil {
-		t.Fatalf("sign-in page of %s: %d, no pre-session cookie or CSRF token", a, resp.StatusCode)
-	}
+	pre, csrf := signinForm(t, resp)
 	req, _ := http.NewRequest("POST", b+"/console/signin",
-		strings.NewReader(url.Values{"token": {svc.auditor}, "csrf": {string(m[1])}}.Encode()))
+		strings.NewReader(url.Values{"token": {svc.auditor}, "csrf": {csrf}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(pre)
 	resp, err = client.Do(req)
@@ -506,9 +495,10 @@ func clConsoleAcrossNodes(t *testing.T, svc *clServices) {
 	if resp, err = client.Do(req); err != nil {
 		t.Fatal(err)
 	}
-	page, _ = io.ReadAll(resp.Body)
+	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if m = regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page); m == nil {
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	if m == nil {
 		t.Fatalf("%s/console/ops: %d, no CSRF token", a, resp.StatusCode)
 	}
 	req, _ = http.NewRequest("POST", a+"/console/signout", strings.NewReader(url.Values{"csrf": {string(m[1])}}.Encode()))

@@ -31,20 +31,9 @@ func (b secSignin) try(tok string) (int, *http.Cookie, time.Duration) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var pre *http.Cookie
-	for _, c := range resp.Cookies() {
-		if c.Name == "kycstate_console_pre" {
-			pre = c
-		}
-	}
-	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
-	if pre == nil || m == nil {
-		b.t.Fatalf("sign-in page: %d without its form", resp.StatusCode)
-	}
+	pre, csrf := signinForm(b.t, resp)
 	req, _ = http.NewRequest("POST", b.apiURL+"/console/signin",
-		strings.NewReader(url.Values{"token": {tok}, "csrf": {string(m[1])}}.Encode()))
+		strings.NewReader(url.Values{"token": {tok}, "csrf": {csrf}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("X-Forwarded-For", b.xff)
 	req.AddCookie(pre)
@@ -62,6 +51,26 @@ func (b secSignin) try(tok string) (int, *http.Cookie, time.Duration) {
 		}
 	}
 	return resp.StatusCode, nil, took
+}
+
+// signinForm reads the console's sign-in page (GET /console/signin) and returns its
+// pre-session cookie and CSRF token, which the form's POST must carry; a page without
+// either fails t.
+func signinForm(t testing.TB, resp *http.Response) (*http.Cookie, string) {
+	t.Helper()
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var pre *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "kycstate_console_pre" {
+			pre = c
+		}
+	}
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	if pre == nil || m == nil {
+		t.Fatalf("sign-in page of %s: %d, no pre-session cookie or CSRF token", resp.Request.URL.Host, resp.StatusCode)
+	}
+	return pre, string(m[1])
 }
 
 // TestSecuritySigninNeverLocksOut, through the built binary, behind a trusted proxy (the
