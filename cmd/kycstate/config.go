@@ -15,6 +15,7 @@ import (
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/reconcile"
+	"github.com/kycstate/kycstate/snapshot"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"go.yaml.in/yaml/v3"
 )
@@ -34,6 +35,9 @@ type Config struct {
 	Keys      KeysConfig      `yaml:"keys"`
 	Retention RetentionConfig `yaml:"retention"`
 	Reconcile ReconcileConfig `yaml:"reconcile"`
+
+	// Projection is the projection file's snapshots (DESIGN.md section 14).
+	Projection ProjectionConfig `yaml:"projection"`
 }
 
 // KeysConfig is the master key of the data-key ring (DESIGN.md section 11).
@@ -183,6 +187,15 @@ type ProjectorConfig struct {
 	BatchWait Duration `yaml:"batch_wait"`
 }
 
+// ProjectionConfig is the snapshots of query nodes' projections.
+type ProjectionConfig struct {
+	// SnapshotEvery is how often query nodes (serve included) snapshot their projection
+	// into KYC_SNAPSHOTS, one node at a time; 0 switches scheduled snapshots off.
+	SnapshotEvery Duration `yaml:"snapshot_every"`
+	// SnapshotsKeep is how many readable snapshots are kept; older ones are removed.
+	SnapshotsKeep int `yaml:"snapshots_keep"`
+}
+
 // AppConfig is one entry of apps: an app of Allpass (the default provider) or of another
 // provider (DESIGN.md section 13), each with its own keys.
 type AppConfig struct {
@@ -272,7 +285,8 @@ func defaultConfig() Config {
 		API: APIConfig{Listen: "127.0.0.1:8081", MaxWait: Duration(api.DefaultMaxWait), ReadyLag: 1000},
 		Projector: ProjectorConfig{Batch: projector.DefaultMaxBatch,
 			BatchWait: Duration(projector.DefaultMaxWait)},
-		Retention: RetentionConfig{Every: Duration(erase.DefaultSweepEvery)},
+		Projection: ProjectionConfig{SnapshotEvery: Duration(snapshot.DefaultEvery), SnapshotsKeep: snapshot.DefaultKeep},
+		Retention:  RetentionConfig{Every: Duration(erase.DefaultSweepEvery)},
 		Reconcile: ReconcileConfig{Every: Duration(reconcile.DefaultEvery), StaleAfter: Duration(reconcile.DefaultStaleAfter),
 			FullEvery: Duration(reconcile.DefaultFullEvery), Rate: reconcile.DefaultRate},
 	}

@@ -44,6 +44,8 @@ func TestConfigContractKeysYAMLAndEnv(t *testing.T) {
 		{"retention.erase_after", "retention: {erase_after: 43800h}", "KYCSTATE_RETENTION_ERASE_AFTER", "43800h"},
 		{"nats.rejects_max_age", "nats: {rejects_max_age: 72h}", "KYCSTATE_NATS_REJECTS_MAX_AGE", "72h"},
 		{"api.tokens[].role admin", "api: {tokens: [{role: admin}]}", "KYCSTATE_API_TOKENS_0_ROLE", "admin"},
+		{"projection.snapshot_every", "projection: {snapshot_every: 1h}", "KYCSTATE_PROJECTION_SNAPSHOT_EVERY", "1h"},
+		{"projection.snapshots_keep", "projection: {snapshots_keep: 5}", "KYCSTATE_PROJECTION_SNAPSHOTS_KEEP", "5"},
 		{"projector.batch", "projector: {batch: 7}", "KYCSTATE_PROJECTOR_BATCH", "7"},
 		{"projector.batch_wait", "projector: {batch_wait: 2ms}", "KYCSTATE_PROJECTOR_BATCH_WAIT", "2ms"},
 		{"ingest.keep_raw", "ingest: {keep_raw: false}", "KYCSTATE_INGEST_KEEP_RAW", "false"},
@@ -118,7 +120,7 @@ func TestConfigEnvSetsEveryKey(t *testing.T) {
 		case t.Kind() == reflect.Float64:
 			visit(name, "2.5")
 		default:
-			visit(name, "3")
+			visit(name, "17") // no int key's default (projection.snapshots_keep's is 3)
 		}
 	}
 	n := 0

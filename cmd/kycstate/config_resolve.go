@@ -94,6 +94,12 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 	if cfg.Retention.Every <= 0 {
 		return nil, cfgErr("retention.every", "must be positive")
 	}
+	if e := time.Duration(cfg.Projection.SnapshotEvery); e != 0 && e < time.Second {
+		return nil, cfgErr("projection.snapshot_every", "must be 0 (off) or at least 1s; 6h is the default")
+	}
+	if k := cfg.Projection.SnapshotsKeep; k < 1 || k > 1000 {
+		return nil, cfgErr("projection.snapshots_keep", "must be 1 to 1000, got %d", k)
+	}
 	if err := resolveKeys(r, cfg.Keys, getenv); err != nil {
 		return nil, err
 	}

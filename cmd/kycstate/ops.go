@@ -22,6 +22,7 @@ so it refuses while serve runs there).`
 type opsSetup struct {
 	r      *Resolved
 	log    *zap.Logger
+	conn   *eventlog.Conn // for the buckets beside the log (snapshots, leases)
 	events *eventlog.EventLog
 	closer func()
 }
@@ -56,7 +57,7 @@ func openOps(ctx context.Context, e *env, cfgPath string, opt opsOptions) (*opsS
 		oc.Close()
 		return nil, err
 	}
-	return &opsSetup{r: oc.r, log: oc.log, events: events, closer: oc.Close}, nil
+	return &opsSetup{r: oc.r, log: oc.log, conn: oc.conn, events: events, closer: oc.Close}, nil
 }
 
 // opsConn is an operations command's connection to NATS before any stream is opened:

@@ -44,6 +44,7 @@ func commands() []command {
 		{"restore", "restore a backup into a server that has neither stream (--from DIR [--erasures FILE])", cmdRestore},
 		{"erasures", "write the erasure ledger, nothing personal in it (--out FILE)", cmdErasures},
 		{"standby", "create a standby's mirrors (--primary-domain D) or promote it (--promote)", cmdStandby},
+		{"snapshot", "snapshot the projection into KYC_SNAPSHOTS now (--list: list them)", cmdSnapshot},
 		{"sim", "an Allpass simulator and load generator", cmdSim},
 		{"keygen", "print fresh app keys and API tokens", cmdKeygen},
 		{"version", "print the version", cmdVersion},

@@ -18,14 +18,20 @@ mode: it generates an Allpass app's keys and three API tokens (reader, auditor, 
 <data_dir>/dev.yaml, and prints them once. "kycstate sim" picks them up from there. Other
 KYCSTATE_* variables apply over that file (KYCSTATE_APPS_0_OPEN_API_BASE_URL, say).
 
+Started without <data_dir>/projection.db it restores the newest snapshot it can read from
+KYC_SNAPSHOTS and catches up from there (--from-scratch: it folds the log from sequence 1).
+
 SIGINT or SIGTERM stops accepting webhooks, finishes the appends in flight, then closes the log.`
 
 const ingestHelp = `Runs only the webhook endpoint against an external NATS (nats.url, several URLs for a
 cluster, comma-separated). Stateless: run as many as you like behind a load balancer.`
 
 const queryHelp = `Runs a query node against an external NATS (nats.url): the projector folds the whole log into
-<data_dir>/projection.db and the read API serves it. Each query node keeps its own file; a new
-one catches up from sequence 1.`
+<data_dir>/projection.db and the read API serves it. Each query node keeps its own file. A new
+one (no projection file) restores the newest snapshot it can read from KYC_SNAPSHOTS and
+catches up from its checkpoint + 1; with --from-scratch, or when no snapshot can be read, it
+folds the log from sequence 1. Every projection.snapshot_every (default 6h) one query node
+snapshots its projection there.`
 
 func cmdServe(ctx context.Context, e *env, args []string) error {
 	return runService(ctx, e, args, Mode{Name: "serve", Ingest: true, Query: true, Embedded: true}, serveHelp)
@@ -43,6 +49,10 @@ func cmdQuery(ctx context.Context, e *env, args []string) error {
 func runService(ctx context.Context, e *env, args []string, mode Mode, help string) error {
 	fs := newFlags(e, mode.Name, help)
 	cfgPath := fs.String("config", "", "YAML config file")
+	if mode.Query {
+		fs.BoolVar(&mode.FromScratch, "from-scratch", false,
+			"with no projection file, fold the log from sequence 1 instead of restoring the newest snapshot")
+	}
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/reconcile"
+	"github.com/kycstate/kycstate/snapshot"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +34,9 @@ type Mode struct {
 	Query  bool   // the projector and the read API
 	// Embedded allows the embedded nats-server (serve); the other modes need nats.url.
 	Embedded bool
+	// FromScratch: a query node without a projection folds the log from sequence 1
+	// instead of restoring the newest snapshot it can read.
+	FromScratch bool
 }
 
 // Start steps, in order. A failed start returns an error that begins "start <step>:".
@@ -41,7 +46,9 @@ const (
 	stepNATS        = "nats"
 	stepEventLog    = "event log"
 	stepShred       = "shred"
+	stepRestore     = "restore"
 	stepProjection  = "projection"
+	stepSnapshot    = "snapshot"
 	stepErase       = "erase"
 	stepReconcile   = "reconcile"
 	stepAPI         = "api"
@@ -77,6 +84,8 @@ type Main struct {
 	// afterEraseAppend, set only in a binary built with the crash tests' hooks
 	// (testhooks.go), holds every erasure between its append and the key's destruction.
 	afterEraseAppend func(ctx context.Context) error
+	// midSnapshotUpload, likewise, holds every snapshot upload half way.
+	midSnapshotUpload func(ctx context.Context) error
 
 	started chan struct{}       // closed once every component runs
 	addrs   map[string]net.Addr // listen address by step, written before started closes
@@ -267,12 +276,60 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}); err != nil {
 			return nil, err
 		}
+		path := filepath.Join(r.DataDir, "projection.db")
+		// Snapshots (DESIGN.md section 14): a node without a projection starts from the
+		// newest snapshot it can read and folds only what came after it. A standby's node
+		// takes none: its KYC_KEYS is a mirror, which holds no key it could make.
+		every := time.Duration(r.Projection.SnapshotEvery)
+		if standby {
+			every = 0
+		}
+		var snaps *eventlog.Snapshots
+		if err := step(stepRestore, func() (err error) {
+			snaps, err = eventlog.OpenSnapshots(ctx, conn, r.NATS.Replicas, every > 0)
+			if err != nil {
+				return err
+			}
+			if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+				return nil // there is a projection (or the projection step says what is wrong)
+			}
+			if m.mode.FromScratch {
+				log.Info("no projection: folding the log from sequence 1, as --from-scratch asks")
+				return nil
+			}
+			restorer, err := snapshot.New(snapshot.Config{Store: snaps, Keys: events.Keys(), Logger: log})
+			if err != nil {
+				return err
+			}
+			_, _, err = restorer.Restore(ctx, path)
+			return err
+		}); err != nil {
+			return nil, err
+		}
 		var proj *projection.Projection
 		if err := step(stepProjection, func() (err error) {
-			proj, err = projection.Open(filepath.Join(r.DataDir, "projection.db"), projection.Options{})
+			proj, err = projection.Open(path, projection.Options{})
 			if err == nil {
 				*undo = append(*undo, proj.Close)
 			}
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		var pj *projector.Projector
+		var snapper *snapshot.Snapshotter
+		if err := step(stepSnapshot, func() (err error) {
+			var leases *eventlog.Leases
+			if every > 0 {
+				if leases, err = eventlog.OpenLeases(ctx, conn, r.NATS.Replicas); err != nil {
+					return err
+				}
+			}
+			snapper, err = snapshot.New(snapshot.Config{Store: snaps, Keys: events.Keys(), Projection: proj,
+				Leases: leases, Holder: leaseHolder(m.mode.Name), TempDir: r.DataDir,
+				Every: every, Keep: r.Projection.SnapshotsKeep, Version: Version,
+				Ready:     func(ctx context.Context) error { return pj.Ready(ctx, r.API.ReadyLag) },
+				MidUpload: m.midSnapshotUpload, Logger: log, Metrics: reg})
 			return err
 		}); err != nil {
 			return nil, err
@@ -307,11 +364,18 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		} else {
 			c.background = append(c.background, namedLoop{name: "erase", run: eraser.Run})
 		}
-		pj := projector.New(events, proj, projector.Config{
+		// The projector folds through the snapshots' guard: an erasure is committed only
+		// once every snapshot from before it is unreadable. Its destructions are bounded
+		// by the key ring's own time-outs, and outlive the start's context as the
+		// projector does.
+		pj = projector.New(events, snapper.Guard(context.WithoutCancel(ctx), proj), projector.Config{
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
 			Shredder: events.Keys(),
 		}, log, reg)
 		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
+		if every > 0 {
+			c.background = append(c.background, namedLoop{name: "snapshot", run: snapper.Run})
+		}
 		// Reconciliation (DESIGN.md section 10): the endpoint on every query node with an
 		// Open API configured, the sweep beside the projector unless reconcile.every is 0,
 		// one node at a time through the lease.

@@ -194,7 +194,7 @@ func TestCloseStopsRun(t *testing.T) {
 // lock is released, so the next start on the same dir succeeds.
 func TestFailedStartLeavesNothing(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	steps := []string{stepDataDir, stepLock, stepNATS, stepEventLog, stepShred, stepProjection, stepErase, stepAPI,
+	steps := []string{stepDataDir, stepLock, stepNATS, stepEventLog, stepShred, stepRestore, stepProjection, stepSnapshot, stepErase, stepAPI,
 		stepIngest, stepListenAPI, stepListenHooks}
 	injected := errors.New("injected failure")
 	dir := t.TempDir()

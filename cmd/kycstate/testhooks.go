@@ -17,14 +17,25 @@ import (
 // erasure completes after the restart.
 const holdAfterEraseAppendEnv = "KYCSTATE_TEST_HOLD_AFTER_ERASE_APPEND"
 
+// holdMidSnapshotUploadEnv, set to 1, makes every snapshot upload of a serve or query
+// node stop half way, some of its chunks stored: the crash tests kill the process there
+// and check that the snapshots before it are still restored.
+const holdMidSnapshotUploadEnv = "KYCSTATE_TEST_HOLD_MID_SNAPSHOT_UPLOAD"
+
 // installTestHooks sets on m the hooks its environment asks for.
 func installTestHooks(e *env, m *Main) {
-	if e.getenv(holdAfterEraseAppendEnv) != "1" {
-		return
+	if e.getenv(holdAfterEraseAppendEnv) == "1" {
+		m.afterEraseAppend = func(ctx context.Context) error {
+			fmt.Fprintf(e.stderr, "kycstate: %s: erasure held after its append\n", holdAfterEraseAppendEnv)
+			<-ctx.Done()
+			return ctx.Err()
+		}
 	}
-	m.afterEraseAppend = func(ctx context.Context) error {
-		fmt.Fprintf(e.stderr, "kycstate: %s: erasure held after its append\n", holdAfterEraseAppendEnv)
-		<-ctx.Done()
-		return ctx.Err()
+	if e.getenv(holdMidSnapshotUploadEnv) == "1" {
+		m.midSnapshotUpload = func(ctx context.Context) error {
+			fmt.Fprintf(e.stderr, "kycstate: %s: snapshot upload held half way\n", holdMidSnapshotUploadEnv)
+			<-ctx.Done()
+			return ctx.Err()
+		}
 	}
 }
