@@ -24,6 +24,7 @@ import (
 	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/projector"
 	"github.com/kycstate/kycstate/reconcile"
+	"github.com/kycstate/kycstate/snapshot"
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,8 +124,16 @@ func registered(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := jstest.Start(t).EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, zap.NewNop())
+	srv := jstest.Start(t)
+	events := srv.EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, zap.NewNop())
 	if _, err := erase.New(erase.Config{Events: events, Keys: events.Keys(), Rejects: events, Projection: proj, Metrics: rec}); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := eventlog.OpenSnapshots(t.Context(), srv.Conn(t), 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.New(snapshot.Config{Store: snaps, Keys: events.Keys(), Projection: proj, Metrics: rec}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := api.NewServer(api.Config{Projection: proj, Metrics: rec, Gatherer: rec.Registry,
