@@ -476,27 +476,14 @@ func clConsoleAcrossNodes(t *testing.T, svc *clServices) {
 		t.Fatalf("sign-in on %s with %s's form: %d, session cookie %v", b, a, resp.StatusCode, session != nil)
 	}
 	for _, node := range []string{a, b} {
-		req, _ := http.NewRequest("GET", node+"/console/anomalies", nil)
-		req.AddCookie(session)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		if resp, _ := consoleGet(t, client, node+"/console/anomalies", session); resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s/console/anomalies with the session from %s: %d (%s)", node, b, resp.StatusCode, resp.Header.Get("Location"))
 		}
 	}
 
 	// Signed out on one node, the session (a copy of the cookie) is refused by the other:
 	// the nodes share sign-outs through KYC_SIGNOUTS.
-	req, _ = http.NewRequest("GET", a+"/console/ops", nil)
-	req.AddCookie(session)
-	if resp, err = client.Do(req); err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, page := consoleGet(t, client, a+"/console/ops", session)
 	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
 	if m == nil {
 		t.Fatalf("%s/console/ops: %d, no CSRF token", a, resp.StatusCode)
@@ -511,13 +498,7 @@ func clConsoleAcrossNodes(t *testing.T, svc *clServices) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("sign-out on %s: %d", a, resp.StatusCode)
 	}
-	req, _ = http.NewRequest("GET", b+"/console/anomalies", nil)
-	req.AddCookie(session)
-	if resp, err = client.Do(req); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/console/signin") {
+	if resp, _ = consoleGet(t, client, b+"/console/anomalies", session); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/console/signin") {
 		t.Fatalf("%s after sign-out on %s: %d (%s), want 303 to sign-in", b, a, resp.StatusCode, resp.Header.Get("Location"))
 	}
 }

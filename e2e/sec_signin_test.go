@@ -73,6 +73,21 @@ func signinForm(t testing.TB, resp *http.Response) (*http.Cookie, string) {
 	return pre, string(m[1])
 }
 
+// consoleGet gets a console page (pageURL) with the session cookie and returns the answer
+// and its body, read and closed. It does not follow a redirect unless client does.
+func consoleGet(t testing.TB, client *http.Client, pageURL string, session *http.Cookie) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", pageURL, nil)
+	req.AddCookie(session)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, page
+}
+
 // TestSecuritySigninNeverLocksOut, through the built binary, behind a trusted proxy (the
 // test's loopback address, api.trusted_proxies from the environment): six wrong tokens
 // from one officer's address, then the admin token: signed in, and the session opens the
@@ -107,14 +122,7 @@ func TestSecuritySigninNeverLocksOut(t *testing.T) {
 		t.Fatalf("the admin token after six wrong ones: %d (session %v), want 303 with a session", code, session != nil)
 	}
 	t.Logf("sign-in after six failures answered in %s", took)
-	req, _ := http.NewRequest("GET", s.apiURL+"/console/ops", nil)
-	req.AddCookie(session)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp, _ := consoleGet(t, client, s.apiURL+"/console/ops", session); resp.StatusCode != http.StatusOK {
 		t.Fatalf("console with the session: %d, want 200", resp.StatusCode)
 	}
 	if code, session, _ := other.try(s.reader); code != http.StatusSeeOther || session == nil {
