@@ -66,7 +66,7 @@ func TestProductionBinaryHasNoTestHooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(hooked, []byte("KYCSTATE_TEST_HOLD_AFTER_ERASE_APPEND")) {
+	if !bytes.Contains(hooked, []byte("KYCSTATE_TEST_HOLD_AFTER_ERASE_APPEND")) || !bytes.Contains(hooked, []byte("KYCSTATE_TEST_HOLD_AFTER_KEYS_WRITE")) {
 		t.Fatal("the binary built with the hooks does not hold the hook's variable: this test would pass for any binary")
 	}
 }

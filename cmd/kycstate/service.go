@@ -86,6 +86,9 @@ type Main struct {
 	afterEraseAppend func(ctx context.Context) error
 	// midSnapshotUpload, likewise, holds every snapshot upload half way.
 	midSnapshotUpload func(ctx context.Context) error
+	// afterKeysWrite, set likewise, holds every write of new data keys once they are
+	// stored, before the events sealed under them are written.
+	afterKeysWrite func(ctx context.Context)
 
 	started chan struct{}       // closed once every component runs
 	addrs   map[string]net.Addr // listen address by step, written before started closes
@@ -248,7 +251,9 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 	}
 	var events *eventlog.EventLog
 	if err := step(stepEventLog, func() (err error) {
-		events, err = eventlog.Open(ctx, conn, logConfig(r), log)
+		lc := logConfig(r)
+		lc.AfterKeysWrite = m.afterKeysWrite
+		events, err = eventlog.Open(ctx, conn, lc, log)
 		return err
 	}); err != nil {
 		return nil, err

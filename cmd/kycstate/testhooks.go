@@ -22,6 +22,12 @@ const holdAfterEraseAppendEnv = "KYCSTATE_TEST_HOLD_AFTER_ERASE_APPEND"
 // and check that the snapshots before it are still restored.
 const holdMidSnapshotUploadEnv = "KYCSTATE_TEST_HOLD_MID_SNAPSHOT_UPLOAD"
 
+// holdAfterKeysWriteEnv, set to 1, makes every write of new data keys stop once KYC_KEYS
+// has stored them, before any event sealed under them is written: the crash tests kill
+// the process between the two writes and check that nothing is lost and no event is
+// left without its key.
+const holdAfterKeysWriteEnv = "KYCSTATE_TEST_HOLD_AFTER_KEYS_WRITE"
+
 // installTestHooks sets on m the hooks its environment asks for.
 func installTestHooks(e *env, m *Main) {
 	if e.getenv(holdAfterEraseAppendEnv) == "1" {
@@ -29,6 +35,12 @@ func installTestHooks(e *env, m *Main) {
 			fmt.Fprintf(e.stderr, "kycstate: %s: erasure held after its append\n", holdAfterEraseAppendEnv)
 			<-ctx.Done()
 			return ctx.Err()
+		}
+	}
+	if e.getenv(holdAfterKeysWriteEnv) == "1" {
+		m.afterKeysWrite = func(ctx context.Context) {
+			fmt.Fprintf(e.stderr, "kycstate: %s: new keys stored, held before their events\n", holdAfterKeysWriteEnv)
+			<-ctx.Done()
 		}
 	}
 	if e.getenv(holdMidSnapshotUploadEnv) == "1" {

@@ -155,7 +155,7 @@ func (l *EventLog) publishAtomic(ctx context.Context, op string, ps []*domain.Pe
 		l.publishEach(ctx, op, ps, msgs)
 		return
 	}
-	first, err := l.commitBatch(ctx, msgs)
+	first, err := l.commitBatch(ctx, EventStream, msgs)
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:
@@ -196,11 +196,11 @@ type batchAck struct {
 	Count    int                 `json:"count"`
 }
 
-// commitBatch publishes msgs as one atomic batch and returns the sequence of its first
-// message; the others follow it without a gap. An error that is a *jetstream.APIError
+// commitBatch publishes msgs as one atomic batch to stream and returns the sequence of
+// its first message; the others follow it without a gap. An error that is a *jetstream.APIError
 // means the stream refused the batch and stored none of it; any other error means its
 // fate is unknown.
-func (l *EventLog) commitBatch(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
+func (l *EventLog) commitBatch(ctx context.Context, stream string, msgs []*nats.Msg) (uint64, error) {
 	id := nuid.Next()
 	last := len(msgs) - 1
 	for i, m := range msgs {
@@ -230,8 +230,8 @@ func (l *EventLog) commitBatch(ctx context.Context, msgs []*nats.Msg) (uint64, e
 		return 0, ack.Error
 	}
 	switch {
-	case ack.Stream != EventStream:
-		return 0, fmt.Errorf("atomic batch acknowledged by stream %q, not %s", ack.Stream, EventStream)
+	case ack.Stream != stream:
+		return 0, fmt.Errorf("atomic batch acknowledged by stream %q, not %s", ack.Stream, stream)
 	case ack.BatchID != id || ack.Count != len(msgs) || ack.Sequence < uint64(len(msgs)):
 		return 0, fmt.Errorf("atomic batch: acknowledgement %q/%d at %d for batch %q of %d",
 			ack.BatchID, ack.Count, ack.Sequence, id, len(msgs))

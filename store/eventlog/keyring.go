@@ -140,6 +140,15 @@ type Keyring struct {
 	index   []byte // the blind index's HMAC key
 	cache   *keyCache
 	log     *zap.Logger
+
+	// commit gathers the creation of new keys into one write (keyring_commit.go);
+	// atomic: KYC_KEYS takes atomic batches.
+	commit keyCommitter
+	atomic bool
+	// beforeWrite and afterWrite, when set, run around each write of new keys, with the
+	// number of keys and once they are stored: test hooks (Config.AfterKeysWrite).
+	beforeWrite func(n int)
+	afterWrite  func(ctx context.Context)
 }
 
 // KeyStreamConfig is KYC_KEYS: file storage, replicated like KYC_EVENTS, nothing ever
@@ -164,6 +173,8 @@ func KeyStreamConfig(cfg Config) jetstream.StreamConfig {
 		Replicas:          cfg.Replicas,
 		Duplicates:        2 * time.Minute,
 		AllowDirect:       false,
+		// New keys are group-committed (keyring_commit.go): many as one atomic batch.
+		AllowAtomicPublish: true,
 	}
 }
 
@@ -185,8 +196,10 @@ func openKeyring(ctx context.Context, l *EventLog, keys MasterKeys, kc KeyringCo
 	if kc.CacheTTL <= 0 {
 		kc.CacheTTL = DefaultKeyCacheTTL
 	}
+	s, atomic := l.allowAtomic(ctx, s)
 	k := &Keyring{l: l, stream: s, current: keys.Current, masters: map[string]MasterKey{},
-		cache: newKeyCache(kc.CacheSize, kc.CacheTTL), log: l.log.Named("keys")}
+		cache: newKeyCache(kc.CacheSize, kc.CacheTTL), log: l.log.Named("keys"),
+		atomic: atomic}
 	for _, m := range append([]MasterKey{keys.Current}, keys.Previous...) {
 		if m.aead == nil {
 			return nil, domain.E(op, domain.KindInvalid, "keys.previous holds an empty key")
@@ -198,6 +211,7 @@ func openKeyring(ctx context.Context, l *EventLog, keys MasterKeys, kc KeyringCo
 		return nil, err
 	}
 	k.index = idx.raw
+	k.afterWrite = l.cfg.AfterKeysWrite // applicants' keys only, not the index key
 	return k, nil
 }
 
@@ -257,54 +271,26 @@ type key struct {
 // dataKey returns the key on subject: from the cache, else from the stream; with create,
 // it makes one when the subject holds none. Two processes creating at once agree: the
 // key is published only if the subject is still empty (expected last subject sequence
-// 0), and the loser reads the winner's back.
+// 0), and the loser reads the winner's back. In one process, the keys asked for while a
+// write of keys is in flight are made and stored together (createKey), and callers
+// asking for one subject at once get one key.
 func (k *Keyring) dataKey(ctx context.Context, subject string, create bool) (*key, error) {
 	const op = "eventlog.Keyring"
 	if c := k.cache.get(subject); c != nil {
 		return c, nil
 	}
-	for attempt := 0; ; attempt++ {
-		got, err := k.readKey(ctx, subject)
-		if err != nil {
-			return nil, err
-		}
-		if got != nil {
-			k.cache.put(subject, got)
-			return got, nil
-		}
-		if !create {
-			return nil, domain.E(op, domain.KindNotFound, ErrNoKey)
-		}
-		if attempt > 2 {
-			return nil, domain.E(op, domain.KindUnavailable, "the data key was neither created nor readable")
-		}
-		raw := make([]byte, 32)
-		rand.Read(raw)
-		m := keyMsg{V: 1, Kind: kindData, KeyID: k.current.id, Key: wrap(k.current, raw, subject), At: time.Now().UTC()}
-		if subject == keyIndexSubject {
-			m.Kind = kindIndex
-		} else {
-			parts := strings.Split(subject, ".")
-			m.App, m.ID = parts[3], parts[4]
-		}
-		data, _ := json.Marshal(m)
-		ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data},
-			jetstream.WithExpectStream(KeyStream), jetstream.WithExpectLastSequencePerSubject(0))
-		switch {
-		case err == nil:
-			// Stored while the subject was empty: this key is the applicant's.
-			aead, err := newAEAD(raw)
-			if err != nil {
-				return nil, domain.E(op, domain.KindInternal, err)
-			}
-			got := &key{raw: raw, aead: aead, seq: ack.Sequence}
-			k.cache.put(subject, got)
-			return got, nil
-		case !isWrongLastSeq(err):
-			return nil, domain.E(op, domain.KindUnavailable, fmt.Errorf("store data key: %w", err))
-		}
-		// Another process was first: read back what the stream holds.
+	got, err := k.readKey(ctx, subject)
+	if err != nil {
+		return nil, err
 	}
+	if got != nil {
+		k.cache.put(subject, got)
+		return got, nil
+	}
+	if !create {
+		return nil, domain.E(op, domain.KindNotFound, ErrNoKey)
+	}
+	return k.createKey(ctx, subject)
 }
 
 // readKey reads the last message on subject: nil when there is none.

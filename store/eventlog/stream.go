@@ -56,6 +56,10 @@ type Config struct {
 	Keys *MasterKeys
 	// KeyCache tunes the ring's cache of unwrapped keys.
 	KeyCache KeyringConfig
+	// AfterKeysWrite, when set, runs after each write of new data keys to KYC_KEYS, once
+	// they are stored and before any event sealed under them is: a test hook (the crash
+	// tests stop there and kill the process between the two writes). Nil in production.
+	AfterKeysWrite func(ctx context.Context)
 }
 
 func (c Config) withDefaults() Config {
