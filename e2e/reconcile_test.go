@@ -77,19 +77,26 @@ func (a *openAPI) serve(w http.ResponseWriter, r *http.Request) {
 	w.Write(body)
 }
 
-// The built binary reconciles against an Open API that seals its answers like Allpass,
-// configured through apps[].open_api and reconcile, in each way it offers: the API's
-// POST /v1/applicants/{id}/reconcile, `kycstate reconcile --api` (a dry run), `kycstate
-// reconcile` offline on the stopped service's data dir, and the background sweep, which
-// recovers a status whose webhook never came.
-func TestReconcileBinary(t *testing.T) {
+// startWithOpenAPI starts the binary with its app's Open API faked by oa and the sweep
+// off (reconcile.every 0), so that nothing reconciles unless a test asks.
+func startWithOpenAPI(t *testing.T) (*binService, *openAPI, *proc) {
+	t.Helper()
 	needBins(t)
 	s := newBinService(t)
 	oa := newOpenAPI(t, s.app)
 	s.appExtra = fmt.Sprintf("    open_api: { base_url: %q, private_key: %q, timeout: 5s }\n", oa.srv.URL, oa.key)
 	s.extra = "reconcile: { every: 0 }\n"
 	s.setKeys(t, testKeys{s.secretHex, s.hmacHex})
-	p := s.start(t)
+	return s, oa, s.start(t)
+}
+
+// The built binary reconciles against an Open API that seals its answers like Allpass,
+// configured through apps[].open_api and reconcile, in each way it offers: the API's
+// POST /v1/applicants/{id}/reconcile, `kycstate reconcile --api` (a dry run), `kycstate
+// reconcile` offline on the stopped service's data dir, and the background sweep, which
+// recovers a status whose webhook never came.
+func TestReconcileBinary(t *testing.T) {
+	s, oa, p := startWithOpenAPI(t)
 
 	ctx := context.Background()
 	reader, _ := client.New(s.apiURL, s.reader)
@@ -185,13 +192,7 @@ func TestReconcileBinary(t *testing.T) {
 // log's last sequence when they arrive (DESIGN.md section 7): never "kycstate has no
 // events of this applicant".
 func TestReconcileAndEraseRightAfterWebhook(t *testing.T) {
-	needBins(t)
-	s := newBinService(t)
-	oa := newOpenAPI(t, s.app)
-	s.appExtra = fmt.Sprintf("    open_api: { base_url: %q, private_key: %q, timeout: 5s }\n", oa.srv.URL, oa.key)
-	s.extra = "reconcile: { every: 0 }\n"
-	s.setKeys(t, testKeys{s.secretHex, s.hmacHex})
-	p := s.start(t)
+	s, oa, p := startWithOpenAPI(t)
 
 	ctx := context.Background()
 	auditor, _ := client.New(s.apiURL, s.auditor)
