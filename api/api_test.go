@@ -59,7 +59,12 @@ func goldenCases() []exchange {
 		{"changes_after_checkpoint", "/v1/changes?after=500", readerToken},
 		{"healthz", "/healthz", ""},
 		{"readyz", "/readyz", ""},
-		{"error_bad_id", "/v1/applicants/not-a-uuid", readerToken},
+		{"error_bad_id", "/v1/applicants/not.an.id", readerToken},
+		{"error_bad_allpass_id", "/v1/applicants/not-a-uuid?provider=allpass", readerToken},
+		{"error_bad_provider", "/v1/applicants/" + A + "?provider=allpas", readerToken},
+		{"state_unknown_provider_id", "/v1/applicants/not-a-uuid", readerToken},
+		{"state_allpass_by_provider", "/v1/applicants/" + A + "?provider=allpass", readerToken},
+		{"state_allpass_as_sumsub", "/v1/applicants/" + A + "?provider=sumsub", readerToken},
 		{"error_no_token", "/v1/applicants/" + A, ""},
 		{"error_wrong_token", "/v1/applicants/" + A, wrongToken},
 		{"error_forbidden", "/v1/applicants/" + A + "/history", readerToken},
@@ -159,8 +164,11 @@ func TestStateFields(t *testing.T) {
 		if got["erased"] != false || got["reconciledAt"] != nil {
 			t.Errorf("%s: erased %v, reconciledAt %v; want false, null", c.id, got["erased"], got["reconciledAt"])
 		}
-		if len(got) != 15 {
-			t.Errorf("%s: %d fields, want the 15 of DESIGN.md section 7 (13, erased, reconciledAt): %v", c.id, len(got), got)
+		if got["provider"] != "allpass" || got["providerStatus"] != nil {
+			t.Errorf("%s: provider %v, providerStatus %v; want allpass, null", c.id, got["provider"], got["providerStatus"])
+		}
+		if len(got) != 17 {
+			t.Errorf("%s: %d fields, want the 15 of DESIGN.md section 7 (13, erased, reconciledAt) and section 13's provider, providerStatus: %v", c.id, len(got), got)
 		}
 	}
 	// Digest: the projection's chain over the stored bytes, recomputed here.

@@ -66,12 +66,9 @@ func (b consoleBackend) Authenticate(token string) (console.Principal, error) {
 }
 
 func (b consoleBackend) State(ctx context.Context, id domain.ApplicantID) (domain.State, error) {
-	st, found, err := b.s.proj.State(id)
-	switch {
-	case err != nil:
+	st, err := b.s.find(applicantRef{raw: string(id)})
+	if err != nil {
 		return domain.State{}, err
-	case !found:
-		return domain.State{}, errParam("id", domain.KindNotFound, "no applicant "+string(id))
 	}
 	return b.s.openState(ctx, st)
 }
@@ -81,7 +78,11 @@ func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as c
 	if as.Seq != 0 {
 		keep = keepUpToSeq(as.Seq)
 	}
-	st, found, err := b.s.stateAt(ctx, id, keep)
+	cur, err := b.s.find(applicantRef{raw: string(id)})
+	if err != nil {
+		return domain.State{}, err
+	}
+	st, found, err := b.s.stateAt(ctx, cur.Key(), keep)
 	switch {
 	case err != nil:
 		return domain.State{}, err
@@ -92,7 +93,7 @@ func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as c
 }
 
 func (b consoleBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) (client.History, error) {
-	return b.s.history(id, after, min(limit, maxLimit))
+	return b.s.history(applicantRef{raw: string(id)}, after, min(limit, maxLimit))
 }
 
 func (b consoleBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error) {

@@ -77,7 +77,7 @@ type query struct {
 // each take a different value, and an auditor's request must mean one thing.
 func knownParams() []string {
 	return []string{"minSeq", "at", "seq", "after", "limit", "cursor",
-		"externalUserId", "appKey", "status", "wait", "dryRun"}
+		"externalUserId", "appKey", "status", "wait", "dryRun", "provider"}
 }
 
 // parseQuery decodes the query string, refusing one that is not well formed or that

@@ -29,7 +29,7 @@ func (s *server) handleState() http.Handler {
 		if err != nil {
 			return err
 		}
-		id, err := parseUUID("id", r.PathValue("id"))
+		ref, err := parseApplicantRef(q, r.PathValue("id"))
 		if err != nil {
 			return err
 		}
@@ -54,20 +54,20 @@ func (s *server) handleState() http.Handler {
 			return nil // the client went away while we waited
 		}
 
-		var st domain.State
-		var found bool
-		if keep != nil {
-			st, found, err = s.stateAt(r.Context(), domain.ApplicantID(id), keep)
-		} else {
-			st, found, err = s.proj.State(domain.ApplicantID(id))
-		}
-		switch {
-		case err != nil:
+		st, err := s.find(ref)
+		if err != nil {
 			return err
-		case !found && keep != nil:
-			return errParam("id", domain.KindNotFound, "applicant "+id+" had no events by then")
-		case !found:
-			return errParam("id", domain.KindNotFound, "no applicant "+id)
+		}
+		if keep != nil {
+			// The applicant is found by its current state, then folded to the moment asked.
+			var found bool
+			st, found, err = s.stateAt(r.Context(), st.Key(), keep)
+			switch {
+			case err != nil:
+				return err
+			case !found:
+				return errParam("id", domain.KindNotFound, "applicant "+ref.raw+" had no events by then")
+			}
 		}
 		v, err := s.stateView(r.Context(), st)
 		if err != nil {
@@ -110,14 +110,14 @@ func keepReceivedBy(at time.Time) func(domain.Record) bool {
 }
 
 // stateAt folds the longest prefix of an applicant's history whose records keep accepts.
-func (s *server) stateAt(ctx context.Context, id domain.ApplicantID, keep func(domain.Record) bool) (domain.State, bool, error) {
+func (s *server) stateAt(ctx context.Context, id domain.ApplicantKey, keep func(domain.Record) bool) (domain.State, bool, error) {
 	var recs []domain.Record
 	var after uint64
 	for {
 		if err := ctx.Err(); err != nil {
 			return domain.State{}, false, domain.E("api.stateAt", domain.KindUnavailable, err)
 		}
-		page, next, err := s.proj.History(id, after, maxLimit)
+		page, next, err := s.proj.HistoryOf(id, after, maxLimit)
 		if err != nil {
 			return domain.State{}, false, err
 		}
@@ -217,7 +217,7 @@ func (s *server) handleHistory() http.Handler {
 		if err != nil {
 			return err
 		}
-		id, err := parseUUID("id", r.PathValue("id"))
+		ref, err := parseApplicantRef(q, r.PathValue("id"))
 		if err != nil {
 			return err
 		}
@@ -229,7 +229,7 @@ func (s *server) handleHistory() http.Handler {
 		if err != nil {
 			return err
 		}
-		v, err := s.history(domain.ApplicantID(id), after, limit)
+		v, err := s.history(ref, after, limit)
 		if err != nil {
 			return err
 		}
@@ -238,25 +238,18 @@ func (s *server) handleHistory() http.Handler {
 	})
 }
 
-// history is one page of id's history, up to limit events after sequence after, as the
-// route answers it and the console shows it. Errors: KindNotFound for an unknown
-// applicant.
-func (s *server) history(id domain.ApplicantID, after uint64, limit int) (client.History, error) {
-	recs, next, err := s.proj.History(id, after, limit)
+// history is one page of an applicant's history, up to limit events after sequence
+// after, as the route answers it and the console shows it. Errors: as find.
+func (s *server) history(ref applicantRef, after uint64, limit int) (client.History, error) {
+	st, err := s.find(ref)
 	if err != nil {
 		return client.History{}, err
 	}
-	if len(recs) == 0 {
-		// An empty page of a known applicant is an answer; of an unknown one, a 404.
-		_, found, err := s.proj.State(id)
-		if err != nil {
-			return client.History{}, err
-		}
-		if !found {
-			return client.History{}, errParam("id", domain.KindNotFound, "no applicant "+string(id))
-		}
+	recs, next, err := s.proj.HistoryOf(st.Key(), after, limit)
+	if err != nil {
+		return client.History{}, err
 	}
-	v := client.History{ApplicantID: id, Events: make([]client.Event, len(recs))}
+	v := client.History{ApplicantID: st.ApplicantID, Provider: providerOf(st.Provider), Events: make([]client.Event, len(recs))}
 	for i, rec := range recs {
 		v.Events[i] = newEventView(rec)
 	}
@@ -292,10 +285,15 @@ func (s *server) handleApplicants() http.Handler {
 			case q.has("cursor"):
 				return errParam("cursor", domain.KindInvalid, "pages only a status list; an externalUserId lists its few applicants at once")
 			}
+			// appKey is an Allpass app's key (a UUID) or another provider's app name
+			// (DESIGN.md section 13: a subject token).
 			var app string
 			if q.has("appKey") {
 				if app, err = parseUUID("appKey", q.get("appKey")); err != nil {
-					return err
+					if app = q.get("appKey"); !domain.IsSubjectToken(app) {
+						return errParam("appKey", domain.KindInvalid, fmt.Sprintf(
+							"must be an Allpass app key (a UUID) or another provider's app name (1 to 64 of A-Z, a-z, 0-9, '_' and '-'), got %s", quote(app)))
+					}
 				}
 			}
 			states, err := s.byExternalUserID(r.Context(), domain.ExternalUserID(ext), domain.AppKey(app), limit)
@@ -351,7 +349,7 @@ func statusList() string {
 
 // byExternalUserID finds the applicants of ext (of app, if not empty): those whose id is
 // in clear through the clear index, those whose id is sealed through the blind index,
-// each blind match checked by opening its id. In applicant id order, at most limit.
+// each blind match checked by opening its id. In applicant key order, at most limit.
 func (s *server) byExternalUserID(ctx context.Context, ext domain.ExternalUserID, app domain.AppKey, limit int) ([]domain.State, error) {
 	out, err := s.proj.ByExternalUserID(ext, app, limit)
 	if err != nil || s.keys == nil {
@@ -371,8 +369,10 @@ func (s *server) byExternalUserID(ctx context.Context, ext domain.ExternalUserID
 			out = append(out, st)
 		}
 	}
-	slices.SortFunc(out, func(a, b domain.State) int { return strings.Compare(string(a.ApplicantID), string(b.ApplicantID)) })
-	out = slices.CompactFunc(out, func(a, b domain.State) bool { return a.ApplicantID == b.ApplicantID })
+	// Every provider's applicants (DESIGN.md section 13), each once: two providers may
+	// hold the same id, so applicants are told apart by key, not by id.
+	slices.SortFunc(out, func(a, b domain.State) int { return strings.Compare(string(a.Key()), string(b.Key())) })
+	out = slices.CompactFunc(out, func(a, b domain.State) bool { return a.Key() == b.Key() })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}

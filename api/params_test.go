@@ -20,11 +20,20 @@ type badCase struct {
 func badCases() []badCase {
 	A := "/v1/applicants/" + string(idA)
 	return []badCase{
-		{"/v1/applicants/not-a-uuid", "id"},
-		{"/v1/applicants/" + string(idA) + "0", "id"},
+		// {id} is an Allpass UUID or another provider's id (DESIGN.md section 13): 1 to 64
+		// of [A-Za-z0-9_-]; with ?provider=allpass, a UUID only.
+		{"/v1/applicants/not.a.uuid", "id"},
+		{"/v1/applicants/not-a-uuid?provider=allpass", "id"},
+		{"/v1/applicants/" + string(idA) + "0?provider=allpass", "id"},
 		{"/v1/applicants/0a3c5e1f-6b2d-4c8e-9f10+aaaaaaaaaaa1", "id"},
-		{"/v1/applicants/0a3c5e1f-6b2d-4c8e-9f10-aaaaaaaaaaag", "id"},
+		{"/v1/applicants/0a3c5e1f-6b2d-4c8e-9f10-aaaaaaaaaaag?provider=allpass", "id"},
 		{"/v1/applicants/%20/history", "id"},
+		{"/v1/applicants/" + strings.Repeat("a", 65), "id"},
+		{"/v1/applicants/" + strings.Repeat("a", 65) + "?provider=sumsub", "id"},
+		{"/v1/applicants/inq_%C3%A9/history?provider=persona", "id"},
+		{A + "?provider=", "provider"},
+		{A + "?provider=Allpass", "provider"},
+		{A + "/history?provider=sumsub&provider=sumsub", "provider"},
 		{A + "?minSeq=-1", "minSeq"},
 		{A + "?minSeq=abc", "minSeq"},
 		{A + "?minSeq=99999999999999999999999", "minSeq"},
@@ -50,7 +59,8 @@ func badCases() []badCase {
 		{"/v1/applicants?externalUserId=u&status=APPROVED", "externalUserId"},
 		{"/v1/applicants?externalUserId=", "externalUserId"},
 		{"/v1/applicants?externalUserId=" + strings.Repeat("x", 1025), "externalUserId"},
-		{"/v1/applicants?externalUserId=u&appKey=nope", "appKey"},
+		{"/v1/applicants?externalUserId=u&appKey=no.pe", "appKey"},
+		{"/v1/applicants?externalUserId=u&appKey=" + strings.Repeat("a", 65), "appKey"},
 		{"/v1/applicants?externalUserId=u&cursor=" + string(idA), "cursor"},
 		{"/v1/applicants?status=DONE", "status"},
 		{"/v1/applicants?status=%C4%B1nit", "status"}, // dotless i: not INIT

@@ -68,13 +68,20 @@ type Projection interface {
 	// WaitFor blocks until the checkpoint reaches seq or ctx ends (or the projection
 	// closes), and returns the checkpoint then.
 	WaitFor(ctx context.Context, seq uint64) uint64
-	// State returns an applicant's current state; false when it has none.
+	// State returns an Allpass applicant's current state; false when it has none.
 	State(id domain.ApplicantID) (domain.State, bool, error)
-	// History returns up to limit records of id after seq after, in stream order, and
-	// the seq to continue from (0: no more); limit <= 0 returns all of them.
-	History(id domain.ApplicantID, after uint64, limit int) ([]domain.Record, uint64, error)
-	// ByExternalUserID returns the applicants whose id is stored in clear as ext (of
-	// app, if not empty), in applicant id order, at most limit.
+	// StateOf returns the current state of the applicant with key id (any provider's,
+	// domain.KeyOf); false when it has none.
+	StateOf(id domain.ApplicantKey) (domain.State, bool, error)
+	// ApplicantsByID returns every applicant of every provider and app whose own id is
+	// id, in applicant key order.
+	ApplicantsByID(id domain.ApplicantID) ([]domain.State, error)
+	// HistoryOf returns up to limit records of the applicant with key id after seq
+	// after, in stream order, and the seq to continue from (0: no more); limit <= 0
+	// returns all of them.
+	HistoryOf(id domain.ApplicantKey, after uint64, limit int) ([]domain.Record, uint64, error)
+	// ByExternalUserID returns the applicants of every provider whose id is stored in
+	// clear as ext (of app, if not empty), in applicant key order, at most limit.
 	ByExternalUserID(ext domain.ExternalUserID, app domain.AppKey, limit int) ([]domain.State, error)
 	// ByExternalUserIndex returns the applicants whose sealed id has the blind index
 	// index(appKey) (of app, if not empty), in applicant id order, at most limit; the

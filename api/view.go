@@ -16,8 +16,10 @@ func newStateView(s domain.State) client.State {
 	v := client.State{
 		ApplicantID:    s.ApplicantID,
 		AppKey:         s.AppKey,
+		Provider:       providerOf(s.Provider),
 		ExternalUserID: strPtr(s.ExternalUserID),
 		Status:         strPtr(s.Status),
+		ProviderStatus: strPtr(s.ProviderStatus),
 		LastEventAt:    client.Time(s.LastEventAt),
 		LastSeq:        s.LastSeq,
 		Events:         s.Events,
@@ -39,18 +41,20 @@ func newStateView(s domain.State) client.State {
 
 func newEventView(r domain.Record) client.Event {
 	return client.Event{
-		Seq:           r.Seq,
-		Type:          r.Type,
-		Origin:        r.Origin.OrDefault(),
-		EventAt:       client.Time(r.EventAt),
-		EventAtSource: r.EventAtSource,
-		ReceivedAt:    client.Time(r.ReceivedAt),
-		Outcome:       r.Outcome,
-		From:          strPtr(r.From),
-		To:            strPtr(r.To),
-		StepName:      strPtr(r.StepName),
-		Warnings:      nonNil(r.Warnings),
-		TimeFlag:      strPtr(r.TimeFlag),
+		Seq:            r.Seq,
+		Provider:       providerOf(r.Provider),
+		Type:           r.Type,
+		ProviderStatus: strPtr(r.ProviderStatus),
+		Origin:         r.Origin.OrDefault(),
+		EventAt:        client.Time(r.EventAt),
+		EventAtSource:  r.EventAtSource,
+		ReceivedAt:     client.Time(r.ReceivedAt),
+		Outcome:        r.Outcome,
+		From:           strPtr(r.From),
+		To:             strPtr(r.To),
+		StepName:       strPtr(r.StepName),
+		Warnings:       nonNil(r.Warnings),
+		TimeFlag:       strPtr(r.TimeFlag),
 	}
 }
 
@@ -74,6 +78,7 @@ func newChangeViews(cs []domain.Change) []client.Change {
 			Seq:            c.Seq,
 			ApplicantID:    c.ApplicantID,
 			AppKey:         c.AppKey,
+			Provider:       providerOf(c.Provider),
 			ExternalUserID: strPtr(c.ExternalUserID),
 			From:           strPtr(c.From),
 			To:             string(c.To),
@@ -82,6 +87,10 @@ func newChangeViews(cs []domain.Change) []client.Change {
 	}
 	return out
 }
+
+// providerOf is the provider to show: one the projection stored before providers were
+// recorded is empty, and was Allpass's.
+func providerOf(p domain.Provider) domain.Provider { return domain.ProviderOf(string(p)) }
 
 func uintPtr(n uint64) *uint64 {
 	if n == 0 {

@@ -46,6 +46,9 @@ const (
 	CodeConflict = "conflict"
 	// CodeReconcileDisabled (404): this node has no Open API configured for any app.
 	CodeReconcileDisabled = "reconcile_disabled"
+	// CodeAmbiguousApplicant (409): applicants of two providers (or two apps of one) hold
+	// the id asked for; ask again naming the provider (?provider=).
+	CodeAmbiguousApplicant = "ambiguous_applicant"
 )
 
 // Error is an answer other than 200. Code is "" when the body was not the API's error
@@ -147,6 +150,9 @@ type StateQuery struct {
 	// At or Seq (auditor role, one of them): the state as known at that moment.
 	At  time.Time
 	Seq uint64
+	// Provider, if not "", names whose applicant id is (DESIGN.md section 13); without
+	// it, an Allpass applicant with the id answers, else the one other provider's.
+	Provider domain.Provider
 }
 
 // State reads one applicant. seq is the answer's X-Kycstate-Seq.
@@ -161,6 +167,9 @@ func (c *Client) State(ctx context.Context, id domain.ApplicantID, q StateQuery)
 	if q.Seq > 0 {
 		v.Set("seq", strconv.FormatUint(q.Seq, 10))
 	}
+	if q.Provider != "" {
+		v.Set("provider", string(q.Provider))
+	}
 	seq, err = c.get(ctx, "applicant", &st, v, "v1", "applicants", string(id))
 	return st, seq, err
 }
@@ -168,7 +177,16 @@ func (c *Client) State(ctx context.Context, id domain.ApplicantID, q StateQuery)
 // History reads one page of an applicant's history (auditor): events after after, at
 // most limit (0: the server's default).
 func (c *Client) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) (h History, seq uint64, err error) {
+	return c.ProviderHistory(ctx, "", id, after, limit)
+}
+
+// ProviderHistory is History of provider p's applicant id ("" as History: an Allpass
+// applicant with the id, else the one other provider's).
+func (c *Client) ProviderHistory(ctx context.Context, p domain.Provider, id domain.ApplicantID, after uint64, limit int) (h History, seq uint64, err error) {
 	v := page(after, "after", limit)
+	if p != "" {
+		v.Set("provider", string(p))
+	}
 	seq, err = c.get(ctx, "history", &h, v, "v1", "applicants", string(id), "history")
 	return h, seq, err
 }

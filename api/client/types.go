@@ -14,36 +14,46 @@ import (
 
 // State is one applicant's state: GET /v1/applicants/{id}.
 type State struct {
-	ApplicantID    domain.ApplicantID `json:"applicantId"`
-	AppKey         domain.AppKey      `json:"appKey"`
-	ExternalUserID *string            `json:"externalUserId"` // null: Allpass never sent one
-	Status         *string            `json:"status"`         // null: no status event applied yet
-	StatusAt       *Time              `json:"statusAt"`       // eventAt of the latest applied status event; null with status
-	LastEventAt    Time               `json:"lastEventAt"`
-	LastSeq        uint64             `json:"lastSeq"`
-	Events         int                `json:"events"`
-	StepsPassed    []string           `json:"stepsPassed"`
-	Flags          []string           `json:"flags"`
-	Warnings       []string           `json:"warnings"`
-	Anomalies      int                `json:"anomalies"`
-	Digest         string             `json:"digest"`
-	Erased         bool               `json:"erased"`       // personal data erased (DESIGN.md section 11)
-	ReconciledAt   *Time              `json:"reconciledAt"` // eventAt of the latest reconciled event; null: never
+	ApplicantID domain.ApplicantID `json:"applicantId"`
+	AppKey      domain.AppKey      `json:"appKey"`
+	// Provider is the KYC provider whose applicant this is (DESIGN.md section 13): an
+	// applicant is (provider, appKey, applicantId).
+	Provider       domain.Provider `json:"provider"`
+	ExternalUserID *string         `json:"externalUserId"` // null: Allpass never sent one
+	Status         *string         `json:"status"`         // null: no status event applied yet
+	// ProviderStatus is the provider's own status as its latest applied status event
+	// stated it, verbatim; null for Allpass, whose events state none.
+	ProviderStatus *string  `json:"providerStatus"`
+	StatusAt       *Time    `json:"statusAt"` // eventAt of the latest applied status event; null with status
+	LastEventAt    Time     `json:"lastEventAt"`
+	LastSeq        uint64   `json:"lastSeq"`
+	Events         int      `json:"events"`
+	StepsPassed    []string `json:"stepsPassed"`
+	Flags          []string `json:"flags"`
+	Warnings       []string `json:"warnings"`
+	Anomalies      int      `json:"anomalies"`
+	Digest         string   `json:"digest"`
+	Erased         bool     `json:"erased"`       // personal data erased (DESIGN.md section 11)
+	ReconciledAt   *Time    `json:"reconciledAt"` // eventAt of the latest reconciled event; null: never
 }
 
 // Event is one line of an applicant's history.
 type Event struct {
-	Seq           uint64           `json:"seq"`
-	Type          domain.EventType `json:"type"`
-	Origin        domain.Origin    `json:"origin"` // webhook, openapi or operator
-	EventAt       Time             `json:"eventAt"`
-	EventAtSource string           `json:"eventAtSource"`
-	ReceivedAt    Time             `json:"receivedAt"`
-	Outcome       domain.Outcome   `json:"outcome"`
-	From          *string          `json:"from"` // null: no status before
-	To            *string          `json:"to"`   // null: still no status after
-	StepName      *string          `json:"stepName"`
-	Warnings      []string         `json:"warnings"`
+	Seq      uint64           `json:"seq"`
+	Provider domain.Provider  `json:"provider"`
+	Type     domain.EventType `json:"type"`
+	// ProviderStatus is the provider's own status as this event stated it, verbatim;
+	// null when it states none (every Allpass event, a provider's annotations).
+	ProviderStatus *string        `json:"providerStatus"`
+	Origin         domain.Origin  `json:"origin"` // webhook, openapi or operator
+	EventAt        Time           `json:"eventAt"`
+	EventAtSource  string         `json:"eventAtSource"`
+	ReceivedAt     Time           `json:"receivedAt"`
+	Outcome        domain.Outcome `json:"outcome"`
+	From           *string        `json:"from"` // null: no status before
+	To             *string        `json:"to"`   // null: still no status after
+	StepName       *string        `json:"stepName"`
+	Warnings       []string       `json:"warnings"`
 	// TimeFlag is "clock_skew" when the event's own time lay outside the window ingest
 	// trusts and eventAt is the receive time (eventAtSource "received"; DESIGN.md
 	// section 15); null otherwise.
@@ -53,6 +63,7 @@ type Event struct {
 // History is one page of GET /v1/applicants/{id}/history.
 type History struct {
 	ApplicantID domain.ApplicantID `json:"applicantId"`
+	Provider    domain.Provider    `json:"provider"`
 	Events      []Event            `json:"events"`
 	Next        *uint64            `json:"next"` // null: this page is the last
 }
@@ -82,6 +93,7 @@ type Change struct {
 	Seq            uint64             `json:"seq"`
 	ApplicantID    domain.ApplicantID `json:"applicantId"`
 	AppKey         domain.AppKey      `json:"appKey"`
+	Provider       domain.Provider    `json:"provider"`
 	ExternalUserID *string            `json:"externalUserId"`
 	From           *string            `json:"from"` // null: the applicant's first status
 	To             string             `json:"to"`
