@@ -1,7 +1,6 @@
 package persona
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -117,20 +116,7 @@ func TestStatusAgainstAFakePersona(t *testing.T) {
 	defer srv.Close()
 	get := func(apiKey string, id domain.ApplicantID) (int, []byte) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL+InquiryPath(id), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range InquiryRequestHeaders(apiKey) {
-			req.Header.Set(k, v)
-		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return webhooktest.Get(t, srv, InquiryPath(id), InquiryRequestHeaders(apiKey))
 	}
 	code, body := get(key, "inq_2CVZ4HyVg7qaboXz2PUHknAn")
 	if code != http.StatusOK {

@@ -1,7 +1,6 @@
 package sumsub
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -170,20 +169,7 @@ func TestStatusAgainstAFakeSumsub(t *testing.T) {
 	get := func(sec []byte, id domain.ApplicantID) (int, []byte) {
 		t.Helper()
 		path := ApplicantPath(id)
-		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range SignRequest(token, sec, now, http.MethodGet, path, nil) {
-			req.Header.Set(k, v)
-		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return webhooktest.Get(t, srv, path, SignRequest(token, sec, now, http.MethodGet, path, nil))
 	}
 	code, body := get(secret, "65f1c2a9e4b0a1b2c3d4e5f6")
 	if code != http.StatusOK {

@@ -3,14 +3,20 @@
 // code, its kind, and a message that gives nothing away; an accepted event is exactly the
 // one the vectors name and can be stored.
 //
-// It is for the tests of ingest/<provider> only, and pure like them: no net/http (Header
-// gives net/textproto's canonical keys, as a request's headers have).
+// It is for the tests of ingest/<provider> only. Opening a webhook needs no net/http
+// (Header gives net/textproto's canonical keys, as a request's headers have); Get, for
+// the status API pieces, asks an httptest server as the lead's wiring will ask the
+// provider.
 package webhooktest
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/textproto"
 	"os"
 	"strings"
@@ -392,4 +398,24 @@ func (s Suite) FuzzSigned(f *testing.F, v Vectors, sign func(secret, body []byte
 // received.
 func HeaderOf(name string) func(headers map[string]string) string {
 	return func(h map[string]string) string { return h[name] }
+}
+
+// Get sends GET path with headers to srv, as a status API request is sent, and returns
+// the answer's status code and body.
+func Get(t testing.TB, srv *httptest.Server, path string, headers map[string]string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }
