@@ -93,6 +93,24 @@ func (w *workload) more() bool {
 // drawing reports whether new journeys are still drawn.
 func (w *workload) drawing() bool { return w.limit <= 0 || w.Applicants < w.limit }
 
+// firstDeliveries draws n deliveries from w that are each an applicant's first (the
+// other deliveries drawn meanwhile are dropped): a workload where every webhook makes
+// its applicant's data key.
+func firstDeliveries(w *workload, n int) []delivery {
+	ds := make([]delivery, 0, n)
+	first := false
+	w.onFirst = func(string) { first = true }
+	defer func() { w.onFirst = nil }()
+	for len(ds) < n {
+		first = false
+		d := w.next()
+		if first {
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
 // next returns the next delivery to send; call it only while more reports true.
 func (w *workload) next() delivery {
 	for len(w.active) < cap(w.active) && w.drawing() {

@@ -44,7 +44,27 @@ func phaseIngest(ctx context.Context, o options, r *result) error {
 	if o.Quick {
 		n, rounds = 8_000, 8
 	}
-	return ingestRun(ctx, o, r, "ingest", embeddedTarget(), ingestSenders, 1, n, rounds)
+	return ingestRun(ctx, o, r, "ingest", embeddedTarget(), ingestSenders, 1, n, rounds, false)
+}
+
+// phaseIngestNew is phaseIngest with every webhook a new applicant's first (an app at
+// the start of a campaign, or catching up after an outage): each one makes its data key
+// in KYC_KEYS before its event is written (issue 22). Its ratio is over the bare relay.
+func phaseIngestNew(ctx context.Context, o options, r *result) error {
+	n, rounds := 24_000, 24
+	if o.Quick {
+		n, rounds = 8_000, 8
+	}
+	return ingestRun(ctx, o, r, "ingest_new", embeddedTarget(), ingestSenders, 1, n, rounds, true)
+}
+
+// phaseIngestBurstNew is phaseIngestBurst with every webhook a new applicant's first.
+func phaseIngestBurstNew(ctx context.Context, o options, r *result) error {
+	n, rounds := 40_000, 10
+	if o.Quick {
+		n, rounds = 12_000, 4
+	}
+	return ingestRun(ctx, o, r, "ingest_burst_new", embeddedTarget(), burstSenders, burstSenders, n, rounds, true)
 }
 
 // phaseIngestBurst is phaseIngest with 256 senders against 256 raw clients publishing
@@ -54,7 +74,7 @@ func phaseIngestBurst(ctx context.Context, o options, r *result) error {
 	if o.Quick {
 		n, rounds = 12_000, 4
 	}
-	return ingestRun(ctx, o, r, "ingest_burst", embeddedTarget(), burstSenders, burstSenders, n, rounds)
+	return ingestRun(ctx, o, r, "ingest_burst", embeddedTarget(), burstSenders, burstSenders, n, rounds, false)
 }
 
 // logTarget is where an ingest comparison's stream lives, so that the R1 phases (one
@@ -86,13 +106,19 @@ func embeddedTarget() logTarget {
 // raw publishers over conns NATS connections. The steady comparison shares one
 // connection, as the handler does (and as the figure was first measured); the burst one
 // gives each raw publisher its own, as `nats bench js pub sync --clients=256` does.
-func ingestRun(ctx context.Context, o options, r *result, name string, target logTarget, senders, conns, n, rounds int) error {
+// With newOnly every webhook is an applicant's first.
+func ingestRun(ctx context.Context, o options, r *result, name string, target logTarget, senders, conns, n, rounds int, newOnly bool) error {
 	warm := 2 * senders * 4
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed, app, 2_000)
-	ds := make([]delivery, n+warm)
-	for i := range ds {
-		ds[i] = w.next()
+	var ds []delivery
+	if newOnly {
+		ds = firstDeliveries(w, n+warm)
+	} else {
+		ds = make([]delivery, n+warm)
+		for i := range ds {
+			ds[i] = w.next()
+		}
 	}
 	hooks, err := seal(app, ds)
 	if err != nil {

@@ -96,6 +96,8 @@ func phases() []phaseSpec {
 	return append([]phaseSpec{
 		{"ingest", "ingest", phaseIngest},
 		{"ingest_burst", "ingest", phaseIngestBurst},
+		{"ingest_new", "ingest", phaseIngestNew},
+		{"ingest_burst_new", "ingest", phaseIngestBurstNew},
 		{"burst", "ingest", phaseBurst},
 		{"load", "rebuild", phaseLoad},
 		{"drain", "rebuild", phaseDrain},

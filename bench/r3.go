@@ -43,7 +43,7 @@ func phaseIngestR3(ctx context.Context, o options, r *result) error {
 	if o.Quick {
 		n, rounds = 4_000, 4
 	}
-	return ingestRun(ctx, o, r, "ingest_r3", clusterTarget(o), ingestSenders, 1, n, rounds)
+	return ingestRun(ctx, o, r, "ingest_r3", clusterTarget(o), ingestSenders, 1, n, rounds, false)
 }
 
 // phaseIngestBurstR3 is phaseIngestBurst on the cluster: 256 senders against 256 sync
@@ -53,7 +53,7 @@ func phaseIngestBurstR3(ctx context.Context, o options, r *result) error {
 	if o.Quick {
 		n, rounds = 6_000, 3
 	}
-	return ingestRun(ctx, o, r, "ingest_burst_r3", clusterTarget(o), burstSenders, burstSenders, n, rounds)
+	return ingestRun(ctx, o, r, "ingest_burst_r3", clusterTarget(o), burstSenders, burstSenders, n, rounds, false)
 }
 
 // clusterTarget starts the cluster under the phase's directory, opens KYC_EVENTS with

@@ -47,28 +47,46 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		row(phase, "bare echo latency p50 ms", v(phase, "echo_p50_ms"), "%.1f", "", nan, "", nan, "")
 	}
 
-	if r := res["ingest"]; r != nil {
-		x := v("ingest", "ratio")
-		row("ingest", fmt.Sprintf("webhooks/s, handler over HTTP, %d senders", ingestSenders), v("ingest", "rate"), "%.0f",
-			"js.Publish of the stored bytes", v("ingest", "raw_rate"), "%.0f", x, ">= 0.8")
-		row("ingest", "latency p50 ms", v("ingest", "p50_ms"), "%.1f", "js.Publish p50 ms", v("ingest", "raw_p50_ms"), "%.1f",
-			v("ingest", "p50_ms")/v("ingest", "raw_p50_ms"), "")
-		row("ingest", "latency p99 ms", v("ingest", "p99_ms"), "%.1f", "js.Publish p99 ms", v("ingest", "raw_p99_ms"), "%.1f",
-			v("ingest", "p99_ms")/v("ingest", "raw_p99_ms"), "")
-		row("ingest", "fsync of a 1 KiB append p50 ms (bound)", v("ingest", "fsync_p50_ms"), "%.2f", "=> writes/s one at a time", 1000/v("ingest", "fsync_p50_ms"), "%.0f", nan, "")
-		row("ingest", "webhooks per log write (group commit)", v("ingest", "per_write"), "%.1f", "", nan, "", nan, "")
-		bare("ingest", ingestSenders)
-		ratios = append(ratios, ratio{"ingest", x})
+	// The steady comparisons (16 senders) are over the bare relay: at 16 senders no
+	// handler behind HTTP reaches raw publishers on two cores (issue 12's note), and the
+	// relay is the honest baseline there; raw publish stays the baseline of the bursts,
+	// where group commit should win.
+	steady := func(name, who, goal string) {
+		x := v(name, "rate") / v(name, "relay_rate")
+		row(name, fmt.Sprintf("webhooks/s, handler over HTTP, %d senders%s", ingestSenders, who), v(name, "rate"), "%.0f",
+			"bare relay, js.Publish per request", v(name, "relay_rate"), "%.0f", x, goal)
+		row(name, "webhooks/s against raw publish (median of rounds)", v(name, "rate"), "%.0f",
+			"js.Publish of the stored bytes", v(name, "raw_rate"), "%.0f", v(name, "ratio"), "")
+		row(name, "latency p50 ms", v(name, "p50_ms"), "%.1f", "js.Publish p50 ms", v(name, "raw_p50_ms"), "%.1f",
+			v(name, "p50_ms")/v(name, "raw_p50_ms"), "")
+		row(name, "latency p99 ms", v(name, "p99_ms"), "%.1f", "js.Publish p99 ms", v(name, "raw_p99_ms"), "%.1f",
+			v(name, "p99_ms")/v(name, "raw_p99_ms"), "")
+		row(name, "fsync of a 1 KiB append p50 ms (bound)", v(name, "fsync_p50_ms"), "%.2f", "=> writes/s one at a time", 1000/v(name, "fsync_p50_ms"), "%.0f", nan, "")
+		row(name, "webhooks per log write (group commit)", v(name, "per_write"), "%.1f", "", nan, "", nan, "")
+		bare(name, ingestSenders)
+		ratios = append(ratios, ratio{name, x})
 	}
-	if r := res["ingest_burst"]; r != nil {
-		x := v("ingest_burst", "ratio")
-		row("ingest_burst", fmt.Sprintf("webhooks/s, handler over HTTP, %d senders", burstSenders), v("ingest_burst", "rate"), "%.0f",
-			fmt.Sprintf("sync js.Publish, %d clients", burstSenders), v("ingest_burst", "raw_rate"), "%.0f", x, ">= 2.0 (aim 4)")
-		row("ingest_burst", "latency p99 ms", v("ingest_burst", "p99_ms"), "%.1f", "js.Publish p99 ms", v("ingest_burst", "raw_p99_ms"), "%.1f",
-			v("ingest_burst", "p99_ms")/v("ingest_burst", "raw_p99_ms"), "")
-		row("ingest_burst", "webhooks per log write (group commit)", v("ingest_burst", "per_write"), "%.1f", "", nan, "", nan, "")
-		bare("ingest_burst", burstSenders)
-		ratios = append(ratios, ratio{"ingest_burst", x})
+	burstRows := func(name, who, goal string) {
+		x := v(name, "ratio")
+		row(name, fmt.Sprintf("webhooks/s, handler over HTTP, %d senders%s", burstSenders, who), v(name, "rate"), "%.0f",
+			fmt.Sprintf("sync js.Publish, %d clients", burstSenders), v(name, "raw_rate"), "%.0f", x, goal)
+		row(name, "latency p99 ms", v(name, "p99_ms"), "%.1f", "js.Publish p99 ms", v(name, "raw_p99_ms"), "%.1f",
+			v(name, "p99_ms")/v(name, "raw_p99_ms"), "")
+		row(name, "webhooks per log write (group commit)", v(name, "per_write"), "%.1f", "", nan, "", nan, "")
+		bare(name, burstSenders)
+		ratios = append(ratios, ratio{name, x})
+	}
+	if res["ingest"] != nil {
+		steady("ingest", "", ">= 0.9")
+	}
+	if res["ingest_burst"] != nil {
+		burstRows("ingest_burst", "", ">= 2.0 (aim 4)")
+	}
+	if res["ingest_new"] != nil {
+		steady("ingest_new", ", every webhook a new applicant", ">= 0.75")
+	}
+	if res["ingest_burst_new"] != nil {
+		burstRows("ingest_burst_new", ", every webhook a new applicant", ">= 1.2")
 	}
 	if r := res["burst"]; r != nil {
 		x := v("burst", "share")
@@ -103,9 +121,10 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 			"ingest latency alone p50 ms", v("lag", "alone_p50_ms"), "%.1f", p50, "")
 		row("lag", "200 -> visible in projection p99 ms", v("lag", "lag_p99_ms"), "%.1f",
 			"ingest latency alone p99 ms", v("lag", "alone_p99_ms"), "%.1f", p99, "")
+		ingestP99 := v("lag", "ingest_p99_ms") / v("lag", "alone_p99_ms")
 		row("lag", "ingest latency p99 ms, projector running", v("lag", "ingest_p99_ms"), "%.1f",
-			"ingest latency alone p99 ms", v("lag", "alone_p99_ms"), "%.1f", v("lag", "ingest_p99_ms")/v("lag", "alone_p99_ms"), "")
-		ratios = append(ratios, ratio{"lag_p50", p50}, ratio{"lag_p99", p99})
+			"ingest latency alone p99 ms", v("lag", "alone_p99_ms"), "%.1f", ingestP99, "<= 3")
+		ratios = append(ratios, ratio{"lag_p50", p50}, ratio{"lag_p99", p99}, ratio{"lag_ingest_p99", ingestP99})
 	}
 	if res["api"] != nil {
 		x := v("api", "ratio")
@@ -159,7 +178,13 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 		notes = append(notes, fmt.Sprintf("lag: %.0f of %.0f sends started more than 10 ms after their slot: the service did not keep the pace",
 			r.Values["behind"], r.Values["sent"]))
 	}
-	for _, name := range []string{"ingest", "ingest_burst", "ingest_r3", "ingest_burst_r3", "api", "scale_api"} {
+	for _, name := range []string{"ingest", "ingest_new"} {
+		if r := res[name]; r != nil {
+			notes = append(notes, fmt.Sprintf("%s: ratio is the totals' rate over the bare relay's; against raw publish, the median of %.0f paired rounds is %.2f (range %.2f to %.2f)",
+				name, r.Values["rounds"], r.Values["ratio"], r.Values["ratio_min"], r.Values["ratio_max"]))
+		}
+	}
+	for _, name := range []string{"ingest_burst", "ingest_burst_new", "ingest_r3", "ingest_burst_r3", "api", "scale_api"} {
 		if r := res[name]; r != nil {
 			notes = append(notes, fmt.Sprintf("%s: ratio is the median of %.0f paired rounds (range %.2f to %.2f); the totals give %.2f",
 				name, r.Values["rounds"], r.Values["ratio_min"], r.Values["ratio_max"], r.Values["ratio_totals"]))
@@ -196,6 +221,9 @@ func phaseWhat(name string, r *result) string {
 	switch name {
 	case "ingest", "ingest_burst":
 		return fmt.Sprintf("%.0f webhooks (%.0f B bodies) each side, %.0f senders, fsync always", x["webhooks"], x["body_bytes"], x["senders"])
+	case "ingest_new", "ingest_burst_new":
+		return fmt.Sprintf("%.0f webhooks (%.0f B bodies) each side, each a new applicant's first (its data key made), %.0f senders, fsync always",
+			x["webhooks"], x["body_bytes"], x["senders"])
 	case "burst":
 		return fmt.Sprintf("%d webhooks at once, each on its own connection, %.0f rounds with and without the queue; 503s retried until stored", burstSize, x["rounds"])
 	case "ingest_r3", "ingest_burst_r3":
