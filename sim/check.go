@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kycstate/kycstate/api/client"
@@ -46,53 +44,33 @@ func (r *runner) check(ctx context.Context, results []*result, rep *Report) erro
 	}
 
 	mismatches := make([][]string, len(todo))
-	var (
-		wg      sync.WaitGroup
-		next    atomic.Int64
-		errOnce sync.Once
-		firstEr error
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range min(r.cfg.Concurrency, len(todo)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(todo) || ctx.Err() != nil {
-					return
-				}
-				got, found, err := r.getState(ctx, todo[i].id, 0)
-				if err != nil {
-					errOnce.Do(func() { firstEr = err; cancel() })
-					return
-				}
-				if !found {
-					mismatches[i] = []string{fmt.Sprintf("applicant %s: not found (404), want %d events", todo[i].id, todo[i].events)}
-					continue
-				}
-				res := todo[i]
-				if !reconciling {
-					mismatches[i] = compare(res.expect, got)
-					continue
-				}
-				// Reconciled: the status is the journey's. An applicant that missed a
-				// webhook, or got an Open API event, holds events the sim's fold of its
-				// acknowledged webhooks lacks, so only its status is compared.
-				if want, _, _ := res.truth.status(); deref(got.Status) != string(want) {
-					mismatches[i] = append(mismatches[i], fmt.Sprintf("applicant %s: status after reconciliation: want %s (its journey), got %s",
-						res.id, want, orNull(deref(got.Status))))
-				}
-				if res.givenUp == 0 && res.reconciled != "appended" && got.ReconciledAt == nil {
-					mismatches[i] = append(mismatches[i], compare(res.expect, got)...)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if firstEr != nil {
-		return firstEr
+	if err := eachOf(ctx, r.cfg.Concurrency, len(todo), func(ctx context.Context, _, i int) error {
+		got, found, err := r.getState(ctx, todo[i].id, 0)
+		if err != nil {
+			return err
+		}
+		if !found {
+			mismatches[i] = []string{fmt.Sprintf("applicant %s: not found (404), want %d events", todo[i].id, todo[i].events)}
+			return nil
+		}
+		res := todo[i]
+		if !reconciling {
+			mismatches[i] = compare(res.expect, got)
+			return nil
+		}
+		// Reconciled: the status is the journey's. An applicant that missed a
+		// webhook, or got an Open API event, holds events the sim's fold of its
+		// acknowledged webhooks lacks, so only its status is compared.
+		if want, _, _ := res.truth.status(); deref(got.Status) != string(want) {
+			mismatches[i] = append(mismatches[i], fmt.Sprintf("applicant %s: status after reconciliation: want %s (its journey), got %s",
+				res.id, want, orNull(deref(got.Status))))
+		}
+		if res.givenUp == 0 && res.reconciled != "appended" && got.ReconciledAt == nil {
+			mismatches[i] = append(mismatches[i], compare(res.expect, got)...)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	rep.Checked = len(todo)
 	for _, m := range mismatches {

@@ -143,55 +143,36 @@ func (r *runner) reconcileAll(ctx context.Context, todo []*result, rep *Report) 
 	if err != nil {
 		return 0, fmt.Errorf("read API %s: %v", r.cfg.APIURL, err)
 	}
-	var (
-		wg      sync.WaitGroup
-		next    atomic.Int64
-		maxSeq  atomic.Uint64
-		errOnce sync.Once
-		firstEr error
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var maxSeq atomic.Uint64
 	start := time.Now()
 	calls := r.openAPI.calls.Load()
-	for range min(r.cfg.Concurrency, len(todo)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	err = eachOf(ctx, r.cfg.Concurrency, len(todo), func(ctx context.Context, _, i int) error {
+		res, _, err := c.Reconcile(ctx, todo[i].id, false)
+		if err != nil {
+			var e *client.Error
+			if errors.As(err, &e) && e.Code == client.CodeReconcileDisabled {
+				err = fmt.Errorf("the service does not reconcile: give its app open_api.base_url http://%s (the sim's --open-api)", r.cfg.OpenAPI.Addr())
+			}
+			return fmt.Errorf("reconcile %s: %w", todo[i].id, err)
+		}
+		todo[i].reconciled = res.Action
+		if res.Error != nil {
+			todo[i].reconcileErr = *res.Error
+		}
+		if res.Seq != nil {
 			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(todo) || ctx.Err() != nil {
-					return
-				}
-				res, _, err := c.Reconcile(ctx, todo[i].id, false)
-				if err != nil {
-					var e *client.Error
-					if errors.As(err, &e) && e.Code == client.CodeReconcileDisabled {
-						err = fmt.Errorf("the service does not reconcile: give its app open_api.base_url http://%s (the sim's --open-api)", r.cfg.OpenAPI.Addr())
-					}
-					errOnce.Do(func() { firstEr = fmt.Errorf("reconcile %s: %w", todo[i].id, err); cancel() })
-					return
-				}
-				todo[i].reconciled = res.Action
-				if res.Error != nil {
-					todo[i].reconcileErr = *res.Error
-				}
-				if res.Seq != nil {
-					for {
-						old := maxSeq.Load()
-						if *res.Seq <= old || maxSeq.CompareAndSwap(old, *res.Seq) {
-							break
-						}
-					}
+				old := maxSeq.Load()
+				if *res.Seq <= old || maxSeq.CompareAndSwap(old, *res.Seq) {
+					break
 				}
 			}
-		}()
-	}
-	wg.Wait()
+		}
+		return nil
+	})
 	rep.ReconcileElapsed = time.Since(start)
 	rep.OpenAPICalls = int(r.openAPI.calls.Load() - calls)
-	if firstEr != nil {
-		return 0, firstEr
+	if err != nil {
+		return 0, err
 	}
 	rep.Reconciled = map[string]int{}
 	for _, res := range todo {

@@ -187,31 +187,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	stopProgress := r.startProgress(progress)
 
 	start := time.Now()
-	var (
-		wg   sync.WaitGroup
-		next atomic.Int64
-	)
-	for range min(cfg.Concurrency, cfg.Applicants) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			folder := domain.NewFolder()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= cfg.Applicants || runCtx.Err() != nil {
-					return
-				}
-				res, err := r.runJourney(runCtx, r.plan(i, start), folder)
-				results[i] = res
-				r.done.Add(1)
-				if err != nil {
-					cancel(err)
-					return
-				}
-			}
-		}()
+	folders := make([]*domain.Folder, min(cfg.Concurrency, cfg.Applicants))
+	for w := range folders {
+		folders[w] = domain.NewFolder()
 	}
-	wg.Wait()
+	if err := eachOf(runCtx, len(folders), cfg.Applicants, func(ctx context.Context, w, i int) error {
+		res, err := r.runJourney(ctx, r.plan(i, start), folders[w])
+		results[i] = res
+		r.done.Add(1)
+		return err
+	}); err != nil {
+		cancel(err)
+	}
 	rep.Elapsed = time.Since(start)
 	stopProgress()
 
