@@ -206,7 +206,24 @@ func openKeyring(ctx context.Context, l *EventLog, keys MasterKeys, kc KeyringCo
 		}
 		k.masters[m.id] = m
 	}
-	idx, err := k.dataKey(ctx, keyIndexSubject, true)
+	// A standby's mirror takes no publishes: its index key is the primary's, copied by
+	// the mirror. A node started before the mirror copied it waits for it (bounded by
+	// ctx) rather than making one the mirror would refuse.
+	mirror := s.CachedInfo().Config.Mirror != nil
+	idx, err := k.dataKey(ctx, keyIndexSubject, !mirror)
+	for waited := false; mirror && errors.Is(err, ErrNoKey); waited = true {
+		if !waited {
+			k.log.Info("waiting for the mirror of KYC_KEYS to copy the primary's index key")
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, domain.E(op, domain.KindUnavailable, fmt.Errorf("the mirror of %s holds no index key yet: %w", KeyStream, ctx.Err()))
+		case <-t.C:
+		}
+		idx, err = k.dataKey(ctx, keyIndexSubject, false)
+	}
 	if err != nil {
 		return nil, err
 	}

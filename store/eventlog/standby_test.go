@@ -265,3 +265,41 @@ func dirHolds(tb testing.TB, dir string, needle []byte) bool {
 	}
 	return found
 }
+
+// A standby's node started before its mirror copied the primary's index key (a query node
+// started right after kycstate standby --primary-domain) waits for that key, then uses
+// it: it makes none of its own, which the mirror would refuse.
+func TestStandbyNodeWaitsForTheIndexKey(t *testing.T) {
+	ctx := context.Background()
+	port := freePort(t)
+	primary := domainServer(t, t.TempDir(), "primary", port, "")
+	standby := domainServer(t, t.TempDir(), "standby", 0, "nats-leaf://127.0.0.1:"+strconv.Itoa(port))
+	if err := CreateMirrors(ctx, standby, Config{}, "primary", natsTestLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	type opened struct {
+		l   *EventLog
+		err error
+	}
+	done := make(chan opened, 1)
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cfg, log := Config{Keys: &MasterKeys{Current: mustMaster(t, testMasterA)}}, natsTestLogger(t)
+	go func() {
+		l, err := Open(octx, standby, cfg, log)
+		done <- opened{l, err}
+	}()
+	select {
+	case o := <-done:
+		t.Fatalf("the standby's node started before the primary had an index key: %v", o.err)
+	case <-time.After(time.Second):
+	}
+	pl := keyedLog(t, primary, testMasterA)
+	o := <-done
+	if o.err != nil {
+		t.Fatalf("the standby's node once the primary has an index key: %v", o.err)
+	}
+	if !o.l.Keys().Mirror() || !bytes.Equal(o.l.Keys().index, pl.Keys().index) {
+		t.Fatal("the standby's node does not use the primary's index key")
+	}
+}
