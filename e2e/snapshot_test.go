@@ -100,7 +100,12 @@ func TestSnapshotBootstrapAndKillMidUpload(t *testing.T) {
 	want := digests(t, s, ids, last)
 
 	// The newer snapshot now says it was written by a schema this build does not read.
-	nc, err := nats.Connect(natsURL)
+	// serve's listener takes only the nkey whose seed it keeps under data_dir.
+	auth, err := nats.NkeyOptionFromSeed(filepath.Join(s.dataDir, "nats-client.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(natsURL, auth)
 	if err != nil {
 		t.Fatal(err)
 	}
