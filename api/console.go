@@ -65,20 +65,20 @@ func (b consoleBackend) Authenticate(token string) (console.Principal, error) {
 	return console.Principal{Name: p.name, Role: p.role}, nil
 }
 
-func (b consoleBackend) State(ctx context.Context, id domain.ApplicantID) (domain.State, error) {
-	st, err := b.s.find(applicantRef{raw: string(id)})
+func (b consoleBackend) State(ctx context.Context, p domain.Provider, id domain.ApplicantID) (domain.State, error) {
+	st, err := b.s.find(applicantRef{provider: p, raw: string(id)})
 	if err != nil {
 		return domain.State{}, err
 	}
 	return b.s.openState(ctx, st)
 }
 
-func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as console.AsOf) (domain.State, error) {
+func (b consoleBackend) StateAt(ctx context.Context, p domain.Provider, id domain.ApplicantID, as console.AsOf) (domain.State, error) {
 	keep := keepReceivedBy(as.Time)
 	if as.Seq != 0 {
 		keep = keepUpToSeq(as.Seq)
 	}
-	cur, err := b.s.find(applicantRef{raw: string(id)})
+	cur, err := b.s.find(applicantRef{provider: p, raw: string(id)})
 	if err != nil {
 		return domain.State{}, err
 	}
@@ -92,8 +92,8 @@ func (b consoleBackend) StateAt(ctx context.Context, id domain.ApplicantID, as c
 	return b.s.openState(ctx, st)
 }
 
-func (b consoleBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) (client.History, error) {
-	return b.s.history(applicantRef{raw: string(id)}, after, min(limit, maxLimit))
+func (b consoleBackend) History(ctx context.Context, p domain.Provider, id domain.ApplicantID, after uint64, limit int) (client.History, error) {
+	return b.s.history(applicantRef{provider: p, raw: string(id)}, after, min(limit, maxLimit))
 }
 
 func (b consoleBackend) Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error) {

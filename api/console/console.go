@@ -65,17 +65,21 @@ type Backend interface {
 	// Authenticate returns who holds token. Errors: KindUnauthorized when no configured
 	// token matches. It takes the same time whichever token, if any, matches.
 	Authenticate(token string) (Principal, error)
-	// State returns an applicant's current state. Errors: KindNotFound.
-	State(ctx context.Context, id domain.ApplicantID) (domain.State, error)
+	// State returns an applicant's current state: provider p's applicant id, or with p
+	// "" as GET /v1/applicants/{id} without ?provider= (an Allpass applicant with the
+	// id, else the one other provider's; DESIGN.md section 13). Errors: KindNotFound;
+	// KindConflict (ambiguous_applicant) when several providers' applicants hold id.
+	State(ctx context.Context, p domain.Provider, id domain.ApplicantID) (domain.State, error)
 	// StateAt returns the state as the service knew it at as. Errors: KindNotFound when
 	// the applicant had no events by then; KindUnprocessable for a history too long to
 	// fold on request.
-	StateAt(ctx context.Context, id domain.ApplicantID, as AsOf) (domain.State, error)
+	StateAt(ctx context.Context, p domain.Provider, id domain.ApplicantID, as AsOf) (domain.State, error)
 	// History returns a page of id's history as GET /v1/applicants/{id}/history answers
 	// it: up to limit events with a sequence above after, in stream order, and Next set
 	// when more follow. Errors: KindNotFound for an unknown applicant.
-	History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) (client.History, error)
-	// Lookup returns the applicants (of any app) with this externalUserId, at most limit.
+	History(ctx context.Context, p domain.Provider, id domain.ApplicantID, after uint64, limit int) (client.History, error)
+	// Lookup returns the applicants (of any app and provider) with this externalUserId,
+	// at most limit.
 	// Errors: KindInvalid for an empty or oversized id.
 	Lookup(ctx context.Context, ext domain.ExternalUserID, limit int) ([]domain.State, error)
 	// Anomalies returns a page of irregular events as GET /v1/anomalies answers it: up to

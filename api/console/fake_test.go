@@ -86,7 +86,7 @@ func (f *fakeBackend) events(id domain.ApplicantID) []client.Event {
 	return nil
 }
 
-func (f *fakeBackend) State(ctx context.Context, id domain.ApplicantID) (domain.State, error) {
+func (f *fakeBackend) State(ctx context.Context, p domain.Provider, id domain.ApplicantID) (domain.State, error) {
 	if id == idBroken {
 		return domain.State{}, domain.E("projection.Projection.State", domain.KindUnavailable, "bolt: database not open at /secret/path")
 	}
@@ -97,8 +97,8 @@ func (f *fakeBackend) State(ctx context.Context, id domain.ApplicantID) (domain.
 	return st, nil
 }
 
-func (f *fakeBackend) StateAt(ctx context.Context, id domain.ApplicantID, as AsOf) (domain.State, error) {
-	st, err := f.State(ctx, id)
+func (f *fakeBackend) StateAt(ctx context.Context, p domain.Provider, id domain.ApplicantID, as AsOf) (domain.State, error) {
+	st, err := f.State(ctx, p, id)
 	if err != nil {
 		return st, err
 	}
@@ -108,8 +108,8 @@ func (f *fakeBackend) StateAt(ctx context.Context, id domain.ApplicantID, as AsO
 	return st, nil
 }
 
-func (f *fakeBackend) History(ctx context.Context, id domain.ApplicantID, after uint64, limit int) (client.History, error) {
-	if _, err := f.State(ctx, id); err != nil {
+func (f *fakeBackend) History(ctx context.Context, p domain.Provider, id domain.ApplicantID, after uint64, limit int) (client.History, error) {
+	if _, err := f.State(ctx, p, id); err != nil {
 		return client.History{}, err
 	}
 	h := client.History{ApplicantID: id, Events: []client.Event{}}

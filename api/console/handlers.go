@@ -191,6 +191,16 @@ type searchData struct {
 	Matches []domain.State
 }
 
+// applicantPath is the address of provider p's applicant id: an Allpass applicant's as it
+// always was, Allpass being the default; another provider's names it.
+func applicantPath(p domain.Provider, id domain.ApplicantID) string {
+	path := "/console/applicants/" + url.PathEscape(string(id))
+	if p = domain.ProviderOf(string(p)); p != domain.ProviderAllpass {
+		path += "?provider=" + url.QueryEscape(string(p))
+	}
+	return path
+}
+
 // search is the home page: a box for an applicant id or an externalUserId. One match
 // opens the applicant; several are listed; none is said plainly.
 func (c *Console) search(w http.ResponseWriter, r *http.Request, s session) error {
@@ -210,10 +220,10 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, s session) erro
 		return nil
 	}
 	ctx := r.Context()
-	if id, err := domain.ParseApplicantID(q); err == nil {
-		switch _, err := c.b.State(ctx, id); {
+	if _, id, err := parseApplicant(q, params{}); err == nil {
+		switch st, err := c.b.State(ctx, "", id); {
 		case err == nil:
-			http.Redirect(w, r, "/console/applicants/"+string(id), http.StatusSeeOther)
+			http.Redirect(w, r, applicantPath(st.Provider, st.ApplicantID), http.StatusSeeOther)
 			return nil
 		case domain.KindOf(err) != domain.KindNotFound:
 			return err
@@ -225,7 +235,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, s session) erro
 	case err != nil:
 		return err
 	case len(d.Matches) == 1:
-		http.Redirect(w, r, "/console/applicants/"+string(d.Matches[0].ApplicantID), http.StatusSeeOther)
+		http.Redirect(w, r, applicantPath(d.Matches[0].Provider, d.Matches[0].ApplicantID), http.StatusSeeOther)
 	case len(d.Matches) == 0:
 		v.Error = "No applicant has the id or externalUserId " + quote(q) + "."
 		c.render(w, r, http.StatusNotFound, "search", v)
@@ -236,14 +246,15 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, s session) erro
 }
 
 type applicantData struct {
-	ID      domain.ApplicantID
-	State   domain.State
-	AsOf    *AsOf // nil: current state
-	SeqIn   string
-	AtIn    string
-	History []client.Event // nil for a reader
-	After   uint64         // the page's ?after
-	Next    uint64         // 0: last page
+	ID       domain.ApplicantID
+	Provider domain.Provider // the applicant's: every link on the page names it
+	State    domain.State
+	AsOf     *AsOf // nil: current state
+	SeqIn    string
+	AtIn     string
+	History  []client.Event // nil for a reader
+	After    uint64         // the page's ?after
+	Next     uint64         // 0: last page
 }
 
 // Included reports whether e is part of the state shown (all of it without an as-of).
@@ -264,9 +275,9 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) e
 	if err != nil {
 		return err
 	}
-	id, err := domain.ParseApplicantID(r.PathValue("id"))
+	prov, id, err := parseApplicant(r.PathValue("id"), p)
 	if err != nil {
-		return errParam("id", domain.KindInvalid, "the applicant id in the address is not a UUID")
+		return err
 	}
 	as, hasAsOf, err := p.asOf()
 	if err != nil {
@@ -287,15 +298,18 @@ func (c *Console) applicant(w http.ResponseWriter, r *http.Request, s session) e
 	d := applicantData{ID: id, After: after, SeqIn: p.get("seq"), AtIn: p.get("at")}
 	if hasAsOf {
 		d.AsOf = &as
-		d.State, err = c.b.StateAt(ctx, id, as)
+		d.State, err = c.b.StateAt(ctx, prov, id, as)
 	} else {
-		d.State, err = c.b.State(ctx, id)
+		d.State, err = c.b.State(ctx, prov, id)
 	}
 	if err != nil {
 		return err
 	}
+	// From here the page names the applicant found, with its provider, so every link
+	// and form on it reaches this applicant and no other holding the same id.
+	d.ID, d.Provider = d.State.ApplicantID, domain.ProviderOf(string(d.State.Provider))
 	if auditor {
-		h, err := c.b.History(ctx, id, after, pageSize)
+		h, err := c.b.History(ctx, d.Provider, d.ID, after, pageSize)
 		if err != nil {
 			return err
 		}
@@ -362,6 +376,7 @@ func (c *Console) changes(w http.ResponseWriter, r *http.Request, s session) err
 type feedChange struct {
 	Seq            uint64 `json:"seq"`
 	ApplicantID    string `json:"applicantId"`
+	Provider       string `json:"provider"`
 	ExternalUserID string `json:"externalUserId"`
 	From           string `json:"from"`
 	To             string `json:"to"`
@@ -402,8 +417,9 @@ func (c *Console) feed() http.Handler {
 		}
 		b := feedBody{Changes: make([]feedChange, len(changes)), Next: after}
 		for i, ch := range changes {
-			b.Changes[i] = feedChange{Seq: ch.Seq, ApplicantID: string(ch.ApplicantID), ExternalUserID: string(ch.ExternalUserID),
-				From: statusText(ch.From), To: string(ch.To), At: ch.At.UTC().Format(time.RFC3339Nano)}
+			b.Changes[i] = feedChange{Seq: ch.Seq, ApplicantID: string(ch.ApplicantID), Provider: string(domain.ProviderOf(string(ch.Provider))),
+				ExternalUserID: string(ch.ExternalUserID),
+				From:           statusText(ch.From), To: string(ch.To), At: ch.At.UTC().Format(time.RFC3339Nano)}
 			b.Next = ch.Seq
 		}
 		answer(http.StatusOK, b)

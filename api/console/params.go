@@ -161,3 +161,29 @@ func quote(s string) string {
 	}
 	return strconv.Quote(s)
 }
+
+// parseApplicant reads the applicant a page's address names: {id}, the provider's own
+// id, and ?provider=, whose it is ("" when absent: the backend then finds an Allpass
+// applicant with the id, else the one other provider's; DESIGN.md section 13). Allpass
+// ids are UUIDs (any case, made canonical, as a UUID without a provider is read);
+// every other provider's 1 to 64 of [A-Za-z0-9_-], kept as given.
+func parseApplicant(rawID string, p params) (domain.Provider, domain.ApplicantID, error) {
+	var prov domain.Provider
+	if p.has("provider") {
+		prov = domain.Provider(p.get("provider"))
+		if !prov.Valid() {
+			return "", "", errParam("provider", domain.KindInvalid, fmt.Sprintf("not a provider kycstate reads: %s", quote(string(prov))))
+		}
+	}
+	if id, err := domain.ParseApplicantID(rawID); err == nil && (prov == "" || prov == domain.ProviderAllpass) {
+		return prov, id, nil
+	}
+	if prov == domain.ProviderAllpass {
+		return "", "", errParam("id", domain.KindInvalid, "an Allpass applicant id in the address must be a UUID")
+	}
+	id, err := domain.ParseProviderID(rawID)
+	if err != nil {
+		return "", "", errParam("id", domain.KindInvalid, "the applicant id in the address is neither a UUID nor a provider's id (1 to 64 of A-Z, a-z, 0-9, '_' and '-')")
+	}
+	return prov, id, nil
+}

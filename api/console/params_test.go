@@ -25,7 +25,7 @@ func TestEveryParameterRefusesBadInput(t *testing.T) {
 	app := "/console/applicants/" + string(idOne)
 	params := map[string][]string{
 		"/console/":             {"q"},
-		app:                     {"seq", "at", "after"},
+		app:                     {"seq", "at", "after", "provider"},
 		"/console/anomalies":    {"after"},
 		"/console/changes":      {"after"},
 		"/console/ops":          {"x"},
@@ -56,7 +56,11 @@ func TestEveryParameterRefusesBadInput(t *testing.T) {
 	for _, target := range []string{
 		"/console/anomalies?after=%zz",
 		"/console/?q=" + strings.Repeat("a", maxQueryBytes),
-		"/console/applicants/not-a-uuid",
+		// {id} is a UUID or another provider's id (DESIGN.md section 13).
+		"/console/applicants/not.a.uuid",
+		"/console/applicants/not-a-uuid?provider=allpass",
+		"/console/applicants/" + string(idOne) + "?provider=allpas",
+		"/console/applicants/" + strings.Repeat("a", 65) + "?provider=sumsub",
 		"/console/applicants/" + strings.Repeat("a", 4000),
 		"/console/applicants/%3Cscript%3E",
 	} {

@@ -69,7 +69,10 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format(time.RFC3339Nano)
 	},
-	"status":     statusText,
+	"status": statusText,
+	// provider names an applicant's provider: one stored before providers were recorded
+	// is empty, and was Allpass's.
+	"provider":   func(p domain.Provider) domain.Provider { return domain.ProviderOf(string(p)) },
 	"wireStatus": wireStatus,
 	"ext": func(e domain.ExternalUserID) string {
 		if e == "" {

@@ -22,14 +22,16 @@
     var tr = document.createElement("tr");
     tr.setAttribute("data-test", "change-row");
     tr.setAttribute("data-seq", String(c.seq));
+    tr.setAttribute("data-provider", c.provider);
     cell(tr, String(c.seq), "seq");
     var td = document.createElement("td");
     var a = document.createElement("a");
     a.className = "id";
-    a.href = "/console/applicants/" + encodeURIComponent(c.applicantId);
+    a.href = "/console/applicants/" + encodeURIComponent(c.applicantId) + "?provider=" + encodeURIComponent(c.provider);
     a.textContent = c.applicantId;
     td.appendChild(a);
     tr.appendChild(td);
+    cell(tr, c.provider, "provider");
     cell(tr, c.externalUserId || "\u2014", "text");
     cell(tr, c.from + " \u2192 " + c.to, "move");
     var at = document.createElement("time");
