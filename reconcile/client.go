@@ -58,13 +58,17 @@ func (e *callError) Error() string { return e.msg }
 // (the private key would go with it), bounds each call by the app's timeout (the body
 // included, so a trickled body is cut) and reads at most maxBody bytes.
 type client struct {
-	app     *allpass.App
 	base    *url.URL
-	key     string
 	timeout time.Duration
-	maxBody int64
-	tr      *http.Transport
-	hc      *http.Client
+	// sign adds the request's authentication: Allpass's private key, or a provider's.
+	sign func(req *http.Request, id domain.ApplicantID) error
+	// path is the request's path under base for an applicant.
+	path func(id domain.ApplicantID) string
+	// sigHeader is the answer's signature header, kept with the body ("" for none).
+	sigHeader string
+	maxBody   int64
+	tr        *http.Transport
+	hc        *http.Client
 }
 
 // maxRedirects bounds same-host redirects (a trailing slash, a versioned path).
@@ -72,20 +76,36 @@ const maxRedirects = 3
 
 func newClient(app *allpass.App, cfg OpenAPI, maxBody int64) (*client, error) {
 	const op = "reconcile.newClient"
-	u, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" {
-		return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: open_api.base_url must be an http(s) URL with a host and no credentials or query", app.Name))
-	}
 	if cfg.PrivateKey == "" {
 		return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: open_api.private_key is empty", app.Name))
 	}
-	timeout := cfg.Timeout
+	c, err := newHTTPClient(op, app.Name, "open_api", cfg.BaseURL, cfg.Timeout, maxBody)
+	if err != nil {
+		return nil, err
+	}
+	key := cfg.PrivateKey
+	c.path = allpass.OpenAPIPath
+	c.sigHeader = allpass.SignatureHeader
+	c.sign = func(req *http.Request, _ domain.ApplicantID) error {
+		req.Header.Set(allpass.PrivateKeyHeader, key)
+		return nil
+	}
+	return c, nil
+}
+
+// newHTTPClient returns a client of base (the config key section names it in errors)
+// with no path, signing or signature header yet.
+func newHTTPClient(op, app, section, base string, timeout time.Duration, maxBody int64) (*client, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" {
+		return nil, domain.E(op, domain.KindInvalid, fmt.Sprintf("app %q: %s.base_url must be an http(s) URL with a host and no credentials or query", app, section))
+	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 4
-	c := &client{app: app, base: u, key: cfg.PrivateKey, timeout: timeout, maxBody: maxBody, tr: tr}
+	c := &client{base: u, timeout: timeout, maxBody: maxBody, tr: tr}
 	c.hc = &http.Client{Transport: tr, CheckRedirect: c.checkRedirect}
 	return c, nil
 }
@@ -106,12 +126,14 @@ func (c *client) close() { c.tr.CloseIdleConnections() }
 func (c *client) fetch(ctx context.Context, id domain.ApplicantID) (fetched, error) {
 	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	u := c.base.JoinPath(allpass.OpenAPIPath(id)).String()
+	u := c.base.JoinPath(c.path(id)).String()
 	req, err := http.NewRequestWithContext(callCtx, http.MethodGet, u, nil)
+	if err == nil {
+		err = c.sign(req, id)
+	}
 	if err != nil {
 		return fetched{}, &callError{reason: ReasonTransport, msg: "building the request failed"}
 	}
-	req.Header.Set(allpass.PrivateKeyHeader, c.key)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "kycstate-reconcile")
 	resp, err := c.hc.Do(req)
@@ -126,7 +148,10 @@ func (c *client) fetch(ctx context.Context, id domain.ApplicantID) (fetched, err
 	if int64(len(body)) > c.maxBody {
 		return fetched{}, &callError{reason: ReasonTooLarge, msg: fmt.Sprintf("the Open API answer is over %d bytes", c.maxBody)}
 	}
-	f := fetched{body: body, signature: resp.Header.Get(allpass.SignatureHeader), at: time.Now().UTC()}
+	f := fetched{body: body, at: time.Now().UTC()}
+	if c.sigHeader != "" {
+		f.signature = resp.Header.Get(c.sigHeader)
+	}
 	switch s := resp.StatusCode; {
 	case s == http.StatusOK:
 		return f, nil

@@ -17,6 +17,20 @@
 // applicant once per FullEvery, at most Rate calls per second per app. On a cluster a
 // lease (eventlog.Leases) lets one query node sweep at a time.
 //
+// Other providers (DESIGN.md section 13) are reconciled the same way through their status
+// APIs, configured per app (ProviderApp, WithProviders): Sumsub's GET
+// /resources/applicants/{id}/one signed with an App-Token (X-App-Token, X-App-Access-Ts,
+// X-App-Access-Sig), Persona's GET /api/v1/inquiries/{id} with a Bearer API key, and
+// Veriff's GET /v1/sessions/{id}/decision with X-AUTH-CLIENT and X-HMAC-SIGNATURE over
+// the session id; Veriff signs its answer as its webhooks (X-HMAC-SIGNATURE over the
+// body), and an answer whose signature does not verify is refused. The answers are read
+// by the adapters' parsers (ingest/sumsub, persona, veriff), so the appended event (origin
+// openapi, the provider's own status, its Nats-Msg-Id ProviderMsgID) is what a webhook of
+// that status would have said. Such checks are made on request (Check, CheckKey): the
+// background sweep is Allpass's alone so far. Onfido is not reconciled: section 13 names
+// no status API for it, its app config holds only the webhook token (no API token), and
+// ingest/onfido has no parser of its workflow run API (GET /workflow_runs/{id}).
+//
 // It never writes the projection and appends nothing but those events: an Open API
 // answer that fails, does not parse or does not verify (the same checks a webhook gets,
 // through package allpass) appends nothing and is reported, and a refused private key
@@ -89,6 +103,7 @@ type Projection interface {
 	State(id domain.ApplicantID) (domain.State, bool, error)
 	StateOf(key domain.ApplicantKey) (domain.State, bool, error)
 	ByStatus(s domain.Status, cursor domain.ApplicantKey, limit int) ([]domain.State, domain.ApplicantKey, error)
+	ApplicantsByID(id domain.ApplicantID) ([]domain.State, error)
 	Digests(fn func(domain.ApplicantKey, domain.Digest) error) error
 }
 
@@ -112,7 +127,10 @@ const (
 type Report struct {
 	ApplicantID domain.ApplicantID
 	AppKey      domain.AppKey
-	Action      Action
+	// Provider is the applicant's provider; for another than Allpass, "Open API" below
+	// means its status API.
+	Provider domain.Provider
+	Action   Action
 	// The projection's status as the check read it (StatusNone: none yet).
 	ProjectionStatus   domain.Status
 	ProjectionStatusAt time.Time
@@ -144,7 +162,9 @@ type Reconciler struct {
 	m      *metrics
 	apps   map[domain.AppKey]*appState
 	order  []*appState // in configuration order
-	now    func() time.Time
+	// papps are the apps of other providers (WithProviders), by providerKey.
+	papps map[string]*appState
+	now   func() time.Time
 	// lastEnd is when the last complete sweep ended (Unix nanoseconds; 0: none known),
 	// for the console's ops page; the metric says the same to Prometheus.
 	lastEnd atomic.Int64
@@ -169,6 +189,9 @@ type appState struct {
 	App
 	name   string
 	client *client
+	// provider and parse are set for another provider's app: its answers' parser.
+	provider domain.Provider
+	parse    func(domain.ApplicantID, fetched) (providerAnswer, error)
 
 	mu       sync.Mutex
 	next     time.Time // earliest time of the next call (rate)
@@ -195,7 +218,7 @@ func New(cfg Config, proj Projection, events EventLog, apps []App, log *zap.Logg
 		return nil, domain.E(op, domain.KindConflict, err)
 	}
 	r := &Reconciler{cfg: cfg, proj: proj, events: events, log: log.Named("reconcile"), m: m,
-		apps: map[domain.AppKey]*appState{}, now: time.Now}
+		apps: map[domain.AppKey]*appState{}, papps: map[string]*appState{}, now: time.Now}
 	for _, a := range apps {
 		if a.App == nil || a.OpenAPI.BaseURL == "" {
 			continue
@@ -240,6 +263,9 @@ func (r *Reconciler) Close() {
 	for _, a := range r.order {
 		a.client.close()
 	}
+	for _, a := range r.papps {
+		a.client.close()
+	}
 }
 
 // Every is the configured background sweep period (0: off).
@@ -263,7 +289,48 @@ func (r *Reconciler) Check(ctx context.Context, id domain.ApplicantID, opt Check
 		return Report{}, domain.E(op, domain.KindOther, err)
 	}
 	if !found {
+		// Not Allpass's: the one applicant of another provider with this id.
+		all, err := r.proj.ApplicantsByID(id)
+		if err != nil {
+			return Report{}, domain.E(op, domain.KindOther, err)
+		}
+		switch len(all) {
+		case 0:
+			return Report{}, domain.E(op, domain.KindNotFound, "kycstate has no events of this applicant")
+		case 1:
+			return r.CheckKey(ctx, all[0].Key(), opt)
+		}
+		return Report{}, domain.E(op, domain.KindConflict, "applicants of several providers or apps have this id; name the provider")
+	}
+	return r.checkState(ctx, st, opt)
+}
+
+// CheckKey is Check of the applicant with key k (domain.KeyOf): Allpass's or another
+// provider's. Errors as Check's.
+func (r *Reconciler) CheckKey(ctx context.Context, k domain.ApplicantKey, opt CheckOptions) (Report, error) {
+	const op = "reconcile.Reconciler.CheckKey"
+	st, found, err := r.proj.StateOf(k)
+	if err != nil {
+		return Report{}, domain.E(op, domain.KindOther, err)
+	}
+	if !found {
 		return Report{}, domain.E(op, domain.KindNotFound, "kycstate has no events of this applicant")
+	}
+	return r.checkState(ctx, st, opt)
+}
+
+func (r *Reconciler) checkState(ctx context.Context, st domain.State, opt CheckOptions) (Report, error) {
+	if p := domain.ProviderOf(string(st.Provider)); p != domain.ProviderAllpass {
+		a := r.papps[providerKey(p, st.AppKey)]
+		if a == nil {
+			rep := newReport(st)
+			rep.fail(ReasonNoOpenAPI, "the applicant's app has no status API configured (apps[].api)")
+			return rep, nil
+		}
+		if err := a.wait(ctx, r.cfg.Rate, time.Time{}); err != nil {
+			return Report{}, err
+		}
+		return r.checkProvider(ctx, a, st, opt), nil
 	}
 	a := r.apps[st.AppKey]
 	if a == nil {
@@ -278,7 +345,7 @@ func (r *Reconciler) Check(ctx context.Context, id domain.ApplicantID, opt Check
 }
 
 func newReport(st domain.State) Report {
-	rep := Report{ApplicantID: st.ApplicantID, AppKey: st.AppKey, ProjectionStatus: st.Status}
+	rep := Report{ApplicantID: st.ApplicantID, AppKey: st.AppKey, Provider: domain.ProviderOf(string(st.Provider)), ProjectionStatus: st.Status}
 	if st.Status != domain.StatusNone {
 		rep.ProjectionStatusAt = st.StatusAt.UTC()
 	}
@@ -458,7 +525,11 @@ func (r Report) String() string {
 		}
 		return string(s)
 	}
-	s += fmt.Sprintf(" (projection %s, Open API %s)", st(r.ProjectionStatus), st(r.OpenAPIStatus))
+	api := "Open API"
+	if r.Provider != "" && r.Provider != domain.ProviderAllpass {
+		api = string(r.Provider) + " API"
+	}
+	s += fmt.Sprintf(" (projection %s, %s %s)", st(r.ProjectionStatus), api, st(r.OpenAPIStatus))
 	if r.Seq != 0 {
 		s += fmt.Sprintf(" seq %d", r.Seq)
 	}
