@@ -150,7 +150,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 func buildProjection(ctx context.Context, ring *eventlog.Keyring, o options, path string, n int) ([]domain.ApplicantID, error) {
 	app := benchApp(o.Seed)
 	w := newWorkload(o.Seed+3, app, 2_000)
-	b, err := projection.NewBuilder(path)
+	b, err := projection.NewBuilder(path, ring)
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func phaseLag(ctx context.Context, o options, r *result) error {
 	url := base + "/webhooks/allpass/" + app.Name
 	client := keepAliveClient(lagSenders)
 	defer client.CloseIdleConnections()
-	proj, err := projection.Open(filepath.Join(dir, "projection.db"), projection.Options{})
+	proj, err := projection.Open(filepath.Join(dir, "projection.db"), projection.Options{Indexer: events.Keys()})
 	if err != nil {
 		return err
 	}

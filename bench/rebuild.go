@@ -244,7 +244,11 @@ func phaseRebuild(ctx context.Context, o options, r *result) error {
 	lastReport := start
 	labelled(ctx, "rebuild", func() {
 		halfway := false
-		err = projection.Rebuild(ctx, events, path, func(done, total uint64) {
+		var ix projection.Indexer
+		if ix, err = events.Keys().Snapshot(ctx); err != nil {
+			return
+		}
+		err = projection.Rebuild(ctx, events, path, projection.RebuildOptions{Indexer: ix, Progress: func(done, total uint64) {
 			if !halfway && done >= total/2 {
 				halfway = true
 				if err := heapProfile(o, "rebuild-halfway"); err != nil {
@@ -255,7 +259,7 @@ func phaseRebuild(ctx context.Context, o options, r *result) error {
 				lastReport = time.Now()
 				progress("rebuilt %d/%d events (%.0f/s)", done, total, float64(done)/time.Since(start).Seconds())
 			}
-		})
+		}})
 	})
 	took := time.Since(start)
 	if perr := stopProf(); perr != nil && err == nil {

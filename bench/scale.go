@@ -423,12 +423,16 @@ func phaseScaleRebuild(ctx context.Context, o options, r *result, s scaleSize) e
 	start := time.Now()
 	lastReport := start
 	labelled(ctx, "rebuild", func() {
-		err = projection.Rebuild(ctx, events, path, func(done, total uint64) {
+		var ix projection.Indexer
+		if ix, err = events.Keys().Snapshot(ctx); err != nil {
+			return
+		}
+		err = projection.Rebuild(ctx, events, path, projection.RebuildOptions{Indexer: ix, Progress: func(done, total uint64) {
 			if time.Since(lastReport) > 10*time.Second {
 				lastReport = time.Now()
 				progress("rebuilt %d/%d events (%.0f/s)", done, total, float64(done)/time.Since(start).Seconds())
 			}
-		})
+		}})
 	})
 	took := time.Since(start)
 	if perr := stopProf(); perr != nil && err == nil {

@@ -312,7 +312,7 @@ func TestReconciledAndWebhookRace(t *testing.T) {
 	// Rebuild and verify give the same digests as the live fold, reconciled events and
 	// all.
 	path := filepath.Join(t.TempDir(), "rebuilt.db")
-	if err := projection.Rebuild(context.Background(), f.events, path, nil); err != nil {
+	if err := projection.Rebuild(context.Background(), f.events, path, projection.RebuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rebuilt, err := projection.Open(path, projection.Options{ReadOnly: true})

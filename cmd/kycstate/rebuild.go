@@ -25,9 +25,14 @@ rebuilt by deleting its file and starting it.`+offlineNote)
 	defer o.Close()
 	path := filepath.Join(o.r.DataDir, "projection.db")
 	start := time.Now()
+	ix, err := rebuildIndexer(ctx, o.events)
+	if err != nil {
+		return err
+	}
 	p := newProgress(e, "rebuild")
 	var total uint64
-	err = projection.Rebuild(ctx, o.events, path, func(done, last uint64) { total = done; p.report(done, last) })
+	err = projection.Rebuild(ctx, o.events, path, projection.RebuildOptions{Indexer: ix,
+		Progress: func(done, last uint64) { total = done; p.report(done, last) }})
 	p.done()
 	if err != nil {
 		return err

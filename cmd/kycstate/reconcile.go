@@ -222,7 +222,7 @@ func reconcileOffline(ctx context.Context, e *env, cfgPath string, id domain.App
 	if len(o.r.OpenAPIs) == 0 {
 		return fmt.Errorf("%w: no app of the config has open_api (base_url, private_key): there is nothing to check against", errUsage)
 	}
-	proj, err := projection.Open(filepath.Join(o.r.DataDir, "projection.db"), projection.Options{})
+	proj, err := projection.Open(filepath.Join(o.r.DataDir, "projection.db"), projection.Options{Indexer: indexerOf(o.events)})
 	if err != nil {
 		return err
 	}

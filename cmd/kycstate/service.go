@@ -313,7 +313,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}
 		var proj *projection.Projection
 		if err := step(stepProjection, func() (err error) {
-			proj, err = projection.Open(path, projection.Options{})
+			proj, err = projection.Open(path, projection.Options{Indexer: indexerOf(events)})
 			if err == nil {
 				*undo = append(*undo, proj.Close)
 			}

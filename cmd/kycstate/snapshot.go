@@ -148,7 +148,7 @@ func foldProjection(ctx context.Context, e *env, o *opsSetup, store *eventlog.Sn
 	} else {
 		fmt.Fprintf(e.stderr, "folding the log into a temporary projection: from sequence 1 to %d\n", last)
 	}
-	proj, err := projection.Open(path, projection.Options{})
+	proj, err := projection.Open(path, projection.Options{Indexer: indexerOf(o.events)})
 	if err != nil {
 		return nil, err
 	}

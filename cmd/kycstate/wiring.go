@@ -15,6 +15,7 @@ import (
 	"github.com/kycstate/kycstate/erase"
 	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/kycstate/kycstate/store/projection"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
@@ -134,6 +135,29 @@ func retentionLease(leases *eventlog.Leases, holder string, every time.Duration)
 		}
 		return err == nil, err
 	}
+}
+
+// indexerOf is the log's key ring as the projection's Indexer (the blind index of sealed
+// externalUserIds): nil, not a nil *eventlog.Keyring in a non-nil interface, without one.
+func indexerOf(events *eventlog.EventLog) projection.Indexer {
+	if k := events.Keys(); k != nil {
+		return k
+	}
+	return nil
+}
+
+// rebuildIndexer is the Indexer of a rebuild: a snapshot of the key ring, read once,
+// so that the rebuild does not fetch a data key per applicant (eventlog.KeySnapshot).
+func rebuildIndexer(ctx context.Context, events *eventlog.EventLog) (projection.Indexer, error) {
+	k := events.Keys()
+	if k == nil {
+		return nil, nil
+	}
+	s, err := k.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // keyringOf is the log's key ring for erase.Config: nil, not a nil *eventlog.Keyring in

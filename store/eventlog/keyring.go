@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kycstate/kycstate/domain"
@@ -149,6 +150,9 @@ type Keyring struct {
 	// number of keys and once they are stored: test hooks (Config.AfterKeysWrite).
 	beforeWrite func(n int)
 	afterWrite  func(ctx context.Context)
+	// fetches counts the keys read from KYC_KEYS one by one (readKey), for tests that
+	// bound them.
+	fetches atomic.Uint64
 }
 
 // KeyStreamConfig is KYC_KEYS: file storage, replicated like KYC_EVENTS, nothing ever
@@ -315,6 +319,7 @@ func (k *Keyring) readKey(ctx context.Context, subject string) (*key, error) {
 	const op = "eventlog.Keyring"
 	rctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
 	defer cancel()
+	k.fetches.Add(1)
 	msg, err := k.stream.GetLastMsgForSubject(rctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
@@ -322,33 +327,39 @@ func (k *Keyring) readKey(ctx context.Context, subject string) (*key, error) {
 	if err != nil {
 		return nil, domain.E(op, domain.KindUnavailable, fmt.Errorf("read data key: %w", err))
 	}
+	return k.unwrapMsg(subject, msg.Sequence, msg.Data)
+}
+
+// unwrapMsg reads the key message stored at seq on subject.
+func (k *Keyring) unwrapMsg(subject string, seq uint64, data []byte) (*key, error) {
+	const op = "eventlog.Keyring"
 	var m keyMsg
-	if err := json.Unmarshal(msg.Data, &m); err != nil {
-		return nil, domain.E(op, domain.KindInternal, fmt.Errorf("%s seq %d is not a key message", KeyStream, msg.Sequence))
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, domain.E(op, domain.KindInternal, fmt.Errorf("%s seq %d is not a key message", KeyStream, seq))
 	}
 	switch m.Kind {
 	case kindErased:
-		return &key{erased: true, seq: msg.Sequence}, nil
+		return &key{erased: true, seq: seq}, nil
 	case kindData, kindIndex:
 	default:
-		return nil, domain.E(op, domain.KindInternal, fmt.Sprintf("%s seq %d has kind %q", KeyStream, msg.Sequence, m.Kind))
+		return nil, domain.E(op, domain.KindInternal, fmt.Sprintf("%s seq %d has kind %q", KeyStream, seq, m.Kind))
 	}
 	master, ok := k.masters[m.KeyID]
 	if !ok {
 		return nil, domain.E(op, domain.KindConflict, fmt.Sprintf(
 			"keys.master does not open the key ring: %s seq %d is wrapped under master key id %s, and keys.master (id %s) and keys.previous are other keys",
-			KeyStream, msg.Sequence, m.KeyID, k.current.id))
+			KeyStream, seq, m.KeyID, k.current.id))
 	}
 	raw, err := unwrap(master, m.Key, subject)
 	if err != nil {
 		return nil, domain.E(op, domain.KindConflict, fmt.Sprintf(
-			"%s seq %d does not unwrap under master key id %s: the key or the message is damaged", KeyStream, msg.Sequence, m.KeyID))
+			"%s seq %d does not unwrap under master key id %s: the key or the message is damaged", KeyStream, seq, m.KeyID))
 	}
 	aead, err := newAEAD(raw)
 	if err != nil {
 		return nil, domain.E(op, domain.KindInternal, err)
 	}
-	return &key{raw: raw, aead: aead, seq: msg.Sequence}, nil
+	return &key{raw: raw, aead: aead, seq: seq}, nil
 }
 
 // rewrapped reports whether Rewrap wraps messages of kind anew: every kind that holds a

@@ -163,6 +163,19 @@ func (k *Keyring) OpenProviderExternalUserID(ctx context.Context, p domain.Provi
 	return ext, nil
 }
 
+// SealedIndex returns the blind index of the sealed externalUserId of applicant (app,
+// id): the projection keeps it in its lookup index and the applicant's state, computed
+// from the sealed form, for events that do not carry it (projection.Indexer). Once the
+// data key is destroyed nothing can compute it again. Errors as OpenExternalUserID's:
+// KindNotFound when the key is destroyed or was never made.
+func (k *Keyring) SealedIndex(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserIndex, error) {
+	ext, err := k.OpenProviderExternalUserID(ctx, domain.ProviderOf(string(p)), app, id, s)
+	if err != nil {
+		return "", err
+	}
+	return k.Index(app, ext), nil
+}
+
 func (k *Keyring) openExt(dk *key, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserID, error) {
 	ct, err := base64.StdEncoding.DecodeString(string(s))
 	if err != nil {

@@ -96,7 +96,7 @@ func (k *Keyring) ErasedApplicants(ctx context.Context) ([]ErasedKey, int, error
 	pending := map[ref]bool{}
 	read := 0
 	err = scan(ctx, k.l, span{op: op, stream: k.stream, from: 1, until: last, maxBatch: 1024, prefetch: readPrefetch},
-		decodeKeyScan, func(es []keyScanEntry) error {
+		bySeq(decodeKeyScan), func(es []keyScanEntry) error {
 			read += len(es)
 			for _, e := range es {
 				r := ref{e.app, e.id}

@@ -331,7 +331,7 @@ func (l *EventLog) Rejects(ctx context.Context, from uint64, fn func(domain.Reje
 	}
 	return scan(ctx, l, span{
 		op: op, stream: l.rejects, from: from, until: last, maxBatch: 256, prefetch: 256,
-	}, decodeReject, func(rs []domain.Reject) error {
+	}, bySeq(decodeReject), func(rs []domain.Reject) error {
 		for _, r := range rs {
 			if err := fn(r); err != nil {
 				return err

@@ -54,7 +54,7 @@ func (l *EventLog) ProviderApplicant(ctx context.Context, p domain.Provider, app
 	err = scan(ctx, l, span{
 		op: op, stream: l.events, filter: subject, from: 1, until: last.Sequence,
 		maxBatch: 1 << 16, prefetch: 256,
-	}, decodeEvent, func(evs []domain.Event) error {
+	}, bySeq(decodeEvent), func(evs []domain.Event) error {
 		out = append(out, evs...)
 		return nil
 	})
@@ -89,7 +89,7 @@ func (l *EventLog) Read(ctx context.Context, from uint64, batch int, fn func([]d
 	return scan(ctx, l, span{
 		op: op, stream: l.events, from: from, until: last, maxBatch: batch,
 		prefetch: readPrefetch, contiguous: true,
-	}, decodeFoldInputs, fn)
+	}, bySeq(decodeFoldInputs), fn)
 }
 
 // Follow delivers every event from sequence from on, in order, without gaps or repeats, in
@@ -111,7 +111,7 @@ func (l *EventLog) Follow(ctx context.Context, from uint64, maxBatch int, maxWai
 	return scan(ctx, l, span{
 		op: op, stream: l.events, from: max(from, 1), maxBatch: maxBatch,
 		maxWait: max(maxWait, 0), prefetch: readPrefetch, contiguous: true,
-	}, decodeFoldInputs, fn)
+	}, bySeq(decodeFoldInputs), fn)
 }
 
 // Tuning of ordered reads.
@@ -147,15 +147,23 @@ func (sp span) bounded() bool { return sp.until != 0 }
 // consumer at a time; when the consumer fails in a way its own reset did not repair, scan
 // creates a new one starting after the last message it accepted, so nothing is skipped
 // or repeated across reconnects and server restarts.
-func scan[T any](ctx context.Context, l *EventLog, sp span, decode func(uint64, []byte) (T, error), fn func([]T) error) error {
+func scan[T any](ctx context.Context, l *EventLog, sp span, decode decodeFunc[T], fn func([]T) error) error {
 	s := &scanner[T]{l: l, sp: sp, decode: decode, fn: fn, next: sp.from}
 	return s.run(ctx)
+}
+
+// decodeFunc decodes the message stored at seq on subject.
+type decodeFunc[T any] func(seq uint64, subject string, data []byte) (T, error)
+
+// bySeq is a decodeFunc for messages whose subject does not matter.
+func bySeq[T any](decode func(uint64, []byte) (T, error)) decodeFunc[T] {
+	return func(seq uint64, _ string, data []byte) (T, error) { return decode(seq, data) }
 }
 
 type scanner[T any] struct {
 	l      *EventLog
 	sp     span
-	decode func(uint64, []byte) (T, error)
+	decode decodeFunc[T]
 	fn     func([]T) error
 
 	next     uint64        // the sequence wanted next: the last accepted + 1
@@ -330,7 +338,7 @@ func (s *scanner[T]) consume(ctx context.Context) (final bool, err error) {
 				return false, err
 			}
 		}
-		v, err := s.decode(seq, msg.Data())
+		v, err := s.decode(seq, msg.Subject(), msg.Data())
 		if err != nil {
 			// Everything before the bad message is good: hand it over, then stop there.
 			if ferr := s.flush(ctx); ferr != nil {

@@ -33,7 +33,7 @@ func (p *Projection) Apply(events []domain.Event, f *domain.Folder) ([]domain.Re
 	)
 	var touched []domain.ApplicantKey
 	err := p.update(op, func(tx *bolt.Tx) error {
-		w, err := newWriter(tx, f, nil, nil)
+		w, err := newWriter(tx, f, p.ix, nil, nil)
 		if err != nil {
 			return err
 		}

@@ -49,6 +49,10 @@ const oldestSchema = 1
 type Options struct {
 	LockTimeout time.Duration // how long to wait for another process's lock; default 1 s
 	ReadOnly    bool
+	// Indexer gives Apply the blind index of the externalUserIds that version 3 events
+	// carry sealed (the key ring); nil: their states get none, and cannot be found by
+	// externalUserId.
+	Indexer Indexer
 }
 
 // Buckets of the projection file.
@@ -93,6 +97,7 @@ type Projection struct {
 	db       *bolt.DB
 	file     *os.File // the file bbolt opened, kept to release the lock if bbolt breaks
 	readOnly bool
+	ix       Indexer
 
 	checkpoint atomic.Uint64 // the committed checkpoint; advanced only after a commit
 
@@ -126,7 +131,7 @@ func Open(path string, opts Options) (*Projection, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Projection{path: path, db: db, file: file, readOnly: opts.ReadOnly,
+	p := &Projection{path: path, db: db, file: file, readOnly: opts.ReadOnly, ix: opts.Indexer,
 		advanced: make(chan struct{}), closed: make(chan struct{})}
 	cp, err := p.prepare(op)
 	if err != nil {

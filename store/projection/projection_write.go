@@ -2,6 +2,7 @@ package projection
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 
@@ -19,6 +20,7 @@ import (
 // from its newest state, and written once, in key order, by flush.
 type writer struct {
 	folder *domain.Folder
+	ix     Indexer // nil: states of version 3 events get no blind index
 	writerBuckets
 	checkpoint uint64 // the last sequence folded (the file's checkpoint when the writer starts)
 
@@ -93,6 +95,23 @@ type touched struct {
 	indexedExt    domain.ExternalUserID
 	indexedIdx    domain.ExternalUserIndex
 	indexedStatus domain.Status
+	// indexedFor is the sealed externalUserId the state's blind index was last worked
+	// out for (or found without one): the Indexer is asked again only when it changes.
+	indexedFor domain.SealedExternalUserID
+}
+
+// Indexer gives the blind index of an applicant's sealed externalUserId (DESIGN.md
+// section 15): version 3 events carry the id sealed under the applicant's data key and
+// no index, so that the log never links the applicant to its id once the key is gone.
+// The key ring (eventlog.Keyring) implements it: it opens the sealed id with the data
+// key and hashes it with the ring's keyed HMAC.
+type Indexer interface {
+	// SealedIndex returns the blind index of sealed, the externalUserId of applicant
+	// (app, id) of provider p (each provider's applicants have their own data keys). Errors: KindNotFound when the applicant's data key is destroyed or was
+	// never made, KindInternal when sealed does not open under it: the state then has no
+	// index (nothing can compute it). Any other error (KindUnavailable: the key store
+	// does not answer) fails the batch, which is retried.
+	SealedIndex(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, sealed domain.SealedExternalUserID) (domain.ExternalUserIndex, error)
 }
 
 // parking holds a Builder's states in memory, encoded, until they are written in one
@@ -117,18 +136,19 @@ func (pk *parking) full() bool { return pk.bytes > pk.budget }
 // subject tokens of at most 64 characters (the other providers) through.
 const maxApplicantID = 128
 
-func newWriter(tx *bolt.Tx, f *domain.Folder, mem *arena, park *parking) (*writer, error) {
+func newWriter(tx *bolt.Tx, f *domain.Folder, ix Indexer, mem *arena, park *parking) (*writer, error) {
 	bs, err := txBuckets(tx)
 	if err != nil {
 		return nil, err
 	}
-	return newBucketWriter(bs, f, mem, park)
+	return newBucketWriter(bs, f, ix, mem, park)
 }
 
 // newBucketWriter starts a writer at the checkpoint in bs.meta.
-func newBucketWriter(bs writerBuckets, f *domain.Folder, mem *arena, park *parking) (*writer, error) {
+func newBucketWriter(bs writerBuckets, f *domain.Folder, ix Indexer, mem *arena, park *parking) (*writer, error) {
 	w := &writer{
 		folder:        f,
+		ix:            ix,
 		writerBuckets: bs,
 		touched:       make(map[domain.ApplicantKey]*touched),
 		appsIndexed:   map[domain.AppKey]bool{},
@@ -209,7 +229,7 @@ func (w *writer) load(id domain.ApplicantKey) (*touched, error) {
 		if err != nil {
 			return nil, err
 		}
-		t.rec = rec
+		t.rec, t.indexedFor = rec, rec.SealedExternalUserID
 	} else if v := w.states.Get([]byte(id)); v != nil {
 		rec, err := decodeState(v)
 		if err != nil {
@@ -219,6 +239,7 @@ func (w *writer) load(id domain.ApplicantKey) (*touched, error) {
 			return nil, fmt.Errorf("%w: state under %s names %s", errCorruptValue, id, rec.Key())
 		}
 		t.rec, t.inFile, t.indexedExt, t.indexedIdx, t.indexedStatus = rec, true, rec.ExternalUserID, rec.ExternalUserIndex, rec.Status
+		t.indexedFor = rec.SealedExternalUserID
 	}
 	w.touched[id] = t
 	return t, nil
@@ -252,6 +273,9 @@ func (w *writer) flush() error {
 	slices.Sort(ids)
 	for _, id := range ids {
 		t := w.touched[id]
+		if err := w.index(t); err != nil {
+			return err
+		}
 		w.scratch = appendState(w.scratch[:0], &t.rec)
 		if w.park != nil && !t.inFile {
 			w.park.put(id, bytes.Clone(w.scratch))
@@ -266,6 +290,30 @@ func (w *writer) flush() error {
 		return err
 	}
 	return w.meta.Put(keyCheckpoint, w.mem.seqKey(w.checkpoint))
+}
+
+// index gives a state whose sealed externalUserId changed since it was loaded its blind
+// index, from the Indexer: once per flush at most, not per event, and only for a state
+// whose id came sealed without an index (version 3). A version 2 event brings its index
+// in clear, and the fold copies it.
+func (w *writer) index(t *touched) error {
+	st := &t.rec.State
+	if st.SealedExternalUserID == "" || st.ExternalUserIndex != "" || st.SealedExternalUserID == t.indexedFor {
+		return nil
+	}
+	if w.ix == nil {
+		return nil
+	}
+	idx, err := w.ix.SealedIndex(context.Background(), st.Provider, st.AppKey, st.ApplicantID, st.SealedExternalUserID)
+	switch domain.KindOf(err) {
+	case domain.KindNotFound, domain.KindInternal:
+		idx, err = "", nil // erased, no key, or not its own: no index, for good
+	}
+	if err != nil {
+		return err
+	}
+	st.ExternalUserIndex, t.indexedFor = idx, st.SealedExternalUserID
+	return nil
 }
 
 // spill writes every parked state to the file, with its index entries, in key order.

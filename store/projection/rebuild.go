@@ -39,6 +39,7 @@ type Builder struct {
 	cw      *chunkWriter
 	w       *writer
 	folder  *domain.Folder
+	ix      Indexer
 	park    *parking
 	spilled bool // some states are in the file: chunks read and rewrite them there
 	events  int  // folded in the open chunk
@@ -64,8 +65,9 @@ const (
 )
 
 // NewBuilder starts a new file at path (removed first if it exists). A path that another
-// Builder or Projection holds open gives KindConflict.
-func NewBuilder(path string) (*Builder, error) {
+// Builder or Projection holds open gives KindConflict. ix gives the blind index of sealed
+// externalUserIds, as Options.Indexer does for Apply (nil: none).
+func NewBuilder(path string, ix Indexer) (*Builder, error) {
 	const op = "projection.NewBuilder"
 	if err := removeUnused(op, path); err != nil {
 		return nil, err
@@ -74,7 +76,7 @@ func NewBuilder(path string) (*Builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Builder{path: path, db: db, folder: domain.NewFolder(),
+	b := &Builder{path: path, db: db, folder: domain.NewFolder(), ix: ix,
 		park:        &parking{states: make(map[domain.ApplicantKey][]byte), budget: defaultParkBudget},
 		chunkEvents: defaultChunkEvents, chunkApplicants: defaultChunkApplicants}
 	if err := db.Update(createBuckets); err != nil {
@@ -261,7 +263,7 @@ func (b *Builder) begin() error {
 			return err
 		}
 		b.tx = tx
-		b.w, err = newWriter(tx, b.folder, nil, b.park)
+		b.w, err = newWriter(tx, b.folder, b.ix, nil, b.park)
 		return err
 	}
 	if b.cw == nil {
@@ -278,7 +280,7 @@ func (b *Builder) begin() error {
 		*dst = r
 	}
 	var err error
-	b.w, err = newBucketWriter(bs, b.folder, nil, b.park)
+	b.w, err = newBucketWriter(bs, b.folder, b.ix, nil, b.park)
 	return err
 }
 
@@ -408,10 +410,19 @@ func (b *Builder) Abort() error {
 	return nil
 }
 
+// RebuildOptions tunes Rebuild.
+type RebuildOptions struct {
+	// Progress, if not nil, is called now and then with the sequence reached and the
+	// last sequence (from one goroutine at a time, not necessarily the caller's).
+	Progress func(done, total uint64)
+	// Indexer gives the blind index of sealed externalUserIds (NewBuilder). A rebuild
+	// asks it about every applicant with one, so it should not fetch a key per question:
+	// the key ring's snapshot (eventlog.Keyring.Snapshot) reads all keys at once.
+	Indexer Indexer
+}
+
 // Rebuild folds the whole log into path+".rebuild" and renames it over path, atomically:
-// a crash before the rename leaves the old file serving. progress, if not nil, is called
-// now and then with the sequence reached and the last sequence (from one goroutine at a
-// time, not necessarily the caller's).
+// a crash before the rename leaves the old file serving.
 //
 // A projection file that a process has open for writing (a running query node) gives
 // KindConflict, and none can open it for writing until Rebuild returns; readers may
@@ -420,12 +431,12 @@ func (b *Builder) Abort() error {
 //
 // src is read from sequence 1 up to its last sequence at the time of the call; its
 // errors are returned as they are (see domain.EventSource).
-func Rebuild(ctx context.Context, src domain.EventSource, path string, progress func(done, total uint64)) error {
+func Rebuild(ctx context.Context, src domain.EventSource, path string, opts RebuildOptions) error {
 	last, err := src.LastSeq(ctx)
 	if err != nil {
 		return err
 	}
-	return rebuild(ctx, src.Read, last, path, progress)
+	return rebuild(ctx, src.Read, last, path, opts)
 }
 
 // readFunc is domain.EventSource.Read's shape: rebuild and verify read through it, so
@@ -435,8 +446,9 @@ type readFunc func(ctx context.Context, from uint64, batch int, fn func([]domain
 // rebuildBatch is how many events Rebuild asks the log for at a time.
 const rebuildBatch = 1000
 
-func rebuild(ctx context.Context, read readFunc, last uint64, path string, progress func(done, total uint64)) (err error) {
+func rebuild(ctx context.Context, read readFunc, last uint64, path string, opts RebuildOptions) (err error) {
 	const op = "projection.Rebuild"
+	progress := opts.Progress
 	if progress == nil {
 		progress = func(uint64, uint64) {}
 	}
@@ -448,7 +460,7 @@ func rebuild(ctx context.Context, read readFunc, last uint64, path string, progr
 		defer hold.Close()
 	}
 	tmp := path + ".rebuild"
-	b, err := NewBuilder(tmp)
+	b, err := NewBuilder(tmp, opts.Indexer)
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,7 @@ func TestRebuildAndVerifyFromStream(t *testing.T) {
 
 	path := filepath.Join(dir, "projection.db")
 	var done, total uint64
-	if err := Rebuild(ctx, events, path, func(d, tt uint64) { done, total = d, tt }); err != nil {
+	if err := Rebuild(ctx, events, path, RebuildOptions{Progress: func(d, tt uint64) { done, total = d, tt }}); err != nil {
 		t.Fatal(err)
 	}
 	if done != uint64(n) || total != uint64(n) {
@@ -130,7 +130,7 @@ func BenchmarkRebuild(b *testing.B) {
 		}
 		readTook += time.Since(start)
 		b.StartTimer()
-		if err := Rebuild(ctx, events, filepath.Join(dir, fmt.Sprintf("p-%d.db", i)), nil); err != nil {
+		if err := Rebuild(ctx, events, filepath.Join(dir, fmt.Sprintf("p-%d.db", i)), RebuildOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}

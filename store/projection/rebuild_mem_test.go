@@ -36,7 +36,7 @@ func TestRebuildMemory(t *testing.T) {
 	g = newGen(90, applicants, events)
 	start := time.Now()
 	path := filepath.Join(t.TempDir(), "p.db")
-	b, err := NewBuilder(path)
+	b, err := NewBuilder(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

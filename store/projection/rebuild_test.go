@@ -45,7 +45,13 @@ func buildFile(tb testing.TB, path string, events []domain.Event, chunkEvents, c
 // buildFileParked is buildFile with a budget for parked states (0: the default).
 func buildFileParked(tb testing.TB, path string, events []domain.Event, chunkEvents, chunkApplicants, addBatch, parkBudget int) {
 	tb.Helper()
-	b, err := NewBuilder(path)
+	buildFileIndexed(tb, path, events, nil, chunkEvents, chunkApplicants, addBatch, parkBudget)
+}
+
+// buildFileIndexed is buildFileParked with an Indexer.
+func buildFileIndexed(tb testing.TB, path string, events []domain.Event, ix Indexer, chunkEvents, chunkApplicants, addBatch, parkBudget int) {
+	tb.Helper()
+	b, err := NewBuilder(path, ix)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -122,7 +128,7 @@ func TestBuilderSkipsWhatItFolded(t *testing.T) {
 	dir := t.TempDir()
 	once, twice := filepath.Join(dir, "once.db"), filepath.Join(dir, "twice.db")
 	buildFile(t, once, events, 0, 0, 100)
-	b, err := NewBuilder(twice)
+	b, err := NewBuilder(twice, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,18 +172,18 @@ func TestNewBuilderRefusesFileInUse(t *testing.T) {
 	if _, err := p.Apply(genLog(43, 3, 20), domain.NewFolder()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewBuilder(path); !isKind(err, domain.KindConflict) {
+	if _, err := NewBuilder(path, nil); !isKind(err, domain.KindConflict) {
 		t.Fatalf("NewBuilder on an open projection: %v, want KindConflict", err)
 	}
 	if _, ok, err := p.State(genLog(43, 3, 20)[0].ApplicantID); !ok || err != nil {
 		t.Fatalf("the open projection was disturbed: %v %v", ok, err)
 	}
-	b, err := NewBuilder(path + ".2")
+	b, err := NewBuilder(path+".2", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Abort()
-	if _, err := NewBuilder(path + ".2"); !isKind(err, domain.KindConflict) {
+	if _, err := NewBuilder(path+".2", nil); !isKind(err, domain.KindConflict) {
 		t.Fatalf("NewBuilder on a file another Builder holds: %v, want KindConflict", err)
 	}
 }
@@ -187,7 +193,7 @@ func TestBuilderAbort(t *testing.T) {
 	if err := os.WriteFile(path, []byte("leftover junk"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewBuilder(path)
+	b, err := NewBuilder(path, nil)
 	if err != nil {
 		t.Fatalf("NewBuilder over a junk file: %v", err)
 	}
@@ -208,7 +214,7 @@ func TestBuilderAbort(t *testing.T) {
 func TestBuilderRefusesEventWithoutApplicant(t *testing.T) {
 	events := genLog(45, 3, 10)
 	events[6].ApplicantID = ""
-	b, err := NewBuilder(filepath.Join(t.TempDir(), "p.db"))
+	b, err := NewBuilder(filepath.Join(t.TempDir(), "p.db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,13 +242,13 @@ func TestRebuild(t *testing.T) {
 
 	var calls int
 	var lastDone, lastTotal uint64
-	err := rebuild(context.Background(), readEvents(events), 5000, path, func(done, total uint64) {
+	err := rebuild(context.Background(), readEvents(events), 5000, path, RebuildOptions{Progress: func(done, total uint64) {
 		if done < lastDone {
 			t.Errorf("progress went back from %d to %d", lastDone, done)
 		}
 		calls++
 		lastDone, lastTotal = done, total
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +284,7 @@ func TestRebuildFailureKeepsOldFile(t *testing.T) {
 			return fn(evs)
 		})
 	}
-	if err := rebuild(context.Background(), failing, 3000, path, nil); !errors.Is(err, logDown) {
+	if err := rebuild(context.Background(), failing, 3000, path, RebuildOptions{}); !errors.Is(err, logDown) {
 		t.Fatalf("rebuild with a failing log: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -288,7 +294,7 @@ func TestRebuildFailureKeepsOldFile(t *testing.T) {
 			return fn(evs)
 		})
 	}
-	if err := rebuild(ctx, canceling, 3000, path, nil); !errors.Is(err, context.Canceled) {
+	if err := rebuild(ctx, canceling, 3000, path, RebuildOptions{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled rebuild: %v", err)
 	}
 	for _, leftover := range []string{path + ".rebuild"} {
@@ -310,7 +316,7 @@ func TestRebuildCrashBeforeRename(t *testing.T) {
 	before := dump(t, old)
 	old.Close()
 
-	b, err := NewBuilder(path + ".rebuild")
+	b, err := NewBuilder(path+".rebuild", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +337,7 @@ func TestRebuildCrashBeforeRename(t *testing.T) {
 	p.Close()
 
 	start := time.Now()
-	if err := rebuild(context.Background(), readEvents(events), 2000, path, nil); err != nil {
+	if err := rebuild(context.Background(), readEvents(events), 2000, path, RebuildOptions{}); err != nil {
 		t.Fatalf("rebuild over a crashed one's leftover: %v (after %v)", err, time.Since(start))
 	}
 	if got := mustOpen(t, path, Options{}).Checkpoint(); got != 2000 {
@@ -341,12 +347,12 @@ func TestRebuildCrashBeforeRename(t *testing.T) {
 
 func TestRebuildRefusesConcurrentRebuild(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "projection.db")
-	b, err := NewBuilder(path + ".rebuild")
+	b, err := NewBuilder(path+".rebuild", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Abort()
-	err = rebuild(context.Background(), readEvents(genLog(49, 5, 50)), 50, path, nil)
+	err = rebuild(context.Background(), readEvents(genLog(49, 5, 50)), 50, path, RebuildOptions{})
 	if !isKind(err, domain.KindConflict) {
 		t.Fatalf("rebuild beside a running one: %v, want KindConflict", err)
 	}
@@ -357,7 +363,7 @@ func TestRebuildRefusesConcurrentRebuild(t *testing.T) {
 
 func TestRebuildEmptyLog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "projection.db")
-	if err := rebuild(context.Background(), readEvents(nil), 0, path, nil); err != nil {
+	if err := rebuild(context.Background(), readEvents(nil), 0, path, RebuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p := mustOpen(t, path, Options{})
@@ -393,7 +399,7 @@ func TestRebuildRefusesFileInUse(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "projection.db")
 	p := mustOpen(t, path, Options{})
 	applyBatches(t, p, events[:100], 50, 30)
-	err := rebuild(context.Background(), readEvents(events), 300, path, nil)
+	err := rebuild(context.Background(), readEvents(events), 300, path, RebuildOptions{})
 	if !isKind(err, domain.KindConflict) || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("rebuild of an open projection: %v, want KindConflict in use", err)
 	}
@@ -415,7 +421,7 @@ func TestRebuildRefusesFileInUse(t *testing.T) {
 		}
 		return readEvents(events)(ctx, from, batch, fn)
 	}
-	if err := rebuild(context.Background(), read, 300, path, nil); err != nil {
+	if err := rebuild(context.Background(), read, 300, path, RebuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if ro.Checkpoint() != 100 {
@@ -435,7 +441,7 @@ func TestRebuildOverDamagedFile(t *testing.T) {
 	if _, err := Open(path, Options{}); !isKind(err, domain.KindInternal) {
 		t.Fatalf("open of a damaged file: %v", err)
 	}
-	if err := rebuild(context.Background(), readEvents(genLog(51, 5, 50)), 50, path, nil); err != nil {
+	if err := rebuild(context.Background(), readEvents(genLog(51, 5, 50)), 50, path, RebuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustOpen(t, path, Options{}).Checkpoint(); got != 50 {
