@@ -199,10 +199,15 @@ var statusOf = map[EventType]Status{
 }
 
 // StoredVersion is the version of the stored message format written by this build.
-// Version 2 (DESIGN.md section 11) keeps externalUserId, payload and raw encrypted under
-// the applicant's data key (sealedExt, sealed) beside the blind index extIndex; version 1
-// kept them in clear, and is still read.
-const StoredVersion = 2
+// Version 3 (DESIGN.md section 15) is version 2 without the blind index (extIndex) and
+// with a MAC under the log key as its last field (mac); an operator's payload is sealed
+// under the log key. Versions 1 and 2 are still read.
+const StoredVersion = 3
+
+// StoredVersionSealed is version 2 (DESIGN.md section 11): externalUserId, payload and
+// raw encrypted under the applicant's data key (sealedExt, sealed), beside the blind
+// index extIndex in clear, and no MAC. Logs written before version 3 hold it.
+const StoredVersionSealed = 2
 
 // StoredVersionClear is the first stored format: every field in clear. It is what an
 // event log without a key ring writes, and what logs written before version 2 hold.

@@ -165,8 +165,16 @@ func TestEraseAfterRestoreErasesWhatTheBackupMissed(t *testing.T) {
 	if last.Type != domain.EventErased || last.Origin != domain.OriginOperator {
 		t.Fatalf("applicant 2's last event after restore = %s/%s, want applicantErased", last.Type, last.Origin)
 	}
-	if !bytes.Contains(last.Payload, []byte(`"by":"restore"`)) || !bytes.Contains(last.Payload, []byte("ledger.jsonl")) {
-		t.Fatalf("erasure payload = %s, want by restore naming the ledger", last.Payload)
+	// The payload is sealed under the log key (DESIGN.md section 15): open it.
+	opened, err := eventlog.DecodeEvent(last.Seq, last.Stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := revents.Keys().Open(ctx, &opened); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(opened.Payload, []byte(`"by":"restore"`)) || !bytes.Contains(opened.Payload, []byte("ledger.jsonl")) {
+		t.Fatalf("erasure payload = %s, want by restore naming the ledger", opened.Payload)
 	}
 	ev, _ = eventlog.DecodeEvent(evs[0].Seq, evs[0].Stored)
 	if err := revents.Keys().Open(ctx, &ev); !errors.Is(err, eventlog.ErrErased) {

@@ -100,6 +100,7 @@ type node struct {
 	path string
 	proj *projection.Projection
 	snap *Snapshotter
+	keys *eventlog.Keyring // the projection's Indexer, as on a query node
 }
 
 func (c *cluster) node(name string, mod func(*Config)) *node {
@@ -108,7 +109,7 @@ func (c *cluster) node(name string, mod func(*Config)) *node {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		c.t.Fatal(err)
 	}
-	n := &node{dir: dir, path: filepath.Join(dir, "projection.db")}
+	n := &node{dir: dir, path: filepath.Join(dir, "projection.db"), keys: c.events.Keys()}
 	cfg := Config{Store: c.store, Keys: c.events.Keys(), Leases: c.leases, Holder: name, TempDir: dir,
 		Every: time.Hour, Keep: 3, Version: "test", Logger: c.log.With(zap.String("node", name))}
 	if mod != nil {
@@ -125,7 +126,7 @@ func (c *cluster) node(name string, mod func(*Config)) *node {
 // open opens the node's projection (restored or not) as the snapshots' source.
 func (n *node) open(t *testing.T) {
 	t.Helper()
-	p, err := projection.Open(n.path, projection.Options{})
+	p, err := projection.Open(n.path, projection.Options{Indexer: n.keys})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,12 @@ import (
 func cmdExport(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "export", `Writes every event of the log as JSON lines, in stream order: the stored message
 exactly as kept (raw body and signature included, so authenticity can be re-verified offline)
-with its stream sequence added as "seq". Events stored sealed (version 2) are written sealed,
-as kept, so their digests can be checked; with --open their externalUserId, payload and raw
-are opened under the applicant's data key (keys.master needed) and the sealed values left
-out. An erased applicant's events have no key left and are written without them.`+offlineNote)
+with its stream sequence added as "seq". Events stored sealed (versions 2 and 3) are written
+sealed, as kept, so their digests and MACs can be checked; with --open their externalUserId,
+payload and raw are opened under the applicant's data key (keys.master needed), an operator
+event's payload (who erased and why) under the log key, and the sealed values and the MAC
+left out. An erased applicant's events have no key left and are written without them. An
+event whose MAC does not verify is written as stored, never opened.`+offlineNote)
 	cfgPath := fs.String("config", "", "YAML config file")
 	openSealed := fs.Bool("open", false, "open sealed personal fields (needs keys.master)")
 	outPath := fs.String("out", "", "file to write (default: standard output)")
@@ -88,9 +90,10 @@ out. An erased applicant's events have no key left and are written without them.
 }
 
 // openedEvent is ev's stored message with its sealed fields opened (export --open); an
-// erased applicant's event comes without them.
+// erased applicant's event comes without them. An event whose MAC failed is written as
+// stored, unopened: only what kycstate wrote is decrypted.
 func openedEvent(ctx context.Context, events *eventlog.EventLog, ev domain.Event) ([]byte, error) {
-	if ev.V != domain.StoredVersion {
+	if ev.V < domain.StoredVersionSealed || ev.Auth == domain.AuthFailed {
 		return ev.Stored, nil
 	}
 	full, err := eventlog.DecodeEvent(ev.Seq, ev.Stored) // Read leaves Sealed out

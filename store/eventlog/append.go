@@ -75,8 +75,9 @@ func providerList() string {
 // request timeout (5 s), so no Append waits forever.
 //
 // Append stamps ev.V with the format this log writes, whichever version the caller
-// built (an unknown one is refused): domain.StoredVersion, sealed by the log's Keyring,
-// or StoredVersionClear for a log opened without master keys; ev itself keeps its
+// built (an unknown one is refused): domain.StoredVersion, sealed by the log's Keyring
+// and ending in its MAC under the log key, or StoredVersionClear (no MAC: there is no
+// log key) for a log opened without master keys; ev itself keeps its
 // personal fields in clear, ev.Stored holds them sealed. For a duplicate, ev is replaced by the
 // original as stored (its receivedAt is the first delivery's), so ev.Stored is always
 // the exact bytes at ev.Seq; if the original cannot be read back, ev.Stored is nil.
@@ -162,11 +163,12 @@ func (l *EventLog) encode(ctx context.Context, op string, ev *domain.Event, msgI
 	if msgID == "" {
 		return nil, domain.E(op, domain.KindInvalid, "empty message id")
 	}
-	if _, err := eventSubject(ev); err != nil {
+	subject, err := eventSubject(ev)
+	if err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
 	}
 	switch ev.V {
-	case 0, domain.StoredVersionClear, domain.StoredVersion:
+	case 0, domain.StoredVersionClear, domain.StoredVersionSealed, domain.StoredVersion:
 	default:
 		return nil, domain.E(op, domain.KindInvalid,
 			fmt.Sprintf("event version %d; this build writes %d", ev.V, domain.StoredVersion))
@@ -181,9 +183,14 @@ func (l *EventLog) encode(ctx context.Context, op string, ev *domain.Event, msgI
 		}
 	}
 	ev.V = stored.V
-	data, err := appendStoredEvent(make([]byte, 0, 640+len(ev.Payload)*4/3+rawLen(ev)*4/3), &stored)
+	data, err := appendStoredEvent(make([]byte, 0, 640+macSuffixLen+len(ev.Payload)*4/3+rawLen(ev)*4/3), &stored)
 	if err != nil {
 		return nil, domain.E(op, domain.KindInvalid, err)
+	}
+	if l.keys != nil {
+		// The MAC goes on last, over everything before it and the subject the message
+		// is published on (DESIGN.md section 15).
+		data = l.keys.logKey.appendMAC(subject, data)
 	}
 	if max := l.conn.NC.MaxPayload(); max > 0 && int64(len(data))+headerRoom > max {
 		return nil, domain.E(op, domain.KindTooLarge,

@@ -24,11 +24,13 @@ var errPayloadNotJSON = errors.New("payload is not valid JSON")
 // the stored payload would no longer be the bytes Allpass sent. Field names and order
 // match domain.Event's JSON tags, so encoding/json and DecodeEvent read it back.
 //
-// A version 2 event (sealed by a Keyring) has its personal fields in extIndex, sealedExt
-// and sealed, written last, and a payload only when it holds none (an operator's). The
-// content id and the time flag (DESIGN.md section 15) come before them, when set.
+// A sealed event (versions 2 and 3, by a Keyring) has its personal fields in sealedExt
+// and sealed, written last (after a version 2 event's extIndex), and a payload only when
+// it holds none in clear (a version 2 operator's). The content id and the time flag
+// (DESIGN.md section 15) come before them, when set. A version 3 event's MAC is not
+// written here: the log appends it to these bytes (logKey.appendMAC).
 func appendStoredEvent(b []byte, ev *domain.Event) ([]byte, error) {
-	withPayload := ev.V < domain.StoredVersion || len(ev.Payload) > 0
+	withPayload := ev.V == domain.StoredVersionClear || ev.V == 0 || len(ev.Payload) > 0
 	if withPayload && !json.Valid(ev.Payload) {
 		return nil, errPayloadNotJSON
 	}
@@ -127,8 +129,9 @@ func appendJSONString(b []byte, s string) []byte { return jsonscan.AppendString(
 //
 // data is copied, so the caller may reuse its buffer (a bbolt value, say). Errors:
 // KindInternal when data is not a stored event, KindConflict when it was written in a
-// format version this build does not read. Both versions are read: a version 2 event
-// comes back sealed (Keyring.Open opens it), a version 1 event in clear.
+// format version this build does not read. Versions 1 to 3 are read: a version 2 or 3
+// event comes back sealed (Keyring.Open opens it), a version 1 event in clear. The MAC
+// of a version 3 event is not checked here: the log's readers check it (ev.Auth).
 func DecodeEvent(seq uint64, data []byte) (domain.Event, error) {
 	return decodeEvent(seq, slices.Clone(data))
 }
@@ -164,9 +167,9 @@ func decodeStored(seq uint64, data []byte, skipRaw bool) (domain.Event, error) {
 		}
 		ev = *slow
 	}
-	if ev.V != domain.StoredVersion && ev.V != domain.StoredVersionClear {
+	if ev.V < domain.StoredVersionClear || ev.V > domain.StoredVersion {
 		return domain.Event{}, domain.E(op, domain.KindConflict,
-			fmt.Sprintf("seq %d has stored format version %d; this build reads versions %d and %d", seq, ev.V, domain.StoredVersionClear, domain.StoredVersion))
+			fmt.Sprintf("seq %d has stored format version %d; this build reads versions %d to %d", seq, ev.V, domain.StoredVersionClear, domain.StoredVersion))
 	}
 	ev.Seq, ev.Stored = seq, data
 	return ev, nil
@@ -265,6 +268,10 @@ func fastDecodeEvent(data []byte, ev *domain.Event, skipRaw bool) bool {
 			} else {
 				ev.Sealed, ok = d.str()
 			}
+		case "mac":
+			// Checked by the reader over the stored bytes (logKey.verdict), not kept.
+			bit = 1 << 19
+			ok = d.skipString()
 		case "raw":
 			bit = 1 << 12
 			if skipRaw {

@@ -30,9 +30,10 @@ import (
 // KYC_KEYS holds, per applicant, one subject kyc.keys.app.<appKey>.<applicantId> with
 // the data key wrapped (AES-256-GCM) under the master key keys.master, and after an
 // erasure a tombstone beside it, so that no key is ever made for that applicant again.
-// kyc.keys.index holds the key of the blind index, wrapped likewise; kyc.keys.pending.*
-// records an erasure under way until its key is gone, so that an erasure interrupted
-// by a crash is found and finished on restart.
+// kyc.keys.index holds the key of the blind index, wrapped likewise, and kyc.keys.log
+// the log key that MACs every stored event (keyring_log.go); kyc.keys.pending.* records
+// an erasure under way until its key is gone, so that an erasure interrupted by a crash
+// is found and finished on restart.
 
 // Stream and subjects of the key ring.
 const (
@@ -40,6 +41,7 @@ const (
 	KeySubjects = "kyc.keys.>"
 
 	keyIndexSubject   = "kyc.keys.index"
+	keyLogSubject     = "kyc.keys.log"
 	keyPendingSubject = "kyc.keys.pending.>"
 )
 
@@ -138,7 +140,8 @@ type Keyring struct {
 	stream  jetstream.Stream
 	current MasterKey
 	masters map[string]MasterKey
-	index   []byte // the blind index's HMAC key
+	index   []byte  // the blind index's HMAC key
+	logKey  *logKey // MACs stored events, seals operator payloads
 	cache   *keyCache
 	log     *zap.Logger
 
@@ -232,19 +235,29 @@ func openKeyring(ctx context.Context, l *EventLog, keys MasterKeys, kc KeyringCo
 		return nil, err
 	}
 	k.index = idx.raw
-	k.afterWrite = l.cfg.AfterKeysWrite // applicants' keys only, not the index key
+	lk, err := k.dataKey(ctx, keyLogSubject, true)
+	if err != nil {
+		return nil, err
+	}
+	if k.logKey, err = newLogKey(lk.raw, lk.since); err != nil {
+		return nil, domain.E(op, domain.KindInternal, err)
+	}
+	k.afterWrite = l.cfg.AfterKeysWrite // applicants' keys only, not the index or log key
 	return k, nil
 }
 
 // keyMsg is one message of KYC_KEYS (JSON). Kind says which: a wrapped key (data, index),
 // an erased applicant's tombstone, or an erasure under way (pending).
 type keyMsg struct {
-	V      int       `json:"v"`
-	Kind   string    `json:"kind"`
-	App    string    `json:"app,omitempty"`
-	ID     string    `json:"id,omitempty"`
-	KeyID  string    `json:"kid,omitempty"`
-	Key    []byte    `json:"key,omitempty"` // nonce || AES-256-GCM(master, data key)
+	V     int    `json:"v"`
+	Kind  string `json:"kind"`
+	App   string `json:"app,omitempty"`
+	ID    string `json:"id,omitempty"`
+	KeyID string `json:"kid,omitempty"`
+	Key   []byte `json:"key,omitempty"` // nonce || AES-256-GCM(master, data key)
+	// Since (the log key only) is KYC_EVENTS' last sequence when the key was made: an
+	// event at or below it without a MAC was stored before events were signed.
+	Since  uint64    `json:"since,omitempty"`
 	By     string    `json:"by,omitempty"`
 	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at"`
@@ -253,6 +266,7 @@ type keyMsg struct {
 const (
 	kindData    = "data"
 	kindIndex   = "index"
+	kindLog     = "log"
 	kindErased  = "erased"
 	kindPending = "pending"
 )
@@ -287,6 +301,7 @@ type key struct {
 	aead   cipher.AEAD
 	erased bool
 	seq    uint64 // of the message read
+	since  uint64 // the log key's keyMsg.Since
 }
 
 // dataKey returns the key on subject: from the cache, else from the stream; with create,
@@ -310,6 +325,9 @@ func (k *Keyring) dataKey(ctx context.Context, subject string, create bool) (*ke
 	}
 	if !create {
 		return nil, domain.E(op, domain.KindNotFound, ErrNoKey)
+	}
+	if subject == keyLogSubject {
+		return k.createLogKey(ctx) // made once, with its since: not one of a batch
 	}
 	return k.createKey(ctx, subject)
 }
@@ -340,7 +358,7 @@ func (k *Keyring) unwrapMsg(subject string, seq uint64, data []byte) (*key, erro
 	switch m.Kind {
 	case kindErased:
 		return &key{erased: true, seq: seq}, nil
-	case kindData, kindIndex:
+	case kindData, kindIndex, kindLog:
 	default:
 		return nil, domain.E(op, domain.KindInternal, fmt.Sprintf("%s seq %d has kind %q", KeyStream, seq, m.Kind))
 	}
@@ -359,13 +377,13 @@ func (k *Keyring) unwrapMsg(subject string, seq uint64, data []byte) (*key, erro
 	if err != nil {
 		return nil, domain.E(op, domain.KindInternal, err)
 	}
-	return &key{raw: raw, aead: aead, seq: seq}, nil
+	return &key{raw: raw, aead: aead, seq: seq, since: m.Since}, nil
 }
 
 // rewrapped reports whether Rewrap wraps messages of kind anew: every kind that holds a
-// key (a snapshot's too); tombstones and pending erasures hold none.
+// key (a snapshot's and the log key too); tombstones and pending erasures hold none.
 func rewrapped(kind string) bool {
-	return kind == kindData || kind == kindIndex || kind == kindSnapshot
+	return kind == kindData || kind == kindIndex || kind == kindSnapshot || kind == kindLog
 }
 
 func isWrongLastSeq(err error) bool {

@@ -7,6 +7,7 @@ package eventlog
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -33,13 +34,18 @@ func extAAD(app domain.AppKey, id domain.ApplicantID) []byte {
 	return []byte("kycstate.ext.v2\x00" + string(app) + "\x00" + string(id))
 }
 
-// Seal turns ev into a version 2 event before it is stored: the externalUserId is
-// replaced by its blind index and its sealed form, payload and raw by one sealed value
-// bound to every clear field of the event (so it cannot be moved to another event or
-// applicant, nor the clear fields changed under it). The applicant's data key is made on
-// its first event. For an erased applicant no key is made again: the event is stored
-// without its personal fields. An operator's event (an erasure) carries no personal
-// data and keeps its payload in clear, so that who erased and why stay readable.
+// Seal turns ev into a version 3 event before it is stored: the externalUserId is
+// replaced by its sealed form, payload and raw by one sealed value bound to every clear
+// field of the event (so it cannot be moved to another event or applicant, nor the clear
+// fields changed under it). The blind index of the externalUserId is not stored: the
+// projection computes it from the sealed form (SealedIndex), so that once the data key is
+// destroyed nothing in the log links the applicant to its externalUserId. The applicant's
+// data key is made on its first event. For an erased applicant no key is made again: the
+// event is stored without its personal fields.
+//
+// An operator's event (an erasure) carries no personal data of the applicant; its payload
+// (who erased, when and why) is sealed under the log key instead, so that the reason
+// stays readable to the service (export --open) and is in clear in no file.
 //
 // Errors: KindUnavailable when KYC_KEYS does not answer (the event is not stored),
 // KindConflict when keys.master does not open the applicant's key.
@@ -47,17 +53,21 @@ func (k *Keyring) Seal(ctx context.Context, ev *domain.Event) error {
 	const op = "eventlog.Keyring.Seal"
 	ev.V = domain.StoredVersion
 	ev.ExternalUserIndex, ev.SealedExternalUserID, ev.Sealed = "", "", ""
+	// Refused before the applicant's key is made: a bad payload must leave nothing behind.
+	if len(ev.Payload) > 0 && !json.Valid(ev.Payload) {
+		return domain.E(op, domain.KindInvalid, errPayloadNotJSON)
+	}
 	if ev.Origin == domain.OriginOperator {
-		ev.ExternalUserID, ev.Raw = "", nil
+		payload := ev.Payload
+		ev.ExternalUserID, ev.Raw, ev.Payload = "", nil, nil
+		if len(payload) > 0 {
+			ev.Sealed = base64.StdEncoding.EncodeToString(seal(k.logKey.seal, appendSealedBody(nil, payload, nil), bodyAAD(ev)))
+		}
 		return nil
 	}
 	subject, err := keySubject(domain.ProviderOf(ev.Provider), ev.AppKey, ev.ApplicantID)
 	if err != nil {
 		return err
-	}
-	// Refused before the applicant's key is made: a bad payload must leave nothing behind.
-	if len(ev.Payload) > 0 && !json.Valid(ev.Payload) {
-		return domain.E(op, domain.KindInvalid, errPayloadNotJSON)
 	}
 	dk, err := k.dataKey(ctx, subject, true)
 	if err != nil {
@@ -69,7 +79,6 @@ func (k *Keyring) Seal(ctx context.Context, ev *domain.Event) error {
 		return nil
 	}
 	if ext != "" {
-		ev.ExternalUserIndex = k.Index(ev.AppKey, ext)
 		ev.SealedExternalUserID = domain.SealedExternalUserID(base64.StdEncoding.EncodeToString(
 			seal(dk.aead, []byte(ext), extAAD(ev.AppKey, ev.ApplicantID))))
 	}
@@ -87,15 +96,30 @@ func bodyAAD(ev *domain.Event) []byte {
 	return b
 }
 
-// Open fills a version 2 event's externalUserId, payload and raw from their sealed
-// forms (a version 1 event has them already). Errors: KindNotFound wrapping ErrErased
-// when the applicant's key is destroyed (the event keeps only its clear fields);
-// KindInternal when a sealed value does not open under the applicant's key (tampered,
-// or moved from another event or applicant: nothing is filled in); KindUnavailable
-// when KYC_KEYS does not answer; KindConflict when keys.master does not open the key.
+// Open fills a sealed event's externalUserId, payload and raw from their sealed forms (a
+// version 1 event has them already), and a version 3 operator event's payload, sealed
+// under the log key. The caller checks the event's MAC first (the log's readers set
+// ev.Auth): a sealed value that opens proves only that it was sealed for this applicant.
+// Errors: KindNotFound wrapping ErrErased when the applicant's key is destroyed (the
+// event keeps only its clear fields); KindInternal when a sealed value does not open
+// under its key (tampered, or moved from another event or applicant: nothing is filled
+// in); KindUnavailable when KYC_KEYS does not answer; KindConflict when keys.master does
+// not open the key.
 func (k *Keyring) Open(ctx context.Context, ev *domain.Event) error {
 	const op = "eventlog.Keyring.Open"
-	if ev.V != domain.StoredVersion || (ev.SealedExternalUserID == "" && ev.Sealed == "") {
+	if ev.V < domain.StoredVersionSealed || (ev.SealedExternalUserID == "" && ev.Sealed == "") {
+		return nil
+	}
+	if ev.Origin == domain.OriginOperator && ev.V >= domain.StoredVersion {
+		body, err := openSealed(k.logKey.seal, ev)
+		if err != nil {
+			return domain.E(op, domain.KindInternal, fmt.Errorf("seq %d: operator payload: %w", ev.Seq, err))
+		}
+		payload, _, err := decodeSealedBody(body)
+		if err != nil {
+			return domain.E(op, domain.KindInternal, fmt.Errorf("seq %d: %w", ev.Seq, err))
+		}
+		ev.Payload = payload
 		return nil
 	}
 	subject, err := keySubject(domain.ProviderOf(ev.Provider), ev.AppKey, ev.ApplicantID)
@@ -118,14 +142,10 @@ func (k *Keyring) Open(ctx context.Context, ev *domain.Event) error {
 	var payload json.RawMessage
 	var raw *domain.Raw
 	if ev.Sealed != "" {
-		ct, err := base64.StdEncoding.DecodeString(ev.Sealed)
-		if err != nil {
-			return domain.E(op, domain.KindInternal, fmt.Errorf("seq %d: sealed value is not base64", ev.Seq))
-		}
-		body, err := open(dk.aead, ct, bodyAAD(ev))
+		body, err := openSealed(dk.aead, ev)
 		if err != nil {
 			return domain.E(op, domain.KindInternal, fmt.Errorf(
-				"seq %d: sealed payload does not open under applicant %s's key: tampered, or moved from another event", ev.Seq, ev.ApplicantID))
+				"seq %d: sealed payload does not open under applicant %s's key: %w", ev.Seq, ev.ApplicantID, err))
 		}
 		if payload, raw, err = decodeSealedBody(body); err != nil {
 			return domain.E(op, domain.KindInternal, fmt.Errorf("seq %d: %w", ev.Seq, err))
@@ -165,9 +185,9 @@ func (k *Keyring) OpenProviderExternalUserID(ctx context.Context, p domain.Provi
 
 // SealedIndex returns the blind index of the sealed externalUserId of applicant (app,
 // id): the projection keeps it in its lookup index and the applicant's state, computed
-// from the sealed form, for events that do not carry it (projection.Indexer). Once the
-// data key is destroyed nothing can compute it again. Errors as OpenExternalUserID's:
-// KindNotFound when the key is destroyed or was never made.
+// from the sealed form because a version 3 event stores none (projection.Indexer). Once
+// the data key is destroyed nothing can compute it again. Errors as
+// OpenExternalUserID's: KindNotFound when the key is destroyed or was never made.
 func (k *Keyring) SealedIndex(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, s domain.SealedExternalUserID) (domain.ExternalUserIndex, error) {
 	ext, err := k.OpenProviderExternalUserID(ctx, domain.ProviderOf(string(p)), app, id, s)
 	if err != nil {
@@ -186,6 +206,19 @@ func (k *Keyring) openExt(dk *key, app domain.AppKey, id domain.ApplicantID, s d
 		return "", fmt.Errorf("sealed externalUserId does not open under applicant %s's key: tampered, or moved from another applicant", id)
 	}
 	return domain.ExternalUserID(plain), nil
+}
+
+// openSealed opens ev.Sealed under a, bound to ev's clear fields (bodyAAD).
+func openSealed(a cipher.AEAD, ev *domain.Event) ([]byte, error) {
+	ct, err := base64.StdEncoding.DecodeString(ev.Sealed)
+	if err != nil {
+		return nil, errors.New("sealed value is not base64")
+	}
+	body, err := open(a, ct, bodyAAD(ev))
+	if err != nil {
+		return nil, errors.New("does not open: tampered, or moved from another event")
+	}
+	return body, nil
 }
 
 // appendSealedBody encodes what Sealed holds: {"payload":...,"raw":{...}}, the payload

@@ -35,11 +35,16 @@ func TestSealedEventRoundTrip(t *testing.T) {
 	}
 	ev := evs[0]
 	if ev.Type != want.Type || ev.AppKey != want.AppKey || ev.ApplicantID != want.ApplicantID || ev.StepName != want.StepName ||
-		!ev.EventAt.Equal(want.EventAt) || ev.Warnings[0] != "glare" || ev.ExternalUserIndex == "" || ev.SealedExternalUserID == "" {
+		!ev.EventAt.Equal(want.EventAt) || ev.Warnings[0] != "glare" || ev.SealedExternalUserID == "" || ev.Auth != domain.AuthSigned {
 		t.Fatalf("clear fields: %+v", ev)
 	}
-	if ev.ExternalUserIndex != l.Keys().Index(want.AppKey, want.ExternalUserID) {
-		t.Error("index is not the ring's Index of (appKey, externalUserId)")
+	// Version 3 stores no blind index: the projection computes it (SealedIndex).
+	idx := l.Keys().Index(want.AppKey, want.ExternalUserID)
+	if ev.ExternalUserIndex != "" || bytes.Contains(ev.Stored, []byte(idx)) || bytes.Contains(ev.Stored, []byte(`"extIndex"`)) {
+		t.Fatalf("version 3 event holds the blind index: %s", ev.Stored)
+	}
+	if !bytes.HasSuffix(ev.Stored[:len(ev.Stored)-macSuffixLen], []byte(`"`)) || !bytes.Contains(ev.Stored, []byte(`,"mac":"`)) {
+		t.Fatalf("the MAC is not the last field: %s", ev.Stored)
 	}
 	full, err := DecodeEvent(ev.Seq, ev.Stored)
 	if err != nil {
@@ -119,18 +124,35 @@ func TestSealedValueTamperedOrMoved(t *testing.T) {
 	}
 }
 
-// An operator's event is not sealed: who erased and why stay readable, and no key is made.
-func TestOperatorEventNotSealed(t *testing.T) {
+// An operator's event is sealed under the log key, not an applicant's data key: who
+// erased and why are in clear nowhere in the stored message, the service opens them, and
+// no data key is made for it.
+func TestOperatorEventSealedUnderLogKey(t *testing.T) {
 	l := keyedLog(t, natsStart(t, NATSConfig{SyncInterval: time.Minute}), testMasterA)
+	ctx := context.Background()
+	const payload = `{"by":"admin","reason":"retention zq-reason-1"}`
 	ev := &domain.Event{Provider: "allpass", Origin: domain.OriginOperator, AppKey: logApp(0), ApplicantID: logApplicant(3),
 		Type: domain.EventErased, EventAt: logBase, EventAtSource: domain.SourceReceived, ReceivedAt: logBase,
-		Payload: json.RawMessage(`{"by":"admin","reason":"retention"}`)}
+		Payload: json.RawMessage(payload)}
 	logAppend(t, l, ev)
 	got := readAll(t, l)[0]
-	if string(got.Payload) != `{"by":"admin","reason":"retention"}` || got.Sealed != "" {
-		t.Fatalf("operator event: %+v", got)
+	if len(got.Payload) != 0 || bytes.Contains(got.Stored, []byte("zq-reason-1")) || bytes.Contains(got.Stored, []byte("admin")) ||
+		got.Auth != domain.AuthSigned || got.Type != domain.EventErased || got.Origin != domain.OriginOperator {
+		t.Fatalf("operator event: %+v\n%s", got, got.Stored)
 	}
-	if _, err := l.Keys().OpenExternalUserID(context.Background(), logApp(0), logApplicant(3), "x"); !errors.Is(err, ErrNoKey) {
+	full, err := DecodeEvent(got.Seq, got.Stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Keys().Open(ctx, &full); err != nil || string(full.Payload) != payload {
+		t.Fatalf("opened operator payload %q, %v", full.Payload, err)
+	}
+	moved := full
+	moved.Payload, moved.ApplicantID = nil, logApplicant(4)
+	if err := l.Keys().Open(ctx, &moved); domain.KindOf(err) != domain.KindInternal || moved.Payload != nil {
+		t.Fatalf("operator payload moved to another applicant opened: %v", err)
+	}
+	if _, err := l.Keys().OpenExternalUserID(ctx, logApp(0), logApplicant(3), "x"); !errors.Is(err, ErrNoKey) {
 		t.Fatalf("a key was made for an operator's event: %v", err)
 	}
 }

@@ -140,7 +140,7 @@ func TestMasterKeyWrongAndRotated(t *testing.T) {
 		t.Fatalf("rotated, old key in previous: %v", err)
 	}
 	n, err := lb.Keys().Rewrap(ctx)
-	if err != nil || n != 2 { // the applicant's key and the index key
+	if err != nil || n != 3 { // the applicant's key, the index key and the log key
 		t.Fatalf("Rewrap = %d, %v", n, err)
 	}
 	if n, err := lb.Keys().Rewrap(ctx); err != nil || n != 0 {
@@ -151,8 +151,11 @@ func TestMasterKeyWrongAndRotated(t *testing.T) {
 	if err := lb2.Keys().Open(ctx, &ev); err != nil || ev.ExternalUserID == "" {
 		t.Fatalf("after rewrap, new key alone: %v", err)
 	}
-	if lb2.Keys().Index(ev.AppKey, ev.ExternalUserID) != ev.ExternalUserIndex {
+	if lb2.Keys().Index(ev.AppKey, ev.ExternalUserID) != la.Keys().Index(ev.AppKey, ev.ExternalUserID) {
 		t.Fatal("the blind index changed with the master key")
+	}
+	if got := readAll(t, lb2)[0]; got.Auth != domain.AuthSigned {
+		t.Fatalf("after rewrap the log key no longer verifies the event: %v", got.Auth)
 	}
 	if _, err := Open(ctx, c, Config{Keys: &MasterKeys{Current: mustMaster(t, testMasterA)}}, nil); domain.KindOf(err) != domain.KindConflict {
 		t.Fatalf("old master after rewrap: %v", err)

@@ -54,7 +54,7 @@ func (l *EventLog) ProviderApplicant(ctx context.Context, p domain.Provider, app
 	err = scan(ctx, l, span{
 		op: op, stream: l.events, filter: subject, from: 1, until: last.Sequence,
 		maxBatch: 1 << 16, prefetch: 256,
-	}, bySeq(decodeEvent), func(evs []domain.Event) error {
+	}, l.decoder(false), func(evs []domain.Event) error {
 		out = append(out, evs...)
 		return nil
 	})
@@ -67,7 +67,9 @@ func (l *EventLog) ProviderApplicant(ctx context.Context, p domain.Provider, app
 // Read calls fn for every event from sequence from (inclusive) up to the last sequence at
 // the time of the call, in order, in batches of at most batch events. It stops at the first
 // error fn returns. Events carry the fold's inputs, the payload and Stored; ev.Raw and a
-// version 2 event's ev.Sealed are not decoded (DecodeEvent(ev.Seq, ev.Stored) has them).
+// sealed event's ev.Sealed are not decoded (DecodeEvent(ev.Seq, ev.Stored) has them).
+// With the key ring, every event's MAC is checked and ev.Auth says what was found
+// (EventLog.decoder).
 //
 // fn's error is returned as it is; otherwise ctx.Err() when ctx ends, KindInvalid for a
 // batch below 1, KindInternal for a message that is not a stored event, KindUnavailable
@@ -89,7 +91,7 @@ func (l *EventLog) Read(ctx context.Context, from uint64, batch int, fn func([]d
 	return scan(ctx, l, span{
 		op: op, stream: l.events, from: from, until: last, maxBatch: batch,
 		prefetch: readPrefetch, contiguous: true,
-	}, bySeq(decodeFoldInputs), fn)
+	}, l.decoder(true), fn)
 }
 
 // Follow delivers every event from sequence from on, in order, without gaps or repeats, in
@@ -111,7 +113,7 @@ func (l *EventLog) Follow(ctx context.Context, from uint64, maxBatch int, maxWai
 	return scan(ctx, l, span{
 		op: op, stream: l.events, from: max(from, 1), maxBatch: maxBatch,
 		maxWait: max(maxWait, 0), prefetch: readPrefetch, contiguous: true,
-	}, bySeq(decodeFoldInputs), fn)
+	}, l.decoder(true), fn)
 }
 
 // Tuning of ordered reads.
