@@ -32,6 +32,9 @@ import (
 //	   (provider.app.id) and the ids bucket. A file raised from 3 (or earlier) gains
 //	   the empty ids bucket and keeps its values, read as Allpass's: every applicant
 //	   then was, and an Allpass applicant's key is its id, so no key changes.
+//	   A record's outcome may be unauthenticated (DESIGN.md section 15), which a build
+//	   of version 3 does not know; states of version 3 events hold a blind index the
+//	   projection computed (Indexer), and their records none.
 //	3: states and records in format 4 (content ids and the time flag, DESIGN.md
 //	   section 15), changes in format 2. A file raised from 2 keeps its format 3
 //	   values, read as holding no content ids, as the events they came from.
