@@ -523,6 +523,7 @@ func (s *server) handleVerify() http.Handler {
 		p, _ := principalFrom(r.Context())
 		s.log.Info("verified", zap.String("token", p.name), zap.Uint64("checkpoint", res.Checkpoint),
 			zap.Uint64("events", res.Events), zap.Int("differences", len(res.Differences)),
+			zap.Uint64("unauthenticated", res.Unauthenticated),
 			zap.Duration("took", time.Since(start)))
 		setSeq(w, res.Checkpoint)
 		writeJSON(w, http.StatusOK, newVerifyView(res))

@@ -1,10 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nats-io/nats.go/jetstream"
 	"io"
 	"net"
 	"net/http"
@@ -86,11 +88,15 @@ func appendAll(tb testing.TB, events *eventlog.EventLog, evs []domain.Event) []d
 
 // verifyBody is GET /v1/verify's answer, decoded strictly.
 type verifyBody struct {
-	Checkpoint  uint64 `json:"checkpoint"`
-	LogLast     uint64 `json:"logLast"`
-	Applicants  int    `json:"applicants"`
-	Events      uint64 `json:"events"`
-	Differences []struct {
+	Checkpoint      uint64 `json:"checkpoint"`
+	LogLast         uint64 `json:"logLast"`
+	Applicants      int    `json:"applicants"`
+	Events          uint64 `json:"events"`
+	Signed          uint64 `json:"signed"`
+	Unsigned        uint64 `json:"unsigned"`
+	Unauthenticated uint64 `json:"unauthenticated"`
+	OK              bool   `json:"ok"`
+	Differences     []struct {
 		Kind        string  `json:"kind"`
 		ApplicantID *string `json:"applicantId"`
 		Log         string  `json:"log"`
@@ -142,7 +148,7 @@ func TestVerifyRouteAgrees(t *testing.T) {
 		applicants[e.ApplicantID] = true
 	}
 	n := uint64(len(f.stored))
-	if v.Checkpoint != n || v.LogLast != n || v.Events != n || v.Applicants != len(applicants) {
+	if v.Checkpoint != n || v.LogLast != n || v.Events != n || v.Applicants != len(applicants) || !v.OK || v.Unauthenticated != 0 {
 		t.Errorf("verify = %+v, want checkpoint, logLast and events %d and %d applicants", v, n, len(applicants))
 	}
 
@@ -192,7 +198,7 @@ func TestVerifyRouteFindsDifferences(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("differences %v, want %v\n%+v", got, want, v.Differences)
 	}
-	if n := uint64(len(logged)); v.Checkpoint != n+1 || v.LogLast != n {
+	if n := uint64(len(logged)); v.Checkpoint != n+1 || v.LogLast != n || v.OK {
 		t.Errorf("checkpoint %d logLast %d, want %d and %d", v.Checkpoint, v.LogLast, n+1, n)
 	}
 	// Each side says what it holds: the log's digest is the chain over what the stream
@@ -342,5 +348,38 @@ func TestVerifyRouteOutlastsWriteTimeout(t *testing.T) {
 	}
 	if code, body, err := get(fmt.Sprintf("/v1/changes?after=%d&wait=1", len(f.stored))); err == nil {
 		t.Errorf("control: a 1 s long poll under a %s WriteTimeout was answered (%d %q); the test cannot tell a cut answer", writeTimeout, code, body)
+	}
+}
+
+// An event published straight onto KYC_EVENTS by a client with write access to NATS
+// fails its MAC: the projection folded it with no effect, yet the verdict fails, with
+// the counts and the forged event listed (DESIGN.md section 15).
+func TestVerifyRouteFailsOnForgedEvent(t *testing.T) {
+	master, err := eventlog.ParseMasterKey(eventlog.NewMasterKeyHex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := jstest.Start(t)
+	elog := srv.EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	logged := appendAll(t, elog, fixtureEvents(t, 1, fixtureSpecs()))
+	forged := logged[0]
+	subject, _ := eventlog.Subject(forged.AppKey, forged.ApplicantID)
+	js, err := jetstream.New(srv.Conn(t).NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(context.Background(), subject, bytes.Replace(forged.Stored, []byte(`"mac":"`), []byte(`"mac":"A`), 1)); err != nil {
+		t.Fatal(err)
+	}
+	var read []domain.Event
+	if err := elog.Read(context.Background(), 1, 100, func(evs []domain.Event) error { read = append(read, evs...); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	f := buildFixture(t, read, verifyAgainst(elog, nil))
+	v := getVerify(t, f)
+	n := uint64(len(logged))
+	if v.OK || v.Signed != n || v.Unsigned != 0 || v.Unauthenticated != 1 || len(v.Differences) != 1 ||
+		v.Differences[0].Kind != "unauthenticated" || *v.Differences[0].ApplicantID != string(forged.ApplicantID) {
+		t.Fatalf("verify with a forged event: %+v", v)
 	}
 }

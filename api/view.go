@@ -101,7 +101,8 @@ func uintPtr(n uint64) *uint64 {
 
 func newVerifyView(r domain.VerifyResult) client.Verify {
 	v := client.Verify{Checkpoint: r.Checkpoint, LogLast: r.LogLast, Applicants: r.Applicants, Events: r.Events,
-		Differences: make([]client.Difference, len(r.Differences))}
+		Signed: r.Signed, Unsigned: r.Unsigned, Unauthenticated: r.Unauthenticated,
+		Differences: make([]client.Difference, len(r.Differences)), OK: len(r.Differences) == 0 && r.Unauthenticated == 0}
 	for i, d := range r.Differences {
 		v.Differences[i] = client.Difference{Kind: d.Kind, ApplicantID: strPtr(d.ApplicantID), Log: d.Log, Projection: d.Projection}
 	}

@@ -130,6 +130,9 @@ type Projector struct {
 	lagHist  prometheus.Histogram
 	applied  prometheus.Counter
 	failures prometheus.Counter
+	// forged counts events folded as unauthenticated: their MAC under the log key fails,
+	// so something other than kycstate wrote them (DESIGN.md section 15). Any is alerted.
+	forged prometheus.Counter
 }
 
 // New returns a projector; reg may be nil.
@@ -154,9 +157,13 @@ func New(events EventLog, proj Projection, cfg Config, log *zap.Logger, reg prom
 			Name: "kycstate_projector_failures_total",
 			Help: "Failed commits or stream reads; the projector retries each.",
 		}),
+		forged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kycstate_events_unauthenticated_total",
+			Help: "Events folded as unauthenticated: their MAC under the log key fails, so kycstate did not write them. They change nothing; any is an alert.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(p.lagSeqs, p.lagHist, p.applied, p.failures)
+		reg.MustRegister(p.lagSeqs, p.lagHist, p.applied, p.failures, p.forged)
 	}
 	return p
 }
@@ -182,10 +189,11 @@ func (p *Projector) Run(ctx context.Context) error {
 			if err := p.shred(ctx, batch); err != nil {
 				return err
 			}
-			if _, err := p.proj.Apply(batch, folder); err != nil {
+			recs, err := p.proj.Apply(batch, folder)
+			if err != nil {
 				return err
 			}
-			p.committed(batch)
+			p.committed(batch, recs)
 			backoff = p.cfg.RetryMin
 			if p.afterCommit != nil {
 				return p.afterCommit(batch[len(batch)-1].Seq)
@@ -218,6 +226,11 @@ func (p *Projector) shred(ctx context.Context, batch []domain.Event) error {
 		if ev.Seq <= cp || ev.Type != domain.EventErased || ev.Origin != domain.OriginOperator {
 			continue
 		}
+		if ev.Auth == domain.AuthFailed {
+			// Not written by kycstate (its MAC fails): a forged erasure destroys nothing,
+			// as the fold erases nothing for it (DESIGN.md section 15).
+			continue
+		}
 		if err := p.cfg.Shredder.ShredApplicant(ctx, ev.AppKey, ev.ApplicantID); err != nil {
 			return err
 		}
@@ -225,7 +238,7 @@ func (p *Projector) shred(ctx context.Context, batch []domain.Event) error {
 	return nil
 }
 
-func (p *Projector) committed(batch []domain.Event) {
+func (p *Projector) committed(batch []domain.Event, recs []domain.Record) {
 	if p.failing.Swap(false) {
 		p.log.Info("projection resumed", zap.Uint64("checkpoint", p.proj.Checkpoint()))
 	}
@@ -234,6 +247,13 @@ func (p *Projector) committed(batch []domain.Event) {
 		p.lagHist.Observe(now.Sub(ev.ReceivedAt).Seconds())
 	}
 	p.applied.Add(float64(len(batch)))
+	for _, r := range recs {
+		if r.Outcome == domain.OutcomeUnauthenticated {
+			p.forged.Inc()
+			p.log.Warn("unauthenticated event folded with no effect: its MAC under the log key fails",
+				zap.Uint64("seq", r.Seq), zap.String("applicantId", string(r.ApplicantID)))
+		}
+	}
 	last := batch[len(batch)-1].Seq
 	if last > p.last.Load() {
 		p.last.Store(last)

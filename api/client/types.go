@@ -109,11 +109,18 @@ type Changes struct {
 
 // Verify is what GET /v1/verify found: domain.VerifyResult in the wire form.
 type Verify struct {
-	Checkpoint  uint64       `json:"checkpoint"`
-	LogLast     uint64       `json:"logLast"`
-	Applicants  int          `json:"applicants"`
-	Events      uint64       `json:"events"`
-	Differences []Difference `json:"differences"`
+	Checkpoint uint64 `json:"checkpoint"`
+	LogLast    uint64 `json:"logLast"`
+	Applicants int    `json:"applicants"`
+	Events     uint64 `json:"events"`
+	// Of Events: signed under the log key, unsigned (stored before the log key existed),
+	// unauthenticated (the MAC fails: each is also a difference).
+	Signed          uint64       `json:"signed"`
+	Unsigned        uint64       `json:"unsigned"`
+	Unauthenticated uint64       `json:"unauthenticated"`
+	Differences     []Difference `json:"differences"`
+	// OK is the verdict: no difference, no unauthenticated event.
+	OK bool `json:"ok"`
 }
 
 // Difference is one disagreement between the log and the projection.
@@ -126,7 +133,8 @@ type Difference struct {
 
 // Result is the answer in domain terms, as `kycstate verify` prints it offline too.
 func (v Verify) Result() domain.VerifyResult {
-	res := domain.VerifyResult{Checkpoint: v.Checkpoint, LogLast: v.LogLast, Applicants: v.Applicants, Events: v.Events}
+	res := domain.VerifyResult{Checkpoint: v.Checkpoint, LogLast: v.LogLast, Applicants: v.Applicants, Events: v.Events,
+		Signed: v.Signed, Unsigned: v.Unsigned, Unauthenticated: v.Unauthenticated}
 	for _, d := range v.Differences {
 		vd := domain.VerifyDifference{Kind: d.Kind, Log: d.Log, Projection: d.Projection}
 		if d.ApplicantID != nil {

@@ -134,6 +134,14 @@ func reportVerify(e *env, res domain.VerifyResult, took time.Duration, hint stri
 	}
 	fmt.Fprintf(e.stdout, "verified %d applicants over %d events in %s: %d differences\n",
 		res.Applicants, res.Events, took.Round(time.Millisecond), len(res.Differences))
+	fmt.Fprintf(e.stdout, "events: %d signed, %d unsigned (stored before event MACs), %d unauthenticated\n",
+		res.Signed, res.Unsigned, res.Unauthenticated)
+	if n := res.Unchecked(); n > 0 {
+		fmt.Fprintf(e.stdout, "%d events not checked: this verify ran without keys.master, which holds the log key\n", n)
+	}
+	if res.Unauthenticated > 0 {
+		return &exitErr{code: 1, err: fmt.Errorf("the log holds %d events that kycstate did not write (their MAC fails): someone with access to NATS wrote them; they have no effect on the projection, find out who", res.Unauthenticated)}
+	}
 	if len(res.Differences) > 0 {
 		return &exitErr{code: 1, err: fmt.Errorf("projection differs from the log in %d places; %s", len(res.Differences), hint)}
 	}

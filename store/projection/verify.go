@@ -14,7 +14,10 @@ import (
 // Verify folds the log afresh, up to the projection's checkpoint, into one digest chain
 // per applicant and compares every applicant's digest, event count and last sequence with
 // the projection, listing each difference. It keeps one small entry per applicant in
-// memory (about 150 bytes), not states or events.
+// memory (about 150 bytes), not states or events. It counts the events by the verdict on
+// their MAC (DESIGN.md section 15) and lists every event whose MAC fails as a difference
+// of its own (DiffUnauthenticated), in log order, after the others: the log holds an
+// event kycstate did not write, whatever the projection made of it.
 //
 // A projection that advances while Verify runs is compared as of the checkpoint Verify
 // started from: for an applicant changed since, the digest stored in its history record
@@ -44,6 +47,7 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (dom
 	cp := res.Checkpoint
 	// Chains by applicant key: two providers' applicants may share an id.
 	chains := make(map[domain.ApplicantKey]*chain)
+	var forged []domain.VerifyDifference
 	if cp > 0 {
 		err := read(ctx, 1, rebuildBatch, func(evs []domain.Event) error {
 			for i := range evs {
@@ -61,6 +65,17 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (dom
 				c.lastSeq = e.Seq
 				c.events++
 				res.Events++
+				switch e.Auth {
+				case domain.AuthSigned:
+					res.Signed++
+				case domain.AuthUnsigned:
+					res.Unsigned++
+				case domain.AuthFailed:
+					res.Unauthenticated++
+					forged = append(forged, domain.VerifyDifference{Kind: domain.DiffUnauthenticated, ApplicantID: domain.ApplicantID(key),
+						Log:        fmt.Sprintf("seq %d fails its MAC under the log key: not written by kycstate", e.Seq),
+						Projection: "folded as unauthenticated, no effect"})
+				}
 			}
 			return ctx.Err()
 		})
@@ -124,6 +139,7 @@ func verify(ctx context.Context, read readFunc, last uint64, p *Projection) (dom
 		return bytes.Compare([]byte(a.ApplicantID), []byte(b.ApplicantID))
 	})
 	res.Differences = append(res.Differences, missing...)
+	res.Differences = append(res.Differences, forged...)
 	return res, nil
 }
 
