@@ -257,9 +257,15 @@ type keyMsg struct {
 	Key   []byte `json:"key,omitempty"` // nonce || AES-256-GCM(master, data key)
 	// Since (the log key only) is KYC_EVENTS' last sequence when the key was made: an
 	// event at or below it without a MAC was stored before events were signed.
-	Since  uint64    `json:"since,omitempty"`
-	By     string    `json:"by,omitempty"`
-	Reason string    `json:"reason,omitempty"`
+	Since uint64 `json:"since,omitempty"`
+	// By and Reason are an erasure record's who and why, in clear in records written
+	// before the log key; a record written now carries them in Sealed instead.
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Sealed (a pending record) is {by, reason} sealed under the log key's sealing key,
+	// bound to the applicant (pendingAAD): the reason is in clear in no file, even for
+	// the moment the record exists, and in no raft log or copy the record reaches.
+	Sealed []byte    `json:"sealed,omitempty"`
 	At     time.Time `json:"at"`
 }
 

@@ -60,7 +60,9 @@ func (k *Keyring) BeginErasure(ctx context.Context, app domain.AppKey, id domain
 		return Erasure{}, err
 	}
 	if !found {
-		m := keyMsg{V: 1, Kind: kindPending, App: string(app), ID: string(id), By: by, Reason: reason, At: time.Now().UTC()}
+		who, _ := json.Marshal(pendingWho{By: by, Reason: reason})
+		m := keyMsg{V: 1, Kind: kindPending, App: string(app), ID: string(id), At: time.Now().UTC(),
+			Sealed: seal(k.logKey.seal, who, pendingAAD(app, id))}
 		data, _ := json.Marshal(m)
 		ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: pend, Data: data}, jetstream.WithExpectStream(KeyStream))
 		if err != nil {
@@ -131,10 +133,12 @@ func (k *Keyring) DestroyKey(ctx context.Context, app domain.AppKey, id domain.A
 	}
 }
 
-// EndErasure removes the record of an erasure under way, once its key is destroyed.
+// EndErasure removes the record of an erasure under way, once its key is destroyed. It
+// is deleted securely (overwritten in its block file), as the data key is: a record
+// written before the log key holds the reason in clear.
 func (k *Keyring) EndErasure(ctx context.Context, e Erasure) error {
 	const op = "eventlog.Keyring.EndErasure"
-	err := k.stream.DeleteMsg(ctx, e.Seq)
+	err := k.stream.SecureDeleteMsg(ctx, e.Seq)
 	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return domain.E(op, domain.KindUnavailable, err)
 	}
@@ -157,7 +161,7 @@ func (k *Keyring) PendingErasures(ctx context.Context) ([]Erasure, error) {
 			return nil, domain.E(op, domain.KindUnavailable, err)
 		}
 		seq = msg.Sequence + 1
-		if e, ok := decodePending(msg); ok {
+		if e, ok := k.decodePending(msg); ok {
 			out = append(out, e)
 		}
 	}
@@ -174,15 +178,40 @@ func (k *Keyring) pending(ctx context.Context, subject string) (Erasure, bool, e
 	if err != nil {
 		return Erasure{}, false, domain.E("eventlog.Keyring", domain.KindUnavailable, err)
 	}
-	e, ok := decodePending(msg)
+	e, ok := k.decodePending(msg)
 	return e, ok, nil
 }
 
-func decodePending(msg *jetstream.RawStreamMsg) (Erasure, bool) {
+// pendingWho is what a pending record seals: who asked for the erasure, and why.
+type pendingWho struct {
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+}
+
+func pendingAAD(app domain.AppKey, id domain.ApplicantID) []byte {
+	return []byte("kycstate.pending.v1\x00" + string(app) + "\x00" + string(id))
+}
+
+// decodePending reads a pending record. Its who and why come from Sealed, or from the
+// clear fields of a record written before the log key; a sealed part that does not open
+// (not sealed for this applicant under this ring's log key) leaves them empty: the
+// erasure is still finished, its event says no more than that.
+func (k *Keyring) decodePending(msg *jetstream.RawStreamMsg) (Erasure, bool) {
 	var m keyMsg
 	if json.Unmarshal(msg.Data, &m) != nil || m.Kind != kindPending {
 		return Erasure{}, false
 	}
-	return Erasure{AppKey: domain.AppKey(m.App), ApplicantID: domain.ApplicantID(m.ID),
-		By: m.By, Reason: m.Reason, At: m.At, Seq: msg.Sequence}, true
+	e := Erasure{AppKey: domain.AppKey(m.App), ApplicantID: domain.ApplicantID(m.ID),
+		By: m.By, Reason: m.Reason, At: m.At, Seq: msg.Sequence}
+	if len(m.Sealed) > 0 {
+		var who pendingWho
+		plain, err := open(k.logKey.seal, m.Sealed, pendingAAD(e.AppKey, e.ApplicantID))
+		if err == nil && json.Unmarshal(plain, &who) == nil {
+			e.By, e.Reason = who.By, who.Reason
+		} else {
+			k.log.Warn("the who and why of a pending erasure do not open under the log key",
+				zap.String("applicantId", m.ID), zap.Uint64("keySeq", msg.Sequence))
+		}
+	}
+	return e, true
 }

@@ -12,9 +12,12 @@ import (
 )
 
 // An erasure leaves the ring remembering it: the key is gone, the events no longer
-// open, a later event is stored without personal fields and no key is made again.
+// open, a later event is stored without personal fields and no key is made again. No
+// file of the store holds the reason (sealed while the erasure is under way), nor, once
+// it is done, the wrapped key (both records are overwritten, not only marked deleted).
 func TestErasureDestroysKeyAndIsRemembered(t *testing.T) {
-	c := natsStart(t, NATSConfig{SyncInterval: time.Minute})
+	store := t.TempDir()
+	c := natsStart(t, NATSConfig{StoreDir: store, SyncInterval: time.Minute})
 	l := keyedLog(t, c, testMasterA)
 	other := keyedLog(t, c, testMasterA) // another process, its cache warm
 	ctx := context.Background()
@@ -38,8 +41,17 @@ func TestErasureDestroysKeyAndIsRemembered(t *testing.T) {
 		t.Fatalf("second BeginErasure = %+v, %v; want the first", again, err)
 	}
 	pend, err := l.Keys().PendingErasures(ctx)
-	if err != nil || len(pend) != 1 || pend[0].ApplicantID != id || pend[0].Reason != "GDPR request 42" {
+	if err != nil || len(pend) != 1 || pend[0].ApplicantID != id || pend[0].Reason != "GDPR request 42" || pend[0].By != "admin" {
 		t.Fatalf("pending = %+v, %v", pend, err)
+	}
+	if pend, err := other.Keys().PendingErasures(ctx); err != nil || len(pend) != 1 || pend[0].Reason != "GDPR request 42" {
+		t.Fatalf("pending, read by another process = %+v, %v", pend, err)
+	}
+	if dirHolds(t, store, []byte("GDPR request 42")) {
+		t.Fatal("the reason of an erasure under way is in clear in the store")
+	}
+	if !dirHolds(t, store, keyMsgBefore.Data) {
+		t.Fatal("the wrapped key is not found in the store before its destruction: the test shows nothing")
 	}
 	if err := l.Keys().DestroyKey(ctx, app, id); err != nil {
 		t.Fatal(err)
@@ -55,6 +67,15 @@ func TestErasureDestroysKeyAndIsRemembered(t *testing.T) {
 	}
 	if _, err := l.Keys().stream.GetMsg(ctx, keyMsgBefore.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("key message still readable: %v", err)
+	}
+	if _, err := l.Keys().stream.GetMsg(ctx, e.Seq); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("pending record still readable: %v", err)
+	}
+	for what, b := range map[string][]byte{"wrapped key": keyMsgBefore.Data, "reason": []byte("GDPR request 42"),
+		"pending record": []byte(`"kind":"pending"`)} {
+		if dirHolds(t, store, b) {
+			t.Errorf("after the erasure the store still holds the %s", what)
+		}
 	}
 
 	ev, _ := DecodeEvent(1, readAll(t, l)[0].Stored)

@@ -129,6 +129,10 @@ func TestStandbyMirrorShredsAndPromotes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pendingMsg, err := pl.Keys().stream.GetMsg(ctx, e.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
 	payload, _ := json.Marshal(map[string]string{"by": "admin", "reason": "ticket 99"})
 	erasure := &domain.Event{Provider: "allpass", Origin: domain.OriginOperator, AppKey: logApp(0), ApplicantID: erased,
 		Type: domain.EventErased, EventAt: logBase, EventAtSource: domain.SourceReceived, ReceivedAt: logBase, Payload: payload}
@@ -151,8 +155,11 @@ func TestStandbyMirrorShredsAndPromotes(t *testing.T) {
 	}
 
 	keysDir := filepath.Join(standbyDir, "jetstream", "$G", "streams", KeyStream)
-	if !dirHolds(t, keysDir, []byte("ticket 99")) {
+	if !dirHolds(t, keysDir, pendingMsg.Data) {
 		t.Fatal("the mirrored record of the erasure under way is not in the standby's files: the test proves nothing")
+	}
+	if dirHolds(t, standbyDir, []byte("ticket 99")) {
+		t.Fatal("the reason of the erasure is in clear in the standby's files (the record seals it)")
 	}
 	// The standby's own publishes do not reach the primary's log (the leafnode denies
 	// kyc.> outward): only the primary's nodes write it.
@@ -176,6 +183,7 @@ func TestStandbyMirrorShredsAndPromotes(t *testing.T) {
 	assertNoFileHolds(t, standbyDir, keyMsg.Data)
 	// The log keeps the erasure's reason (sealed under the log key once events carry
 	// MACs); the ring keeps nothing of it.
+	assertNoFileHolds(t, keysDir, pendingMsg.Data)
 	assertNoFileHolds(t, keysDir, []byte("ticket 99"))
 	rep, err := sl.Keys().ShredErased(ctx)
 	if err != nil || rep.Erased != 1 || rep.Destroyed != 0 {
