@@ -54,6 +54,12 @@ type Config struct {
 	// holds the key, and the state must never say erased while this node can still open
 	// the applicant's data. A failure stops the batch, which is retried.
 	Shredder Shredder
+	// Scrub, when set, overwrites the projection file's free pages after a batch that
+	// folded an erasure is committed (DESIGN.md section 15, erasure leaves no link): the
+	// pages that held the applicant's blind index keep it until reused. A failure (a
+	// read held the freed pages too long) is logged and the scrub is tried again after
+	// every batch until it succeeds. Nil: no scrub (read-only nodes, tests).
+	Scrub func() error
 }
 
 // Shredder destroys erased applicants' data keys: *eventlog.Keyring.
@@ -133,6 +139,8 @@ type Projector struct {
 	// forged counts events folded as unauthenticated: their MAC under the log key fails,
 	// so something other than kycstate wrote them (DESIGN.md section 15). Any is alerted.
 	forged prometheus.Counter
+
+	scrubDue bool // an erasure was committed and its freed pages are not scrubbed yet; Run's own
 }
 
 // New returns a projector; reg may be nil.
@@ -194,6 +202,7 @@ func (p *Projector) Run(ctx context.Context) error {
 				return err
 			}
 			p.committed(batch, recs)
+			p.scrub(recs)
 			backoff = p.cfg.RetryMin
 			if p.afterCommit != nil {
 				return p.afterCommit(batch[len(batch)-1].Seq)
@@ -236,6 +245,29 @@ func (p *Projector) shred(ctx context.Context, batch []domain.Event) error {
 		}
 	}
 	return nil
+}
+
+// scrub runs Config.Scrub once recs hold an erasure, and after every batch until it
+// succeeds. A failed scrub does not stop the fold: the erasure is committed, and what
+// the free pages still hold is the index the file held before it.
+func (p *Projector) scrub(recs []domain.Record) {
+	if p.cfg.Scrub == nil {
+		return
+	}
+	for _, r := range recs {
+		if r.Outcome == domain.OutcomeErased {
+			p.scrubDue = true
+			break
+		}
+	}
+	if !p.scrubDue {
+		return
+	}
+	if err := p.cfg.Scrub(); err != nil {
+		p.log.Warn("free pages of the projection not scrubbed after an erasure; retrying after the next batch", zap.Error(err))
+		return
+	}
+	p.scrubDue = false
 }
 
 func (p *Projector) committed(batch []domain.Event, recs []domain.Record) {

@@ -61,6 +61,10 @@ const (
 // is itself bounded by ingest.append_timeout) and the read API for its requests.
 const shutdownTimeout = 30 * time.Second
 
+// scrubWait bounds how long the scrub after an erasure waits for the API's reads that
+// hold the freed pages (each lasts milliseconds); past it the next batch tries again.
+const scrubWait = 2 * time.Second
+
 // Main is one run of serve, ingest or query, for the binary and for in-process tests.
 //
 // Run opens everything that can fail first (data dir lock, NATS, event log, projection,
@@ -376,6 +380,14 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		pj = projector.New(events, snapper.Guard(context.WithoutCancel(ctx), proj), projector.Config{
 			MaxBatch: r.Projector.Batch, MaxWait: time.Duration(r.Projector.BatchWait),
 			Shredder: events.Keys(),
+			Scrub: func() error {
+				res, err := proj.Scrub(scrubWait)
+				if err == nil {
+					log.Info("projection's free pages scrubbed after an erasure", zap.Int("freePages", res.FreePages),
+						zap.Int("junkPages", res.JunkPages), zap.Duration("took", res.Took))
+				}
+				return err
+			},
 		}, log, reg)
 		c.background = append(c.background, namedLoop{name: "projector", run: pj.Run})
 		if every > 0 {
