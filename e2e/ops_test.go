@@ -160,6 +160,14 @@ func TestOpsOffline(t *testing.T) {
 		if fmt.Sprint(gotSeqs) != fmt.Sprint(wantSeqs) {
 			t.Errorf("replay --applicant: seqs %v, want %v", gotSeqs, wantSeqs)
 		}
+		// An id in upper case names the same applicant: the log holds the canonical form.
+		var upperSeqs []uint64
+		for _, r := range parseReplay(t, s.mustOps(t, "replay", "--format", "jsonl", "--applicant", strings.ToUpper(f.a))) {
+			upperSeqs = append(upperSeqs, r.Seq)
+		}
+		if fmt.Sprint(upperSeqs) != fmt.Sprint(wantSeqs) {
+			t.Errorf("replay --applicant in upper case: seqs %v, want %v", upperSeqs, wantSeqs)
+		}
 		if rs := parseReplay(t, s.mustOps(t, "replay", "--format", "jsonl", "--applicant", newID())); len(rs) != 0 {
 			t.Errorf("replay of an unknown applicant printed %d events", len(rs))
 		}

@@ -13,8 +13,9 @@ import (
 
 func cmdReplay(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "replay", `Prints the log straight from the stream, in order, with the outcome the fold gives
-each event now (duplicate, stale, applied, irregular, annotated, unknown) and the status it
-moves from and to. It does not read or change the projection.`+offlineNote)
+each event now (duplicate, stale, applied, irregular, annotated, unknown, reconciled,
+erased, unauthenticated) and the status it moves from and to. It does not read or change
+the projection.`+offlineNote)
 	cfgPath := fs.String("config", "", "YAML config file")
 	applicant := fs.String("applicant", "", "only this applicant's events (an applicant id)")
 	format := fs.String("format", "table", "table or jsonl")
@@ -24,8 +25,15 @@ moves from and to. It does not read or change the projection.`+offlineNote)
 	if *format != "table" && *format != "jsonl" {
 		return fmt.Errorf("%w: --format must be table or jsonl", errUsage)
 	}
-	if _, err := domain.ParseApplicantID(*applicant); *applicant != "" && err != nil {
-		return fmt.Errorf("%w: --applicant must be an applicant id (a UUID)", errUsage)
+	// The log holds ids in canonical form (lower case); an id given in any case names
+	// the same applicant.
+	var only domain.ApplicantID
+	if *applicant != "" {
+		id, err := domain.ParseApplicantID(*applicant)
+		if err != nil {
+			return fmt.Errorf("%w: --applicant must be an applicant id (a UUID)", errUsage)
+		}
+		only = id
 	}
 	o, err := openOps(ctx, e, *cfgPath, opsOptions{})
 	if err != nil {
@@ -46,7 +54,7 @@ moves from and to. It does not read or change the projection.`+offlineNote)
 	enc := json.NewEncoder(out)
 	emit := func(batch []domain.Event) error {
 		for _, ev := range batch {
-			if *applicant != "" && string(ev.ApplicantID) != *applicant {
+			if only != "" && ev.ApplicantID != only {
 				continue
 			}
 			s, rec := folder.Apply(states[ev.ApplicantID], ev)
@@ -62,9 +70,9 @@ moves from and to. It does not read or change the projection.`+offlineNote)
 		}
 		return nil
 	}
-	if *applicant != "" {
+	if only != "" {
 		for _, app := range o.r.Apps {
-			evs, err := o.events.Applicant(ctx, app.AppKey, domain.ApplicantID(*applicant))
+			evs, err := o.events.Applicant(ctx, app.AppKey, only)
 			if err != nil {
 				return err
 			}
