@@ -50,7 +50,8 @@ func erasedEvent(ctx context.Context, events ApplicantLog, app domain.AppKey, id
 		return nil, err
 	}
 	for i := range evs {
-		if evs[i].Type == domain.EventErased && evs[i].Origin == domain.OriginOperator {
+		// One whose MAC fails was not written by kycstate: it erased nothing.
+		if evs[i].Type == domain.EventErased && evs[i].Origin == domain.OriginOperator && evs[i].Auth != domain.AuthFailed {
 			return &evs[i], nil
 		}
 	}

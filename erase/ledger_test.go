@@ -3,6 +3,7 @@ package erase
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/jstest"
 	"github.com/kycstate/kycstate/store/eventlog"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -190,5 +192,40 @@ func TestEraseAfterRestoreErasesWhatTheBackupMissed(t *testing.T) {
 	rep, err = rer.EraseAfterRestore(ctx, revents.Keys(), revents, ledger, "ledger.jsonl")
 	if err != nil || rep.Ledger != 0 || rep.Already != 2 || rep.Tombstone != 0 {
 		t.Fatalf("second pass = %+v, %v; want nothing left to do", rep, err)
+	}
+}
+
+// An applicantErased that kycstate did not write (its MAC fails: published by anything
+// else that reaches NATS) erases nothing: an erasure begun and not appended stays out of
+// the ledger even when such a forgery names its applicant.
+func TestLedgerIgnoresForgedErasure(t *testing.T) {
+	ctx := context.Background()
+	srv := jstest.Start(t)
+	events := srv.EventLog(t, eventlog.Config{Keys: masterKeys(t)}, zaptest.NewLogger(t))
+	id := applicant(1)
+	webhook(t, events, id, domain.EventCreated, 1, base)
+	if _, err := events.Keys().BeginErasure(ctx, app, id, "x", "y"); err != nil {
+		t.Fatal(err)
+	}
+	forged, err := eventlog.EncodeEvent(&domain.Event{V: domain.StoredVersionClear, Provider: "allpass",
+		Origin: domain.OriginOperator, AppKey: app, ApplicantID: id, Type: domain.EventErased, EventAt: base,
+		EventAtSource: domain.SourceReceived, ReceivedAt: base, Payload: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(srv.Conn(t).NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, _ := eventlog.Subject(app, id)
+	if _, err := js.Publish(ctx, subject, forged); err != nil {
+		t.Fatal(err)
+	}
+	ledger, err := Ledger(ctx, events.Keys(), events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ledger) != 0 {
+		t.Fatalf("ledger = %+v: a forged applicantErased counted as an erasure", ledger)
 	}
 }

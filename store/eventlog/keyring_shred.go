@@ -265,14 +265,15 @@ func (k *Keyring) dropPending(ctx context.Context, app domain.AppKey, id domain.
 	}
 }
 
-// erasedInLog reports whether the log holds an applicantErased for the applicant.
+// erasedInLog reports whether the log holds an applicantErased for the applicant that
+// kycstate wrote: one whose MAC fails is something else's, and proves no erasure.
 func (l *EventLog) erasedInLog(ctx context.Context, app domain.AppKey, id domain.ApplicantID) (bool, error) {
 	evs, err := l.Applicant(ctx, app, id)
 	if err != nil {
 		return false, err
 	}
 	for _, ev := range evs {
-		if ev.Type == domain.EventErased && ev.Origin == domain.OriginOperator {
+		if ev.Type == domain.EventErased && ev.Origin == domain.OriginOperator && ev.Auth != domain.AuthFailed {
 			return true, nil
 		}
 	}
