@@ -222,6 +222,21 @@ type AppConfig struct {
 	PreviousKeys []KeyConfig `yaml:"previous_keys"`
 	// OpenAPI enables reconciliation of this app's applicants.
 	OpenAPI OpenAPIConfig `yaml:"open_api"`
+	// API enables reconciliation of a Sumsub, Persona or Veriff app's applicants through
+	// the provider's status API (DESIGN.md sections 10 and 13).
+	API ProviderAPIConfig `yaml:"api"`
+}
+
+// ProviderAPIConfig is apps[].api: a provider's status API. Sumsub authenticates with an
+// App-Token pair (app_token, secret_key), Persona with an API key (api_key, a Bearer
+// token); Veriff with the app's own api_key and webhook_secret (its shared secret key
+// signs requests and answers), so its api has base_url and timeout only.
+type ProviderAPIConfig struct {
+	BaseURL   string   `yaml:"base_url"`   // the provider's API host, configured, never built in; empty: no reconciliation
+	AppToken  Secret   `yaml:"app_token"`  // Sumsub: X-App-Token
+	SecretKey Secret   `yaml:"secret_key"` // Sumsub: the App-Token's secret key (X-App-Access-Sig)
+	APIKey    Secret   `yaml:"api_key"`    // Persona: the API key
+	Timeout   Duration `yaml:"timeout"`    // one call, body included; default 10s
 }
 
 type KeyConfig struct {

@@ -101,3 +101,66 @@ func TestConfigProviderErrors(t *testing.T) {
 		t.Fatalf("a name used twice: %v", err)
 	}
 }
+
+// apps[].api enables reconciliation of a Sumsub, Persona or Veriff app's applicants
+// through the provider's status API; Veriff's uses its api_key and webhook secrets.
+func TestConfigProviderAPI(t *testing.T) {
+	const yaml = `
+apps:
+  - name: ss
+    provider: sumsub
+    webhook_secret: ss-hook
+    api: { base_url: "https://sumsub.example", app_token: "env:SS_TOKEN", secret_key: "env:SS_KEY", timeout: 3s }
+  - { name: pa, provider: persona, webhook_secret: pa-hook, api: { base_url: "https://persona.example", api_key: "env:PA_KEY" } }
+  - { name: ve, provider: veriff, api_key: ve-key, webhook_secret: ve-new, previous_webhook_secrets: [ve-old], api: { base_url: "https://veriff.example" } }
+  - { name: on, provider: onfido, webhook_secret: on-token }
+`
+	getenv, environ := envFunc("SS_TOKEN", "sbx:tok", "SS_KEY", "ss-api-key", "PA_KEY", "persona_key",
+		"KYCSTATE_APPS_1_API_BASE_URL", "https://persona-eu.example")
+	cfg, err := loadConfig(writeFile(t, "c.yaml", yaml), getenv, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := resolveConfig(cfg, getenv, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.ProviderAPIs) != 3 {
+		t.Fatalf("%d provider APIs: %+v", len(r.ProviderAPIs), r.ProviderAPIs)
+	}
+	ss, pa, ve := r.ProviderAPIs[0], r.ProviderAPIs[1], r.ProviderAPIs[2]
+	if ss.Provider != "sumsub" || ss.Name != "ss" || ss.API.AppToken != "sbx:tok" || string(ss.API.SecretKey) != "ss-api-key" ||
+		ss.API.Timeout.String() != "3s" || ss.API.BaseURL != "https://sumsub.example" {
+		t.Errorf("sumsub %+v", ss)
+	}
+	if pa.Provider != "persona" || pa.API.APIKey != "persona_key" || pa.API.BaseURL != "https://persona-eu.example" || pa.API.Timeout.String() != "10s" {
+		t.Errorf("persona %+v", pa)
+	}
+	if ve.Provider != "veriff" || ve.Veriff == nil || ve.Veriff.APIKey != "ve-key" || len(ve.Veriff.Secrets) != 2 ||
+		string(ve.Veriff.Secrets[0]) != "ve-new" || string(ve.Veriff.Secrets[1]) != "ve-old" {
+		t.Errorf("veriff %+v %+v", ve, ve.Veriff)
+	}
+
+	const leaked = "a-secret-value-SHOULD-NOT-APPEAR"
+	for _, c := range []struct{ name, app, wantKey string }{
+		{"api on onfido", "{name: x, provider: onfido, webhook_secret: w, api: {base_url: 'https://o.example'}}", "apps[0] (x).api"},
+		{"api on allpass", "{name: x, app_key: 71f2c0c6-c720-423b-8df0-7763102ad57e, secret_key: " + testSecret + ", hmac_key: " + testHMAC + ", api: {base_url: 'https://o.example'}}", "apps[0] (x).api"},
+		{"sumsub without secret_key", "{name: x, provider: sumsub, webhook_secret: w, api: {base_url: 'https://s.example', app_token: " + leaked + "}}", "apps[0] (x).api.secret_key"},
+		{"persona without api_key", "{name: x, provider: persona, webhook_secret: w, api: {base_url: 'https://p.example'}}", "apps[0] (x).api.api_key"},
+		{"sumsub key on persona", "{name: x, provider: persona, webhook_secret: w, api: {base_url: 'https://p.example', api_key: k, app_token: " + leaked + "}}", "apps[0] (x).api.app_token"},
+		{"credentials without base_url", "{name: x, provider: persona, webhook_secret: w, api: {api_key: " + leaked + "}}", "apps[0] (x).api.base_url"},
+		{"base_url not http", "{name: x, provider: persona, webhook_secret: w, api: {base_url: 'ftp://p.example', api_key: " + leaked + "}}", "apps[0] (x).api.base_url"},
+		{"unknown key", "{name: x, provider: persona, webhook_secret: w, api: {base_url: 'https://p.example', api_kee: k}}", "api_kee"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			getenv, environ := envFunc()
+			cfg, err := loadConfig(writeFile(t, "c.yaml", "apps: ["+c.app+"]\n"), getenv, environ)
+			if err == nil {
+				_, err = resolveConfig(cfg, getenv, true, false)
+			}
+			if err == nil || !strings.Contains(err.Error(), c.wantKey) || strings.Contains(err.Error(), leaked) {
+				t.Fatalf("error %v; want one naming %s and no secret", err, c.wantKey)
+			}
+		})
+	}
+}

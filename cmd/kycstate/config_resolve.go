@@ -17,6 +17,7 @@ import (
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/ingest"
 	"github.com/kycstate/kycstate/ingest/allpass"
+	"github.com/kycstate/kycstate/ingest/veriff"
 	"github.com/kycstate/kycstate/internal/source"
 	"github.com/kycstate/kycstate/reconcile"
 	"github.com/kycstate/kycstate/store/eventlog"
@@ -31,8 +32,10 @@ type Resolved struct {
 	Tokens    []resolvedToken
 	// OpenAPIs are the apps with open_api configured, for reconciliation.
 	OpenAPIs []reconcile.App
-	URLs     []string
-	Sync     time.Duration // 0: fsync every write
+	// ProviderAPIs are the provider apps with api configured, for reconciliation.
+	ProviderAPIs []reconcile.ProviderApp
+	URLs         []string
+	Sync         time.Duration // 0: fsync every write
 	// NATSPassword is nats.password read.
 	NATSPassword string
 	// Keys are keys.master and keys.previous, nil when keys.master is not set.
@@ -162,6 +165,13 @@ func resolveConfig(cfg Config, getenv func(string) string, needApps, needTokens 
 			}
 			seen[papp.Name()] = key
 			r.Providers = append(r.Providers, papp)
+			pa, err := resolveProviderAPI(key, p, a, getenv)
+			if err != nil {
+				return nil, err
+			}
+			if pa != nil {
+				r.ProviderAPIs = append(r.ProviderAPIs, *pa)
+			}
 			continue
 		}
 		if err := onlyKeysOf(key, domain.ProviderAllpass, a); err != nil {
@@ -436,21 +446,97 @@ func onlyKeysOf(key string, p domain.Provider, a AppConfig) error {
 		"api_key": a.APIKey != "",
 		"app_key": a.AppKey != "", "method": a.Method != "", "secret_key": a.SecretKey != "",
 		"hmac_key": a.HMACKey != "", "previous_keys": len(a.PreviousKeys) > 0, "open_api": a.OpenAPI != (OpenAPIConfig{}),
+		"api": a.API != (ProviderAPIConfig{}),
 	}
 	var allowed []string
 	switch p {
 	case domain.ProviderAllpass:
 		allowed = []string{"app_key", "method", "secret_key", "hmac_key", "previous_keys", "open_api"}
 	case domain.ProviderVeriff:
-		allowed = []string{"webhook_secret", "previous_webhook_secrets", "api_key"}
+		allowed = []string{"webhook_secret", "previous_webhook_secrets", "api_key", "api"}
+	case domain.ProviderSumsub, domain.ProviderPersona:
+		allowed = []string{"webhook_secret", "previous_webhook_secrets", "api"}
 	default:
 		allowed = []string{"webhook_secret", "previous_webhook_secrets"}
 	}
 	for _, k := range []string{"webhook_secret", "previous_webhook_secrets", "api_key", "app_key", "method",
-		"secret_key", "hmac_key", "previous_keys", "open_api"} {
+		"secret_key", "hmac_key", "previous_keys", "open_api", "api"} {
 		if set[k] && !slices.Contains(allowed, k) {
 			return cfgErr(key+"."+k, "is not a key of a %s app (it has %s)", p, strings.Join(allowed, ", "))
 		}
 	}
 	return nil
+}
+
+// resolveProviderAPI reads apps[].api of a Sumsub, Persona or Veriff app: nil when it has
+// no base_url. Each provider's credentials must be set, and no other's.
+func resolveProviderAPI(key string, p domain.Provider, a AppConfig, getenv func(string) string) (*reconcile.ProviderApp, error) {
+	c := a.API
+	if c.BaseURL == "" {
+		if c != (ProviderAPIConfig{}) {
+			return nil, cfgErr(key+".api.base_url", "must be set with the other keys of api")
+		}
+		return nil, nil
+	}
+	if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" {
+		return nil, cfgErr(key+".api.base_url", "must be an http or https URL with a host, without credentials or query")
+	}
+	if c.Timeout < 0 {
+		return nil, cfgErr(key+".api.timeout", "must not be negative")
+	}
+	out := &reconcile.ProviderApp{Provider: p, Name: a.Name,
+		API: reconcile.ProviderAPI{BaseURL: c.BaseURL, Timeout: time.Duration(c.Timeout)}}
+	if out.API.Timeout == 0 {
+		out.API.Timeout = reconcile.DefaultTimeout
+	}
+	need := map[domain.Provider][]string{domain.ProviderSumsub: {"app_token", "secret_key"}, domain.ProviderPersona: {"api_key"}}[p]
+	vals := map[string]Secret{"app_token": c.AppToken, "secret_key": c.SecretKey, "api_key": c.APIKey}
+	got := map[string]string{}
+	for _, k := range []string{"app_token", "secret_key", "api_key"} {
+		sec := vals[k]
+		if !slices.Contains(need, k) {
+			if sec != "" {
+				return nil, cfgErr(key+".api."+k, "is not a key of a %s app's api", p)
+			}
+			continue
+		}
+		if sec == "" {
+			return nil, cfgErr(key+".api."+k, "must be set for %s's status API", p)
+		}
+		v, err := sec.resolve(key+".api."+k, getenv)
+		if err != nil {
+			return nil, err
+		}
+		got[k] = v
+	}
+	switch p {
+	case domain.ProviderSumsub:
+		out.API.AppToken, out.API.SecretKey = got["app_token"], []byte(got["secret_key"])
+	case domain.ProviderPersona:
+		out.API.APIKey = got["api_key"]
+	case domain.ProviderVeriff:
+		// Its api_key and webhook secrets, read again: the adapter's app keeps them unexported.
+		v := &veriff.App{Name: a.Name}
+		secrets := append([]Secret{a.WebhookSecret}, a.PreviousWebhookSecrets...)
+		for i, sec := range secrets {
+			field := ".webhook_secret"
+			if i > 0 {
+				field = fmt.Sprintf(".previous_webhook_secrets[%d]", i-1)
+			}
+			s, err := sec.resolve(key+field, getenv)
+			if err != nil {
+				return nil, err
+			}
+			v.Secrets = append(v.Secrets, []byte(s))
+		}
+		k, err := a.APIKey.resolve(key+".api_key", getenv)
+		if err != nil {
+			return nil, err
+		}
+		v.APIKey = k
+		out.Veriff = v
+	default:
+		return nil, cfgErr(key+".api", "%s has no status API kycstate reconciles with", p)
+	}
+	return out, nil
 }

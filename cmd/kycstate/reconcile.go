@@ -22,6 +22,12 @@ Open API's status differs from the projection's, appends it to the log (origin o
 the fold marks it reconciled, or stale when a newer webhook got there first). Equal
 statuses append nothing. --dry-run compares only.
 
+Sumsub, Persona and Veriff applicants (apps with provider and api: base_url and the
+provider's credentials, DESIGN.md section 13) are checked against their provider's status
+API the same way, by --applicant only (the id is the provider's; one shared by two
+providers' applicants is refused, ask the API with ?provider= then); --all sweeps
+Allpass's. Onfido's applicants are not reconciled.
+
   --applicant ID   one applicant
   --all            every applicant, at most reconcile.rate Open API calls per second per
                    app (progress on a terminal; 1,000 applicants take 200 s at the
@@ -219,8 +225,8 @@ func reconcileOffline(ctx context.Context, e *env, cfgPath string, id domain.App
 		return err
 	}
 	defer o.Close()
-	if len(o.r.OpenAPIs) == 0 {
-		return fmt.Errorf("%w: no app of the config has open_api (base_url, private_key): there is nothing to check against", errUsage)
+	if len(o.r.OpenAPIs) == 0 && len(o.r.ProviderAPIs) == 0 {
+		return fmt.Errorf("%w: no app of the config has open_api (base_url, private_key) or api (base_url and the provider's credentials): there is nothing to check against", errUsage)
 	}
 	proj, err := projection.Open(filepath.Join(o.r.DataDir, "projection.db"), projection.Options{Indexer: indexerOf(o.events)})
 	if err != nil {
@@ -236,6 +242,9 @@ func reconcileOffline(ctx context.Context, e *env, cfgPath string, id domain.App
 		return err
 	}
 	defer rec.Close()
+	if err := rec.WithProviders(o.r.ProviderAPIs); err != nil {
+		return err
+	}
 	if id != "" {
 		rep, err := rec.Check(ctx, id, reconcile.CheckOptions{DryRun: dryRun})
 		if domain.KindOf(err) == domain.KindNotFound {

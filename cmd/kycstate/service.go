@@ -398,17 +398,21 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		// one node at a time through the lease.
 		var checkOne func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
 		var lastSweep func() time.Time
-		if len(r.OpenAPIs) > 0 && !standby {
+		if (len(r.OpenAPIs) > 0 || len(r.ProviderAPIs) > 0) && !standby {
 			if err := step(stepReconcile, func() error {
 				rec, err := reconcile.New(reconcileConfig(r), proj, events, r.OpenAPIs, log, reg)
 				if err != nil {
 					return err
 				}
 				*undo = append(*undo, func() error { rec.Close(); return nil })
+				// Sumsub, Persona and Veriff apps with api: checked on request only.
+				if err := rec.WithProviders(r.ProviderAPIs); err != nil {
+					return err
+				}
 				checkOne = func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error) {
 					return rec.Check(ctx, id, reconcile.CheckOptions{DryRun: dryRun})
 				}
-				if rec.Every() == 0 {
+				if rec.Every() == 0 || len(r.OpenAPIs) == 0 {
 					return nil
 				}
 				lastSweep = rec.LastSweep
