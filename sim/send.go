@@ -55,6 +55,10 @@ type result struct {
 type sealed struct {
 	body []byte
 	sig  string
+	// url and header, when header is set, are another provider's webhook: its path and
+	// its signature headers (sig is unused then).
+	url    string
+	header http.Header
 }
 
 // answer is the final answer to one webhook, after retries.
@@ -341,12 +345,22 @@ func retryable(a answer) bool {
 
 // post sends one attempt and decodes the answer.
 func (r *runner) post(ctx context.Context, s sealed) answer {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.webhookURL, bytes.NewReader(s.body))
+	if s.header != nil {
+		return r.postTo(ctx, s.url, s.body, s.header)
+	}
+	return r.postTo(ctx, r.webhookURL, s.body, http.Header{allpass.SignatureHeader: {s.sig}})
+}
+
+// postTo sends one attempt of body with header to url and decodes the answer.
+func (r *runner) postTo(ctx context.Context, url string, body []byte, header http.Header) answer {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return answer{err: err}
 	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(allpass.SignatureHeader, s.sig)
 	req.Header.Set("User-Agent", "kycstate-sim")
 	start := time.Now()
 	resp, err := r.client.Do(req)

@@ -92,11 +92,25 @@ type Config struct {
 }
 
 func (c *Config) validate() error {
+	if err := c.App.Validate(); err != nil {
+		return domain.E("sim", domain.KindInvalid, err)
+	}
+	if err := c.validateCommon(); err != nil {
+		return err
+	}
+	if c.AppName == "" {
+		c.AppName = c.App.Name
+	}
+	if c.AppName == "" {
+		c.AppName = string(c.App.AppKey)
+	}
+	return nil
+}
+
+// validateCommon checks and defaults what an Allpass run and a provider's share.
+func (c *Config) validateCommon() error {
 	const op = "sim"
 	bad := func(msg string) error { return domain.E(op, domain.KindInvalid, msg) }
-	if err := c.App.Validate(); err != nil {
-		return domain.E(op, domain.KindInvalid, err)
-	}
 	if err := checkBaseURL(c.IngestURL); err != nil {
 		return bad("ingest URL: " + err.Error())
 	}
@@ -132,12 +146,6 @@ func (c *Config) validate() error {
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 10
-	}
-	if c.AppName == "" {
-		c.AppName = c.App.Name
-	}
-	if c.AppName == "" {
-		c.AppName = string(c.App.AppKey)
 	}
 	return nil
 }
