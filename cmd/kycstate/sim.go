@@ -30,6 +30,10 @@ applicants run in parallel. Mixed in, as shares of the deliveries:
   --late           a status event delivered after a newer one: the fold marks it stale
   --bad-signature  a forged copy sent first: must be answered 401 and stored nowhere
   --give-up        never sent at all, as if Allpass's ten attempts had all failed
+--provider sumsub|persona|veriff|onfido simulates that provider instead, with the config's
+first app of it: each webhook in the provider's shape, signed with its webhook_secret as the
+provider signs (Veriff with its api_key), the same --resend, --late (dated events only) and
+--bad-signature (signed with a secret the service does not hold); the check always runs.
 Answers 5xx, 408, 429 or none are retried with a backoff from 20 ms doubling up to 5 s, up to
 10 attempts (about 10 s in all: a restart of the service loses nothing).
 
@@ -70,6 +74,7 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	check := fs.Bool("check", true, "compare every applicant's state in the read API with the expected one")
 	method := fs.String("method", "", "encrypt with aes-256-cbc or aes-256-gcm instead of the app's method")
 	giveUp := fs.Float64("give-up", 0, "share of deliveries never sent, as if every attempt failed (0 to 1); only the Open API knows them")
+	provider := fs.String("provider", "allpass", "the provider whose webhooks to simulate: allpass, sumsub, persona, veriff or onfido (the config's first app of it)")
 	openAPIAddr := fs.String("open-api", "", "serve Allpass's Open API for the simulated applicants on this address, e.g. 127.0.0.1:8082, and reconcile at the end (default: off)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -84,6 +89,10 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	r, err := resolveConfig(cfg, e.getenv, true, *check)
 	if err != nil {
 		return err
+	}
+	if p := domain.Provider(*provider); p != domain.ProviderAllpass {
+		return simProvider(ctx, e, r, p, simProviderFlags{ingest: *ingestURL, api: *apiURL, applicants: *applicants,
+			concurrency: *concurrency, resend: *resend, late: *late, badSig: *badSig, seed: *seed, seedSet: set["seed"], check: *check})
 	}
 	if len(r.Apps) == 0 {
 		return cfgErr("apps", "sim drives an Allpass app, and the config has none")
@@ -201,4 +210,82 @@ func listenURL(listen, def string) string {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+type simProviderFlags struct {
+	ingest, api             string
+	applicants, concurrency int
+	resend, late, badSig    float64
+	seed                    uint64
+	seedSet, check          bool
+}
+
+// simProvider is sim --provider P for a provider other than Allpass: the config's first
+// app of P, its webhook secret and (Veriff) api_key, journeys then the check.
+func simProvider(ctx context.Context, e *env, r *Resolved, p domain.Provider, f simProviderFlags) error {
+	if !p.Valid() {
+		return fmt.Errorf("%w: --provider must be allpass, sumsub, persona, veriff or onfido", errUsage)
+	}
+	if !f.check {
+		return fmt.Errorf("%w: sim --provider always checks every state; drop --check=false", errUsage)
+	}
+	var app *AppConfig
+	idx := 0
+	for i := range r.Config.Apps {
+		if domain.Provider(r.Config.Apps[i].Provider) == p {
+			app, idx = &r.Config.Apps[i], i
+			break
+		}
+	}
+	if app == nil {
+		return cfgErr("apps", "sim --provider %s drives an app of that provider, and the config has none", p)
+	}
+	key := fmt.Sprintf("apps[%d] (%s)", idx, app.Name)
+	secret, err := app.WebhookSecret.resolve(key+".webhook_secret", e.getenv)
+	if err != nil {
+		return err
+	}
+	var apiKey string
+	if p == domain.ProviderVeriff {
+		if apiKey, err = app.APIKey.resolve(key+".api_key", e.getenv); err != nil {
+			return err
+		}
+	}
+	if f.ingest == "" {
+		f.ingest = listenURL(r.Ingest.Listen, "http://127.0.0.1:8080")
+	}
+	if f.api == "" {
+		f.api = listenURL(r.API.Listen, "http://127.0.0.1:8081")
+	}
+	if !f.seedSet {
+		var b [8]byte
+		rand.Read(b[:])
+		f.seed = binary.LittleEndian.Uint64(b[:])
+	}
+	token := r.Tokens[0].Secret
+	for _, t := range r.Tokens {
+		if t.Role == domain.RoleReader {
+			token = t.Secret
+			break
+		}
+	}
+	var progress io.Writer
+	if pr := newProgress(e, "sim"); pr.on {
+		progress = e.stderr
+	}
+	fmt.Fprintf(e.stderr, "sim: %s app %s, webhooks to %s, seed %d\n", p, app.Name, f.ingest, f.seed)
+	rep, err := sim.RunProvider(ctx, sim.ProviderConfig{Provider: p, AppName: app.Name, Secret: []byte(secret), APIKey: apiKey,
+		IngestURL: f.ingest, APIURL: f.api, Token: token, Applicants: f.applicants, Concurrency: f.concurrency,
+		ResendShare: f.resend, LateShare: f.late, BadSigShare: f.badSig, Seed: f.seed}, progress)
+	if rep.Webhooks > 0 {
+		rep.Print(e.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return &exitErr{code: 1, err: fmt.Errorf("sim: %d mismatches, %d applicants with a lost webhook, %d problems",
+			len(rep.Mismatches), rep.Lost, len(rep.Problems))}
+	}
+	return nil
 }
