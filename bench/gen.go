@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"sync"
 	"time"
@@ -33,6 +34,10 @@ type delivery struct {
 type webhook struct {
 	body []byte
 	sig  string
+	// url and header, when url is set, are another provider's webhook (ingest_providers):
+	// its POST /webhooks/{provider}/{app} and its signature headers.
+	url    string
+	header http.Header
 }
 
 // workload draws deliveries for many applicants at once, interleaved as a busy Allpass

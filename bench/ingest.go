@@ -356,12 +356,20 @@ type ingestAck struct {
 
 // post sends one webhook, the i-th of its round, and requires a 200 for a new event.
 func post(ctx context.Context, client *http.Client, url string, h webhook, i int, buf *bytes.Buffer) (ingestAck, error) {
+	if h.url != "" {
+		url = h.url
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(h.body))
 	if err != nil {
 		return ingestAck{}, err
 	}
+	for k, v := range h.header {
+		req.Header[k] = v
+	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("x-allpass-signature", h.sig)
+	if h.url == "" {
+		req.Header.Set("x-allpass-signature", h.sig)
+	}
 	req.Header.Set(benchIndexHeader, strconv.Itoa(i))
 	resp, err := client.Do(req)
 	if err != nil {

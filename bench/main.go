@@ -97,6 +97,7 @@ func phases() []phaseSpec {
 		{"ingest", "ingest", phaseIngest},
 		{"ingest_burst", "ingest", phaseIngestBurst},
 		{"ingest_new", "ingest", phaseIngestNew},
+		{"ingest_providers", "ingest", phaseIngestProviders},
 		{"ingest_burst_new", "ingest", phaseIngestBurstNew},
 		{"burst", "ingest", phaseBurst},
 		{"load", "rebuild", phaseLoad},

@@ -88,6 +88,14 @@ func report(out io.Writer, res map[string]*result, total time.Duration, load str
 	if res["ingest_burst_new"] != nil {
 		burstRows("ingest_burst_new", ", every webhook a new applicant", ">= 1.2")
 	}
+	if res["ingest_providers"] != nil {
+		x := v("ingest_providers", "ratio")
+		row("ingest_providers", fmt.Sprintf("webhooks/s, four providers and Allpass mixed, %d senders", ingestSenders),
+			v("ingest_providers", "rate"), "%.0f", "same handler, Allpass only", v("ingest_providers", "allpass_rate"), "%.0f", x, ">= 0.9")
+		row("ingest_providers", "latency p99 ms", v("ingest_providers", "p99_ms"), "%.1f", "Allpass only p99 ms",
+			v("ingest_providers", "allpass_p99_ms"), "%.1f", v("ingest_providers", "p99_ms")/v("ingest_providers", "allpass_p99_ms"), "")
+		ratios = append(ratios, ratio{"ingest_providers", x})
+	}
 	if r := res["burst"]; r != nil {
 		x := v("burst", "share")
 		row("burst", fmt.Sprintf("share of %d simultaneous webhooks answered 200 first try", burstSize), x, "%.3f",
