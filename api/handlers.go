@@ -564,10 +564,12 @@ func (s *server) handleReconcile() http.Handler {
 		if err != nil {
 			return err
 		}
-		id, err := parseUUID("id", r.PathValue("id"))
+		// Any provider's id (DESIGN.md section 13): the reconciler finds whose it is.
+		ref, err := parseApplicantRef(q, r.PathValue("id"))
 		if err != nil {
 			return err
 		}
+		id := ref.raw
 		dryRun := false
 		if q.has("dryRun") {
 			if dryRun, err = strconv.ParseBool(q.get("dryRun")); err != nil {

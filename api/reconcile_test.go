@@ -62,7 +62,10 @@ func TestReconcileRoute(t *testing.T) {
 		{path(idNone), auditorToken, http.StatusNotFound, client.CodeNotFound},
 		{path(idA), readerToken, http.StatusForbidden, client.CodeForbidden},
 		{path(idA), "", http.StatusUnauthorized, client.CodeUnauthorized},
-		{"/v1/applicants/not-a-uuid/reconcile", auditorToken, http.StatusBadRequest, client.CodeInvalid},
+		// No provider's id: not a UUID, and a character no provider's ids have.
+		{"/v1/applicants/not%2Ban%2Bid/reconcile", auditorToken, http.StatusBadRequest, client.CodeInvalid},
+		// An Allpass id must be a UUID.
+		{"/v1/applicants/not-a-uuid/reconcile?provider=allpass", auditorToken, http.StatusBadRequest, client.CodeInvalid},
 		{path(idA) + "?dryRun=perhaps", auditorToken, http.StatusBadRequest, client.CodeInvalid},
 	} {
 		rec := f.do(context.Background(), http.MethodPost, c.target, c.token)
