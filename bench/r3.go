@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +19,7 @@ import (
 	"github.com/kycstate/kycstate/store/eventlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"go.uber.org/zap"
 )
 
@@ -60,9 +63,11 @@ func phaseIngestBurstR3(ctx context.Context, o options, r *result) error {
 // three replicas, and connects the handler and the raw clients to the stream leader.
 func clusterTarget(o options) logTarget {
 	var leaderURL string
+	var cl *cluster
 	return logTarget{
 		open: func(ctx context.Context, r *result, dir string, log *zap.Logger) (*eventlog.Conn, *eventlog.EventLog, func(), error) {
-			cl, err := startCluster(ctx, o, dir)
+			var err error
+			cl, err = startCluster(ctx, o, dir)
 			if err != nil {
 				return nil, nil, nil, err
 			}
@@ -79,7 +84,7 @@ func clusterTarget(o options) logTarget {
 			}, nil
 		},
 		raw: func(_ *eventlog.Conn, n int) ([]jetstream.JetStream, func(), error) {
-			return tcpClients(leaderURL, n)
+			return tcpClients(cl, leaderURL, n)
 		},
 	}
 }
@@ -92,6 +97,10 @@ const clusterTimeout = 60 * time.Second
 type cluster struct {
 	dir   string
 	nodes []*clusterNode
+	// seed is the file of the admin identity's nkey seed: the deploy config admits no
+	// anonymous client, and the bench's clients (kycstate's and the raw baseline's alike)
+	// all present it, so neither pays for a permission the other skips.
+	seed string
 }
 
 type clusterNode struct {
@@ -113,9 +122,12 @@ func startCluster(ctx context.Context, o options, dir string) (*cluster, error) 
 		return nil, err
 	}
 	cl := &cluster{dir: filepath.Join(dir, "cluster")}
-	var routes []string
+	routes, password, err := cl.identities()
+	if err != nil {
+		return nil, err
+	}
 	for i := range 3 {
-		routes = append(routes, fmt.Sprintf("NATS_ROUTE_%d=nats://127.0.0.1:%d", i+1, ports[3*i+1]))
+		routes = append(routes, fmt.Sprintf("NATS_ROUTE_%d=nats://kycstate-route:%s@127.0.0.1:%d", i+1, password, ports[3*i+1]))
 	}
 	for i := range 3 {
 		n := &clusterNode{name: fmt.Sprintf("n%d", i+1), port: ports[3*i], out: &tailBuffer{max: 16 << 10},
@@ -172,11 +184,58 @@ func (cl *cluster) url(name string) string {
 	return ""
 }
 
+// identities makes the three nkey identities and the routes' password the deploy config
+// reads from its environment (as `kycstate keygen --nats` does for an operator), keeps
+// the admin seed in cl.seed, and returns the environment lines and the password, which
+// every route URL carries.
+func (cl *cluster) identities() ([]string, string, error) {
+	if err := os.MkdirAll(cl.dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	pw := make([]byte, 24)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, "", err
+	}
+	password := hex.EncodeToString(pw)
+	env := []string{"NATS_CLUSTER_PASSWORD=" + password}
+	for _, name := range []string{"NATS_INGEST_NKEY", "NATS_QUERY_NKEY", "NATS_ADMIN_NKEY"} {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, "", err
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return nil, "", err
+		}
+		env = append(env, name+"="+pub)
+		if name == "NATS_ADMIN_NKEY" {
+			seed, err := kp.Seed()
+			if err != nil {
+				return nil, "", err
+			}
+			cl.seed = filepath.Join(cl.dir, "admin.nk")
+			if err := os.WriteFile(cl.seed, seed, 0o600); err != nil {
+				return nil, "", err
+			}
+		}
+	}
+	return env, password, nil
+}
+
+// connect opens a TCP connection to urls as the admin identity.
+func (cl *cluster) connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
+	auth, err := nats.NkeyOptionFromSeed(cl.seed)
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(urls, append(opts, auth)...)
+}
+
 // waitMeta waits until JetStream answers an account request, which needs a meta leader.
 func (cl *cluster) waitMeta(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, clusterTimeout)
 	defer cancel()
-	nc, err := nats.Connect(strings.Join(cl.urls(), ","), nats.Name("kycstate-bench-probe"),
+	nc, err := cl.connect(strings.Join(cl.urls(), ","), nats.Name("kycstate-bench-probe"),
 		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		return err
@@ -200,7 +259,7 @@ func (cl *cluster) openLog(ctx context.Context, log *zap.Logger) (*eventlog.Conn
 	defer cancel()
 	open := func(urls []string) (c *eventlog.Conn, events *eventlog.EventLog, err error) {
 		labelled(ctx, "nats", func() {
-			if c, err = eventlog.Connect(ctx, eventlog.NATSConfig{URLs: urls, Name: "kycstate-bench"}, log); err != nil {
+			if c, err = eventlog.Connect(ctx, eventlog.NATSConfig{URLs: urls, Name: "kycstate-bench", Credentials: cl.seed}, log); err != nil {
 				return
 			}
 			if events, err = eventlog.Open(ctx, c, eventlog.Config{Replicas: 3}, log); err != nil {
@@ -313,8 +372,8 @@ func procPeakRSS(pid int) int64 {
 
 // tcpClients opens n NATS connections to url, each with its own JetStream context: the
 // baseline's clients on the cluster, as `nats bench js pub sync --clients=N` runs them.
-func tcpClients(url string, n int) ([]jetstream.JetStream, func(), error) {
-	return jsClients(n, func() (*nats.Conn, error) { return nats.Connect(url, nats.Name("kycstate-bench-raw")) })
+func tcpClients(cl *cluster, url string, n int) ([]jetstream.JetStream, func(), error) {
+	return jsClients(n, func() (*nats.Conn, error) { return cl.connect(url, nats.Name("kycstate-bench-raw")) })
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
