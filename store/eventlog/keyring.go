@@ -267,6 +267,9 @@ type keyMsg struct {
 	// the moment the record exists, and in no raft log or copy the record reaches.
 	Sealed []byte    `json:"sealed,omitempty"`
 	At     time.Time `json:"at"`
+	// Provider (a pending record of another provider's applicant) names its provider;
+	// empty for Allpass.
+	Provider string `json:"provider,omitempty"`
 }
 
 const (

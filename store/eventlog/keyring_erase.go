@@ -37,6 +37,9 @@ func (k *Keyring) Erased(ctx context.Context, app domain.AppKey, id domain.Appli
 // Erasure is one erasure under way, as recorded on kyc.keys.pending.* until its data key
 // is destroyed.
 type Erasure struct {
+	// Provider is the applicant's provider ("" for a record written before other
+	// providers, which is Allpass).
+	Provider    domain.Provider
 	AppKey      domain.AppKey
 	ApplicantID domain.ApplicantID
 	By, Reason  string
@@ -49,12 +52,21 @@ type Erasure struct {
 // personal fields. An erasure already under way for the applicant is returned as it is.
 // Errors: KindUnavailable when KYC_KEYS does not answer.
 func (k *Keyring) BeginErasure(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (Erasure, error) {
+	return k.BeginProviderErasure(ctx, domain.ProviderAllpass, app, id, by, reason)
+}
+
+// BeginProviderErasure is BeginErasure for an applicant of provider p (DESIGN.md section
+// 13): its tombstone goes on the provider's key subject, its record on
+// kyc.keys.pending.<provider>.<app>.<id> (Allpass's stays kyc.keys.pending.<app>.<id>).
+// Errors: KindInvalid for a provider, app or id that makes no subject; KindUnavailable.
+func (k *Keyring) BeginProviderErasure(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, by, reason string) (Erasure, error) {
 	const op = "eventlog.Keyring.BeginErasure"
-	subject, err := appKeySubject(app, id)
+	p = domain.ProviderOf(string(p))
+	subject, err := keySubject(p, app, id)
 	if err != nil {
 		return Erasure{}, err
 	}
-	pend := pendingSubject(app, id)
+	pend := providerPendingSubject(p, app, id)
 	e, found, err := k.pending(ctx, pend)
 	if err != nil {
 		return Erasure{}, err
@@ -62,13 +74,16 @@ func (k *Keyring) BeginErasure(ctx context.Context, app domain.AppKey, id domain
 	if !found {
 		who, _ := json.Marshal(pendingWho{By: by, Reason: reason})
 		m := keyMsg{V: 1, Kind: kindPending, App: string(app), ID: string(id), At: time.Now().UTC(),
-			Sealed: seal(k.logKey.seal, who, pendingAAD(app, id))}
+			Sealed: seal(k.logKey.seal, who, providerPendingAAD(p, app, id))}
+		if p != domain.ProviderAllpass {
+			m.Provider = string(p)
+		}
 		data, _ := json.Marshal(m)
 		ack, err := k.l.js.PublishMsg(ctx, &nats.Msg{Subject: pend, Data: data}, jetstream.WithExpectStream(KeyStream))
 		if err != nil {
 			return Erasure{}, domain.E(op, domain.KindUnavailable, err)
 		}
-		e = Erasure{AppKey: app, ApplicantID: id, By: by, Reason: reason, At: m.At, Seq: ack.Sequence}
+		e = Erasure{Provider: p, AppKey: app, ApplicantID: id, By: by, Reason: reason, At: m.At, Seq: ack.Sequence}
 	}
 	if err := k.tombstone(ctx, subject, app, id); err != nil {
 		return Erasure{}, err
@@ -101,8 +116,14 @@ func (k *Keyring) tombstone(ctx context.Context, subject string, app domain.AppK
 // overwrites the message in its file with random bytes rather than only marking it
 // deleted. It is idempotent. Errors: KindUnavailable when a deletion is not confirmed.
 func (k *Keyring) DestroyKey(ctx context.Context, app domain.AppKey, id domain.ApplicantID) error {
+	return k.DestroyProviderKey(ctx, domain.ProviderAllpass, app, id)
+}
+
+// DestroyProviderKey is DestroyKey for an applicant of provider p: it deletes the key
+// on the provider's key subject (kyc.keys.<provider>.<app>.<id>).
+func (k *Keyring) DestroyProviderKey(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID) error {
 	const op = "eventlog.Keyring.DestroyKey"
-	subject, err := appKeySubject(app, id)
+	subject, err := keySubject(domain.ProviderOf(string(p)), app, id)
 	if err != nil {
 		return err
 	}
@@ -192,6 +213,23 @@ func pendingAAD(app domain.AppKey, id domain.ApplicantID) []byte {
 	return []byte("kycstate.pending.v1\x00" + string(app) + "\x00" + string(id))
 }
 
+// providerPendingAAD binds a pending record to its applicant; Allpass's is pendingAAD,
+// as records written before other providers were.
+func providerPendingAAD(p domain.Provider, app domain.AppKey, id domain.ApplicantID) []byte {
+	if p == domain.ProviderAllpass || p == "" {
+		return pendingAAD(app, id)
+	}
+	return []byte("kycstate.pending.v2\x00" + string(p) + "\x00" + string(app) + "\x00" + string(id))
+}
+
+// providerPendingSubject is where an erasure under way is recorded.
+func providerPendingSubject(p domain.Provider, app domain.AppKey, id domain.ApplicantID) string {
+	if p == domain.ProviderAllpass || p == "" {
+		return pendingSubject(app, id)
+	}
+	return "kyc.keys.pending." + string(p) + "." + string(app) + "." + string(id)
+}
+
 // decodePending reads a pending record. Its who and why come from Sealed, or from the
 // clear fields of a record written before the log key; a sealed part that does not open
 // (not sealed for this applicant under this ring's log key) leaves them empty: the
@@ -201,11 +239,11 @@ func (k *Keyring) decodePending(msg *jetstream.RawStreamMsg) (Erasure, bool) {
 	if json.Unmarshal(msg.Data, &m) != nil || m.Kind != kindPending {
 		return Erasure{}, false
 	}
-	e := Erasure{AppKey: domain.AppKey(m.App), ApplicantID: domain.ApplicantID(m.ID),
+	e := Erasure{Provider: domain.ProviderOf(m.Provider), AppKey: domain.AppKey(m.App), ApplicantID: domain.ApplicantID(m.ID),
 		By: m.By, Reason: m.Reason, At: m.At, Seq: msg.Sequence}
 	if len(m.Sealed) > 0 {
 		var who pendingWho
-		plain, err := open(k.logKey.seal, m.Sealed, pendingAAD(e.AppKey, e.ApplicantID))
+		plain, err := open(k.logKey.seal, m.Sealed, providerPendingAAD(e.Provider, e.AppKey, e.ApplicantID))
 		if err == nil && json.Unmarshal(plain, &who) == nil {
 			e.By, e.Reason = who.By, who.Reason
 		} else {

@@ -373,7 +373,31 @@ func (l *EventLog) DeleteRejects(ctx context.Context, app domain.AppKey, id doma
 	if !domain.IsCanonicalUUID(string(app)) || !domain.IsCanonicalUUID(string(id)) {
 		return 0, domain.E(op, domain.KindInvalid, "appKey and applicantId must be lower-case UUIDs")
 	}
-	filter := rejectPrefix + authToken + ".*." + string(app) + "." + string(id)
+	return l.deleteRejects(ctx, rejectPrefix+authToken+".*."+string(app)+"."+string(id), id)
+}
+
+// DeleteProviderRejects is DeleteRejects for an applicant of provider p: the rejects
+// kept under kyc.rejects's authenticated subject of that provider, app and id (an
+// Allpass applicant's as DeleteRejects finds them). Errors: KindInvalid when the three
+// make no reject subject; KindUnavailable.
+func (l *EventLog) DeleteProviderRejects(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID) (int, error) {
+	const op = "eventlog.EventLog.DeleteRejects"
+	p = domain.ProviderOf(string(p))
+	if p == domain.ProviderAllpass {
+		return l.DeleteRejects(ctx, app, id)
+	}
+	if id == "" {
+		return 0, domain.E(op, domain.KindInvalid, "an applicant's rejects need its id")
+	}
+	filter, err := RejectPlace{Kept: domain.KeptAuthenticated, Provider: string(p), AppKey: app, ApplicantID: id}.Subject()
+	if err != nil {
+		return 0, domain.E(op, domain.KindInvalid, err)
+	}
+	return l.deleteRejects(ctx, filter, id)
+}
+
+func (l *EventLog) deleteRejects(ctx context.Context, filter string, id domain.ApplicantID) (int, error) {
+	const op = "eventlog.EventLog.DeleteRejects"
 	n := 0
 	for seq := uint64(1); ; {
 		rctx, cancel := context.WithTimeout(ctx, l.requestTimeout)
