@@ -71,10 +71,12 @@ type EventLog interface {
 type Keyring interface {
 	// BeginErasure records an erasure under way and writes the applicant's tombstone;
 	// one already under way is returned as it is. Errors: KindUnavailable.
-	BeginErasure(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (eventlog.Erasure, error)
-	// DestroyKey securely deletes the applicant's data key. Errors: KindUnavailable
-	// when a deletion is not confirmed.
-	DestroyKey(ctx context.Context, app domain.AppKey, id domain.ApplicantID) error
+	// The applicant is (p, app, id) (DESIGN.md section 13). Errors: KindInvalid for a
+	// provider, app or id that makes no subject.
+	BeginProviderErasure(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, by, reason string) (eventlog.Erasure, error)
+	// DestroyProviderKey securely deletes the applicant's data key (its provider's key
+	// subject). Errors: KindUnavailable when a deletion is not confirmed.
+	DestroyProviderKey(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID) error
 	// EndErasure removes the record of an erasure whose key is destroyed.
 	EndErasure(ctx context.Context, e eventlog.Erasure) error
 	// PendingErasures lists the erasures begun whose key is not destroyed yet.
@@ -86,7 +88,7 @@ type Rejects interface {
 	// DeleteRejects securely deletes every reject kept whole under the applicant (app,
 	// id): those whose signature verified and whose payload named it. It returns how
 	// many, and is idempotent. Errors: KindUnavailable when a deletion is not confirmed.
-	DeleteRejects(ctx context.Context, app domain.AppKey, id domain.ApplicantID) (int, error)
+	DeleteProviderRejects(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID) (int, error)
 }
 
 // Projection is what the retention sweep reads: *projection.Projection.
@@ -193,7 +195,20 @@ func New(cfg Config) (*Eraser, error) {
 // erasure could not be recorded or appended (retry; an erasure already recorded is
 // finished by Run); KindInvalid for bad ids.
 func (e *Eraser) Erase(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (seq uint64, pending bool, err error) {
-	er, err := e.ring.BeginErasure(ctx, app, id, by, reason)
+	return e.EraseProvider(ctx, domain.ProviderAllpass, app, id, by, reason)
+}
+
+// EraseProvider is Erase for an applicant of provider p (DESIGN.md section 13): its
+// applicantErased names p and app, and the key destroyed and rejects deleted are that
+// provider's applicant's.
+func (e *Eraser) EraseProvider(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, by, reason string) (seq uint64, pending bool, err error) {
+	p = domain.ProviderOf(string(p))
+	if !p.Valid() {
+		err := domain.E("erase.Erase", domain.KindInvalid, "unknown provider "+string(p))
+		e.failed(id, by, "", err)
+		return 0, false, err
+	}
+	er, err := e.ring.BeginProviderErasure(ctx, p, app, id, by, reason)
 	if err != nil {
 		e.failed(id, by, "erasure not recorded; nothing erased", err)
 		return 0, false, err
@@ -238,10 +253,11 @@ func (e *Eraser) finish(ctx context.Context, er eventlog.Erasure) (seq uint64, e
 			return seq, err
 		}
 	}
-	if err := e.ring.DestroyKey(ctx, er.AppKey, er.ApplicantID); err != nil {
+	p := domain.ProviderOf(string(er.Provider))
+	if err := e.ring.DestroyProviderKey(ctx, p, er.AppKey, er.ApplicantID); err != nil {
 		return seq, err
 	}
-	n, err := e.cfg.Rejects.DeleteRejects(ctx, er.AppKey, er.ApplicantID)
+	n, err := e.cfg.Rejects.DeleteProviderRejects(ctx, p, er.AppKey, er.ApplicantID)
 	if err != nil {
 		return seq, err
 	}
@@ -268,9 +284,14 @@ func (e *Eraser) appendErased(ctx context.Context, er eventlog.Erasure) (uint64,
 		return 0, domain.E("erase.append", domain.KindInternal, err)
 	}
 	now := e.cfg.Now().UTC()
-	ev := &domain.Event{Provider: "allpass", Origin: domain.OriginOperator, AppKey: er.AppKey, ApplicantID: er.ApplicantID,
+	p := domain.ProviderOf(string(er.Provider))
+	ev := &domain.Event{Provider: string(p), Origin: domain.OriginOperator, AppKey: er.AppKey, ApplicantID: er.ApplicantID,
 		Type: domain.EventErased, EventAt: er.At.UTC(), EventAtSource: domain.SourceReceived, ReceivedAt: now, Payload: payload}
 	h := sha256.New()
+	if p != domain.ProviderAllpass {
+		// Another provider's applicant may share app and id with an Allpass one's record.
+		h.Write([]byte("provider\x00" + string(p) + "\x00"))
+	}
 	h.Write([]byte("kycstate erase\x00" + string(er.AppKey) + "\x00" + string(er.ApplicantID) + "\x00" + strconv.FormatUint(er.Seq, 10)))
 	seq, _, err := e.cfg.Events.Append(ctx, ev, hex.EncodeToString(h.Sum(nil)))
 	return seq, err
@@ -356,17 +377,12 @@ func (e *Eraser) Sweep(ctx context.Context) (int, error) {
 			if st.Erased || st.LastEventAt.IsZero() || !st.LastEventAt.Before(cutoff) {
 				continue
 			}
-			if st.Provider != "" && st.Provider != domain.ProviderAllpass {
-				// Erasing another provider's applicant is not built yet (Erase takes an
-				// Allpass applicant); it is left for the sweep that can, not failed on.
-				continue
-			}
 			if err := ctx.Err(); err != nil {
 				return n, err
 			}
 			reason := fmt.Sprintf("retention: last event at %s, older than retention.erase_after (%s)",
 				st.LastEventAt.UTC().Format(time.RFC3339), e.cfg.EraseAfter)
-			if _, _, err := e.Erase(ctx, st.AppKey, st.ApplicantID, "retention", reason); err != nil {
+			if _, _, err := e.EraseProvider(ctx, st.Provider, st.AppKey, st.ApplicantID, "retention", reason); err != nil {
 				return n, err
 			}
 			n++

@@ -22,11 +22,11 @@ type failingRejects struct {
 	fail atomic.Int32
 }
 
-func (f *failingRejects) DeleteRejects(ctx context.Context, app domain.AppKey, id domain.ApplicantID) (int, error) {
+func (f *failingRejects) DeleteProviderRejects(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID) (int, error) {
 	if f.fail.Add(-1) >= 0 {
 		return 0, domain.E("test", domain.KindUnavailable, "rejects not deleted")
 	}
-	return f.EventLog.DeleteRejects(ctx, app, id)
+	return f.EventLog.DeleteProviderRejects(ctx, p, app, id)
 }
 
 // filesHolding lists the files under dir that contain needle.
