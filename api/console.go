@@ -148,21 +148,18 @@ func (b consoleBackend) Verify(ctx context.Context) (domain.VerifyResult, error)
 	return b.s.runVerify(ctx)
 }
 
-func (b consoleBackend) Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (uint64, error) {
+func (b consoleBackend) Erase(ctx context.Context, p domain.Provider, id domain.ApplicantID, by, reason string) (uint64, error) {
 	if b.s.erase == nil {
 		return 0, errParam("erase", domain.KindNotFound, "this node does not erase: it was started without the key ring")
 	}
 	if utf8.RuneCountInString(reason) > maxReasonChars {
 		return 0, errParam("reason", domain.KindInvalid, fmt.Sprintf("longer than %d characters", maxReasonChars))
 	}
-	st, found, err := b.s.proj.State(id)
-	switch {
-	case err != nil:
+	st, err := b.s.find(applicantRef{provider: p, raw: string(id)})
+	if err != nil {
 		return 0, err
-	case !found:
-		return 0, errParam("id", domain.KindNotFound, "no applicant "+string(id))
 	}
-	seq, pending, err := b.s.erase(ctx, st.AppKey, st.ApplicantID, by, reason)
+	seq, pending, err := b.s.erase(ctx, providerOf(st.Provider), st.AppKey, st.ApplicantID, by, reason)
 	if err != nil {
 		return 0, err
 	}

@@ -20,8 +20,9 @@ import (
 // (origin operator, by and reason in its payload) and then destroys the data key. It
 // returns the sequence of the appended event, and pending when the key's destruction did
 // not complete yet (it is retried until it does). Errors: KindUnavailable when the event
-// could not be appended (nothing was erased; retry).
-type EraseFunc func(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (seq uint64, pending bool, err error)
+// could not be appended (nothing was erased; retry). The applicant is (p, app, id), of
+// any provider (DESIGN.md section 13): *erase.Eraser's EraseProvider.
+type EraseFunc func(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, by, reason string) (seq uint64, pending bool, err error)
 
 // Bounds of an erase request.
 const (
@@ -34,13 +35,20 @@ const (
 // stood when the request arrived (atHead); a repeated erasure appends another
 // applicantErased and finds no key left to destroy, which is harmless. The answer waits
 // (up to MaxWait) for the projection to apply the erasure, so a read that follows it
-// sees erased: true.
+// sees erased: true. {id} and ?provider= name the applicant as on the read routes
+// (DESIGN.md section 13): any provider's id, Allpass first, 409 ambiguous_applicant when
+// two other providers hold it.
 func (s *server) handleErase() http.Handler {
 	return s.errs.Handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := parseUUID("id", r.PathValue("id"))
+		q, err := parseQuery(r)
 		if err != nil {
 			return err
 		}
+		ref, err := parseApplicantRef(q, r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		id := ref.raw
 		if s.erase == nil {
 			return errParam("erase", domain.KindNotFound, "this node does not erase: it was started without the key ring")
 		}
@@ -52,19 +60,23 @@ func (s *server) handleErase() http.Handler {
 		if !ok {
 			return err
 		}
-		st, found, err := s.proj.State(domain.ApplicantID(id))
+		st, found, err := s.lookup(ref)
 		if err != nil {
 			return err
 		}
 		if !found {
-			return notFoundAt(behind, "no applicant "+id)
+			msg := "no applicant " + id
+			if ref.provider != "" {
+				msg = fmt.Sprintf("no %s applicant %s", ref.provider, id)
+			}
+			return notFoundAt(behind, msg)
 		}
 		p, _ := principalFrom(r.Context())
-		seq, pending, err := s.erase(r.Context(), st.AppKey, st.ApplicantID, p.name, reason)
+		seq, pending, err := s.erase(r.Context(), providerOf(st.Provider), st.AppKey, st.ApplicantID, p.name, reason)
 		if err != nil {
 			return err
 		}
-		s.log.Info("applicant erased", zap.String("applicantId", id), zap.String("token", p.name),
+		s.log.Info("applicant erased", zap.String("provider", string(providerOf(st.Provider))), zap.String("applicantId", id), zap.String("token", p.name),
 			zap.Uint64("seq", seq), zap.Bool("keyPending", pending))
 		s.waitFor(r.Context(), w, seq)
 		writeJSON(w, http.StatusOK, client.Erasure{ApplicantID: st.ApplicantID, Erased: true, Seq: seq,

@@ -68,7 +68,7 @@ func sealedFixture(t *testing.T) (*fixture, *fakeKeys, *[]string) {
 	f = buildFixture(t, evs, func(c *Config) {
 		c.Tokens = append(c.Tokens, Token{Name: "dpo", Role: domain.RoleAdmin, Secret: adminToken})
 		c.Keys = keys
-		c.Erase = func(ctx context.Context, app domain.AppKey, id domain.ApplicantID, by, reason string) (uint64, bool, error) {
+		c.Erase = func(ctx context.Context, p domain.Provider, app domain.AppKey, id domain.ApplicantID, by, reason string) (uint64, bool, error) {
 			calls = append(calls, string(id)+" by "+by+": "+reason)
 			seq := uint64(len(f.stored)) + 1
 			e := domain.Event{V: domain.StoredVersion, Provider: "allpass", Origin: domain.OriginOperator, AppKey: app,
@@ -155,7 +155,8 @@ func TestEraseAndSealedIDs(t *testing.T) {
 		{"not json", adminToken, string(idA), `reason`, http.StatusBadRequest},
 		{"unknown field", adminToken, string(idA), `{"reason":"x","force":true}`, http.StatusBadRequest},
 		{"unknown applicant", adminToken, string(idNone), `{"reason":"x"}`, http.StatusNotFound},
-		{"bad id", adminToken, "nope", `{"reason":"x"}`, http.StatusBadRequest},
+		{"bad id", adminToken, "nope!", `{"reason":"x"}`, http.StatusBadRequest},
+		{"unknown other provider's id", adminToken, "nope", `{"reason":"x"}`, http.StatusNotFound},
 	} {
 		if rec := f.post(t, "/v1/applicants/"+tc.id+"/erase", tc.token, tc.body); rec.Code != tc.want {
 			t.Errorf("%s: %d %s, want %d", tc.name, rec.Code, rec.Body, tc.want)

@@ -13,6 +13,7 @@ import (
 	"github.com/kycstate/kycstate/api/client"
 	"github.com/kycstate/kycstate/domain"
 	"github.com/kycstate/kycstate/internal/httperr"
+	"github.com/kycstate/kycstate/reconcile"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 )
@@ -584,7 +585,25 @@ func (s *server) handleReconcile() http.Handler {
 		if !ok {
 			return err
 		}
-		rep, err := s.reconcile(r.Context(), domain.ApplicantID(id), dryRun)
+		var rep reconcile.Report
+		if ref.provider == "" {
+			// Allpass first, else the one other provider's: as the read routes resolve it.
+			rep, err = s.reconcile(r.Context(), domain.ApplicantID(id), dryRun)
+		} else {
+			// ?provider= names whose: found here as the read routes find it, then
+			// checked by its key.
+			st, found, lerr := s.lookup(ref)
+			switch {
+			case lerr != nil:
+				return lerr
+			case !found:
+				return notFoundAt(behind, fmt.Sprintf("kycstate has no events of %s applicant %s", ref.provider, id))
+			case s.reconcileKey == nil:
+				return errCode("reconcile", domain.KindNotFound, client.CodeReconcileDisabled,
+					"this node does not reconcile applicants named by provider: no app has open_api or api configured")
+			}
+			rep, err = s.reconcileKey(r.Context(), st.Key(), dryRun)
+		}
 		switch {
 		case r.Context().Err() != nil:
 			return nil // the client went away
@@ -594,7 +613,7 @@ func (s *server) handleReconcile() http.Handler {
 			return err
 		}
 		p, _ := principalFrom(r.Context())
-		s.log.Info("reconciled", zap.String("token", p.name), zap.String("applicantId", id),
+		s.log.Info("reconciled", zap.String("token", p.name), zap.String("provider", string(ref.provider)), zap.String("applicantId", id),
 			zap.String("action", string(rep.Action)), zap.Bool("dryRun", dryRun))
 		writeJSON(w, http.StatusOK, NewReconcileView(rep))
 		return nil

@@ -37,6 +37,7 @@ import (
 type headFixture struct {
 	t      *testing.T
 	ingest http.Handler
+	srv    *jstest.Server
 	events *eventlog.EventLog
 	proj   *projection.Projection
 	app    *allpass.App
@@ -62,7 +63,8 @@ func newHeadFixture(t *testing.T) *headFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.events = jstest.Start(t).EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, log)
+	f.srv = jstest.Start(t)
+	f.events = f.srv.EventLog(t, eventlog.Config{Keys: &eventlog.MasterKeys{Current: master}}, log)
 	p, err := projection.Open(filepath.Join(t.TempDir(), "projection.db"), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -92,10 +94,13 @@ func newHeadFixture(t *testing.T) *headFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.cfg = Config{Projection: p, Logger: log, LastSeq: f.events.LastSeq, Keys: f.events.Keys(), Erase: eraser.Erase,
+	f.cfg = Config{Projection: p, Logger: log, LastSeq: f.events.LastSeq, Keys: f.events.Keys(), Erase: eraser.EraseProvider,
 		Tokens: []Token{{Name: "dpo", Role: domain.RoleAdmin, Secret: adminToken}},
 		Reconcile: func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error) {
 			return rec.Check(ctx, id, reconcile.CheckOptions{DryRun: dryRun})
+		},
+		ReconcileKey: func(ctx context.Context, k domain.ApplicantKey, dryRun bool) (reconcile.Report, error) {
+			return rec.CheckKey(ctx, k, reconcile.CheckOptions{DryRun: dryRun})
 		}}
 	f.waits = watchWaits(&f.cfg)
 	f.h = f.server(f.cfg)

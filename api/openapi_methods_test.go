@@ -40,7 +40,7 @@ func TestOpenAPIOperationsAnswered(t *testing.T) {
 				OpenAPIStatus: domain.StatusApproved, OpenAPIUpdatedAt: at}, nil
 		}
 		// Sequence 1 is applied already, so the answer need not wait for the projection.
-		c.Erase = func(context.Context, domain.AppKey, domain.ApplicantID, string, string) (uint64, bool, error) {
+		c.Erase = func(context.Context, domain.Provider, domain.AppKey, domain.ApplicantID, string, string) (uint64, bool, error) {
 			return 1, false, nil
 		}
 	})

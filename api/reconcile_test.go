@@ -66,6 +66,9 @@ func TestReconcileRoute(t *testing.T) {
 		{"/v1/applicants/not%2Ban%2Bid/reconcile", auditorToken, http.StatusBadRequest, client.CodeInvalid},
 		// An Allpass id must be a UUID.
 		{"/v1/applicants/not-a-uuid/reconcile?provider=allpass", auditorToken, http.StatusBadRequest, client.CodeInvalid},
+		{"/v1/applicants/not-a-uuid/reconcile", auditorToken, http.StatusNotFound, client.CodeNotFound},
+		{"/v1/applicants/not.a.uuid/reconcile", auditorToken, http.StatusBadRequest, client.CodeInvalid},
+		{path(idA) + "?provider=nosuch", auditorToken, http.StatusBadRequest, client.CodeInvalid},
 		{path(idA) + "?dryRun=perhaps", auditorToken, http.StatusBadRequest, client.CodeInvalid},
 	} {
 		rec := f.do(context.Background(), http.MethodPost, c.target, c.token)

@@ -148,6 +148,10 @@ type Config struct {
 	// Allpass's Open API (reconcile.Reconciler.Check). Nil: the route answers 404
 	// (CodeReconcileDisabled) after the same authentication.
 	Reconcile func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
+	// ReconcileKey is Reconcile of the applicant with key k (reconcile.Reconciler.CheckKey):
+	// what the route calls when ?provider= names the applicant (DESIGN.md section 13). Nil:
+	// such a request answers 404 (CodeReconcileDisabled).
+	ReconcileKey func(ctx context.Context, k domain.ApplicantKey, dryRun bool) (reconcile.Report, error)
 	// LastSweep says when the last reconciliation sweep ended (zero: none yet), for the
 	// console's ops page. Nil: this node does not sweep.
 	LastSweep func() time.Time
@@ -176,6 +180,7 @@ type server struct {
 	maxChangesWait time.Duration
 	verify         func(ctx context.Context) (domain.VerifyResult, error)
 	reconcile      func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
+	reconcileKey   func(ctx context.Context, k domain.ApplicantKey, dryRun bool) (reconcile.Report, error)
 	verifyTimeout  time.Duration
 	verifying      chan struct{} // holds a token while a verify runs: one at a time
 	lag            func() uint64
@@ -220,6 +225,7 @@ func NewServer(cfg Config) (http.Handler, error) {
 		gatherer:       cfg.Gatherer,
 		verify:         cfg.Verify,
 		reconcile:      cfg.Reconcile,
+		reconcileKey:   cfg.ReconcileKey,
 		lastSweep:      cfg.LastSweep,
 		verifyTimeout:  cfg.VerifyTimeout,
 		verifying:      make(chan struct{}, 1),

@@ -100,7 +100,8 @@ type Backend interface {
 	// passed). Errors: KindNotFound for an unknown applicant or a node that does not
 	// erase; KindInvalid for an empty or oversized reason; KindUnavailable when the
 	// erasure could not be appended (nothing was erased; retry).
-	Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (seq uint64, err error)
+	// The applicant is named as State names it: p (or "" for Allpass first) and id.
+	Erase(ctx context.Context, p domain.Provider, id domain.ApplicantID, by, reason string) (seq uint64, err error)
 }
 
 // Defaults of Config.

@@ -164,7 +164,7 @@ func (f *fakeBackend) Changes(ctx context.Context, after uint64, limit int) ([]d
 
 func (f *fakeBackend) Health(ctx context.Context) Health { return Health{Checkpoint: 3} }
 
-func (f *fakeBackend) Erase(ctx context.Context, id domain.ApplicantID, by, reason string) (uint64, error) {
+func (f *fakeBackend) Erase(ctx context.Context, p domain.Provider, id domain.ApplicantID, by, reason string) (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.erased = append(f.erased, erasure{id: id, by: by, reason: reason})

@@ -467,19 +467,24 @@ func (c *Console) verify(w http.ResponseWriter, r *http.Request, s session) erro
 // erase erases the applicant's personal data (admin, a POST with the session's CSRF
 // token, as every console form) and shows the applicant again, now erased.
 func (c *Console) erase(w http.ResponseWriter, r *http.Request, s session) error {
-	id, err := domain.ParseApplicantID(r.PathValue("id"))
+	p, err := parseParams(r.URL.RawQuery)
 	if err != nil {
-		return errParam("id", domain.KindInvalid, "the applicant id in the address is not a UUID")
+		return err
+	}
+	prov, id, err := parseApplicant(r.PathValue("id"), p)
+	if err != nil {
+		return err
 	}
 	reason := strings.TrimSpace(r.PostForm.Get("reason"))
 	if reason == "" {
 		return errParam("reason", domain.KindInvalid, "an erasure needs a reason")
 	}
-	seq, err := c.b.Erase(r.Context(), id, s.Name, reason)
+	seq, err := c.b.Erase(r.Context(), prov, id, s.Name, reason)
 	if err != nil {
 		return err
 	}
-	c.log.Info("console erase", zap.String("token", s.Name), zap.String("applicantId", string(id)), zap.Uint64("seq", seq))
-	http.Redirect(w, r, "/console/applicants/"+string(id), http.StatusSeeOther)
+	c.log.Info("console erase", zap.String("token", s.Name), zap.String("provider", string(prov)),
+		zap.String("applicantId", string(id)), zap.Uint64("seq", seq))
+	http.Redirect(w, r, applicantPath(prov, id), http.StatusSeeOther)
 	return nil
 }

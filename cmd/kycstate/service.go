@@ -363,10 +363,10 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		}); err != nil {
 			return nil, err
 		}
-		eraseFn := eraser.Erase
+		eraseFn := eraser.EraseProvider
 		if standby {
 			// Erasures, retention and their retries write the log: the primary's to do.
-			eraseFn = func(context.Context, domain.AppKey, domain.ApplicantID, string, string) (uint64, bool, error) {
+			eraseFn = func(context.Context, domain.Provider, domain.AppKey, domain.ApplicantID, string, string) (uint64, bool, error) {
 				return 0, false, domain.Public("api.erase", domain.KindUnavailable, "",
 					"this node reads a standby (a mirror of the primary's log): erase through the primary")
 			}
@@ -397,6 +397,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 		// Open API configured, the sweep beside the projector unless reconcile.every is 0,
 		// one node at a time through the lease.
 		var checkOne func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error)
+		var checkKey func(ctx context.Context, k domain.ApplicantKey, dryRun bool) (reconcile.Report, error)
 		var lastSweep func() time.Time
 		if (len(r.OpenAPIs) > 0 || len(r.ProviderAPIs) > 0) && !standby {
 			if err := step(stepReconcile, func() error {
@@ -411,6 +412,9 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				}
 				checkOne = func(ctx context.Context, id domain.ApplicantID, dryRun bool) (reconcile.Report, error) {
 					return rec.Check(ctx, id, reconcile.CheckOptions{DryRun: dryRun})
+				}
+				checkKey = func(ctx context.Context, k domain.ApplicantKey, dryRun bool) (reconcile.Report, error) {
+					return rec.CheckKey(ctx, k, reconcile.CheckOptions{DryRun: dryRun})
 				}
 				if rec.Every() == 0 || len(r.OpenAPIs) == 0 {
 					return nil
@@ -437,7 +441,7 @@ func (m *Main) start(ctx context.Context, undo *[]func() error) (*components, er
 				return err
 			}
 			h, err = api.NewServer(api.Config{
-				Reconcile:  checkOne,
+				Reconcile: checkOne, ReconcileKey: checkKey,
 				LastSweep:  lastSweep,
 				Projection: proj, Tokens: apiTokens(r), Logger: log,
 				Gatherer: reg, Metrics: reg, MaxWait: time.Duration(r.API.MaxWait), LastSeq: events.LastSeq,
