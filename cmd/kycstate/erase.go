@@ -24,19 +24,34 @@ admin token (--token, or the config's first admin token). Without it, it works t
 log directly: through nats.url on a running cluster, or offline on a stopped serve's
 data_dir; it needs keys.master (or the serve's development key under data_dir).`)
 	cfgPath := fs.String("config", "", "YAML config file")
-	applicant := fs.String("applicant", "", "the applicant id to erase (required)")
+	applicant := fs.String("applicant", "", "the applicant id to erase (required; its provider's id)")
+	providerName := fs.String("provider", string(domain.ProviderAllpass), "the provider of --applicant")
 	reason := fs.String("reason", "", "why (required; kept in the log)")
 	apiURL := fs.String("api", "", "base URL of a running node's read API, e.g. http://127.0.0.1:8081")
 	token := fs.String("token", "", "admin token for --api (default: the config's first admin token)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	id, err := domain.ParseApplicantID(*applicant)
-	if err != nil {
-		return fmt.Errorf("%w: --applicant must be an applicant id (a UUID)", errUsage)
+	provider := domain.Provider(*providerName)
+	if !provider.Valid() {
+		return fmt.Errorf("%w: --provider must be one of allpass, sumsub, persona, veriff, onfido", errUsage)
+	}
+	var id domain.ApplicantID
+	if provider == domain.ProviderAllpass {
+		var err error
+		if id, err = domain.ParseApplicantID(*applicant); err != nil {
+			return fmt.Errorf("%w: --applicant must be an applicant id (a UUID; another provider's id with --provider)", errUsage)
+		}
+	} else if !domain.IsSubjectToken(*applicant) {
+		return fmt.Errorf("%w: --applicant must be a %s applicant id (1 to 64 of A-Z, a-z, 0-9, '_' and '-')", errUsage, provider)
+	} else {
+		id = domain.ApplicantID(*applicant)
 	}
 	if strings.TrimSpace(*reason) == "" {
 		return fmt.Errorf("%w: --reason is required: an erasure keeps why it was made", errUsage)
+	}
+	if *apiURL != "" && provider != domain.ProviderAllpass {
+		return fmt.Errorf("%w: --api erases Allpass applicants; erase a %s applicant through the log (without --api) or POST /v1/applicants/%s/erase?provider=%s", errUsage, provider, id, provider)
 	}
 	if *apiURL != "" {
 		return eraseViaAPI(ctx, e, *cfgPath, *apiURL, *token, id, *reason)
@@ -46,12 +61,12 @@ data_dir; it needs keys.master (or the serve's development key under data_dir).`
 		return suggestEraseAPI(e, *cfgPath, err)
 	}
 	defer o.Close()
-	app, found, err := o.events.AppKeyOf(ctx, id)
+	app, found, err := o.events.ProviderAppKeyOf(ctx, provider, id)
 	if err != nil {
 		return err
 	}
 	if !found {
-		return fmt.Errorf("no applicant %s in the log", id)
+		return fmt.Errorf("no %s applicant %s in the log", provider, id)
 	}
 	er, err := erase.New(erase.Config{Events: o.events, Keys: keyringOf(o.events), Rejects: o.events, Logger: o.log})
 	if err != nil {
@@ -61,7 +76,7 @@ data_dir; it needs keys.master (or the serve's development key under data_dir).`
 	if u := e.getenv("USER"); u != "" {
 		by += " (" + u + ")"
 	}
-	seq, pending, err := er.Erase(ctx, app, id, by, strings.TrimSpace(*reason))
+	seq, pending, err := er.EraseProvider(ctx, provider, app, id, by, strings.TrimSpace(*reason))
 	if err != nil {
 		return err
 	}

@@ -446,6 +446,38 @@ func (l *EventLog) AppKeyOf(ctx context.Context, id domain.ApplicantID) (domain.
 	return domain.AppKey(parts[3]), true, nil
 }
 
+// ProviderAppKeyOf is AppKeyOf for an applicant of provider p (DESIGN.md section 13):
+// the app of the last event on kyc.events.<p>.*.<id>. Errors: KindInvalid for a provider
+// or id that makes no subject, KindConflict when two apps of p hold the id,
+// KindUnavailable.
+func (l *EventLog) ProviderAppKeyOf(ctx context.Context, p domain.Provider, id domain.ApplicantID) (domain.AppKey, bool, error) {
+	const op = "eventlog.EventLog.AppKeyOf"
+	if p == domain.ProviderAllpass {
+		return l.AppKeyOf(ctx, id)
+	}
+	if !p.Valid() || !domain.IsSubjectToken(string(id)) {
+		return "", false, domain.E(op, domain.KindInvalid, "not a provider and that provider's applicant id")
+	}
+	rctx, cancel := context.WithTimeout(ctx, l.requestTimeout)
+	defer cancel()
+	info, err := l.events.Info(rctx, jetstream.WithSubjectFilter("kyc.events."+string(p)+".*."+string(id)))
+	if err != nil {
+		return "", false, domain.E(op, domain.KindUnavailable, err)
+	}
+	var app domain.AppKey
+	for subject := range info.State.Subjects {
+		parts := strings.Split(subject, ".")
+		if len(parts) != 5 {
+			return "", false, domain.E(op, domain.KindInternal, fmt.Sprintf("subject %q", subject))
+		}
+		if app != "" && app != domain.AppKey(parts[3]) {
+			return "", false, domain.E(op, domain.KindConflict, fmt.Sprintf("apps %s and %s of %s both hold applicant %s", app, parts[3], p, id))
+		}
+		app = domain.AppKey(parts[3])
+	}
+	return app, app != "", nil
+}
+
 // ackSequences reads a delivered message's stream sequence and the number of messages
 // pending after it from its reply subject, as jetstream.Msg.Metadata does, without
 // building the metadata: a rebuild reads a million of them. The subject is
