@@ -395,6 +395,31 @@ func rewrapped(kind string) bool {
 	return kind == kindData || kind == kindIndex || kind == kindSnapshot || kind == kindLog
 }
 
+// secureDelete overwrites message seq of s, waiting at most timeout for each request. A
+// message already gone (shredded by another node or by the projector as it folded the
+// erasure, deleted by an earlier try, dropped by a bound) counts as deleted: nats.go
+// reports the server's "sequence not found" only as text inside
+// ErrMsgDeleteUnsuccessful, so that case is told by asking for the message.
+func secureDelete(ctx context.Context, s jetstream.Stream, seq uint64, timeout time.Duration) (gone bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	err = s.SecureDeleteMsg(dctx, seq)
+	cancel()
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful):
+		gctx, cancel := context.WithTimeout(ctx, timeout)
+		_, gerr := s.GetMsg(gctx, seq)
+		cancel()
+		if errors.Is(gerr, jetstream.ErrMsgNotFound) {
+			return true, nil
+		}
+	}
+	return false, err
+}
+
 func isWrongLastSeq(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
@@ -483,7 +508,7 @@ func (k *Keyring) Rewrap(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, domain.E(op, domain.KindUnavailable, err)
 		}
-		if err := k.stream.SecureDeleteMsg(ctx, msg.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if _, err := secureDelete(ctx, k.stream, msg.Sequence, k.l.requestTimeout); err != nil {
 			return n, domain.E(op, domain.KindUnavailable, err)
 		}
 		k.cache.drop(msg.Subject)

@@ -144,10 +144,7 @@ func (k *Keyring) DestroyProviderKey(ctx context.Context, p domain.Provider, app
 		if json.Unmarshal(msg.Data, &m) == nil && m.Kind == kindErased {
 			continue
 		}
-		dctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
-		err = k.stream.SecureDeleteMsg(dctx, msg.Sequence)
-		cancel()
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if _, err := secureDelete(ctx, k.stream, msg.Sequence, k.l.requestTimeout); err != nil {
 			return domain.E(op, domain.KindUnavailable, fmt.Errorf("secure delete of %s seq %d: %w", KeyStream, msg.Sequence, err))
 		}
 		k.log.Info("data key destroyed", zap.String("applicantId", string(id)), zap.Uint64("keySeq", msg.Sequence))
@@ -159,8 +156,7 @@ func (k *Keyring) DestroyProviderKey(ctx context.Context, p domain.Provider, app
 // written before the log key holds the reason in clear.
 func (k *Keyring) EndErasure(ctx context.Context, e Erasure) error {
 	const op = "eventlog.Keyring.EndErasure"
-	err := k.stream.SecureDeleteMsg(ctx, e.Seq)
-	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := secureDelete(ctx, k.stream, e.Seq, k.l.requestTimeout); err != nil {
 		return domain.E(op, domain.KindUnavailable, err)
 	}
 	return nil

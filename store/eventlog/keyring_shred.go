@@ -256,10 +256,7 @@ func (k *Keyring) dropPending(ctx context.Context, app domain.AppKey, id domain.
 			return domain.E(op, domain.KindUnavailable, err)
 		}
 		seq = msg.Sequence + 1
-		dctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
-		err = k.stream.SecureDeleteMsg(dctx, msg.Sequence)
-		cancel()
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if _, err := secureDelete(ctx, k.stream, msg.Sequence, k.l.requestTimeout); err != nil {
 			return domain.E(op, domain.KindUnavailable, err)
 		}
 	}

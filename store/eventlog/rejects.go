@@ -410,10 +410,8 @@ func (l *EventLog) deleteRejects(ctx context.Context, filter string, id domain.A
 			return n, domain.E(op, domain.KindUnavailable, fmt.Errorf("find rejects: %w", err))
 		}
 		seq = msg.Sequence + 1
-		dctx, cancel := context.WithTimeout(ctx, l.requestTimeout)
-		err = l.rejects.SecureDeleteMsg(dctx, msg.Sequence)
-		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		gone, err := secureDelete(ctx, l.rejects, msg.Sequence, l.requestTimeout)
+		if gone {
 			continue // dropped by the size or age bound meanwhile
 		}
 		if err != nil {

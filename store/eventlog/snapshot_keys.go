@@ -123,10 +123,7 @@ func (k *Keyring) DestroySnapshotKey(ctx context.Context, name string) error {
 		if err != nil {
 			return domain.E(op, domain.KindUnavailable, fmt.Errorf("find snapshot key: %w", err))
 		}
-		dctx, cancel := context.WithTimeout(ctx, k.l.requestTimeout)
-		err = k.stream.SecureDeleteMsg(dctx, msg.Sequence)
-		cancel()
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if _, err := secureDelete(ctx, k.stream, msg.Sequence, k.l.requestTimeout); err != nil {
 			return domain.E(op, domain.KindUnavailable, fmt.Errorf("secure delete of %s seq %d: %w", KeyStream, msg.Sequence, err))
 		}
 		k.log.Info("snapshot key destroyed", zap.String("snapshot", name), zap.Uint64("keySeq", msg.Sequence))
