@@ -137,6 +137,11 @@ func TestSecuritySigninNeverLocksOut(t *testing.T) {
 
 	// The logs: one refusal line per failure, with the client's address and a
 	// fingerprint; the sign-ins with how long each was held; no wrong token anywhere.
+	// The API's refusal is logged after its answer, through the process's pipe: wait
+	// for it (a bounded wait; the checks below still count every line).
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "198.51.100.77") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	refused := map[string][]map[string]any{} // by listener
 	held := map[string]float64{}             // sign-in source -> seconds held
 	sc := bufio.NewScanner(strings.NewReader(p.Output()))
