@@ -88,16 +88,25 @@ func TestClusterErasureKeyBytes(t *testing.T) {
 		t.Fatalf("the wrapped key is on %d nodes before the erasure, want 3: the search cannot find it", len(before))
 	}
 
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, svc.queryURLs[0]+"/v1/applicants/"+id+"/erase",
-		strings.NewReader(`{"reason":"retention period over"}`))
-	req.Header.Set("Authorization", "Bearer "+svc.admin)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("erase: %d", resp.StatusCode)
+	// A 503 says "retry later" (the node is still catching up with the log's head as
+	// it was when the request arrived): retry as a client would, within a bound.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, svc.queryURLs[0]+"/v1/applicants/"+id+"/erase",
+			strings.NewReader(`{"reason":"retention period over"}`))
+		req.Header.Set("Authorization", "Bearer "+svc.admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && time.Now().Before(deadline) {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("erase: %d", resp.StatusCode)
+		}
+		break
 	}
 	clEventually(t, 30*time.Second, "the key message deleted", func() error {
 		_, err := keys.GetMsg(ctx, m.Sequence)
