@@ -268,22 +268,32 @@ func phaseRebuild(ctx context.Context, o options, r *result) error {
 	if err != nil {
 		return err
 	}
-	p, err := projection.Open(path, projection.Options{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	cp := p.Checkpoint()
-	p.Close()
-	if cp != last {
-		return fmt.Errorf("rebuilt projection's checkpoint is %d, the stream's last sequence %d", cp, last)
-	}
-	fi, err := os.Stat(path)
+	size, err := rebuiltSize(path, last)
 	if err != nil {
 		return err
 	}
 	r.set("events", float64(last))
 	r.set("rate", float64(last)/took.Seconds())
 	r.set("seconds", took.Seconds())
-	r.set("file_mib", float64(fi.Size())/(1<<20))
+	r.set("file_mib", float64(size)/(1<<20))
 	return nil
+}
+
+// rebuiltSize checks that the projection a rebuild wrote at path reached the stream's
+// last sequence and returns the file's size.
+func rebuiltSize(path string, last uint64) (int64, error) {
+	p, err := projection.Open(path, projection.Options{ReadOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	cp := p.Checkpoint()
+	p.Close()
+	if cp != last {
+		return 0, fmt.Errorf("rebuilt projection's checkpoint is %d, the stream's last sequence %d", cp, last)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
 }

@@ -441,23 +441,14 @@ func phaseScaleRebuild(ctx context.Context, o options, r *result, s scaleSize) e
 	if err != nil {
 		return err
 	}
-	p, err := projection.Open(path, projection.Options{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	cp := p.Checkpoint()
-	p.Close()
-	if cp != last {
-		return fmt.Errorf("rebuilt projection's checkpoint is %d, the stream's last sequence %d", cp, last)
-	}
-	fi, err := os.Stat(path)
+	size, err := rebuiltSize(path, last)
 	if err != nil {
 		return err
 	}
 	r.set("events", float64(last))
 	r.set("rate", float64(last)/took.Seconds())
 	r.set("seconds", took.Seconds())
-	r.set("file_bytes", float64(fi.Size()))
+	r.set("file_bytes", float64(size))
 	return nil
 }
 
