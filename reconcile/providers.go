@@ -175,21 +175,8 @@ func (r *Reconciler) checkProvider(ctx context.Context, a *appState, st domain.S
 	rep.DryRun = opt.DryRun
 	defer func() { r.count(a, &rep) }()
 
-	start := r.now()
-	f, err := a.client.fetch(ctx, st.ApplicantID)
-	r.m.duration.WithLabelValues(a.name).Observe(time.Since(start).Seconds())
-	var ce *callError
-	switch {
-	case errors.Is(err, errNotFound):
-		a.succeeded()
-		rep.Action = ActionNotFound
-		return rep
-	case errors.As(err, &ce):
-		rep.fail(ce.reason, providerWords(st.Provider, ce.msg))
-		r.backOff(a, ce)
-		return rep
-	case err != nil:
-		rep.fail("canceled", "the check was cancelled")
+	f, ok := r.call(ctx, a, st, &rep, func(msg string) string { return providerWords(st.Provider, msg) })
+	if !ok {
 		return rep
 	}
 	ans, err := a.parse(st.ApplicantID, f)

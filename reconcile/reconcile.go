@@ -352,12 +352,10 @@ func newReport(st domain.State) Report {
 	return rep
 }
 
-// check makes the call for st (the rate limit already waited for) and acts on it.
-func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, opt CheckOptions) Report {
-	rep := newReport(st)
-	rep.DryRun = opt.DryRun
-	defer func() { r.count(a, &rep) }()
-
+// call fetches st's answer from a's API, timed. When there is nothing to act on (not
+// found, a failed call, ctx ended) it says so in rep, with the failure's message in
+// words, and returns false.
+func (r *Reconciler) call(ctx context.Context, a *appState, st domain.State, rep *Report, words func(string) string) (fetched, bool) {
 	start := r.now()
 	f, err := a.client.fetch(ctx, st.ApplicantID)
 	r.m.duration.WithLabelValues(a.name).Observe(time.Since(start).Seconds())
@@ -366,13 +364,26 @@ func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, op
 	case errors.Is(err, errNotFound):
 		a.succeeded()
 		rep.Action = ActionNotFound
-		return rep
+		return f, false
 	case errors.As(err, &ce):
-		rep.fail(ce.reason, ce.msg)
+		rep.fail(ce.reason, words(ce.msg))
 		r.backOff(a, ce)
-		return rep
+		return f, false
 	case err != nil: // ctx ended
 		rep.fail("canceled", "the check was cancelled")
+		return f, false
+	}
+	return f, true
+}
+
+// check makes the call for st (the rate limit already waited for) and acts on it.
+func (r *Reconciler) check(ctx context.Context, a *appState, st domain.State, opt CheckOptions) Report {
+	rep := newReport(st)
+	rep.DryRun = opt.DryRun
+	defer func() { r.count(a, &rep) }()
+
+	f, ok := r.call(ctx, a, st, &rep, func(msg string) string { return msg })
+	if !ok {
 		return rep
 	}
 	resp, err := a.App.App.ParseOpenAPIResponse(f.body, f.signature, st.ApplicantID)
