@@ -101,17 +101,7 @@ func RunProvider(ctx context.Context, cfg ProviderConfig, progress io.Writer) (R
 	}
 	rep.Elapsed = time.Since(start)
 	stopProgress()
-	var latencies []time.Duration
-	for _, res := range results {
-		if res != nil {
-			rep.add(res)
-			latencies = append(latencies, res.latencies...)
-		}
-	}
-	rep.Latency = newLatency(latencies)
-	if s := rep.Elapsed.Seconds(); s > 0 {
-		rep.Rate = float64(rep.Webhooks) / s
-	}
+	rep.addAll(results)
 	if err := context.Cause(runCtx); err != nil {
 		return rep, err
 	}

@@ -72,6 +72,22 @@ func (r Report) OK() bool {
 	return len(r.Mismatches) == 0 && r.Lost == 0 && len(r.Problems) == 0
 }
 
+// addAll adds every journey's result (nil: a journey that never started), then the
+// latency summary and the rate over Elapsed.
+func (r *Report) addAll(results []*result) {
+	var latencies []time.Duration
+	for _, res := range results {
+		if res != nil {
+			r.add(res)
+			latencies = append(latencies, res.latencies...)
+		}
+	}
+	r.Latency = newLatency(latencies)
+	if s := r.Elapsed.Seconds(); s > 0 {
+		r.Rate = float64(r.Webhooks) / s
+	}
+}
+
 func (r *Report) add(res *result) {
 	r.Webhooks += res.webhooks
 	r.Deliveries += res.deliveries
