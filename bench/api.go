@@ -92,7 +92,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 
 	// Warm both: connections open, pages mapped.
 	for _, u := range []string{bareURL, realURL} {
-		if _, _, err := getAll(ctx, client, u, ids, want, apiConns*50); err != nil {
+		if _, _, err := getAll(ctx, client, u, ids, wantBody(want), apiConns*50); err != nil {
 			return err
 		}
 	}
@@ -101,7 +101,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 	var pairs []float64
 	for k := range rounds {
 		half := reqs / rounds
-		bTook, lat, err := getAll(ctx, client, bareURL, ids, want, half)
+		bTook, lat, err := getAll(ctx, client, bareURL, ids, wantBody(want), half)
 		if err != nil {
 			return err
 		}
@@ -110,7 +110,7 @@ func phaseAPI(ctx context.Context, o options, r *result) error {
 		if err != nil {
 			return err
 		}
-		took, lat, err := getAll(ctx, client, realURL, ids, want, half)
+		took, lat, err := getAll(ctx, client, realURL, ids, wantBody(want), half)
 		if perr := stopProf(); perr != nil && err == nil {
 			err = perr
 		}
@@ -268,8 +268,8 @@ func doGet(ctx context.Context, client *http.Client, url string, buf *bytes.Buff
 }
 
 // getAll sends n GETs over apiConns connections, rotating over ids, and checks every
-// body. It returns the wall time and each request's latency.
-func getAll(ctx context.Context, client *http.Client, base string, ids []domain.ApplicantID, want map[string]answer, n int) (time.Duration, []time.Duration, error) {
+// body with check. It returns the wall time and each request's latency.
+func getAll(ctx context.Context, client *http.Client, base string, ids []domain.ApplicantID, check func(id string, body []byte) error, n int) (time.Duration, []time.Duration, error) {
 	var next atomic.Int64
 	lats := make([][]time.Duration, apiConns)
 	errs := newErrFirst()
@@ -292,8 +292,8 @@ func getAll(ctx context.Context, client *http.Client, base string, ids []domain.
 					return
 				}
 				lats[c] = append(lats[c], time.Since(t0))
-				if !bytes.Equal(buf.Bytes(), want[id].body) {
-					errs.put(fmt.Errorf("GET %s: body differs from the expected one", id))
+				if err := check(id, buf.Bytes()); err != nil {
+					errs.put(err)
 					return
 				}
 			}
@@ -312,4 +312,14 @@ func getAll(ctx context.Context, client *http.Client, base string, ids []domain.
 		all = append(all, l...)
 	}
 	return took, all, nil
+}
+
+// wantBody checks that a GET's body is the one expected for its id, byte for byte.
+func wantBody(want map[string]answer) func(id string, body []byte) error {
+	return func(id string, body []byte) error {
+		if !bytes.Equal(body, want[id].body) {
+			return fmt.Errorf("GET %s: body differs from the expected one", id)
+		}
+		return nil
+	}
 }

@@ -705,48 +705,12 @@ func readIDs(path string) ([]domain.ApplicantID, error) {
 // scaleGets sends n GETs over apiConns connections, rotating over ids, and checks that
 // each answer is the applicant asked for. It returns the wall time and each latency.
 func scaleGets(ctx context.Context, client *http.Client, base string, ids []domain.ApplicantID, n int) (time.Duration, []time.Duration, error) {
-	var next atomic.Int64
-	lats := make([][]time.Duration, apiConns)
-	errs := newErrFirst()
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := range apiConns {
-		wg.Go(func() {
-			labelGoroutine(ctx, "client")
-			var buf bytes.Buffer
-			lats[c] = make([]time.Duration, 0, n/apiConns+1)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				id := string(ids[i%len(ids)])
-				t0 := time.Now()
-				if _, err := doGet(ctx, client, base+"/v1/applicants/"+id, &buf); err != nil {
-					errs.put(err)
-					return
-				}
-				lats[c] = append(lats[c], time.Since(t0))
-				if !bytes.Contains(buf.Bytes(), []byte(`"applicantId":"`+id+`"`)) {
-					errs.put(fmt.Errorf("GET %s: the answer is not that applicant's state", id))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	took := time.Since(start)
-	if err := errs.err(); err != nil {
-		return 0, nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, nil, err
-	}
-	var all []time.Duration
-	for _, l := range lats {
-		all = append(all, l...)
-	}
-	return took, all, nil
+	return getAll(ctx, client, base, ids, func(id string, body []byte) error {
+		if !bytes.Contains(body, []byte(`"applicantId":"`+id+`"`)) {
+			return fmt.Errorf("GET %s: the answer is not that applicant's state", id)
+		}
+		return nil
+	}, n)
 }
 
 // scaleRows prints the scale run's rows, each figure at the scale size beside the same
